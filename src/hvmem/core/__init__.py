@@ -1,0 +1,4 @@
+"""Simulation kernel: event engine, seeded random streams and statistics.
+
+It knows nothing about memory.
+"""

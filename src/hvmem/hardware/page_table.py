@@ -1,0 +1,313 @@
+"""x86-64-style four-level radix page tables, stored in frames.
+
+What is modelled
+----------------
+A page table is a tree of 4 KiB table pages, each holding 512 eight-byte entries.
+A 48-bit virtual address splits into four 9-bit indices and a 12-bit offset::
+
+    47      39 38      30 29      21 20      12 11          0
+    | PML4 idx | PDPT idx |  PD idx  |  PT idx  |   offset   |
+      level 3    level 2    level 1    level 0
+
+so a virtual page number (VPN, 36 bits) indexes level ``L`` with
+``(vpn >> 9 * L) & 511``. An entry has the x86 bit layout::
+
+    63   62..52   51 ............ 12  11..9  8   7    6   5   4   3   2   1   0
+    NX   avail    frame number        avail  G   PS   D   A  PCD PWT  U   W   P
+
+Only P (present), W (writable), U (user), A (accessed), D (dirty) and PS (large
+page, at level 1 only: a 2 MiB mapping) are interpreted; the frame number names
+the next table page (upper levels) or the data page (leaf).
+
+Table pages live *in frames* of some physical address space: a guest's page
+tables are guest-physical pages (PPNs) of that guest; nested (EPT) and shadow
+tables are machine frames (MPNs) owned by the hypervisor. :class:`TableStore` is
+the memory of one such address space, as far as table pages are concerned: it
+maps a frame number to the 512 entries stored there. Data pages are not stored
+here (their contents are tokens kept by whoever owns the page).
+
+Write tracing
+-------------
+A store can be write-protected: every write to an entry then goes through a trace
+hook before it lands, which is how a hypervisor doing shadow paging sees the
+guest change its page tables (on hardware, a write-protection fault and a VM
+exit). Writes are reported in batches of arrays so that bulk updates stay fast.
+
+Invariants: a frame holds at most one table page; the entries of a freshly added
+table page are all zero (not present); the arrays handed to the Numba kernels
+(``slot_of_frame``, ``entries``) are the live storage, so kernels see every write.
+
+References: Intel SDM Vol. 3A §4.5 (4-level paging); OSTEP ch. 20 (multi-level
+tables); Linux ``arch/x86/include/asm/pgtable_types.h`` for the bit names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+from hvmem.errors import ConfigError, OutOfMemoryError
+
+# --- entry bits (Intel SDM Vol. 3A, Table 4-19) ---------------------------------
+PTE_PRESENT = np.uint64(1 << 0)  # P: the entry maps something
+PTE_WRITABLE = np.uint64(1 << 1)  # W: writes allowed through this entry
+PTE_USER = np.uint64(1 << 2)  # U: user-mode accesses allowed
+PTE_ACCESSED = np.uint64(1 << 5)  # A: set by the walker when the entry is used
+PTE_DIRTY = np.uint64(1 << 6)  # D: set by the walker on a write (leaf only)
+PTE_LARGE = np.uint64(1 << 7)  # PS: a 2 MiB leaf at level 1
+PTE_FRAME_SHIFT = 12
+PTE_FRAME_MASK = np.uint64(((1 << 40) - 1) << PTE_FRAME_SHIFT)  # bits 51..12
+PTE_FLAGS_MASK = np.uint64((1 << 12) - 1)
+
+LEVELS = 4  # PML4, PDPT, PD, PT
+ENTRIES_PER_TABLE = 512
+INDEX_BITS = 9
+VPN_BITS = LEVELS * INDEX_BITS  # 36: a 48-bit virtual address space
+LEVEL_NAMES = ("PT", "PD", "PDPT", "PML4")  # by level number, as gem5's walker states
+
+#: Flags of an upper-level entry that links a table page: permissions are granted
+#: at the leaf, so upper levels allow everything (as Linux does for user tables).
+TABLE_LINK_FLAGS = PTE_PRESENT | PTE_WRITABLE | PTE_USER
+
+NO_SLOT = -1
+
+
+@njit(cache=True, inline="always")
+def pte_frame(pte):
+    """Frame number an entry points to."""
+    return np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
+
+
+@njit(cache=True, inline="always")
+def make_pte(frame, flags):
+    """Build an entry from a frame number and flag bits."""
+    return (np.uint64(frame) << np.uint64(PTE_FRAME_SHIFT)) | np.uint64(flags)
+
+
+@njit(cache=True, inline="always")
+def table_index(vpn, level):
+    """Index into the table at ``level`` for virtual page ``vpn``."""
+    return (vpn >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)
+
+
+def describe_pte(pte: int) -> str:
+    """Human-readable form of an entry: ``frame 0x1a3 P W U A D``."""
+    pte = int(pte)
+    if not pte & int(PTE_PRESENT):
+        return "not present"
+    names = [
+        ("P", PTE_PRESENT), ("W", PTE_WRITABLE), ("U", PTE_USER),
+        ("A", PTE_ACCESSED), ("D", PTE_DIRTY), ("PS", PTE_LARGE),
+    ]
+    bits = " ".join(name for name, bit in names if pte & int(bit))
+    return f"frame {int(pte_frame(np.uint64(pte))):#x} {bits}"
+
+
+#: Signature of a write-trace hook: (frames, indices, old entries, new entries),
+#: each an array of the same length, called before the writes land.
+WriteHook = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+class TableStore:
+    """The table pages of one physical address space (guest-physical or machine).
+
+    Args:
+        n_frames: size of the address space in 4 KiB frames; frame numbers of
+            table pages must lie below it.
+        name: what this store is, for error messages ("vm0 guest-physical").
+        initial_tables: capacity to reserve up front (it grows by doubling).
+    """
+
+    def __init__(self, n_frames: int, name: str, initial_tables: int = 64):
+        if n_frames <= 0:
+            raise ConfigError(f"{name}: a table store needs at least one frame")
+        self.name = name
+        self.n_frames = n_frames
+        # slot_of_frame[f] is the row of `entries` holding table page f, or NO_SLOT.
+        self.slot_of_frame = np.full(n_frames, NO_SLOT, dtype=np.int32)
+        self.entries = np.zeros((max(1, initial_tables), ENTRIES_PER_TABLE), dtype=np.uint64)
+        self.frame_of_slot = np.full(max(1, initial_tables), NO_SLOT, dtype=np.int64)
+        self._free_slots: list[int] = []
+        self._next_slot = 0
+        self.n_tables = 0
+        self._write_hook: WriteHook | None = None
+        # Bumped whenever `entries` is reallocated, so cached kernel arguments
+        # can tell they are stale.
+        self.generation = 0
+
+    # -- table pages -----------------------------------------------------------
+    def add_table(self, frame: int) -> int:
+        """Make ``frame`` a (zeroed) table page and return its slot."""
+        if not 0 <= frame < self.n_frames:
+            raise OutOfMemoryError(f"{self.name}: frame {frame} outside 0..{self.n_frames - 1}")
+        if self.slot_of_frame[frame] != NO_SLOT:
+            raise ValueError(f"{self.name}: frame {frame} already holds a table page")
+        if self._free_slots:
+            slot = self._free_slots.pop()
+        else:
+            slot = self._next_slot
+            if slot == self.entries.shape[0]:
+                self._grow()
+            self._next_slot += 1
+        self.entries[slot] = 0
+        self.frame_of_slot[slot] = frame
+        self.slot_of_frame[frame] = slot
+        self.n_tables += 1
+        return slot
+
+    def remove_table(self, frame: int) -> None:
+        """Stop treating ``frame`` as a table page (its entries are forgotten)."""
+        slot = int(self.slot_of_frame[frame])
+        if slot == NO_SLOT:
+            raise ValueError(f"{self.name}: frame {frame} holds no table page")
+        self.slot_of_frame[frame] = NO_SLOT
+        self.frame_of_slot[slot] = NO_SLOT
+        self._free_slots.append(slot)
+        self.n_tables -= 1
+
+    def is_table(self, frame: int) -> bool:
+        """Whether ``frame`` holds a table page."""
+        return bool(self.slot_of_frame[frame] != NO_SLOT)
+
+    def table_frames(self) -> np.ndarray:
+        """Frames of every table page of this tree, root first, level by level."""
+        return tree_tables(self.store, self.root_frame)[0]
+
+    def _new_table(self) -> int:
+        frame = int(self._alloc_table_frame())
+        self.store.add_table(frame)
+        return frame
+
+    def lookup(self, vpn: int) -> np.uint64:
+        """Leaf entry for ``vpn`` by a software walk (no costs, no A/D updates); 0 if none."""
+        return np.uint64(
+            software_walk(self.store.slot_of_frame, self.store.entries, self.root_frame, vpn)
+        )
+
+    def map(self, vpn: int, frame: int, flags: int | np.uint64 = TABLE_LINK_FLAGS) -> None:
+        """Map one virtual page to ``frame`` with leaf ``flags`` (P is always set)."""
+        self.map_many(np.array([vpn], dtype=np.int64), np.array([frame], dtype=np.int64), flags)
+
+    def map_many(
+        self, vpns: np.ndarray, frames: np.ndarray, flags: int | np.uint64 = TABLE_LINK_FLAGS
+    ) -> None:
+        """Map many virtual pages at once (vectorised; one Python step per new table page)."""
+        vpns = np.asarray(vpns, dtype=np.int64)
+        frames = np.asarray(frames, dtype=np.int64)
+        if vpns.shape != frames.shape:
+            raise ValueError("map_many: vpns and frames differ in length")
+        if vpns.size == 0:
+            return
+        if vpns.min() < 0 or vpns.max() >= (1 << VPN_BITS):
+            raise ConfigError(f"virtual page outside the {VPN_BITS}-bit VPN space")
+        table_frames = self._ensure_tables(vpns)
+        leaf_flags = np.uint64(flags) | PTE_PRESENT
+        ptes = (frames.astype(np.uint64) << np.uint64(PTE_FRAME_SHIFT)) | leaf_flags
+        self.store.write_many(table_frames, vpns & (ENTRIES_PER_TABLE - 1), ptes)
+
+    def unmap_many(self, vpns: np.ndarray) -> np.ndarray:
+        """Clear the leaf entries of ``vpns``; returns the old entries (0 where unmapped)."""
+        vpns = np.asarray(vpns, dtype=np.int64)
+        leaf_tables = leaf_table_frames(
+            self.store.slot_of_frame, self.store.entries, self.root_frame, vpns
+        )
+        old = np.zeros(vpns.size, dtype=np.uint64)
+        mapped = leaf_tables >= 0
+        if np.any(mapped):
+            idx = vpns[mapped] & (ENTRIES_PER_TABLE - 1)
+            slots = self.store.slot_of_frame[leaf_tables[mapped]]
+            old[mapped] = self.store.entries[slots, idx]
+            self.store.write_many(leaf_tables[mapped], idx, np.zeros(idx.size, dtype=np.uint64))
+        return old
+
+    def unmap(self, vpn: int) -> np.uint64:
+        """Clear one leaf entry; returns the old entry (0 if it was not mapped)."""
+        return self.unmap_many(np.array([vpn], dtype=np.int64))[0]
+
+    def _ensure_tables(self, vpns: np.ndarray) -> np.ndarray:
+        """Create missing table pages on the paths of ``vpns``; return each leaf table's frame."""
+        store = self.store
+        parent = np.full(vpns.size, self.root_frame, dtype=np.int64)
+        for level in range(LEVELS - 1, 0, -1):
+            idx = (vpns >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)
+            child = child_frames(store.slot_of_frame, store.entries, parent, idx)
+            missing = child < 0
+            if np.any(missing):
+                # One new table page per distinct (parent, index) pair.
+                keys = parent[missing] * ENTRIES_PER_TABLE + idx[missing]
+                unique_keys = np.unique(keys)
+                new_frames = np.array([self._new_table() for _ in unique_keys], dtype=np.int64)
+                link_parent = unique_keys // ENTRIES_PER_TABLE
+                link_index = unique_keys % ENTRIES_PER_TABLE
+                links = (new_frames.astype(np.uint64) << np.uint64(PTE_FRAME_SHIFT)) | (
+                    TABLE_LINK_FLAGS
+                )
+                store.write_many(link_parent, link_index, links)
+                child[missing] = new_frames[np.searchsorted(unique_keys, keys)]
+            parent = child
+        return parent
+
+
+@njit(cache=True)
+def child_frames(slot_of_frame, entries, parents, indices):
+    """Frame linked at ``indices`` of table pages ``parents``, or -1 where not present."""
+    out = np.empty(parents.size, dtype=np.int64)
+    for i in range(parents.size):
+        pte = entries[slot_of_frame[parents[i]], indices[i]]
+        out[i] = pte_frame(pte) if pte & PTE_PRESENT else -1
+    return out
+
+
+@njit(cache=True)
+def leaf_table_frames(slot_of_frame, entries, root_frame, vpns):
+    """For each VPN, the frame of its level-0 table page, or -1 if the path is incomplete."""
+    out = np.empty(vpns.size, dtype=np.int64)
+    for i in range(vpns.size):
+        frame = root_frame
+        for level in range(LEVELS - 1, 0, -1):
+            pte = entries[slot_of_frame[frame], table_index(vpns[i], level)]
+            if not pte & PTE_PRESENT:
+                frame = -1
+                break
+            frame = pte_frame(pte)
+        out[i] = frame
+    return out
+
+
+@njit(cache=True)
+def software_walk(slot_of_frame, entries, root_frame, vpn):
+    """Leaf entry for ``vpn``, or 0 if any level is not present (no side effects)."""
+    frame = root_frame
+    for level in range(LEVELS - 1, -1, -1):
+        pte = entries[slot_of_frame[frame], table_index(vpn, level)]
+        if not pte & PTE_PRESENT:
+            return np.uint64(0)
+        if level == 0:
+            return pte
+        frame = pte_frame(pte)
+    return np.uint64(0)
+
+
+def tree_tables(store: TableStore, root_frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every table page of the tree under ``root_frame``, root first, level by level.
+
+    Returns:
+        (frames, levels, vpn_bases): each table page's frame, its level (3 for the
+        root) and the first VPN it translates.
+    """
+    frames = [np.array([root_frame], dtype=np.int64)]
+    levels = [np.array([LEVELS - 1], dtype=np.int64)]
+    bases = [np.zeros(1, dtype=np.int64)]
+    for level in range(LEVELS - 1, 0, -1):
+        rows = store.entries[store.slot_of_frame[frames[-1]]]
+        links = (rows & PTE_PRESENT) != 0
+        if level == 1:
+            links &= (rows & PTE_LARGE) == 0  # a 2 MiB leaf, not a table
+        parent_idx, entry_idx = np.nonzero(links)
+        frames.append(((rows[links] & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(
+            np.int64))
+        levels.append(np.full(parent_idx.size, level - 1, dtype=np.int64))
+        bases.append(bases[-1][parent_idx] + (entry_idx.astype(np.int64) << (INDEX_BITS * level)))
+    return np.concatenate(frames), np.concatenate(levels), np.concatenate(bases)

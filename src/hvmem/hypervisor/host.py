@@ -1,0 +1,220 @@
+r"""The host: machine memory, the VMs on it, and the hypervisor's fault path.
+
+What is modelled
+----------------
+The host owns machine memory (``hardware/frames.py``) and, per VM, a pmap and a
+paging mode (shadow or nested) that keeps the hardware's view of the guest's
+translations coherent with the guest's tables and the pmap. A VM gets no
+machine memory up front: the first touch of a guest-physical page faults into
+the hypervisor, which takes a frame off the host free list (zeroed first if it
+last belonged to someone else), records it in the pmap and retries the
+reference::
+
+    guest reference --MMU--> TLB hit ............................... MPN
+                          \-> walk --> BACKING_MISSING (ppn) --> host: first touch,
+                                                                  pmap[ppn] = new MPN, retry
+                               \-> GUEST_NOT_PRESENT -------------> back to the guest
+
+Counters per VM: ``first_touch_faults`` (pages backed lazily), ``zeroed_frames``
+(of those, frames zeroed because they came from another owner).
+
+Invariants (``check_invariants``): every frame is free, owned by exactly one VM
+through exactly one PRIVATE pmap entry, or a hypervisor table page; no VM's pmap
+names a frame another VM owns.
+
+References: Waldspurger, OSDI 2002 §2 (pmap), footnote 2 (zeroing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from hvmem.errors import ConfigError, InvariantViolation
+from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
+from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
+from hvmem.hardware.page_table import TableStore
+from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
+from hvmem.hardware.walker import FaultKind
+from hvmem.hypervisor.paging.nested import NestedPaging
+from hvmem.hypervisor.paging.shadow import ShadowPaging
+from hvmem.hypervisor.pmap import Backing, Pmap
+
+PagingName = Literal["shadow", "nested"]
+PAGING_MODES = ("shadow", "nested")
+
+
+class PagingMode(Protocol):
+    """What the host needs of shadow and nested paging alike."""
+
+    name: str
+
+    def attach(self, mmu: Mmu) -> None:
+        """Run ``mmu`` under this paging mode."""
+        ...
+
+    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
+        """Make the hardware's view follow pmap changes of ``ppns``."""
+        ...
+
+    def table_frames(self) -> np.ndarray:
+        """Machine frames this mode uses for its tables."""
+        ...
+
+    def run(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray, start: int,
+            mpns_out: np.ndarray, counts: np.ndarray, steps: np.ndarray, record: bool
+            ) -> tuple[int, int, int, int]:
+        """Translate from ``start`` until done or a fault; (stop, status, ppn, n_steps)."""
+        ...
+
+
+@dataclass(slots=True)
+class VmCounters:
+    """Event tallies of the hypervisor for one VM."""
+
+    first_touch_faults: int = 0  # guest-physical pages backed on their first touch
+    zeroed_frames: int = 0  # frames zeroed on the way to this VM
+    fault_time_ns: float = 0.0  # time charged for hypervisor faults
+
+
+@dataclass
+class HostVm:
+    """The hypervisor's side of one VM."""
+
+    vm_id: int
+    name: str
+    n_ppns: int
+    pmap: Pmap
+    guest_tables: TableStore
+    paging: PagingMode
+    host: Host
+    counters: VmCounters = field(default_factory=VmCounters)
+
+    def back_pages(self, ppns: np.ndarray) -> np.ndarray:
+        """First touch of ``ppns``: back the unbacked ones with fresh frames; returns MPNs."""
+        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        if ppns.size and (ppns[0] < 0 or ppns[-1] >= self.n_ppns):
+            raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
+        todo = ppns[self.pmap.state[ppns] == Backing.UNBACKED]
+        if todo.size:
+            frames = self.host.frames
+            zeroed_before = frames.counters.zeroings
+            mpns = frames.alloc(self.vm_id, todo.size)
+            zeroed = frames.counters.zeroings - zeroed_before
+            self.pmap.back(todo, mpns, Backing.PRIVATE)
+            self.paging.on_backing_changed(todo, np.zeros(todo.size, dtype=bool))
+            costs = self.host.costs
+            self.counters.first_touch_faults += todo.size
+            self.counters.zeroed_frames += zeroed
+            self.counters.fault_time_ns += (
+                todo.size * costs.hypervisor_fault_ns + zeroed * costs.zero_page_ns
+            )
+        return self.pmap.mpn[ppns]
+
+    def translate(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray | None = None,
+                  steps: np.ndarray | None = None, events: list | None = None
+                  ) -> TranslationBatch:
+        """Translate a batch of the current address space, resolving hypervisor faults.
+
+        Faults the guest must handle (``GUEST_*``) stop the batch and are
+        returned; backing faults are resolved here and the reference retried.
+
+        Args:
+            mmu: the vCPU's MMU, with the guest's CR3 loaded.
+            vpns: guest-virtual page numbers.
+            is_write: per reference, a write; all reads if omitted.
+            steps: when given, the walk steps are recorded into it (one-reference
+                batches, for ``hvmem translate``).
+            events: when given, hypervisor actions are appended as (kind, ppn, mpn).
+        """
+        vpns = np.ascontiguousarray(vpns, dtype=np.int64)
+        if is_write is None:
+            is_write = np.zeros(vpns.size, dtype=np.bool_)
+        is_write = np.ascontiguousarray(is_write, dtype=np.bool_)
+        record = steps is not None
+        steps_buf = steps if steps is not None else _NO_STEPS
+        mpns = np.full(vpns.size, -1, dtype=np.int64)
+        counts = new_counters()
+        start = 0
+        n_steps = 0
+        time_ns = 0.0
+        fault = None
+        while True:
+            stop, status, ppn, used = self.paging.run(
+                mmu, vpns, is_write, start, mpns, counts, steps_buf[n_steps:], record)
+            n_steps += used
+            if status == FaultKind.NONE:
+                break
+            if status == FaultKind.BACKING_MISSING:
+                before = self.counters.fault_time_ns
+                mpn = int(self.back_pages(np.array([ppn]))[0])
+                time_ns += self.counters.fault_time_ns - before
+                if events is not None:
+                    events.append(("first_touch", ppn, mpn, n_steps))
+                start = stop
+                continue
+            fault = Fault(FaultKind(status), stop, int(vpns[stop]), ppn)
+            break
+        time_ns += mmu.charge(counts)
+        return TranslationBatch(mpns, fault.index if fault else vpns.size, fault, time_ns,
+                                n_steps)
+
+
+_NO_STEPS = np.zeros((1, 6), dtype=np.int64)
+
+
+class Host:
+    """Machine memory and the VMs running on it.
+
+    Args:
+        memory_pages: machine memory in 4 KiB frames.
+        paging: "shadow" or "nested".
+        costs: the cost table.
+    """
+
+    def __init__(self, memory_pages: int, paging: PagingName = "nested",
+                 costs: CostTable = DEFAULT_COSTS):
+        if paging not in PAGING_MODES:
+            raise ConfigError(f"paging: expected shadow or nested, found {paging!r}")
+        self.paging = paging
+        self.costs = costs
+        self.frames = MachineMemory(memory_pages)
+        self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
+        self.vms: list[HostVm] = []
+
+    def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
+        """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""
+        vm_id = len(self.vms)
+        pmap = Pmap(n_ppns)
+        mode: PagingMode
+        if self.paging == "nested":
+            mode = NestedPaging(vm_id, self.frames, self.tables, guest_tables, pmap)
+        else:
+            mode = ShadowPaging(vm_id, self.frames, self.tables, guest_tables, pmap, self.costs)
+        vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self)
+        self.vms.append(vm)
+        return vm
+
+    def check_invariants(self) -> None:
+        """Raise :class:`InvariantViolation` unless every frame is accounted for exactly once."""
+        frames = self.frames
+        frames.check_invariants()
+        claimed = np.zeros(frames.n_frames, dtype=np.int64)
+        for vm in self.vms:
+            vm.pmap.check_invariants()
+            mpns = vm.pmap.mpn[vm.pmap.state == Backing.PRIVATE]
+            if np.any(frames.owner[mpns] != vm.vm_id):
+                raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")
+            np.add.at(claimed, mpns, 1)
+            tables = vm.paging.table_frames()
+            if np.any(frames.owner[tables] != HYPERVISOR):
+                raise InvariantViolation(f"{vm.name}: a table page is not a hypervisor frame")
+            np.add.at(claimed, tables, 1)
+        if np.any(claimed > 1):
+            raise InvariantViolation(f"frame {int(np.flatnonzero(claimed > 1)[0])} mapped twice")
+        owned = frames.owner != FREE
+        leaked = np.flatnonzero(owned & (claimed == 0))
+        if leaked.size:
+            raise InvariantViolation(f"frame {int(leaked[0])} is owned but mapped by nobody")

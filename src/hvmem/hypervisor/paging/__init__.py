@@ -1,0 +1,1 @@
+"""How the hypervisor keeps guest translations in hardware: shadow or nested paging."""

@@ -1,0 +1,168 @@
+"""Nested paging (Intel EPT, AMD NPT): the hardware composes the two translations.
+
+What is modelled
+----------------
+The hypervisor keeps one nested table per VM, mapping PPN -> MPN exactly as the
+pmap says: present and writable for a PRIVATE page, present and read-only for a
+SHARED one, absent otherwise. The guest's own page tables are used as they are:
+no write tracing, no CR3 interception. On a TLB miss the hardware makes a 2-D
+walk (``hardware/walker.walk_2d``, up to 24 references); a guest-physical page
+without backing stops the walk with an EPT violation (``BACKING_MISSING``),
+which the host resolves (first-touch allocation, swap-in, ...) before the
+reference is retried.
+
+When the pmap changes a page that had a machine page, its nested entry is
+rewritten and the VM's cached translations are dropped (``INVEPT``
+single-context: the TLB holds combined VPN -> MPN entries and nothing maps an
+MPN back to the VPNs that used it).
+
+Invariant: for every PPN, the nested table's leaf equals the pmap's MPN with
+the pmap's writability (property-tested through translations).
+
+References: Bhargava et al., ASPLOS 2008; Intel SDM Vol. 3C §28.2-28.3 (EPT, INVEPT).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hvmem.hardware.frames import HYPERVISOR, MachineMemory
+from hvmem.hardware.mmu import (
+    C_REFS,
+    C_TLB_HITS,
+    C_TLB_MISSES,
+    C_WALK_REFS,
+    C_WALKS,
+    KIND_FAULT,
+    KIND_TLB_HIT,
+    KIND_TLB_MISS,
+    Mmu,
+)
+from hvmem.hardware.page_table import (
+    PTE_ACCESSED,
+    PTE_PRESENT,
+    PTE_USER,
+    PTE_WRITABLE,
+    RadixPageTable,
+    TableStore,
+)
+from hvmem.hardware.tlb import PERM, PERM_WRITE, VALUE, sa_insert, sa_lookup, set_of, tlb_key
+from hvmem.hardware.walker import DIM_ONE, NONE, _record, walk_2d
+from hvmem.hypervisor.pmap import Backing, Pmap
+
+_NESTED_READ = PTE_PRESENT | PTE_USER | PTE_ACCESSED
+_NESTED_WRITE = _NESTED_READ | PTE_WRITABLE
+
+
+@njit(cache=True)
+def nested_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_sets, pwc_mask,
+                     use_pwc, vm, asid, g_slot, g_entries, g_root, n_slot, n_entries, n_root,
+                     vpns, is_write, start, mpns_out, counts, steps, record):
+    """Translate ``vpns[start:]`` of one address space under nested paging.
+
+    Returns:
+        (stop, status, fault_ppn, n_steps): ``stop`` is the index of the first
+        reference not translated (``len(vpns)`` when all were), ``status`` its
+        fault kind (NONE when all were).
+    """
+    n_steps = 0
+    for i in range(start, vpns.size):
+        vpn = vpns[i]
+        write = is_write[i]
+        s = set_of(vpn, tlb_sets, tlb_mask)
+        key = tlb_key(vm, asid, vpn)
+        way = sa_lookup(tlb, tlb_clock, key, s)
+        if way >= 0 and (not write or (tlb[s, way, PERM] & PERM_WRITE) != 0):
+            counts[C_TLB_HITS] += 1
+            counts[C_REFS] += 1
+            mpns_out[i] = tlb[s, way, VALUE]
+            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0,
+                              KIND_TLB_HIT)
+            continue
+        counts[C_TLB_MISSES] += 1
+        counts[C_WALKS] += 1
+        n_steps = _record(steps, n_steps, record, DIM_ONE, 0, -1, 0, 0, KIND_TLB_MISS)
+        st, mpn, refs, n_steps, writable, fault_ppn = walk_2d(
+            g_slot, g_entries, g_root, n_slot, n_entries, n_root, vpn, write, pwc, pwc_clock,
+            pwc_sets, pwc_mask, use_pwc, vm, asid, steps, n_steps, record)
+        counts[C_WALK_REFS] += refs
+        if st != NONE:
+            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, fault_ppn, st, 0, KIND_FAULT)
+            return i, st, fault_ppn, n_steps
+        sa_insert(tlb, tlb_clock, key, s, mpn, PERM_WRITE if writable else 0)
+        counts[C_REFS] += 1
+        mpns_out[i] = mpn
+    return vpns.size, NONE, np.int64(-1), n_steps
+
+
+class NestedPaging:
+    """The nested table of one VM and the batch translation that uses it.
+
+    Args:
+        vm_id: the VM.
+        frames: machine memory (nested table pages are hypervisor frames).
+        host_tables: the store of table pages in machine frames.
+        guest_tables: the VM's guest-physical table store.
+        pmap: the VM's pmap.
+    """
+
+    name = "nested"
+
+    def __init__(self, vm_id: int, frames: MachineMemory, host_tables: TableStore,
+                 guest_tables: TableStore, pmap: Pmap):
+        self.vm_id = vm_id
+        self.frames = frames
+        self.host_tables = host_tables
+        self.guest_tables = guest_tables
+        self.pmap = pmap
+        self.ept = RadixPageTable(host_tables, lambda: frames.alloc_one(HYPERVISOR))
+        self.mmus: list[Mmu] = []
+
+    def attach(self, mmu: Mmu) -> None:
+        """Run ``mmu`` under nested paging: guest MMU operations are not intercepted."""
+        mmu.intercepts = None
+        self.mmus.append(mmu)
+
+    def table_frames(self) -> np.ndarray:
+        """Machine frames holding this VM's nested table pages."""
+        return self.ept.table_frames()
+
+    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
+        """Mirror pmap changes of ``ppns`` into the nested table.
+
+        Args:
+            ppns: pages whose pmap entry changed.
+            old_had_mpn: per page, whether it had a machine page before (so some
+                translation may be cached and must be flushed).
+        """
+        ppns = np.asarray(ppns, dtype=np.int64)
+        state = self.pmap.state[ppns]
+        private = state == Backing.PRIVATE
+        shared = state == Backing.SHARED
+        absent = ~(private | shared)
+        if np.any(private):
+            self.ept.map_many(ppns[private], self.pmap.mpn[ppns[private]], _NESTED_WRITE)
+        if np.any(shared):
+            self.ept.map_many(ppns[shared], self.pmap.mpn[ppns[shared]], _NESTED_READ)
+        if np.any(absent):
+            self.ept.unmap_many(ppns[absent])
+        if np.any(old_had_mpn):
+            # INVEPT single-context: combined translations cannot be found by PPN.
+            for mmu in self.mmus:
+                mmu.tlb.flush_vm(self.vm_id)
+                mmu.pwc.flush_vm(self.vm_id)
+
+    def run(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray, start: int,
+            mpns_out: np.ndarray, counts: np.ndarray, steps: np.ndarray, record: bool
+            ) -> tuple[int, int, int, int]:
+        """Translate from ``start`` until done or a fault; see :func:`nested_translate`."""
+        tlb, pwc = mmu.tlb, mmu.pwc
+        g, h = self.guest_tables, self.host_tables
+        stop, status, fault_ppn, n_steps = nested_translate(
+            tlb.cache, tlb.clock, tlb.n_sets, tlb.set_mask, pwc.cache, pwc.clock, pwc.n_sets,
+            pwc.set_mask, pwc.enabled, self.vm_id, mmu.asid, g.slot_of_frame, g.entries,
+            mmu.hw_root, h.slot_of_frame, h.entries, self.ept.root_frame, vpns, is_write,
+            start, mpns_out, counts, steps, record)
+        return int(stop), int(status), int(fault_ppn), int(n_steps)
+

@@ -1,0 +1,1 @@
+"""What guests do: access-batch generators, page-content models and trace readers."""

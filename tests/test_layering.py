@@ -1,0 +1,248 @@
+"""Import directions between hvmem's layers (docs/architecture.md, DESIGN.md section 2).
+
+Every module under src/hvmem is parsed with ``ast`` and each import of ``hvmem.*``
+(absolute or relative, at any depth, including ``TYPE_CHECKING`` blocks) is
+checked against the layer table below:
+
+* a module may import its own top-level package, its own layer, or lower;
+* ``policy`` and ``workloads`` (L2) never import each other;
+* ``guest`` and ``hypervisor`` (L4) never import each other: they meet at
+  hardware objects, as real guests and hosts do;
+* the composition modules (L5) may import each other;
+* ``hvmem/__init__.py`` and ``hvmem/__main__.py`` may import anything. Names
+  taken from the root package itself (``import hvmem``, ``from hvmem import
+  __version__``) count as L7: the root re-exports the composition API, so only
+  the UI leans on it; lower layers import the module that defines the thing;
+* a top-level name missing from the table fails, so a new package gets classified.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Collection
+from pathlib import Path
+
+import pytest
+
+SRC_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "hvmem"
+
+LAYERS: dict[str, int] = {
+    "units": 0,
+    "errors": 0,
+    "core": 1,
+    "policy": 2,
+    "workloads": 2,
+    "hardware": 3,
+    "guest": 4,
+    "hypervisor": 4,
+    "scenario": 5,
+    "sim": 5,
+    "results": 5,
+    "machine": 5,
+    "bench": 5,
+    "backends": 6,
+    "ui": 7,
+}
+# Importers that may import anything.
+UNRESTRICTED = {"__init__", "__main__"}
+# Attributes of the root package (hvmem/__init__.py) count as this layer.
+ROOT_PACKAGE_LAYER = 7
+# Same-layer pairs that must not import each other, in either direction.
+SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hypervisor"})}
+
+
+def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:
+    """Dotted module name of a file under package_dir, and whether it is a package."""
+    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    return ".".join(parts), is_package
+
+
+def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, int]]:
+    """Every hvmem.* name the tree imports, as (dotted name, line), relative ones resolved.
+
+    ``from X import a`` yields ``X.a``: a is either a submodule or an attribute of X,
+    and the top-level package is X's either way (except when X is ``hvmem``).
+    """
+    package_parts = module.split(".") if is_package else module.split(".")[:-1]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                keep = len(package_parts) - (node.level - 1)
+                if keep < 1:
+                    found.append(("<beyond-top-level>", node.lineno))
+                    continue
+                base = ".".join(package_parts[:keep] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.extend((f"{base}.{alias.name}", node.lineno) for alias in node.names)
+    return [
+        (name, line)
+        for name, line in found
+        if name.split(".")[0] in ("hvmem", "<beyond-top-level>")
+    ]
+
+
+def top_level_of(dotted: str, on_disk: Collection[str]) -> str:
+    """The top-level name a hvmem.* import belongs to; "__root__" for the root package."""
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return "__root__"  # import hvmem
+    name = parts[1]
+    if name in LAYERS or name in UNRESTRICTED or name in on_disk:
+        return name
+    return "__root__"  # from hvmem import something_defined_in___init__
+
+
+def layer_violations(
+    module: str, source: str, *, is_package: bool = False, on_disk: Collection[str] = ()
+) -> list[str]:
+    """Check one module's hvmem imports against the layer table.
+
+    Args:
+        module: the importer's dotted name, such as "hvmem.core.engine".
+        source: its Python source.
+        is_package: the source is the package's __init__.py.
+        on_disk: top-level names that exist under src/hvmem, so an unclassified
+            package is told apart from an attribute of the root package.
+
+    Returns:
+        One message per violation; empty if the module keeps to its layer.
+    """
+    importer = module.split(".")[1] if "." in module else "__init__"
+    if importer in UNRESTRICTED:
+        return []
+    if importer not in LAYERS:
+        return [f"{module}: top-level name {importer!r} has no layer; add it to LAYERS"]
+    tree = ast.parse(source, filename=module)
+    violations = []
+    for dotted, line in imported_modules(tree, module, is_package):
+        where = f"{module}:{line} imports {dotted}"
+        if dotted == "<beyond-top-level>":
+            violations.append(f"{where}: relative import beyond the hvmem package")
+            continue
+        imported = top_level_of(dotted, on_disk)
+        if imported == importer:
+            continue
+        if imported == "__root__":
+            layer = ROOT_PACKAGE_LAYER
+        elif imported in LAYERS:
+            layer = LAYERS[imported]
+        elif imported in UNRESTRICTED:
+            violations.append(f"{where}: nothing may import {imported}")
+            continue
+        else:
+            violations.append(f"{where}: top-level name {imported!r} has no layer")
+            continue
+        if layer > LAYERS[importer]:
+            violations.append(
+                f"{where}: L{LAYERS[importer]} {importer} must not import L{layer} {imported}"
+            )
+        elif frozenset({importer, imported}) in SIBLINGS_APART:
+            violations.append(
+                f"{where}: siblings {importer} and {imported} never import each other"
+            )
+    return violations
+
+
+def tree_violations(package_dir: Path) -> list[str]:
+    """Check every module under package_dir (a directory named hvmem)."""
+    on_disk = {path.stem if path.is_file() else path.name for path in package_dir.iterdir()}
+    violations = []
+    for path in sorted(package_dir.rglob("*.py")):
+        module, is_package = module_name_of(path, package_dir)
+        source = path.read_text(encoding="utf-8")
+        violations.extend(layer_violations(module, source, is_package=is_package, on_disk=on_disk))
+    return violations
+
+
+# -- the real tree --------------------------------------------------------------
+
+
+def test_source_tree_exists():
+    assert (SRC_PACKAGE / "__init__.py").is_file()
+
+
+def test_imports_point_down_the_layers():
+    violations = tree_violations(SRC_PACKAGE)
+    assert not violations, "layering violations:\n" + "\n".join(violations)
+
+
+# -- the checker itself fails on violations ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("hvmem.core.engine", "from hvmem.hardware import tlb"),
+        ("hvmem.core.engine", "import hvmem.sim"),
+        ("hvmem.units", "from hvmem.core.engine import Engine"),
+        ("hvmem.guest.kernel", "from hvmem.hypervisor.pmap import Pmap"),
+        ("hvmem.guest.kernel", "from ..hypervisor import pmap"),
+        ("hvmem.hypervisor.paging.shadow", "from ...guest.kernel import GuestKernel"),
+        ("hvmem.policy.planner", "from hvmem.workloads import synthetic"),
+        ("hvmem.workloads.synthetic", "from hvmem import policy"),
+        ("hvmem.hardware.tlb", "from hvmem import sim"),
+        ("hvmem.sim", "from hvmem.backends import simulated"),
+        ("hvmem.backends.qemu.qmp", "from hvmem.ui import cli"),
+        ("hvmem.core.engine", "from hvmem import __version__"),
+        ("hvmem.core.engine", "import hvmem"),
+        ("hvmem.core.engine", "from hvmem.gizmo import thing"),
+        ("hvmem.gizmo", "from hvmem import units"),
+        ("hvmem.ui.cli", "from hvmem.__main__ import main"),
+        ("hvmem.units", "from ... import errors"),
+        ("hvmem.core.engine", "def f():\n    from hvmem.hardware import tlb\n"),
+        (
+            "hvmem.core.engine",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hvmem.guest\n",
+        ),
+    ],
+)
+def test_checker_reports_violations(module, source):
+    assert layer_violations(module, source, on_disk={"gizmo"})
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "is_package"),
+    [
+        ("hvmem.units", "from hvmem.errors import ConfigError", False),
+        ("hvmem.core.engine", "from hvmem.core.priority import Priority", False),
+        (
+            "hvmem.core.engine",
+            "from .priority import Priority\nfrom ..units import NS_PER_S",
+            False,
+        ),
+        ("hvmem.core", "from . import engine\nfrom .rng import RngStreams", True),
+        ("hvmem.hypervisor.memsched", "from hvmem.policy import planner", False),
+        ("hvmem.hypervisor.paging.shadow", "from ..pmap import Pmap", False),
+        ("hvmem.guest.kernel", "from hvmem.hardware.virtio_balloon import VirtioBalloon", False),
+        ("hvmem.sim", "from hvmem.scenario import Scenario\nfrom hvmem import results", False),
+        ("hvmem.scenario.load", "from hvmem.machine import Machine", False),
+        ("hvmem.backends.simulated", "from hvmem.sim import Simulation", False),
+        ("hvmem.ui.cli", "from hvmem import __version__\nfrom hvmem.backends import qemu", False),
+        ("hvmem", "from hvmem.sim import Simulation\nfrom hvmem.ui import cli", True),
+        ("hvmem.__main__", "from hvmem.ui.cli import main", False),
+        ("hvmem.core.engine", "import numpy as np\nfrom heapq import heappush", False),
+    ],
+)
+def test_checker_accepts_allowed_imports(module, source, is_package):
+    assert layer_violations(module, source, is_package=is_package, on_disk=set(LAYERS)) == []
+
+
+def test_checker_finds_a_violating_file_in_a_tree(tmp_path):
+    package_dir = tmp_path / "hvmem"
+    (package_dir / "core").mkdir(parents=True)
+    (package_dir / "__init__.py").write_text("")
+    (package_dir / "units.py").write_text("from hvmem.errors import ConfigError\n")
+    (package_dir / "core" / "__init__.py").write_text("")
+    (package_dir / "core" / "bad.py").write_text("from ..guest import kernel\n")
+    (package_dir / "newthing.py").write_text("x = 1\n")
+    violations = tree_violations(package_dir)
+    assert any("hvmem.core.bad" in v and "guest" in v for v in violations)
+    assert any("newthing" in v and "no layer" in v for v in violations)
+    assert len(violations) == 2
