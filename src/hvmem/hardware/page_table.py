@@ -22,8 +22,8 @@ the next table page (upper levels) or the data page (leaf).
 Table pages live *in frames* of some physical address space: a guest's page
 tables are guest-physical pages (PPNs) of that guest; nested (EPT) and shadow
 tables are machine frames (MPNs) owned by the hypervisor. :class:`TableStore` is
-the memory of one such address space, as far as table pages are concerned: it
-maps a frame number to the 512 entries stored there. Data pages are not stored
+the memory of one such address space, as far as table pages are concerned:
+``entries[frame]`` are the 512 entries stored in ``frame``. Data pages are not stored
 here (their contents are tokens kept by whoever owns the page).
 
 Write tracing
@@ -33,9 +33,9 @@ hook before it lands, which is how a hypervisor doing shadow paging sees the
 guest change its page tables (on hardware, a write-protection fault and a VM
 exit). Writes are reported in batches of arrays so that bulk updates stay fast.
 
-Invariants: a frame holds at most one table page; the entries of a freshly added
-table page are all zero (not present); the arrays handed to the Numba kernels
-(``slot_of_frame``, ``entries``) are the live storage, so kernels see every write.
+Invariants: the entries of a freshly added table page are all zero (not
+present); the ``entries`` array handed to the Numba kernels is the live storage,
+so kernels see every write; only table pages have non-zero entries.
 
 References: Intel SDM Vol. 3A §4.5 (4-level paging); OSTEP ch. 20 (multi-level
 tables); Linux ``arch/x86/include/asm/pgtable_types.h`` for the bit names.
@@ -43,6 +43,7 @@ tables); Linux ``arch/x86/include/asm/pgtable_types.h`` for the bit names.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 
 import numpy as np
@@ -70,8 +71,6 @@ LEVEL_NAMES = ("PT", "PD", "PDPT", "PML4")  # by level number, as gem5's walker 
 #: Flags of an upper-level entry that links a table page: permissions are granted
 #: at the leaf, so upper levels allow everything (as Linux does for user tables).
 TABLE_LINK_FLAGS = PTE_PRESENT | PTE_WRITABLE | PTE_USER
-
-NO_SLOT = -1
 
 
 @njit(cache=True, inline="always")
@@ -113,63 +112,136 @@ WriteHook = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 class TableStore:
     """The table pages of one physical address space (guest-physical or machine).
 
+    The entries live in an array indexed by frame number, ``entries[frame, i]``:
+    the memory of the address space itself, as far as table pages go. The array
+    spans every frame but is a lazily committed anonymous mapping, so only the
+    frames that hold table pages take host memory; walks follow frame numbers
+    straight from entries with no lookup in between, which halves the chain of
+    dependent loads per level.
+
     Args:
         n_frames: size of the address space in 4 KiB frames; frame numbers of
             table pages must lie below it.
         name: what this store is, for error messages ("vm0 guest-physical").
-        initial_tables: capacity to reserve up front (it grows by doubling).
     """
 
-    def __init__(self, n_frames: int, name: str, initial_tables: int = 64):
+    def __init__(self, n_frames: int, name: str):
         if n_frames <= 0:
             raise ConfigError(f"{name}: a table store needs at least one frame")
         self.name = name
         self.n_frames = n_frames
-        # slot_of_frame[f] is the row of `entries` holding table page f, or NO_SLOT.
-        self.slot_of_frame = np.full(n_frames, NO_SLOT, dtype=np.int32)
-        self.entries = np.zeros((max(1, initial_tables), ENTRIES_PER_TABLE), dtype=np.uint64)
-        self.frame_of_slot = np.full(max(1, initial_tables), NO_SLOT, dtype=np.int64)
-        self._free_slots: list[int] = []
-        self._next_slot = 0
+        self.entries = _lazy_zeros(n_frames, name)
+        self.is_table_frame = np.zeros(n_frames, dtype=np.bool_)
         self.n_tables = 0
         self._write_hook: WriteHook | None = None
-        # Bumped whenever `entries` is reallocated, so cached kernel arguments
-        # can tell they are stale.
-        self.generation = 0
 
     # -- table pages -----------------------------------------------------------
-    def add_table(self, frame: int) -> int:
-        """Make ``frame`` a (zeroed) table page and return its slot."""
+    def add_table(self, frame: int) -> None:
+        """Make ``frame`` a (zeroed) table page."""
         if not 0 <= frame < self.n_frames:
             raise OutOfMemoryError(f"{self.name}: frame {frame} outside 0..{self.n_frames - 1}")
-        if self.slot_of_frame[frame] != NO_SLOT:
+        if self.is_table_frame[frame]:
             raise ValueError(f"{self.name}: frame {frame} already holds a table page")
-        if self._free_slots:
-            slot = self._free_slots.pop()
-        else:
-            slot = self._next_slot
-            if slot == self.entries.shape[0]:
-                self._grow()
-            self._next_slot += 1
-        self.entries[slot] = 0
-        self.frame_of_slot[slot] = frame
-        self.slot_of_frame[frame] = slot
+        self.entries[frame] = 0
+        self.is_table_frame[frame] = True
         self.n_tables += 1
-        return slot
 
     def remove_table(self, frame: int) -> None:
-        """Stop treating ``frame`` as a table page (its entries are forgotten)."""
-        slot = int(self.slot_of_frame[frame])
-        if slot == NO_SLOT:
+        """Stop treating ``frame`` as a table page (its entries are cleared)."""
+        if not self.is_table_frame[frame]:
             raise ValueError(f"{self.name}: frame {frame} holds no table page")
-        self.slot_of_frame[frame] = NO_SLOT
-        self.frame_of_slot[slot] = NO_SLOT
-        self._free_slots.append(slot)
+        self.entries[frame] = 0
+        self.is_table_frame[frame] = False
         self.n_tables -= 1
 
     def is_table(self, frame: int) -> bool:
         """Whether ``frame`` holds a table page."""
-        return bool(self.slot_of_frame[frame] != NO_SLOT)
+        return bool(self.is_table_frame[frame])
+
+    def table_frames(self) -> np.ndarray:
+        """Frame numbers of every table page, ascending."""
+        return np.flatnonzero(self.is_table_frame)
+
+    # -- entries -----------------------------------------------------------------
+    def read(self, frame: int, index: int) -> np.uint64:
+        """The entry at ``index`` of table page ``frame``."""
+        if not self.is_table_frame[frame]:
+            raise ValueError(f"{self.name}: frame {frame} holds no table page")
+        return self.entries[frame, index]
+
+    def write(self, frame: int, index: int, pte: int | np.uint64) -> None:
+        """Write one entry (traced if the store is write-protected)."""
+        self.write_many(
+            np.array([frame], dtype=np.int64),
+            np.array([index], dtype=np.int64),
+            np.array([pte], dtype=np.uint64),
+        )
+
+    def write_many(self, frames: np.ndarray, indices: np.ndarray, ptes: np.ndarray) -> None:
+        """Write a batch of entries; the trace hook, if any, sees them first."""
+        not_tables = ~self.is_table_frame[frames]
+        if np.any(not_tables):
+            bad = int(frames[np.flatnonzero(not_tables)[0]])
+            raise ValueError(f"{self.name}: frame {bad} holds no table page")
+        if self._write_hook is not None:
+            self._write_hook(frames, indices, self.entries[frames, indices].copy(), ptes)
+        self.entries[frames, indices] = ptes
+
+    def write_protect(self, hook: WriteHook | None) -> None:
+        """Trace every later entry write through ``hook`` (``None`` lifts it)."""
+        self._write_hook = hook
+
+    @property
+    def write_protected(self) -> bool:
+        """Whether entry writes are traced."""
+        return self._write_hook is not None
+
+
+def _lazy_zeros(n_frames: int, name: str) -> np.ndarray:
+    """A zeroed ``uint64[n_frames, 512]`` whose pages are committed only when written.
+
+    An anonymous private mapping with MAP_NORESERVE: the kernel hands out zero
+    pages on demand and reserves nothing up front, so a store spanning a 64 GiB
+    simulated host costs only the table pages it holds.
+    """
+    size_bytes = n_frames * ENTRIES_PER_TABLE * 8
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    try:
+        region = mmap.mmap(-1, size_bytes, flags=flags)
+    except (OSError, ValueError, OverflowError) as err:
+        raise OutOfMemoryError(
+            f"{name}: cannot map {size_bytes >> 20} MiB of address space for page tables ({err})"
+        ) from None
+    return np.frombuffer(region, dtype=np.uint64).reshape(n_frames, ENTRIES_PER_TABLE)
+
+
+class RadixPageTable:
+    """One page-table tree (one address space's CR3) inside a :class:`TableStore`.
+
+    Table pages below the root are taken from ``alloc_table_frame`` when a mapping
+    needs them: a guest passes its page allocator, the hypervisor its frame
+    allocator. Every entry write goes through the store, so tracing sees it.
+
+    Args:
+        store: where the table pages live.
+        alloc_table_frame: returns a fresh frame number for a new table page.
+        root_frame: an existing root to adopt; otherwise one is allocated.
+    """
+
+    def __init__(
+        self,
+        store: TableStore,
+        alloc_table_frame: Callable[[], int],
+        root_frame: int | None = None,
+    ):
+        self.store = store
+        self._alloc_table_frame = alloc_table_frame
+        if root_frame is None:
+            root_frame = alloc_table_frame()
+            store.add_table(root_frame)
+        elif not store.is_table(root_frame):
+            raise ValueError(f"{store.name}: root frame {root_frame} holds no table page")
+        self.root_frame = int(root_frame)
 
     def table_frames(self) -> np.ndarray:
         """Frames of every table page of this tree, root first, level by level."""
@@ -182,9 +254,7 @@ class TableStore:
 
     def lookup(self, vpn: int) -> np.uint64:
         """Leaf entry for ``vpn`` by a software walk (no costs, no A/D updates); 0 if none."""
-        return np.uint64(
-            software_walk(self.store.slot_of_frame, self.store.entries, self.root_frame, vpn)
-        )
+        return np.uint64(software_walk(self.store.entries, self.root_frame, vpn))
 
     def map(self, vpn: int, frame: int, flags: int | np.uint64 = TABLE_LINK_FLAGS) -> None:
         """Map one virtual page to ``frame`` with leaf ``flags`` (P is always set)."""
@@ -210,15 +280,12 @@ class TableStore:
     def unmap_many(self, vpns: np.ndarray) -> np.ndarray:
         """Clear the leaf entries of ``vpns``; returns the old entries (0 where unmapped)."""
         vpns = np.asarray(vpns, dtype=np.int64)
-        leaf_tables = leaf_table_frames(
-            self.store.slot_of_frame, self.store.entries, self.root_frame, vpns
-        )
+        leaf_tables = leaf_table_frames(self.store.entries, self.root_frame, vpns)
         old = np.zeros(vpns.size, dtype=np.uint64)
         mapped = leaf_tables >= 0
         if np.any(mapped):
             idx = vpns[mapped] & (ENTRIES_PER_TABLE - 1)
-            slots = self.store.slot_of_frame[leaf_tables[mapped]]
-            old[mapped] = self.store.entries[slots, idx]
+            old[mapped] = self.store.entries[leaf_tables[mapped], idx]
             self.store.write_many(leaf_tables[mapped], idx, np.zeros(idx.size, dtype=np.uint64))
         return old
 
@@ -232,7 +299,7 @@ class TableStore:
         parent = np.full(vpns.size, self.root_frame, dtype=np.int64)
         for level in range(LEVELS - 1, 0, -1):
             idx = (vpns >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)
-            child = child_frames(store.slot_of_frame, store.entries, parent, idx)
+            child = child_frames(store.entries, parent, idx)
             missing = child < 0
             if np.any(missing):
                 # One new table page per distinct (parent, index) pair.
@@ -251,23 +318,23 @@ class TableStore:
 
 
 @njit(cache=True)
-def child_frames(slot_of_frame, entries, parents, indices):
+def child_frames(entries, parents, indices):
     """Frame linked at ``indices`` of table pages ``parents``, or -1 where not present."""
     out = np.empty(parents.size, dtype=np.int64)
     for i in range(parents.size):
-        pte = entries[slot_of_frame[parents[i]], indices[i]]
+        pte = entries[parents[i], indices[i]]
         out[i] = pte_frame(pte) if pte & PTE_PRESENT else -1
     return out
 
 
 @njit(cache=True)
-def leaf_table_frames(slot_of_frame, entries, root_frame, vpns):
+def leaf_table_frames(entries, root_frame, vpns):
     """For each VPN, the frame of its level-0 table page, or -1 if the path is incomplete."""
     out = np.empty(vpns.size, dtype=np.int64)
     for i in range(vpns.size):
         frame = root_frame
         for level in range(LEVELS - 1, 0, -1):
-            pte = entries[slot_of_frame[frame], table_index(vpns[i], level)]
+            pte = entries[frame, table_index(vpns[i], level)]
             if not pte & PTE_PRESENT:
                 frame = -1
                 break
@@ -277,11 +344,11 @@ def leaf_table_frames(slot_of_frame, entries, root_frame, vpns):
 
 
 @njit(cache=True)
-def software_walk(slot_of_frame, entries, root_frame, vpn):
+def software_walk(entries, root_frame, vpn):
     """Leaf entry for ``vpn``, or 0 if any level is not present (no side effects)."""
     frame = root_frame
     for level in range(LEVELS - 1, -1, -1):
-        pte = entries[slot_of_frame[frame], table_index(vpn, level)]
+        pte = entries[frame, table_index(vpn, level)]
         if not pte & PTE_PRESENT:
             return np.uint64(0)
         if level == 0:
@@ -301,7 +368,7 @@ def tree_tables(store: TableStore, root_frame: int) -> tuple[np.ndarray, np.ndar
     levels = [np.array([LEVELS - 1], dtype=np.int64)]
     bases = [np.zeros(1, dtype=np.int64)]
     for level in range(LEVELS - 1, 0, -1):
-        rows = store.entries[store.slot_of_frame[frames[-1]]]
+        rows = store.entries[frames[-1]]
         links = (rows & PTE_PRESENT) != 0
         if level == 1:
             links &= (rows & PTE_LARGE) == 0  # a 2 MiB leaf, not a table

@@ -106,7 +106,7 @@ DIM_ONE = 0  # the one table of a 1-D walk, or the guest dimension of a 2-D walk
 DIM_NESTED = 1  # the nested dimension of a 2-D walk
 KIND_READ = 0  # an entry read from memory (one reference)
 KIND_PWC_HIT = 1  # an upper-level entry found in the page-walk cache (no reference)
-MAX_STEPS = 40
+MAX_STEPS = 160  # room for a few 24-reference walks and the events between
 
 
 def new_steps() -> np.ndarray:
@@ -133,9 +133,24 @@ def _record(steps, n, record, dim, level, frame, index, pte, kind):
     return n + 1
 
 
-@njit(cache=True)
-def walk_1d(slot_of_frame, entries, root_frame, vpn, is_write, pwc, pwc_clock, pwc_sets,
-            pwc_mask, use_pwc, vm, asid, dim, steps, n_steps, record):
+@njit(cache=True, inline="always")
+def walk_1d(
+    entries,
+    root_frame,
+    vpn,
+    is_write,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    dim,
+    steps,
+    n_steps,
+    record,
+):
     """Walk one four-level table for ``vpn``.
 
     Returns:
@@ -158,13 +173,21 @@ def walk_1d(slot_of_frame, entries, root_frame, vpn, is_write, pwc, pwc_clock, p
                 frame = pwc[s, way, VALUE]
                 w_ok = pwc[s, way, PERM] != 0
                 start = level - 1
-                n_steps = _record(steps, n_steps, record, dim, level, frame,
-                                  table_index(vpn, level), 0, KIND_PWC_HIT)
+                n_steps = _record(
+                    steps,
+                    n_steps,
+                    record,
+                    dim,
+                    level,
+                    frame,
+                    table_index(vpn, level),
+                    0,
+                    KIND_PWC_HIT,
+                )
                 break
     for level in range(start, -1, -1):
-        slot = slot_of_frame[frame]
         idx = table_index(vpn, level)
-        pte = entries[slot, idx]
+        pte = entries[frame, idx]
         refs += 1
         if not pte & PTE_PRESENT:
             n_steps = _record(steps, n_steps, record, dim, level, frame, idx, pte, KIND_READ)
@@ -179,7 +202,7 @@ def walk_1d(slot_of_frame, entries, root_frame, vpn, is_write, pwc, pwc_clock, p
         if leaf and is_write:
             new |= PTE_DIRTY
         if new != pte:
-            entries[slot, idx] = new
+            entries[frame, idx] = new
         n_steps = _record(steps, n_steps, record, dim, level, frame, idx, new, KIND_READ)
         if leaf:
             out = pte_frame(pte)
@@ -190,19 +213,41 @@ def walk_1d(slot_of_frame, entries, root_frame, vpn, is_write, pwc, pwc_clock, p
         child = pte_frame(pte)
         if use_pwc:
             prefix = vpn >> (INDEX_BITS * level)
-            sa_insert(pwc, pwc_clock, _pwc_key(vm, asid, level, prefix),
-                      set_of(prefix, pwc_sets, pwc_mask), child, 1 if w_ok else 0)
+            sa_insert(
+                pwc,
+                pwc_clock,
+                _pwc_key(vm, asid, level, prefix),
+                set_of(prefix, pwc_sets, pwc_mask),
+                child,
+                1 if w_ok else 0,
+            )
         frame = child
     return NOT_PRESENT, np.int64(-1), refs, n_steps, False
 
 
-@njit(cache=True)
-def walk_2d(g_slot, g_entries, g_root_ppn, n_slot, n_entries, n_root, vpn, is_write, pwc,
-            pwc_clock, pwc_sets, pwc_mask, use_pwc, vm, asid, steps, n_steps, record):
+@njit(cache=True, inline="always")
+def walk_2d(
+    g_entries,
+    g_root_ppn,
+    n_entries,
+    n_root,
+    vpn,
+    is_write,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    steps,
+    n_steps,
+    record,
+):
     """Walk a guest table whose pages are guest-physical, each through the nested table.
 
-    ``g_slot``/``g_entries`` are the guest's table store, indexed by PPN;
-    ``n_slot``/``n_entries`` the hypervisor's nested tables, indexed by MPN.
+    ``g_entries`` are the guest's table pages, indexed by PPN; ``n_entries`` the
+    hypervisor's nested table pages, indexed by MPN.
 
     Returns:
         (status, mpn, refs, n_steps, writable, fault_ppn): status NONE or one of the
@@ -222,47 +267,80 @@ def walk_2d(g_slot, g_entries, g_root_ppn, n_slot, n_entries, n_root, vpn, is_wr
                 gframe = pwc[s, way, VALUE]
                 g_w_ok = pwc[s, way, PERM] != 0
                 start = level - 1
-                n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe,
-                                  table_index(vpn, level), 0, KIND_PWC_HIT)
+                n_steps = _record(
+                    steps,
+                    n_steps,
+                    record,
+                    DIM_ONE,
+                    level,
+                    gframe,
+                    table_index(vpn, level),
+                    0,
+                    KIND_PWC_HIT,
+                )
                 break
     for level in range(start, -1, -1):
         # The guest table page is guest-physical: translate it first. The walker
         # writes A bits into it, but a table page is never mapped read-only by
         # the nested table in this model, so the nested walk is a read.
-        st, _, r, n_steps, _ = walk_1d(n_slot, n_entries, n_root, gframe, False, pwc,
-                                       pwc_clock, pwc_sets, pwc_mask, use_pwc, vm,
-                                       NESTED_ASID, DIM_NESTED, steps, n_steps, record)
+        st, _, r, n_steps, _ = walk_1d(
+            n_entries,
+            n_root,
+            gframe,
+            False,
+            pwc,
+            pwc_clock,
+            pwc_sets,
+            pwc_mask,
+            use_pwc,
+            vm,
+            NESTED_ASID,
+            DIM_NESTED,
+            steps,
+            n_steps,
+            record,
+        )
         refs += r
         if st != NONE:
             return BACKING_MISSING, np.int64(-1), refs, n_steps, False, gframe
-        slot = g_slot[gframe]
         idx = table_index(vpn, level)
-        pte = g_entries[slot, idx]
+        pte = g_entries[gframe, idx]
         refs += 1
         if not pte & PTE_PRESENT:
-            n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe, idx, pte,
-                              KIND_READ)
+            n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe, idx, pte, KIND_READ)
             return GUEST_NOT_PRESENT, np.int64(-1), refs, n_steps, False, np.int64(-1)
         g_w_ok = g_w_ok and (pte & PTE_WRITABLE) != 0
         leaf = level == 0 or (level == 1 and (pte & PTE_LARGE) != 0)
         if leaf and is_write and not g_w_ok:
-            n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe, idx, pte,
-                              KIND_READ)
+            n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe, idx, pte, KIND_READ)
             return GUEST_PROTECTION, np.int64(-1), refs, n_steps, False, np.int64(-1)
         new = pte | PTE_ACCESSED
         if leaf and is_write:
             new |= PTE_DIRTY
         if new != pte:
-            g_entries[slot, idx] = new
+            g_entries[gframe, idx] = new
         n_steps = _record(steps, n_steps, record, DIM_ONE, level, gframe, idx, new, KIND_READ)
         if leaf:
             data_ppn = pte_frame(pte)
             if level == 1:
                 data_ppn += vpn & ((1 << INDEX_BITS) - 1)
-            st, mpn, r, n_steps, n_w = walk_1d(n_slot, n_entries, n_root, data_ppn, is_write,
-                                               pwc, pwc_clock, pwc_sets, pwc_mask, use_pwc,
-                                               vm, NESTED_ASID, DIM_NESTED, steps, n_steps,
-                                               record)
+            st, mpn, r, n_steps, n_w = walk_1d(
+                n_entries,
+                n_root,
+                data_ppn,
+                is_write,
+                pwc,
+                pwc_clock,
+                pwc_sets,
+                pwc_mask,
+                use_pwc,
+                vm,
+                NESTED_ASID,
+                DIM_NESTED,
+                steps,
+                n_steps,
+                record,
+            )
             refs += r
             if st == NOT_PRESENT:
                 return BACKING_MISSING, np.int64(-1), refs, n_steps, False, data_ppn
@@ -273,8 +351,14 @@ def walk_2d(g_slot, g_entries, g_root_ppn, n_slot, n_entries, n_root, vpn, is_wr
         child = pte_frame(pte)
         if use_pwc:
             prefix = vpn >> (INDEX_BITS * level)
-            sa_insert(pwc, pwc_clock, _pwc_key(vm, asid, level, prefix),
-                      set_of(prefix, pwc_sets, pwc_mask), child, 1 if g_w_ok else 0)
+            sa_insert(
+                pwc,
+                pwc_clock,
+                _pwc_key(vm, asid, level, prefix),
+                set_of(prefix, pwc_sets, pwc_mask),
+                child,
+                1 if g_w_ok else 0,
+            )
         gframe = child
     return GUEST_NOT_PRESENT, np.int64(-1), refs, n_steps, False, np.int64(-1)
 

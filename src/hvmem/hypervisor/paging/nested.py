@@ -55,18 +55,46 @@ _NESTED_READ = PTE_PRESENT | PTE_USER | PTE_ACCESSED
 _NESTED_WRITE = _NESTED_READ | PTE_WRITABLE
 
 
-@njit(cache=True)
-def nested_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_sets, pwc_mask,
-                     use_pwc, vm, asid, g_slot, g_entries, g_root, n_slot, n_entries, n_root,
-                     vpns, is_write, start, mpns_out, counts, steps, record):
+@njit(cache=True, inline="always")
+def _nested_translate(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    g_entries,
+    g_root,
+    n_entries,
+    n_root,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+    record,
+):
     """Translate ``vpns[start:]`` of one address space under nested paging.
+
+    ``record`` must be a constant at the call site (see the two kernels below):
+    when it is False, the step recording compiles away.
 
     Returns:
         (stop, status, fault_ppn, n_steps): ``stop`` is the index of the first
         reference not translated (``len(vpns)`` when all were), ``status`` its
         fault kind (NONE when all were).
     """
+    # Tallies are kept in locals and added to ``counts`` once: stores into an
+    # array inside the loop would pin every table entry load behind them.
     n_steps = 0
+    hits = misses = walk_refs = 0
+    stop, status, fault_ppn = vpns.size, NONE, np.int64(-1)
     for i in range(start, vpns.size):
         vpn = vpns[i]
         write = is_write[i]
@@ -74,26 +102,161 @@ def nested_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_set
         key = tlb_key(vm, asid, vpn)
         way = sa_lookup(tlb, tlb_clock, key, s)
         if way >= 0 and (not write or (tlb[s, way, PERM] & PERM_WRITE) != 0):
-            counts[C_TLB_HITS] += 1
-            counts[C_REFS] += 1
+            hits += 1
             mpns_out[i] = tlb[s, way, VALUE]
-            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0,
-                              KIND_TLB_HIT)
+            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0, KIND_TLB_HIT)
             continue
-        counts[C_TLB_MISSES] += 1
-        counts[C_WALKS] += 1
+        misses += 1
         n_steps = _record(steps, n_steps, record, DIM_ONE, 0, -1, 0, 0, KIND_TLB_MISS)
-        st, mpn, refs, n_steps, writable, fault_ppn = walk_2d(
-            g_slot, g_entries, g_root, n_slot, n_entries, n_root, vpn, write, pwc, pwc_clock,
-            pwc_sets, pwc_mask, use_pwc, vm, asid, steps, n_steps, record)
-        counts[C_WALK_REFS] += refs
+        st, mpn, refs, n_steps, writable, fppn = walk_2d(
+            g_entries, g_root, n_entries, n_root, vpn, write, pwc, pwc_clock, pwc_sets,
+            pwc_mask, use_pwc, vm, asid, steps, n_steps, record
+        )  # fmt: skip
+        walk_refs += refs
         if st != NONE:
-            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, fault_ppn, st, 0, KIND_FAULT)
-            return i, st, fault_ppn, n_steps
+            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, fppn, st, 0, KIND_FAULT)
+            stop, status, fault_ppn = i, st, fppn
+            break
         sa_insert(tlb, tlb_clock, key, s, mpn, PERM_WRITE if writable else 0)
-        counts[C_REFS] += 1
         mpns_out[i] = mpn
-    return vpns.size, NONE, np.int64(-1), n_steps
+    counts[C_REFS] += stop - start
+    counts[C_TLB_HITS] += hits
+    counts[C_TLB_MISSES] += misses
+    counts[C_WALKS] += misses
+    counts[C_WALK_REFS] += walk_refs
+    return stop, status, fault_ppn, n_steps
+
+
+@njit(cache=True)
+def nested_translate(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    g_entries,
+    g_root,
+    n_entries,
+    n_root,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+):
+    """The batch kernel: :func:`_nested_translate` without step recording.
+
+    The body is compiled twice, with the page-walk cache on and off as constants:
+    a runtime flag costs almost half the speed (the dead PWC code still blocks
+    optimisation of every inlined walk).
+    """
+    if use_pwc:
+        return _nested_translate(
+            tlb,
+            tlb_clock,
+            tlb_sets,
+            tlb_mask,
+            pwc,
+            pwc_clock,
+            pwc_sets,
+            pwc_mask,
+            True,
+            vm,
+            asid,
+            g_entries,
+            g_root,
+            n_entries,
+            n_root,
+            vpns,
+            is_write,
+            start,
+            mpns_out,
+            counts,
+            steps,
+            False,
+        )
+    return _nested_translate(
+        tlb,
+        tlb_clock,
+        tlb_sets,
+        tlb_mask,
+        pwc,
+        pwc_clock,
+        pwc_sets,
+        pwc_mask,
+        False,
+        vm,
+        asid,
+        g_entries,
+        g_root,
+        n_entries,
+        n_root,
+        vpns,
+        is_write,
+        start,
+        mpns_out,
+        counts,
+        steps,
+        False,
+    )
+
+
+@njit(cache=True)
+def nested_translate_recorded(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    g_entries,
+    g_root,
+    n_entries,
+    n_root,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+):
+    """The explaining kernel: :func:`_nested_translate` recording every step."""
+    return _nested_translate(
+        tlb,
+        tlb_clock,
+        tlb_sets,
+        tlb_mask,
+        pwc,
+        pwc_clock,
+        pwc_sets,
+        pwc_mask,
+        use_pwc,
+        vm,
+        asid,
+        g_entries,
+        g_root,
+        n_entries,
+        n_root,
+        vpns,
+        is_write,
+        start,
+        mpns_out,
+        counts,
+        steps,
+        True,
+    )
 
 
 class NestedPaging:
@@ -109,8 +272,14 @@ class NestedPaging:
 
     name = "nested"
 
-    def __init__(self, vm_id: int, frames: MachineMemory, host_tables: TableStore,
-                 guest_tables: TableStore, pmap: Pmap):
+    def __init__(
+        self,
+        vm_id: int,
+        frames: MachineMemory,
+        host_tables: TableStore,
+        guest_tables: TableStore,
+        pmap: Pmap,
+    ):
         self.vm_id = vm_id
         self.frames = frames
         self.host_tables = host_tables
@@ -153,16 +322,42 @@ class NestedPaging:
                 mmu.tlb.flush_vm(self.vm_id)
                 mmu.pwc.flush_vm(self.vm_id)
 
-    def run(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray, start: int,
-            mpns_out: np.ndarray, counts: np.ndarray, steps: np.ndarray, record: bool
-            ) -> tuple[int, int, int, int]:
+    def run(
+        self,
+        mmu: Mmu,
+        vpns: np.ndarray,
+        is_write: np.ndarray,
+        start: int,
+        mpns_out: np.ndarray,
+        counts: np.ndarray,
+        steps: np.ndarray,
+        record: bool,
+    ) -> tuple[int, int, int, int]:
         """Translate from ``start`` until done or a fault; see :func:`nested_translate`."""
         tlb, pwc = mmu.tlb, mmu.pwc
         g, h = self.guest_tables, self.host_tables
-        stop, status, fault_ppn, n_steps = nested_translate(
-            tlb.cache, tlb.clock, tlb.n_sets, tlb.set_mask, pwc.cache, pwc.clock, pwc.n_sets,
-            pwc.set_mask, pwc.enabled, self.vm_id, mmu.asid, g.slot_of_frame, g.entries,
-            mmu.hw_root, h.slot_of_frame, h.entries, self.ept.root_frame, vpns, is_write,
-            start, mpns_out, counts, steps, record)
+        kernel = nested_translate_recorded if record else nested_translate
+        stop, status, fault_ppn, n_steps = kernel(
+            tlb.cache,
+            tlb.clock,
+            tlb.n_sets,
+            tlb.set_mask,
+            pwc.cache,
+            pwc.clock,
+            pwc.n_sets,
+            pwc.set_mask,
+            pwc.enabled,
+            self.vm_id,
+            mmu.asid,
+            g.entries,
+            mmu.hw_root,
+            h.entries,
+            self.ept.root_frame,
+            vpns,
+            is_write,
+            start,
+            mpns_out,
+            counts,
+            steps,
+        )
         return int(stop), int(status), int(fault_ppn), int(n_steps)
-

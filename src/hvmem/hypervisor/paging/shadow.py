@@ -123,9 +123,25 @@ _PRIVATE = int(Backing.PRIVATE)  # pmap states as plain ints for the kernels
 _SHARED = int(Backing.SHARED)
 
 
-@njit(cache=True)
-def shadow_fill(s_slot, s_entries, s_root, g_slot, g_entries, g_root, pmap_state, pmap_mpn,
-                rmap, spares, spare_top, asid, vpn, write, counts, steps, n_steps, record):
+@njit(cache=True, inline="always")
+def shadow_fill(
+    s_entries,
+    s_root,
+    g_entries,
+    g_root,
+    pmap_state,
+    pmap_mpn,
+    rmap,
+    spares,
+    spare_top,
+    asid,
+    vpn,
+    write,
+    counts,
+    steps,
+    n_steps,
+    record,
+):
     """Handle a hidden fault for ``vpn``: consult the guest table and pmap, fill the shadow.
 
     Returns:
@@ -138,9 +154,8 @@ def shadow_fill(s_slot, s_entries, s_root, g_slot, g_entries, g_root, pmap_state
     w_ok = True
     ppn = np.int64(-1)
     for level in range(LEVELS - 1, -1, -1):
-        slot = g_slot[frame]
         idx = table_index(vpn, level)
-        pte = g_entries[slot, idx]
+        pte = g_entries[frame, idx]
         if not pte & PTE_PRESENT:
             return GUEST_NOT_PRESENT, np.int64(-1), n_steps
         w_ok = w_ok and (pte & PTE_WRITABLE) != 0
@@ -152,7 +167,7 @@ def shadow_fill(s_slot, s_entries, s_root, g_slot, g_entries, g_root, pmap_state
         if leaf and write:
             new |= PTE_DIRTY
         if new != pte:
-            g_entries[slot, idx] = new
+            g_entries[frame, idx] = new
             counts[C_AD_UPDATES] += 1
         if leaf:
             ppn = pte_frame(pte)
@@ -176,33 +191,61 @@ def shadow_fill(s_slot, s_entries, s_root, g_slot, g_entries, g_root, pmap_state
     # Make sure the shadow path exists, taking table pages from the spares.
     frame = s_root
     for level in range(LEVELS - 1, 0, -1):
-        slot = s_slot[frame]
         idx = table_index(vpn, level)
-        pte = s_entries[slot, idx]
+        pte = s_entries[frame, idx]
         if not pte & PTE_PRESENT:
             if spare_top[0] == 0:
                 return NEEDS_TABLE, np.int64(-1), n_steps
             spare_top[0] -= 1
             child = spares[spare_top[0]]
             pte = make_pte(child, TABLE_LINK_FLAGS)
-            s_entries[slot, idx] = pte
+            s_entries[frame, idx] = pte
         frame = pte_frame(pte)
-    s_entries[s_slot[frame], table_index(vpn, 0)] = make_pte(mpn, flags)
+    s_entries[frame, table_index(vpn, 0)] = make_pte(mpn, flags)
     packed = (np.int64(asid) << ASID_SHIFT) | vpn
     if rmap[ppn] == RMAP_NONE:
         rmap[ppn] = packed
     elif rmap[ppn] != packed:
         rmap[ppn] = RMAP_MANY
-    n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpn, ppn, flags, KIND_SHADOW_FILL)
+    n_steps = _record(
+        steps, n_steps, record, DIM_ONE, 0, mpn, ppn, make_pte(mpn, flags), KIND_SHADOW_FILL
+    )
     return NONE, ppn, n_steps
 
 
-@njit(cache=True)
-def shadow_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_sets, pwc_mask,
-                     use_pwc, vm, asid, s_slot, s_entries, s_root, g_slot, g_entries, g_root,
-                     pmap_state, pmap_mpn, rmap, spares, spare_top, vpns, is_write, start,
-                     mpns_out, counts, steps, record):
+@njit(cache=True, inline="always")
+def _shadow_translate(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    s_entries,
+    s_root,
+    g_entries,
+    g_root,
+    pmap_state,
+    pmap_mpn,
+    rmap,
+    spares,
+    spare_top,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+    record,
+):
     """Translate ``vpns[start:]`` of one address space under shadow paging.
+
+    ``record`` must be a constant at the call site, as in ``nested._nested_translate``.
 
     A hidden fault is handled in place and the reference restarted, as the
     hardware restarts the faulting instruction.
@@ -210,7 +253,10 @@ def shadow_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_set
     Returns:
         (stop, status, fault_ppn, n_steps), as ``nested.nested_translate``.
     """
+    # Tallies in locals, added to ``counts`` once (as in nested._nested_translate).
     n_steps = 0
+    hits = misses = walk_refs = hidden = 0
+    stop, status, fault_ppn = vpns.size, NONE, np.int64(-1)
     i = start
     while i < vpns.size:
         vpn = vpns[i]
@@ -219,58 +265,217 @@ def shadow_translate(tlb, tlb_clock, tlb_sets, tlb_mask, pwc, pwc_clock, pwc_set
         key = tlb_key(vm, asid, vpn)
         way = sa_lookup(tlb, tlb_clock, key, s)
         if way >= 0 and (not write or (tlb[s, way, PERM] & PERM_WRITE) != 0):
-            counts[C_TLB_HITS] += 1
-            counts[C_REFS] += 1
+            hits += 1
             mpns_out[i] = tlb[s, way, VALUE]
-            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0,
-                              KIND_TLB_HIT)
+            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0, KIND_TLB_HIT)
             i += 1
             continue
-        counts[C_TLB_MISSES] += 1
-        counts[C_WALKS] += 1
+        misses += 1
         n_steps = _record(steps, n_steps, record, DIM_ONE, 0, -1, 0, 0, KIND_TLB_MISS)
         st, mpn, refs, n_steps, writable = walk_1d(
-            s_slot, s_entries, s_root, vpn, write, pwc, pwc_clock, pwc_sets, pwc_mask,
-            use_pwc, vm, asid, DIM_ONE, steps, n_steps, record)
-        counts[C_WALK_REFS] += refs
+            s_entries, s_root, vpn, write, pwc, pwc_clock, pwc_sets, pwc_mask, use_pwc, vm,
+            asid, DIM_ONE, steps, n_steps, record
+        )  # fmt: skip
+        walk_refs += refs
         if st == NONE:
             sa_insert(tlb, tlb_clock, key, s, mpn, PERM_WRITE if writable else 0)
-            counts[C_REFS] += 1
             mpns_out[i] = mpn
             i += 1
             continue
-        status, ppn, n_steps = shadow_fill(
-            s_slot, s_entries, s_root, g_slot, g_entries, g_root, pmap_state, pmap_mpn, rmap,
-            spares, spare_top, asid, vpn, write, counts, steps, n_steps, record)
-        if status != NONE:
-            if status != NEEDS_TABLE:
-                n_steps = _record(steps, n_steps, record, DIM_ONE, 0, ppn, status, 0,
-                                  KIND_FAULT)
-            return i, status, ppn, n_steps
+        st, ppn, n_steps = shadow_fill(
+            s_entries, s_root, g_entries, g_root, pmap_state, pmap_mpn, rmap, spares,
+            spare_top, asid, vpn, write, counts, steps, n_steps, record
+        )  # fmt: skip
+        if st != NONE:
+            if st != NEEDS_TABLE:
+                n_steps = _record(steps, n_steps, record, DIM_ONE, 0, ppn, st, 0, KIND_FAULT)
+            stop, status, fault_ppn = i, st, ppn
+            break
         # Restart the reference: it walks the filled shadow entry, and the TLB
         # insert replaces any read-only entry for the page in place.
-        counts[C_HIDDEN_FAULTS] += 1
-    return vpns.size, NONE, np.int64(-1), n_steps
+        hidden += 1
+    counts[C_REFS] += stop - start
+    counts[C_TLB_HITS] += hits
+    counts[C_TLB_MISSES] += misses
+    counts[C_WALKS] += misses
+    counts[C_WALK_REFS] += walk_refs
+    counts[C_HIDDEN_FAULTS] += hidden
+    return stop, status, fault_ppn, n_steps
 
 
 @njit(cache=True)
-def zap_shadow_leaves(s_slot, s_entries, s_root, vpns):
+def shadow_translate(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    s_entries,
+    s_root,
+    g_entries,
+    g_root,
+    pmap_state,
+    pmap_mpn,
+    rmap,
+    spares,
+    spare_top,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+):
+    """The batch kernel: :func:`_shadow_translate` without step recording.
+
+    Compiled twice, with the page-walk cache on and off as constants, as
+    ``nested.nested_translate`` is.
+    """
+    if use_pwc:
+        return _shadow_translate(
+            tlb,
+            tlb_clock,
+            tlb_sets,
+            tlb_mask,
+            pwc,
+            pwc_clock,
+            pwc_sets,
+            pwc_mask,
+            True,
+            vm,
+            asid,
+            s_entries,
+            s_root,
+            g_entries,
+            g_root,
+            pmap_state,
+            pmap_mpn,
+            rmap,
+            spares,
+            spare_top,
+            vpns,
+            is_write,
+            start,
+            mpns_out,
+            counts,
+            steps,
+            False,
+        )
+    return _shadow_translate(
+        tlb,
+        tlb_clock,
+        tlb_sets,
+        tlb_mask,
+        pwc,
+        pwc_clock,
+        pwc_sets,
+        pwc_mask,
+        False,
+        vm,
+        asid,
+        s_entries,
+        s_root,
+        g_entries,
+        g_root,
+        pmap_state,
+        pmap_mpn,
+        rmap,
+        spares,
+        spare_top,
+        vpns,
+        is_write,
+        start,
+        mpns_out,
+        counts,
+        steps,
+        False,
+    )
+
+
+@njit(cache=True)
+def shadow_translate_recorded(
+    tlb,
+    tlb_clock,
+    tlb_sets,
+    tlb_mask,
+    pwc,
+    pwc_clock,
+    pwc_sets,
+    pwc_mask,
+    use_pwc,
+    vm,
+    asid,
+    s_entries,
+    s_root,
+    g_entries,
+    g_root,
+    pmap_state,
+    pmap_mpn,
+    rmap,
+    spares,
+    spare_top,
+    vpns,
+    is_write,
+    start,
+    mpns_out,
+    counts,
+    steps,
+):
+    """The explaining kernel: :func:`_shadow_translate` recording every step."""
+    return _shadow_translate(
+        tlb,
+        tlb_clock,
+        tlb_sets,
+        tlb_mask,
+        pwc,
+        pwc_clock,
+        pwc_sets,
+        pwc_mask,
+        use_pwc,
+        vm,
+        asid,
+        s_entries,
+        s_root,
+        g_entries,
+        g_root,
+        pmap_state,
+        pmap_mpn,
+        rmap,
+        spares,
+        spare_top,
+        vpns,
+        is_write,
+        start,
+        mpns_out,
+        counts,
+        steps,
+        True,
+    )
+
+
+@njit(cache=True)
+def zap_shadow_leaves(s_entries, s_root, vpns):
     """Clear the shadow leaves of ``vpns`` where present; returns how many were cleared."""
     cleared = 0
     for i in range(vpns.size):
         frame = s_root
         found = True
         for level in range(LEVELS - 1, 0, -1):
-            pte = s_entries[s_slot[frame], table_index(vpns[i], level)]
+            pte = s_entries[frame, table_index(vpns[i], level)]
             if not pte & PTE_PRESENT:
                 found = False
                 break
             frame = pte_frame(pte)
         if found:
-            slot = s_slot[frame]
             idx = table_index(vpns[i], 0)
-            if s_entries[slot, idx] & PTE_PRESENT:
-                s_entries[slot, idx] = 0
+            if s_entries[frame, idx] & PTE_PRESENT:
+                s_entries[frame, idx] = 0
                 cleared += 1
     return cleared
 
@@ -300,8 +505,15 @@ class ShadowPaging:
 
     name = "shadow"
 
-    def __init__(self, vm_id: int, frames: MachineMemory, host_tables: TableStore,
-                 guest_tables: TableStore, pmap: Pmap, costs: CostTable):
+    def __init__(
+        self,
+        vm_id: int,
+        frames: MachineMemory,
+        host_tables: TableStore,
+        guest_tables: TableStore,
+        pmap: Pmap,
+        costs: CostTable,
+    ):
         self.vm_id = vm_id
         self.frames = frames
         self.host_tables = host_tables
@@ -343,6 +555,8 @@ class ShadowPaging:
             self.gpt_root[frames] = guest_root_ppn
         self.guest_root_of_asid[asid] = guest_root_ppn
         self.asid_of_guest_root[guest_root_ppn] = asid
+        if self.spare_top[0] == 0:
+            self._refill_spares()
         return self.shadow_root_of[guest_root_ppn]
 
     def on_invlpg(self, asid: int, vpn: int) -> None:
@@ -352,8 +566,9 @@ class ShadowPaging:
         """Nothing to resync, as for INVLPG."""
 
     # -- tracing guest page-table writes ---------------------------------------------
-    def _on_guest_writes(self, frames: np.ndarray, indices: np.ndarray, old: np.ndarray,
-                         new: np.ndarray) -> None:
+    def _on_guest_writes(
+        self, frames: np.ndarray, indices: np.ndarray, old: np.ndarray, new: np.ndarray
+    ) -> None:
         levels = self.gpt_level[frames]
         shadowed = levels >= 0
         if not np.any(shadowed):
@@ -389,8 +604,9 @@ class ShadowPaging:
         if s_root is None:
             return
         h = self.host_tables
-        self.counters.leaves_zapped += int(zap_shadow_leaves(h.slot_of_frame, h.entries, s_root,
-                                                             vpns.astype(np.int64)))
+        self.counters.leaves_zapped += int(
+            zap_shadow_leaves(h.entries, s_root, vpns.astype(np.int64))
+        )
         asid = self.asid_of_guest_root.get(guest_root)
         if asid is not None:
             for mmu in self.mmus:
@@ -405,15 +621,15 @@ class ShadowPaging:
         h = self.host_tables
         frame = s_root
         for lv in range(LEVELS - 1, level, -1):
-            pte = h.entries[h.slot_of_frame[frame], table_index(vpn, lv)]
+            pte = h.entries[frame, table_index(vpn, lv)]
             if not pte & PTE_PRESENT:
                 return
             frame = int(pte_frame(pte))
-        slot, idx = int(h.slot_of_frame[frame]), int(table_index(vpn, level))
-        pte = h.entries[slot, idx]
+        idx = int(table_index(vpn, level))
+        pte = h.entries[frame, idx]
         if not pte & PTE_PRESENT:
             return
-        h.entries[slot, idx] = 0
+        h.entries[frame, idx] = 0
         self._free_tree(int(pte_frame(pte)))
         self.counters.subtrees_zapped += 1
         asid = self.asid_of_guest_root.get(guest_root)
@@ -456,7 +672,7 @@ class ShadowPaging:
                 h.remove_table(frame)
             if frames.size:
                 self.frames.free(frames)
-            h.entries[h.slot_of_frame[s_root]] = 0
+            h.entries[s_root] = 0
         self.rmap[:] = RMAP_NONE
         self.counters.full_resyncs += 1
         for mmu in self.mmus:
@@ -479,9 +695,17 @@ class ShadowPaging:
         self.spares[have:SPARE_BATCH] = fresh
         self.spare_top[0] = SPARE_BATCH
 
-    def run(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray, start: int,
-            mpns_out: np.ndarray, counts: np.ndarray, steps: np.ndarray, record: bool
-            ) -> tuple[int, int, int, int]:
+    def run(
+        self,
+        mmu: Mmu,
+        vpns: np.ndarray,
+        is_write: np.ndarray,
+        start: int,
+        mpns_out: np.ndarray,
+        counts: np.ndarray,
+        steps: np.ndarray,
+        record: bool,
+    ) -> tuple[int, int, int, int]:
         """Translate from ``start`` until done or a fault the host must resolve."""
         if mmu.hw_root < 0:
             raise RuntimeError("shadow paging: the guest has not loaded CR3")
@@ -489,15 +713,37 @@ class ShadowPaging:
         n_steps_total = 0
         while True:
             tlb, pwc, g, h = mmu.tlb, mmu.pwc, self.guest_tables, self.host_tables
-            stop, status, ppn, n_steps = shadow_translate(
-                tlb.cache, tlb.clock, tlb.n_sets, tlb.set_mask, pwc.cache, pwc.clock,
-                pwc.n_sets, pwc.set_mask, pwc.enabled, self.vm_id, mmu.asid, h.slot_of_frame,
-                h.entries, mmu.hw_root, g.slot_of_frame, g.entries, guest_root,
-                self.pmap.state, self.pmap.mpn, self.rmap, self.spares, self.spare_top, vpns,
-                is_write, start, mpns_out, counts, steps[n_steps_total:], record)
+            kernel = shadow_translate_recorded if record else shadow_translate
+            stop, status, ppn, n_steps = kernel(
+                tlb.cache,
+                tlb.clock,
+                tlb.n_sets,
+                tlb.set_mask,
+                pwc.cache,
+                pwc.clock,
+                pwc.n_sets,
+                pwc.set_mask,
+                pwc.enabled,
+                self.vm_id,
+                mmu.asid,
+                h.entries,
+                mmu.hw_root,
+                g.entries,
+                guest_root,
+                self.pmap.state,
+                self.pmap.mpn,
+                self.rmap,
+                self.spares,
+                self.spare_top,
+                vpns,
+                is_write,
+                start,
+                mpns_out,
+                counts,
+                steps[n_steps_total:],
+            )
             n_steps_total += int(n_steps)
             if status != NEEDS_TABLE:
                 return int(stop), int(status), int(ppn), n_steps_total
             self._refill_spares()
             start = int(stop)
-
