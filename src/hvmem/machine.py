@@ -145,8 +145,37 @@ class Machine:
         """
         vm = self.vm(vm_name)
         space = self._process(vm, asid)
+        if n_pages <= 0:
+            raise ConfigError(f"{vm_name}: a region needs at least one page")
+        vpns = np.arange(first_vpn, first_vpn + n_pages, dtype=np.int64)
+        if first_vpn < 0 or first_vpn + n_pages > (1 << 36):
+            raise ConfigError(f"{vm_name}: region at vpn {first_vpn:#x} leaves the 48-bit space")
+        taken = np.flatnonzero(space.page_table.lookup_many(vpns) != 0)
+        if taken.size:
+            gva = int(vpns[taken[0]]) << PAGE_SHIFT
+            raise ConfigError(f"{vm_name}: asid {asid}: {gva:#x} is mapped already")
+        if n_pages > vm.allocator.n_free:
+            raise ConfigError(
+                f"{vm_name}: {n_pages} pages asked, the guest has {vm.allocator.n_free} free"
+            )
         ppns = vm.allocator.alloc(n_pages)
-        space.map(np.arange(first_vpn, first_vpn + n_pages, dtype=np.int64), ppns, writable)
+        space.map(vpns, ppns, writable)
+        return ppns
+
+    def guest_unmap(self, vm_name: str, asid: int, first_vpn: int, n_pages: int) -> np.ndarray:
+        """The guest unmaps ``n_pages`` at ``first_vpn`` and frees their guest-physical pages.
+
+        The freed pages keep their machine backing: the guest reusing them later
+        costs the host nothing new. Returns the PPNs freed.
+        """
+        vm = self.vm(vm_name)
+        space = self._process(vm, asid)
+        self.switch_to(vm_name, asid)
+        vpns = np.arange(first_vpn, first_vpn + n_pages, dtype=np.int64)
+        ppns = space.unmap(vpns, vm.mmu)
+        ppns = ppns[ppns >= 0]
+        if ppns.size:
+            vm.allocator.free(ppns)
         return ppns
 
     def _process(self, vm: MachineVm, asid: int) -> AddressSpace:

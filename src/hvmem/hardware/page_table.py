@@ -256,6 +256,11 @@ class RadixPageTable:
         """Leaf entry for ``vpn`` by a software walk (no costs, no A/D updates); 0 if none."""
         return np.uint64(software_walk(self.store.entries, self.root_frame, vpn))
 
+    def lookup_many(self, vpns: np.ndarray) -> np.ndarray:
+        """Leaf entries for many VPNs (0 where unmapped), by software walks."""
+        return software_walk_many(self.store.entries, self.root_frame,
+                                  np.asarray(vpns, dtype=np.int64))
+
     def map(self, vpn: int, frame: int, flags: int | np.uint64 = TABLE_LINK_FLAGS) -> None:
         """Map one virtual page to ``frame`` with leaf ``flags`` (P is always set)."""
         self.map_many(np.array([vpn], dtype=np.int64), np.array([frame], dtype=np.int64), flags)
@@ -355,6 +360,15 @@ def software_walk(entries, root_frame, vpn):
             return pte
         frame = pte_frame(pte)
     return np.uint64(0)
+
+
+@njit(cache=True)
+def software_walk_many(entries, root_frame, vpns):
+    """Leaf entries of many VPNs (0 where not mapped); no side effects."""
+    out = np.zeros(vpns.size, dtype=np.uint64)
+    for i in range(vpns.size):
+        out[i] = software_walk(entries, root_frame, vpns[i])
+    return out
 
 
 def tree_tables(store: TableStore, root_frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

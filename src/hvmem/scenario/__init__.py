@@ -1,0 +1,1 @@
+"""Scenario files: TOML to typed configuration, with path-qualified errors."""

@@ -1,0 +1,174 @@
+"""Translation machines described in TOML.
+
+A machine file names the host (memory, paging mode, TLB and page-walk cache),
+its VMs and, per VM, guest processes with the regions they map::
+
+    [host]
+    memory = "64MiB"
+    paging = "nested"            # or "shadow"
+    tlb = { entries = 64, ways = 4 }
+    pwc_entries = 0              # page-walk cache entries per vCPU; 0 for none
+
+    [[vm]]
+    name = "vm0"
+    memory = "16MiB"
+
+    [[vm.process]]
+    asid = 1
+    regions = [
+      { gva = "0x400000", size = "32KiB", writable = false },
+      { gva = "0x10000000", size = "128KiB" },
+    ]
+
+Every field has a default except the region addresses and sizes. A wrong field
+is reported on one line naming the file, the path of the field
+(``vm[0].process[1].regions[2].gva``), what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from hvmem.errors import ConfigError
+from hvmem.hypervisor.host import PAGING_MODES
+from hvmem.machine import Machine, MachineConfig
+from hvmem.units import PAGE_SHIFT, PAGE_SIZE_BYTES, parse_size_bytes
+
+
+class _Fields:
+    """Reads one TOML table, naming its path in every error and refusing unknown keys."""
+
+    def __init__(self, file: str, path: str, table: Any, known: set[str]):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: {path}: expected a table, found {table!r}")
+        unknown = sorted(set(table) - known)
+        if unknown:
+            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise ConfigError(
+                f"{file}: {where}: unknown field (known here: {', '.join(sorted(known))})"
+            )
+        self.file, self.path, self.table = file, path, table
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(
+            f"{self.file}: {self.where(key)}: expected {expected}, found {self.table[key]!r}"
+        )
+
+    def size(self, key: str, default: str | None = None) -> int:
+        if key not in self.table:
+            if default is None:
+                raise ConfigError(
+                    f"{self.file}: {self.where(key)}: missing (a size such as '4MiB')"
+                )
+            return parse_size_bytes(default)
+        try:
+            size_bytes = parse_size_bytes(self.table[key], what=self.where(key))
+        except ConfigError as err:
+            raise ConfigError(f"{self.file}: {err}") from None
+        if size_bytes % PAGE_SIZE_BYTES or size_bytes == 0:
+            raise self.error(key, "a positive whole number of 4 KiB pages")
+        return size_bytes
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(key, f"a whole number in {low}..{high}")
+        return value
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.table.get(key, default)
+        if value not in options:
+            raise self.error(key, " or ".join(options))
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false")
+        return value
+
+    def address(self, key: str) -> int:
+        if key not in self.table:
+            raise ConfigError(
+                f"{self.file}: {self.where(key)}: missing (an address such as '0x400000')"
+            )
+        value = self.table[key]
+        try:
+            gva = int(value, 0) if isinstance(value, str) else value
+        except ValueError:
+            gva = None
+        if isinstance(gva, bool) or not isinstance(gva, int) or not 0 <= gva < (1 << 48):
+            raise self.error(key, "a 48-bit address such as '0x400000'")
+        if gva % PAGE_SIZE_BYTES:
+            raise self.error(key, "a 4 KiB-aligned address")
+        return gva
+
+    def array(self, key: str) -> list:
+        value = self.table.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(key, "an array of tables")
+        return value
+
+
+def load_machine(path: str | Path) -> Machine:
+    """Build the machine a TOML file describes.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a field is wrong.
+    """
+    file = str(path)
+    try:
+        with open(path, "rb") as handle:
+            doc = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+    top = _Fields(file, "", doc, {"host", "vm"})
+    host = _Fields(file, "host", doc.get("host", {}), {"memory", "paging", "tlb", "pwc_entries"})
+    tlb = _Fields(file, "host.tlb", host.table.get("tlb", {}), {"entries", "ways"})
+    entries = tlb.integer("entries", 64, 1, 1 << 16)
+    ways = tlb.integer("ways", 4, 1, 1 << 16)
+    if entries % ways:
+        raise ConfigError(f"{file}: host.tlb: {entries} entries do not split into sets of {ways}")
+    machine = Machine(MachineConfig(
+        host_memory_bytes=host.size("memory", "64MiB"),
+        paging=host.choice("paging", "nested", PAGING_MODES),
+        tlb_entries=entries,
+        tlb_ways=ways,
+        pwc_entries=host.integer("pwc_entries", 0, 0, 1 << 12),
+    ))
+    vms = top.array("vm")
+    if not vms:
+        raise ConfigError(f"{file}: vm: the machine needs at least one [[vm]]")
+    for i, vm_table in enumerate(vms):
+        vm = _Fields(file, f"vm[{i}]", vm_table, {"name", "memory", "process"})
+        name = vm.table.get("name", f"vm{i}")
+        if not isinstance(name, str) or not name:
+            raise vm.error("name", "a non-empty string")
+        if name in machine.vms:
+            raise vm.error("name", "a name no other vm has")
+        machine.add_vm(name, vm.size("memory", "16MiB"))
+        for j, proc_table in enumerate(vm.array("process")):
+            proc = _Fields(file, f"vm[{i}].process[{j}]", proc_table, {"asid", "regions"})
+            asid = proc.integer("asid", j + 1, 1, 4094)
+            if asid in machine.vms[name].processes:
+                raise proc.error("asid", "an asid no other process of this vm has")
+            machine.add_process(name, asid)
+            for k, region_table in enumerate(proc.array("regions")):
+                region = _Fields(file, f"vm[{i}].process[{j}].regions[{k}]", region_table,
+                                 {"gva", "size", "writable"})
+                gva = region.address("gva")
+                size_bytes = region.size("size")
+                writable = region.boolean("writable", True)
+                free = machine.vms[name].allocator.n_free
+                if size_bytes >> PAGE_SHIFT > free:
+                    raise region.error("size", f"at most the {free} pages the guest has free")
+                machine.guest_map(name, asid, gva >> PAGE_SHIFT, size_bytes >> PAGE_SHIFT,
+                                  writable)
+    return machine

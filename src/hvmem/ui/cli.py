@@ -1,0 +1,225 @@
+"""The ``hvmem`` command line.
+
+Every subcommand is a thin shell: it parses arguments, calls the model or a
+benchmark, and renders the result (Rich for people, ``--json`` for scripts).
+User errors (bad flags, files, values) end in one line on stderr and a non-zero
+exit, never a traceback: ``hvmem: error: ...`` with exit status 1 for a bad
+value or file, and Click's usage message with status 2 for a bad flag.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from hvmem import __version__
+from hvmem.errors import HvmemError
+
+app = typer.Typer(
+    name="hvmem",
+    help="Hypervisor memory resource management, the way VMware ESX does it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+bench_app = typer.Typer(help="Measure hvmem's speed on fixed, seeded workloads (JSON with --json).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+class Paging(StrEnum):
+    """Paging modes a user may pick."""
+
+    nested = "nested"
+    shadow = "shadow"
+
+
+class TraceFormat(StrEnum):
+    """Trace formats ``hvmem tlb`` reads."""
+
+    auto = "auto"
+    addr = "addr"
+    lackey = "lackey"
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn hvmem's own errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HvmemError as err:
+            typer.echo(f"hvmem: error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hvmem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Hypervisor memory resource management, the way VMware ESX does it."""
+
+
+def _parse_gva(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise HvmemError(f"GVA {text!r}: expected an address such as 0x400123 or 4194595") from None
+    if not 0 <= value < (1 << 48):
+        raise HvmemError(f"GVA {text!r}: outside the 48-bit guest-virtual address space")
+    return value
+
+
+@app.command()
+@user_errors
+def translate(
+    gvas: Annotated[list[str], typer.Argument(help="Guest-virtual addresses (0x... or decimal).")],
+    paging: Annotated[
+        Paging | None,
+        typer.Option(help="How the hypervisor virtualizes the MMU [default: nested]."),
+    ] = None,
+    vm: Annotated[str, typer.Option(help="The VM whose process issues the accesses.")] = "vm0",
+    asid: Annotated[int, typer.Option(help="The guest process (address-space id).")] = 1,
+    write: Annotated[bool, typer.Option("--write", help="Access for writing.")] = False,
+    pwc: Annotated[int | None, typer.Option(help="Page-walk cache entries [default: 0].")] = None,
+    machine_file: Annotated[
+        Path | None,
+        typer.Option("--machine", help="A machine TOML file instead of the built-in machine."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Translate guest-virtual addresses step by step: TLB, every table read, GPA, MPN, cost.
+
+    The built-in machine is a 64 MiB host running vm0 (16 MiB) with two processes:
+    ASID 1 maps code at 0x400000 (8 pages, read-only), a heap at 0x10000000 (32
+    pages) and a stack at 0x7fffffffde000; ASID 2 maps code at 0x400000 and data
+    at 0x55550000 (64 pages). Nothing is backed until touched. Addresses are
+    translated in order, so a repeated address hits the TLB.
+    """
+    from hvmem.machine import builtin_machine
+    from hvmem.scenario.machine_file import load_machine
+    from hvmem.ui.translate_view import render_walk
+
+    addresses = [_parse_gva(text) for text in gvas]
+    if machine_file is not None:
+        if paging is not None or pwc is not None:
+            raise HvmemError("--paging and --pwc: with --machine, set them in the file's [host]")
+        machine = load_machine(machine_file)
+    else:
+        if pwc is not None and not 0 <= pwc <= 4096:
+            raise HvmemError(f"--pwc: expected 0..4096 entries, found {pwc}")
+        machine = builtin_machine((paging or Paging.nested).value, pwc_entries=pwc or 0)
+    reports = [machine.explain(vm, asid, gva, write) for gva in addresses]
+    if as_json:
+        typer.echo(json.dumps(reports, indent=2))
+        return
+    console = _console()
+    for report in reports:
+        console.print(render_walk(report))
+
+
+@app.command()
+@user_errors
+def tlb(
+    trace: Annotated[Path, typer.Argument(help="Trace file ('-' for standard input).")],
+    entries: Annotated[int, typer.Option(help="TLB entries.")] = 64,
+    ways: Annotated[int, typer.Option(help="Associativity (entries per set).")] = 4,
+    page_size: Annotated[str, typer.Option(help="Page size: 4KiB or 2MiB.")] = "4KiB",
+    pages: Annotated[
+        bool, typer.Option("--pages", help="One page number per line (OSTEP format).")
+    ] = False,
+    trace_format: Annotated[
+        TraceFormat, typer.Option("--format", help="Trace format when not --pages.")
+    ] = TraceFormat.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Simulate a set-associative LRU TLB over an address trace.
+
+    Formats: one address per line (hex with 0x, or decimal); --pages for one page
+    number per line; Valgrind Lackey --trace-mem=yes output (I, L, S, M lines),
+    detected automatically. A page maps to set (page number mod sets).
+    """
+    from hvmem.hardware.tlb import Tlb
+    from hvmem.units import GIB, MIB, PAGE_SIZE_BYTES, parse_size_bytes
+    from hvmem.workloads.trace import iter_page_numbers
+
+    size_bytes = parse_size_bytes(page_size, what="--page-size")
+    if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
+        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+    if entries <= 0 or ways <= 0 or entries % ways:
+        raise HvmemError(
+            f"--entries {entries} --ways {ways}: need positive values, entries a multiple of ways"
+        )
+    fmt = "pages" if pages else trace_format.value
+    sim = Tlb(entries, ways, "tlb")
+    for vpns, _ in iter_page_numbers(str(trace), fmt, size_bytes.bit_length() - 1):
+        sim.run_pages(vpns)
+    c = sim.counters
+    accesses = c.hits + c.misses
+    if as_json:
+        typer.echo(json.dumps({"accesses": accesses, "hits": c.hits, "misses": c.misses}))
+        return
+    rate = c.hits / accesses if accesses else 0.0
+    typer.echo(f"TLB: {entries} entries, {ways}-way ({sim.n_sets} sets), LRU, "
+               f"{page_size} pages")
+    typer.echo(f"accesses {accesses}  hits {c.hits}  misses {c.misses}  hit rate {rate:.2%}")
+
+
+@app.command()
+@user_errors
+def demo() -> None:
+    """Walk through address translation on the built-in machine, nested then shadow paging."""
+    from hvmem.ui.demo import run_demo
+
+    run_demo(_console())
+
+
+@bench_app.command("translate")
+@user_errors
+def bench_translate(
+    refs: Annotated[int, typer.Option(help="References in the stream.")] = 5_000_000,
+    seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """TLB only, nested and shadow translation, and pycachesim, over one Zipf stream."""
+    from hvmem.bench import bench_translate as run
+
+    if refs <= 0:
+        raise HvmemError(f"--refs: expected a positive count, found {refs}")
+    result = run(refs, seed)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        if key.endswith("_per_s"):
+            typer.echo(f"{key:40s} {value / 1e6:8.1f} M/s")
+    typer.echo(f"{'counts_match':40s} {result['counts_match']}")
+
+
+def main() -> None:
+    """Entry point of the ``hvmem`` script."""
+    app()
