@@ -113,6 +113,26 @@ class HostVm:
             )
         return self.pmap.mpn[ppns]
 
+    def remap(self, ppns: np.ndarray) -> np.ndarray:
+        """Move backed pages to fresh frames, copying their data; returns the new MPNs.
+
+        This is the hypervisor's basic remapping move (OSDI 2002 §7 remaps hot
+        I/O pages this way; sharing, swapping and migration build on it). The
+        guest notices nothing: its translations follow the pmap.
+        """
+        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        ppns = ppns[self.pmap.state[ppns] == Backing.PRIVATE]
+        if ppns.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        frames = self.host.frames
+        old = self.pmap.mpn[ppns].copy()
+        new = frames.alloc(self.vm_id, ppns.size)
+        frames.content[new] = frames.content[old]
+        self.pmap.back(ppns, new, Backing.PRIVATE)
+        self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+        frames.free(old)
+        return new
+
     def translate(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray | None = None,
                   steps: np.ndarray | None = None, events: list | None = None
                   ) -> TranslationBatch:
