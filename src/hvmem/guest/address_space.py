@@ -24,8 +24,10 @@ import numpy as np
 
 from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.page_table import (
+    ENTRIES_PER_TABLE,
     PTE_FRAME_MASK,
     PTE_FRAME_SHIFT,
+    PTE_LARGE,
     PTE_PRESENT,
     PTE_USER,
     PTE_WRITABLE,
@@ -79,4 +81,7 @@ class AddressSpace:
         pte = self.page_table.lookup(vpn)
         if not pte & PTE_PRESENT:
             return -1
-        return int((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
+        ppn = int((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
+        if pte & PTE_LARGE:
+            ppn += vpn & (ENTRIES_PER_TABLE - 1)  # a 2 MiB page: add the 4 KiB index within it
+        return ppn

@@ -88,6 +88,8 @@ class MachineMemory:
         Raises:
             OutOfMemoryError: fewer than ``n`` frames are free.
         """
+        if n < 0:
+            raise ValueError(f"cannot allocate a negative number of frames ({n})")
         if n > self.n_free:
             raise OutOfMemoryError(
                 f"machine memory exhausted: {n} frames asked, {self.n_free} free"

@@ -305,7 +305,13 @@ class RadixPageTable:
         for level in range(LEVELS - 1, 0, -1):
             idx = (vpns >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)
             child = child_frames(store.entries, parent, idx)
-            missing = child < 0
+            if np.any(child == -2):
+                vpn = int(vpns[np.flatnonzero(child == -2)[0]])
+                raise ConfigError(
+                    f"{store.name}: vpn {vpn:#x} lies inside a 2 MiB mapping; "
+                    "4 KiB pages cannot be mapped there"
+                )
+            missing = child == -1
             if np.any(missing):
                 # One new table page per distinct (parent, index) pair.
                 keys = parent[missing] * ENTRIES_PER_TABLE + idx[missing]
@@ -324,11 +330,16 @@ class RadixPageTable:
 
 @njit(cache=True)
 def child_frames(entries, parents, indices):
-    """Frame linked at ``indices`` of table pages ``parents``, or -1 where not present."""
+    """Frame linked at ``indices`` of table pages ``parents``; -1 if absent, -2 if a 2 MiB leaf."""
     out = np.empty(parents.size, dtype=np.int64)
     for i in range(parents.size):
         pte = entries[parents[i], indices[i]]
-        out[i] = pte_frame(pte) if pte & PTE_PRESENT else -1
+        if not pte & PTE_PRESENT:
+            out[i] = -1
+        elif pte & PTE_LARGE:
+            out[i] = -2
+        else:
+            out[i] = pte_frame(pte)
     return out
 
 
@@ -340,8 +351,8 @@ def leaf_table_frames(entries, root_frame, vpns):
         frame = root_frame
         for level in range(LEVELS - 1, 0, -1):
             pte = entries[frame, table_index(vpns[i], level)]
-            if not pte & PTE_PRESENT:
-                frame = -1
+            if not pte & PTE_PRESENT or pte & PTE_LARGE:
+                frame = -1  # no level-0 table on this path
                 break
             frame = pte_frame(pte)
         out[i] = frame
@@ -350,13 +361,16 @@ def leaf_table_frames(entries, root_frame, vpns):
 
 @njit(cache=True)
 def software_walk(entries, root_frame, vpn):
-    """Leaf entry for ``vpn``, or 0 if any level is not present (no side effects)."""
+    """Leaf entry for ``vpn`` (a PS entry for a 2 MiB page), or 0 if not present.
+
+    No side effects: accessed and dirty bits are left alone.
+    """
     frame = root_frame
     for level in range(LEVELS - 1, -1, -1):
         pte = entries[frame, table_index(vpn, level)]
         if not pte & PTE_PRESENT:
             return np.uint64(0)
-        if level == 0:
+        if level == 0 or (level == 1 and (pte & PTE_LARGE) != 0):
             return pte
         frame = pte_frame(pte)
     return np.uint64(0)

@@ -169,6 +169,9 @@ def load_machine(path: str | Path) -> Machine:
                 free = machine.vms[name].allocator.n_free
                 if size_bytes >> PAGE_SHIFT > free:
                     raise region.error("size", f"at most the {free} pages the guest has free")
-                machine.guest_map(name, asid, gva >> PAGE_SHIFT, size_bytes >> PAGE_SHIFT,
-                                  writable)
+                try:
+                    machine.guest_map(name, asid, gva >> PAGE_SHIFT, size_bytes >> PAGE_SHIFT,
+                                      writable)
+                except ConfigError as err:
+                    raise ConfigError(f"{file}: {region.path}: {err}") from None
     return machine

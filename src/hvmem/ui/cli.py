@@ -222,4 +222,8 @@ def bench_translate(
 
 def main() -> None:
     """Entry point of the ``hvmem`` script."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("hvmem: interrupted", err=True)
+        raise SystemExit(130) from None
