@@ -66,15 +66,29 @@ class AddressSpace:
         """Unmap virtual pages, flush their translations; returns their PPNs (-1 if none)."""
         vpns = np.asarray(vpns, dtype=np.int64)
         old = self.page_table.unmap_many(vpns)
-        if mmu is not None and mmu.asid == self.asid:
-            if vpns.size <= TLB_SINGLE_PAGE_FLUSH_CEILING:
-                for vpn in vpns.tolist():
-                    mmu.invlpg(vpn)
-            else:
-                mmu.flush()
+        self.flush_tlb(vpns, mmu)
         present = (old & PTE_PRESENT) != 0
         ppns = ((old & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(np.int64)
         return np.where(present, ppns, -1)
+
+    def flush_tlb(self, vpns: np.ndarray, mmu: Mmu | None) -> None:
+        """Drop stale translations of ``vpns`` after their entries changed.
+
+        For the running address space: INVLPG up to the ceiling, else a full
+        flush. For another one (its PCID is not loaded), its tagged entries are
+        dropped as the CR3 load that next switches to it would, without an exit.
+        """
+        if mmu is None or len(vpns) == 0:
+            return
+        if mmu.asid == self.asid:
+            if len(vpns) <= TLB_SINGLE_PAGE_FLUSH_CEILING:
+                for vpn in np.asarray(vpns).tolist():
+                    mmu.invlpg(vpn)
+            else:
+                mmu.flush()
+        else:
+            mmu.tlb.flush_asid(mmu.vm_id, self.asid)
+            mmu.pwc.flush_asid(mmu.vm_id, self.asid)
 
     def lookup_ppn(self, vpn: int) -> int:
         """The guest-physical page ``vpn`` maps to, or -1 (a software walk, no side effects)."""

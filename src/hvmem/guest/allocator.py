@@ -49,6 +49,9 @@ class PageAllocator:
         # Free list as a stack, lowest PPNs on top so a fresh guest fills memory upward.
         self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=np.int64)
         self.n_free = n_ppns
+        # Free pages already reported to the host (free page reporting); taking a
+        # page off the free list clears it, as Linux clears PG_reported.
+        self.reported = np.zeros(n_ppns, dtype=bool)
         self.counters = AllocatorCounters()
 
     @property
@@ -63,6 +66,7 @@ class PageAllocator:
         ppns = self.free_stack[self.n_free - n : self.n_free][::-1].copy()
         self.n_free -= n
         self.allocated[ppns] = True
+        self.reported[ppns] = False
         self.counters.allocations += n
         return ppns
 

@@ -261,6 +261,28 @@ class RadixPageTable:
         return software_walk_many(self.store.entries, self.root_frame,
                                   np.asarray(vpns, dtype=np.int64))
 
+    def leaf_entries(self, vpns: np.ndarray) -> np.ndarray:
+        """Raw level-0 entries of ``vpns``, present or not (0 where no table holds one).
+
+        Software keeps data in non-present entries (a guest's swap entries); the
+        hardware ignores every bit of an entry whose P bit is clear.
+        """
+        vpns = np.asarray(vpns, dtype=np.int64)
+        tables = leaf_table_frames(self.store.entries, self.root_frame, vpns)
+        out = np.zeros(vpns.size, dtype=np.uint64)
+        have = tables >= 0
+        out[have] = self.store.entries[tables[have], vpns[have] & (ENTRIES_PER_TABLE - 1)]
+        return out
+
+    def set_leaf_entries(self, vpns: np.ndarray, ptes: np.ndarray) -> None:
+        """Write raw level-0 entries (creating tables on the way); traced like any write."""
+        vpns = np.asarray(vpns, dtype=np.int64)
+        if vpns.size == 0:
+            return
+        table_frames = self._ensure_tables(vpns)
+        self.store.write_many(table_frames, vpns & (ENTRIES_PER_TABLE - 1),
+                              np.asarray(ptes, dtype=np.uint64))
+
     def map(self, vpn: int, frame: int, flags: int | np.uint64 = TABLE_LINK_FLAGS) -> None:
         """Map one virtual page to ``frame`` with leaf ``flags`` (P is always set)."""
         self.map_many(np.array([vpn], dtype=np.int64), np.array([frame], dtype=np.int64), flags)
@@ -297,6 +319,10 @@ class RadixPageTable:
     def unmap(self, vpn: int) -> np.uint64:
         """Clear one leaf entry; returns the old entry (0 if it was not mapped)."""
         return self.unmap_many(np.array([vpn], dtype=np.int64))[0]
+
+    def ensure_tables(self, vpns: np.ndarray) -> np.ndarray:
+        """Create the table pages ``vpns`` need (before allocating what they will map)."""
+        return self._ensure_tables(np.asarray(vpns, dtype=np.int64))
 
     def _ensure_tables(self, vpns: np.ndarray) -> np.ndarray:
         """Create missing table pages on the paths of ``vpns``; return each leaf table's frame."""

@@ -97,7 +97,8 @@ class HostVm:
         ppns = np.unique(np.asarray(ppns, dtype=np.int64))
         if ppns.size and (ppns[0] < 0 or ppns[-1] >= self.n_ppns):
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
-        todo = ppns[self.pmap.state[ppns] == Backing.UNBACKED]
+        state = self.pmap.state[ppns]
+        todo = ppns[(state == Backing.UNBACKED) | (state == Backing.BALLOONED)]
         if todo.size:
             frames = self.host.frames
             zeroed_before = frames.counters.zeroings
@@ -112,6 +113,43 @@ class HostVm:
                 todo.size * costs.hypervisor_fault_ns + zeroed * costs.zero_page_ns
             )
         return self.pmap.mpn[ppns]
+
+    # -- the guest's memory bus (hardware.guest_memory.GuestPhysicalMemory) ---------
+    def read_pages(self, ppns: np.ndarray) -> tuple[np.ndarray, float]:
+        """Contents of guest pages; an unbacked page is backed first (it reads zeroes)."""
+        before = self.counters.fault_time_ns
+        mpns = self.back_pages_in_order(ppns)
+        return self.host.frames.content[mpns].copy(), self.counters.fault_time_ns - before
+
+    def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:
+        """Store contents into guest pages, backing unbacked ones first."""
+        before = self.counters.fault_time_ns
+        mpns = self.back_pages_in_order(ppns)
+        self.host.frames.content[mpns] = tokens
+        return self.counters.fault_time_ns - before
+
+    def back_pages_in_order(self, ppns: np.ndarray) -> np.ndarray:
+        """Like :meth:`back_pages`, but the MPNs come in the order of ``ppns``."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        self.back_pages(ppns)
+        return self.pmap.mpn[ppns]
+
+    def release(self, ppns: np.ndarray, state: Backing = Backing.UNBACKED) -> int:
+        """Drop the machine pages behind ``ppns`` (the guest gave them up); returns frames freed.
+
+        ``state`` records why: BALLOONED for pages in the balloon, UNBACKED for
+        free pages the guest reported. The next touch backs them afresh (zeroed
+        only if the frame comes from another VM, as any first touch).
+        """
+        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        backed = ppns[self.pmap.state[ppns] == Backing.PRIVATE]
+        others = ppns[self.pmap.state[ppns] == Backing.UNBACKED]
+        old = self.pmap.unback(backed, state)
+        self.pmap.state[others] = state
+        if backed.size:
+            self.paging.on_backing_changed(backed, np.ones(backed.size, dtype=bool))
+            self.host.frames.free(old)
+        return int(backed.size)
 
     def remap(self, ppns: np.ndarray) -> np.ndarray:
         """Move backed pages to fresh frames, copying their data; returns the new MPNs.

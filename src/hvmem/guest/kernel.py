@@ -1,0 +1,559 @@
+"""The guest kernel: processes, page faults, its own reclaim and swap.
+
+What is modelled
+----------------
+A guest OS owns its "physical" memory (PPNs) and decides everything about it;
+the hypervisor sees only which guest-physical pages are touched. Per PPN the
+kernel keeps (arrays, never an object per page)::
+
+    kind[ppn]        FREE, ANON (process memory), FILE (page cache), TABLE
+                     (a page-table page) or BALLOON (pinned by the balloon driver)
+    proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map)
+    loaded_ns[ppn]   when it was mapped (FIFO); last_ns[ppn] last access (LRU);
+    ref[ppn]         referenced since the clock hand passed (CLOCK); dirty[ppn]
+
+Processes map ranges (``mmap``: anonymous or file-backed) and unmap them
+(``munmap``). A touch of a mapped page that has no page-table entry is a fault::
+
+    entry holds a swap slot           -> major fault: read it back (swap-in)
+    file mapping                      -> major fault: read the file page from disk
+    anonymous mapping, never touched  -> minor fault: allocate a page, zero it
+    outside every mapping             -> invalid access (counted, dropped)
+
+Faults allocate from the free list (``allocator.py``). When free pages fall
+below the *low* watermark, the kernel reclaims until they reach *high*, as
+kswapd does: clean file pages are dropped, anonymous pages written to the swap
+device (their entries then hold the slot), dirty file pages written back. The
+victim policy is ``fifo``, ``lru``, ``clock`` (second chance) or ``random``;
+OPT needs the future and lives in the trace replayer (``replacement.py``).
+If nothing can be reclaimed (swap full, everything pinned) an allocation fails:
+with deflate-on-oom the balloon driver gives pages back first; otherwise the
+access is dropped and counted as an out-of-memory event.
+
+All page contents go through the guest-physical memory bus
+(``hardware/guest_memory.py``): zeroing a fresh page, reading a page to swap it
+out and writing a swapped-in page are touches the hypervisor sees and may have
+to serve (first touch, its own swap-in: double paging).
+
+Watermarks follow Linux: ``min_free_kbytes = sqrt(16 * memory_kbytes)`` clamped
+to [128 KiB, 256 MiB]; ``low = 5/4 min``; ``high = 3/2 min``
+(``mm/page_alloc.c``: ``calculate_min_free_kbytes``, ``__setup_per_zone_wmarks``).
+
+Invariants: free + anon + file + table + balloon = configured pages; every
+mapped page's reverse map names the entry that maps it; a swap slot is held by
+exactly one swap entry.
+
+Counters (pages or events): minor_faults, major_faults, swap_ins, swap_outs,
+file_reads, file_drops, writebacks, invalid_accesses, oom_events, reclaim_runs.
+
+References: Linux ``mm/memory.c`` (do_anonymous_page, do_swap_page),
+``mm/vmscan.c`` (kswapd, watermarks), ``mm/page_alloc.c``; OSTEP ch. 21-22.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+from numba import njit
+
+from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
+from hvmem.guest.address_space import AddressSpace
+from hvmem.guest.allocator import PageAllocator
+from hvmem.guest.swap import SwapDevice
+from hvmem.hardware.guest_memory import GuestPhysicalMemory
+from hvmem.hardware.mmu import Mmu
+from hvmem.hardware.page_table import (
+    PTE_FRAME_MASK,
+    PTE_FRAME_SHIFT,
+    PTE_PRESENT,
+    TableStore,
+)
+from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
+from hvmem.hardware.virtio_balloon import GuestMemoryStats
+from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
+
+#: A non-present entry with this bit holds a swap slot in its frame field
+#: (Linux keeps swap entries in non-present PTEs the same way).
+PTE_SWAP = np.uint64(1 << 62)
+
+RECLAIM_POLICIES = ("fifo", "lru", "clock", "random")
+#: Pages reclaimed per step, Linux's SWAP_CLUSTER_MAX.
+SWAP_CLUSTER_PAGES = 32
+
+
+class PageKind(IntEnum):
+    """What a guest-physical page is used for."""
+
+    FREE = 0
+    ANON = 1  # process memory; evicted to swap
+    FILE = 2  # page cache of a file mapping; dropped (or written back) on eviction
+    TABLE = 3  # a page-table page; never evicted
+    BALLOON = 4  # pinned by the balloon driver
+
+
+def linux_watermarks_pages(memory_pages: int) -> tuple[int, int, int]:
+    """(min, low, high) free-page watermarks Linux would set for this much memory.
+
+    Linux never goes below 128 KiB; for toy guests of a few hundred KiB that
+    would keep most of memory free, so min is also capped at 1/32 of memory.
+    """
+    memory_kib = memory_pages * 4
+    min_kib = min(max(int(math.isqrt(memory_kib * 16)), 128), 262_144)
+    min_pages = max(1, min(min_kib // 4, memory_pages // 32))
+    return min_pages, min_pages + max(1, min_pages // 4), min_pages + max(2, min_pages // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    """Settings of one guest kernel."""
+
+    memory_pages: int  # configured guest-physical memory
+    swap_pages: int | None = None  # guest swap; None: as large as memory
+    swap_device: str = "ssd"  # "hdd", "ssd" or "nvme"
+    reclaim_policy: str = "lru"  # fifo, lru, clock or random
+    n_processes: int = 1  # guest processes (ASIDs 1..n)
+
+    def __post_init__(self) -> None:
+        if self.memory_pages <= 0:
+            raise ConfigError(f"guest memory: expected a positive size, found {self.memory_pages}")
+        if self.reclaim_policy not in RECLAIM_POLICIES:
+            raise ConfigError(
+                f"reclaim policy: expected {', '.join(RECLAIM_POLICIES)}, "
+                f"found {self.reclaim_policy!r}"
+            )
+        if self.n_processes < 1 or self.n_processes > 4094:
+            raise ConfigError(f"processes: expected 1..4094, found {self.n_processes}")
+
+
+@dataclass(slots=True)
+class GuestCounters:
+    """Event tallies of one guest kernel."""
+
+    minor_faults: int = 0  # demand-zero faults
+    major_faults: int = 0  # faults that read from disk (swap or file)
+    swap_ins: int = 0  # pages read back from swap
+    swap_outs: int = 0  # pages written to swap
+    file_reads: int = 0  # file pages read from disk
+    file_drops: int = 0  # clean file pages dropped by reclaim
+    writebacks: int = 0  # dirty file pages written back by reclaim
+    invalid_accesses: int = 0  # touches outside every mapping (dropped)
+    oom_events: int = 0  # allocations that failed even after reclaim
+    reclaim_runs: int = 0  # times reclaim ran
+    refs: int = 0  # memory references served
+    time_ns: float = 0.0  # time charged to the guest (faults, disk, host)
+
+
+@dataclass
+class Process:
+    """A guest process: an address space and its mappings."""
+
+    index: int
+    space: AddressSpace
+    # Mappings as sorted, non-overlapping [start, end) VPN ranges.
+    vma_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    vma_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    vma_file: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessResult:
+    """What serving one access batch cost and caused."""
+
+    refs: int  # references served
+    time_ns: float  # time charged beyond the references themselves
+    minor_faults: int
+    major_faults: int
+    dropped: int  # entries dropped (invalid or out of memory)
+
+
+def file_page_token(vpn: np.ndarray) -> np.ndarray:
+    """Content of a file page: a function of its place, so equal files are equal pages."""
+    x = (np.asarray(vpn, dtype=np.uint64) + np.uint64(0xF11E_0000_0000_0000))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) | np.uint64(1)
+
+
+@njit(cache=True)
+def _clock_victims(kinds, ref, hand, n_wanted, evictable_anon, evictable_file):
+    """Second chance: sweep from ``hand``, clearing reference bits, taking clear pages."""
+    n = kinds.size
+    out = np.empty(n_wanted, dtype=np.int64)
+    found = 0
+    steps = 0
+    while found < n_wanted and steps < 2 * n:
+        k = kinds[hand]
+        if (k == 1 and evictable_anon) or (k == 2 and evictable_file):
+            if ref[hand]:
+                ref[hand] = False
+            else:
+                out[found] = hand
+                found += 1
+        hand += 1
+        if hand == n:
+            hand = 0
+        steps += 1
+    return out[:found], hand
+
+
+class GuestKernel:
+    """One guest's kernel.
+
+    Args:
+        config: its settings.
+        memory: the guest-physical memory bus (the hypervisor behind it).
+        tables: the store holding its page tables (its guest-physical memory).
+        rng: the random stream for the random reclaim policy.
+        costs: the cost table.
+        mmu: the vCPU's MMU when references go through it (mmu fidelity), for
+            TLB shootdowns; None in page fidelity.
+    """
+
+    def __init__(self, config: GuestConfig, memory: GuestPhysicalMemory, tables: TableStore,
+                 rng: np.random.Generator, costs: CostTable = DEFAULT_COSTS,
+                 mmu: Mmu | None = None):
+        n = config.memory_pages
+        if memory.n_ppns != n or tables.n_frames != n:
+            raise ConfigError("guest kernel: memory, tables and config disagree on the size")
+        self.config = config
+        self.memory = memory
+        self.tables = tables
+        self.rng = rng
+        self.costs = costs
+        self.mmu = mmu
+        self.allocator = PageAllocator(n)
+        self.swap = SwapDevice(n if config.swap_pages is None else config.swap_pages,
+                               config.swap_device, costs)
+        self.kind = np.zeros(n, dtype=np.uint8)
+        self.proc = np.full(n, -1, dtype=np.int32)
+        self.vpn = np.full(n, -1, dtype=np.int64)
+        self.loaded_ns = np.zeros(n, dtype=np.int64)
+        self.last_ns = np.zeros(n, dtype=np.int64)
+        self.ref = np.zeros(n, dtype=np.bool_)
+        self.dirty = np.zeros(n, dtype=np.bool_)
+        self.clock_hand = 0
+        self.min_pages, self.low_pages, self.high_pages = linux_watermarks_pages(n)
+        self.counters = GuestCounters()
+        self.now_ns = 0
+        #: Called with a page count when an allocation fails; returns pages given
+        #: back (the balloon driver's deflate-on-oom hook).
+        self.oom_notifier: Callable[[int], int] | None = None
+        self.processes = [
+            Process(i, AddressSpace(i + 1, tables, self._alloc_table_page))
+            for i in range(config.n_processes)
+        ]
+
+    # -- allocation ------------------------------------------------------------------
+    def _alloc_table_page(self) -> int:
+        if self.allocator.n_free <= self.min_pages // 2:
+            self.reclaim(SWAP_CLUSTER_PAGES)
+        if self.allocator.n_free == 0:
+            raise OutOfMemoryError("guest out of memory: no page left for a page table")
+        ppn = self.allocator.alloc_one()
+        self.kind[ppn] = PageKind.TABLE
+        self.counters.time_ns += self.memory.write_pages(np.array([ppn]), np.zeros(1, np.uint64))
+        return ppn
+
+    def alloc_pages(self, n: int, kind: PageKind, allow_reclaim: bool = True) -> np.ndarray:
+        """Take ``n`` pages for ``kind``, reclaiming first if free pages run low.
+
+        Returns fewer than ``n`` pages (possibly none) when memory cannot be found.
+        """
+        # User allocations leave half the min watermark to the kernel's own
+        # (page-table pages), as Linux's reserves do.
+        reserve = self.min_pages // 2 + 1
+        if allow_reclaim and self.allocator.n_free - n < self.low_pages:
+            self.reclaim(n + self.high_pages - self.allocator.n_free)
+        if self.allocator.n_free - reserve < n and allow_reclaim and self.oom_notifier:
+            self.oom_notifier(n + reserve - self.allocator.n_free)
+        got = max(0, min(n, self.allocator.n_free - reserve))
+        ppns = self.allocator.alloc(got)
+        self.kind[ppns] = kind
+        return ppns
+
+    def free_pages(self, ppns: np.ndarray) -> None:
+        """Return pages to the free list; they keep their contents (and host backing)."""
+        self.kind[ppns] = PageKind.FREE
+        self.proc[ppns] = -1
+        self.vpn[ppns] = -1
+        self.ref[ppns] = False
+        self.dirty[ppns] = False
+        self.allocator.free(ppns)
+
+    # -- address spaces ----------------------------------------------------------------
+    def apply_op(self, op: MemoryOp) -> None:
+        """Carry out one ``mmap``/``munmap``."""
+        proc = self._process(op.process)
+        start, end = op.first_vpn, op.first_vpn + op.n_pages
+        if op.n_pages <= 0 or start < 0 or end > (1 << 36):
+            raise ConfigError(f"process {op.process}: bad range {start:#x}+{op.n_pages}")
+        if op.kind == MemoryOpKind.MAP:
+            overlap = (proc.vma_start < end) & (proc.vma_end > start)
+            if np.any(overlap):
+                raise ConfigError(
+                    f"process {op.process}: mmap at vpn {start:#x} overlaps a mapping"
+                )
+            order = np.searchsorted(proc.vma_start, start)
+            proc.vma_start = np.insert(proc.vma_start, order, start)
+            proc.vma_end = np.insert(proc.vma_end, order, end)
+            proc.vma_file = np.insert(proc.vma_file, order, op.file_backed)
+        else:
+            self._unmap_range(proc, start, end)
+
+    def _unmap_range(self, proc: Process, start: int, end: int) -> None:
+        vpns = np.arange(start, end, dtype=np.int64)
+        ptes = proc.space.page_table.leaf_entries(vpns)
+        present = (ptes & PTE_PRESENT) != 0
+        swapped = ~present & ((ptes & PTE_SWAP) != 0)
+        touched = present | swapped
+        if np.any(touched):
+            proc.space.page_table.set_leaf_entries(vpns[touched], np.zeros(int(touched.sum()),
+                                                                          np.uint64))
+            proc.space.flush_tlb(vpns[present], self.mmu)
+        if np.any(swapped):
+            self.swap.discard(_pte_frame(ptes[swapped]))
+        if np.any(present):
+            self.free_pages(_pte_frame(ptes[present]))
+        # Trim, split or drop the mappings that overlap [start, end).
+        keep_s, keep_e, keep_f = [], [], []
+        for s, e, f in zip(proc.vma_start.tolist(), proc.vma_end.tolist(),
+                           proc.vma_file.tolist(), strict=True):
+            if e <= start or s >= end:
+                keep_s.append(s), keep_e.append(e), keep_f.append(f)
+                continue
+            if s < start:
+                keep_s.append(s), keep_e.append(start), keep_f.append(f)
+            if e > end:
+                keep_s.append(end), keep_e.append(e), keep_f.append(f)
+        proc.vma_start = np.array(keep_s, np.int64)
+        proc.vma_end = np.array(keep_e, np.int64)
+        proc.vma_file = np.array(keep_f, np.bool_)
+
+    def _process(self, index: int) -> Process:
+        if not 0 <= index < len(self.processes):
+            raise ConfigError(f"no guest process {index} (have 0..{len(self.processes) - 1})")
+        return self.processes[index]
+
+    # -- accesses ----------------------------------------------------------------------
+    def access(self, batch: AccessBatch, now_ns: int) -> AccessResult:
+        """Serve one tick's accesses (page fidelity): faults first, then the touches."""
+        self.now_ns = now_ns
+        c = self.counters
+        before = (c.minor_faults, c.major_faults, c.time_ns)
+        for op in batch.ops:
+            self.apply_op(op)
+        dropped = 0
+        served_refs = 0
+        for index in np.unique(batch.process).tolist():
+            sel = np.flatnonzero(batch.process == index)
+            d, r = self._access_process(self._process(index), batch.vpn[sel],
+                                        batch.is_write[sel], batch.refs[sel],
+                                        batch.content[sel], now_ns)
+            dropped += d
+            served_refs += r
+        c.refs += served_refs
+        return AccessResult(served_refs, c.time_ns - before[2], c.minor_faults - before[0],
+                            c.major_faults - before[1], dropped)
+
+    def _access_process(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
+                        refs: np.ndarray, tokens: np.ndarray, now_ns: int) -> tuple[int, int]:
+        # Accesses happen in order: in chunks small enough that a chunk's faults
+        # fit in memory, so pages touched earlier in the tick may be reclaimed
+        # for later ones (a tick touching more than memory holds thrashes).
+        chunk = max(1, (self.config.memory_pages - self.high_pages) // 4)
+        dropped = served = 0
+        for lo in range(0, vpns.size, chunk):
+            hi = lo + chunk
+            d, r = self._access_chunk(proc, vpns[lo:hi], writes[lo:hi], refs[lo:hi],
+                                      tokens[lo:hi], now_ns)
+            dropped += d
+            served += r
+        return dropped, served
+
+    def _access_chunk(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
+                      refs: np.ndarray, tokens: np.ndarray, now_ns: int) -> tuple[int, int]:
+        table = proc.space.page_table
+        ptes = table.leaf_entries(vpns)
+        present = (ptes & PTE_PRESENT) != 0
+        # Mark what is resident as used now, so reclaim for this chunk's faults
+        # prefers pages it does not touch.
+        resident = _pte_frame(ptes[present])
+        self.last_ns[resident] = now_ns
+        self.ref[resident] = True
+        dropped = np.zeros(vpns.size, dtype=np.bool_)
+        for _ in range(4):  # reclaim may evict a page of this very chunk: fault it back
+            missing = ((ptes & PTE_PRESENT) == 0) & ~dropped
+            if not np.any(missing):
+                break
+            failed = self.fault_in(proc, np.unique(vpns[missing]))
+            if failed.size:
+                dropped |= np.isin(vpns, failed)
+            ptes = table.leaf_entries(vpns)
+        dropped |= (ptes & PTE_PRESENT) == 0
+        ok = ~dropped
+        ppns = _pte_frame(ptes[ok])
+        self.last_ns[ppns] = now_ns
+        self.ref[ppns] = True
+        w = writes[ok]
+        if np.any(w):
+            self.dirty[ppns[w]] = True
+            self.counters.time_ns += self.memory.write_pages(ppns[w], tokens[ok][w])
+        if np.any(~w):
+            _, cost = self.memory.read_pages(ppns[~w])
+            self.counters.time_ns += cost
+        return int(dropped.sum()), int(refs[ok].sum())
+
+    def fault_in(self, proc: Process, vpns: np.ndarray) -> np.ndarray:
+        """Handle faults on distinct ``vpns`` of ``proc``; returns the VPNs that failed."""
+        c = self.counters
+        table = proc.space.page_table
+        ptes = table.leaf_entries(vpns)
+        swapped = (ptes & PTE_SWAP) != 0
+        slot = np.searchsorted(proc.vma_end, vpns, side="right")
+        inside = slot < proc.vma_start.size
+        inside[inside] = proc.vma_start[slot[inside]] <= vpns[inside]
+        inside |= swapped
+        is_file = np.zeros(vpns.size, dtype=np.bool_)
+        is_file[inside & ~swapped] = proc.vma_file[slot[inside & ~swapped]]
+        invalid = ~inside
+        c.invalid_accesses += int(invalid.sum())
+        wanted = vpns[inside]
+        # Page-table pages first: their allocation may reclaim, and reclaim must
+        # not meet data pages that are allocated but not mapped yet.
+        proc.space.page_table.ensure_tables(wanted)
+        ppns = self.alloc_pages(wanted.size, PageKind.ANON)
+        failed = wanted[ppns.size:]
+        if failed.size:
+            c.oom_events += int(failed.size)
+        wanted = wanted[: ppns.size]
+        kinds_swapped = swapped[inside][: ppns.size]
+        kinds_file = is_file[inside][: ppns.size]
+        minor = ~kinds_swapped & ~kinds_file
+        # Contents: zeroes for demand-zero pages, the swap slot's data, the file's data.
+        contents = np.zeros(ppns.size, dtype=np.uint64)
+        if np.any(kinds_swapped):
+            slots = _pte_frame(ptes[inside][: ppns.size][kinds_swapped])
+            contents[kinds_swapped] = self.swap.swap_in(slots)
+            c.swap_ins += int(kinds_swapped.sum())
+            c.time_ns += kinds_swapped.sum() * self.swap.op_ns
+        if np.any(kinds_file):
+            contents[kinds_file] = file_page_token(wanted[kinds_file])
+            c.file_reads += int(kinds_file.sum())
+            c.time_ns += kinds_file.sum() * self.swap.op_ns
+        c.minor_faults += int(minor.sum())
+        c.major_faults += int((~minor).sum())
+        c.time_ns += ppns.size * self.costs.guest_fault_ns
+        c.time_ns += self.memory.write_pages(ppns, contents)
+        self.kind[ppns[kinds_file]] = PageKind.FILE
+        self.proc[ppns] = proc.index
+        self.vpn[ppns] = wanted
+        self.loaded_ns[ppns] = self.now_ns
+        self.last_ns[ppns] = self.now_ns
+        self.ref[ppns] = True
+        self.dirty[ppns] = kinds_swapped  # a page read back from swap has no copy there now
+        proc.space.map(wanted, ppns, writable=True)
+        return np.concatenate([vpns[invalid], failed])
+
+    # -- reclaim -----------------------------------------------------------------------
+    def reclaim(self, n_pages: int) -> int:
+        """Free up to ``n_pages`` by evicting process and cache pages; returns pages freed."""
+        if n_pages <= 0:
+            return 0
+        c = self.counters
+        c.reclaim_runs += 1
+        evict_anon = self.swap.n_free > 0
+        victims = self._choose_victims(n_pages, evict_anon)
+        if victims.size == 0:
+            return 0
+        anon = victims[self.kind[victims] == PageKind.ANON]
+        if anon.size > self.swap.n_free:
+            keep = self.swap.n_free
+            victims = np.concatenate([victims[self.kind[victims] != PageKind.ANON], anon[:keep]])
+            anon = anon[:keep]
+        files = victims[self.kind[victims] == PageKind.FILE]
+        dirty_files = files[self.dirty[files]]
+        c.file_drops += int(files.size - dirty_files.size)
+        c.writebacks += int(dirty_files.size)
+        c.time_ns += dirty_files.size * self.swap.op_ns
+        # Replace each victim's entry: a swap entry for anonymous pages, nothing for files.
+        new_ptes = np.zeros(victims.size, dtype=np.uint64)
+        is_anon = self.kind[victims] == PageKind.ANON
+        if anon.size:
+            tokens, cost = self.memory.read_pages(anon)  # the host may have to fetch them
+            c.time_ns += cost
+            slots = self.swap.swap_out(tokens)
+            c.swap_outs += int(anon.size)
+            new_ptes[is_anon] = (slots.astype(np.uint64) << np.uint64(PTE_FRAME_SHIFT)) | PTE_SWAP
+        for index in np.unique(self.proc[victims]).tolist():
+            sel = self.proc[victims] == index
+            proc = self.processes[index]
+            vpns = self.vpn[victims[sel]]
+            proc.space.page_table.set_leaf_entries(vpns, new_ptes[sel])
+            proc.space.flush_tlb(vpns, self.mmu)
+        self.free_pages(victims)
+        return int(victims.size)
+
+    def _choose_victims(self, n_pages: int, evict_anon: bool) -> np.ndarray:
+        kinds = self.kind
+        policy = self.config.reclaim_policy
+        if policy == "clock":
+            victims, self.clock_hand = _clock_victims(kinds, self.ref, self.clock_hand, n_pages,
+                                                      evict_anon, True)
+            return victims
+        evictable = (kinds == PageKind.FILE) | ((kinds == PageKind.ANON) & evict_anon)
+        candidates = np.flatnonzero(evictable)
+        if candidates.size <= n_pages:
+            return candidates
+        if policy == "random":
+            return np.sort(self.rng.choice(candidates, n_pages, replace=False))
+        age = self.loaded_ns if policy == "fifo" else self.last_ns
+        # Oldest first; ties (same tick) broken by PPN for determinism.
+        order = np.lexsort((candidates, age[candidates]))
+        return candidates[order[:n_pages]]
+
+    # -- reports -----------------------------------------------------------------------
+    def count(self, kind: PageKind) -> int:
+        """Pages of ``kind``."""
+        return int(np.count_nonzero(self.kind == kind))
+
+    def stats(self) -> GuestMemoryStats:
+        """What the guest would put on the balloon's stats queue."""
+        free = self.allocator.n_free
+        cached = self.count(PageKind.FILE)
+        c = self.counters
+        return GuestMemoryStats(
+            free_pages=free, available_pages=free + cached, cached_pages=cached,
+            total_pages=self.config.memory_pages, swap_ins=c.swap_ins, swap_outs=c.swap_outs,
+            major_faults=c.major_faults, minor_faults=c.minor_faults,
+        )
+
+    def check_invariants(self) -> None:
+        """Raise :class:`InvariantViolation` unless page kinds, lists and maps agree."""
+        self.allocator.check_invariants()
+        free = self.kind == PageKind.FREE
+        if not np.array_equal(free, ~self.allocator.allocated):
+            raise InvariantViolation("guest: page kinds and the free list disagree")
+        for proc in self.processes:
+            mapped = np.flatnonzero((self.proc == proc.index)
+                                    & ((self.kind == PageKind.ANON) | (self.kind == PageKind.FILE)))
+            ptes = proc.space.page_table.leaf_entries(self.vpn[mapped])
+            if np.any((ptes & PTE_PRESENT) == 0) or np.any(_pte_frame(ptes) != mapped):
+                raise InvariantViolation(f"guest: process {proc.index} reverse map is stale")
+        swap_entries = 0
+        for proc in self.processes:
+            for start, end in zip(proc.vma_start.tolist(), proc.vma_end.tolist(), strict=True):
+                ptes = proc.space.page_table.leaf_entries(np.arange(start, end))
+                swap_entries += int(np.count_nonzero(((ptes & PTE_SWAP) != 0)
+                                                     & ((ptes & PTE_PRESENT) == 0)))
+        if swap_entries != self.swap.n_used:
+            raise InvariantViolation(
+                f"guest: {swap_entries} swap entries but {self.swap.n_used} slots in use"
+            )
+
+
+def _pte_frame(ptes: np.ndarray) -> np.ndarray:
+    return ((ptes & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(np.int64)

@@ -1,0 +1,301 @@
+"""The guest kernel: faults, reclaim, swap, page reuse, the balloon driver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hvmem.errors import ConfigError
+from hvmem.guest.balloon_driver import BalloonDriver
+from hvmem.guest.kernel import PTE_SWAP, GuestConfig, GuestKernel, PageKind
+from hvmem.hardware.page_table import PTE_PRESENT, TableStore
+from hvmem.hardware.virtio_balloon import VirtioBalloon
+from hvmem.hypervisor.host import Host
+from hvmem.hypervisor.pmap import Backing
+from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
+
+
+def make_guest(memory_pages=256, swap_pages=None, policy="lru", host_pages=2048,
+               processes=1, paging="nested"):
+    host = Host(host_pages, paging)
+    tables = TableStore(memory_pages, "g")
+    vm = host.add_vm("g", memory_pages, tables)
+    kernel = GuestKernel(GuestConfig(memory_pages, swap_pages, "ssd", policy, processes),
+                         vm, tables, np.random.default_rng(0))
+    return host, vm, kernel
+
+
+def batch(vpns, writes=None, tokens=None, process=0, ops=()):
+    vpns = np.asarray(vpns, dtype=np.int64)
+    n = vpns.size
+    writes = np.zeros(n, bool) if writes is None else np.asarray(writes, bool)
+    tokens = np.zeros(n, np.uint64) if tokens is None else np.asarray(tokens, np.uint64)
+    return AccessBatch(np.full(n, process, np.int32), vpns, writes, np.ones(n, np.int64),
+                       tokens, tuple(ops))
+
+
+def mmap(first, n, process=0, file_backed=False):
+    return MemoryOp(MemoryOpKind.MAP, process, first, n, file_backed)
+
+
+def read_virtual(kernel, vm, vpns, process=0):
+    """Contents of virtual pages as the guest would read them (faulting them in)."""
+    kernel.access(batch(vpns, process=process), kernel.now_ns)
+    ptes = kernel.processes[process].space.page_table.leaf_entries(np.asarray(vpns))
+    assert np.all(ptes & PTE_PRESENT)
+    ppns = ((ptes >> np.uint64(12)) & np.uint64((1 << 40) - 1)).astype(np.int64)
+    return vm.read_pages(ppns)[0]
+
+
+def test_demand_zero_faults_back_pages_lazily():
+    host, vm, kernel = make_guest()
+    kernel.access(batch([], ops=[mmap(0x100, 8)]), 0)
+    assert vm.counters.first_touch_faults == 0 or kernel.count(PageKind.ANON) == 0
+    result = kernel.access(batch([0x100, 0x101, 0x100]), 1)
+    assert result.minor_faults == 2 and result.major_faults == 0
+    assert kernel.count(PageKind.ANON) == 2
+    assert np.all(read_virtual(kernel, vm, [0x100, 0x101]) == 0)
+    host.check_invariants()
+    kernel.check_invariants()
+
+
+def test_access_outside_mappings_is_invalid_and_dropped():
+    _, _, kernel = make_guest()
+    result = kernel.access(batch([0x500]), 0)
+    assert result.dropped == 1 and kernel.counters.invalid_accesses == 1
+    assert kernel.count(PageKind.ANON) == 0
+
+
+def test_pressure_swaps_and_data_survives():
+    host, vm, kernel = make_guest(memory_pages=128, swap_pages=512)
+    n = 300
+    kernel.access(batch([], ops=[mmap(0x1000, n)]), 0)
+    vpns = np.arange(0x1000, 0x1000 + n)
+    tokens = np.arange(1, n + 1, dtype=np.uint64) * 7
+    for t, chunk in enumerate(np.array_split(np.arange(n), 10)):
+        kernel.access(batch(vpns[chunk], np.ones(chunk.size, bool), tokens[chunk]), t)
+    assert kernel.counters.swap_outs > 0
+    assert kernel.allocator.n_allocated <= 128
+    got = np.concatenate([read_virtual(kernel, vm, vpns[c]) for c in np.array_split(
+        np.arange(n), 30)])
+    assert np.array_equal(got, tokens)
+    assert kernel.counters.swap_ins > 0 and kernel.counters.major_faults > 0
+    host.check_invariants()
+    kernel.check_invariants()
+
+
+def test_guest_never_exceeds_its_memory_and_reuse_does_not_grow_host():
+    host, vm, kernel = make_guest(memory_pages=128)
+    kernel.access(batch([], ops=[mmap(0, 64)]), 0)
+    kernel.access(batch(np.arange(64), np.ones(64, bool), np.full(64, 5)), 1)
+    used = host.frames.n_used
+    kernel.access(batch([], ops=[MemoryOp(MemoryOpKind.UNMAP, 0, 0, 64), mmap(0x100, 64)]), 2)
+    # The new range shares the old one's page-table page, so any growth would be data.
+    kernel.access(batch(np.arange(0x100, 0x140), np.ones(64, bool), np.full(64, 6)), 3)
+    assert host.frames.n_used == used  # the freed pages were reused, still backed
+    assert vm.counters.first_touch_faults <= 128
+
+
+def test_unmapped_swap_slots_are_released():
+    _, _, kernel = make_guest(memory_pages=64, swap_pages=256)
+    kernel.access(batch([], ops=[mmap(0, 200)]), 0)
+    kernel.access(batch(np.arange(200), np.ones(200, bool), np.arange(200)), 1)
+    assert kernel.swap.n_used > 0
+    kernel.access(batch([], ops=[MemoryOp(MemoryOpKind.UNMAP, 0, 0, 200)]), 2)
+    assert kernel.swap.n_used == 0
+    kernel.check_invariants()
+
+
+def test_file_pages_are_dropped_not_swapped():
+    _, _, kernel = make_guest(memory_pages=64, swap_pages=256)
+    kernel.access(batch([], ops=[mmap(0, 200, file_backed=True)]), 0)
+    kernel.access(batch(np.arange(200)), 1)
+    assert kernel.counters.swap_outs == 0
+    assert kernel.counters.file_drops > 0
+    assert kernel.counters.file_reads == 200
+    kernel.check_invariants()
+
+
+@pytest.mark.parametrize("policy,expected_kept", [("lru", 0x10), ("fifo", None)])
+def test_lru_keeps_the_recently_used_page(policy, expected_kept):
+    _, _, kernel = make_guest(memory_pages=64, swap_pages=512, policy=policy)
+    low = kernel.low_pages
+    kernel.access(batch([], ops=[mmap(0, 400)]), 0)
+    kernel.access(batch([0x10], [True], [9]), 1)  # loaded first
+    for t in range(2, 60):
+        # keep touching page 0x10 while streaming through others
+        kernel.access(batch([0x10, 0x20 + t]), t)
+    pte = kernel.processes[0].space.page_table.leaf_entries(np.array([0x10]))[0]
+    assert low > 0
+    if expected_kept is not None:
+        assert pte & PTE_PRESENT
+    else:
+        # FIFO evicts by load order: the first page loaded goes first, however hot.
+        assert kernel.counters.swap_outs > 0
+
+
+@pytest.mark.parametrize("policy", ["fifo", "lru", "clock", "random"])
+def test_every_policy_keeps_the_guest_within_memory(policy):
+    host, vm, kernel = make_guest(memory_pages=96, swap_pages=512, policy=policy)
+    kernel.access(batch([], ops=[mmap(0, 300)]), 0)
+    rng = np.random.default_rng(3)
+    for t in range(30):
+        v = rng.integers(0, 300, 20)
+        kernel.access(batch(v, rng.random(20) < 0.5, rng.integers(1, 1 << 40, 20)), t)
+        kernel.check_invariants()
+    assert kernel.allocator.n_allocated <= 96
+    host.check_invariants()
+
+
+def test_bad_config():
+    with pytest.raises(ConfigError, match="reclaim policy"):
+        GuestConfig(64, reclaim_policy="opt")
+    with pytest.raises(ConfigError, match="guest memory"):
+        GuestConfig(0)
+
+
+def test_balloon_inflates_pins_and_host_drops_backing():
+    host, vm, kernel = make_guest(memory_pages=512, host_pages=4096)
+    device = VirtioBalloon()
+    driver = BalloonDriver(kernel, device)
+    kernel.access(batch([], ops=[mmap(0, 64)]), 0)
+    kernel.access(batch(np.arange(64), np.ones(64, bool), np.full(64, 3)), 0)
+    # The guest touched its free memory at some point (e.g. boot): back it all.
+    vm.back_pages(np.flatnonzero(kernel.kind == PageKind.FREE))
+    used = host.frames.n_used
+    device.set_target(200)
+    driver.poll(0)
+    assert driver.size_pages == 200 and device.actual_pages == 200
+    assert kernel.count(PageKind.BALLOON) == 200
+    freed = vm.release(device.take_inflated(), Backing.BALLOONED)
+    assert freed == 200 and host.frames.n_used == used - 200
+    assert device.stats is not None and device.stats.total_pages == 512
+    device.set_target(50)
+    driver.poll(1)
+    assert driver.size_pages == 50 and device.take_deflated().size == 150
+    assert kernel.allocator.n_allocated + kernel.allocator.n_free == 512
+    host.check_invariants()
+    kernel.check_invariants()
+
+
+def test_balloon_under_pressure_makes_the_guest_swap():
+    _, _, kernel = make_guest(memory_pages=256, swap_pages=512)
+    device = VirtioBalloon()
+    driver = BalloonDriver(kernel, device)
+    kernel.access(batch([], ops=[mmap(0, 200)]), 0)
+    kernel.access(batch(np.arange(200), np.ones(200, bool), np.arange(1, 201)), 0)
+    device.set_target(180)
+    for t in range(1, 8):
+        driver.poll(t)
+    assert driver.size_pages == 180
+    assert driver.counters.slow_cycles > 0
+    assert kernel.counters.swap_outs > 0
+    kernel.check_invariants()
+
+
+def test_deflate_on_oom_gives_pages_back():
+    _, _, kernel = make_guest(memory_pages=128, swap_pages=0)
+    device = VirtioBalloon(deflate_on_oom=True)
+    driver = BalloonDriver(kernel, device)
+    device.set_target(100)
+    driver.poll(0)
+    assert driver.size_pages == 100
+    kernel.access(batch([], ops=[mmap(0, 64)]), 1)
+    result = kernel.access(batch(np.arange(64), np.ones(64, bool), np.arange(64)), 1)
+    assert result.dropped == 0
+    assert driver.counters.oom_deflated > 0
+
+
+def test_free_page_reporting_reports_pages_that_stay_free_once():
+    _, _, kernel = make_guest(memory_pages=128)
+    device = VirtioBalloon(free_page_reporting=True)
+    driver = BalloonDriver(kernel, device)
+    assert driver.report_free_pages() == 0  # nothing was free at the last report yet
+    first = driver.report_free_pages()
+    assert first == kernel.allocator.n_free
+    assert driver.report_free_pages() == 0  # already reported
+    reported = device.take_reported()
+    assert reported.size == first
+
+
+def test_swap_entries_live_in_non_present_ptes():
+    _, _, kernel = make_guest(memory_pages=64, swap_pages=256)
+    kernel.access(batch([], ops=[mmap(0, 150)]), 0)
+    kernel.access(batch(np.arange(150), np.ones(150, bool), np.arange(150)), 1)
+    ptes = kernel.processes[0].space.page_table.leaf_entries(np.arange(150))
+    swapped = (ptes & PTE_SWAP) != 0
+    assert swapped.sum() == kernel.swap.n_used > 0
+    assert not np.any(ptes[swapped] & PTE_PRESENT)
+
+
+op_st = st.one_of(
+    st.tuples(st.just("map"), st.integers(0, 7), st.integers(1, 40), st.booleans()),
+    st.tuples(st.just("unmap"), st.integers(0, 7)),
+    st.tuples(st.just("touch"), st.lists(st.tuples(st.integers(0, 7), st.integers(0, 39),
+                                                   st.booleans()), min_size=1, max_size=30)),
+    st.tuples(st.just("balloon"), st.integers(0, 100)),
+    st.tuples(st.just("sweep"), st.integers(0, 7), st.booleans()),  # touch a whole region
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(op_st, min_size=1, max_size=30),
+       policy=st.sampled_from(["fifo", "lru", "clock", "random"]),
+       paging=st.sampled_from(["nested", "shadow"]))
+def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
+    host, vm, kernel = make_guest(memory_pages=96, swap_pages=160, policy=policy,
+                                  paging=paging)
+    device = VirtioBalloon()
+    driver = BalloonDriver(kernel, device)
+    regions: dict[int, tuple[int, bool]] = {}  # region -> (pages, file_backed)
+    expected: dict[int, int] = {}  # vpn -> token written
+    stamp = 0
+    for t, op in enumerate(ops):
+        if op[0] == "map" and op[1] not in regions:
+            regions[op[1]] = (op[2], op[3])
+            kernel.access(batch([], ops=[mmap(op[1] * 64, op[2], file_backed=op[3])]), t)
+        elif op[0] == "unmap" and op[1] in regions:
+            n, _ = regions.pop(op[1])
+            kernel.access(batch([], ops=[MemoryOp(MemoryOpKind.UNMAP, 0, op[1] * 64, n)]), t)
+            for v in range(op[1] * 64, op[1] * 64 + n):
+                expected.pop(v, None)
+        elif op[0] in ("touch", "sweep"):
+            if op[0] == "sweep":
+                n = regions.get(op[1], (0, False))[0]
+                touches = [(op[1], p, op[2]) for p in range(n)]
+            else:
+                touches = op[1]
+            refs = [(r * 64 + p, w) for r, p, w in touches if r in regions and p < regions[r][0]]
+            if not refs:
+                continue
+            vpns = np.array([v for v, _ in refs])
+            writes = np.array([w for _, w in refs])
+            tokens = np.zeros(len(refs), np.uint64)
+            for k in range(len(refs)):
+                if writes[k]:
+                    stamp += 1
+                    tokens[k] = stamp
+            result = kernel.access(batch(vpns, writes, tokens), t)
+            if result.dropped == 0:
+                for k, (v, w) in enumerate(refs):
+                    if w:
+                        expected[v] = int(tokens[k])
+        elif op[0] == "balloon":
+            device.set_target(op[1])
+            driver.poll(t)
+            vm.release(device.take_inflated(), Backing.BALLOONED)
+            device.take_deflated()
+        assert kernel.allocator.n_allocated + kernel.allocator.n_free == 96
+        assert kernel.count(PageKind.BALLOON) == driver.size_pages
+        kernel.check_invariants()
+        host.check_invariants()
+    # Every page written and not unmapped still holds what was written last,
+    # whatever reclaim, swapping and ballooning did in between.
+    anon = {v: tok for v, tok in expected.items() if not regions.get(v // 64, (0, True))[1]}
+    if anon:
+        vpns = np.array(sorted(anon))
+        got = np.concatenate([read_virtual(kernel, vm, vpns[i:i + 8])
+                              for i in range(0, vpns.size, 8)])
+        assert got.tolist() == [anon[v] for v in sorted(anon)]
