@@ -138,3 +138,73 @@ def bench_translate(n_refs: int = TRANSLATE_REFS, seed: int = 1) -> dict[str, An
         "nested": {k: v for k, v in results["nested"].items() if k != "refs_per_s"},
         "shadow": {k: v for k, v in results["shadow"].items() if k != "refs_per_s"},
     }
+
+
+# ---------------------------------------------------------------------------- guest
+
+GUEST_REFS = 5_000_000
+GUEST_ZIPF_PAGES = 1 << 20  # a 4 GiB region of 4 KiB pages
+GUEST_ALPHA = 1.0
+GUEST_FRAMES_FRAC = 0.25
+GUEST_LACKEY_LINES = 3_000_000
+
+
+def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES,
+                seed: int = 1) -> dict[str, Any]:
+    """Guest paging and trace-parsing benchmark; returns the figures as a JSON-ready dict.
+
+    ``paging_refs_per_s``: LRU replacement (``guest.replacement.simulate``, page-number
+    mapping included) over ``n_refs`` Zipf-popular references (alpha 1.0) drawn from
+    ``RngStreams(seed).stream("bench/guest")`` over a region of 2**20 pages, with
+    frames for 25% of the footprint, the distinct pages the stream actually touches.
+
+    ``lackey_lines_per_s``: records per second of a streaming parse
+    (``workloads.trace.iter_page_numbers``, format detection included) of a
+    ``generate_lackey`` file of ``lackey_lines`` records, written to a temporary
+    directory that is removed afterwards. The file was just written, so it is read
+    from the page cache: the figure is parsing, not disk speed.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from hvmem.guest.replacement import simulate
+    from hvmem.workloads.trace import generate_lackey, iter_page_numbers
+
+    rng = RngStreams(seed).stream("bench/guest")
+    pages = zipf_pages(rng, GUEST_ZIPF_PAGES, n_refs, GUEST_ALPHA)
+    footprint = int(np.unique(pages).shape[0])
+    frames = max(1, int(footprint * GUEST_FRAMES_FRAC))
+
+    simulate(pages[:100_000], max(1, frames // 8), "lru")  # warm-up: load or compile kernels
+    paging, paging_s = _timed(lambda: simulate(pages, frames, "lru"))
+
+    def parse(path: Path) -> int:
+        return sum(int(vpns.shape[0]) for vpns, _ in iter_page_numbers(path))
+
+    with tempfile.TemporaryDirectory(prefix="hvmem-bench-") as tmp:
+        small, path = Path(tmp) / "warmup.lackey", Path(tmp) / "trace.lackey"
+        generate_lackey(small, 10_000, seed)
+        parse(small)  # warm-up
+        generate_lackey(path, lackey_lines, seed)
+        trace_bytes = path.stat().st_size
+        parsed, lackey_s = _timed(lambda: parse(path))
+    if parsed != lackey_lines:
+        raise HvmemError(f"bench guest: parsed {parsed} of {lackey_lines} Lackey records")
+
+    return {
+        "paging_refs_per_s": n_refs / paging_s,
+        "lackey_lines_per_s": lackey_lines / lackey_s,
+        "lackey_mib_per_s": trace_bytes / lackey_s / (1 << 20),
+        "policy": "lru",
+        "refs": n_refs,
+        "zipf_pages": GUEST_ZIPF_PAGES,
+        "zipf_alpha": GUEST_ALPHA,
+        "footprint_pages": footprint,
+        "frames": frames,
+        "hits": paging.hits,
+        "misses": paging.misses,
+        "paging_s": paging_s,
+        "lackey_lines": lackey_lines,
+        "lackey_bytes": trace_bytes,
+        "lackey_s": lackey_s,
+    }

@@ -227,3 +227,85 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("hvmem: interrupted", err=True)
         raise SystemExit(130) from None
+
+
+@app.command()
+@user_errors
+def paging(
+    trace: Annotated[Path, typer.Argument(help="Trace file ('-' for standard input).")],
+    frames: Annotated[int, typer.Option(help="Page frames of the memory.")],
+    policy: Annotated[
+        str, typer.Option(help="Replacement policy: fifo, lru, clock, random or opt.")
+    ],
+    page_size: Annotated[str, typer.Option(help="Page size: 4KiB or 2MiB.")] = "4KiB",
+    pages: Annotated[
+        bool, typer.Option("--pages", help="One page number per line (OSTEP format).")
+    ] = False,
+    trace_format: Annotated[
+        TraceFormat, typer.Option("--format", help="Trace format when not --pages.")
+    ] = TraceFormat.auto,
+    seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay a trace through a demand-paged memory and count hits and misses.
+
+    Policies: fifo; lru; clock (second chance, one reference bit, circular hand);
+    random (seeded); opt (Belady: evict the page used farthest in the future; reads
+    the whole trace first). The others stream the trace in bounded memory. Formats
+    as for 'hvmem tlb': addresses, --pages (OSTEP paging-policy.py -f files) or
+    Valgrind Lackey output, detected automatically.
+    """
+    from hvmem.guest.replacement import POLICIES, simulate_chunks
+    from hvmem.units import GIB, MIB, PAGE_SIZE_BYTES, parse_size_bytes
+    from hvmem.workloads.trace import iter_page_numbers
+
+    name = policy.strip().lower()
+    if name not in POLICIES:
+        raise HvmemError(f"--policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if frames <= 0:
+        raise HvmemError(f"--frames: expected a positive count, found {frames}")
+    if seed < 0:
+        raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    size_bytes = parse_size_bytes(page_size, what="--page-size")
+    if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
+        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+    fmt = "pages" if pages else trace_format.value
+    chunks = (vpns for vpns, _ in iter_page_numbers(str(trace), fmt, size_bytes.bit_length() - 1))
+    result = simulate_chunks(chunks, frames, name, seed)
+    if as_json:
+        typer.echo(json.dumps({"accesses": result.accesses, "hits": result.hits,
+                               "misses": result.misses}))
+        return
+    unit = "pages" if pages else f"{page_size} pages"
+    typer.echo(f"paging: {frames} frames, {name.upper()}, {unit}")
+    typer.echo(f"accesses {result.accesses}  hits {result.hits}  misses {result.misses}  "
+               f"hit rate {result.hit_rate:.2%}")
+    typer.echo(f"distinct pages {result.distinct_pages}  evictions {result.evictions}")
+
+
+@bench_app.command("guest")
+@user_errors
+def bench_guest(
+    refs: Annotated[int, typer.Option(help="References in the Zipf stream.")] = 5_000_000,
+    lines: Annotated[int, typer.Option(help="Records in the generated Lackey trace.")] = 3_000_000,
+    seed: Annotated[int, typer.Option(help="Seed of the stream and the trace.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Guest paging (LRU over a Zipf stream) and streaming Lackey trace parsing."""
+    from hvmem.bench import bench_guest as run
+
+    if refs <= 0:
+        raise HvmemError(f"--refs: expected a positive count, found {refs}")
+    if lines <= 0:
+        raise HvmemError(f"--lines: expected a positive count, found {lines}")
+    if seed < 0:
+        raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    result = run(refs, lines, seed)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for key in ("paging_refs_per_s", "lackey_lines_per_s"):
+        typer.echo(f"{key:40s} {result[key] / 1e6:8.1f} M/s")
+    typer.echo(f"{'lackey_mib_per_s':40s} {result['lackey_mib_per_s']:8.1f} MiB/s")
+    for key in ("refs", "footprint_pages", "frames", "hits", "misses", "lackey_lines"):
+        typer.echo(f"{key:40s} {result[key]}")
