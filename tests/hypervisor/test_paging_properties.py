@@ -7,8 +7,8 @@ run on a small machine. After every step:
 * every translated reference lands on the MPN that composing the guest's page
   table with the pmap gives (shadow tables and TLBs never go stale);
 * a read returns the last value written to that guest page, whatever
-  remapping happened in between, and a never-written page reads zero: no VM ever
-  sees another VM's data;
+  remapping and hypervisor swapping happened in between, and a never-written
+  page reads zero: no VM ever sees another VM's data;
 * every machine frame is free, backs exactly one guest page of its owner, or is
   a hypervisor table page (no leak, no double mapping).
 
@@ -49,6 +49,9 @@ op_st = st.one_of(
     # Indices into the VM's backed pages, so remaps hit pages in use.
     st.tuples(st.just("remap"), st.sampled_from(VMS),
               st.lists(st.integers(0, 1 << 16), min_size=1, max_size=6)),
+    # The hypervisor swaps pages out (random or LRU selection).
+    st.tuples(st.just("swap"), st.sampled_from(VMS), st.integers(1, 12),
+              st.sampled_from(["random", "lru"])),
 )
 
 
@@ -89,7 +92,10 @@ def run(paging: str, pwc: int, ops: list) -> Machine:
             machine.guest_unmap(vm, asid, vpn + page, 1)
         elif kind == "remap":
             backed = mvm.host_vm.pmap.backed()
-            mvm.host_vm.remap(backed[np.array(op[2]) % backed.size])
+            if backed.size:
+                mvm.host_vm.remap(backed[np.array(op[2]) % backed.size])
+        elif kind == "swap":
+            mvm.host_vm.swap_out(op[2], op[3], np.random.default_rng(op[2]))
         else:
             _, _, asid, refs = op
             vpns = np.array([r[0] + r[1] for r in refs], dtype=np.int64)

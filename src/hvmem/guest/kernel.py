@@ -483,7 +483,8 @@ class GuestKernel:
         new_ptes = np.zeros(victims.size, dtype=np.uint64)
         is_anon = self.kind[victims] == PageKind.ANON
         if anon.size:
-            tokens, cost = self.memory.read_pages(anon)  # the host may have to fetch them
+            # Reading them may make the host fetch them back first (double paging).
+            tokens, cost = self.memory.read_pages(anon, for_swap_out=True)
             c.time_ns += cost
             slots = self.swap.swap_out(tokens)
             c.swap_outs += int(anon.size)

@@ -23,8 +23,13 @@ class GuestPhysicalMemory(Protocol):
 
     n_ppns: int  # the VM's configured memory in 4 KiB pages
 
-    def read_pages(self, ppns: np.ndarray) -> tuple[np.ndarray, float]:
-        """Contents of ``ppns``; returns (tokens, time charged in ns)."""
+    def read_pages(self, ppns: np.ndarray, for_swap_out: bool = False
+                   ) -> tuple[np.ndarray, float]:
+        """Contents of ``ppns``; returns (tokens, time charged in ns).
+
+        ``for_swap_out`` marks the guest reading pages to write them to its own
+        swap device (so a hypervisor can tell double paging apart).
+        """
         ...
 
     def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:

@@ -41,6 +41,8 @@ from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.reclaim.swap import HostSwapFile
+from hvmem.hypervisor.sampling import ActiveMemorySampler
 
 PagingName = Literal["shadow", "nested"]
 PAGING_MODES = ("shadow", "nested")
@@ -76,6 +78,7 @@ class VmCounters:
 
     first_touch_faults: int = 0  # guest-physical pages backed on their first touch
     zeroed_frames: int = 0  # frames zeroed on the way to this VM
+    swap_in_faults: int = 0  # touches of pages in the swap file
     fault_time_ns: float = 0.0  # time charged for hypervisor faults
 
 
@@ -90,7 +93,16 @@ class HostVm:
     guest_tables: TableStore
     paging: PagingMode
     host: Host
+    swapfile: HostSwapFile
     counters: VmCounters = field(default_factory=VmCounters)
+    # When the host last saw each page touched (bus accesses and faults), for
+    # LRU swap selection; -1 for never.
+    last_touch_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sampler: ActiveMemorySampler | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_touch_ns.size != self.n_ppns:
+            self.last_touch_ns = np.full(self.n_ppns, -1, dtype=np.int64)
 
     def back_pages(self, ppns: np.ndarray) -> np.ndarray:
         """First touch of ``ppns``: back the unbacked ones with fresh frames; returns MPNs."""
@@ -98,6 +110,9 @@ class HostVm:
         if ppns.size and (ppns[0] < 0 or ppns[-1] >= self.n_ppns):
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
         state = self.pmap.state[ppns]
+        swapped = ppns[state == Backing.SWAPPED]
+        if swapped.size:
+            self._swap_in(swapped)
         todo = ppns[(state == Backing.UNBACKED) | (state == Backing.BALLOONED)]
         if todo.size:
             frames = self.host.frames
@@ -114,19 +129,75 @@ class HostVm:
             )
         return self.pmap.mpn[ppns]
 
+    def _swap_in(self, ppns: np.ndarray) -> None:
+        """Bring swapped pages back into fresh frames (the guest touched them)."""
+        frames = self.host.frames
+        zeroed_before = frames.counters.zeroings
+        mpns = frames.alloc(self.vm_id, ppns.size)
+        # A frame from another VM is scrubbed before the page's data lands in it.
+        self.counters.zeroed_frames += frames.counters.zeroings - zeroed_before
+        before = self.swapfile.counters.time_ns
+        frames.content[mpns] = self.swapfile.load(ppns)
+        self.pmap.back(ppns, mpns, Backing.PRIVATE)
+        self.paging.on_backing_changed(ppns, np.zeros(ppns.size, dtype=bool))
+        self.counters.swap_in_faults += int(ppns.size)
+        device_ns = self.swapfile.counters.time_ns - before
+        self.counters.fault_time_ns += device_ns + ppns.size * self.host.costs.hypervisor_fault_ns
+
+    def swap_out(self, n_pages: int, selection: str, rng: np.random.Generator) -> int:
+        """Page out up to ``n_pages`` private pages to the swap file; returns pages freed.
+
+        ``selection`` is "random" (as ESX) or "lru" (oldest host-observed touch).
+        """
+        candidates = np.flatnonzero(self.pmap.state == Backing.PRIVATE)
+        if n_pages <= 0 or candidates.size == 0:
+            return 0
+        if candidates.size > n_pages:
+            if selection == "random":
+                candidates = np.sort(rng.choice(candidates, n_pages, replace=False))
+            else:
+                order = np.argsort(self.last_touch_ns[candidates], kind="stable")
+                candidates = np.sort(candidates[order[:n_pages]])
+        frames = self.host.frames
+        old = self.pmap.mpn[candidates]
+        self.swapfile.store(candidates, frames.content[old])
+        self.pmap.unback(candidates, Backing.SWAPPED)
+        self.paging.on_backing_changed(candidates, np.ones(candidates.size, dtype=bool))
+        frames.free(old)
+        return int(candidates.size)
+
     # -- the guest's memory bus (hardware.guest_memory.GuestPhysicalMemory) ---------
-    def read_pages(self, ppns: np.ndarray) -> tuple[np.ndarray, float]:
-        """Contents of guest pages; an unbacked page is backed first (it reads zeroes)."""
+    def read_pages(self, ppns: np.ndarray, for_swap_out: bool = False
+                   ) -> tuple[np.ndarray, float]:
+        """Contents of guest pages, bringing back any the host had taken away.
+
+        An unbacked page is backed first (it reads zeroes); a swapped one is
+        read back from the swap file. ``for_swap_out`` says the guest reads the
+        pages to write them to its own swap: a swapped one is double paging.
+        """
+        ppns = np.asarray(ppns, dtype=np.int64)
+        if for_swap_out:
+            self.swapfile.counters.double_paging += int(
+                np.count_nonzero(self.pmap.state[ppns] == Backing.SWAPPED)
+            )
         before = self.counters.fault_time_ns
         mpns = self.back_pages_in_order(ppns)
+        self._touched(ppns)
         return self.host.frames.content[mpns].copy(), self.counters.fault_time_ns - before
 
     def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:
         """Store contents into guest pages, backing unbacked ones first."""
+        ppns = np.asarray(ppns, dtype=np.int64)
         before = self.counters.fault_time_ns
         mpns = self.back_pages_in_order(ppns)
         self.host.frames.content[mpns] = tokens
+        self._touched(ppns)
         return self.counters.fault_time_ns - before
+
+    def _touched(self, ppns: np.ndarray) -> None:
+        self.last_touch_ns[ppns] = self.host.now_ns
+        if self.sampler is not None:
+            self.sampler.observe(ppns)
 
     def back_pages_in_order(self, ppns: np.ndarray) -> np.ndarray:
         """Like :meth:`back_pages`, but the MPNs come in the order of ``ppns``."""
@@ -142,8 +213,11 @@ class HostVm:
         only if the frame comes from another VM, as any first touch).
         """
         ppns = np.unique(np.asarray(ppns, dtype=np.int64))
-        backed = ppns[self.pmap.state[ppns] == Backing.PRIVATE]
-        others = ppns[self.pmap.state[ppns] == Backing.UNBACKED]
+        current = self.pmap.state[ppns]
+        backed = ppns[current == Backing.PRIVATE]
+        swapped = ppns[current == Backing.SWAPPED]
+        self.swapfile.discard(swapped)  # its data is garbage now: the guest gave it up
+        others = ppns[(current != Backing.PRIVATE) & (current != Backing.SHARED)]
         old = self.pmap.unback(backed, state)
         self.pmap.state[others] = state
         if backed.size:
@@ -233,7 +307,7 @@ class Host:
     """
 
     def __init__(self, memory_pages: int, paging: PagingName = "nested",
-                 costs: CostTable = DEFAULT_COSTS):
+                 costs: CostTable = DEFAULT_COSTS, swap_device: str = "ssd"):
         if paging not in PAGING_MODES:
             raise ConfigError(f"paging: expected shadow or nested, found {paging!r}")
         self.paging = paging
@@ -241,6 +315,8 @@ class Host:
         self.frames = MachineMemory(memory_pages)
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
         self.vms: list[HostVm] = []
+        self.swap_device = swap_device
+        self.now_ns = 0  # set by whoever drives time (the simulator)
 
     def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
         """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""
@@ -251,7 +327,8 @@ class Host:
             mode = NestedPaging(vm_id, self.frames, self.tables, guest_tables, pmap)
         else:
             mode = ShadowPaging(vm_id, self.frames, self.tables, guest_tables, pmap, self.costs)
-        vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self)
+        vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self,
+                    HostSwapFile(n_ppns, self.swap_device, self.costs))
         self.vms.append(vm)
         return vm
 
@@ -262,6 +339,8 @@ class Host:
         claimed = np.zeros(frames.n_frames, dtype=np.int64)
         for vm in self.vms:
             vm.pmap.check_invariants()
+            if not np.array_equal(vm.swapfile.used, vm.pmap.state == Backing.SWAPPED):
+                raise InvariantViolation(f"{vm.name}: swap file and pmap disagree")
             mpns = vm.pmap.mpn[vm.pmap.state == Backing.PRIVATE]
             if np.any(frames.owner[mpns] != vm.vm_id):
                 raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")

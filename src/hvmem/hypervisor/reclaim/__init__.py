@@ -1,0 +1,1 @@
+"""Reclamation mechanisms of the hypervisor: page sharing, ballooning, compression, swapping."""

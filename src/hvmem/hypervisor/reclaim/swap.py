@@ -1,0 +1,91 @@
+"""Hypervisor swapping: a swap file per VM (ESX's ``.vswp``).
+
+What is modelled
+----------------
+When ballooning is too slow or not possible, the hypervisor pages guest memory
+out itself, behind the guest's back: it writes the page's data to the VM's swap
+file, marks the PPN SWAPPED in the pmap and frees the frame. The guest's next
+touch of the page faults into the hypervisor, which reads it back (a swap-in,
+with the device's latency) into a fresh frame. Reclaiming is fast (no guest
+cooperation), running is costly: every touch of a swapped page stalls the vCPU
+for a disk read.
+
+The swap file has one slot per guest-physical page (ESX sizes ``.vswp`` as
+configured memory minus the reservation, so every unreserved page has a home);
+slot = PPN.
+
+Page selection: ``random`` (ESX picks pages at random, knowing nothing about
+the guest's use of them [OSDI02 §3]) or ``lru`` (oldest host-observed touch
+first, an option beyond ESX).
+
+Double paging: a guest that swaps out a page the host has already swapped makes
+the host read it back first (to hand the guest its data) only for the guest to
+write it to its own disk: two I/Os, no memory gained. It is counted here when
+the guest's swap-out reads a SWAPPED page [OSDI02 §3.1].
+
+Counters (pages): swap_outs, swap_ins, double_paging; time_ns of device I/O.
+
+References: Waldspurger, OSDI 2002 §3.1 and §4; vSphere "Swapping"
+(esx-memory.md §1.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
+
+SWAP_SELECTION = ("random", "lru")
+
+
+@dataclass(slots=True)
+class HostSwapCounters:
+    """Event tallies of one VM's swap file, in pages."""
+
+    swap_outs: int = 0  # pages written to the swap file
+    swap_ins: int = 0  # pages read back on touch
+    double_paging: int = 0  # guest swap-outs of pages the host had swapped
+    time_ns: float = 0.0  # device time of all of it
+
+
+class HostSwapFile:
+    """The swap file of one VM.
+
+    Args:
+        n_ppns: the VM's configured memory (one slot per page).
+        device: "hdd", "ssd" or "nvme".
+        costs: the cost table.
+    """
+
+    def __init__(self, n_ppns: int, device: str = "ssd", costs: CostTable = DEFAULT_COSTS):
+        self.device = device
+        self.op_ns = costs.swap_in_ns(device)
+        self.content = np.zeros(n_ppns, dtype=np.uint64)
+        self.used = np.zeros(n_ppns, dtype=np.bool_)
+        self.counters = HostSwapCounters()
+
+    @property
+    def n_used(self) -> int:
+        """Slots holding pages (SWCUR, in pages)."""
+        return int(np.count_nonzero(self.used))
+
+    def store(self, ppns: np.ndarray, tokens: np.ndarray) -> None:
+        """Write pages out (one slot per PPN)."""
+        self.content[ppns] = tokens
+        self.used[ppns] = True
+        self.counters.swap_outs += int(ppns.size)
+        self.counters.time_ns += ppns.size * self.op_ns
+
+    def load(self, ppns: np.ndarray) -> np.ndarray:
+        """Read pages back, freeing their slots; returns their contents."""
+        tokens = self.content[ppns].copy()
+        self.used[ppns] = False
+        self.counters.swap_ins += int(ppns.size)
+        self.counters.time_ns += ppns.size * self.op_ns
+        return tokens
+
+    def discard(self, ppns: np.ndarray) -> None:
+        """Forget slots without reading them (the pages were released)."""
+        self.used[ppns] = False
