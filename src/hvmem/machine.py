@@ -61,6 +61,7 @@ class MachineConfig:
     tlb_entries: int = 64  # per vCPU
     tlb_ways: int = 4  # TLB associativity
     pwc_entries: int = 0  # page-walk cache entries per vCPU (0: none)
+    salting: str = "within"  # page-sharing salting: across, within or explicit
     costs: CostTable = DEFAULT_COSTS
 
     def __post_init__(self) -> None:
@@ -91,7 +92,8 @@ class Machine:
 
     def __init__(self, config: MachineConfig = MachineConfig()):
         self.config = config
-        self.host = Host(config.host_memory_bytes >> PAGE_SHIFT, config.paging, config.costs)
+        self.host = Host(config.host_memory_bytes >> PAGE_SHIFT, config.paging, config.costs,
+                         salting=config.salting)
         self.vms: dict[str, MachineVm] = {}
 
     def add_vm(self, name: str, memory_bytes: int) -> MachineVm:

@@ -7,8 +7,9 @@ run on a small machine. After every step:
 * every translated reference lands on the MPN that composing the guest's page
   table with the pmap gives (shadow tables and TLBs never go stale);
 * a read returns the last value written to that guest page, whatever
-  remapping and hypervisor swapping happened in between, and a never-written
-  page reads zero: no VM ever sees another VM's data;
+  remapping, sharing and hypervisor swapping happened in between; a page never
+  written reads zeroes or data of its own VM (a frame is zeroed only when it
+  changes VM): no VM ever sees another VM's data;
 * every machine frame is free, backs exactly one guest page of its owner, or is
   a hypervisor table page (no leak, no double mapping).
 
@@ -52,12 +53,14 @@ op_st = st.one_of(
     # The hypervisor swaps pages out (random or LRU selection).
     st.tuples(st.just("swap"), st.sampled_from(VMS), st.integers(1, 12),
               st.sampled_from(["random", "lru"])),
+    # The page-sharing scanner looks at some pages (many hold zeroes or equal data).
+    st.tuples(st.just("share"), st.sampled_from(VMS)),  # scans all its data pages
 )
 
 
 def build(paging: str, pwc: int) -> Machine:
     machine = Machine(MachineConfig(host_memory_bytes=4 * MIB, paging=paging, tlb_entries=8,
-                                    tlb_ways=2, pwc_entries=pwc))
+                                    tlb_ways=2, pwc_entries=pwc, salting="across"))
     for name in VMS:
         machine.add_vm(name, MIB // 2)  # 128 guest pages each
         for asid in ASIDS:
@@ -76,6 +79,7 @@ def leaf_ppn(machine: Machine, vm: str, asid: int, vpn: int) -> tuple[int, bool]
 def run(paging: str, pwc: int, ops: list) -> Machine:
     machine = build(paging, pwc)
     expected: dict[tuple[str, int], int] = {}  # (vm, ppn) -> last value written
+    written_by: dict[int, set[str]] = {0: set(VMS)}  # value -> VMs that ever wrote it
     stamp = 0
     content = machine.host.frames.content
     for op in ops:
@@ -96,6 +100,10 @@ def run(paging: str, pwc: int, ops: list) -> Machine:
                 mvm.host_vm.remap(backed[np.array(op[2]) % backed.size])
         elif kind == "swap":
             mvm.host_vm.swap_out(op[2], op[3], np.random.default_rng(op[2]))
+        elif kind == "share":
+            backed = mvm.host_vm.pmap.backed()
+            backed = backed[~mvm.tables.is_table_frame[backed]]  # data pages
+            mvm.host_vm.share_scan(backed)
         else:
             _, _, asid, refs = op
             vpns = np.array([r[0] + r[1] for r in refs], dtype=np.int64)
@@ -110,11 +118,18 @@ def run(paging: str, pwc: int, ops: list) -> Machine:
                     assert ppn >= 0
                     assert mpn == mvm.host_vm.pmap.mpn[ppn], "translation differs from PT∘pmap"
                     if write:
-                        stamp += 1
-                        content[mpn] = stamp
-                        expected[(vm, ppn)] = stamp
+                        stamp += 1 + stamp % 3  # some writes repeat a value: shareable
+                        value = stamp % 7 if stamp % 2 else stamp
+                        assert machine.host.frames.owner[mpn] == mvm.host_vm.vm_id
+                        content[mpn] = value
+                        expected[(vm, ppn)] = value
+                        written_by.setdefault(value, set()).add(vm)
+                    elif (vm, ppn) in expected:
+                        assert content[mpn] == expected[(vm, ppn)], "data lost"
                     else:
-                        assert content[mpn] == expected.get((vm, ppn), 0), "data lost or leaked"
+                        # A page never written reads zeroes, or data its own VM left
+                        # in a frame it freed (frames are zeroed only between VMs).
+                        assert vm in written_by.get(int(content[mpn]), ()), "data leaked"
                 if batch.fault is None:
                     break
                 vpn = int(vpns[start + batch.done])

@@ -10,6 +10,7 @@ frame)::
     last_owner[mpn]  who held it last (kept while it is free), NOBODY if never used
     refcount[mpn]    mappings of the frame (> 1 once page sharing lands)
     content[mpn]     a 64-bit token standing for the 4 KiB of data (0 = zeroes)
+    ppn[mpn]         the guest page a private frame backs (reverse map), else -1
 
 The free list is a LIFO stack of MPNs. A freed frame *keeps its data*: nothing
 is scrubbed on free. When the allocator hands a frame to a different owner than
@@ -67,6 +68,9 @@ class MachineMemory:
         self.last_owner = np.full(n_frames, NOBODY, dtype=np.int32)
         self.refcount = np.zeros(n_frames, dtype=np.int32)
         self.content = np.zeros(n_frames, dtype=np.uint64)
+        # Reverse map: the guest-physical page a frame privately backs, -1 otherwise
+        # (kept by the hypervisor, as Linux keeps page->index).
+        self.ppn = np.full(n_frames, -1, dtype=np.int64)
         # Free list as a stack: the top is free_stack[n_free - 1]. Low MPNs first out.
         self.free_stack = np.arange(n_frames - 1, -1, -1, dtype=np.int64)
         self.n_free = n_frames
@@ -121,6 +125,7 @@ class MachineMemory:
             raise InvariantViolation("the same frame appears twice in one free")
         self.owner[mpns] = FREE
         self.refcount[mpns] = 0
+        self.ppn[mpns] = -1
         self.free_stack[self.n_free : self.n_free + mpns.size] = mpns
         self.n_free += mpns.size
         self.counters.frees += mpns.size

@@ -41,6 +41,21 @@ from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.reclaim.sharing import (
+    A_ALREADY,
+    A_FALSE,
+    A_HINT,
+    A_NOT_BACKED,
+    A_PROMOTE,
+    A_SHARE,
+    A_STALE,
+    SALTING_MODES,
+    SHARED_OWNER,
+    SharingTable,
+    content_hash,
+    forget_frame,
+    scan_kernel,
+)
 from hvmem.hypervisor.reclaim.swap import HostSwapFile
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 
@@ -119,6 +134,7 @@ class HostVm:
             zeroed_before = frames.counters.zeroings
             mpns = frames.alloc(self.vm_id, todo.size)
             zeroed = frames.counters.zeroings - zeroed_before
+            frames.ppn[mpns] = todo
             self.pmap.back(todo, mpns, Backing.PRIVATE)
             self.paging.on_backing_changed(todo, np.zeros(todo.size, dtype=bool))
             costs = self.host.costs
@@ -138,6 +154,7 @@ class HostVm:
         self.counters.zeroed_frames += frames.counters.zeroings - zeroed_before
         before = self.swapfile.counters.time_ns
         frames.content[mpns] = self.swapfile.load(ppns)
+        frames.ppn[mpns] = ppns
         self.pmap.back(ppns, mpns, Backing.PRIVATE)
         self.paging.on_backing_changed(ppns, np.zeros(ppns.size, dtype=bool))
         self.counters.swap_in_faults += int(ppns.size)
@@ -189,6 +206,9 @@ class HostVm:
         """Store contents into guest pages, backing unbacked ones first."""
         ppns = np.asarray(ppns, dtype=np.int64)
         before = self.counters.fault_time_ns
+        shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
+        if shared.size:
+            self.break_cow(np.unique(shared))
         mpns = self.back_pages_in_order(ppns)
         self.host.frames.content[mpns] = tokens
         self._touched(ppns)
@@ -213,6 +233,9 @@ class HostVm:
         only if the frame comes from another VM, as any first touch).
         """
         ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
+        if shared.size:
+            self._unshare(shared, state)
         current = self.pmap.state[ppns]
         backed = ppns[current == Backing.PRIVATE]
         swapped = ppns[current == Backing.SWAPPED]
@@ -224,6 +247,89 @@ class HostVm:
             self.paging.on_backing_changed(backed, np.ones(backed.size, dtype=bool))
             self.host.frames.free(old)
         return int(backed.size)
+
+    # -- page sharing ------------------------------------------------------------------
+    def share_scan(self, ppns: np.ndarray) -> int:
+        """Offer ``ppns`` (distinct) to the page-sharing scanner; returns frames freed."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        host, frames, table = self.host, self.host.frames, self.host.sharing
+        state = self.pmap.state[ppns]
+        # Guest page-table pages keep their entries in the table store, not as a
+        # content token, so the scanner leaves them alone.
+        tables = self.guest_tables.is_table_frame[ppns]
+        eligible = ((state == Backing.PRIVATE) | (state == Backing.SHARED)) & ~tables
+        mpns = np.where(eligible, self.pmap.mpn[ppns], -1)
+        table.reserve(ppns.size)
+        n = ppns.size
+        action = np.zeros(n, dtype=np.int8)
+        target = np.full(n, -1, dtype=np.int64)
+        promoted_vm = np.zeros(n, dtype=np.int64)
+        promoted_ppn = np.zeros(n, dtype=np.int64)
+        n_promoted = scan_kernel(
+            np.full(n, self.vm_id), ppns, mpns, np.full(n, host.salt_of(self.vm_id)),
+            frames.content, frames.owner, frames.ppn, frames.refcount, table.t_hash,
+            table.t_salt, table.t_kind, table.t_frame, table.t_used, action, target,
+            promoted_vm, promoted_ppn)
+        c = table.counters
+        c.scanned += n
+        c.hints_inserted += int(np.count_nonzero(action == A_HINT))
+        c.stale_hints += int(np.count_nonzero(action == A_STALE))
+        c.already_shared += int(np.count_nonzero(action == A_ALREADY))
+        c.page_tables += int(np.count_nonzero(tables))
+        c.not_backed += int(np.count_nonzero(action == A_NOT_BACKED) - np.count_nonzero(tables))
+        c.false_matches += int(np.count_nonzero(action == A_FALSE))
+        c.hint_promotions += int(n_promoted)
+        # Pages whose hinted twin became a shared frame: read-only from now on.
+        for k in range(int(n_promoted)):
+            owner_vm = host.vms[int(promoted_vm[k])]
+            ppn = np.array([promoted_ppn[k]])
+            owner_vm.pmap.state[ppn] = Backing.SHARED
+            owner_vm.paging.on_backing_changed(ppn, np.ones(1, dtype=bool))
+        # This VM's pages that now map a shared frame give their own frame back.
+        joined = (action == A_SHARE) | (action == A_PROMOTE)
+        if not np.any(joined):
+            return 0
+        sharers, old = ppns[joined], mpns[joined]
+        self.pmap.back(sharers, target[joined], Backing.SHARED)
+        self.paging.on_backing_changed(sharers, np.ones(sharers.size, dtype=bool))
+        frames.free(old)
+        c.shared += int(sharers.size) + int(n_promoted)
+        c.frames_freed += int(old.size)
+        return int(old.size)
+
+    def break_cow(self, ppns: np.ndarray) -> None:
+        """A write to shared pages: give each a private copy (copy-on-write)."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        frames = self.host.frames
+        shared_mpns = self.pmap.mpn[ppns]
+        new = frames.alloc(self.vm_id, ppns.size)
+        frames.content[new] = frames.content[shared_mpns]
+        frames.ppn[new] = ppns
+        self._drop_sharers(shared_mpns)
+        self.pmap.back(ppns, new, Backing.PRIVATE)
+        self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+        self.host.sharing.counters.cow_breaks += int(ppns.size)
+        costs = self.host.costs
+        self.counters.fault_time_ns += ppns.size * (costs.hypervisor_fault_ns + costs.cow_copy_ns)
+
+    def _unshare(self, ppns: np.ndarray, state: Backing) -> None:
+        """Drop shared mappings of ``ppns`` without copying (their data is not needed)."""
+        shared_mpns = self.pmap.unback(ppns, state)
+        self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+        self._drop_sharers(shared_mpns)
+
+    def _drop_sharers(self, shared_mpns: np.ndarray) -> None:
+        """One sharer fewer per entry; frames left with none go back to the free list."""
+        frames, table = self.host.frames, self.host.sharing
+        np.subtract.at(frames.refcount, shared_mpns, 1)
+        empty = np.unique(shared_mpns[frames.refcount[shared_mpns] == 0])
+        salt = self.host.salt_of(self.vm_id)
+        for mpn in empty.tolist():
+            forget_frame(table.t_hash, table.t_salt, table.t_kind, table.t_frame,
+                         content_hash(frames.content[mpn]), salt, mpn)
+        if empty.size:
+            frames.refcount[empty] = 1  # free() expects a held frame
+            frames.free(empty)
 
     def remap(self, ppns: np.ndarray) -> np.ndarray:
         """Move backed pages to fresh frames, copying their data; returns the new MPNs.
@@ -240,6 +346,7 @@ class HostVm:
         old = self.pmap.mpn[ppns].copy()
         new = frames.alloc(self.vm_id, ppns.size)
         frames.content[new] = frames.content[old]
+        frames.ppn[new] = ppns
         self.pmap.back(ppns, new, Backing.PRIVATE)
         self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
         frames.free(old)
@@ -279,6 +386,12 @@ class HostVm:
             n_steps += used
             if status == FaultKind.NONE:
                 break
+            if status == FaultKind.BACKING_READ_ONLY:
+                self.break_cow(np.array([ppn]))
+                if events is not None:
+                    events.append(("cow_break", ppn, int(self.pmap.mpn[ppn]), n_steps))
+                start = stop
+                continue
             if status == FaultKind.BACKING_MISSING:
                 before = self.counters.fault_time_ns
                 mpn = int(self.back_pages(np.array([ppn]))[0])
@@ -307,7 +420,8 @@ class Host:
     """
 
     def __init__(self, memory_pages: int, paging: PagingName = "nested",
-                 costs: CostTable = DEFAULT_COSTS, swap_device: str = "ssd"):
+                 costs: CostTable = DEFAULT_COSTS, swap_device: str = "ssd",
+                 salting: str = "within"):
         if paging not in PAGING_MODES:
             raise ConfigError(f"paging: expected shadow or nested, found {paging!r}")
         self.paging = paging
@@ -317,6 +431,12 @@ class Host:
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
         self.now_ns = 0  # set by whoever drives time (the simulator)
+        self.sharing = SharingTable()
+        if salting not in SALTING_MODES:
+            raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
+                              f"found {salting!r}")
+        self.salting = salting
+        self.explicit_salts: dict[int, int] = {}  # vm id -> configured salt ("explicit")
 
     def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
         """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""
@@ -332,12 +452,22 @@ class Host:
         self.vms.append(vm)
         return vm
 
+    def salt_of(self, vm_id: int) -> int:
+        """The sharing salt of a VM under the host's salting mode."""
+        if self.salting == "across":
+            return 0
+        if self.salting == "within":
+            return vm_id + 1
+        return self.explicit_salts.get(vm_id, 0)
+
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` unless every frame is accounted for exactly once."""
         frames = self.frames
         frames.check_invariants()
         claimed = np.zeros(frames.n_frames, dtype=np.int64)
+        sharers = np.zeros(frames.n_frames, dtype=np.int64)
         for vm in self.vms:
+            np.add.at(sharers, vm.pmap.mpn[vm.pmap.state == Backing.SHARED], 1)
             vm.pmap.check_invariants()
             if not np.array_equal(vm.swapfile.used, vm.pmap.state == Backing.SWAPPED):
                 raise InvariantViolation(f"{vm.name}: swap file and pmap disagree")
@@ -345,10 +475,18 @@ class Host:
             if np.any(frames.owner[mpns] != vm.vm_id):
                 raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")
             np.add.at(claimed, mpns, 1)
+            if np.any(frames.ppn[mpns] != np.flatnonzero(vm.pmap.state == Backing.PRIVATE)):
+                raise InvariantViolation(f"{vm.name}: frame reverse map is stale")
             tables = vm.paging.table_frames()
             if np.any(frames.owner[tables] != HYPERVISOR):
                 raise InvariantViolation(f"{vm.name}: a table page is not a hypervisor frame")
             np.add.at(claimed, tables, 1)
+        is_shared = frames.owner == SHARED_OWNER
+        if np.any(sharers[is_shared] != frames.refcount[is_shared]) or np.any(
+            sharers[~is_shared] != 0
+        ):
+            raise InvariantViolation("a shared frame's refcount differs from its sharers")
+        claimed[is_shared & (sharers > 0)] = 1
         if np.any(claimed > 1):
             raise InvariantViolation(f"frame {int(np.flatnonzero(claimed > 1)[0])} mapped twice")
         owned = frames.owner != FREE
