@@ -309,3 +309,19 @@ def test_bench_translate_json():
 
 def test_bench_translate_bad_refs():
     assert "--refs" in user_error("bench", "translate", "--refs", "0")
+
+
+def test_minfree_json_matches_the_esxi5_sliding_scale():
+    result = runner.invoke(app, ["minfree", "--memory", "128GiB", "--profile", "esxi5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # 6% of 4 GiB + 4% of 8 GiB + 2% of 16 GiB + 1% of the remaining 100 GiB
+    assert report["minfree_mib"] == pytest.approx(245.76 + 327.68 + 327.68 + 1024)
+    assert report["thresholds_mib"]["soft"] == pytest.approx(0.64 * report["minfree_mib"])
+    assert "clear" not in report["thresholds_mib"]
+
+
+def test_minfree_bad_profile_is_one_line():
+    result = runner.invoke(app, ["minfree", "--memory", "1GiB", "--profile", "esx9"])
+    assert result.exit_code == 1
+    assert "esx9" in result.output and "Traceback" not in result.output

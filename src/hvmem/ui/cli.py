@@ -198,6 +198,28 @@ def demo() -> None:
     run_demo(_console())
 
 
+@app.command()
+@user_errors
+def minfree(
+    memory: Annotated[str, typer.Option(help="Host memory, such as 128GiB.")],
+    profile: Annotated[str, typer.Option(help="State profile: esx4, esxi5 or esxi6.")] = "esxi6",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show minFree and the free-memory threshold of each host memory state."""
+    from hvmem.policy.states import minfree_report
+    from hvmem.units import parse_size_bytes
+
+    report = minfree_report(parse_size_bytes(memory, what="--memory"), profile)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"host memory {report['memory_mib']:g} MiB, profile {report['profile']}: "
+               f"minFree {report['minfree_mib']:g} MiB")
+    typer.echo("state   threshold (MiB free; the state holds below it, high above the next)")
+    for state, level in report["thresholds_mib"].items():
+        typer.echo(f"{state:6s}  {level:10.2f}")
+
+
 @bench_app.command("translate")
 @user_errors
 def bench_translate(
