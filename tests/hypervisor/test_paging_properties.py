@@ -55,6 +55,8 @@ op_st = st.one_of(
               st.sampled_from(["random", "lru"])),
     # The page-sharing scanner looks at some pages (many hold zeroes or equal data).
     st.tuples(st.just("share"), st.sampled_from(VMS)),  # scans all its data pages
+    # ESX-style reclamation: share, else compress, else swap.
+    st.tuples(st.just("reclaim"), st.sampled_from(VMS), st.integers(1, 16)),
 )
 
 
@@ -100,6 +102,8 @@ def run(paging: str, pwc: int, ops: list) -> Machine:
                 mvm.host_vm.remap(backed[np.array(op[2]) % backed.size])
         elif kind == "swap":
             mvm.host_vm.swap_out(op[2], op[3], np.random.default_rng(op[2]))
+        elif kind == "reclaim":
+            mvm.host_vm.reclaim(op[2], "random", np.random.default_rng(op[2]))
         elif kind == "share":
             backed = mvm.host_vm.pmap.backed()
             backed = backed[~mvm.tables.is_table_frame[backed]]  # data pages
@@ -119,7 +123,8 @@ def run(paging: str, pwc: int, ops: list) -> Machine:
                     assert mpn == mvm.host_vm.pmap.mpn[ppn], "translation differs from PT∘pmap"
                     if write:
                         stamp += 1 + stamp % 3  # some writes repeat a value: shareable
-                        value = stamp % 7 if stamp % 2 else stamp
+                        # Low bytes set the compressed size: some pages compress, some not.
+                        value = (stamp % 7 if stamp % 2 else stamp) << 8 | (stamp * 37) % 256
                         assert machine.host.frames.owner[mpn] == mvm.host_vm.vm_id
                         content[mpn] = value
                         expected[(vm, ppn)] = value

@@ -41,6 +41,7 @@ from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.reclaim.compression import CompressionCache
 from hvmem.hypervisor.reclaim.sharing import (
     A_ALREADY,
     A_FALSE,
@@ -109,6 +110,7 @@ class HostVm:
     paging: PagingMode
     host: Host
     swapfile: HostSwapFile
+    zip: CompressionCache
     counters: VmCounters = field(default_factory=VmCounters)
     # When the host last saw each page touched (bus accesses and faults), for
     # LRU swap selection; -1 for never.
@@ -128,6 +130,9 @@ class HostVm:
         swapped = ppns[state == Backing.SWAPPED]
         if swapped.size:
             self._swap_in(swapped)
+        compressed = ppns[state == Backing.COMPRESSED]
+        if compressed.size:
+            self._decompress(compressed)
         todo = ppns[(state == Backing.UNBACKED) | (state == Backing.BALLOONED)]
         if todo.size:
             frames = self.host.frames
@@ -161,27 +166,118 @@ class HostVm:
         device_ns = self.swapfile.counters.time_ns - before
         self.counters.fault_time_ns += device_ns + ppns.size * self.host.costs.hypervisor_fault_ns
 
-    def swap_out(self, n_pages: int, selection: str, rng: np.random.Generator) -> int:
-        """Page out up to ``n_pages`` private pages to the swap file; returns pages freed.
-
-        ``selection`` is "random" (as ESX) or "lru" (oldest host-observed touch).
-        """
+    def choose_victims(self, n_pages: int, selection: str, rng: np.random.Generator
+                       ) -> np.ndarray:
+        """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru"."""
         candidates = np.flatnonzero(self.pmap.state == Backing.PRIVATE)
         if n_pages <= 0 or candidates.size == 0:
-            return 0
+            return np.zeros(0, dtype=np.int64)
         if candidates.size > n_pages:
             if selection == "random":
                 candidates = np.sort(rng.choice(candidates, n_pages, replace=False))
             else:
                 order = np.argsort(self.last_touch_ns[candidates], kind="stable")
                 candidates = np.sort(candidates[order[:n_pages]])
+        return candidates
+
+    def swap_out(self, n_pages: int, selection: str, rng: np.random.Generator) -> int:
+        """Page out up to ``n_pages`` private pages to the swap file; returns pages freed."""
+        victims = self.choose_victims(n_pages, selection, rng)
+        self._swap_pages(victims)
+        return int(victims.size)
+
+    def _swap_pages(self, ppns: np.ndarray) -> None:
+        if ppns.size == 0:
+            return
         frames = self.host.frames
-        old = self.pmap.mpn[candidates]
-        self.swapfile.store(candidates, frames.content[old])
-        self.pmap.unback(candidates, Backing.SWAPPED)
-        self.paging.on_backing_changed(candidates, np.ones(candidates.size, dtype=bool))
+        old = self.pmap.mpn[ppns]
+        self.swapfile.store(ppns, frames.content[old])
+        self.pmap.unback(ppns, Backing.SWAPPED)
+        self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
         frames.free(old)
-        return int(candidates.size)
+
+    def reclaim(self, n_pages: int, selection: str, rng: np.random.Generator,
+                compress: bool = True, share_first: bool = True) -> dict[str, int]:
+        """Take up to ``n_pages`` away the ESX way: share, else compress, else swap.
+
+        Victims are chosen as for swapping; each is first offered to page
+        sharing (share-before-swap), then kept compressed if it compresses to
+        2 KiB or less and the cache has room (evicting its oldest pages to swap
+        if not), else written to the swap file.
+
+        Returns:
+            Pages reclaimed by each mechanism: {"shared", "compressed", "swapped"}
+            (frames returned; compression's own frames are netted out).
+        """
+        victims = self.choose_victims(n_pages, selection, rng)
+        done = {"shared": 0, "compressed": 0, "swapped": 0}
+        if victims.size == 0:
+            return done
+        if share_first:
+            done["shared"] = self.share_scan(victims)
+            victims = victims[self.pmap.state[victims] == Backing.PRIVATE]
+        if compress and victims.size:
+            frames, zip_cache = self.host.frames, self.zip
+            tokens = frames.content[self.pmap.mpn[victims]]
+            slots = zip_cache.slot_for(tokens)
+            keep = slots > 0
+            zip_cache.counters.rejected += int(np.count_nonzero(~keep))
+            kept = victims[keep]
+            if kept.size:
+                # Room: evict the cache's oldest pages to swap.
+                evict = zip_cache.victims_for_room(int(slots[keep].sum()))
+                if evict.size:
+                    self._zip_to_swap(evict)
+                fits = np.cumsum(slots[keep]) <= zip_cache.capacity_bytes - zip_cache.used_bytes
+                kept = kept[fits]
+                old = self.pmap.mpn[kept]
+                zip_cache.store(kept, frames.content[old], slots[keep][fits])
+                self.pmap.unback(kept, Backing.COMPRESSED)
+                self.paging.on_backing_changed(kept, np.ones(kept.size, dtype=bool))
+                frames.free(old)
+                before = zip_cache.frames.size
+                self._fit_zip_frames()
+                done["compressed"] = int(kept.size) - (zip_cache.frames.size - before)
+            victims = victims[self.pmap.state[victims] == Backing.PRIVATE]
+        self._swap_pages(victims)
+        done["swapped"] = int(victims.size)
+        return done
+
+    def _zip_to_swap(self, ppns: np.ndarray) -> None:
+        """Move compressed pages to the swap file (cache eviction)."""
+        self.swapfile.store(ppns, self.zip.take(ppns))
+        self.pmap.state[ppns] = Backing.SWAPPED
+        self.zip.counters.evicted += int(ppns.size)
+        self._fit_zip_frames()
+
+    def _fit_zip_frames(self) -> None:
+        """Hold exactly the frames the compression cache's slots need."""
+        zip_cache, frames = self.zip, self.host.frames
+        need = zip_cache.frames_needed
+        have = zip_cache.frames.size
+        if need > have:
+            zip_cache.frames = np.concatenate([zip_cache.frames,
+                                               frames.alloc(self.vm_id, need - have)])
+        elif need < have:
+            frames.free(zip_cache.frames[need:])
+            zip_cache.frames = zip_cache.frames[:need]
+
+    def _decompress(self, ppns: np.ndarray) -> None:
+        """Touched compressed pages come back into fresh frames."""
+        frames = self.host.frames
+        tokens = self.zip.take(ppns)
+        self._fit_zip_frames()
+        zeroed_before = frames.counters.zeroings
+        mpns = frames.alloc(self.vm_id, ppns.size)
+        self.counters.zeroed_frames += frames.counters.zeroings - zeroed_before
+        frames.content[mpns] = tokens
+        frames.ppn[mpns] = ppns
+        self.pmap.back(ppns, mpns, Backing.PRIVATE)
+        self.paging.on_backing_changed(ppns, np.zeros(ppns.size, dtype=bool))
+        self.zip.counters.decompressed += int(ppns.size)
+        costs = self.host.costs
+        self.counters.fault_time_ns += ppns.size * (costs.decompress_ns
+                                                    + costs.hypervisor_fault_ns)
 
     # -- the guest's memory bus (hardware.guest_memory.GuestPhysicalMemory) ---------
     def read_pages(self, ppns: np.ndarray, for_swap_out: bool = False
@@ -240,6 +336,10 @@ class HostVm:
         backed = ppns[current == Backing.PRIVATE]
         swapped = ppns[current == Backing.SWAPPED]
         self.swapfile.discard(swapped)  # its data is garbage now: the guest gave it up
+        compressed = ppns[current == Backing.COMPRESSED]
+        if compressed.size:
+            self.zip.take(compressed)
+            self._fit_zip_frames()
         others = ppns[(current != Backing.PRIVATE) & (current != Backing.SHARED)]
         old = self.pmap.unback(backed, state)
         self.pmap.state[others] = state
@@ -448,7 +548,8 @@ class Host:
         else:
             mode = ShadowPaging(vm_id, self.frames, self.tables, guest_tables, pmap, self.costs)
         vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self,
-                    HostSwapFile(n_ppns, self.swap_device, self.costs))
+                    HostSwapFile(n_ppns, self.swap_device, self.costs),
+                    CompressionCache(n_ppns))
         self.vms.append(vm)
         return vm
 
@@ -471,6 +572,13 @@ class Host:
             vm.pmap.check_invariants()
             if not np.array_equal(vm.swapfile.used, vm.pmap.state == Backing.SWAPPED):
                 raise InvariantViolation(f"{vm.name}: swap file and pmap disagree")
+            if not np.array_equal(vm.zip.slot_bytes > 0, vm.pmap.state == Backing.COMPRESSED):
+                raise InvariantViolation(f"{vm.name}: compression cache and pmap disagree")
+            if vm.zip.frames.size != vm.zip.frames_needed or np.any(
+                frames.owner[vm.zip.frames] != vm.vm_id
+            ):
+                raise InvariantViolation(f"{vm.name}: compression cache frames are off")
+            np.add.at(claimed, vm.zip.frames, 1)
             mpns = vm.pmap.mpn[vm.pmap.state == Backing.PRIVATE]
             if np.any(frames.owner[mpns] != vm.vm_id):
                 raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")

@@ -1,0 +1,115 @@
+r"""Memory compression: a per-VM cache of compressed pages in front of the swap file.
+
+What is modelled
+----------------
+ESX compresses only pages it has already chosen to swap: a page that
+compresses to at most 2 KiB stays in the VM's compression cache instead of
+going to disk (in a 1 KiB quarter-page slot if it fits there), anything larger
+is swapped. Touching a compressed page decompresses it into a fresh frame, in
+microseconds rather than a disk read's milliseconds [VS41-ZIP][VMAESTRO-ZIP]::
+
+    victim page --size <= 1 KiB--> 1 KiB slot  \\
+                --size <= 2 KiB--> 2 KiB slot   > compression cache (CACHEUSD)
+                --larger---------> swap file   /     full? oldest out to swap
+
+The cache holds at most ``Mem.MemZipMaxPct`` = 10 % of the VM's memory
+[VS67-ZIPSIZE][LAMW]. When a new page needs room the oldest compressed pages
+are evicted to the swap file (decompressed and written out); the eviction
+order is not documented for ESX (esx-memory.md §1.5: unconfirmed), FIFO here.
+The cache lives in machine frames owned by the VM: ``frames_needed`` frames
+hold ``used_bytes`` of slots, taken and given back as the cache grows and shrinks.
+
+Compressed sizes come from the page's content token
+(``workloads.content.compressed_size_bytes``).
+
+Counters (pages): compressed (ZIP), decompressed (UNZIP), rejected (too large:
+sent to swap), evicted (to swap to make room). Decompression stalls the vCPU
+that touched the page and is charged to it; compression is host work.
+
+References: esx-memory.md §1.5; vSphere "Memory Compression".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hvmem.units import KIB, PAGE_SIZE_BYTES
+from hvmem.workloads.content import compressed_size_bytes
+
+ZIP_MAX_FRAC = 0.10  # Mem.MemZipMaxPct = 10 % of VM memory [VS67-ZIPSIZE][LAMW]
+KEEP_MAX_BYTES = 2 * KIB  # kept only if it compresses to <= 2 KiB [VS41-ZIP]
+SMALL_SLOT_BYTES = 1 * KIB  # quarter-page slot for pages <= 1 KiB [VMAESTRO-ZIP]
+
+
+@dataclass(slots=True)
+class CompressionCounters:
+    """Event tallies of one VM's compression cache, in pages."""
+
+    compressed: int = 0  # pages put in the cache (ZIP)
+    decompressed: int = 0  # pages taken out on touch (UNZIP)
+    rejected: int = 0  # pages that compressed too poorly: swapped instead
+    evicted: int = 0  # cached pages pushed to swap to make room
+
+
+class CompressionCache:
+    """The compression cache of one VM.
+
+    Args:
+        n_ppns: the VM's configured memory.
+        max_frac: cache capacity as a fraction of VM memory.
+    """
+
+    def __init__(self, n_ppns: int, max_frac: float = ZIP_MAX_FRAC):
+        self.capacity_bytes = int(n_ppns * PAGE_SIZE_BYTES * max_frac)
+        self.content = np.zeros(n_ppns, dtype=np.uint64)
+        self.slot_bytes = np.zeros(n_ppns, dtype=np.int32)  # 0: not cached
+        self.stored_at = np.zeros(n_ppns, dtype=np.int64)  # insertion order, for eviction
+        self._clock = 0
+        self.used_bytes = 0
+        self.frames = np.zeros(0, dtype=np.int64)  # machine frames holding the slots
+        self.counters = CompressionCounters()
+
+    @property
+    def frames_needed(self) -> int:
+        """Frames the slots in use take."""
+        return -(-self.used_bytes // PAGE_SIZE_BYTES)
+
+    @property
+    def n_pages(self) -> int:
+        """Pages held compressed."""
+        return int(np.count_nonzero(self.slot_bytes))
+
+    @staticmethod
+    def slot_for(tokens: np.ndarray) -> np.ndarray:
+        """Slot size per page (1 or 2 KiB), or 0 where the page is not worth keeping."""
+        size = compressed_size_bytes(tokens)
+        return np.where(size <= SMALL_SLOT_BYTES, SMALL_SLOT_BYTES,
+                        np.where(size <= KEEP_MAX_BYTES, KEEP_MAX_BYTES, 0)).astype(np.int32)
+
+    def victims_for_room(self, need_bytes: int) -> np.ndarray:
+        """Oldest cached pages whose eviction frees at least ``need_bytes`` beyond the capacity."""
+        excess = self.used_bytes + need_bytes - self.capacity_bytes
+        if excess <= 0:
+            return np.zeros(0, dtype=np.int64)
+        cached = np.flatnonzero(self.slot_bytes)
+        order = cached[np.argsort(self.stored_at[cached], kind="stable")]
+        freed = np.cumsum(self.slot_bytes[order])
+        return order[: int(np.searchsorted(freed, excess)) + 1]
+
+    def store(self, ppns: np.ndarray, tokens: np.ndarray, slots: np.ndarray) -> None:
+        """Put pages in the cache (the caller made room)."""
+        self.content[ppns] = tokens
+        self.slot_bytes[ppns] = slots
+        self.stored_at[ppns] = self._clock + np.arange(ppns.size)
+        self._clock += ppns.size
+        self.used_bytes += int(slots.sum())
+        self.counters.compressed += int(ppns.size)
+
+    def take(self, ppns: np.ndarray) -> np.ndarray:
+        """Take pages out (decompress, or evict); returns their contents."""
+        tokens = self.content[ppns].copy()
+        self.used_bytes -= int(self.slot_bytes[ppns].sum())
+        self.slot_bytes[ppns] = 0
+        return tokens
