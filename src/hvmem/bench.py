@@ -208,3 +208,76 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
         "lackey_bytes": trace_bytes,
         "lackey_s": lackey_s,
     }
+
+
+# -- hvmem bench host -------------------------------------------------------------------
+SHARING_PAGES = 8 << 20  # pages the sharing scan covers (32 GiB of guest memory)
+SHARING_VMS = 8
+SWAP_VM_PAGES = 2 << 20  # an 8 GiB VM ...
+SWAP_OUT_PAGES = 1 << 20  # ... of which 1 Mi pages are reclaimed by swapping
+SCAN_BATCH_PAGES = 1 << 20  # pages handed to the scanner per call
+
+
+def _bench_contents(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Content tokens: 20 % zero pages, 30 % from a pool of image pages, 50 % unique."""
+    kind = rng.random(n)
+    tokens = rng.integers(1, 1 << 62, n, dtype=np.int64).astype(np.uint64)
+    pool = rng.integers(1, 1 << 62, 100_000, dtype=np.int64).astype(np.uint64)
+    image = (kind >= 0.2) & (kind < 0.5)
+    tokens[image] = pool[rng.integers(0, pool.size, int(image.sum()))]
+    tokens[kind < 0.2] = 0
+    return tokens
+
+
+def bench_host(seed: int = 1) -> dict[str, Any]:
+    """Page-sharing scan and swap-out throughput of the hypervisor's mechanisms."""
+    from hvmem.hardware.page_table import TableStore
+    from hvmem.hypervisor.host import Host
+
+    streams = RngStreams(seed)
+    rng = streams.stream("bench/host")
+
+    def fully_backed_host(n_vms: int, vm_pages: int, salting: str) -> Host:
+        host = Host(n_vms * vm_pages + (1 << 16), "nested", salting=salting)
+        for k in range(n_vms):
+            vm = host.add_vm(f"vm{k}", vm_pages, TableStore(vm_pages, f"vm{k}"))
+            mpns = vm.back_pages(np.arange(vm_pages))
+            host.frames.content[mpns] = _bench_contents(rng, vm_pages)
+        return host
+
+    # Warm-up: compile the kernels on a small host.
+    small = fully_backed_host(2, 4096, "across")
+    for vm in small.vms:
+        vm.share_scan(np.arange(vm.n_ppns))
+    small.vms[0].swap_out(1024, "random", rng)
+
+    host = fully_backed_host(SHARING_VMS, SHARING_PAGES // SHARING_VMS, "across")
+    used_before = host.frames.n_used
+    order = [(vm, rng.permutation(vm.n_ppns)) for vm in host.vms]
+    start = time.perf_counter()
+    for vm, pages in order:
+        for lo in range(0, pages.size, SCAN_BATCH_PAGES):
+            vm.share_scan(pages[lo : lo + SCAN_BATCH_PAGES])
+    scan_s = time.perf_counter() - start
+    counters = host.sharing.counters
+    sharing = {
+        "pages": SHARING_PAGES,
+        "frames_freed": used_before - host.frames.n_used,
+        "hint_promotions": counters.hint_promotions,
+        "shared": counters.shared,
+    }
+    host.check_invariants()
+    del host, order
+
+    host = fully_backed_host(1, SWAP_VM_PAGES, "within")
+    vm = host.vms[0]
+    start = time.perf_counter()
+    swapped = vm.swap_out(SWAP_OUT_PAGES, "random", rng)
+    swap_s = time.perf_counter() - start
+    host.check_invariants()
+    return {
+        "sharing_scan_pages_per_s": SHARING_PAGES / scan_s,
+        "swap_out_pages_per_s": swapped / swap_s,
+        "sharing": sharing,
+        "swap": {"vm_pages": SWAP_VM_PAGES, "pages_swapped": swapped},
+    }

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 
@@ -118,15 +119,10 @@ class MachineMemory:
     def free(self, mpns: np.ndarray | int) -> None:
         """Return frames to the free list; their data stays until someone else takes them."""
         mpns = np.atleast_1d(np.asarray(mpns, dtype=np.int64))
-        if np.any(self.owner[mpns] == FREE):
-            bad = int(mpns[np.flatnonzero(self.owner[mpns] == FREE)[0]])
+        bad = _free_kernel(mpns, self.owner, self.refcount, self.ppn, self.free_stack,
+                           self.n_free)
+        if bad >= 0:
             raise InvariantViolation(f"frame {bad} freed twice")
-        if np.unique(mpns).size != mpns.size:
-            raise InvariantViolation("the same frame appears twice in one free")
-        self.owner[mpns] = FREE
-        self.refcount[mpns] = 0
-        self.ppn[mpns] = -1
-        self.free_stack[self.n_free : self.n_free + mpns.size] = mpns
         self.n_free += mpns.size
         self.counters.frees += mpns.size
 
@@ -142,3 +138,27 @@ class MachineMemory:
             raise InvariantViolation("free list and frame owners disagree")
         if np.any(self.refcount[marked_free] != 0):
             raise InvariantViolation("a free frame has mappings")
+
+
+@njit(cache=True)
+def _free_kernel(mpns, owner, refcount, ppn, free_stack, n_free):
+    """Free ``mpns`` in one pass; returns the first frame already free (or repeated), else -1.
+
+    A frame repeated within ``mpns`` is caught when it is seen free the second
+    time. On error nothing is freed: the owners changed so far are restored.
+    """
+    saved = np.empty(mpns.size, dtype=owner.dtype)
+    for i in range(mpns.size):
+        m = mpns[i]
+        if owner[m] == FREE:
+            for j in range(i):
+                owner[mpns[j]] = saved[j]
+            return m
+        saved[i] = owner[m]
+        owner[m] = FREE
+    for i in range(mpns.size):
+        m = mpns[i]
+        refcount[m] = 0
+        ppn[m] = -1
+        free_stack[n_free + i] = m
+    return -1

@@ -44,6 +44,7 @@ tables); Linux ``arch/x86/include/asm/pgtable_types.h`` for the bit names.
 from __future__ import annotations
 
 import mmap
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -197,6 +198,11 @@ class TableStore:
         return self._write_hook is not None
 
 
+# Python exposes MAP_NORESERVE only from 3.13; Linux's value is 0x4000 on every
+# architecture it runs NumPy on (include/uapi/asm-generic/mman.h, x86 mman.h).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
+
+
 def _lazy_zeros(n_frames: int, name: str) -> np.ndarray:
     """A zeroed ``uint64[n_frames, 512]`` whose pages are committed only when written.
 
@@ -205,7 +211,7 @@ def _lazy_zeros(n_frames: int, name: str) -> np.ndarray:
     simulated host costs only the table pages it holds.
     """
     size_bytes = n_frames * ENTRIES_PER_TABLE * 8
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
     try:
         region = mmap.mmap(-1, size_bytes, flags=flags)
     except (OSError, ValueError, OverflowError) as err:

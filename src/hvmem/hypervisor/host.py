@@ -54,6 +54,7 @@ from hvmem.hypervisor.reclaim.sharing import (
     SHARED_OWNER,
     SharingTable,
     content_hash,
+    default_scan_rate_pages_per_s,
     forget_frame,
     scan_kernel,
 )
@@ -174,7 +175,10 @@ class HostVm:
             return np.zeros(0, dtype=np.int64)
         if candidates.size > n_pages:
             if selection == "random":
-                candidates = np.sort(rng.choice(candidates, n_pages, replace=False))
+                # A mask keeps PPN order without sorting the draw.
+                chosen = np.zeros(candidates.size, dtype=np.bool_)
+                chosen[rng.choice(candidates.size, n_pages, replace=False)] = True
+                candidates = candidates[chosen]
             else:
                 order = np.argsort(self.last_touch_ns[candidates], kind="stable")
                 candidates = np.sort(candidates[order[:n_pages]])
@@ -380,11 +384,12 @@ class HostVm:
         c.false_matches += int(np.count_nonzero(action == A_FALSE))
         c.hint_promotions += int(n_promoted)
         # Pages whose hinted twin became a shared frame: read-only from now on.
-        for k in range(int(n_promoted)):
-            owner_vm = host.vms[int(promoted_vm[k])]
-            ppn = np.array([promoted_ppn[k]])
-            owner_vm.pmap.state[ppn] = Backing.SHARED
-            owner_vm.paging.on_backing_changed(ppn, np.ones(1, dtype=bool))
+        promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
+        for vm_id in np.unique(promoted_vm).tolist():
+            owner_vm = host.vms[vm_id]
+            pages = promoted_ppn[promoted_vm == vm_id]
+            owner_vm.pmap.state[pages] = Backing.SHARED
+            owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
         # This VM's pages that now map a shared frame give their own frame back.
         joined = (action == A_SHARE) | (action == A_PROMOTE)
         if not np.any(joined):
@@ -552,6 +557,21 @@ class Host:
                     CompressionCache(n_ppns))
         self.vms.append(vm)
         return vm
+
+    def scan_for_sharing(self, elapsed_ns: int, rng: np.random.Generator,
+                         rate_pages_per_s: float | None = None) -> int:
+        """Run the page-sharing scanner for ``elapsed_ns``: random pages of every VM.
+
+        Each VM is scanned at ``rate_pages_per_s`` (by default a whole VM per
+        Mem.ShareScanTime, capped at Mem.ShareRateMax). Returns frames freed.
+        """
+        freed = 0
+        for vm in self.vms:
+            rate = rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns)
+            n = min(vm.n_ppns, int(rate * elapsed_ns / 1e9 + rng.random()))
+            if n:
+                freed += vm.share_scan(np.sort(rng.choice(vm.n_ppns, n, replace=False)))
+        return freed
 
     def salt_of(self, vm_id: int) -> int:
         """The sharing salt of a VM under the host's salting mode."""

@@ -305,6 +305,24 @@ def paging(
     typer.echo(f"distinct pages {result.distinct_pages}  evictions {result.evictions}")
 
 
+@bench_app.command("host")
+@user_errors
+def bench_host_command(
+    seed: Annotated[int, typer.Option(help="Seed of the page contents and choices.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Page-sharing scan over 8 Mi pages and swapping out 1 Mi pages, in pages per second."""
+    from hvmem.bench import bench_host
+
+    result = bench_host(seed)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        if key.endswith("_per_s"):
+            typer.echo(f"{key:40s} {value / 1e6:8.2f} M/s")
+
+
 @bench_app.command("guest")
 @user_errors
 def bench_guest(
