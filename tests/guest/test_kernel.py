@@ -14,6 +14,7 @@ from hvmem.hardware.page_table import PTE_PRESENT, TableStore
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 
@@ -237,18 +238,23 @@ op_st = st.one_of(
                                                    st.booleans()), min_size=1, max_size=30)),
     st.tuples(st.just("balloon"), st.integers(0, 100)),
     st.tuples(st.just("sweep"), st.integers(0, 7), st.booleans()),  # touch a whole region
+    # The hypervisor reclaims behind the guest's back: share, compress, swap.
+    st.tuples(st.just("host_reclaim"), st.integers(1, 40), st.sampled_from(["random", "lru"])),
+    st.tuples(st.just("host_share"), st.integers(1, 96)),
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(ops=st.lists(op_st, min_size=1, max_size=30),
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(op_st, min_size=8, max_size=30),
        policy=st.sampled_from(["fifo", "lru", "clock", "random"]),
        paging=st.sampled_from(["nested", "shadow"]))
 def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
     host, vm, kernel = make_guest(memory_pages=96, swap_pages=160, policy=policy,
                                   paging=paging)
-    device = VirtioBalloon()
+    device = VirtioBalloon(free_page_reporting=True)
     driver = BalloonDriver(kernel, device)
+    balloon = BalloonHost(vm, device)
+    rng = np.random.default_rng(len(ops))
     regions: dict[int, tuple[int, bool]] = {}  # region -> (pages, file_backed)
     expected: dict[int, int] = {}  # vpn -> token written
     stamp = 0
@@ -283,16 +289,21 @@ def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
                     if w:
                         expected[v] = int(tokens[k])
         elif op[0] == "balloon":
-            device.set_target(op[1])
+            balloon.set_target(op[1])
             driver.poll(t)
-            vm.release(device.take_inflated(), Backing.BALLOONED)
-            device.take_deflated()
+            driver.report_free_pages()
+            balloon.collect(t)
+        elif op[0] == "host_reclaim":
+            vm.reclaim(op[1], op[2], rng)
+        elif op[0] == "host_share":
+            vm.share_scan(np.sort(rng.choice(vm.n_ppns, op[1], replace=False)))
         assert kernel.allocator.n_allocated + kernel.allocator.n_free == 96
         assert kernel.count(PageKind.BALLOON) == driver.size_pages
         kernel.check_invariants()
         host.check_invariants()
     # Every page written and not unmapped still holds what was written last,
-    # whatever reclaim, swapping and ballooning did in between.
+    # whatever guest reclaim, ballooning, free page reporting and the host's
+    # sharing, compression and swapping did in between.
     anon = {v: tok for v, tok in expected.items() if not regions.get(v // 64, (0, True))[1]}
     if anon:
         vpns = np.array(sorted(anon))
