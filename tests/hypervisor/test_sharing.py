@@ -127,4 +127,4 @@ def test_table_grows_and_keeps_entries():
     machine.host.sharing = table
     vm = machine.vm("a").host_vm
     vm.share_scan(data_ppns(machine, "a"))
-    assert table.t_hash.size >= 64 and table.n_entries(1) == 39
+    assert table.table.shape[0] >= 64 and table.n_entries(1) == 39

@@ -47,15 +47,15 @@ from hvmem.hypervisor.reclaim.sharing import (
     A_FALSE,
     A_HINT,
     A_NOT_BACKED,
+    A_PAGE_TABLE,
     A_PROMOTE,
     A_SHARE,
     A_STALE,
+    N_ACTIONS,
     SALTING_MODES,
     SHARED_OWNER,
     SharingTable,
-    content_hash,
     default_scan_rate_pages_per_s,
-    forget_frame,
     scan_kernel,
 )
 from hvmem.hypervisor.reclaim.swap import HostSwapFile
@@ -354,34 +354,33 @@ class HostVm:
 
     # -- page sharing ------------------------------------------------------------------
     def share_scan(self, ppns: np.ndarray) -> int:
-        """Offer ``ppns`` (distinct) to the page-sharing scanner; returns frames freed."""
+        """Offer ``ppns`` (distinct) to the page-sharing scanner; returns frames freed.
+
+        Guest page-table pages are not candidates: the model keeps their entries
+        in the table store rather than as a content token.
+        """
         ppns = np.asarray(ppns, dtype=np.int64)
         host, frames, table = self.host, self.host.frames, self.host.sharing
-        state = self.pmap.state[ppns]
-        # Guest page-table pages keep their entries in the table store, not as a
-        # content token, so the scanner leaves them alone.
-        tables = self.guest_tables.is_table_frame[ppns]
-        eligible = ((state == Backing.PRIVATE) | (state == Backing.SHARED)) & ~tables
-        mpns = np.where(eligible, self.pmap.mpn[ppns], -1)
-        table.reserve(ppns.size)
         n = ppns.size
-        action = np.zeros(n, dtype=np.int8)
-        target = np.full(n, -1, dtype=np.int64)
-        promoted_vm = np.zeros(n, dtype=np.int64)
-        promoted_ppn = np.zeros(n, dtype=np.int64)
+        table.reserve(n)
+        action = np.empty(n, dtype=np.int8)
+        target = np.empty(n, dtype=np.int64)
+        promoted_vm = np.empty(n, dtype=np.int64)
+        promoted_ppn = np.empty(n, dtype=np.int64)
+        counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
         n_promoted = scan_kernel(
-            np.full(n, self.vm_id), ppns, mpns, np.full(n, host.salt_of(self.vm_id)),
-            frames.content, frames.owner, frames.ppn, frames.refcount, table.t_hash,
-            table.t_salt, table.t_kind, table.t_frame, table.t_used, action, target,
-            promoted_vm, promoted_ppn)
+            ppns, self.pmap.state, self.pmap.mpn, self.guest_tables.is_table_frame,
+            host.salt_of(self.vm_id), frames.content, frames.owner, frames.ppn,
+            frames.refcount, table.table, table.t_used, table.shift, action, target,
+            promoted_vm, promoted_ppn, counts)
         c = table.counters
         c.scanned += n
-        c.hints_inserted += int(np.count_nonzero(action == A_HINT))
-        c.stale_hints += int(np.count_nonzero(action == A_STALE))
-        c.already_shared += int(np.count_nonzero(action == A_ALREADY))
-        c.page_tables += int(np.count_nonzero(tables))
-        c.not_backed += int(np.count_nonzero(action == A_NOT_BACKED) - np.count_nonzero(tables))
-        c.false_matches += int(np.count_nonzero(action == A_FALSE))
+        c.hints_inserted += int(counts[A_HINT])
+        c.stale_hints += int(counts[A_STALE])
+        c.already_shared += int(counts[A_ALREADY])
+        c.page_tables += int(counts[A_PAGE_TABLE])
+        c.not_backed += int(counts[A_NOT_BACKED])
+        c.false_matches += int(counts[A_FALSE])
         c.hint_promotions += int(n_promoted)
         # Pages whose hinted twin became a shared frame: read-only from now on.
         promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
@@ -391,10 +390,11 @@ class HostVm:
             owner_vm.pmap.state[pages] = Backing.SHARED
             owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
         # This VM's pages that now map a shared frame give their own frame back.
-        joined = (action == A_SHARE) | (action == A_PROMOTE)
-        if not np.any(joined):
+        if counts[A_SHARE] + counts[A_PROMOTE] == 0:
             return 0
-        sharers, old = ppns[joined], mpns[joined]
+        joined = (action == A_SHARE) | (action == A_PROMOTE)
+        sharers = ppns[joined]
+        old = self.pmap.mpn[sharers]
         self.pmap.back(sharers, target[joined], Backing.SHARED)
         self.paging.on_backing_changed(sharers, np.ones(sharers.size, dtype=bool))
         frames.free(old)
@@ -430,8 +430,7 @@ class HostVm:
         empty = np.unique(shared_mpns[frames.refcount[shared_mpns] == 0])
         salt = self.host.salt_of(self.vm_id)
         for mpn in empty.tolist():
-            forget_frame(table.t_hash, table.t_salt, table.t_kind, table.t_frame,
-                         content_hash(frames.content[mpn]), salt, mpn)
+            table.forget(int(frames.content[mpn]), salt, mpn)
         if empty.size:
             frames.refcount[empty] = 1  # free() expects a held frame
             frames.free(empty)
@@ -536,7 +535,8 @@ class Host:
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
         self.now_ns = 0  # set by whoever drives time (the simulator)
-        self.sharing = SharingTable()
+        # Sized for a hint per frame at load 1/2; pages are committed as slots fill.
+        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
         if salting not in SALTING_MODES:
             raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
                               f"found {salting!r}")

@@ -32,8 +32,10 @@ each VM's configured salt (ShareForceSalting=1: equal salts share)
 Scan rate: by default a whole VM per ``Mem.ShareScanTime`` = 60 minutes, capped
 at ``Mem.ShareRateMax`` = 1024 pages/s per VM [VS4-ATTR][LAMW].
 
-Data layout: open addressing over parallel arrays (key hash, salt, kind, frame),
-probed by a Numba kernel that processes a batch of candidates in order;
+Data layout: open addressing over one array of two-word slots (key; frame and
+kind), indexed by the key's high bits, so a probe costs one cache line; a Numba
+kernel takes a batch of candidates (in ascending PPN order the frame arrays
+are read sequentially);
 frames carry a reverse map (``MachineMemory.ppn``), so a hint is just a frame
 number and is stale when that frame no longer backs the page it did.
 
@@ -62,7 +64,14 @@ SHARE_RATE_MAX_PAGES_PER_S = 1024  # Mem.ShareRateMax, per VM [VS4-ATTR][LAMW]
 
 SHARED_OWNER = -4  # frames.owner of a shared frame: it belongs to no single VM
 
-EMPTY, HINT, SHARED, TOMBSTONE = 0, 1, 2, 3
+# A table slot is two words: the key (0 empty, 1 tombstone) and the frame with
+# the entry's kind in the top bits.
+KEY_EMPTY = np.uint64(0)
+KEY_TOMBSTONE = np.uint64(1)
+KIND_HINT = np.uint64(1 << 62)
+KIND_SHARED = np.uint64(1 << 63)
+FRAME_MASK = np.uint64((1 << 62) - 1)
+HINT, SHARED = 1, 2  # entry kinds, for n_entries
 
 # Outcome per candidate, from the kernel.
 A_HINT = 0  # inserted as a hint
@@ -72,6 +81,9 @@ A_ALREADY = 3  # the page is shared already
 A_STALE = 4  # a stale hint was dropped; this page took its place as a hint
 A_FALSE = 5  # hash matched, content did not: ineligible
 A_NOT_BACKED = 6  # no private frame to share
+A_PAGE_TABLE = 7  # a guest page-table page: not a candidate
+N_ACTIONS = 8  # the kernel's counts array has one more slot, for its prefetch sink
+PREFETCH = 16  # candidates ahead whose table slot is touched early
 
 
 @njit(cache=True, inline="always")
@@ -83,57 +95,92 @@ def content_hash(token):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True)
-def _find(t_hash, t_salt, t_kind, h, salt):
-    """Slot holding (h, salt), or -(first free slot) - 1 where it would go."""
-    mask = t_hash.size - 1
-    i = np.int64(h & np.uint64(mask))
+@njit(cache=True, inline="always")
+def table_key(token, salt):
+    """The table key of a page: its content hash mixed with its salt (never 0 or 1)."""
+    key = content_hash(token) ^ content_hash(np.uint64(salt) + np.uint64(0x5A17_5A17))
+    if key < np.uint64(2):
+        key += np.uint64(2)
+    return key
+
+
+@njit(cache=True, inline="always")
+def _find(table, key, shift):
+    """Slot holding ``key``, or -(first free slot) - 1 where it would go.
+
+    Slots are indexed by the key's high bits.
+    """
+    mask = table.shape[0] - 1
+    i = np.int64(key >> np.uint64(shift))
     first_free = -1
     while True:
-        k = t_kind[i]
-        if k == EMPTY:
+        k = table[i, 0]
+        if k == KEY_EMPTY:
             return -(i if first_free < 0 else first_free) - 1
-        if k == TOMBSTONE:
+        if k == KEY_TOMBSTONE:
             if first_free < 0:
                 first_free = i
-        elif t_hash[i] == h and t_salt[i] == salt:
+        elif k == key:
             return i
         i = (i + 1) & mask
 
 
 @njit(cache=True)
-def scan_kernel(cand_vm, cand_ppn, cand_mpn, cand_salt, content, owner, frame_ppn, refcount,
-                t_hash, t_salt, t_kind, t_frame, t_used, action, target, promoted_vm,
-                promoted_ppn):
-    """Process candidates in order; returns how many hints were promoted.
+def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, frame_ppn,
+                refcount, table, t_used, shift, action, target, promoted_vm, promoted_ppn,
+                counts):
+    """Offer ``ppns`` of one VM to the table; returns how many hints were promoted.
 
-    ``cand_mpn`` is -1 for a page with no machine frame. Frames promoted to
-    shared get owner SHARED_OWNER and their refcount raised here; the pmap
-    updates (remapping, read-only) are the caller's.
+    Two passes: the first gathers each candidate's frame and key (sequential
+    when ``ppns`` ascend), the second probes the table, one cache line a probe.
+    Frames promoted to shared get owner SHARED_OWNER and their refcount raised
+    here; the pmap updates (remapping, read-only) are the caller's.
     """
-    n_promoted = 0
-    for i in range(cand_vm.size):
-        mpn = cand_mpn[i]
-        if mpn < 0:
+    n = ppns.size
+    keys = np.zeros(n, dtype=np.uint64)
+    mpns = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        p = ppns[i]
+        st = pmap_state[p]
+        if is_table[p]:
+            action[i] = A_PAGE_TABLE
+            continue
+        if st != 1 and st != 2:  # Backing.PRIVATE, Backing.SHARED
             action[i] = A_NOT_BACKED
             continue
-        if owner[mpn] == SHARED_OWNER:
+        m = pmap_mpn[p]
+        if owner[m] == SHARED_OWNER:
             action[i] = A_ALREADY
             continue
+        mpns[i] = m
+        keys[i] = table_key(content[m], salt)
+    n_promoted = 0
+    # Touch the slot PREFETCH candidates ahead so its cache miss overlaps this
+    # candidate's work (Numba has no prefetch instruction; a load does it).
+    sink = np.uint64(0)
+    for i in range(n):
+        ahead = i + PREFETCH
+        if ahead < n and mpns[ahead] >= 0:
+            sink ^= table[np.int64(keys[ahead] >> np.uint64(shift)), 0]
+        mpn = mpns[i]
+        if mpn < 0:
+            continue
+        if owner[mpn] == SHARED_OWNER:  # promoted earlier in this batch
+            action[i] = A_ALREADY
+            continue
+        key = keys[i]
         token = content[mpn]
-        h = content_hash(token)
-        slot = _find(t_hash, t_salt, t_kind, h, cand_salt[i])
+        slot = _find(table, key, shift)
         if slot < 0:
             slot = -slot - 1
-            t_hash[slot] = h
-            t_salt[slot] = cand_salt[i]
-            t_kind[slot] = HINT
-            t_frame[slot] = mpn
+            table[slot, 0] = key
+            table[slot, 1] = np.uint64(mpn) | KIND_HINT
             t_used[0] += 1
             action[i] = A_HINT
             continue
-        frame = t_frame[slot]
-        if t_kind[slot] == SHARED:
+        entry = table[slot, 1]
+        frame = np.int64(entry & FRAME_MASK)
+        if entry & KIND_SHARED:
             if content[frame] != token:
                 action[i] = A_FALSE
                 continue
@@ -141,11 +188,11 @@ def scan_kernel(cand_vm, cand_ppn, cand_mpn, cand_salt, content, owner, frame_pp
             action[i] = A_SHARE
             target[i] = frame
             continue
-        # A hint: still the same page with the same content?
+        # A hint: still the same private page with the same content?
         valid = (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
-                 and content_hash(content[frame]) == h and frame != mpn)
+                 and frame != mpn and table_key(content[frame], salt) == key)
         if not valid:
-            t_frame[slot] = mpn  # replace the stale hint with this page
+            table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
             action[i] = A_STALE
             continue
         if content[frame] != token:
@@ -157,18 +204,21 @@ def scan_kernel(cand_vm, cand_ppn, cand_mpn, cand_salt, content, owner, frame_pp
         owner[frame] = SHARED_OWNER
         frame_ppn[frame] = -1
         refcount[frame] = 2
-        t_kind[slot] = SHARED
+        table[slot, 1] = np.uint64(frame) | KIND_SHARED
         action[i] = A_PROMOTE
         target[i] = frame
+    for i in range(n):
+        counts[action[i]] += 1
+    counts[N_ACTIONS] = np.int64(sink & np.uint64(1))  # keeps the touches alive
     return n_promoted
 
 
 @njit(cache=True)
-def forget_frame(t_hash, t_salt, t_kind, t_frame, h, salt, frame):
+def forget_frame(table, shift, key, frame):
     """Remove the shared entry for ``frame`` (its last sharer left); returns 1 if found."""
-    slot = _find(t_hash, t_salt, t_kind, h, salt)
-    if slot >= 0 and t_frame[slot] == frame:
-        t_kind[slot] = TOMBSTONE
+    slot = _find(table, key, shift)
+    if slot >= 0 and np.int64(table[slot, 1] & FRAME_MASK) == frame:
+        table[slot, 0] = KEY_TOMBSTONE
         return 1
     return 0
 
@@ -198,45 +248,45 @@ class SharingTable:
     """
 
     def __init__(self, capacity: int = 1 << 16):
-        if capacity & (capacity - 1):
+        if capacity & (capacity - 1) or capacity < 2:
             raise ConfigError("sharing table capacity must be a power of two")
         self._alloc(capacity)
         self.counters = SharingCounters()
 
     def _alloc(self, capacity: int) -> None:
-        self.t_hash = np.zeros(capacity, dtype=np.uint64)
-        self.t_salt = np.zeros(capacity, dtype=np.int64)
-        self.t_kind = np.zeros(capacity, dtype=np.int8)
-        self.t_frame = np.full(capacity, -1, dtype=np.int64)
+        self.table = np.zeros((capacity, 2), dtype=np.uint64)
+        self.shift = 64 - (capacity.bit_length() - 1)  # slot = key >> shift
         self.t_used = np.zeros(1, dtype=np.int64)  # slots ever taken (tombstones included)
 
     def reserve(self, extra: int) -> None:
         """Grow (rehashing live entries) so ``extra`` more inserts keep load below 1/2."""
-        capacity = self.t_hash.size
+        capacity = self.table.shape[0]
         if (self.t_used[0] + extra) * 2 <= capacity:
             return
-        live = (self.t_kind == HINT) | (self.t_kind == SHARED)
-        h, salt = self.t_hash[live], self.t_salt[live]
-        kind, frame = self.t_kind[live], self.t_frame[live]
-        while (live.sum() + extra) * 2 > capacity:
-            capacity *= 2
+        live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
+        while (live.shape[0] + extra) * 2 > capacity:
+            capacity *= 4  # grow fast: each rehash touches every live entry
         self._alloc(capacity)
-        _reinsert(h, salt, kind, frame, self.t_hash, self.t_salt, self.t_kind, self.t_frame)
-        self.t_used[0] = h.size
+        _reinsert(live, self.table, self.shift)
+        self.t_used[0] = live.shape[0]
 
     def n_entries(self, kind: int) -> int:
         """Live entries of ``kind`` (HINT or SHARED)."""
-        return int(np.count_nonzero(self.t_kind == kind))
+        live = self.table[:, 0] > KEY_TOMBSTONE
+        bit = KIND_HINT if kind == HINT else KIND_SHARED
+        return int(np.count_nonzero(live & ((self.table[:, 1] & bit) != 0)))
+
+    def forget(self, token: int, salt: int, frame: int) -> int:
+        """Drop the shared entry of ``frame`` (holding ``token``); returns 1 if it was there."""
+        return int(forget_frame(self.table, self.shift, table_key(np.uint64(token), salt), frame))
 
 
 @njit(cache=True)
-def _reinsert(h, salt, kind, frame, t_hash, t_salt, t_kind, t_frame):
-    for i in range(h.size):
-        slot = -_find(t_hash, t_salt, t_kind, h[i], salt[i]) - 1
-        t_hash[slot] = h[i]
-        t_salt[slot] = salt[i]
-        t_kind[slot] = kind[i]
-        t_frame[slot] = frame[i]
+def _reinsert(live, table, shift):
+    for i in range(live.shape[0]):
+        slot = -_find(table, live[i, 0], shift) - 1
+        table[slot, 0] = live[i, 0]
+        table[slot, 1] = live[i, 1]
 
 
 def default_scan_rate_pages_per_s(n_ppns: int) -> float:
