@@ -599,6 +599,13 @@ class Host:
             ):
                 raise InvariantViolation(f"{vm.name}: compression cache frames are off")
             np.add.at(claimed, vm.zip.frames, 1)
+            # Consumed memory never exceeds configured memory: one frame at most
+            # per guest page, the compression cache holding fewer than it saves.
+            consumed = vm.pmap.count(Backing.PRIVATE) + vm.zip.frames.size
+            if consumed > vm.n_ppns:
+                raise InvariantViolation(
+                    f"{vm.name}: consumes {consumed} frames for {vm.n_ppns} guest pages"
+                )
             mpns = vm.pmap.mpn[vm.pmap.state == Backing.PRIVATE]
             if np.any(frames.owner[mpns] != vm.vm_id):
                 raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")
