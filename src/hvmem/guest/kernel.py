@@ -168,6 +168,7 @@ class AccessResult:
     minor_faults: int
     major_faults: int
     dropped: int  # entries dropped (invalid or out of memory)
+    dropped_mask: np.ndarray | None = None  # per batch entry, whether it was dropped
 
 
 def file_page_token(vpn: np.ndarray) -> np.ndarray:
@@ -183,15 +184,17 @@ def _clock_victims(kinds, ref, hand, n_wanted, evictable_anon, evictable_file):
     """Second chance: sweep from ``hand``, clearing reference bits, taking clear pages."""
     n = kinds.size
     out = np.empty(n_wanted, dtype=np.int64)
+    taken = np.zeros(n, dtype=np.bool_)  # a page is chosen once, even if the hand laps
     found = 0
     steps = 0
     while found < n_wanted and steps < 2 * n:
         k = kinds[hand]
-        if (k == 1 and evictable_anon) or (k == 2 and evictable_file):
+        if ((k == 1 and evictable_anon) or (k == 2 and evictable_file)) and not taken[hand]:
             if ref[hand]:
                 ref[hand] = False
             else:
                 out[found] = hand
+                taken[hand] = True
                 found += 1
         hand += 1
         if hand == n:
@@ -346,36 +349,38 @@ class GuestKernel:
         before = (c.minor_faults, c.major_faults, c.time_ns)
         for op in batch.ops:
             self.apply_op(op)
-        dropped = 0
+        dropped_mask = np.zeros(len(batch), dtype=np.bool_)
         served_refs = 0
         for index in np.unique(batch.process).tolist():
             sel = np.flatnonzero(batch.process == index)
             d, r = self._access_process(self._process(index), batch.vpn[sel],
                                         batch.is_write[sel], batch.refs[sel],
                                         batch.content[sel], now_ns)
-            dropped += d
+            dropped_mask[sel] = d
             served_refs += r
         c.refs += served_refs
         return AccessResult(served_refs, c.time_ns - before[2], c.minor_faults - before[0],
-                            c.major_faults - before[1], dropped)
+                            c.major_faults - before[1], int(dropped_mask.sum()), dropped_mask)
 
     def _access_process(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                        refs: np.ndarray, tokens: np.ndarray, now_ns: int) -> tuple[int, int]:
+                        refs: np.ndarray, tokens: np.ndarray, now_ns: int
+                        ) -> tuple[np.ndarray, int]:
         # Accesses happen in order: in chunks small enough that a chunk's faults
         # fit in memory, so pages touched earlier in the tick may be reclaimed
         # for later ones (a tick touching more than memory holds thrashes).
         chunk = max(1, (self.config.memory_pages - self.high_pages) // 4)
-        dropped = served = 0
+        dropped = np.zeros(vpns.size, dtype=np.bool_)
+        served = 0
         for lo in range(0, vpns.size, chunk):
             hi = lo + chunk
-            d, r = self._access_chunk(proc, vpns[lo:hi], writes[lo:hi], refs[lo:hi],
-                                      tokens[lo:hi], now_ns)
-            dropped += d
+            dropped[lo:hi], r = self._access_chunk(proc, vpns[lo:hi], writes[lo:hi],
+                                                   refs[lo:hi], tokens[lo:hi], now_ns)
             served += r
         return dropped, served
 
     def _access_chunk(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                      refs: np.ndarray, tokens: np.ndarray, now_ns: int) -> tuple[int, int]:
+                      refs: np.ndarray, tokens: np.ndarray, now_ns: int
+                      ) -> tuple[np.ndarray, int]:
         table = proc.space.page_table
         ptes = table.leaf_entries(vpns)
         present = (ptes & PTE_PRESENT) != 0
@@ -405,7 +410,7 @@ class GuestKernel:
         if np.any(~w):
             _, cost = self.memory.read_pages(ppns[~w])
             self.counters.time_ns += cost
-        return int(dropped.sum()), int(refs[ok].sum())
+        return dropped, int(refs[ok].sum())
 
     def fault_in(self, proc: Process, vpns: np.ndarray) -> np.ndarray:
         """Handle faults on distinct ``vpns`` of ``proc``; returns the VPNs that failed."""

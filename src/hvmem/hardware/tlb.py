@@ -24,8 +24,11 @@ The same set-associative LRU array also serves the page-walk cache (see
 ``walker.py``), with other keys.
 
 Layout: one ``int64[sets, ways, 4]`` array of (tag, LRU stamp, value, perm) per
-slot, so a 4-way set is two cache lines; a one-element ``clock`` array gives the
-LRU stamps. Invalid slots have tag -1 and stamp -1, so they are filled first.
+slot, so a 4-way set is two cache lines; a one-element ``clock`` array holds the
+LRU clock between calls. Invalid slots have tag -1 and stamp -1, so they are
+filled first. The Numba helpers take and return the clock as a plain value: a
+kernel loads it once, ticks it in a register, and stores it back when it ends
+(a clock in memory would be a store and a reload on every lookup).
 
 References: Intel SDM Vol. 3A §4.10 (TLBs, PCIDs, paging-structure caches);
 OSTEP ch. 19; pycachesim (RRZE-HPC) as the reference LRU cache in the tests.
@@ -66,34 +69,75 @@ def set_of(vpn, n_sets, set_mask):
 
 
 @njit(cache=True, inline="always")
+def _row(s):
+    # Set numbers are never negative; as unsigned indices they skip Numba's
+    # negative-index wraparound on every access to the set.
+    return np.uint64(s)
+
+
+@njit(cache=True, inline="always")
 def sa_lookup(cache, clock, key, s):
-    """Look ``key`` up in set ``s``; on a hit make it most recent and return its way, else -1."""
+    """Look ``key`` up in set ``s``; on a hit make it most recent.
+
+    ``clock`` is the LRU clock's value. Returns (way or -1, the clock's new value).
+    """
+    r = _row(s)
     for w in range(cache.shape[1]):
-        if cache[s, w, TAG] == key:
-            clock[0] += 1
-            cache[s, w, STAMP] = clock[0]
-            return w
-    return -1
+        if cache[r, w, TAG] == key:
+            clock += 1
+            cache[r, w, STAMP] = clock
+            return w, clock
+    return -1, clock
+
+
+@njit(cache=True, inline="always")
+def sa_probe(cache, key, s):
+    """One pass over set ``s``: (way holding ``key`` or -1, way an insert of ``key`` fills).
+
+    The second is what :func:`sa_insert` would pick: the way holding ``key``,
+    else the first slot with the oldest stamp (an invalid slot, stamp -1, first).
+    Nothing is changed, so a lookup and the insert after a miss scan the set once.
+    """
+    r = _row(s)
+    victim = 0
+    oldest = cache[r, 0, STAMP]
+    for w in range(cache.shape[1]):
+        if cache[r, w, TAG] == key:
+            return w, w
+        if cache[r, w, STAMP] < oldest:
+            oldest = cache[r, w, STAMP]
+            victim = w
+    return -1, victim
+
+
+@njit(cache=True, inline="always")
+def sa_touch(cache, clock, s, way):
+    """Make ``way`` of set ``s`` most recent (a hit); returns the clock's new value."""
+    clock += 1
+    cache[_row(s), way, STAMP] = clock
+    return clock
+
+
+@njit(cache=True, inline="always")
+def sa_fill(cache, clock, s, way, key, value, perm):
+    """Write an entry into ``way`` of set ``s`` as most recent; returns the clock's new value."""
+    clock += 1
+    r = _row(s)
+    cache[r, way, TAG] = key
+    cache[r, way, STAMP] = clock
+    cache[r, way, VALUE] = value
+    cache[r, way, PERM] = perm
+    return clock
 
 
 @njit(cache=True, inline="always")
 def sa_insert(cache, clock, key, s, value, perm):
-    """Insert ``key`` into set ``s`` over the LRU (or an invalid) slot, or refresh it if present."""
-    victim = 0
-    oldest = cache[s, 0, STAMP]
-    for w in range(cache.shape[1]):
-        if cache[s, w, TAG] == key:
-            victim = w
-            break
-        if cache[s, w, STAMP] < oldest:
-            oldest = cache[s, w, STAMP]
-            victim = w
-    clock[0] += 1
-    cache[s, victim, TAG] = key
-    cache[s, victim, STAMP] = clock[0]
-    cache[s, victim, VALUE] = value
-    cache[s, victim, PERM] = perm
-    return victim
+    """Insert ``key`` into set ``s`` over the LRU (or an invalid) slot, or refresh it if present.
+
+    Returns (the way written, the clock's new value).
+    """
+    _, victim = sa_probe(cache, key, s)
+    return victim, sa_fill(cache, clock, s, victim, key, value, perm)
 
 
 @njit(cache=True)
@@ -129,13 +173,17 @@ def tlb_run_pages(cache, clock, vpns, n_sets, set_mask):
     hit refreshes the LRU stamp, a miss fills the LRU slot with the page itself.
     """
     hits = 0
+    t = clock[0]
     for i in range(vpns.size):
         vpn = vpns[i]
         s = set_of(vpn, n_sets, set_mask)
-        if sa_lookup(cache, clock, vpn, s) >= 0:
+        hit, victim = sa_probe(cache, vpn, s)
+        if hit >= 0:
             hits += 1
+            t = sa_touch(cache, t, s, hit)
         else:
-            sa_insert(cache, clock, vpn, s, vpn, 0)
+            t = sa_fill(cache, t, s, victim, vpn, vpn, 0)
+    clock[0] = t
     return hits
 
 
@@ -185,7 +233,7 @@ class Tlb:
     def lookup(self, vm: int, asid: int, vpn: int) -> tuple[int, int] | None:
         """(mpn, perm) of a cached translation, or None; counts a hit or a miss."""
         s = set_of(vpn, self.n_sets, self.set_mask)
-        way = sa_lookup(self.cache, self.clock, tlb_key(vm, asid, vpn), s)
+        way, self.clock[0] = sa_lookup(self.cache, self.clock[0], tlb_key(vm, asid, vpn), s)
         if way < 0:
             self.counters.misses += 1
             return None
@@ -195,7 +243,9 @@ class Tlb:
     def insert(self, vm: int, asid: int, vpn: int, mpn: int, perm: int = 0) -> None:
         """Cache a translation, evicting the set's LRU entry if the set is full."""
         s = set_of(vpn, self.n_sets, self.set_mask)
-        sa_insert(self.cache, self.clock, tlb_key(vm, asid, vpn), s, mpn, perm)
+        _, self.clock[0] = sa_insert(
+            self.cache, self.clock[0], tlb_key(vm, asid, vpn), s, mpn, perm
+        )
 
     def run_pages(self, vpns: np.ndarray) -> int:
         """Run page numbers (VM 0, ASID 0) through the TLB; returns hits and counts both."""

@@ -47,12 +47,37 @@ from hvmem.hardware.page_table import (
     RadixPageTable,
     TableStore,
 )
-from hvmem.hardware.tlb import PERM, PERM_WRITE, VALUE, sa_insert, sa_lookup, set_of, tlb_key
-from hvmem.hardware.walker import DIM_ONE, NONE, _record, walk_2d
+from hvmem.hardware.tlb import (
+    PERM,
+    PERM_WRITE,
+    VALUE,
+    _row,
+    sa_fill,
+    sa_probe,
+    sa_touch,
+    set_of,
+    tlb_key,
+)
+from hvmem.hardware.walker import (
+    DIM_ONE,
+    NONE,
+    PREFETCH_MIN_PAGES,
+    _record,
+    _walk_2d,
+    flat_entries,
+    prefetch_leaf_1d,
+    prefetch_leaf_2d,
+)
 from hvmem.hypervisor.pmap import Backing, Pmap
 
 _NESTED_READ = PTE_PRESENT | PTE_USER | PTE_ACCESSED
 _NESTED_WRITE = _NESTED_READ | PTE_WRITABLE
+
+# How many references ahead the batch kernel prefetches the guest leaf entry,
+# and then (reading that entry) the nested leaf of the data page: far enough
+# for a cache miss to resolve, near enough that the line is still cached.
+PREFETCH_GUEST_AHEAD = 16
+PREFETCH_NESTED_AHEAD = 8
 
 
 @njit(cache=True, inline="always")
@@ -90,26 +115,43 @@ def _nested_translate(
         reference not translated (``len(vpns)`` when all were), ``status`` its
         fault kind (NONE when all were).
     """
-    # Tallies are kept in locals and added to ``counts`` once: stores into an
-    # array inside the loop would pin every table entry load behind them.
+    # Tallies and both LRU clocks are kept in locals and stored once at the end:
+    # stores into an array inside the loop would pin every table entry load
+    # behind them.
     n_steps = 0
     hits = misses = walk_refs = 0
+    t_clock = tlb_clock[0]
+    p_clock = pwc_clock[0]
+    g_flat = flat_entries(g_entries)
+    n_flat = flat_entries(n_entries)
+    # (A root of -1, no CR3 loaded yet, must not be peeked at: the walk itself
+    # stops in the nested table, at the root's own translation.)
+    prefetch = not record and g_root >= 0 and g_entries.shape[0] >= PREFETCH_MIN_PAGES
     stop, status, fault_ppn = vpns.size, NONE, np.int64(-1)
     for i in range(start, vpns.size):
+        if prefetch:
+            # Host prefetches for the walks a few references ahead (see walker.py).
+            if i + PREFETCH_GUEST_AHEAD < vpns.size:
+                prefetch_leaf_1d(g_flat, g_root, vpns[i + PREFETCH_GUEST_AHEAD])
+            if i + PREFETCH_NESTED_AHEAD < vpns.size:
+                prefetch_leaf_2d(g_flat, g_root, n_flat, n_root, vpns[i + PREFETCH_NESTED_AHEAD])
         vpn = vpns[i]
         write = is_write[i]
         s = set_of(vpn, tlb_sets, tlb_mask)
         key = tlb_key(vm, asid, vpn)
-        way = sa_lookup(tlb, tlb_clock, key, s)
-        if way >= 0 and (not write or (tlb[s, way, PERM] & PERM_WRITE) != 0):
-            hits += 1
-            mpns_out[i] = tlb[s, way, VALUE]
-            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0, KIND_TLB_HIT)
-            continue
+        way, victim = sa_probe(tlb, key, s)
+        if way >= 0:
+            t_clock = sa_touch(tlb, t_clock, s, way)
+            if not write or (tlb[_row(s), way, PERM] & PERM_WRITE) != 0:
+                hits += 1
+                mpn = tlb[_row(s), way, VALUE]
+                mpns_out[i] = mpn
+                n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpn, 0, 0, KIND_TLB_HIT)
+                continue
         misses += 1
         n_steps = _record(steps, n_steps, record, DIM_ONE, 0, -1, 0, 0, KIND_TLB_MISS)
-        st, mpn, refs, n_steps, writable, fppn = walk_2d(
-            g_entries, g_root, n_entries, n_root, vpn, write, pwc, pwc_clock, pwc_sets,
+        st, mpn, refs, n_steps, writable, fppn, p_clock = _walk_2d(
+            g_flat, g_root, n_flat, n_root, vpn, write, pwc, p_clock, pwc_sets,
             pwc_mask, use_pwc, vm, asid, steps, n_steps, record
         )  # fmt: skip
         walk_refs += refs
@@ -117,8 +159,12 @@ def _nested_translate(
             n_steps = _record(steps, n_steps, record, DIM_ONE, 0, fppn, st, 0, KIND_FAULT)
             stop, status, fault_ppn = i, st, fppn
             break
-        sa_insert(tlb, tlb_clock, key, s, mpn, PERM_WRITE if writable else 0)
+        # ``victim`` is the way the walk's entry replaces: the LRU slot, or the
+        # entry itself on a write through a clean one (the walk touches no TLB).
+        t_clock = sa_fill(tlb, t_clock, s, victim, key, mpn, PERM_WRITE if writable else 0)
         mpns_out[i] = mpn
+    tlb_clock[0] = t_clock
+    pwc_clock[0] = p_clock
     counts[C_REFS] += stop - start
     counts[C_TLB_HITS] += hits
     counts[C_TLB_MISSES] += misses
@@ -127,7 +173,7 @@ def _nested_translate(
     return stop, status, fault_ppn, n_steps
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def nested_translate(
     tlb,
     tlb_clock,
@@ -156,6 +202,10 @@ def nested_translate(
     The body is compiled twice, with the page-walk cache on and off as constants:
     a runtime flag costs almost half the speed (the dead PWC code still blocks
     optimisation of every inlined walk).
+
+    The kernels run without Numba's reference-counting runtime (``_nrt=False``):
+    they allocate nothing, and with it every array handed to an inlined helper
+    is an atomic increment and decrement on each walk (about 10% of the time).
     """
     if use_pwc:
         return _nested_translate(
@@ -208,7 +258,7 @@ def nested_translate(
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def nested_translate_recorded(
     tlb,
     tlb_clock,

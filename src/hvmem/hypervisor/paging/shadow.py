@@ -98,8 +98,10 @@ from hvmem.hardware.tlb import (
     PERM_WRITE,
     VALUE,
     VPN_MASK,
-    sa_insert,
-    sa_lookup,
+    _row,
+    sa_fill,
+    sa_probe,
+    sa_touch,
     set_of,
     tlb_key,
 )
@@ -111,8 +113,14 @@ from hvmem.hardware.walker import (
     GUEST_PROTECTION,
     NEEDS_TABLE,
     NONE,
+    PREFETCH_MIN_PAGES,
     _record,
-    walk_1d,
+    _slot,
+    _walk_1d,
+    flat_entries,
+    host_prefetch,
+    peek_frame,
+    prefetch_leaf_1d,
 )
 from hvmem.hypervisor.pmap import Backing, Pmap
 
@@ -121,6 +129,14 @@ RMAP_MANY = -2  # more than one may: a pmap change drops all shadow tables
 SPARE_BATCH = 64  # spare shadow table pages handed to the fill kernel at a time
 _PRIVATE = int(Backing.PRIVATE)  # pmap states as plain ints for the kernels
 _SHARED = int(Backing.SHARED)
+# How many references ahead the batch kernel prefetches (see walker.py): the
+# shadow leaf entry; if that is missing (a hidden fault to come), the guest's
+# leaf entry; and, reading that, the pmap and rmap entries of the guest page.
+# Each stage reads what the one before prefetched.
+PREFETCH_AHEAD = 16
+PREFETCH_GUEST_AHEAD = 10
+PREFETCH_PMAP_AHEAD = 5
+FILL_WINDOW = 64  # hidden-fault stages run while the last fill is this recent
 
 
 @njit(cache=True, inline="always")
@@ -155,7 +171,8 @@ def shadow_fill(
     ppn = np.int64(-1)
     for level in range(LEVELS - 1, -1, -1):
         idx = table_index(vpn, level)
-        pte = g_entries[frame, idx]
+        slot = _slot(g_entries, frame, idx)
+        pte = g_entries[slot]
         if not pte & PTE_PRESENT:
             return GUEST_NOT_PRESENT, np.int64(-1), n_steps
         w_ok = w_ok and (pte & PTE_WRITABLE) != 0
@@ -167,7 +184,7 @@ def shadow_fill(
         if leaf and write:
             new |= PTE_DIRTY
         if new != pte:
-            g_entries[frame, idx] = new
+            g_entries[slot] = new
             counts[C_AD_UPDATES] += 1
         if leaf:
             ppn = pte_frame(pte)
@@ -191,17 +208,17 @@ def shadow_fill(
     # Make sure the shadow path exists, taking table pages from the spares.
     frame = s_root
     for level in range(LEVELS - 1, 0, -1):
-        idx = table_index(vpn, level)
-        pte = s_entries[frame, idx]
+        slot = _slot(s_entries, frame, table_index(vpn, level))
+        pte = s_entries[slot]
         if not pte & PTE_PRESENT:
             if spare_top[0] == 0:
                 return NEEDS_TABLE, np.int64(-1), n_steps
             spare_top[0] -= 1
             child = spares[spare_top[0]]
             pte = make_pte(child, TABLE_LINK_FLAGS)
-            s_entries[frame, idx] = pte
+            s_entries[slot] = pte
         frame = pte_frame(pte)
-    s_entries[frame, table_index(vpn, 0)] = make_pte(mpn, flags)
+    s_entries[_slot(s_entries, frame, table_index(vpn, 0))] = make_pte(mpn, flags)
     packed = (np.int64(asid) << ASID_SHIFT) | vpn
     if rmap[ppn] == RMAP_NONE:
         rmap[ppn] = packed
@@ -211,6 +228,31 @@ def shadow_fill(
         steps, n_steps, record, DIM_ONE, 0, mpn, ppn, make_pte(mpn, flags), KIND_SHADOW_FILL
     )
     return NONE, ppn, n_steps
+
+
+@njit(cache=True, inline="always")
+def _prefetch_ahead(s_flat, s_root, g_flat, g_root, pmap_state, pmap_mpn, rmap, vpns, i, filling):
+    """Host prefetches for the references after ``i`` (no simulated effect, see walker.py).
+
+    The hidden-fault stages only while ``filling`` (hidden faults were recent):
+    once the shadow table is warm they would cost more than they save.
+    """
+    if i + PREFETCH_AHEAD < vpns.size:
+        prefetch_leaf_1d(s_flat, s_root, vpns[i + PREFETCH_AHEAD])
+    if not filling:
+        return
+    if i + PREFETCH_GUEST_AHEAD < vpns.size:
+        vpn = vpns[i + PREFETCH_GUEST_AHEAD]
+        if peek_frame(s_flat, s_root, vpn) < 0:
+            prefetch_leaf_1d(g_flat, g_root, vpn)
+    if i + PREFETCH_PMAP_AHEAD < vpns.size:
+        vpn = vpns[i + PREFETCH_PMAP_AHEAD]
+        if peek_frame(s_flat, s_root, vpn) < 0:
+            ppn = peek_frame(g_flat, g_root, vpn)
+            if ppn >= 0:
+                host_prefetch(pmap_state, ppn)
+                host_prefetch(pmap_mpn, ppn)
+                host_prefetch(rmap, ppn)
 
 
 @njit(cache=True, inline="always")
@@ -253,37 +295,54 @@ def _shadow_translate(
     Returns:
         (stop, status, fault_ppn, n_steps), as ``nested.nested_translate``.
     """
-    # Tallies in locals, added to ``counts`` once (as in nested._nested_translate).
+    # Tallies and both LRU clocks in locals, stored once at the end (as in
+    # nested._nested_translate).
     n_steps = 0
     hits = misses = walk_refs = hidden = 0
+    t_clock = tlb_clock[0]
+    p_clock = pwc_clock[0]
+    s_flat = flat_entries(s_entries)
+    g_flat = flat_entries(g_entries)
+    prefetch = not record and g_entries.shape[0] >= PREFETCH_MIN_PAGES
     stop, status, fault_ppn = vpns.size, NONE, np.int64(-1)
+    last_fill = start - FILL_WINDOW
     i = start
     while i < vpns.size:
+        if prefetch:
+            filling = i - last_fill < FILL_WINDOW
+            _prefetch_ahead(
+                s_flat, s_root, g_flat, g_root, pmap_state, pmap_mpn, rmap, vpns, i, filling
+            )  # fmt: skip
         vpn = vpns[i]
         write = is_write[i]
         s = set_of(vpn, tlb_sets, tlb_mask)
         key = tlb_key(vm, asid, vpn)
-        way = sa_lookup(tlb, tlb_clock, key, s)
-        if way >= 0 and (not write or (tlb[s, way, PERM] & PERM_WRITE) != 0):
-            hits += 1
-            mpns_out[i] = tlb[s, way, VALUE]
-            n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpns_out[i], 0, 0, KIND_TLB_HIT)
-            i += 1
-            continue
+        way, victim = sa_probe(tlb, key, s)
+        if way >= 0:
+            t_clock = sa_touch(tlb, t_clock, s, way)
+            if not write or (tlb[_row(s), way, PERM] & PERM_WRITE) != 0:
+                hits += 1
+                mpn = tlb[_row(s), way, VALUE]
+                mpns_out[i] = mpn
+                n_steps = _record(steps, n_steps, record, DIM_ONE, 0, mpn, 0, 0, KIND_TLB_HIT)
+                i += 1
+                continue
         misses += 1
         n_steps = _record(steps, n_steps, record, DIM_ONE, 0, -1, 0, 0, KIND_TLB_MISS)
-        st, mpn, refs, n_steps, writable = walk_1d(
-            s_entries, s_root, vpn, write, pwc, pwc_clock, pwc_sets, pwc_mask, use_pwc, vm,
+        st, mpn, refs, n_steps, writable, p_clock = _walk_1d(
+            s_flat, s_root, vpn, write, pwc, p_clock, pwc_sets, pwc_mask, use_pwc, vm,
             asid, DIM_ONE, steps, n_steps, record
         )  # fmt: skip
         walk_refs += refs
         if st == NONE:
-            sa_insert(tlb, tlb_clock, key, s, mpn, PERM_WRITE if writable else 0)
+            # ``victim``: the LRU slot, or the entry itself on a write through a
+            # clean one (nothing between the probe and here touches the TLB).
+            t_clock = sa_fill(tlb, t_clock, s, victim, key, mpn, PERM_WRITE if writable else 0)
             mpns_out[i] = mpn
             i += 1
             continue
         st, ppn, n_steps = shadow_fill(
-            s_entries, s_root, g_entries, g_root, pmap_state, pmap_mpn, rmap, spares,
+            s_flat, s_root, g_flat, g_root, pmap_state, pmap_mpn, rmap, spares,
             spare_top, asid, vpn, write, counts, steps, n_steps, record
         )  # fmt: skip
         if st != NONE:
@@ -294,6 +353,9 @@ def _shadow_translate(
         # Restart the reference: it walks the filled shadow entry, and the TLB
         # insert replaces any read-only entry for the page in place.
         hidden += 1
+        last_fill = i
+    tlb_clock[0] = t_clock
+    pwc_clock[0] = p_clock
     counts[C_REFS] += stop - start
     counts[C_TLB_HITS] += hits
     counts[C_TLB_MISSES] += misses
@@ -303,7 +365,7 @@ def _shadow_translate(
     return stop, status, fault_ppn, n_steps
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def shadow_translate(
     tlb,
     tlb_clock,
@@ -334,8 +396,8 @@ def shadow_translate(
 ):
     """The batch kernel: :func:`_shadow_translate` without step recording.
 
-    Compiled twice, with the page-walk cache on and off as constants, as
-    ``nested.nested_translate`` is.
+    Compiled twice, with the page-walk cache on and off as constants, and
+    without the reference-counting runtime, as ``nested.nested_translate`` is.
     """
     if use_pwc:
         return _shadow_translate(
@@ -398,7 +460,7 @@ def shadow_translate(
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def shadow_translate_recorded(
     tlb,
     tlb_clock,
