@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from hvmem.errors import ConfigError, InvariantViolation
+from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
 from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
 from hvmem.hardware.page_table import TableStore
@@ -62,6 +62,8 @@ from hvmem.hypervisor.reclaim.swap import HostSwapFile
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 
 PagingName = Literal["shadow", "nested"]
+#: Frames kept free beyond a request, for the table pages that mapping it may take.
+EMERGENCY_SLACK_FRAMES = 64
 PAGING_MODES = ("shadow", "nested")
 
 
@@ -93,6 +95,7 @@ class PagingMode(Protocol):
 class VmCounters:
     """Event tallies of the hypervisor for one VM."""
 
+    emergency_swaps: int = 0  # pages swapped synchronously because the host ran out
     first_touch_faults: int = 0  # guest-physical pages backed on their first touch
     zeroed_frames: int = 0  # frames zeroed on the way to this VM
     swap_in_faults: int = 0  # touches of pages in the swap file
@@ -128,6 +131,9 @@ class HostVm:
         if ppns.size and (ppns[0] < 0 or ppns[-1] >= self.n_ppns):
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
         state = self.pmap.state[ppns]
+        unbacked = (state != Backing.PRIVATE) & (state != Backing.SHARED)
+        if np.any(unbacked):
+            self.host.make_room(int(np.count_nonzero(unbacked)), self, ppns)
         swapped = ppns[state == Backing.SWAPPED]
         if swapped.size:
             self._swap_in(swapped)
@@ -406,6 +412,7 @@ class HostVm:
         """A write to shared pages: give each a private copy (copy-on-write)."""
         ppns = np.asarray(ppns, dtype=np.int64)
         frames = self.host.frames
+        self.host.make_room(ppns.size, self, ppns)
         shared_mpns = self.pmap.mpn[ppns]
         new = frames.alloc(self.vm_id, ppns.size)
         frames.content[new] = frames.content[shared_mpns]
@@ -535,6 +542,7 @@ class Host:
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
         self.now_ns = 0  # set by whoever drives time (the simulator)
+        self._emergency_rng = np.random.default_rng(0x5EED)
         # Sized for a hint per frame at load 1/2; pages are committed as slots fill.
         self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
         if salting not in SALTING_MODES:
@@ -572,6 +580,39 @@ class Host:
             if n:
                 freed += vm.share_scan(np.sort(rng.choice(vm.n_ppns, n, replace=False)))
         return freed
+
+    def make_room(self, n_frames: int, requester: HostVm | None = None,
+                  busy_ppns: np.ndarray | None = None) -> None:
+        """Make sure ``n_frames`` (plus slack for table pages) are free, swapping if not.
+
+        When a VM touches memory and the free list is empty, the hypervisor
+        cannot wait for a balance period: it swaps pages out on the spot, from
+        the VM consuming the most, never the pages being served right now. This
+        is the synchronous path behind ESX's LOW state [OSDI02 §6.3]; it costs
+        the VMs whose pages go, and is counted as ``emergency_swaps``.
+        """
+        frames = self.frames
+        want = n_frames + EMERGENCY_SLACK_FRAMES
+        if frames.n_free >= want:
+            return
+        for vm in sorted(self.vms, key=lambda v: -v.pmap.count(Backing.PRIVATE)):
+            need = want - frames.n_free
+            if need <= 0:
+                return
+            victims = np.flatnonzero(vm.pmap.state == Backing.PRIVATE)
+            if vm is requester and busy_ppns is not None and victims.size:
+                victims = victims[~np.isin(victims, busy_ppns)]
+            if victims.size == 0:
+                continue
+            victims = victims[np.sort(self._emergency_rng.choice(
+                victims.size, min(need, victims.size), replace=False))]
+            vm._swap_pages(victims)
+            vm.counters.emergency_swaps += int(victims.size)
+        if frames.n_free < n_frames:
+            raise OutOfMemoryError(
+                f"host memory exhausted: {n_frames} frames needed, {frames.n_free} free and "
+                "nothing left to swap"
+            )
 
     def salt_of(self, vm_id: int) -> int:
         """The sharing salt of a VM under the host's salting mode."""

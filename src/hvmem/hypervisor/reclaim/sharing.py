@@ -278,7 +278,8 @@ class SharingTable:
 
     def forget(self, token: int, salt: int, frame: int) -> int:
         """Drop the shared entry of ``frame`` (holding ``token``); returns 1 if it was there."""
-        return int(forget_frame(self.table, self.shift, table_key(np.uint64(token), salt), frame))
+        key = np.uint64(table_key(np.uint64(token), salt))  # keep it unsigned across the call
+        return int(forget_frame(self.table, self.shift, key, frame))
 
 
 @njit(cache=True)
