@@ -197,14 +197,21 @@ class HostVm:
         return int(victims.size)
 
     def _swap_pages(self, ppns: np.ndarray) -> None:
+        """Write pages to the swap file and drop their frames.
+
+        A shared frame goes back to the free list only once its last sharer has left.
+        """
         if ppns.size == 0:
             return
         frames = self.host.frames
+        shared = self.pmap.state[ppns] == Backing.SHARED
         old = self.pmap.mpn[ppns]
         self.swapfile.store(ppns, frames.content[old])
         self.pmap.unback(ppns, Backing.SWAPPED)
         self.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
-        frames.free(old)
+        if np.any(shared):
+            self._drop_sharers(old[shared])
+        frames.free(old[~shared])
 
     def reclaim(self, n_pages: int, selection: str, rng: np.random.Generator,
                 compress: bool = True, share_first: bool = True) -> dict[str, int]:
@@ -592,26 +599,37 @@ class Host:
         the VMs whose pages go, and is counted as ``emergency_swaps``.
         """
         frames = self.frames
-        want = n_frames + EMERGENCY_SLACK_FRAMES
+        # Slack for the table pages that mapping the new frames may need: at worst
+        # one page-table page per scattered page, at best one per 512.
+        want = n_frames + EMERGENCY_SLACK_FRAMES + n_frames // 8
         if frames.n_free >= want:
             return
-        for vm in sorted(self.vms, key=lambda v: -v.pmap.count(Backing.PRIVATE)):
-            need = want - frames.n_free
-            if need <= 0:
+        # Private pages first, then shared ones (a shared frame is freed once its
+        # last sharer is swapped), then the compression caches.
+        for state in (Backing.PRIVATE, Backing.SHARED):
+            for vm in sorted(self.vms, key=lambda v: -v.pmap.count(state)):
+                need = want - frames.n_free
+                if need <= 0:
+                    return
+                victims = np.flatnonzero(vm.pmap.state == state)
+                if vm is requester and busy_ppns is not None and victims.size:
+                    victims = victims[~np.isin(victims, busy_ppns)]
+                if victims.size == 0:
+                    continue
+                victims = victims[np.sort(self._emergency_rng.choice(
+                    victims.size, min(need, victims.size), replace=False))]
+                vm._swap_pages(victims)
+                vm.counters.emergency_swaps += int(victims.size)
+        for vm in self.vms:
+            if frames.n_free >= want:
                 return
-            victims = np.flatnonzero(vm.pmap.state == Backing.PRIVATE)
-            if vm is requester and busy_ppns is not None and victims.size:
-                victims = victims[~np.isin(victims, busy_ppns)]
-            if victims.size == 0:
-                continue
-            victims = victims[np.sort(self._emergency_rng.choice(
-                victims.size, min(need, victims.size), replace=False))]
-            vm._swap_pages(victims)
-            vm.counters.emergency_swaps += int(victims.size)
-        if frames.n_free < n_frames:
+            cached = np.flatnonzero(vm.zip.slot_bytes)
+            if cached.size:
+                vm._zip_to_swap(cached)
+        if frames.n_free < want:
             raise OutOfMemoryError(
                 f"host memory exhausted: {n_frames} frames needed, {frames.n_free} free and "
-                "nothing left to swap"
+                "nothing left to swap (hypervisor overhead fills the rest)"
             )
 
     def salt_of(self, vm_id: int) -> int:

@@ -191,6 +191,50 @@ def tlb(
 
 @app.command()
 @user_errors
+def run(
+    scenario_file: Annotated[Path, typer.Argument(help="A scenario TOML file.")],
+    policy: Annotated[str | None, typer.Option(help="Policy: esx, static, mom or proxmox.")] = (
+        None
+    ),
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
+    check_invariants: Annotated[
+        bool, typer.Option("--check-invariants", help="Check every invariant after each tick.")
+    ] = False,
+    no_live: Annotated[bool, typer.Option("--no-live", help="Progress bar only.")] = False,
+) -> None:
+    """Simulate a scenario and write a results directory (Parquet time series, summary)."""
+    import dataclasses
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hvmem.results import write_results
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.sim import Simulation
+    from hvmem.ui.summary_view import render_summary
+
+    scenario = load_scenario(scenario_file)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
+    name = f"{scenario.name}-{sim.policy.name}-seed{scenario.seed}"
+    out_dir = out if out is not None else Path("results") / name
+    console = _console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total} s simulated"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True,
+                  disable=not console.is_terminal and no_live) as progress:
+        task = progress.add_task(name, total=scenario.n_ticks * scenario.tick_ns // 10**9)
+        result = sim.run(on_tick=lambda s: progress.update(
+            task, completed=(s.now_ns + scenario.tick_ns) // 10**9))
+    path = write_results(result, out_dir, overwrite=True)
+    console.print(render_summary(result.summary()))
+    state = "complete" if result.complete else "INCOMPLETE (interrupted)"
+    console.print(f"results: {path} ({state})")
+
+
+@app.command()
+@user_errors
 def demo() -> None:
     """Walk through address translation on the built-in machine, nested then shadow paging."""
     from hvmem.ui.demo import run_demo

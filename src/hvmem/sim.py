@@ -1,0 +1,386 @@
+"""The simulation: a scenario's host and guests, run tick by tick under a policy.
+
+What happens each tick (``scenario.tick_ns``, 1 s by default)::
+
+    power on VMs whose time has come (admission control), power off others
+    every running VM: its workload's accesses for the tick, served by its guest
+        kernel (faults, guest reclaim and swap) over the host's memory bus
+        (first touch, swap-in, decompression, copy-on-write); a VM the policy
+        blocked (LOW state, above target) makes no progress this tick
+    once a second: balloon drivers move towards their targets; the host drains
+        the balloon queues; every two seconds: free page reporting
+    the page-sharing scanner; active-memory sampling
+    the host memory state (minFree thresholds, hysteresis)
+    once a balance period: sample -> policy -> plans -> apply (balloon
+        targets; share, compress and swap what a VM must give up beyond that)
+    record one row of esxtop-named metrics per VM and one for the host
+
+A VM's *throughput* is the fraction of the tick it spent doing its own work:
+the time its faults, disk reads and hypervisor services stalled it is lost
+(``throughput = max(0, 1 - stall / tick)``, ``slowdown = (tick + stall) / tick``).
+
+Only page fidelity is simulated end to end so far: an mmu-fidelity scenario is
+refused with a clear message (``hvmem translate`` and ``hvmem bench translate``
+exercise the MMU path).
+
+Determinism: every random choice comes from a stream named after its user,
+split from the scenario seed; the same scenario and seed give the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hvmem.core.rng import RngStreams
+from hvmem.errors import ConfigError
+from hvmem.guest.balloon_driver import BalloonDriver
+from hvmem.guest.kernel import GuestKernel, PageKind
+from hvmem.hardware.page_table import TableStore
+from hvmem.hardware.virtio_balloon import VirtioBalloon
+from hvmem.hypervisor.host import Host, HostVm
+from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.balloon import BalloonHost
+from hvmem.hypervisor.sampling import ActiveMemorySampler
+from hvmem.policy.controller import PolicyController
+from hvmem.policy.policies import POLICIES, EsxParams, make_policy
+from hvmem.policy.samples import HostSample, VmPlan, VmSample
+from hvmem.policy.states import MemState, StateTracker, actions, thresholds
+from hvmem.scenario.schema import Scenario, VmConfig
+from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
+from hvmem.workloads.synthetic import make_workload
+
+PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
+BALLOON_POLL_NS = NS_PER_S  # the driver polls once a second [OSDI02 §3.2]
+REPORT_PERIOD_NS = 2 * NS_PER_S  # free page reporting delay
+
+
+def _mib(pages: int | float) -> float:
+    return pages / PAGES_PER_MIB
+
+
+@dataclass
+class SimVm:
+    """One VM in the simulation: its configuration and every part of it."""
+
+    config: VmConfig
+    host_vm: HostVm
+    kernel: GuestKernel
+    device: VirtioBalloon
+    driver: BalloonDriver
+    balloon: BalloonHost
+    sampler: ActiveMemorySampler
+    workload: object
+    plan: VmPlan | None = None
+    # Per-tick tallies for rates.
+    last_swap_outs: int = 0
+    last_swap_ins: int = 0
+    last_zips: int = 0
+    last_unzips: int = 0
+    work_frac_sum: float = 0.0
+    ticks_run: int = 0
+
+
+@dataclass
+class RunResult:
+    """What a run produced: rows of time series, events and a summary."""
+
+    scenario: Scenario
+    host_rows: list[dict] = field(default_factory=list)
+    vm_rows: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    complete: bool = False
+    ticks_done: int = 0
+
+    def summary(self) -> dict:
+        """Per-VM and host totals, JSON-ready."""
+        vms: dict[str, dict] = {}
+        for row in self.vm_rows:
+            s = vms.setdefault(row["vm"], {"ticks": 0, "throughput_sum": 0.0,
+                                           "balloon_peak_mib": 0.0, "swapped_peak_mib": 0.0,
+                                           "compressed_peak_mib": 0.0, "shared_saved_peak_mib": 0.0,
+                                           "swap_in_mib": 0.0, "swap_out_mib": 0.0})
+            s["ticks"] += 1
+            s["throughput_sum"] += row["throughput"]
+            s["balloon_peak_mib"] = max(s["balloon_peak_mib"], row["MCTLSZ"])
+            s["swapped_peak_mib"] = max(s["swapped_peak_mib"], row["SWCUR"])
+            s["compressed_peak_mib"] = max(s["compressed_peak_mib"], row["CACHEUSD"])
+            s["shared_saved_peak_mib"] = max(s["shared_saved_peak_mib"], row["SHRDSVD"])
+            s["swap_in_mib"] += row["SWR/s"] * row["tick_s"]
+            s["swap_out_mib"] += row["SWW/s"] * row["tick_s"]
+        for s in vms.values():
+            s["mean_throughput"] = s.pop("throughput_sum") / max(1, s["ticks"])
+        states: dict[str, float] = {}
+        for row in self.host_rows:
+            states[row["state"]] = states.get(row["state"], 0.0) + row["tick_s"]
+        return {
+            "scenario": self.scenario.name,
+            "complete": self.complete,
+            "ticks": self.ticks_done,
+            "time_in_state_s": states,
+            "vms": vms,
+        }
+
+
+class Simulation:
+    """A scenario, ready to run.
+
+    Args:
+        scenario: what to simulate.
+        policy: a registered policy name overriding the scenario's.
+        check_invariants: check every model invariant after every tick (slow).
+    """
+
+    def __init__(self, scenario: Scenario, policy: str | None = None,
+                 check_invariants: bool = False):
+        if scenario.fidelity != "page":
+            raise ConfigError(
+                f"{scenario.name}: fidelity {scenario.fidelity!r} runs are not available yet; "
+                "use fidelity = \"page\" (hvmem translate shows the MMU path)"
+            )
+        self.scenario = scenario
+        self.check = check_invariants
+        hc = scenario.host
+        self.streams = RngStreams(scenario.seed)
+        self.host = Host(hc.memory_pages, hc.paging, scenario.timing, hc.swap_device,
+                         hc.sharing.salting)
+        total_mib = _mib(hc.memory_pages)
+        self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
+        self.tracker = StateTracker(self.thresholds)
+        name = policy or scenario.policy.name
+        if name not in POLICIES:
+            raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+        params = EsxParams(tax_frac=scenario.policy.idle_tax_frac) if name == "esx" else None
+        self.policy = make_policy(name, params)
+        self.controller = PolicyController(self.policy, SimulatedBackend(self),
+                                           scenario.policy.balance_period_ns / NS_PER_S)
+        self.vms: dict[str, SimVm] = {}
+        self.now_ns = 0
+        self.result = RunResult(scenario)
+        self._reclaim_rng = self.streams.stream("hypervisor/reclaim")
+        self._share_rng = self.streams.stream("hypervisor/sharing")
+
+    # -- VMs ---------------------------------------------------------------------------
+    def _power_on(self, cfg: VmConfig) -> None:
+        running = [v.config for v in self.vms.values()]
+        need = sum(v.reservation_bytes + v.overhead_bytes for v in running)
+        need += cfg.reservation_bytes + cfg.overhead_bytes
+        if need > self.scenario.host.memory_bytes:
+            self._event("admission_refused", cfg.name,
+                        f"reservations plus overheads {need / MIB:.0f} MiB exceed the host's "
+                        f"{self.scenario.host.memory_bytes / MIB:.0f} MiB")
+            return
+        n = cfg.memory_pages
+        tables = TableStore(n, f"{cfg.name} guest-physical")
+        host_vm = self.host.add_vm(cfg.name, n, tables)
+        if self.host.salting == "explicit":
+            self.host.explicit_salts[host_vm.vm_id] = cfg.salt or 0
+        kernel = GuestKernel(cfg.guest_config(), host_vm, tables,
+                             self.streams.stream(f"guest/{cfg.name}"), self.scenario.timing)
+        g = cfg.guest
+        device = VirtioBalloon(deflate_on_oom=g.deflate_on_oom,
+                               free_page_reporting=g.free_page_reporting)
+        driver = BalloonDriver(kernel, device, enabled=g.balloon_enabled)
+        balloon = BalloonHost(host_vm, device, max_pages=cfg.balloon_max_pages)
+        sampler = ActiveMemorySampler(n, self.streams.stream(f"sampling/{cfg.name}"))
+        host_vm.sampler = sampler
+        workload = make_workload(cfg.workload, self.streams.stream(f"workload/{cfg.name}"),
+                                 name=cfg.name,
+                                 content_key=self.streams.seed_for(f"content/{cfg.name}"))
+        vm = SimVm(cfg, host_vm, kernel, device, driver, balloon, sampler, workload)
+        self.vms[cfg.name] = vm
+        for op in workload.setup():
+            kernel.apply_op(op)
+        self._event("power_on", cfg.name, f"{cfg.memory_bytes / MIB:.0f} MiB")
+
+    def _power_off(self, vm: SimVm) -> None:
+        """The VM's frames go back to the host free list, data kept until reused."""
+        hv = vm.host_vm
+        hv.release(np.arange(hv.n_ppns), Backing.UNBACKED)
+        tables = hv.paging.table_frames()
+        for frame in tables.tolist():
+            self.host.tables.remove_table(frame)
+        self.host.frames.free(tables)
+        hv.paging = _PoweredOff()
+        del self.vms[vm.config.name]
+        self._event("power_off", vm.config.name, "")
+
+    def _event(self, kind: str, vm: str, detail: str) -> None:
+        self.result.events.append({"time_s": self.now_ns / NS_PER_S, "event": kind, "vm": vm,
+                                   "detail": detail})
+
+    # -- the run -------------------------------------------------------------------------
+    def run(self, on_tick: Callable[[Simulation], None] | None = None) -> RunResult:
+        """Run to the scenario's end (or until interrupted); returns the result."""
+        sc = self.scenario
+        tick = sc.tick_ns
+        try:
+            for k in range(sc.n_ticks):
+                self.now_ns = k * tick
+                self._tick(tick)
+                self.result.ticks_done = k + 1
+                if on_tick is not None:
+                    on_tick(self)
+            self.result.complete = True
+        except KeyboardInterrupt:
+            self._event("interrupted", "", "the run was stopped; results are partial")
+        return self.result
+
+    def _tick(self, tick_ns: int) -> None:
+        sc, host, now = self.scenario, self.host, self.now_ns
+        host.now_ns = now
+        for cfg in sc.vms:
+            if cfg.power_on_ns <= now < cfg.power_on_ns + tick_ns and cfg.name not in self.vms:
+                self._power_on(cfg)
+        for vm in list(self.vms.values()):
+            off = vm.config.power_off_ns
+            if off is not None and now >= off:
+                self._power_off(vm)
+        stall: dict[str, float] = {}
+        for name, vm in self.vms.items():
+            batch = vm.workload.next_batch(now, tick_ns)
+            if vm.plan is not None and vm.plan.blocked:
+                stall[name] = float(tick_ns)  # descheduled until the host recovers
+                continue
+            result = vm.kernel.access(batch, now)
+            stall[name] = result.time_ns
+        if now % BALLOON_POLL_NS < tick_ns:
+            for vm in self.vms.values():
+                vm.driver.poll(now)
+                if now % REPORT_PERIOD_NS < tick_ns:
+                    vm.driver.report_free_pages()
+                vm.balloon.collect(now)
+        for vm in self.vms.values():
+            vm.sampler.advance(now)
+        if sc.host.sharing.enabled:
+            host.scan_for_sharing(tick_ns, self._share_rng, sc.host.sharing.scan_rate_pages_per_s)
+        self.state = self.tracker.update(_mib(host.frames.n_free))
+        plans = self.controller.step(now / NS_PER_S)
+        if plans is not None:
+            for name, plan in plans.items():
+                if name in self.vms:
+                    self.vms[name].plan = plan
+        if self.check:
+            host.check_invariants()
+            for vm in self.vms.values():
+                vm.kernel.check_invariants()
+        self._record(tick_ns, stall)
+
+    def _record(self, tick_ns: int, stall: dict[str, float]) -> None:
+        tick_s = tick_ns / NS_PER_S
+        now_s = self.now_ns / NS_PER_S
+        frames = self.host.frames
+        self.result.host_rows.append({
+            "time_s": now_s, "tick_s": tick_s, "total_mib": _mib(frames.n_frames),
+            "free_mib": _mib(frames.n_free), "minfree_mib": self.thresholds.minfree_mib,
+            "state": MemState(self.state).label,
+        })
+        for name, vm in self.vms.items():
+            hv, pmap = vm.host_vm, vm.host_vm.pmap
+            shared = pmap.mpn[pmap.state == Backing.SHARED]
+            zero = int(np.count_nonzero(frames.content[shared] == 0))
+            saved = shared.size - (np.unique(shared).size if shared.size else 0)
+            sw, z = hv.swapfile.counters, hv.zip.counters
+            stall_ns = stall.get(name, 0.0)
+            throughput = max(0.0, 1.0 - stall_ns / tick_ns)
+            plan = vm.plan
+            self.result.vm_rows.append({
+                "time_s": now_s, "tick_s": tick_s, "vm": name,
+                "MEMSZ": _mib(hv.n_ppns),
+                "GRANT": _mib(pmap.count(Backing.PRIVATE) + shared.size),
+                "SZTGT": plan.target_mib if plan else _mib(hv.n_ppns),
+                "TCHD": _mib(vm.sampler.active_pages),
+                "ACTV": _mib(vm.sampler.active_pages),
+                "MCTLSZ": _mib(vm.balloon.size_pages),
+                "MCTLTGT": _mib(vm.balloon.target_pages),
+                "MCTLMAX": _mib(vm.balloon.max_pages),
+                "SWCUR": _mib(hv.swapfile.n_used),
+                "SWTGT": plan.swap_target_mib if plan else 0.0,
+                "SWR/s": _mib(sw.swap_ins - vm.last_swap_ins) / tick_s,
+                "SWW/s": _mib(sw.swap_outs - vm.last_swap_outs) / tick_s,
+                "ZIP/s": _mib(z.compressed - vm.last_zips) / tick_s,
+                "UNZIP/s": _mib(z.decompressed - vm.last_unzips) / tick_s,
+                "CACHEUSD": _mib(hv.zip.frames.size),
+                "SHRD": _mib(shared.size),
+                "ZERO": _mib(zero),
+                "SHRDSVD": _mib(saved),
+                "guest_free_mib": _mib(vm.kernel.allocator.n_free),
+                "guest_swap_mib": _mib(vm.kernel.swap.n_used),
+                "throughput": throughput,
+                "slowdown": (tick_ns + stall_ns) / tick_ns,
+            })
+            vm.last_swap_ins, vm.last_swap_outs = sw.swap_ins, sw.swap_outs
+            vm.last_zips, vm.last_unzips = z.compressed, z.decompressed
+
+
+class _PoweredOff:
+    """Stands in for a powered-off VM's paging mode: nothing to map any more."""
+
+    name = "off"
+
+    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
+        """Nothing maps a powered-off VM's pages."""
+
+    def table_frames(self) -> np.ndarray:
+        """No tables left."""
+        return np.zeros(0, dtype=np.int64)
+
+
+class SimulatedBackend:
+    """The policy's view of the simulation (``policy.ports.MemoryBackend``)."""
+
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+
+    def sample(self) -> tuple[HostSample, list[VmSample]]:
+        """Observe the simulated host and its running VMs."""
+        sim = self.sim
+        frames = sim.host.frames
+        host = HostSample(
+            time_s=sim.now_ns / NS_PER_S, total_mib=_mib(frames.n_frames),
+            free_mib=_mib(frames.n_free), state=sim.state,
+            minfree_mib=sim.thresholds.minfree_mib, profile=sim.scenario.host.profile,
+        )
+        vms = []
+        for vm in sim.vms.values():
+            hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
+            shared = pmap.mpn[pmap.state == Backing.SHARED]
+            vms.append(VmSample(
+                name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
+                consumed_mib=_mib(pmap.count(Backing.PRIVATE) + hv.zip.frames.size),
+                active_mib=_mib(vm.sampler.active_pages),
+                balloon_max_mib=_mib(vm.balloon.max_pages),
+                reservation_mib=cfg.reservation_bytes / MIB,
+                limit_mib=None if cfg.limit_bytes is None else cfg.limit_bytes / MIB,
+                balloon_mib=_mib(vm.balloon.size_pages),
+                balloon_target_mib=_mib(vm.balloon.target_pages),
+                balloon_stuck=vm.balloon.stuck,
+                swapped_mib=_mib(hv.swapfile.n_used),
+                compressed_mib=_mib(vm.host_vm.zip.n_pages),
+                shared_saved_mib=_mib(shared.size - np.unique(shared).size),
+                overhead_mib=cfg.overhead_bytes / MIB,
+                guest_free_mib=_mib(vm.kernel.allocator.n_free),
+                guest_available_mib=_mib(vm.kernel.allocator.n_free
+                                         + vm.kernel.count(PageKind.FILE)),
+            ))
+        return host, vms
+
+    def apply(self, plans) -> None:
+        """Balloon targets to the devices; take what must go beyond that."""
+        sim = self.sim
+        allowed = actions(sim.state, sim.scenario.host.profile)
+        for name, plan in plans.items():
+            vm = sim.vms.get(name)
+            if vm is None:
+                continue
+            vm.balloon.set_target(int(plan.balloon_target_mib * PAGES_PER_MIB))
+            hv = vm.host_vm
+            held = hv.swapfile.n_used + hv.zip.n_pages
+            want = int(plan.swap_target_mib * PAGES_PER_MIB) - held
+            if want > 0:
+                done = hv.reclaim(want, "random", sim._reclaim_rng,
+                                  compress=plan.compress and allowed.compress
+                                  and sim.scenario.host.compression.enabled)
+                sim._event("reclaim", name, ", ".join(f"{k} {v}" for k, v in done.items()))

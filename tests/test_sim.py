@@ -1,0 +1,104 @@
+"""End-to-end runs: invariants, determinism, results directories, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hvmem.errors import ConfigError
+from hvmem.results import read_results, write_results
+from hvmem.scenario.loader import load_scenario, parse_scenario
+from hvmem.sim import Simulation
+from hvmem.ui.cli import app
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+
+TINY = {
+    "name": "tiny",
+    "duration": "40s",
+    "seed": 3,
+    "host": {"memory": "320MiB", "profile": "esxi6"},
+    "vm": [
+        {"name": "a", "memory": "192MiB",
+         "workload": {"kind": "zipf", "region": "176MiB", "refs_per_s": 200_000}},
+        {"name": "b", "memory": "192MiB",
+         "workload": {"kind": "uniform", "region": "176MiB", "refs_per_s": 200_000}},
+    ],
+}
+
+
+def tiny(**changes):
+    doc = json.loads(json.dumps(TINY))
+    doc.update(changes)
+    return parse_scenario(doc, "tiny.toml")
+
+
+def test_overcommitted_run_reclaims_and_keeps_every_invariant():
+    result = Simulation(tiny(), check_invariants=True).run()
+    assert result.complete and result.ticks_done == 40
+    summary = result.summary()
+    assert set(summary["vms"]) == {"a", "b"}
+    reclaimed = sum(vm["balloon_peak_mib"] + vm["swapped_peak_mib"] + vm["compressed_peak_mib"]
+                    for vm in summary["vms"].values())
+    assert reclaimed > 0  # 384 MiB of guests on a 320 MiB host
+    assert any(row["state"] != "high" for row in result.host_rows)
+
+
+def test_static_policy_never_reclaims_by_plan():
+    result = Simulation(tiny(), policy="static").run()
+    assert all(row["MCTLTGT"] == 0 for row in result.vm_rows)
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    first = Simulation(tiny()).run().vm_rows
+    again = Simulation(tiny()).run().vm_rows
+    other = Simulation(tiny(seed=4)).run().vm_rows
+    assert first == again
+    assert first != other
+
+
+def test_results_round_trip_and_refuse_to_clobber(tmp_path):
+    result = Simulation(tiny(duration="5s")).run()
+    out = write_results(result, tmp_path / "r")
+    back = read_results(out)
+    assert back.complete and back.vms.num_rows == 10 and back.host.num_rows == 5
+    assert {"MEMSZ", "GRANT", "SZTGT", "MCTLSZ", "SWCUR", "SHRDSVD", "throughput"} <= set(
+        back.vms.column_names)
+    with pytest.raises(ConfigError, match="exists already"):
+        write_results(result, tmp_path / "r")
+    with pytest.raises(ConfigError, match="not a results directory"):
+        read_results(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["demo", "idle-tax", "sharing"])
+def test_shipped_scenarios_run(name):
+    scenario = load_scenario(SCENARIOS / f"{name}.toml")
+    # Long enough for every VM to power on, and a little beyond.
+    last_on = max(vm.power_on_ns for vm in scenario.vms)
+    short = dataclasses.replace(scenario, duration_ns=last_on + 20 * scenario.tick_ns)
+    result = Simulation(short, check_invariants=True).run()
+    assert result.complete and result.ticks_done == short.n_ticks
+
+
+def test_cli_run_writes_results(tmp_path):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text("""
+name = "tiny"
+duration = "6s"
+[host]
+memory = "320MiB"
+[[vm]]
+name = "a"
+memory = "192MiB"
+workload = { kind = "zipf", region = "176MiB", refs_per_s = 100000 }
+""")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(out), "--no-live"])
+    assert result.exit_code == 0, result.output
+    assert read_results(out).complete
+    bad = CliRunner().invoke(app, ["run", str(scenario), "--policy", "drs"])
+    assert bad.exit_code == 1 and "drs" in bad.output
