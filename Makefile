@@ -29,3 +29,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	find src -name __pycache__ -type d -prune -exec rm -rf {} +
