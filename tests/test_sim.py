@@ -102,3 +102,25 @@ workload = { kind = "zipf", region = "176MiB", refs_per_s = 100000 }
     assert read_results(out).complete
     bad = CliRunner().invoke(app, ["run", str(scenario), "--policy", "drs"])
     assert bad.exit_code == 1 and "drs" in bad.output
+
+
+def test_cli_compare_runs_each_policy(tmp_path):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text("""
+name = "tiny"
+duration = "5s"
+[host]
+memory = "320MiB"
+[[vm]]
+name = "a"
+memory = "192MiB"
+workload = { kind = "uniform", region = "176MiB", refs_per_s = 100000 }
+""")
+    result = CliRunner().invoke(app, ["compare", str(scenario), "--policies", "esx,static",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.output)
+    assert set(summaries) == {"esx", "static"}
+    assert all(s["complete"] and s["ticks"] == 5 for s in summaries.values())
+    bad = CliRunner().invoke(app, ["compare", str(scenario), "--policies", "esx,drs"])
+    assert bad.exit_code == 1 and "drs" in bad.output

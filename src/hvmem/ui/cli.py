@@ -235,6 +235,39 @@ def run(
 
 @app.command()
 @user_errors
+def compare(
+    scenario_file: Annotated[Path, typer.Argument(help="A scenario TOML file.")],
+    policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
+        "esx,mom,proxmox,static"
+    ),
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run one scenario under several policies, same seed, and compare them side by side."""
+    import dataclasses
+
+    from hvmem.policy.policies import POLICIES
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.sim import Simulation
+    from hvmem.ui.summary_view import render_comparison
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise HvmemError(f"--policies: unknown {', '.join(unknown) or 'empty list'}; "
+                         f"choose from {', '.join(POLICIES)}")
+    scenario = load_scenario(scenario_file)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    summaries = {name: Simulation(scenario, policy=name).run().summary() for name in names}
+    if as_json:
+        typer.echo(json.dumps(summaries))
+        return
+    _console().print(render_comparison(summaries))
+
+
+@app.command()
+@user_errors
 def demo() -> None:
     """Walk through address translation on the built-in machine, nested then shadow paging."""
     from hvmem.ui.demo import run_demo

@@ -21,3 +21,32 @@ def render_summary(summary: dict) -> Group:
     states = ", ".join(f"{state} {seconds:.0f} s"
                        for state, seconds in summary["time_in_state_s"].items())
     return Group(table, Text(f"host memory states: {states}"))
+
+
+def render_comparison(summaries: dict[str, dict]) -> Group:
+    """Per policy: throughput of each VM, reclamation by mechanism, swap I/O, host states."""
+    policies = list(summaries)
+    vms = list(next(iter(summaries.values()))["vms"]) if summaries else []
+    table = Table(title="policies side by side (same scenario, same seed)", title_justify="left",
+                  show_edge=False, pad_edge=False)
+    table.add_column("")
+    for name in policies:
+        table.add_column(name, justify="right")
+
+    def row(label: str, cell) -> None:
+        table.add_row(label, *[cell(summaries[p]) for p in policies])
+
+    for vm in vms:
+        row(f"{vm} throughput", lambda s, vm=vm: f"{s['vms'][vm]['mean_throughput']:.1%}")
+    for key, label in (("balloon_peak_mib", "balloon peak MiB"),
+                       ("shared_saved_peak_mib", "shared saved MiB"),
+                       ("compressed_peak_mib", "compressed peak MiB"),
+                       ("swapped_peak_mib", "swapped peak MiB"),
+                       ("swap_in_mib", "swap-in I/O MiB"),
+                       ("swap_out_mib", "swap-out I/O MiB")):
+        row(label, lambda s, key=key: f"{sum(v[key] for v in s['vms'].values()):.0f}")
+    states = sorted({st for s in summaries.values() for st in s["time_in_state_s"]})
+    for state in states:
+        row(f"time in {state} (s)",
+            lambda s, state=state: f"{s['time_in_state_s'].get(state, 0):.0f}")
+    return Group(table)
