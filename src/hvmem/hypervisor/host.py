@@ -599,9 +599,9 @@ class Host:
         the VMs whose pages go, and is counted as ``emergency_swaps``.
         """
         frames = self.frames
-        # Slack for the table pages that mapping the new frames may need: at worst
-        # one page-table page per scattered page, at best one per 512.
-        want = n_frames + EMERGENCY_SLACK_FRAMES + n_frames // 8
+        # Slack for the table pages that mapping the new frames may need (one
+        # page-table page per 512 pages when dense, plus a fixed margin).
+        want = n_frames + EMERGENCY_SLACK_FRAMES + n_frames // 256
         if frames.n_free >= want:
             return
         # Private pages first, then shared ones (a shared frame is freed once its
@@ -626,7 +626,7 @@ class Host:
             cached = np.flatnonzero(vm.zip.slot_bytes)
             if cached.size:
                 vm._zip_to_swap(cached)
-        if frames.n_free < want:
+        if frames.n_free < n_frames + EMERGENCY_SLACK_FRAMES:
             raise OutOfMemoryError(
                 f"host memory exhausted: {n_frames} frames needed, {frames.n_free} free and "
                 "nothing left to swap (hypervisor overhead fills the rest)"

@@ -297,6 +297,17 @@ def minfree(
         typer.echo(f"{state:6s}  {level:10.2f}")
 
 
+def _print_bench(result: dict, as_json: bool) -> bool:
+    """Print a benchmark's JSON, or its rates for people; True when printed for people."""
+    if as_json:
+        typer.echo(json.dumps(result))
+        return False
+    for key, value in result.items():
+        if key.endswith("_per_s") and not key.endswith("mib_per_s"):
+            typer.echo(f"{key:40s} {value / 1e6:8.2f} M/s")
+    return True
+
+
 @bench_app.command("translate")
 @user_errors
 def bench_translate(
@@ -310,13 +321,8 @@ def bench_translate(
     if refs <= 0:
         raise HvmemError(f"--refs: expected a positive count, found {refs}")
     result = run(refs, seed)
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    for key, value in result.items():
-        if key.endswith("_per_s"):
-            typer.echo(f"{key:40s} {value / 1e6:8.1f} M/s")
-    typer.echo(f"{'counts_match':40s} {result['counts_match']}")
+    if _print_bench(result, as_json):
+        typer.echo(f"{'counts_match':40s} {result['counts_match']}")
 
 
 def main() -> None:
@@ -391,13 +397,7 @@ def bench_host_command(
     """Page-sharing scan over 8 Mi pages and swapping out 1 Mi pages, in pages per second."""
     from hvmem.bench import bench_host
 
-    result = bench_host(seed)
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    for key, value in result.items():
-        if key.endswith("_per_s"):
-            typer.echo(f"{key:40s} {value / 1e6:8.2f} M/s")
+    _print_bench(bench_host(seed), as_json)
 
 
 @bench_app.command("guest")
@@ -418,11 +418,8 @@ def bench_guest(
     if seed < 0:
         raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
     result = run(refs, lines, seed)
-    if as_json:
-        typer.echo(json.dumps(result))
+    if not _print_bench(result, as_json):
         return
-    for key in ("paging_refs_per_s", "lackey_lines_per_s"):
-        typer.echo(f"{key:40s} {result[key] / 1e6:8.1f} M/s")
     typer.echo(f"{'lackey_mib_per_s':40s} {result['lackey_mib_per_s']:8.1f} MiB/s")
     for key in ("refs", "footprint_pages", "frames", "hits", "misses", "lackey_lines"):
         typer.echo(f"{key:40s} {result[key]}")
