@@ -201,9 +201,15 @@ def run(
     check_invariants: Annotated[
         bool, typer.Option("--check-invariants", help="Check every invariant after each tick.")
     ] = False,
-    no_live: Annotated[bool, typer.Option("--no-live", help="Progress bar only.")] = False,
+    no_live: Annotated[
+        bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
+    ] = False,
 ) -> None:
-    """Simulate a scenario and write a results directory (Parquet time series, summary)."""
+    """Simulate a scenario and write a results directory (Parquet time series, summary).
+
+    On a terminal an esxtop-style memory screen follows the run; with --no-live, or
+    when output is not a terminal, a progress bar, then a summary table.
+    """
     import dataclasses
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -220,13 +226,29 @@ def run(
     name = f"{scenario.name}-{sim.policy.name}-seed{scenario.seed}"
     out_dir = out if out is not None else Path("results") / name
     console = _console()
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total} s simulated"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True,
-                  disable=not console.is_terminal and no_live) as progress:
-        task = progress.add_task(name, total=scenario.n_ticks * scenario.tick_ns // 10**9)
-        result = sim.run(on_tick=lambda s: progress.update(
-            task, completed=(s.now_ns + scenario.tick_ns) // 10**9))
+    total_s = scenario.n_ticks * scenario.tick_ns / 10**9
+    if console.is_terminal and not no_live:
+        # The esxtop-style screen, refreshed as simulated time passes.
+        from rich.live import Live
+
+        from hvmem.ui.top import last_tick, render_top
+
+        title = f"{scenario.name}  policy {sim.policy.name}"
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            def show(s: Simulation) -> None:
+                host_row, vm_rows = last_tick(s.result.host_rows, s.result.vm_rows)
+                live.update(render_top(host_row, vm_rows, title, total_s))
+
+            result = sim.run(on_tick=show)
+    else:
+        columns = (TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} s simulated"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            task = progress.add_task(name, total=total_s)
+            result = sim.run(on_tick=lambda s: progress.update(
+                task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
     path = write_results(result, out_dir, overwrite=True)
     console.print(render_summary(result.summary()))
     state = "complete" if result.complete else "INCOMPLETE (interrupted)"

@@ -1,0 +1,35 @@
+import io
+
+from rich.console import Console
+
+from hvmem.scenario.loader import parse_scenario
+from hvmem.sim import Simulation
+from hvmem.ui.top import COLUMNS, last_tick, render_top
+
+
+def tiny_scenario(**changes):
+    doc = {
+        "name": "tiny", "duration": "40s", "seed": 3,
+        "host": {"memory": "320MiB", "profile": "esxi6"},
+        "vm": [
+            {"name": "a", "memory": "192MiB",
+             "workload": {"kind": "zipf", "region": "176MiB", "refs_per_s": 200_000}},
+            {"name": "b", "memory": "192MiB",
+             "workload": {"kind": "uniform", "region": "176MiB", "refs_per_s": 200_000}},
+        ],
+    }
+    doc.update(changes)
+    return parse_scenario(doc, "tiny.toml")
+
+
+def test_render_shows_host_line_and_every_vm_with_esxtop_columns():
+    result = Simulation(tiny_scenario(duration="6s")).run()
+    host, rows = last_tick(result.host_rows, result.vm_rows)
+    assert [r["vm"] for r in rows] == ["a", "b"]
+    out = io.StringIO()
+    Console(file=out, width=220, color_system=None).print(render_top(host, rows, "tiny", 6))
+    text = out.getvalue()
+    assert "PMEM  /MB:" in text and f"state {host['state']}" in text
+    for column in COLUMNS:
+        assert column in text
+    assert "\na " in text or " a " in text
