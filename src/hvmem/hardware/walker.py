@@ -148,8 +148,12 @@ def _record(steps, n, record, dim, level, frame, index, pte, kind):
 
 
 def _slot(entries, frame, idx):
-    """Where entry ``idx`` of table page ``frame`` sits in ``entries`` (Numba only)."""
-    raise NotImplementedError
+    """Where entry ``idx`` of table page ``frame`` sits in ``entries`` (Numba only).
+
+    Numba's ``overload`` idiom: the compiled versions below are the function;
+    this Python body only stands for it outside compiled code.
+    """
+    raise TypeError("_slot is only callable from Numba-compiled kernels")
 
 
 @overload(_slot, inline="always")

@@ -1027,7 +1027,8 @@ class _SampledWorkload(_RegionWorkload):
         self.sampler = self._make_sampler()
 
     def _make_sampler(self) -> _Sampler:
-        raise NotImplementedError
+        """The sampler of a concrete workload (each subclass provides its own)."""
+        raise TypeError(f"{type(self).__name__} does not define its sampler")
 
     def next_batch(self, now_ns: int, tick_ns: int) -> AccessBatch:
         """The references of the tick ``[now_ns, now_ns + tick_ns)``."""
