@@ -61,6 +61,12 @@ def _mib(pages: int | float) -> float:
     return pages / PAGES_PER_MIB
 
 
+def _sharing_of(pmap) -> tuple[np.ndarray, int]:
+    """A VM's shared mappings (their frames) and the frames sharing saves it (SHRDSVD)."""
+    shared = pmap.mpn[pmap.state == Backing.SHARED]
+    return shared, int(shared.size - np.unique(shared).size)
+
+
 @dataclass
 class SimVm:
     """One VM in the simulation: its configuration and every part of it."""
@@ -279,9 +285,8 @@ class Simulation:
         })
         for name, vm in self.vms.items():
             hv, pmap = vm.host_vm, vm.host_vm.pmap
-            shared = pmap.mpn[pmap.state == Backing.SHARED]
+            shared, saved = _sharing_of(pmap)
             zero = int(np.count_nonzero(frames.content[shared] == 0))
-            saved = shared.size - (np.unique(shared).size if shared.size else 0)
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall_ns = stall.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall_ns / tick_ns)
@@ -346,7 +351,7 @@ class SimulatedBackend:
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            shared = pmap.mpn[pmap.state == Backing.SHARED]
+            shared, saved = _sharing_of(pmap)
             vms.append(VmSample(
                 name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
                 consumed_mib=_mib(pmap.count(Backing.PRIVATE) + hv.zip.frames.size),
@@ -359,7 +364,7 @@ class SimulatedBackend:
                 balloon_stuck=vm.balloon.stuck,
                 swapped_mib=_mib(hv.swapfile.n_used),
                 compressed_mib=_mib(vm.host_vm.zip.n_pages),
-                shared_saved_mib=_mib(shared.size - np.unique(shared).size),
+                shared_saved_mib=_mib(saved),
                 overhead_mib=cfg.overhead_bytes / MIB,
                 guest_free_mib=_mib(vm.kernel.allocator.n_free),
                 guest_available_mib=_mib(vm.kernel.allocator.n_free

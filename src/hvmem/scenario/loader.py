@@ -338,18 +338,25 @@ class _Table:
             raise self.error(key, expected)
         return value
 
-    def size(self, key: str, default: Any = _REQUIRED, *, positive: bool = True,
-             words: Mapping[str, Any] | None = None) -> Any:
-        """A size in bytes (whole pages), or the value of one of ``words``."""
-        kind = "a positive size" if positive else "a size"
-        expected = f"{kind} such as '4GiB'"
+    def _quantity(self, key: str, default: Any, expected: str,
+                  words: Mapping[str, Any] | None) -> tuple[Any, str, bool]:
+        """(value, expected, done): done when the value is the default or a word's meaning."""
         if words:
             expected += " or " + " or ".join(repr(w) for w in words)
         value = self.raw(key, default, expected)
         if key not in self.data:
-            return value
+            return value, expected, True
         if words and isinstance(value, str) and value.strip().lower() in words:
-            return words[value.strip().lower()]
+            return words[value.strip().lower()], expected, True
+        return value, expected, False
+
+    def size(self, key: str, default: Any = _REQUIRED, *, positive: bool = True,
+             words: Mapping[str, Any] | None = None) -> Any:
+        """A size in bytes (whole pages), or the value of one of ``words``."""
+        kind = "a positive size" if positive else "a size"
+        value, expected, done = self._quantity(key, default, f"{kind} such as '4GiB'", words)
+        if done:
+            return value
         if isinstance(value, float):
             raise self.error(key, expected)
         try:
@@ -372,14 +379,10 @@ class _Table:
              words: Mapping[str, Any] | None = None) -> Any:
         """A duration in ns, or the value of one of ``words``."""
         kind = "a positive time" if positive else "a time"
-        expected = f"{kind} such as '15s' or '10min'"
-        if words:
-            expected += " or " + " or ".join(repr(w) for w in words)
-        value = self.raw(key, default, expected)
-        if key not in self.data:
+        value, expected, done = self._quantity(key, default, f"{kind} such as '15s' or '10min'",
+                                               words)
+        if done:
             return value
-        if words and isinstance(value, str) and value.strip().lower() in words:
-            return words[value.strip().lower()]
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise self.error(key, expected)
         try:

@@ -142,6 +142,16 @@ def translate(
         console.print(render_walk(report))
 
 
+def _page_shift(page_size: str) -> int:
+    """log2 of a --page-size (4KiB, 2MiB or 1GiB), or a one-line error."""
+    from hvmem.units import GIB, MIB, PAGE_SIZE_BYTES, parse_size_bytes
+
+    size_bytes = parse_size_bytes(page_size, what="--page-size")
+    if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
+        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+    return size_bytes.bit_length() - 1
+
+
 @app.command()
 @user_errors
 def tlb(
@@ -164,19 +174,16 @@ def tlb(
     detected automatically. A page maps to set (page number mod sets).
     """
     from hvmem.hardware.tlb import Tlb
-    from hvmem.units import GIB, MIB, PAGE_SIZE_BYTES, parse_size_bytes
     from hvmem.workloads.trace import iter_page_numbers
 
-    size_bytes = parse_size_bytes(page_size, what="--page-size")
-    if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
-        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+    page_shift = _page_shift(page_size)
     if entries <= 0 or ways <= 0 or entries % ways:
         raise HvmemError(
             f"--entries {entries} --ways {ways}: need positive values, entries a multiple of ways"
         )
     fmt = "pages" if pages else trace_format.value
     sim = Tlb(entries, ways, "tlb")
-    for vpns, _ in iter_page_numbers(str(trace), fmt, size_bytes.bit_length() - 1):
+    for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift):
         sim.run_pages(vpns)
     c = sim.counters
     accesses = c.hits + c.misses
@@ -383,7 +390,6 @@ def paging(
     Valgrind Lackey output, detected automatically.
     """
     from hvmem.guest.replacement import POLICIES, simulate_chunks
-    from hvmem.units import GIB, MIB, PAGE_SIZE_BYTES, parse_size_bytes
     from hvmem.workloads.trace import iter_page_numbers
 
     name = policy.strip().lower()
@@ -393,11 +399,9 @@ def paging(
         raise HvmemError(f"--frames: expected a positive count, found {frames}")
     if seed < 0:
         raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
-    size_bytes = parse_size_bytes(page_size, what="--page-size")
-    if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
-        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+    page_shift = _page_shift(page_size)
     fmt = "pages" if pages else trace_format.value
-    chunks = (vpns for vpns, _ in iter_page_numbers(str(trace), fmt, size_bytes.bit_length() - 1))
+    chunks = (vpns for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift))
     result = simulate_chunks(chunks, frames, name, seed)
     if as_json:
         typer.echo(json.dumps({"accesses": result.accesses, "hits": result.hits,
