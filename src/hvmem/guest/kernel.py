@@ -180,6 +180,17 @@ def file_page_token(vpn: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def _mark_resident(ptes, now_ns, last_ns, ref):
+    """Stamp the page behind every present entry of ``ptes`` as used at ``now_ns``."""
+    for i in range(ptes.size):
+        pte = ptes[i]
+        if pte & PTE_PRESENT:
+            ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
+            last_ns[ppn] = now_ns
+            ref[ppn] = True
+
+
+@njit(cache=True)
 def _clock_victims(kinds, ref, hand, n_wanted, evictable_anon, evictable_file):
     """Second chance: sweep from ``hand``, clearing reference bits, taking clear pages."""
     n = kinds.size
@@ -383,12 +394,9 @@ class GuestKernel:
                       ) -> tuple[np.ndarray, int]:
         table = proc.space.page_table
         ptes = table.leaf_entries(vpns)
-        present = (ptes & PTE_PRESENT) != 0
         # Mark what is resident as used now, so reclaim for this chunk's faults
         # prefers pages it does not touch.
-        resident = _pte_frame(ptes[present])
-        self.last_ns[resident] = now_ns
-        self.ref[resident] = True
+        _mark_resident(ptes, now_ns, self.last_ns, self.ref)
         dropped = np.zeros(vpns.size, dtype=np.bool_)
         for _ in range(4):  # reclaim may evict a page of this very chunk: fault it back
             missing = ((ptes & PTE_PRESENT) == 0) & ~dropped
@@ -401,8 +409,11 @@ class GuestKernel:
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped
         ppns = _pte_frame(ptes[ok])
-        self.last_ns[ppns] = now_ns
-        self.ref[ppns] = True
+        if ok.all():  # the common case: every page of the chunk was resident already
+            _mark_resident(ptes, now_ns, self.last_ns, self.ref)
+        else:
+            self.last_ns[ppns] = now_ns
+            self.ref[ppns] = True
         w = writes[ok]
         if np.any(w):
             self.dirty[ppns[w]] = True

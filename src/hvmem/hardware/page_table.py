@@ -273,12 +273,8 @@ class RadixPageTable:
         Software keeps data in non-present entries (a guest's swap entries); the
         hardware ignores every bit of an entry whose P bit is clear.
         """
-        vpns = np.asarray(vpns, dtype=np.int64)
-        tables = leaf_table_frames(self.store.entries, self.root_frame, vpns)
-        out = np.zeros(vpns.size, dtype=np.uint64)
-        have = tables >= 0
-        out[have] = self.store.entries[tables[have], vpns[have] & (ENTRIES_PER_TABLE - 1)]
-        return out
+        return leaf_entries_of(self.store.entries, self.root_frame,
+                               np.asarray(vpns, dtype=np.int64))
 
     def set_leaf_entries(self, vpns: np.ndarray, ptes: np.ndarray) -> None:
         """Write raw level-0 entries (creating tables on the way); traced like any write."""
@@ -388,6 +384,23 @@ def leaf_table_frames(entries, root_frame, vpns):
                 break
             frame = pte_frame(pte)
         out[i] = frame
+    return out
+
+
+@njit(cache=True)
+def leaf_entries_of(entries, root_frame, vpns):
+    """For each VPN, its raw level-0 entry (present or not), or 0 if no table holds one."""
+    out = np.zeros(vpns.size, dtype=np.uint64)
+    for i in range(vpns.size):
+        frame = root_frame
+        for level in range(LEVELS - 1, 0, -1):
+            pte = entries[frame, table_index(vpns[i], level)]
+            if not pte & PTE_PRESENT or pte & PTE_LARGE:
+                frame = -1  # no level-0 table on this path
+                break
+            frame = pte_frame(pte)
+        if frame >= 0:
+            out[i] = entries[frame, table_index(vpns[i], 0)]
     return out
 
 

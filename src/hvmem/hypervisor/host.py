@@ -126,14 +126,25 @@ class HostVm:
             self.last_touch_ns = np.full(self.n_ppns, -1, dtype=np.int64)
 
     def back_pages(self, ppns: np.ndarray) -> np.ndarray:
-        """First touch of ``ppns``: back the unbacked ones with fresh frames; returns MPNs."""
-        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
-        if ppns.size and (ppns[0] < 0 or ppns[-1] >= self.n_ppns):
+        """Touch ``ppns``: back the ones without a frame; returns their MPNs, in order.
+
+        ``ppns`` may repeat and come in any order. Most touches find their
+        pages backed already, so that case costs two gathers; only pages with
+        no frame are sorted out and served (first touch, swap-in, decompression).
+        """
+        ppns = np.asarray(ppns, dtype=np.int64)
+        if ppns.size and (ppns.min() < 0 or ppns.max() >= self.n_ppns):
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
         state = self.pmap.state[ppns]
-        unbacked = (state != Backing.PRIVATE) & (state != Backing.SHARED)
-        if np.any(unbacked):
-            self.host.make_room(int(np.count_nonzero(unbacked)), self, ppns)
+        missing = (state != Backing.PRIVATE) & (state != Backing.SHARED)
+        if np.any(missing):
+            self._back_missing(np.unique(ppns[missing]), busy_ppns=ppns)
+        return self.pmap.mpn[ppns]
+
+    def _back_missing(self, ppns: np.ndarray, busy_ppns: np.ndarray) -> None:
+        """Give distinct, sorted, frameless ``ppns`` a frame each (never evicting ``busy_ppns``)."""
+        state = self.pmap.state[ppns]
+        self.host.make_room(ppns.size, self, busy_ppns)
         swapped = ppns[state == Backing.SWAPPED]
         if swapped.size:
             self._swap_in(swapped)
@@ -155,7 +166,6 @@ class HostVm:
             self.counters.fault_time_ns += (
                 todo.size * costs.hypervisor_fault_ns + zeroed * costs.zero_page_ns
             )
-        return self.pmap.mpn[ppns]
 
     def _swap_in(self, ppns: np.ndarray) -> None:
         """Bring swapped pages back into fresh frames (the guest touched them)."""
@@ -311,7 +321,7 @@ class HostVm:
                 np.count_nonzero(self.pmap.state[ppns] == Backing.SWAPPED)
             )
         before = self.counters.fault_time_ns
-        mpns = self.back_pages_in_order(ppns)
+        mpns = self.back_pages(ppns)
         self._touched(ppns)
         return self.host.frames.content[mpns].copy(), self.counters.fault_time_ns - before
 
@@ -322,7 +332,7 @@ class HostVm:
         shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
         if shared.size:
             self.break_cow(np.unique(shared))
-        mpns = self.back_pages_in_order(ppns)
+        mpns = self.back_pages(ppns)
         self.host.frames.content[mpns] = tokens
         self._touched(ppns)
         return self.counters.fault_time_ns - before
@@ -331,12 +341,6 @@ class HostVm:
         self.last_touch_ns[ppns] = self.host.now_ns
         if self.sampler is not None:
             self.sampler.observe(ppns)
-
-    def back_pages_in_order(self, ppns: np.ndarray) -> np.ndarray:
-        """Like :meth:`back_pages`, but the MPNs come in the order of ``ppns``."""
-        ppns = np.asarray(ppns, dtype=np.int64)
-        self.back_pages(ppns)
-        return self.pmap.mpn[ppns]
 
     def release(self, ppns: np.ndarray, state: Backing = Backing.UNBACKED) -> int:
         """Drop the machine pages behind ``ppns`` (the guest gave them up); returns frames freed.
