@@ -1,0 +1,6 @@
+"""Backends: the hosts a policy controls (DESIGN.md §2).
+
+``qemu`` observes and controls real QEMU guests; the simulator's backend lives
+with the simulation (:class:`hvmem.sim.SimulatedBackend`). Both implement
+:class:`hvmem.policy.ports.MemoryBackend`.
+"""

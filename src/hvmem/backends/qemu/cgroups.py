@@ -1,0 +1,239 @@
+"""Memory cgroups: hypervisor swapping for QEMU guests whose RAM is a file.
+
+What is modelled
+----------------
+ESX swaps a VM's pages to its ``.vswp`` file behind the guest's back. On Linux
+the same happens when a QEMU process whose guest RAM is a file on disk
+(``-object memory-backend-file,mem-path=VM.vswp,share=on``) runs in a memory
+cgroup and the cgroup's limit is lowered: the kernel writes the file's dirty
+pages back and drops them from memory, and brings them back on the next touch
+(a major fault, ESX's swap-in). qemu-feasibility.md §6 measured it here: a
+512 MiB guest with 400 MiB touched, limit 256 MiB set after the fill, usage
+dropped to 254 MiB within 0.38-0.52 s, the guest's data checksum stayed the
+same, and nothing was OOM-killed.
+
+Three cases where a limit must not be set, each refused with a reason:
+
+* anonymous guest RAM on a host without swap: the kernel cannot reclaim it,
+  and the memory cgroup's OOM killer kills QEMU (measured: rc -9, ``Memory
+  cgroup out of memory: Killed process ... (qemu-system-x86)``), or with cgroup
+  v1 the write fails with EBUSY if the usage is already above the new limit;
+* a cgroup that holds other processes than the guest's QEMU (the limit would
+  squeeze them too);
+* the root cgroup, or no memory controller.
+
+The limit also covers QEMU's own memory (about 85 MiB under TCG), so it is never
+set below QEMU's anonymous memory plus a headroom (:data:`DEFAULT_HEADROOM_MIB`;
+the reference advises "at least about 100 MiB of headroom" above the guest
+data for QEMU/TCG itself).
+
+Hierarchies: cgroup v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``,
+``memory.stat``), the one this kind of machine has; and cgroup v2
+(``memory.max``, ``memory.current``) where ``memory`` is listed in the unified
+hierarchy's ``cgroup.controllers`` (not available here, so only the file
+handling is tested, on a directory of fixture files). New cgroups are created
+as children of the creating process's own memory cgroup, read from
+``/proc/self/cgroup`` (qemu-feasibility.md §6), so they stay inside its
+accounting.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvmem.errors import BackendError
+
+__all__ = [
+    "DEFAULT_CGROUP_ROOT",
+    "DEFAULT_HEADROOM_MIB",
+    "MemoryCgroup",
+    "create_cgroup",
+    "memory_cgroup_of",
+]
+
+DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Memory kept above QEMU's anonymous memory when limiting (MiB).
+DEFAULT_HEADROOM_MIB = 96.0
+# cgroup v1 reports "no limit" as a huge page-aligned number.
+_V1_UNLIMITED = 1 << 62
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class MemoryCgroup:
+    """One memory cgroup, v1 or v2.
+
+    Attributes:
+        path: its directory.
+        version: 1 or 2.
+    """
+
+    path: Path
+    version: int
+
+    def _file(self, v1: str, v2: str) -> Path:
+        return self.path / (v1 if self.version == 1 else v2)
+
+    def _read(self, v1: str, v2: str) -> str:
+        try:
+            return self._file(v1, v2).read_text().strip()
+        except OSError as err:
+            raise BackendError(f"{self._file(v1, v2)}: cannot read ({err.strerror})") from None
+
+    def pids(self) -> list[int]:
+        """Processes in the cgroup."""
+        return [int(p) for p in self._read("cgroup.procs", "cgroup.procs").split()]
+
+    def usage_mib(self) -> float:
+        """Memory charged to the cgroup now (page cache included)."""
+        return int(self._read("memory.usage_in_bytes", "memory.current")) / MIB
+
+    def limit_mib(self) -> float | None:
+        """The limit, None when unlimited."""
+        text = self._read("memory.limit_in_bytes", "memory.max")
+        if text == "max":
+            return None
+        value = int(text)
+        return None if value >= _V1_UNLIMITED else value / MIB
+
+    def stat(self) -> dict[str, int]:
+        """``memory.stat`` as a dict (v1 ``pgmajfault``, ``total_*``; v2 ``pgmajfault``...)."""
+        out = {}
+        for line in self._read("memory.stat", "memory.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+        return out
+
+    def failcnt(self) -> int:
+        """Times the limit was hit (v1 ``memory.failcnt``; v2 ``max`` in memory.events)."""
+        if self.version == 1:
+            return int(self._read("memory.failcnt", "memory.failcnt"))
+        for line in self._read("memory.events", "memory.events").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max":
+                return int(value)
+        return 0
+
+    def set_limit_mib(self, limit_mib: float | None) -> None:
+        """Set the limit (None: unlimited). v1 reclaims inside the write.
+
+        Raises:
+            BackendError: the kernel refused (EBUSY: the usage cannot be brought
+                under the new limit).
+        """
+        if limit_mib is None:
+            text = "-1" if self.version == 1 else "max"
+        else:
+            text = str(int(limit_mib * MIB) // 4096 * 4096)
+        target = self._file("memory.limit_in_bytes", "memory.max")
+        try:
+            target.write_text(text + "\n")
+        except OSError as err:
+            why = ("the kernel could not reclaim enough to meet it"
+                   if err.errno == errno.EBUSY else err.strerror)
+            raise BackendError(f"{target}: cannot set {text} ({why})") from None
+
+    def add(self, pid: int) -> None:
+        """Move a process into the cgroup."""
+        try:
+            (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError as err:
+            raise BackendError(f"{self.path}/cgroup.procs: cannot add pid {pid} "
+                               f"({err.strerror})") from None
+
+    def remove(self) -> None:
+        """Delete the (empty) cgroup directory; a missing one is fine."""
+        try:
+            self.path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise BackendError(f"{self.path}: cannot remove cgroup ({err.strerror})") from None
+
+
+def _memory_hierarchy(root: Path) -> tuple[Path, int] | None:
+    """(mount point, version) of the memory controller, None if there is none."""
+    if (root / "memory" / "memory.limit_in_bytes").is_file():
+        return root / "memory", 1
+    for unified in (root / "unified", root):
+        controllers = unified / "cgroup.controllers"
+        if controllers.is_file() and "memory" in controllers.read_text().split():
+            return unified, 2
+    return None
+
+
+def _own_path(pid: int | str, version: int, proc: Path) -> str | None:
+    """The cgroup path of a process in the memory hierarchy (from /proc/PID/cgroup)."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if (version == 1 and "memory" in controllers.split(",")) or (
+                version == 2 and controllers == ""):
+            return path
+    return None
+
+
+def memory_cgroup_of(pid: int, root: Path = DEFAULT_CGROUP_ROOT,
+                     proc: Path = Path("/proc")) -> MemoryCgroup | None:
+    """The memory cgroup a process is in (None: no memory controller, or the root)."""
+    found = _memory_hierarchy(root)
+    if found is None:
+        return None
+    mount, version = found
+    rel = _own_path(pid, version, proc)
+    if rel is None or rel.strip("/") == "":
+        return None
+    return MemoryCgroup(mount / rel.strip("/"), version)
+
+
+def create_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                  proc: Path = Path("/proc")) -> MemoryCgroup:
+    """Create a memory cgroup ``name`` under this process's own memory cgroup.
+
+    Raises:
+        BackendError: no usable memory controller, or the directory cannot be made.
+    """
+    found = _memory_hierarchy(root)
+    if found is None:
+        raise BackendError(f"{root}: no memory cgroup controller (neither v1 'memory' nor "
+                           "'memory' in the v2 cgroup.controllers)")
+    mount, version = found
+    rel = (_own_path("self", version, proc) or "/").strip("/")
+    path = mount / rel / name if rel else mount / name
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as err:
+        raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
+    return MemoryCgroup(path, version)
+
+
+def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:
+    """Whether ``pid`` is the only process in ``cgroup`` (so a limit squeezes only it)."""
+    try:
+        return set(cgroup.pids()) == {pid}
+    except BackendError:
+        return False
+
+
+def on_tmpfs(path: Path) -> bool:
+    """Whether ``path`` lives on tmpfs/ramfs (no disk for file-backed RAM to page to)."""
+    best = ("", "")
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    target = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best[0]):
+            best = (mnt, parts[2])
+    return best[1] in ("tmpfs", "ramfs")
