@@ -1,0 +1,363 @@
+"""Starting and stopping small QEMU guests for the controller: command lines, KVM or TCG.
+
+What it does
+------------
+:func:`launch` starts N guests from the cached image (guest_image.py), each a
+daemonized ``qemu-system-x86_64`` with:
+
+* a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file;
+* ``virtio-balloon-pci`` with ``deflate-on-oom=on`` (over-inflation stalls the
+  balloon instead of panicking the guest) and ``free-page-reporting=on`` (freed
+  guest memory goes back to the host within seconds; qemu-feasibility.md §4
+  saw RSS fall from 502 to 208 MiB within 6 s);
+* the serial console in a log file (the workload's markers, the checksums);
+* ``-no-reboot`` and ``panic=-1``, so a guest that panics exits instead of hanging;
+* with ``file_backed``: guest RAM as ``memory-backend-file,share=on`` on a disk
+  file (the VM's swap file, ``NAME.vswp``) and QEMU in a memory cgroup of its
+  own (cgroups.py), created before exec so that all of QEMU's memory is charged
+  to it. Such a guest can be swapped by the host but not shared by KSM (41
+  pages merged, qemu-feasibility.md §5): a VM gets one or the other.
+
+The launch writes ``guests.toml`` in the run directory, which
+``hvmem qemu control --config`` and :func:`stop` read.
+
+Accelerator
+-----------
+KVM is used only where it really works: ``/dev/kvm`` is writable *and*
+``kvm_intel`` or ``kvm_amd`` is loaded, or the CPU flags show ``vmx``/``svm``.
+``/dev/kvm`` alone is not enough: on hosts that are themselves guests it may
+come from ``kvm_pvm`` (a paravirtual scheme for PVM-aware kernels), where a
+stock kernel runs about 1000 times slower than under TCG and then stops with a
+KVM internal error, and QEMU's own ``-accel kvm -accel tcg`` fallback still
+picks KVM because opening it succeeds (qemu-feasibility.md §3). Everywhere else
+the guests run under TCG, which boots this guest in about 5 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvmem.backends.qemu.cgroups import (
+    DEFAULT_CGROUP_ROOT,
+    MemoryCgroup,
+    create_cgroup,
+    on_tmpfs,
+)
+from hvmem.backends.qemu.guest_image import GuestImage, WorkloadParams
+from hvmem.backends.qemu.qmp import QmpClient
+from hvmem.errors import BackendError, ConfigError
+
+__all__ = [
+    "GUESTS_FILE",
+    "LaunchedGuest",
+    "choose_accel",
+    "launch",
+    "qemu_command",
+    "read_guests_file",
+    "stop",
+    "wait_for_marker",
+]
+
+GUESTS_FILE = "guests.toml"
+QEMU_BINARY = "qemu-system-x86_64"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Unix socket paths must fit in sockaddr_un.sun_path (108 bytes with the NUL).
+_MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchedGuest:
+    """One running guest and the files that belong to it."""
+
+    name: str
+    qmp: Path
+    pid_file: Path
+    serial_log: Path
+    memory_mib: int
+    ram_file: Path | None = None
+    cgroup: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """QEMU's pid, from its pid file (None: not there)."""
+        try:
+            return int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def choose_accel(dev_kvm: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module"),
+                 cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, str]:
+    """``("kvm" | "tcg", why)``: KVM only where hardware virtualization backs it."""
+    if not (dev_kvm.exists() and os.access(dev_kvm, os.R_OK | os.W_OK)):
+        return "tcg", f"{dev_kvm} is missing or not writable"
+    for module in ("kvm_intel", "kvm_amd"):
+        if (sys_module / module).is_dir():
+            return "kvm", f"{module} is loaded"
+    try:
+        flags = set()
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags.update(line.partition(":")[2].split())
+    except OSError:
+        flags = set()
+    if flags & {"vmx", "svm"}:
+        return "kvm", "the CPU has " + "/".join(sorted(flags & {"vmx", "svm"}))
+    others = [m.name for m in sys_module.glob("kvm_*")] if sys_module.is_dir() else []
+    extra = f" ({', '.join(sorted(others))} is not hardware KVM)" if others else ""
+    return "tcg", f"{dev_kvm} exists but neither kvm_intel nor kvm_amd is loaded and the " \
+                  f"CPU has no vmx/svm{extra}"
+
+
+def qemu_command(name: str, image: GuestImage, memory_mib: int, run_dir: Path,
+                 workload: WorkloadParams, accel: str = "tcg",
+                 ram_file: Path | None = None) -> list[str]:
+    """The QEMU command line of one guest (daemonized; see the module docs)."""
+    machine = "pc,memory-backend=m0" if ram_file is not None else "pc,mem-merge=on"
+    argv = [
+        QEMU_BINARY, "-name", name, "-accel", accel, "-machine", machine,
+        "-m", f"{memory_mib}M", "-smp", "1", "-nodefaults", "-no-user-config",
+        "-display", "none", "-no-reboot",
+        "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
+        "-append", f"console=ttyS0 panic=-1 quiet {workload.kernel_args()}",
+        "-serial", f"file:{run_dir / (name + '.log')}",
+        "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
+        "-qmp", f"unix:{run_dir / (name + '.qmp')},server=on,wait=off",
+        "-pidfile", str(run_dir / (name + ".pid")), "-daemonize",
+    ]
+    if ram_file is not None:
+        argv += ["-object", f"memory-backend-file,id=m0,size={memory_mib}M,"
+                            f"mem-path={ram_file},share=on"]
+    return argv
+
+
+def _guests_toml(guests: list[LaunchedGuest], accel: str, host_memory_mib: float | None) -> str:
+    def q(value: object) -> str:
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["# Guests started by hvmem qemu launch; read by hvmem qemu control --config",
+             "# and hvmem qemu stop.", f"accel = {q(accel)}", ""]
+    if host_memory_mib is not None:
+        lines += ["[host]", f"memory = {q(f'{host_memory_mib:g}MiB')}", ""]
+    for g in guests:
+        lines += ["[[guest]]", f"name = {q(g.name)}", f"qmp = {q(g.qmp)}",
+                  f"pid_file = {q(g.pid_file)}", f"serial_log = {q(g.serial_log)}",
+                  f"memory = {q(f'{g.memory_mib}MiB')}"]
+        if g.ram_file is not None:
+            lines.append(f"ram_file = {q(g.ram_file)}")
+        if g.cgroup is not None:
+            lines.append(f"cgroup = {q(g.cgroup)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 384,
+           workload: WorkloadParams | None = None, file_backed: bool = False,
+           swap_dir: Path | None = None, prefix: str = "vm", accel: str | None = None,
+           host_memory_mib: float | None = None,
+           cgroup_root: Path = DEFAULT_CGROUP_ROOT) -> list[LaunchedGuest]:
+    """Start ``count`` guests and write ``run_dir/guests.toml``.
+
+    Raises:
+        ConfigError: bad counts, sizes or names, a socket path too long, or
+            file-backed RAM on tmpfs.
+        BackendError: QEMU is missing or a guest fails to start (the others are
+            stopped again).
+    """
+    if not 1 <= count <= 64:
+        raise ConfigError(f"--count: expected 1 to 64 guests, found {count}")
+    if not 64 <= memory_mib <= 65536:
+        raise ConfigError(f"--memory: expected 64 MiB to 64 GiB, found {memory_mib} MiB")
+    if not _NAME.match(prefix):
+        raise ConfigError(f"--prefix: expected letters, digits, '-', '_' or '.', found "
+                          f"{prefix!r}")
+    workload = workload or WorkloadParams()
+    if (workload.shared_mib + workload.private_mib) * 1.1 > memory_mib:
+        raise ConfigError(f"workload: {workload.shared_mib + workload.private_mib} MiB of "
+                          f"data does not fit a {memory_mib} MiB guest's tmpfs with room "
+                          "for the guest itself")
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if len(str(run_dir / f"{prefix}{count}.qmp")) > _MAX_SOCKET_PATH:
+        raise ConfigError(f"--dir: {run_dir} is too long for a unix socket path "
+                          f"({_MAX_SOCKET_PATH} bytes at most); choose a shorter directory")
+    if file_backed:
+        swap_dir = Path(swap_dir or run_dir).resolve()
+        swap_dir.mkdir(parents=True, exist_ok=True)
+        if on_tmpfs(swap_dir):
+            raise ConfigError(f"--swap-dir: {swap_dir} is on tmpfs; file-backed guest RAM "
+                              "needs a disk to be paged to")
+    if accel is None:
+        accel, _ = choose_accel()
+    tag = f"hvmem-{os.getpid()}-{int(time.time())}"
+    started: list[LaunchedGuest] = []
+    try:
+        for i in range(1, count + 1):
+            name = f"{prefix}{i}"
+            ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
+            cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
+            argv = qemu_command(name, image, memory_mib, run_dir, workload, accel, ram_file)
+            for stale in (".qmp", ".pid"):
+                (run_dir / (name + stale)).unlink(missing_ok=True)
+            guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
+                                  run_dir / f"{name}.log", memory_mib, ram_file,
+                                  cgroup.path if cgroup else None)
+            _start(argv, cgroup, guest)
+            started.append(guest)
+    except BaseException:
+        stop(started)
+        raise
+    (run_dir / GUESTS_FILE).write_text(_guests_toml(started, accel, host_memory_mib))
+    return started
+
+
+def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest) -> None:
+    def enter_cgroup() -> None:  # runs in the child, before exec
+        if cgroup is not None:
+            (cgroup.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60, preexec_fn=enter_cgroup if cgroup else None,
+                              check=False)
+    except FileNotFoundError:
+        if cgroup is not None:
+            cgroup.remove()
+        raise BackendError(f"{QEMU_BINARY} not found (apt-get install qemu-system-x86)") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{guest.name}: QEMU did not finish starting within 60 s") from None
+    if done.returncode != 0:
+        if cgroup is not None:
+            cgroup.remove()
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BackendError(f"{guest.name}: QEMU failed to start: {last}")
+
+
+def wait_for_marker(log: Path, marker: str, timeout_s: float, pid: int | None = None) -> str:
+    """Wait until a line containing ``marker`` is on the serial log; returns the line.
+
+    Raises:
+        BackendError: the timeout passed, or the QEMU process exited first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                if marker in line:
+                    return line
+        if pid is not None and not Path(f"/proc/{pid}").exists():
+            raise BackendError(f"{log}: QEMU (pid {pid}) exited before {marker}")
+        if time.monotonic() > deadline:
+            raise BackendError(f"{log}: no {marker} within {timeout_s:g} s")
+        time.sleep(0.25)
+
+
+def read_guests_file(path: Path) -> tuple[list[LaunchedGuest], dict]:
+    """The guests a launch recorded, and the file's raw table (for ``[host]``).
+
+    Raises:
+        ConfigError: the file is missing or malformed (names the file and field).
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not a guests file ({err})") from None
+    from hvmem.units import MIB, parse_size_bytes
+
+    guests = []
+    for i, entry in enumerate(data.get("guest", [])):
+        where = f"{path}: guest[{i}]"
+        for key in ("name", "qmp"):
+            if not isinstance(entry.get(key), str):
+                raise ConfigError(f"{where}.{key}: expected a string, found "
+                                  f"{entry.get(key)!r}")
+        memory = parse_size_bytes(entry.get("memory", "0"), what=f"{where}.memory") // MIB
+
+        def opt(key: str, entry: dict = entry) -> Path | None:
+            return Path(entry[key]) if isinstance(entry.get(key), str) else None
+
+        guests.append(LaunchedGuest(entry["name"], Path(entry["qmp"]),
+                                    opt("pid_file") or Path(entry["qmp"] + ".pid"),
+                                    opt("serial_log") or Path(entry["qmp"] + ".log"),
+                                    memory, opt("ram_file"), opt("cgroup")))
+    return guests, data
+
+
+def _is_guest(pid: int, g: LaunchedGuest) -> bool:
+    """Whether ``pid`` is still this guest's QEMU (a pid file may outlive its process)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu" in cmdline.split(b"\0")[0] and str(g.qmp).encode() in cmdline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
+         remove_files: bool = True) -> list[str]:
+    """Stop guests (QMP ``quit``, then SIGTERM, then SIGKILL, by pid) and clean up.
+
+    Removes their sockets, pid files, RAM files and cgroups (serial logs stay
+    unless ``remove_files``). Returns what could not be cleaned up.
+    """
+    problems: list[str] = []
+    for g in guests:
+        pid = g.pid
+        if pid is not None and _alive(pid) and _is_guest(pid, g):
+            with contextlib.suppress(BackendError), QmpClient(g.qmp, 2.0, g.name) as qmp:
+                qmp.call_once("quit")
+            deadline = time.monotonic() + timeout_s
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not _alive(pid):
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                deadline = time.monotonic() + 5.0
+            if _alive(pid):
+                problems.append(f"{g.name}: QEMU pid {pid} did not exit")
+                continue
+        for path in (g.qmp, g.pid_file, g.ram_file if remove_files else None):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if remove_files:
+            with contextlib.suppress(FileNotFoundError):
+                g.serial_log.unlink()
+        if g.cgroup is not None and g.cgroup.exists():
+            for attempt in range(20):  # an exiting process leaves its cgroup a moment later
+                try:
+                    MemoryCgroup(g.cgroup, 1).remove()
+                    break
+                except BackendError as err:
+                    if attempt == 19:
+                        problems.append(str(err))
+                    time.sleep(0.1)
+    return problems
