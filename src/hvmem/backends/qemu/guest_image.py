@@ -94,14 +94,19 @@ for w in $(cat /proc/cmdline); do
     hv.balloon=*) BALLOON=${w#*=} ;;
   esac
 done
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+    virtio_balloon; do
   [ "$m" = virtio_balloon ] && [ "$BALLOON" = 0 ] && continue
-  [ -f /lib/modules/$m.ko ] && { insmod /lib/modules/$m.ko || echo "HVMEM-WARN insmod $m failed"; }
+  [ -f /lib/modules/$m.ko ] || continue
+  insmod /lib/modules/$m.ko || echo "HVMEM-WARN insmod $m failed"
 done
 echo "HVMEM-DRIVERS $(ls /sys/bus/virtio/drivers/ 2>/dev/null | tr '\n' ' ')"
 mount -t tmpfs -o size=95% tmpfs /mnt
 yes HVMEM-SHARED-PAGE-0123456789abc | head -c 1048576 > /tmp/pattern
-mem() { echo "HVMEM-MEM $(awk '/^(MemTotal|MemFree|MemAvailable):/{printf "%s%s ", $1, $2}' /proc/meminfo)"; }
+mem() {
+  echo "HVMEM-MEM $(awk '/^(MemTotal|MemFree|MemAvailable):/{printf "%s%s ", $1, $2}' \
+    /proc/meminfo)"
+}
 alloc() {
   n=0; while [ $n -lt $SHARED ]; do cat /tmp/pattern; n=$((n+1)); done > /mnt/shared
   [ "$PRIVATE" -gt 0 ] && dd if=/dev/urandom of=/mnt/private bs=1M count=$PRIVATE 2>/dev/null
@@ -110,7 +115,11 @@ alloc() {
 }
 check() {
   now=$(cat /mnt/shared /mnt/private 2>/dev/null | md5sum | cut -d' ' -f1)
-  if [ "$now" = "$SUM" ]; then echo "HVMEM-CHECK ok md5=$now"; else echo "HVMEM-CHECK BAD md5=$now expected=$SUM"; fi
+  if [ "$now" = "$SUM" ]; then
+    echo "HVMEM-CHECK ok md5=$now"
+  else
+    echo "HVMEM-CHECK BAD md5=$now expected=$SUM"
+  fi
 }
 hold() {
   t=0
@@ -242,9 +251,10 @@ def _resolve_package(package: str) -> str:
     out = _run(["apt-cache", "depends", package])
     for line in out.splitlines():
         words = line.split()
-        if len(words) == 2 and words[0] == "Depends:" and words[1].startswith("linux-image-"):
-            if words[1][len("linux-image-"):][:1].isdigit():
-                return words[1]
+        if (len(words) == 2 and words[0] == "Depends:"
+                and words[1].startswith("linux-image-")
+                and words[1][len("linux-image-"):][:1].isdigit()):
+            return words[1]
     return package
 
 

@@ -1,0 +1,301 @@
+"""``hvmem qemu``: start small real guests, and run the memory policy over them.
+
+Subcommands (each a thin shell over ``hvmem.backends.qemu``):
+
+* ``image``: build (once) and show the cached guest kernel and initramfs;
+* ``launch``: start N guests (TCG unless hardware KVM works), write guests.toml;
+* ``control``: the controller loop with the esxtop-style live view, a results
+  directory like a simulated run's, ``--dry-run`` and a Prometheus endpoint;
+* ``stop``: stop the guests a launch started and remove their files and cgroups.
+
+Errors are one line on stderr with a non-zero exit (``user_errors`` in cli.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hvmem.errors import ConfigError, HvmemError
+from hvmem.units import MIB, NS_PER_S, parse_size_bytes, parse_time_ns
+
+qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
+                       no_args_is_help=True)
+
+
+def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn hvmem's own errors into one line on stderr and exit status 1 (as cli.py does)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HvmemError as err:
+            typer.echo(f"hvmem: error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _mib(text: str, what: str) -> float:
+    return parse_size_bytes(text, what=what) / MIB
+
+
+def _whole_s(text: str, what: str) -> int:
+    ns = parse_time_ns(text, what=what)
+    if ns % NS_PER_S:
+        raise ConfigError(f"{what}: expected whole seconds, found {text!r}")
+    return ns // NS_PER_S
+
+
+def default_run_dir() -> Path:
+    """Where launches put sockets, pid files and logs by default (short: socket paths)."""
+    import os
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "hvmem" if runtime else Path(f"/tmp/hvmem-{os.getuid()}")
+
+
+@qemu_app.command("image")
+@_errors
+def image_cmd(
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even if cached.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Build the tiny guest (Debian cloud kernel + busybox initramfs), or show the cached one."""
+    from hvmem.backends.qemu.guest_image import build_image
+
+    image = build_image(cache_dir, force=rebuild)
+    info = {"kernel": str(image.kernel), "initramfs": str(image.initramfs),
+            "kernel_version": image.kernel_version}
+    typer.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@qemu_app.command("launch")
+@_errors
+def launch_cmd(
+    count: Annotated[int, typer.Option(help="Number of guests.")] = 2,
+    memory: Annotated[str, typer.Option(help="Memory of each guest.")] = "384MiB",
+    run_dir: Annotated[Path | None, typer.Option(
+        "--dir", help="Run directory: sockets, pid files, serial logs, guests.toml.")] = None,
+    file_backed: Annotated[bool, typer.Option(
+        "--file-backed", help="Guest RAM in a file on disk, QEMU in a memory cgroup "
+        "(host swapping possible, KSM not).")] = False,
+    swap_dir: Annotated[Path | None, typer.Option(
+        help="Directory of the RAM files (.vswp) with --file-backed; not tmpfs.")] = None,
+    shared: Annotated[str, typer.Option(help="Workload: identical-page data per guest.")] = (
+        "64MiB"),
+    private: Annotated[str, typer.Option(help="Workload: unique data per guest.")] = "32MiB",
+    hold: Annotated[str, typer.Option(help="Workload: hold data this long (0s: for ever).")] = (
+        "0s"),
+    idle: Annotated[str, typer.Option(help="Workload: pause after freeing.")] = "10s",
+    cycles: Annotated[int, typer.Option(help="Workload: alloc/hold/free cycles (0: for ever).")]
+    = 1,
+    touch: Annotated[str, typer.Option(help="Workload: re-read and checksum interval.")] = "5s",
+    no_balloon_driver: Annotated[bool, typer.Option(
+        "--no-balloon-driver", help="Leave the guests' balloon driver out.")] = False,
+    host_memory: Annotated[str | None, typer.Option(
+        help="Host memory budget to record in guests.toml for control.")] = None,
+    prefix: Annotated[str, typer.Option(help="Guest names: PREFIX1, PREFIX2, ...")] = "vm",
+    cache_dir: Annotated[Path | None, typer.Option(help="Guest image cache.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every guest's workload is ready.")] = (
+        True),
+) -> None:
+    """Start N small guests with QMP sockets and virtio-balloon; write guests.toml."""
+    from hvmem.backends.qemu.guest_image import WorkloadParams, build_image
+    from hvmem.backends.qemu.launcher import GUESTS_FILE, choose_accel, launch, wait_for_marker
+
+    memory_mib = _mib(memory, "--memory")
+    if memory_mib != int(memory_mib):
+        raise ConfigError(f"--memory: expected whole MiB, found {memory!r}")
+    workload = WorkloadParams(
+        shared_mib=int(_mib(shared, "--shared")), private_mib=int(_mib(private, "--private")),
+        hold_s=_whole_s(hold, "--hold"), idle_s=_whole_s(idle, "--idle"), cycles=cycles,
+        touch_s=_whole_s(touch, "--touch"), balloon=not no_balloon_driver)
+    budget = _mib(host_memory, "--host-memory") if host_memory is not None else None
+    accel, why = choose_accel()
+    image = build_image(cache_dir)
+    directory = run_dir or default_run_dir()
+    guests = launch(image, directory, count=count, memory_mib=int(memory_mib),
+                    workload=workload, file_backed=file_backed, swap_dir=swap_dir,
+                    prefix=prefix, accel=accel, host_memory_mib=budget)
+    typer.echo(f"accelerator: {accel} ({why})")
+    for g in guests:
+        if wait:
+            wait_for_marker(g.serial_log, "HVMEM-READY", 120.0, g.pid)
+        ram = f"  ram {g.ram_file}  cgroup {g.cgroup}" if g.ram_file else ""
+        typer.echo(f"{g.name}: pid {g.pid}  qmp {g.qmp}  log {g.serial_log}{ram}")
+    config = Path(directory).resolve() / GUESTS_FILE
+    typer.echo(f"guests: {config}")
+    typer.echo(f"control them: hvmem qemu control --config {config}")
+
+
+@qemu_app.command("stop")
+@_errors
+def stop_cmd(
+    config: Annotated[Path, typer.Option(help="The guests.toml a launch wrote.")],
+    keep_logs: Annotated[bool, typer.Option("--keep-logs", help="Keep the serial logs.")] = (
+        False),
+) -> None:
+    """Stop the guests of a launch (by their pids) and remove their files and cgroups."""
+    from hvmem.backends.qemu.launcher import read_guests_file, stop
+
+    guests, _ = read_guests_file(config)
+    problems = stop(guests, remove_files=not keep_logs)
+    if problems:
+        raise HvmemError("; ".join(problems))
+    if not keep_logs:
+        config.unlink(missing_ok=True)
+    typer.echo(f"stopped {len(guests)} guest(s)")
+
+
+@qemu_app.command("control")
+@_errors
+def control_cmd(
+    config: Annotated[Path | None, typer.Option(
+        help="A guests file (guests.toml from launch, or written by hand).")] = None,
+    qmp: Annotated[list[Path] | None, typer.Option(
+        help="A guest's QMP socket (repeat for more guests); named by the file's stem.")] = None,
+    policy: Annotated[str, typer.Option(help="Policy: esx, mom, proxmox or static.")] = "esx",
+    interval: Annotated[str, typer.Option(help="Balance period between decisions.")] = "15s",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plans; apply nothing.")] = False,
+    host_memory: Annotated[str | None, typer.Option(
+        help="Host memory budget (default: the guests file's, else the real host).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="Memory-state profile: esx4, esxi5 or esxi6.")] = None,
+    duration: Annotated[str | None, typer.Option(
+        help="Stop after this long (default: run until SIGINT/SIGTERM).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus metrics on this port.")] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = (
+        "127.0.0.1"),
+    qmp_timeout: Annotated[str, typer.Option(help="Timeout of each QMP call.")] = "2s",
+    no_live: Annotated[bool, typer.Option(
+        "--no-live", help="No esxtop-style view; one line per decision.")] = False,
+) -> None:
+    """Run a memory policy over real QEMU guests until stopped (SIGINT, SIGTERM, --duration).
+
+    Guests are left running; KSM settings and cgroup limits are restored on exit.
+    """
+    from hvmem.backends.qemu.backend import BackendOptions, QemuBackend
+    from hvmem.backends.qemu.config import load_guests_config, specs_from_sockets
+    from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
+    from hvmem.backends.qemu.metrics import Metrics
+
+    if (config is None) == (not qmp):
+        raise ConfigError("name the guests with either --config FILE or --qmp SOCKET "
+                          "(repeatable), not both and not neither")
+    budget = profile_name = None
+    if config is not None:
+        cfg = load_guests_config(config)
+        specs, budget, profile_name = cfg.guests, cfg.host_memory_mib, cfg.profile
+    else:
+        specs = specs_from_sockets(list(qmp or []))
+    if host_memory is not None:
+        budget = _mib(host_memory, "--host-memory")
+    interval_s = parse_time_ns(interval, what="--interval") / NS_PER_S
+    duration_s = (parse_time_ns(duration, what="--duration") / NS_PER_S
+                  if duration is not None else None)
+    timeout_s = parse_time_ns(qmp_timeout, what="--qmp-timeout") / NS_PER_S
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port: expected 0-65535, found {metrics_port}")
+    options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run)
+    if profile or profile_name:
+        options["profile"] = profile or profile_name
+    from hvmem.policy.states import PROFILES
+
+    if options.get("profile", "esxi6") not in PROFILES:
+        raise ConfigError(f"--profile: expected one of {', '.join(PROFILES)}, found "
+                          f"{options['profile']!r}")
+    backend = QemuBackend(list(specs), BackendOptions(**options))
+    metrics = Metrics(COLUMNS) if metrics_port is not None else None
+    name = f"qemu-{policy}" + ("-dry-run" if dry_run else "")
+    try:
+        loop = ControlLoop(backend, policy, interval_s, dry_run=dry_run, name=name,
+                           metrics=metrics)
+    except BaseException:
+        backend.close()
+        raise
+    if metrics is not None:
+        try:
+            metrics.serve(metrics_port, metrics_addr)
+        except OSError as err:
+            backend.close()
+            raise HvmemError(f"--metrics-port: cannot listen on {metrics_addr}:{metrics_port} "
+                             f"({err.strerror})") from None
+    restore = loop.install_signal_handlers()
+    console = _console()
+    printed = 0
+
+    def print_new_plans() -> None:
+        nonlocal printed
+        if dry_run:
+            for t, plans in loop.port.plans[printed:]:
+                for line in plans_lines(t, plans):
+                    typer.echo(line)
+            printed = len(loop.port.plans)
+
+    try:
+        if metrics is not None:
+            console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
+        if console.is_terminal and not no_live:
+            from rich.live import Live
+            from rich.text import Text
+
+            from hvmem.ui.top import last_tick, render_top
+
+            title = f"qemu  policy {loop.policy.name}" + ("  DRY RUN" if dry_run else "")
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                def show(lp: ControlLoop) -> None:
+                    host_row, vm_rows = last_tick(lp.result.host_rows, lp.result.vm_rows)
+                    screen = render_top(host_row, vm_rows, title, host_row["time_s"])
+                    screen.renderables[0] = Text.assemble(
+                        ("hvmem  ", "bold"), title,
+                        f"   real guests, {host_row['time_s']:.0f} s, decision every "
+                        f"{interval_s:g} s")
+                    live.update(screen)
+                    print_new_plans()
+
+                result = loop.run(duration_s, on_tick=show)
+        else:
+            def on_tick(lp: ControlLoop) -> None:
+                print_new_plans()
+                if not dry_run and lp.controller.last is not None and (
+                        lp.controller.steps > on_tick.steps):
+                    on_tick.steps = lp.controller.steps
+                    d = lp.controller.last
+                    for line in plans_lines(d.time_s, d.plans):
+                        typer.echo(line)
+
+            on_tick.steps = 0
+            result = loop.run(duration_s, on_tick=on_tick)
+    finally:
+        restore()
+        if metrics is not None:
+            metrics.close()
+    print_new_plans()
+    from hvmem.results import write_results
+
+    out_dir = out if out is not None else Path("results") / name
+    path = write_results(result, out_dir, overwrite=True)
+    for event in result.events:
+        if event["event"] in ("guest_dropped", "balloon_stuck", "swap_refused", "swap_failed",
+                              "ksm_refused"):
+            console.print(f"{event['time_s']:8.1f}s {event['event']} {event['vm']}: "
+                          f"{event['detail']}", markup=False)
+    console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "
+                  f"results: {path}", markup=False)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
