@@ -33,6 +33,10 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Measure hvmem's speed on fixed, seeded workloads (JSON with --json).",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+# Real QEMU guests (hvmem.ui.qemu_cli): image, launch, control, stop.
+from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
+
+app.add_typer(qemu_app, name="qemu")
 
 
 class Paging(StrEnum):
