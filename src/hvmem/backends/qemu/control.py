@@ -221,7 +221,6 @@ class ControlLoop:
                     on_tick(self)
                 if not self.backend.guests:
                     self.request_stop("no guest left under control")
-                    self.result.events.append(self._event("stopped", self.stop_reason))
                     break
                 if duration_s is not None and time.monotonic() - start >= duration_s:
                     self.request_stop("duration reached")
@@ -234,8 +233,7 @@ class ControlLoop:
                 self.backend.close()
             finally:
                 self._drain_events()
-                if self.stop_reason and self.stop_reason != "no guest left under control":
-                    self.result.events.append(self._event("stopped", self.stop_reason))
+                self.result.events.append(self._event("stopped", self.stop_reason or "stopped"))
                 self.result.ticks_done = k
                 self.result.scenario = self._scenario(k)
         return self.result
