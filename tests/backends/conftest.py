@@ -206,6 +206,9 @@ class FakeHost:
             ["0"] * 10) + " 100 50 0 0\n")
         (base / "ksm_merging_pages").write_text(f"{merging_pages}\n")
         (base / "cgroup").write_text(f"4:memory:/hvmem-test/{guest.name}\n")
+        sock = self.sock_dir / f"{guest.name}.qmp"
+        (base / "cmdline").write_bytes(b"qemu-system-x86_64\0-qmp\0"
+                                       + f"unix:{sock},server=on,wait=off".encode() + b"\0")
 
     def add_cgroup(self, guest: FakeGuest, usage_mib: float) -> Path:
         path = self.cgroup / "memory" / "hvmem-test" / guest.name

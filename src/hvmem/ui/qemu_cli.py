@@ -189,7 +189,11 @@ def control_cmd(
     from hvmem.backends.qemu.config import load_guests_config, specs_from_sockets
     from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
     from hvmem.backends.qemu.metrics import Metrics
+    from hvmem.policy.policies import POLICIES
 
+    if policy not in POLICIES:
+        raise ConfigError(f"--policy: unknown policy {policy!r}; choose one of "
+                          f"{', '.join(POLICIES)}")
     if (config is None) == (not qmp):
         raise ConfigError("name the guests with either --config FILE or --qmp SOCKET "
                           "(repeatable), not both and not neither")

@@ -364,6 +364,8 @@ class QemuBackend:
 
     def _attach(self, spec: GuestSpec) -> _Guest:
         opts = self.options
+        if not Path(spec.qmp).exists():
+            raise BackendError(f"{spec.name}: QMP socket {spec.qmp} does not exist")
         client = QmpClient(spec.qmp, opts.qmp_timeout_s, name=spec.name)
         try:
             pid = self._find_pid(spec)
