@@ -6,8 +6,8 @@ Layout of a results directory::
     host.parquet    one row per tick: time_s, free_mib, minfree_mib, state, ...
     vms.parquet     one row per VM per tick: esxtop-named metrics (MEMSZ, GRANT,
                     SZTGT, TCHD, ACTV, MCTLSZ, MCTLTGT, MCTLMAX, SWCUR, SWTGT,
-                    SWR/s, SWW/s, ZIP/s, UNZIP/s, CACHEUSD, SHRD, ZERO, SHRDSVD),
-                    guest figures, throughput and slowdown
+                    SWR/s, SWW/s, ZIP/s, UNZIP/s, CACHEUSD, ZIPPED, SHRD, ZERO,
+                    SHRDSVD), guest figures, throughput and slowdown
     events.jsonl    one JSON object per event (power on/off, reclaim, refusals)
     summary.json    per-VM and host totals, and "complete": true or false
 

@@ -101,23 +101,50 @@ class RunResult:
     ticks_done: int = 0
 
     def summary(self) -> dict:
-        """Per-VM and host totals, JSON-ready."""
+        """What reclaimed how much, and what it cost each VM: JSON-ready totals.
+
+        Per VM: the peak of each mechanism's holding (balloon, compressed and
+        swapped MiB, MiB saved by sharing), swap and compression traffic, and
+        the cost: mean throughput, worst tick's slowdown and the seconds of
+        work lost to stalls. ``mechanisms``: machine memory each mechanism
+        holds back, summed over the VMs each tick (compression net of its
+        cache's frames), at its host-wide peak and at the end of the run.
+        """
         vms: dict[str, dict] = {}
+        totals: dict[float, dict[str, float]] = {}
         for row in self.vm_rows:
-            s = vms.setdefault(row["vm"], {"ticks": 0, "throughput_sum": 0.0,
-                                           "balloon_peak_mib": 0.0, "swapped_peak_mib": 0.0,
-                                           "compressed_peak_mib": 0.0, "shared_saved_peak_mib": 0.0,
-                                           "swap_in_mib": 0.0, "swap_out_mib": 0.0})
+            s = vms.setdefault(row["vm"], {
+                "ticks": 0, "throughput_sum": 0.0, "balloon_peak_mib": 0.0,
+                "swapped_peak_mib": 0.0, "compressed_peak_mib": 0.0,
+                "shared_saved_peak_mib": 0.0, "swap_in_mib": 0.0, "swap_out_mib": 0.0,
+                "compress_mib": 0.0, "decompress_mib": 0.0, "stall_s": 0.0,
+                "worst_slowdown": 1.0})
+            tick_s = row["tick_s"]
             s["ticks"] += 1
             s["throughput_sum"] += row["throughput"]
             s["balloon_peak_mib"] = max(s["balloon_peak_mib"], row["MCTLSZ"])
             s["swapped_peak_mib"] = max(s["swapped_peak_mib"], row["SWCUR"])
-            s["compressed_peak_mib"] = max(s["compressed_peak_mib"], row["CACHEUSD"])
+            s["compressed_peak_mib"] = max(s["compressed_peak_mib"], row["ZIPPED"])
             s["shared_saved_peak_mib"] = max(s["shared_saved_peak_mib"], row["SHRDSVD"])
-            s["swap_in_mib"] += row["SWR/s"] * row["tick_s"]
-            s["swap_out_mib"] += row["SWW/s"] * row["tick_s"]
+            s["swap_in_mib"] += row["SWR/s"] * tick_s
+            s["swap_out_mib"] += row["SWW/s"] * tick_s
+            s["compress_mib"] += row["ZIP/s"] * tick_s
+            s["decompress_mib"] += row["UNZIP/s"] * tick_s
+            s["stall_s"] += (1.0 - row["throughput"]) * tick_s
+            s["worst_slowdown"] = max(s["worst_slowdown"], row["slowdown"])
+            t = totals.setdefault(row["time_s"], dict.fromkeys(_MECHANISMS, 0.0))
+            t["ballooning"] += row["MCTLSZ"]
+            t["sharing"] += row["SHRDSVD"]
+            t["compression"] += row["ZIPPED"] - row["CACHEUSD"]  # net of the cache's frames
+            t["swapping"] += row["SWCUR"]
         for s in vms.values():
             s["mean_throughput"] = s.pop("throughput_sum") / max(1, s["ticks"])
+        held = list(totals.values())
+        mechanisms = {
+            name: {"peak_mib": max((t[name] for t in held), default=0.0),
+                   "end_mib": held[-1][name] if held else 0.0}
+            for name in _MECHANISMS
+        }
         states: dict[str, float] = {}
         for row in self.host_rows:
             states[row["state"]] = states.get(row["state"], 0.0) + row["tick_s"]
@@ -126,8 +153,13 @@ class RunResult:
             "complete": self.complete,
             "ticks": self.ticks_done,
             "time_in_state_s": states,
+            "mechanisms": mechanisms,
             "vms": vms,
         }
+
+
+#: The reclamation mechanisms, in the order ESX turns to them.
+_MECHANISMS = ("sharing", "ballooning", "compression", "swapping")
 
 
 class Simulation:
@@ -155,6 +187,7 @@ class Simulation:
         total_mib = _mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)
+        self.state = self.tracker.state
         name = policy or scenario.policy.name
         if name not in POLICIES:
             raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
@@ -247,7 +280,10 @@ class Simulation:
         stall: dict[str, float] = {}
         for name, vm in self.vms.items():
             batch = vm.workload.next_batch(now, tick_ns)
-            if vm.plan is not None and vm.plan.blocked:
+            # A VM the plan blocked waits only while the host is still in LOW:
+            # ESX lets it allocate again as soon as the host is back in hard
+            # [OSDI02 §6.3], without waiting for the next balance period.
+            if vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW:
                 stall[name] = float(tick_ns)  # descheduled until the host recovers
                 continue
             result = vm.kernel.access(batch, now)
@@ -308,6 +344,7 @@ class Simulation:
                 "ZIP/s": _mib(z.compressed - vm.last_zips) / tick_s,
                 "UNZIP/s": _mib(z.decompressed - vm.last_unzips) / tick_s,
                 "CACHEUSD": _mib(hv.zip.frames.size),
+                "ZIPPED": _mib(hv.zip.n_pages),
                 "SHRD": _mib(shared.size),
                 "ZERO": _mib(zero),
                 "SHRDSVD": _mib(saved),

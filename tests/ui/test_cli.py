@@ -286,8 +286,8 @@ def test_tlb_bad_arguments(tmp_path):
 # --- demo and bench -----------------------------------------------------------------------------
 
 
-def test_demo():
-    out = ok("demo")
+def test_demo_walkthrough():
+    out = ok("demo", "--walkthrough")
     assert "nested paging" in out
     assert "shadow paging" in out
     assert "TLB hits" in out

@@ -203,7 +203,9 @@ def tlb(
 @app.command()
 @user_errors
 def run(
-    scenario_file: Annotated[Path, typer.Argument(help="A scenario TOML file.")],
+    scenario_file: Annotated[
+        Path, typer.Argument(help="A scenario TOML file or a shipped scenario name.")
+    ],
     policy: Annotated[str | None, typer.Option(help="Policy: esx, static, mom or proxmox.")] = (
         None
     ),
@@ -218,21 +220,39 @@ def run(
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
-    On a terminal an esxtop-style memory screen follows the run; with --no-live, or
-    when output is not a terminal, a progress bar, then a summary table.
+    SCENARIO_FILE is a TOML file, or the name of a shipped scenario (demo,
+    idle-tax, sharing, ...). On a terminal an esxtop-style memory screen follows
+    the run; with --no-live, or when output is not a terminal, a progress bar,
+    then a summary table.
     """
     import dataclasses
 
+    from hvmem.scenario.loader import load_scenario
+
+    scenario = load_scenario(_scenario_path(scenario_file))
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    _simulate(scenario, policy, out, check_invariants, no_live)
+
+
+def _scenario_path(scenario_file: Path) -> Path:
+    """``scenario_file`` itself, or the shipped scenario of that name if no such file exists."""
+    from hvmem.scenarios import builtin_scenario_names, builtin_scenario_path
+
+    if not scenario_file.exists() and str(scenario_file) in builtin_scenario_names():
+        return builtin_scenario_path(str(scenario_file))
+    return scenario_file
+
+
+def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: bool,
+              no_live: bool) -> None:
+    """Run ``scenario`` with a live view or a progress bar, write results, print the summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from hvmem.results import write_results
-    from hvmem.scenario.loader import load_scenario
     from hvmem.sim import Simulation
     from hvmem.ui.summary_view import render_summary
 
-    scenario = load_scenario(scenario_file)
-    if seed is not None:
-        scenario = dataclasses.replace(scenario, seed=seed)
     sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
     name = f"{scenario.name}-{sim.policy.name}-seed{scenario.seed}"
     out_dir = out if out is not None else Path("results") / name
@@ -269,7 +289,9 @@ def run(
 @app.command()
 @user_errors
 def compare(
-    scenario_file: Annotated[Path, typer.Argument(help="A scenario TOML file.")],
+    scenario_file: Annotated[
+        Path, typer.Argument(help="A scenario TOML file or a shipped scenario name.")
+    ],
     policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
         "esx,mom,proxmox,static"
     ),
@@ -289,7 +311,7 @@ def compare(
     if unknown or not names:
         raise HvmemError(f"--policies: unknown {', '.join(unknown) or 'empty list'}; "
                          f"choose from {', '.join(POLICIES)}")
-    scenario = load_scenario(scenario_file)
+    scenario = load_scenario(_scenario_path(scenario_file))
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
     summaries = {name: Simulation(scenario, policy=name).run().summary() for name in names}
@@ -301,11 +323,29 @@ def compare(
 
 @app.command()
 @user_errors
-def demo() -> None:
-    """Walk through address translation on the built-in machine, nested then shadow paging."""
-    from hvmem.ui.demo import run_demo
+def demo(
+    walkthrough: Annotated[bool, typer.Option(
+        "--walkthrough", help="The address-translation walkthrough instead of the run.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
+    no_live: Annotated[
+        bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
+    ] = False,
+) -> None:
+    """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
-    run_demo(_console())
+    The same as `hvmem run demo`: the host passes through the ESXi 6 memory
+    states while balloons, sharing, compression and swapping take memory back;
+    it ends with what each mechanism reclaimed and what it cost each VM.
+    """
+    if walkthrough:
+        from hvmem.ui.demo import run_demo
+
+        run_demo(_console())
+        return
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.scenarios import builtin_scenario_path
+
+    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live)
 
 
 @app.command()
@@ -422,12 +462,35 @@ def paging(
 @user_errors
 def bench_host_command(
     seed: Annotated[int, typer.Option(help="Seed of the page contents and choices.")] = 1,
+    scenario: Annotated[str, typer.Option(
+        help="Shipped scenario simulated end to end ('none' to skip).")] = "bench-32vm",
+    duration: Annotated[str | None, typer.Option(
+        help="Simulate only this much of the scenario, such as 5min.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Page-sharing scan over 8 Mi pages and swapping out 1 Mi pages, in pages per second."""
-    from hvmem.bench import bench_host
+    """Sharing scan over 8 Mi pages, swapping out 1 Mi pages, and a whole scenario.
 
-    _print_bench(bench_host(seed), as_json)
+    The scenario (bench-32vm: 32 VMs of 4 GiB on a 64 GiB host for one
+    simulated hour) gives sim_seconds_per_wall_second and peak_rss_mib.
+    """
+    from hvmem.bench import bench_host, bench_scenario
+    from hvmem.scenarios import builtin_scenario_path
+    from hvmem.units import parse_time_ns
+
+    duration_s = None
+    if duration is not None:
+        duration_s = parse_time_ns(duration, what="--duration") / 10**9
+        if duration_s <= 0:
+            raise HvmemError(f"--duration: expected a positive time, found {duration}")
+    if scenario != "none":
+        builtin_scenario_path(scenario)  # an unknown name fails before the long part
+    result = bench_host(seed)
+    if scenario != "none":
+        run = bench_scenario(scenario, duration_s)
+        result["sim_seconds_per_wall_second"] = run.pop("sim_seconds_per_wall_second")
+        result["peak_rss_mib"] = run.pop("peak_rss_mib")
+        result["scenario"] = run
+    _print_bench(result, as_json)
 
 
 @bench_app.command("guest")

@@ -6,21 +6,38 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+#: Mechanism -> what its MiB mean, for the summary table.
+_HOLDS = {
+    "sharing": "machine memory saved by sharing identical pages",
+    "ballooning": "guest memory inside balloons",
+    "compression": "guest memory compressed, net of the cache",
+    "swapping": "guest memory in host swap files",
+}
+
 
 def render_summary(summary: dict) -> Group:
-    """A table per VM and a line of time spent in each host memory state."""
-    table = Table(title=f"{summary['scenario']}: reclamation and its cost", title_justify="left",
+    """The mechanisms' host-wide holdings, then a table of each VM's share and cost."""
+    mechanisms = Table(title=f"{summary['scenario']}: what each mechanism reclaimed",
+                       title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("mechanism", "peak MiB", "at end MiB", "what"):
+        mechanisms.add_column(column, justify="right" if "MiB" in column else "left")
+    for name, held in summary.get("mechanisms", {}).items():
+        mechanisms.add_row(name, f"{held['peak_mib']:.0f}", f"{held['end_mib']:.0f}",
+                           _HOLDS.get(name, ""))
+    table = Table(title="what it cost each VM", title_justify="left",
                   show_edge=False, pad_edge=False)
     for column in ("vm", "balloon peak MiB", "shared saved MiB", "compressed MiB",
-                   "swapped peak MiB", "swap in MiB", "throughput"):
+                   "swapped peak MiB", "swap in MiB", "throughput", "worst slowdown",
+                   "work lost s"):
         table.add_column(column, justify="left" if column == "vm" else "right")
     for name, vm in summary["vms"].items():
         table.add_row(name, f"{vm['balloon_peak_mib']:.0f}", f"{vm['shared_saved_peak_mib']:.0f}",
                       f"{vm['compressed_peak_mib']:.0f}", f"{vm['swapped_peak_mib']:.0f}",
-                      f"{vm['swap_in_mib']:.0f}", f"{vm['mean_throughput']:.1%}")
+                      f"{vm['swap_in_mib']:.0f}", f"{vm['mean_throughput']:.1%}",
+                      f"{vm['worst_slowdown']:.2f}x", f"{vm['stall_s']:.1f}")
     states = ", ".join(f"{state} {seconds:.0f} s"
                        for state, seconds in summary["time_in_state_s"].items())
-    return Group(table, Text(f"host memory states: {states}"))
+    return Group(mechanisms, Text(""), table, Text(f"host memory states: {states}"))
 
 
 def render_comparison(summaries: dict[str, dict]) -> Group:

@@ -10,7 +10,8 @@ Layout, after esxtop's memory screen (``m``)::
 Columns are the esxtop names (esx-memory.md §5.2): MEMSZ configured, GRANT
 backed by machine memory, SZTGT the scheduler's target, TCHD/ACTV the sampled
 working set, MCTL* the balloon, SW* hypervisor swapping (current, target, read
-and write rates), ZIP/UNZIP compression rates and CACHEUSD the cache, SHRD/ZERO/
+and write rates), ZIP/UNZIP compression rates, CACHEUSD the cache's machine memory and
+ZIPPED the guest memory held in it (esxtop's "ZIP zipped" host figure), SHRD/ZERO/
 SHRDSVD page sharing; THRU is the share of the tick the VM ran its own work.
 The render reads only the rows a run records, so it works for a live run and
 for a results directory alike.
@@ -44,7 +45,8 @@ def render_top(host_row: dict, vm_rows: list[dict], title: str, total_s: float) 
 
     vms_line = Text(
         f"VMs   /MB:  MEMCTL {total('MCTLSZ'):6.0f} curr / {total('MCTLTGT'):6.0f} tgt"
-        f"   SWAP {total('SWCUR'):6.0f} curr   ZIP {total('CACHEUSD'):5.0f}"
+        f"   SWAP {total('SWCUR'):6.0f} curr   ZIP {total('ZIPPED'):5.0f} zipped "
+        f"{total('ZIPPED') - total('CACHEUSD'):5.0f} saved"
         f"   SHRDSVD {total('SHRDSVD'):6.0f}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold reverse")
     table.add_column("NAME")

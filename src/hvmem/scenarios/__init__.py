@@ -1,0 +1,31 @@
+"""The scenarios shipped with hvmem (``scenarios/`` in the source tree links here).
+
+Each ``*.toml`` file is a complete scenario with a comment header saying what it
+shows; :func:`builtin_scenario_path` finds one by name wherever hvmem is
+installed, so ``hvmem demo`` needs no checkout.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from hvmem.errors import ConfigError
+
+__all__ = ["builtin_scenario_names", "builtin_scenario_path"]
+
+
+def builtin_scenario_names() -> list[str]:
+    """Names of the shipped scenarios (file names without ``.toml``), sorted."""
+    return sorted(p.name.removesuffix(".toml") for p in files(__name__).iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def builtin_scenario_path(name: str) -> Path:
+    """The file of the shipped scenario ``name`` (such as ``"demo"``)."""
+    resource = files(__name__).joinpath(f"{name}.toml")
+    if not resource.is_file():
+        raise ConfigError(f"no built-in scenario {name!r}; "
+                          f"choose one of {', '.join(builtin_scenario_names())}")
+    with as_file(resource) as path:  # a real file for packages installed as directories
+        return Path(path)
