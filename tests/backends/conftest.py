@@ -273,3 +273,63 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- real QEMU (the integration suite) ------------------------------------------------------
+
+QEMU_HINT = ("to run it: apt-get install qemu-system-x86 busybox-static (as root; the guest "
+             "kernel is fetched with apt-get download), then make test")
+
+
+def qemu_unavailable() -> str | None:
+    """Why this machine cannot run the QEMU integration suite (None: it can)."""
+    import os
+
+    if os.environ.get("HVMEM_QEMU_TESTS") == "0":
+        return "HVMEM_QEMU_TESTS=0"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 not found"
+    if not any(Path(p).is_file() for p in ("/bin/busybox", "/usr/bin/busybox")):
+        return "busybox not found"
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        return "no apt-get/dpkg to fetch the Debian guest kernel"
+    if os.geteuid() != 0:
+        return "not root (KSM and memory cgroups need root)"
+    if not Path("/sys/kernel/mm/ksm/run").is_file():
+        return "the kernel has no KSM"
+    return None
+
+
+@pytest.fixture(scope="session")
+def qemu_image():
+    """The cached guest image; skips the suite, in one line, where QEMU cannot run.
+
+    Restores KSM's settings (and clears its counters) when the session ends.
+    """
+    from hvmem.backends.qemu.guest_image import build_image
+    from hvmem.backends.qemu.ksm import Ksm
+
+    why = qemu_unavailable()
+    if why is not None:
+        pytest.skip(f"QEMU integration suite skipped: {why}; {QEMU_HINT}")
+    ksm = Ksm()
+    ksm.save()
+    image = build_image()  # a machine with QEMU that cannot build the guest is a failure
+    yield image
+    ksm.reset_counters()
+    ksm.restore()
+
+
+@pytest.fixture(scope="session")
+def qemu_dirs():
+    """Short run directory (socket paths) and a disk directory for RAM files."""
+    from hvmem.backends.qemu.cgroups import on_tmpfs
+    from hvmem.backends.qemu.guest_image import default_cache_dir
+
+    run = Path(tempfile.mkdtemp(prefix="hvi"))
+    swap = run if not on_tmpfs(run) else default_cache_dir() / f"swap-{run.name}"
+    swap.mkdir(parents=True, exist_ok=True)
+    yield run, swap
+    shutil.rmtree(run, ignore_errors=True)
+    if swap != run:
+        shutil.rmtree(swap, ignore_errors=True)

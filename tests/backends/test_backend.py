@@ -100,6 +100,19 @@ def test_no_inflation_without_guest_stats(fake_host, clock):
     backend.close()
 
 
+def test_guest_without_balloon_driver_is_stuck(fake_host, clock):
+    """No stats ever (the driver sends them as it starts): the balloon is stuck."""
+    guest = fake_host.add_guest("g1", 4001)
+    guest.stats_update = 0  # QEMU answers, but nothing ever came from the guest
+    backend = QemuBackend([fake_host.spec("g1")],
+                          fake_host.options(clock=clock, balloon_stuck_after_s=5))
+    assert not backend.sample()[1][0].balloon_stuck
+    clock.advance(5)
+    assert backend.sample()[1][0].balloon_stuck
+    assert "balloon driver is not running" in backend.events[-1]["detail"]
+    backend.close()
+
+
 def test_stuck_balloon_is_detected_and_held(fake_host, clock):
     """A balloon driver that never inflates: stuck after the no-progress time."""
     guest = fake_host.add_guest("g1", 4001, balloon_rate_mib_s=0)

@@ -55,7 +55,10 @@ Applying a plan
   declares a driver stuck after 5 s, peers.md §0), or has not reached its target
   within ``balloon_timeout_s``, is *stuck*: its target is set back to where it
   is, the sample says ``balloon_stuck`` (so the planner swaps instead
-  [VS-SWAPWHEN]) and ballooning is tried again after ``balloon_retry_s``.
+  [VS-SWAPWHEN]) and ballooning is tried again after ``balloon_retry_s``. A
+  guest that has sent no balloon stats ``balloon_stuck_after_s`` after it was
+  attached has no running driver (the driver sends its first stats as soon as
+  it starts, qemu-feasibility.md §4) and is stuck too.
 * **Swap** (``swap_target_mib``): a memory-cgroup limit on the QEMU process
   (cgroups.py), lowered by what the plan wants swapped beyond what is swapped
   already, never below QEMU's anonymous memory plus a headroom. Only for a VM
@@ -235,6 +238,7 @@ class _Guest:
     original_limit_mib: float | None = None
     limit_set: bool = False
     failures: int = 0
+    attached_s: float = 0.0
     # balloon tracking (MiB, seconds)
     balloon_mib: float = 0.0
     target_mib: float | None = None  # balloon target outstanding (None: none)
@@ -321,6 +325,7 @@ class QemuBackend:
         for spec in guests:
             try:
                 self.guests[spec.name] = self._attach(spec)
+                self.guests[spec.name].attached_s = self.now_s()
                 self._event("attach", spec.name, self._describe(self.guests[spec.name]))
             except (BackendError, ProcessLookupError) as err:
                 failed.append(str(err) if isinstance(err, BackendError)
@@ -590,6 +595,14 @@ class QemuBackend:
         if g.stuck_since_s is not None and now - g.stuck_since_s >= opts.balloon_retry_s:
             g.stuck_since_s = None
             self._event("balloon_retry", g.name, "trying the balloon again")
+        if (g.stats_update is None and g.stuck_since_s is None and g.balloon_path is not None
+                and now - g.attached_s >= opts.balloon_stuck_after_s):
+            # The driver sends its first stats as soon as it starts: none means no driver.
+            self._event("balloon_stuck", g.name, f"no balloon stats from the guest in "
+                        f"{now - g.attached_s:.0f} s: its balloon driver is not running")
+            g.stuck_since_s = now
+            g.target_mib = None
+            return
         if g.target_mib is None:
             return
         if abs(g.balloon_mib - g.target_mib) <= self._tolerance(g):

@@ -1,0 +1,213 @@
+"""The QEMU backend against real guests (TCG where KVM does not really work).
+
+Two anonymous-RAM guests share a module: the esx policy balloons them under a
+host budget that keeps the host in SOFT, KSM merges their identical pages, and
+the balloons deflate once the budget is lifted; the command line then runs over
+them with a metrics endpoint and stops on SIGTERM. A file-backed guest without
+a balloon driver is swapped through its memory cgroup while its data checksum
+stays the same. Every guest, cgroup and file is removed afterwards, and KSM is
+restored (conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
+from hvmem.backends.qemu.control import ControlLoop
+from hvmem.backends.qemu.guest_image import WorkloadParams
+from hvmem.backends.qemu.ksm import Ksm
+from hvmem.backends.qemu.launcher import launch, read_guests_file, stop, wait_for_marker
+from hvmem.policy.states import MemState, thresholds
+
+pytestmark = pytest.mark.integration
+
+BOOT_TIMEOUT_S = 150.0
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def checks(log: Path) -> list[str]:
+    return [line for line in log.read_text(errors="replace").splitlines()
+            if line.startswith("HVMEM-CHECK")]
+
+
+def soft_budget(obs, profile="esxi6") -> float:
+    """A host budget that leaves free memory at about half of minFree: the SOFT state."""
+    used = sum(vm.consumed_mib + vm.overhead_mib for vm in obs.vms)
+    budget = used / (1 - 0.48 * 0.06)
+    assert thresholds(budget, profile).minfree_mib == pytest.approx(0.06 * budget)
+    return budget
+
+
+@pytest.fixture(scope="module")
+def anon_guests(qemu_image, qemu_dirs):
+    run, _ = qemu_dirs
+    workload = WorkloadParams(shared_mib=48, private_mib=8, touch_s=10)
+    guests = launch(qemu_image, run / "anon", count=2, memory_mib=384, workload=workload)
+    try:
+        for g in guests:
+            wait_for_marker(g.serial_log, "HVMEM-READY", BOOT_TIMEOUT_S, g.pid)
+        yield guests
+    finally:
+        problems = stop(guests, remove_files=False)
+        assert not problems
+
+
+def specs(guests):
+    return [GuestSpec(g.name, g.qmp, pid_file=g.pid_file) for g in guests]
+
+
+def test_esx_balloons_to_plan_under_pressure_shares_and_deflates_after(anon_guests):
+    ksm_before = Ksm().counters()
+    backend = QemuBackend(specs(anon_guests), BackendOptions(stats_interval_s=1))
+    loop = ControlLoop(backend, "esx", interval_s=2.0, tick_s=1.0, name="it-balloon")
+    pressure_s, relief_s = 14.0, 10.0
+    start = time.monotonic()
+    marks = {}
+
+    def on_tick(lp: ControlLoop) -> None:
+        obs = lp.backend.observe()
+        if time.monotonic() - start < pressure_s:
+            lp.backend.set_host_memory(soft_budget(obs))  # someone else holds the rest
+        elif "relief" not in marks:
+            marks["relief"] = obs.time_s
+            lp.backend.set_host_memory(4096.0)
+
+    result = loop.run(duration_s=pressure_s + relief_s, on_tick=on_tick)
+    relief = marks["relief"]
+    decisions = list(loop.controller.history)
+    soft = [d for d in decisions if d.time_s < relief and d.host.state == MemState.SOFT]
+    assert len(soft) >= 3, [d.host.state for d in decisions]
+    names = [g.name for g in anon_guests]
+    events = result.events
+    floors = {e["vm"] for e in events if e["event"] == "balloon_floor"}
+    for name in names:
+        asked = [d.plans[name].balloon_target_mib for d in soft]
+        assert max(asked) >= 4, asked  # the esx policy inflated the balloon
+        rows = [r for r in result.vm_rows if r["vm"] == name and r["time_s"] < relief]
+        reached = [r for r in rows if r["MCTLTGT"] >= 4 and abs(r["MCTLSZ"] - r["MCTLTGT"]) <= 2]
+        assert reached, [(r["MCTLSZ"], r["MCTLTGT"]) for r in rows]
+        if name not in floors:  # the target set in QEMU is the plan's
+            planned = {round(d.plans[name].balloon_target_mib) for d in decisions}
+            assert {round(r["MCTLTGT"]) for r in reached} <= planned | {0}
+        after = [r for r in result.vm_rows if r["vm"] == name]
+        assert after[-1]["MCTLSZ"] <= 2, after[-1]  # deflated once the pressure went
+        assert max(r["MCTLSZ"] for r in after) >= 4
+    assert not [e for e in events if e["event"] in ("balloon_stuck", "guest_dropped")]
+    assert [d.host.state for d in decisions if d.time_s > relief + 3][-1] == MemState.HIGH
+    # KSM merged the guests' identical pages, and the samples show it.
+    saved = max(r["shared_saved_mib"] for r in result.host_rows)
+    assert saved >= 40, saved
+    for name in names:
+        assert max(r["SHRDSVD"] for r in result.vm_rows if r["vm"] == name) >= 15
+    # The host is as it was, the guests run, their data is intact.
+    after = Ksm().counters()
+    assert (after.run, after.pages_to_scan, after.sleep_millisecs) == (
+        ksm_before.run, ksm_before.pages_to_scan, ksm_before.sleep_millisecs)
+    for g in anon_guests:
+        assert alive(g.pid)
+        lines = checks(g.serial_log)
+        assert lines and all(" ok " in line + " " for line in lines), lines[-3:]
+
+
+def test_cli_control_serves_metrics_and_stops_on_sigterm(anon_guests, qemu_dirs, tmp_path):
+    config = anon_guests[0].qmp.parent / "guests.toml"
+    out = tmp_path / "res"
+    ksm_before = Ksm().counters()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hvmem", "qemu", "control", "--config", str(config),
+         "--interval", "2s", "--metrics-port", "0", "--no-live", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", first).group(1))
+        time.sleep(4)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=5).read().decode()
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest
+    assert "stopped by SIGTERM; guests left running" in rest
+    for g in anon_guests:
+        assert f'hvmem_vm_memsz_mib{{vm="{g.name}"}} 384.0' in text
+        assert alive(g.pid)
+    assert "hvmem_host_free_mib" in text and "hvmem_decisions_total" in text
+    assert (out / "summary.json").is_file()
+    ksm = Ksm().counters()  # restored by the command's backend on SIGTERM
+    assert (ksm.run, ksm.pages_to_scan, ksm.sleep_millisecs) == (
+        ksm_before.run, ksm_before.pages_to_scan, ksm_before.sleep_millisecs)
+
+
+def test_stuck_balloon_falls_back_to_cgroup_swapping_and_data_survives(qemu_image, qemu_dirs):
+    run, swap = qemu_dirs
+    run_dir = run / "fb"
+    env = dict(os.environ)
+    launched = subprocess.run(
+        [sys.executable, "-m", "hvmem", "qemu", "launch", "--count", "1", "--memory", "384MiB",
+         "--file-backed", "--no-balloon-driver", "--shared", "64MiB", "--private", "32MiB",
+         "--touch", "3s", "--dir", str(run_dir), "--swap-dir", str(swap), "--prefix", "fb"],
+        capture_output=True, text=True, timeout=BOOT_TIMEOUT_S + 30, env=env)
+    guests, _ = read_guests_file(run_dir / "guests.toml") if (
+        run_dir / "guests.toml").is_file() else ([], {})
+    try:
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        (g,) = guests
+        pid = g.pid
+        assert g.ram_file is not None and g.cgroup is not None and g.cgroup.is_dir()
+        backend = QemuBackend(specs(guests), BackendOptions(balloon_stuck_after_s=4,
+                                                            stats_interval_s=1))
+        loop = ControlLoop(backend, "esx", interval_s=2.0, tick_s=1.0, name="it-swap")
+        limited = {}
+
+        def on_tick(lp: ControlLoop) -> None:
+            lp.backend.set_host_memory(soft_budget(lp.backend.observe()))
+            if "t" not in limited and any(e["event"] == "swap_limit" for e in lp.backend.events):
+                limited["t"] = time.monotonic()
+                limited["checks"] = len(checks(g.serial_log))
+
+        result = loop.run(duration_s=30, on_tick=on_tick)
+        kinds = [e["event"] for e in result.events]
+        assert "balloon_stuck" in kinds, result.events
+        assert "swap_limit" in kinds, result.events
+        assert kinds.index("balloon_stuck") < kinds.index("swap_limit")
+        rows = result.vm_rows
+        before = max(r["GRANT"] for r in rows[:5])
+        least = min(r["GRANT"] for r in rows)
+        assert least <= 0.7 * before, (before, least)  # resident guest memory dropped
+        assert max(r["SWCUR"] for r in rows) >= 20
+        # The guest kept checking its data while the host paged it: unchanged.
+        time.sleep(4)
+        lines = checks(g.serial_log)
+        assert len(lines) > limited["checks"], lines
+        assert all(" ok " in line + " " for line in lines), lines
+        assert alive(g.pid)
+        assert backend.guests[g.name].cgroup.limit_mib() is None  # lifted on exit
+    finally:
+        done = subprocess.run([sys.executable, "-m", "hvmem", "qemu", "stop", "--config",
+                               str(run_dir / "guests.toml")], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0 or not guests, done.stdout + done.stderr
+    for g in guests:
+        assert not alive(pid)
+        assert not g.cgroup.exists() and not g.ram_file.exists()
