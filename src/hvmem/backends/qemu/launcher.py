@@ -60,6 +60,7 @@ __all__ = [
     "LaunchedGuest",
     "choose_accel",
     "launch",
+    "missing_tools",
     "qemu_command",
     "read_guests_file",
     "stop",
@@ -92,6 +93,19 @@ class LaunchedGuest:
             return int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+
+def missing_tools() -> str | None:
+    """What this machine lacks to build and run the guests (None: nothing)."""
+    import shutil
+
+    if shutil.which(QEMU_BINARY) is None:
+        return f"{QEMU_BINARY} not found"
+    if not any(p.is_file() for p in (Path("/bin/busybox"), Path("/usr/bin/busybox"))):
+        return "busybox not found"
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        return "no apt-get/dpkg to fetch the Debian guest kernel"
+    return None
 
 
 def choose_accel(dev_kvm: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module"),
@@ -163,8 +177,14 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
            workload: WorkloadParams | None = None, file_backed: bool = False,
            swap_dir: Path | None = None, prefix: str = "vm", accel: str | None = None,
            host_memory_mib: float | None = None,
-           cgroup_root: Path = DEFAULT_CGROUP_ROOT) -> list[LaunchedGuest]:
+           cgroup_root: Path = DEFAULT_CGROUP_ROOT,
+           die_with_parent: bool = False) -> list[LaunchedGuest]:
     """Start ``count`` guests and write ``run_dir/guests.toml``.
+
+    Guests are daemons that outlive the launching process, unless
+    ``die_with_parent``: then each QEMU is a child that gets SIGTERM when the
+    launching process dies, however it dies (tests use this so that no guest
+    outlives an interrupted test run).
 
     Raises:
         ConfigError: bad counts, sizes or names, a socket path too long, or
@@ -210,7 +230,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
             guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
                                   run_dir / f"{name}.log", memory_mib, ram_file,
                                   cgroup.path if cgroup else None)
-            _start(argv, cgroup, guest)
+            _start(argv, cgroup, guest, die_with_parent)
             started.append(guest)
     except BaseException:
         stop(started)
@@ -219,10 +239,24 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     return started
 
 
-def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest) -> None:
+#: Guests started with ``die_with_parent``, by pid, to be reaped by :func:`stop`.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+_PR_SET_PDEATHSIG = 1
+
+
+def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest,
+           die_with_parent: bool = False) -> None:
     def enter_cgroup() -> None:  # runs in the child, before exec
         if cgroup is not None:
             (cgroup.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        if die_with_parent:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    if die_with_parent:
+        _start_child([a for a in argv if a != "-daemonize"], enter_cgroup, cgroup, guest)
+        return
 
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -240,6 +274,35 @@ def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest) -
             cgroup.remove()
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise BackendError(f"{guest.name}: QEMU failed to start: {last}")
+
+
+def _start_child(argv: list[str], preexec, cgroup: MemoryCgroup | None,
+                 guest: LaunchedGuest) -> None:
+    """Start QEMU as our child (it gets SIGTERM if we die) and wait for its QMP socket."""
+    err_path = guest.serial_log.with_suffix(".err")
+    try:
+        with open(err_path, "w") as err:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                     preexec_fn=preexec)
+    except FileNotFoundError:
+        if cgroup is not None:
+            cgroup.remove()
+        raise BackendError(f"{QEMU_BINARY} not found (apt-get install qemu-system-x86)") \
+            from None
+    _CHILDREN[popen.pid] = popen
+    deadline = time.monotonic() + 60
+    while not (guest.qmp.exists() and guest.pid_file.exists()):
+        if popen.poll() is not None:
+            _CHILDREN.pop(popen.pid, None)
+            if cgroup is not None:
+                cgroup.remove()
+            last = (err_path.read_text().strip().splitlines() or ["no message"])[-1]
+            raise BackendError(f"{guest.name}: QEMU failed to start: {last}")
+        if time.monotonic() > deadline:
+            popen.kill()
+            popen.wait()
+            raise BackendError(f"{guest.name}: QEMU did not finish starting within 60 s")
+        time.sleep(0.05)
 
 
 def wait_for_marker(log: Path, marker: str, timeout_s: float, pid: int | None = None) -> str:
@@ -344,7 +407,11 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
             if _alive(pid):
                 problems.append(f"{g.name}: QEMU pid {pid} did not exit")
                 continue
-        for path in (g.qmp, g.pid_file, g.ram_file if remove_files else None):
+        child = _CHILDREN.pop(pid, None) if pid is not None else None
+        if child is not None:
+            child.wait()
+        for path in (g.qmp, g.pid_file, g.ram_file if remove_files else None,
+                     g.serial_log.with_suffix(".err")):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
