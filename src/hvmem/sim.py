@@ -19,9 +19,18 @@ A VM's *throughput* is the fraction of the tick it spent doing its own work:
 the time its faults, disk reads and hypervisor services stalled it is lost
 (``throughput = max(0, 1 - stall / tick)``, ``slowdown = (tick + stall) / tick``).
 
-Only page fidelity is simulated end to end so far: an mmu-fidelity scenario is
-refused with a clear message (``hvmem translate`` and ``hvmem bench translate``
-exercise the MMU path).
+Two fidelities (``scenario.fidelity``). In page fidelity each VM touches its
+tick's distinct pages once (``GuestKernel.access``). In mmu fidelity every
+reference goes through the VM's vCPU MMU, created on the VM's first tick with
+the host's TLB and page-walk-cache sizes: TLB, then a 2-D walk (nested) or a
+1-D walk of the shadow table with hidden faults (shadow), the hypervisor's
+faults served and the reference retried, guest faults served by the guest
+kernel (``GuestKernel.access_mmu``); the translation's cost is part of the
+stall. Active-memory sampling then works by traps: each new sample's mappings
+are taken away so that the next touch of each page exits to the hypervisor
+[OSDI02 §5.3] (``HostVm.arm_sampling``); in page fidelity the sampler watches
+the memory bus instead. Rows of mmu-fidelity runs carry ``TLBMISS/s``,
+``WALKREF/s`` and ``HIDFLT/s`` as well.
 
 Determinism: every random choice comes from a stream named after its user,
 split from the scenario seed; the same scenario and seed give the same rows.
@@ -38,8 +47,11 @@ from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError
 from hvmem.guest.balloon_driver import BalloonDriver
 from hvmem.guest.kernel import GuestKernel, PageKind
+from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.page_table import TableStore
+from hvmem.hardware.tlb import Tlb
 from hvmem.hardware.virtio_balloon import VirtioBalloon
+from hvmem.hardware.walker import PageWalkCache
 from hvmem.hypervisor.host import Host, HostVm
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
@@ -50,6 +62,7 @@ from hvmem.policy.samples import HostSample, VmPlan, VmSample
 from hvmem.policy.states import MemState, StateTracker, actions, thresholds
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
+from hvmem.workloads.base import Fidelity
 from hvmem.workloads.synthetic import make_workload
 
 PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
@@ -173,12 +186,8 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, policy: str | None = None,
                  check_invariants: bool = False):
-        if scenario.fidelity != "page":
-            raise ConfigError(
-                f"{scenario.name}: fidelity {scenario.fidelity!r} runs are not available yet; "
-                "use fidelity = \"page\" (hvmem translate shows the MMU path)"
-            )
         self.scenario = scenario
+        self.mmu_fidelity = scenario.fidelity == Fidelity.MMU
         self.check = check_invariants
         hc = scenario.host
         self.streams = RngStreams(scenario.seed)
@@ -280,13 +289,22 @@ class Simulation:
         stall: dict[str, float] = {}
         for name, vm in self.vms.items():
             batch = vm.workload.next_batch(now, tick_ns)
+            if self.mmu_fidelity and vm.kernel.mmu is None:  # the VM's vCPU, on its first tick
+                hc = sc.host
+                tlb = Tlb(hc.tlb_entries, hc.tlb_ways, f"{name} tlb")
+                vm.kernel.mmu = Mmu(vm.host_vm.vm_id, tlb, PageWalkCache(hc.pwc_entries),
+                                    sc.timing)
+                vm.host_vm.paging.attach(vm.kernel.mmu)
             # A VM the plan blocked waits only while the host is still in LOW:
             # ESX lets it allocate again as soon as the host is back in hard
             # [OSDI02 §6.3], without waiting for the next balance period.
             if vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW:
                 stall[name] = float(tick_ns)  # descheduled until the host recovers
                 continue
-            result = vm.kernel.access(batch, now)
+            if self.mmu_fidelity:
+                result = vm.kernel.access_mmu(batch, now, vm.host_vm)
+            else:
+                result = vm.kernel.access(batch, now)
             stall[name] = result.time_ns
         if now % BALLOON_POLL_NS < tick_ns:
             for vm in self.vms.values():
@@ -295,7 +313,9 @@ class Simulation:
                     vm.driver.report_free_pages()
                 vm.balloon.collect(now)
         for vm in self.vms.values():
-            vm.sampler.advance(now)
+            drawn = vm.sampler.advance(now)
+            if drawn is not None and self.mmu_fidelity:
+                vm.host_vm.arm_sampling(drawn)  # their next touch traps [OSDI02 §5.3]
         if sc.host.sharing.enabled:
             host.scan_for_sharing(tick_ns, self._share_rng, sc.host.sharing.scan_rate_pages_per_s)
         self.state = self.tracker.update(_mib(host.frames.n_free))
@@ -352,6 +372,7 @@ class Simulation:
                 "guest_swap_mib": _mib(vm.kernel.swap.n_used),
                 "throughput": throughput,
                 "slowdown": (tick_ns + stall_ns) / tick_ns,
+                **(vm.kernel.mmu.rate_columns(tick_s) if vm.kernel.mmu else {}),
             })
             vm.last_swap_ins, vm.last_swap_outs = sw.swap_ins, sw.swap_outs
             vm.last_zips, vm.last_unzips = z.compressed, z.decompressed

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from hvmem.errors import ConfigError
+from hvmem.guest.kernel import GuestConfig, GuestKernel, PageKind
+from hvmem.hardware.mmu import Mmu
+from hvmem.hardware.page_table import TableStore
+from hvmem.hardware.tlb import Tlb
+from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.sampling import ActiveMemorySampler, SamplerConfig
 from hvmem.units import NS_PER_S
+from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 
 def sampler(n=10_000, **kw):
@@ -63,3 +69,92 @@ def test_bad_config():
         SamplerConfig(sample_pages=0)
     with pytest.raises(ConfigError, match="fast_gain"):
         SamplerConfig(fast_gain=1.5)
+
+
+# -- sampling by traps (mmu fidelity) --------------------------------------------------
+
+N_PPNS = 4096  # a 16 MiB guest
+REGION = 3072  # pages its one process maps
+
+
+def trapping_guest(paging):
+    """A guest whose references go through its vCPU's MMU, sampled with 1 s periods."""
+    host = Host(2 * N_PPNS, paging)
+    tables = TableStore(N_PPNS, "g")
+    host_vm = host.add_vm("g", N_PPNS, tables)
+    mmu = Mmu(host_vm.vm_id, Tlb(64, 4))
+    host_vm.paging.attach(mmu)
+    kernel = GuestKernel(GuestConfig(memory_pages=N_PPNS), host_vm, tables,
+                         np.random.default_rng(0), mmu=mmu)
+    kernel.apply_op(MemoryOp(MemoryOpKind.MAP, 0, 0, REGION))
+    s = sampler(N_PPNS, sample_pages=400, period_ns=NS_PER_S)
+    host_vm.sampler = s
+    return host, host_vm, kernel, s
+
+
+def uniform_batch(rng, pages, n_refs):
+    """``n_refs`` references spread uniformly over ``pages``, a third of them writes."""
+    vpns = rng.choice(pages, n_refs)
+    return AccessBatch(np.zeros(n_refs, np.int32), vpns, rng.random(n_refs) < 0.3,
+                       np.ones(n_refs, np.int64), rng.integers(1, 1 << 60, n_refs, dtype=np.uint64))
+
+
+@pytest.mark.parametrize("paging", ["nested", "shadow"])
+def test_traps_track_a_uniform_quarter_of_memory(paging):
+    host, host_vm, kernel, s = trapping_guest(paging)
+    rng = np.random.default_rng(4)
+    working_set = rng.choice(REGION, N_PPNS // 4, replace=False)  # 25 % of the guest's memory
+    traps = host_vm.counters.sampling_traps
+    for period in range(8):
+        now = period * NS_PER_S
+        host.now_ns = now
+        kernel.access_mmu(uniform_batch(rng, working_set, 40_000), now, host_vm)
+        if period:
+            # Every trap this period was the first touch of a distinct sampled page,
+            # and every sampled page the references touched trapped.
+            ptes = kernel.processes[0].space.page_table.leaf_entries(working_set)
+            used = (ptes >> np.uint64(12)) & np.uint64((1 << 40) - 1)
+            touched = set(used.astype(np.int64).tolist())
+            if paging == "nested":  # the guest's table pages are read by every 2-D walk
+                touched |= set(np.flatnonzero(kernel.kind == PageKind.TABLE).tolist())
+            expected = len(touched & set(s.sample.tolist()))
+            assert host_vm.counters.sampling_traps - traps == expected == s.touched.sum()
+            traps = host_vm.counters.sampling_traps
+        drawn = s.advance(now)
+        host_vm.arm_sampling(drawn)
+    assert s.periods == 7
+    assert abs(s.slow - 0.25) < 0.06 and abs(s.active_frac - 0.25) < 0.08
+    host.check_invariants()
+    kernel.check_invariants()
+
+
+@pytest.mark.parametrize("paging", ["nested", "shadow"])
+def test_an_armed_page_traps_once_and_its_data_survives(paging):
+    host, host_vm, kernel, s = trapping_guest(paging)
+    rng = np.random.default_rng(5)
+    batch = uniform_batch(rng, np.arange(8), 64)
+    kernel.access_mmu(batch, 0, host_vm)
+    ppns = np.flatnonzero(kernel.kind == PageKind.ANON)
+    before = host_vm.read_pages(ppns)[0]
+    host_vm.arm_sampling(ppns[:4])
+    fault_ns = host_vm.counters.fault_time_ns
+    reads = AccessBatch(np.zeros(16, np.int32), np.repeat(np.arange(8), 2),
+                        np.zeros(16, np.bool_), np.ones(16, np.int64), np.zeros(16, np.uint64))
+    result = kernel.access_mmu(reads, NS_PER_S, host_vm)
+    assert host_vm.counters.sampling_traps == 4 and host_vm.n_armed == 0
+    assert host_vm.counters.fault_time_ns - fault_ns == 4 * host.costs.hypervisor_fault_ns
+    assert result.time_ns >= 4 * host.costs.hypervisor_fault_ns
+    assert not host_vm.paging.trap.any()
+    kernel.access_mmu(reads, 2 * NS_PER_S, host_vm)
+    assert host_vm.counters.sampling_traps == 4  # mappings are back: no more exits
+    assert np.array_equal(host_vm.read_pages(ppns)[0], before)
+    host.check_invariants()
+
+
+def test_page_fidelity_sampling_watches_the_bus_and_arms_nothing():
+    host, host_vm, kernel, s = trapping_guest("nested")
+    drawn = s.advance(0)
+    kernel.access(uniform_batch(np.random.default_rng(6), np.arange(REGION), 5000).aggregated(),
+                  0)
+    assert s.touched.sum() > 0 and host_vm.counters.sampling_traps == 0
+    assert drawn is not None and not host_vm.paging.trap.any()

@@ -35,6 +35,22 @@ All page contents go through the guest-physical memory bus
 out and writing a swapped-in page are touches the hypervisor sees and may have
 to serve (first touch, its own swap-in: double paging).
 
+Two ways to serve a tick's accesses, one per fidelity:
+
+* ``access`` (page fidelity): the tick's distinct pages in chunks; missing ones
+  are faulted in, then every page is touched once over the memory bus.
+* ``access_mmu`` (mmu fidelity): every reference, in program order, through the
+  vCPU's MMU (``hardware/mmu.py``) and whatever stands behind it (the
+  hypervisor's ``translate``: TLB, 1-D or 2-D walks, hidden faults, its own
+  faults, the stores writes make). A batch kernel runs until a fault the guest
+  must take; the kernel faults the page in, together with the other unmapped
+  pages the next few thousand references touch (fault-around, into free memory
+  only, so it never makes the guest reclaim), and resumes. Pages the references
+  used are marked for reclaim (last use, referenced, dirty) before each fault
+  and at the end, so reclaim sees the same recency as in page fidelity. The
+  time charged is the faults' and the translation's beyond the TLB lookup each
+  reference makes anyway (page fidelity charges nothing per reference).
+
 Watermarks follow Linux: ``min_free_kbytes = sqrt(16 * memory_kbytes)`` clamped
 to [128 KiB, 256 MiB]; ``low = 5/4 min``; ``high = 3/2 min``
 (``mm/page_alloc.c``: ``calculate_min_free_kbytes``, ``__setup_per_zone_wmarks``).
@@ -65,7 +81,7 @@ from hvmem.guest.address_space import AddressSpace
 from hvmem.guest.allocator import PageAllocator
 from hvmem.guest.swap import SwapDevice
 from hvmem.hardware.guest_memory import GuestPhysicalMemory
-from hvmem.hardware.mmu import Mmu
+from hvmem.hardware.mmu import Mmu, TranslationPath
 from hvmem.hardware.page_table import (
     PTE_FRAME_MASK,
     PTE_FRAME_SHIFT,
@@ -74,6 +90,7 @@ from hvmem.hardware.page_table import (
 )
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
+from hvmem.hardware.walker import FaultKind
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 #: A non-present entry with this bit holds a swap slot in its frame field
@@ -83,6 +100,11 @@ PTE_SWAP = np.uint64(1 << 62)
 RECLAIM_POLICIES = ("fifo", "lru", "clock", "random")
 #: Pages reclaimed per step, Linux's SWAP_CLUSTER_MAX.
 SWAP_CLUSTER_PAGES = 32
+#: mmu fidelity: references a guest fault looks ahead over for other unmapped
+#: pages to fault in with it (fault-around), so faults are served in batches.
+FAULT_AROUND_REFS = 4096
+#: mmu fidelity: references handed to one translation call at most (its buffers).
+TRANSLATE_WINDOW_REFS = 1 << 16
 
 
 class PageKind(IntEnum):
@@ -188,6 +210,19 @@ def _mark_resident(ptes, now_ns, last_ns, ref):
             ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
             last_ns[ppn] = now_ns
             ref[ppn] = True
+
+
+@njit(cache=True)
+def _mark_used(ptes, writes, now_ns, last_ns, ref, dirty):
+    """Stamp the page behind every present entry as used now; written ones as dirty."""
+    for i in range(ptes.size):
+        pte = ptes[i]
+        if pte & PTE_PRESENT:
+            ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
+            last_ns[ppn] = now_ns
+            ref[ppn] = True
+            if writes[i]:
+                dirty[ppn] = True
 
 
 @njit(cache=True)
@@ -422,6 +457,108 @@ class GuestKernel:
             _, cost = self.memory.read_pages(ppns[~w])
             self.counters.time_ns += cost
         return dropped, int(refs[ok].sum())
+
+    def access_mmu(self, batch: AccessBatch, now_ns: int, path: TranslationPath
+                   ) -> AccessResult:
+        """Serve one tick's references (mmu fidelity): each through the vCPU's MMU, in order.
+
+        ``path`` is what stands behind the MMU (the hypervisor's side of
+        translation). The kernel's ``mmu`` must be set: its TLB and walks are used.
+        """
+        mmu = self.mmu
+        if mmu is None:
+            raise ConfigError("guest kernel: mmu fidelity needs the vCPU's MMU")
+        self.now_ns = now_ns
+        c, m = self.counters, mmu.counters
+        before = (c.minor_faults, c.major_faults, c.time_ns)
+        mmu_before = (m.time_ns, m.refs)
+        for op in batch.ops:
+            self.apply_op(op)
+        n = len(batch)
+        dropped = np.zeros(n, dtype=np.bool_)
+        host_ns = 0.0
+        if n:
+            # Runs of one process each, in batch order: a switch is a CR3 load.
+            procs = batch.process
+            cuts = [0, *(np.flatnonzero(procs[1:] != procs[:-1]) + 1).tolist(), n]
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                host_ns += self._run_mmu(self._process(int(procs[lo])), batch.vpn[lo:hi],
+                                         batch.is_write[lo:hi], batch.content[lo:hi],
+                                         dropped[lo:hi], path)
+        served = int(batch.refs[~dropped].sum())
+        c.refs += served
+        # Translation beyond the TLB lookup every reference makes, exits included.
+        c.time_ns += host_ns + (m.time_ns - mmu_before[0]) - (m.refs - mmu_before[1]) * (
+            mmu.costs.tlb_hit_ns)
+        return AccessResult(served, c.time_ns - before[2], c.minor_faults - before[0],
+                            c.major_faults - before[1], int(dropped.sum()), dropped)
+
+    def _run_mmu(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
+                 tokens: np.ndarray, dropped: np.ndarray, path: TranslationPath) -> float:
+        """One process's run of references; returns the hypervisor's fault time."""
+        mmu = self.mmu
+        space = proc.space
+        if mmu.asid != space.asid or mmu.hw_root < 0:
+            mmu.load_cr3(space.asid, space.root_ppn)
+        vpns = np.ascontiguousarray(vpns, dtype=np.int64)
+        writes = np.ascontiguousarray(writes, dtype=np.bool_)
+        tokens = np.ascontiguousarray(tokens, dtype=np.uint64)
+        table = space.page_table
+        n = vpns.size
+        start = marked = 0  # next reference to run; references before ``marked`` are marked
+        host_ns = 0.0
+        while start < n:
+            end = min(n, start + TRANSLATE_WINDOW_REFS)
+            mmu_ns = mmu.counters.time_ns
+            tb = path.translate(mmu, vpns[start:end], writes[start:end], tokens=tokens[start:end])
+            host_ns += tb.time_ns - (mmu.counters.time_ns - mmu_ns)
+            stop = start + tb.done
+            if tb.fault is None:
+                start = stop
+                continue
+            self._mark_used(table, vpns[marked:stop], writes[marked:stop])
+            if tb.fault.kind == FaultKind.GUEST_NOT_PRESENT:
+                if self._fault_around(proc, vpns[stop:stop + FAULT_AROUND_REFS]):
+                    start = marked = stop
+                    continue
+            elif tb.fault.kind == FaultKind.GUEST_PROTECTION:
+                # The guest maps nothing read-only: a write there is a bad access.
+                self.counters.invalid_accesses += 1
+            else:
+                raise InvariantViolation(f"guest kernel: unexpected {tb.fault.kind.name} "
+                                         "from the MMU path")
+            dropped[stop] = True
+            start = marked = stop + 1
+        self._mark_used(table, vpns[marked:n], writes[marked:n])
+        return host_ns
+
+    def _fault_around(self, proc: Process, window: np.ndarray) -> bool:
+        """Fault ``window[0]`` in, with the window's other unmapped pages that have room.
+
+        The others are pages inside a mapping (or in swap), faulted in only into
+        free memory above the high watermark: fault-around never makes the guest
+        reclaim, nor counts a bad access twice. Returns whether ``window[0]`` is mapped.
+        """
+        vpn = window[:1]
+        ptes = proc.space.page_table.leaf_entries(window)
+        others = np.unique(window[(ptes & PTE_PRESENT) == 0])
+        others = others[others != vpn[0]]
+        room = self.allocator.n_free - self.high_pages
+        if others.size and room > 0:
+            swapped = (proc.space.page_table.leaf_entries(others) & PTE_SWAP) != 0
+            slot = np.searchsorted(proc.vma_end, others, side="right")
+            inside = slot < proc.vma_start.size
+            inside[inside] = proc.vma_start[slot[inside]] <= others[inside]
+            others = others[inside | swapped][:room]
+        else:
+            others = others[:0]
+        failed = self.fault_in(proc, np.concatenate([vpn, others]))
+        return not np.any(failed == vpn[0])
+
+    def _mark_used(self, table, vpns: np.ndarray, writes: np.ndarray) -> None:
+        if vpns.size:
+            _mark_used(table.leaf_entries(vpns), writes, self.now_ns, self.last_ns, self.ref,
+                       self.dirty)
 
     def fault_in(self, proc: Process, vpns: np.ndarray) -> np.ndarray:
         """Handle faults on distinct ``vpns`` of ``proc``; returns the VPNs that failed."""

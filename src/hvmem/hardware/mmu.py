@@ -27,7 +27,7 @@ exiting, INVLPG exiting); gem5 ``arch/generic/mmu.hh`` (translate returns a faul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -119,6 +119,7 @@ class Mmu:
         self.asid = 0
         self.guest_root = -1  # the CR3 value the guest loaded (a PPN under virtualization)
         self.hw_root = -1  # the root the hardware walks (a shadow root under shadow paging)
+        self._reported = MmuCounters()  # the tallies at the last rate_columns call
 
     # -- guest-visible operations ----------------------------------------------
     def load_cr3(self, asid: int, root: int) -> None:
@@ -154,6 +155,21 @@ class Mmu:
         self.counters.time_ns += cost_ns
 
     # -- accounting ----------------------------------------------------------------
+    def rate_columns(self, interval_s: float) -> dict[str, float]:
+        """Per-second rates since the previous call, as result-row columns.
+
+        ``TLBMISS/s`` TLB misses, ``WALKREF/s`` page-walk memory references,
+        ``HIDFLT/s`` shadow hidden faults (0 under nested paging).
+        """
+        now, last = self.counters, self._reported
+        self._reported = replace(now)
+        per_s = 1.0 / interval_s if interval_s > 0 else 0.0
+        return {
+            "TLBMISS/s": (now.tlb_misses - last.tlb_misses) * per_s,
+            "WALKREF/s": (now.walk_refs - last.walk_refs) * per_s,
+            "HIDFLT/s": (now.hidden_faults - last.hidden_faults) * per_s,
+        }
+
     def charge(self, counts: np.ndarray) -> float:
         """Add a kernel's counters and return the time they cost, in ns."""
         c = self.costs
@@ -175,6 +191,22 @@ class Fault:
     index: int  # position in the batch of the reference that faulted
     vpn: int  # the guest-virtual page
     ppn: int  # the guest-physical page concerned, or -1 when not known
+
+
+class TranslationPath(Protocol):
+    """What stands behind a vCPU's MMU: the hypervisor's side of translation.
+
+    It runs references through the MMU, serves the faults that are its own
+    (backing missing, copy-on-write, sampling traps, shadow fills) and retries
+    them, stores what writes carry into machine memory, and stops at the first
+    fault the guest must take.
+    """
+
+    def translate(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray | None = None,
+                  steps: np.ndarray | None = None, events: list | None = None,
+                  tokens: np.ndarray | None = None) -> TranslationBatch:
+        """Translate ``vpns`` of the loaded address space until done or a guest fault."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,23 @@ reference::
 Counters per VM: ``first_touch_faults`` (pages backed lazily), ``zeroed_frames``
 (of those, frames zeroed because they came from another owner).
 
+Active-memory sampling by traps
+-------------------------------
+Under mmu fidelity the sampler learns of touches as ESX does [OSDI02 §5.3]:
+when a period starts, the sampled pages' mappings are taken from the hardware
+(``arm_sampling``: nested leaves cleared and INVEPT, or shadow leaves zapped),
+so the next access to each exits to the hypervisor, whether it comes through
+the MMU or from the guest's own touches of the page over the memory bus. The
+exit is counted (``sampling_traps``), charged as a hypervisor fault, reported
+to the sampler, and the mapping comes back before the access is retried. Under
+page fidelity nothing is armed and the sampler watches the memory bus.
+(A sampled page inside a host large page keeps its 2 MiB leaf, so it traps
+only from the bus, or once the large page is broken.)
+
+A batch of references through the MMU may carry the data its writes store
+(``translate(tokens=...)``): each stretch the kernel translated is stored
+before the next fault is served, since serving it may move or reclaim pages.
+
 Invariants (``check_invariants``): every frame is free, owned by exactly one VM
 through exactly one PRIVATE pmap entry, or a hypervisor table page; no VM's pmap
 names a frame another VM owns.
@@ -31,11 +48,18 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
 from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
-from hvmem.hardware.page_table import TableStore
+from hvmem.hardware.page_table import (
+    PTE_FRAME_MASK,
+    PTE_FRAME_SHIFT,
+    PTE_PRESENT,
+    TableStore,
+    leaf_entries_of,
+)
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.paging.nested import NestedPaging
@@ -65,6 +89,11 @@ PagingName = Literal["shadow", "nested"]
 #: Frames kept free beyond a request, for the table pages that mapping it may take.
 EMERGENCY_SLACK_FRAMES = 64
 PAGING_MODES = ("shadow", "nested")
+#: A backing fault met in a batch of references is served together with those
+#: the next SERVE_AHEAD_REFS references would take, up to SERVE_AHEAD_PAGES
+#: pages (Linux's SWAP_CLUSTER_MAX): one exit to Python per cluster, not per page.
+SERVE_AHEAD_REFS = 4096
+SERVE_AHEAD_PAGES = 32
 
 
 class PagingMode(Protocol):
@@ -84,6 +113,16 @@ class PagingMode(Protocol):
         """Machine frames this mode uses for its tables."""
         ...
 
+    trap: np.ndarray  # per PPN: armed, its next access exits to the hypervisor
+
+    def arm_traps(self, ppns: np.ndarray) -> None:
+        """Take the hardware's mappings of ``ppns`` away so that their next access exits."""
+        ...
+
+    def clear_traps(self, ppns: np.ndarray) -> None:
+        """Disarm ``ppns``; their mappings come back as the pmap says."""
+        ...
+
     def run(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray, start: int,
             mpns_out: np.ndarray, counts: np.ndarray, steps: np.ndarray, record: bool
             ) -> tuple[int, int, int, int]:
@@ -99,6 +138,7 @@ class VmCounters:
     first_touch_faults: int = 0  # guest-physical pages backed on their first touch
     zeroed_frames: int = 0  # frames zeroed on the way to this VM
     swap_in_faults: int = 0  # touches of pages in the swap file
+    sampling_traps: int = 0  # first touches of sampled pages, trapped (mmu fidelity)
     fault_time_ns: float = 0.0  # time charged for hypervisor faults
 
 
@@ -120,6 +160,7 @@ class HostVm:
     # LRU swap selection; -1 for never.
     last_touch_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     sampler: ActiveMemorySampler | None = None
+    n_armed: int = 0  # sampled pages whose mappings still trap (mmu fidelity)
 
     def __post_init__(self) -> None:
         if self.last_touch_ns.size != self.n_ppns:
@@ -337,7 +378,54 @@ class HostVm:
         self._touched(ppns)
         return self.counters.fault_time_ns - before
 
+    def _serve_ahead(self, mmu: Mmu, vpns: np.ndarray, at: int, ppn: int) -> None:
+        """Serve the backing fault of ``vpns[at]`` (on ``ppn``) with those just ahead of it.
+
+        The guest's table (read at its CR3, as the shadow pager reads it) names
+        the pages the next references touch; those without a machine page and
+        not armed by sampling are served now, in the order they come, up to a
+        cluster. Each is counted and charged as it would be alone.
+        """
+        window = vpns[at + 1:at + SERVE_AHEAD_REFS]
+        ptes = leaf_entries_of(self.guest_tables.entries, mmu.guest_root, window)
+        ptes = ptes[(ptes & PTE_PRESENT) != 0]
+        ahead = ((ptes & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(np.int64)
+        ahead = ahead[(ahead < self.n_ppns) & (ahead != ppn)]
+        state = self.pmap.state[ahead]
+        ahead = ahead[(state != Backing.PRIVATE) & (state != Backing.SHARED)
+                      & ~self.paging.trap[ahead]]
+        _, first = np.unique(ahead, return_index=True)
+        ahead = ahead[np.sort(first)][:SERVE_AHEAD_PAGES]
+        self.back_pages(np.concatenate([np.array([ppn], dtype=np.int64), ahead]))
+
+    # -- active-memory sampling by traps (mmu fidelity) ------------------------------
+    def arm_sampling(self, ppns: np.ndarray) -> None:
+        """A sampling period starts: make the next touch of each of ``ppns`` trap.
+
+        Pages of the previous sample never touched are disarmed first (their
+        mappings come back), so only this period's sample traps.
+        """
+        if self.n_armed:
+            self.paging.clear_traps(np.flatnonzero(self.paging.trap))
+        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        self.paging.arm_traps(ppns)
+        self.n_armed = int(ppns.size)
+
+    def _sampling_trap(self, ppns: np.ndarray) -> None:
+        """Armed ``ppns`` (distinct) were touched: count, charge, report, restore."""
+        self.paging.clear_traps(ppns)
+        self.n_armed -= int(ppns.size)
+        self.counters.sampling_traps += int(ppns.size)
+        self.counters.fault_time_ns += ppns.size * self.host.costs.hypervisor_fault_ns
+        self.last_touch_ns[ppns] = self.host.now_ns
+        if self.sampler is not None:
+            self.sampler.observe(ppns)
+
     def _touched(self, ppns: np.ndarray) -> None:
+        if self.n_armed:  # the guest's own touch of an armed page traps as well
+            armed = ppns[self.paging.trap[ppns]]
+            if armed.size:
+                self._sampling_trap(np.unique(armed))
         self.last_touch_ns[ppns] = self.host.now_ns
         if self.sampler is not None:
             self.sampler.observe(ppns)
@@ -475,12 +563,14 @@ class HostVm:
         return new
 
     def translate(self, mmu: Mmu, vpns: np.ndarray, is_write: np.ndarray | None = None,
-                  steps: np.ndarray | None = None, events: list | None = None
-                  ) -> TranslationBatch:
+                  steps: np.ndarray | None = None, events: list | None = None,
+                  tokens: np.ndarray | None = None) -> TranslationBatch:
         """Translate a batch of the current address space, resolving hypervisor faults.
 
         Faults the guest must handle (``GUEST_*``) stop the batch and are
-        returned; backing faults are resolved here and the reference retried.
+        returned; backing faults and sampling traps are resolved here and the
+        reference retried. The time returned is the MMU's (TLB, walks, hidden
+        faults) plus every hypervisor fault served on the way.
 
         Args:
             mmu: the vCPU's MMU, with the guest's CR3 loaded.
@@ -489,11 +579,15 @@ class HostVm:
             steps: when given, the walk steps are recorded into it (one-reference
                 batches, for ``hvmem translate``).
             events: when given, hypervisor actions are appended as (kind, ppn, mpn).
+            tokens: when given, the data each write stores (the CPU's stores):
+                each translated stretch is stored before the next fault is served.
         """
         vpns = np.ascontiguousarray(vpns, dtype=np.int64)
         if is_write is None:
             is_write = np.zeros(vpns.size, dtype=np.bool_)
         is_write = np.ascontiguousarray(is_write, dtype=np.bool_)
+        content = self.host.frames.content
+        fault_before = self.counters.fault_time_ns
         record = steps is not None
         steps_buf = steps if steps is not None else _NO_STEPS
         mpns = np.full(vpns.size, -1, dtype=np.int64)
@@ -506,8 +600,18 @@ class HostVm:
             stop, status, ppn, used = self.paging.run(
                 mmu, vpns, is_write, start, mpns, counts, steps_buf[n_steps:], record)
             n_steps += used
+            if tokens is not None:
+                _store_writes(content, mpns, is_write, tokens, start, stop)
             if status == FaultKind.NONE:
                 break
+            if status == FaultKind.BACKING_MISSING and self.paging.trap[ppn]:
+                # A sampled page: the exit sampling armed. A page with no
+                # backing is served on the retry.
+                self._sampling_trap(np.array([ppn], dtype=np.int64))
+                if events is not None:
+                    events.append(("sampling_trap", ppn, int(self.pmap.mpn[ppn]), n_steps))
+                start = stop
+                continue
             if status == FaultKind.BACKING_READ_ONLY:
                 self.break_cow(np.array([ppn]))
                 if events is not None:
@@ -515,21 +619,32 @@ class HostVm:
                 start = stop
                 continue
             if status == FaultKind.BACKING_MISSING:
-                before = self.counters.fault_time_ns
-                mpn = int(self.back_pages(np.array([ppn]))[0])
-                time_ns += self.counters.fault_time_ns - before
+                if record:
+                    self.back_pages(np.array([ppn]))
+                else:
+                    self._serve_ahead(mmu, vpns, stop, ppn)
+                mpn = int(self.pmap.mpn[ppn])
                 if events is not None:
                     events.append(("first_touch", ppn, mpn, n_steps))
                 start = stop
                 continue
             fault = Fault(FaultKind(status), stop, int(vpns[stop]), ppn)
             break
+        time_ns += self.counters.fault_time_ns - fault_before  # first touch, COW, traps
         time_ns += mmu.charge(counts)
         return TranslationBatch(mpns, fault.index if fault else vpns.size, fault, time_ns,
                                 n_steps)
 
 
 _NO_STEPS = np.zeros((1, 6), dtype=np.int64)
+
+
+@njit(cache=True)
+def _store_writes(content, mpns, is_write, tokens, start, stop):
+    """The stores of references ``start:stop``, in program order (the last write wins)."""
+    for i in range(start, stop):
+        if is_write[i]:
+            content[mpns[i]] = tokens[i]
 
 
 class Host:

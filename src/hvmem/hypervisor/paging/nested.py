@@ -19,7 +19,15 @@ MPN back to the VPNs that used it).
 Invariant: for every PPN, the nested table's leaf equals the pmap's MPN with
 the pmap's writability (property-tested through translations).
 
-References: Bhargava et al., ASPLOS 2008; Intel SDM Vol. 3C §28.2-28.3 (EPT, INVEPT).
+Active-memory sampling makes chosen pages trap (``arm_traps``): their nested
+leaves are cleared and the VM's cached translations dropped (INVEPT), so the
+next access to each, from any guest-virtual address and from guest page walks
+alike, is an EPT violation the host sees; the host counts the touch and puts
+the leaf back (``clear_traps``). While a page is armed, pmap changes leave its
+leaf clear, so the trap cannot be lost [OSDI02 §5.3].
+
+References: Bhargava et al., ASPLOS 2008; Intel SDM Vol. 3C §28.2-28.3 (EPT, INVEPT);
+Waldspurger, OSDI 2002 §5.3 [OSDI02].
 """
 
 from __future__ import annotations
@@ -337,11 +345,28 @@ class NestedPaging:
         self.pmap = pmap
         self.ept = RadixPageTable(host_tables, lambda: frames.alloc_one(HYPERVISOR))
         self.mmus: list[Mmu] = []
+        # Pages whose next access must exit to the hypervisor (sampling).
+        self.trap = np.zeros(pmap.n_ppns, dtype=np.bool_)
 
     def attach(self, mmu: Mmu) -> None:
         """Run ``mmu`` under nested paging: guest MMU operations are not intercepted."""
         mmu.intercepts = None
         self.mmus.append(mmu)
+
+    def arm_traps(self, ppns: np.ndarray) -> None:
+        """Make the next access to each of ``ppns`` exit: clear their leaves, then INVEPT."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        self.trap[ppns] = True
+        self.ept.unmap_many(ppns)
+        for mmu in self.mmus:  # INVEPT single-context, as for any leaf taken away
+            mmu.tlb.flush_vm(self.vm_id)
+            mmu.pwc.flush_vm(self.vm_id)
+
+    def clear_traps(self, ppns: np.ndarray) -> None:
+        """Disarm ``ppns`` and put their leaves back as the pmap says (nothing to flush)."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        self.trap[ppns] = False
+        self.on_backing_changed(ppns, np.zeros(ppns.size, dtype=np.bool_))
 
     def table_frames(self) -> np.ndarray:
         """Machine frames holding this VM's nested table pages."""
@@ -357,8 +382,9 @@ class NestedPaging:
         """
         ppns = np.asarray(ppns, dtype=np.int64)
         state = self.pmap.state[ppns]
-        private = state == Backing.PRIVATE
-        shared = state == Backing.SHARED
+        armed = self.trap[ppns]  # an armed page keeps no leaf until it traps
+        private = (state == Backing.PRIVATE) & ~armed
+        shared = (state == Backing.SHARED) & ~armed
         absent = ~(private | shared)
         if np.any(private):
             self.ept.map_many(ppns[private], self.pmap.mpn[ppns[private]], _NESTED_WRITE)

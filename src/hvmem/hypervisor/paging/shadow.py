@@ -42,6 +42,12 @@ all of the VM's shadow tables are dropped and rebuilt lazily (as early VMMs did
 on a full resync). Shadow table pages come from machine memory; the fill kernel
 takes them from a small pool of spare table pages, refilled between kernel calls.
 
+Active-memory sampling makes chosen pages trap (``arm_traps``): their shadow
+leaves are zapped through the reverse map and the fill path refuses them, so
+the next access to each is a hidden fault the fill hands to the host
+(``BACKING_MISSING`` on a backed page), which counts the touch, disarms the
+page (``clear_traps``) and retries; the fill then proceeds [OSDI02 §5.3].
+
 Invariants: any present shadow leaf for (address space, VPN) equals the guest
 leaf composed with the pmap, with writability no greater than both allow (the
 property tests compare every translation with that composition).
@@ -50,7 +56,7 @@ Limitations: a guest table page linked from two places (shared kernel tables)
 is tracked at its most recent place only; the guest model does not share them.
 
 References: Adams and Agesen, ASPLOS 2006 (hidden faults, tracing); Waldspurger,
-OSDI 2002 §2; Linux KVM ``arch/x86/kvm/mmu/paging_tmpl.h`` (shadow A/D emulation).
+OSDI 2002 §2, §5.3 [OSDI02]; Linux KVM ``arch/x86/kvm/mmu/paging_tmpl.h`` (shadow A/D emulation).
 """
 
 from __future__ import annotations
@@ -148,6 +154,7 @@ def shadow_fill(
     pmap_state,
     pmap_mpn,
     rmap,
+    trap,
     spares,
     spare_top,
     asid,
@@ -194,7 +201,8 @@ def shadow_fill(
             break
         frame = pte_frame(pte)
     state = pmap_state[ppn]
-    if state != _PRIVATE and state != _SHARED:
+    if (state != _PRIVATE and state != _SHARED) or trap[ppn]:
+        # No machine page, or a page sampling armed: the host decides.
         return BACKING_MISSING, ppn, n_steps
     if write and state != _PRIVATE:
         return BACKING_READ_ONLY, ppn, n_steps
@@ -275,6 +283,7 @@ def _shadow_translate(
     pmap_state,
     pmap_mpn,
     rmap,
+    trap,
     spares,
     spare_top,
     vpns,
@@ -342,7 +351,7 @@ def _shadow_translate(
             i += 1
             continue
         st, ppn, n_steps = shadow_fill(
-            s_flat, s_root, g_flat, g_root, pmap_state, pmap_mpn, rmap, spares,
+            s_flat, s_root, g_flat, g_root, pmap_state, pmap_mpn, rmap, trap, spares,
             spare_top, asid, vpn, write, counts, steps, n_steps, record
         )  # fmt: skip
         if st != NONE:
@@ -385,6 +394,7 @@ def shadow_translate(
     pmap_state,
     pmap_mpn,
     rmap,
+    trap,
     spares,
     spare_top,
     vpns,
@@ -419,6 +429,7 @@ def shadow_translate(
             pmap_state,
             pmap_mpn,
             rmap,
+            trap,
             spares,
             spare_top,
             vpns,
@@ -448,6 +459,7 @@ def shadow_translate(
         pmap_state,
         pmap_mpn,
         rmap,
+        trap,
         spares,
         spare_top,
         vpns,
@@ -480,6 +492,7 @@ def shadow_translate_recorded(
     pmap_state,
     pmap_mpn,
     rmap,
+    trap,
     spares,
     spare_top,
     vpns,
@@ -509,6 +522,7 @@ def shadow_translate_recorded(
         pmap_state,
         pmap_mpn,
         rmap,
+        trap,
         spares,
         spare_top,
         vpns,
@@ -594,6 +608,8 @@ class ShadowPaging:
         self.gpt_base = np.zeros(n, dtype=np.int64)
         self.gpt_root = np.full(n, -1, dtype=np.int64)
         self.rmap = np.full(pmap.n_ppns, RMAP_NONE, dtype=np.int64)
+        # Pages whose next access must exit to the hypervisor (sampling).
+        self.trap = np.zeros(pmap.n_ppns, dtype=np.bool_)
         self.spares = np.zeros(SPARE_BATCH, dtype=np.int64)
         self.spare_top = np.zeros(1, dtype=np.int64)
         guest_tables.write_protect(self._on_guest_writes)
@@ -725,6 +741,16 @@ class ShadowPaging:
                 self._zap_leaves(root, vpns[asids == asid])
         self.rmap[ppns] = RMAP_NONE
 
+    def arm_traps(self, ppns: np.ndarray) -> None:
+        """Make the next access to each of ``ppns`` exit: zap the shadow leaves that map them."""
+        ppns = np.asarray(ppns, dtype=np.int64)
+        self.trap[ppns] = True
+        self.on_backing_changed(ppns, self.pmap.mpn[ppns] >= 0)
+
+    def clear_traps(self, ppns: np.ndarray) -> None:
+        """Disarm ``ppns``: the next hidden fault on each fills its shadow leaf as usual."""
+        self.trap[np.asarray(ppns, dtype=np.int64)] = False
+
     def _resync_all(self) -> None:
         """Drop every shadow table of the VM; they refill lazily."""
         h = self.host_tables
@@ -795,6 +821,7 @@ class ShadowPaging:
                 self.pmap.state,
                 self.pmap.mpn,
                 self.rmap,
+                self.trap,
                 self.spares,
                 self.spare_top,
                 vpns,
