@@ -33,6 +33,13 @@ strings such as ``"4GiB"``, times strings such as ``"15s"`` or ``"10min"``)::
     idle_tax_frac = 0.75
     [policy.params]               # anything: passed through to the policy
 
+    [backend]                     # where the VMs run (default: the simulator)
+    kind = "qemu"                 # simulated, qemu (real guests: hvmem qemu)
+    file_backed = false           # qemu: guest RAM in a file, QEMU in a memory cgroup
+    shared = "64MiB"              # qemu: identical-page data per guest
+    private = "32MiB"             # qemu: random data per guest
+    touch = "5s"                  # qemu: how often a guest re-reads and checks its data
+
     [timing]                      # CostTable overrides: a number of ns or a time
     swap_ssd_ns = "80us"
 
@@ -107,6 +114,7 @@ from hvmem.errors import ConfigError
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.scenario.schema import (
     DEFAULT_TICK_NS,
+    BackendConfig,
     CompressionConfig,
     GuestSettings,
     HostConfig,
@@ -176,7 +184,8 @@ _REPLAY_KEYS = ("kind", "path", "format", "refs_per_s", "time_scale", "trace_ref
                 "process", "file_backed", "first_vpn", "region", "map_gap_pages", "chunk_refs",
                 "block")
 _TOP_KEYS = ("name", "description", "duration", "tick", "seed", "fidelity", "host", "policy",
-             "timing", "vm")
+             "timing", "vm", "backend")
+_BACKEND_KEYS = ("kind", "file_backed", "shared", "private", "touch")
 _HOST_KEYS = ("memory", "profile", "min_free_frac", "paging", "swap_device", "large_pages", "tlb",
               "pwc_entries", "sharing", "compression")
 _VM_KEYS = ("name", "count", "memory", "reservation", "limit", "shares", "overhead", "power_on",
@@ -215,6 +224,9 @@ _TOML_KEY = {
     "offset_pages": "offset",
     "fmt": "format",
     "block_bytes": "block",
+    "shared_bytes": "shared",
+    "private_bytes": "private",
+    "touch_ns": "touch",
     "params": "",
 }
 _ERROR = re.compile(r"^[A-Z]\w*\.(?P<field>[A-Za-z_][\w.\[\]]*): (?P<rest>.*)$", re.DOTALL)
@@ -481,6 +493,7 @@ class _Loader:
                                                        "params"))),
             "vms": tuple(vms),
             "timing": self.timing(top.table("timing", None)),
+            "backend": self.backend(top.table("backend", _BACKEND_KEYS)),
         }
 
         def vm_index(name: str, index: str) -> str:
@@ -515,6 +528,16 @@ class _Loader:
         if "params" in t:
             kwargs["params"] = t.table("params", None).data
         return _build(PolicyConfig, kwargs, self.file, t.path)
+
+    def backend(self, t: _Table) -> BackendConfig:
+        kwargs = _given(t, {"kind": "kind", "file_backed": "file_backed"})
+        if "shared" in t:
+            kwargs["shared_bytes"] = t.size("shared", positive=False)
+        if "private" in t:
+            kwargs["private_bytes"] = t.size("private", positive=False)
+        if "touch" in t:
+            kwargs["touch_ns"] = t.time("touch", positive=True)
+        return _build(BackendConfig, kwargs, self.file, t.path)
 
     def timing(self, t: _Table) -> CostTable:
         known = tuple(f.name for f in fields(CostTable))
@@ -872,4 +895,8 @@ def dump_scenario(scenario: Scenario) -> dict[str, Any]:
                    "idle_tax_frac": s.policy.idle_tax_frac, "params": _plain(s.policy.params)},
         "timing": timing,
         "vm": vms,
-    }
+    } | ({} if s.backend == BackendConfig() else {"backend": {
+        "kind": s.backend.kind, "file_backed": s.backend.file_backed,
+        "shared": _size_text(s.backend.shared_bytes),
+        "private": _size_text(s.backend.private_bytes), "touch": _time_text(s.backend.touch_ns),
+    }})

@@ -102,6 +102,7 @@ __all__ = [
     "SharingConfig",
     "VmConfig",
     "WorkloadParams",
+    "BackendConfig",
     "default_overhead_bytes",
     "shares_for",
     "workload_span_pages",
@@ -399,6 +400,38 @@ class PolicyConfig:
         _set(self, "params", _freeze(self.params))
 
 
+# ------------------------------------------------------------------ backend
+
+#: Where a scenario's VMs run.
+BACKEND_KINDS = ("simulated", "qemu")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendConfig:
+    """Where the VMs run: the page-level simulator, or real QEMU guests (``hvmem qemu``).
+
+    With ``kind = "qemu"`` each VM is a small real guest of its configured memory
+    under the same policy, the host's memory is the controller's host memory
+    budget, and the guests run the in-guest workload set here (the simulated
+    workloads do not run in a real guest; backends/qemu/guest_image.py).
+    """
+
+    kind: str = "simulated"  # "simulated", or "qemu": every VM a real QEMU guest
+    file_backed: bool = False  # qemu: RAM in a file on disk, in a memory cgroup (swappable)
+    shared_bytes: int = 64 * MIB  # qemu: identical-page data each guest holds (KSM merges it)
+    private_bytes: int = 32 * MIB  # qemu: random data each guest holds
+    touch_ns: int = 5 * NS_PER_S  # qemu: how often each guest re-reads and checks its data
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "kind", BACKEND_KINDS)
+        _check_bool(self, "file_backed")
+        _check_size(self, "shared_bytes")
+        _check_size(self, "private_bytes")
+        _check_time(self, "touch_ns", positive=True)
+        if self.touch_ns % NS_PER_S:
+            raise _fail(self, "touch_ns", "whole seconds", format_time(self.touch_ns))
+
+
 # ------------------------------------------------------------------ VMs
 
 
@@ -547,6 +580,7 @@ class Scenario:
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # the memory policy
     vms: tuple[VmConfig, ...] = field(default_factory=lambda: (VmConfig(),))  # the VMs
     timing: CostTable = DEFAULT_COSTS  # per-event costs in ns (defaults with overrides)
+    backend: BackendConfig = field(default_factory=BackendConfig)  # simulated or real guests
 
     def __post_init__(self) -> None:
         _check_name(self, "name")
@@ -560,7 +594,8 @@ class Scenario:
         if not _is_int(self.seed) or self.seed < 0:
             raise _fail(self, "seed", "a whole number >= 0", _show(self.seed))
         _check_choice(self, "fidelity", FIDELITIES)
-        for name, cls in (("host", HostConfig), ("policy", PolicyConfig), ("timing", CostTable)):
+        for name, cls in (("host", HostConfig), ("policy", PolicyConfig), ("timing", CostTable),
+                          ("backend", BackendConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise _fail(self, name, f"a {cls.__name__}", type(getattr(self, name)).__name__)
         if not isinstance(self.vms, tuple | list) or not self.vms:

@@ -232,6 +232,11 @@ def run(
     scenario = load_scenario(_scenario_path(scenario_file))
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
+        from hvmem.ui.qemu_cli import run_scenario_on_qemu
+
+        run_scenario_on_qemu(scenario, policy, out, no_live)
+        return
     _simulate(scenario, policy, out, check_invariants, no_live)
 
 
