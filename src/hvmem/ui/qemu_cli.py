@@ -303,3 +303,97 @@ def _console():
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False)
+
+
+def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live: bool) -> Path:
+    """``hvmem run`` for a scenario with ``[backend] kind = "qemu"``: its VMs as real guests.
+
+    Each VM becomes a guest of its configured memory running the backend's in-guest
+    workload; the host's memory is the controller's budget; the policy, balance
+    period and duration are the scenario's. The guests are stopped (and their
+    files and cgroups removed) when the run ends. Returns the results directory.
+
+    Raises:
+        ConfigError: a VM that powers on later or off early (real guests all run
+            for the whole scenario), or an unknown policy.
+    """
+    import tempfile
+
+    from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
+    from hvmem.backends.qemu.control import ControlLoop
+    from hvmem.backends.qemu.guest_image import WorkloadParams, build_image, default_cache_dir
+    from hvmem.backends.qemu.launcher import launch, stop, wait_for_marker
+    from hvmem.policy.policies import POLICIES
+    from hvmem.results import write_results
+    from hvmem.ui.summary_view import render_summary
+
+    name = policy or scenario.policy.name
+    if name not in POLICIES:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    for i, vm in enumerate(scenario.vms):
+        if vm.power_on_ns != 0 or vm.power_off_ns is not None:
+            raise ConfigError(f"{scenario.name}: vm[{i}] ({vm.name}): the qemu backend runs "
+                              "every guest for the whole scenario; leave power_on and "
+                              "power_off out")
+    b = scenario.backend
+    workload = WorkloadParams(shared_mib=b.shared_bytes // MIB, private_mib=b.private_bytes // MIB,
+                              touch_s=b.touch_ns // NS_PER_S)
+    image = build_image()
+    run_dir = Path(tempfile.mkdtemp(prefix="hvmem-", dir="/tmp"))
+    swap_dir = default_cache_dir() / "swap" if b.file_backed else None
+    guests = launch(image, run_dir, names=[vm.name for vm in scenario.vms],
+                    memories_mib=[vm.memory_bytes // MIB for vm in scenario.vms],
+                    workload=workload, file_backed=b.file_backed, swap_dir=swap_dir,
+                    die_with_parent=True)
+    console = _console()
+    try:
+        for g in guests:
+            wait_for_marker(g.serial_log, "HVMEM-READY", 180.0, g.pid)
+        specs = [GuestSpec(vm.name, g.qmp, pid_file=g.pid_file, shares=vm.shares,
+                           reservation_mib=vm.reservation_bytes / MIB,
+                           limit_mib=None if vm.limit_bytes is None else vm.limit_bytes / MIB,
+                           balloon_max_mib=None if vm.guest.balloon_max_bytes is None
+                           else vm.guest.balloon_max_bytes / MIB)
+                 for vm, g in zip(scenario.vms, guests, strict=True)]
+        backend = QemuBackend(specs, BackendOptions(
+            host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
+        interval_s = scenario.policy.balance_period_ns / NS_PER_S
+        loop = ControlLoop(backend, name, interval_s, tick_s=min(1.0, interval_s),
+                           name=scenario.name, scenario=scenario)
+        restore = loop.install_signal_handlers()
+        duration_s = scenario.duration_ns / NS_PER_S
+        try:
+            if console.is_terminal and not no_live:
+                from rich.live import Live
+                from rich.text import Text
+
+                from hvmem.ui.top import last_tick, render_top
+
+                title = f"{scenario.name}  policy {name}  (real guests)"
+                with Live(console=console, refresh_per_second=4, transient=False) as live:
+                    def show(lp: ControlLoop) -> None:
+                        host_row, vm_rows = last_tick(lp.result.host_rows, lp.result.vm_rows)
+                        screen = render_top(host_row, vm_rows, title, duration_s)
+                        screen.renderables[0] = Text.assemble(
+                            ("hvmem  ", "bold"), title,
+                            f"   {host_row['time_s']:.0f} s of {duration_s:.0f}")
+                        live.update(screen)
+
+                    result = loop.run(duration_s, on_tick=show)
+            else:
+                result = loop.run(duration_s)
+        finally:
+            restore()
+    finally:
+        problems = stop(guests)
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+    out_dir = out if out is not None else Path("results") / f"{scenario.name}-{name}-qemu"
+    path = write_results(result, out_dir, overwrite=True)
+    console.print(render_summary(result.summary()))
+    state = "complete" if result.complete else f"INCOMPLETE ({loop.stop_reason})"
+    console.print(f"results: {path} ({state}); real guests, stopped", markup=False)
+    if problems:
+        raise HvmemError("; ".join(problems))
+    return path

@@ -111,6 +111,8 @@ class ControlLoop:
         tick_s: how often rows are recorded (and the live view refreshed).
         name: the run's name (results and scenario).
         metrics: publish each tick here, if given.
+        scenario: the scenario the guests were launched from (``[backend] kind =
+            "qemu"``); the results record it instead of one describing the guests.
 
     Attributes:
         result: the run so far (:class:`~hvmem.sim.RunResult` rows and events).
@@ -119,7 +121,7 @@ class ControlLoop:
 
     def __init__(self, backend: QemuBackend, policy: str = "esx", interval_s: float = 15.0,
                  *, dry_run: bool = False, tick_s: float = 1.0, name: str = "qemu",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, scenario: Scenario | None = None) -> None:
         if not (math.isfinite(interval_s) and interval_s > 0):
             raise ConfigError(f"--interval: expected a positive time, found {interval_s} s")
         if not (math.isfinite(tick_s) and 0 < tick_s <= interval_s):
@@ -141,6 +143,7 @@ class ControlLoop:
                      limit_bytes=None if g.spec.limit_mib is None
                      else max(int(g.spec.limit_mib), int(g.spec.reservation_mib)) * MIB)
             for g in backend.guests.values())
+        self._given_scenario = scenario
         self.result = RunResult(self._scenario(1))
         self.stop_requested = threading.Event()
         self.stop_reason = ""
@@ -150,6 +153,8 @@ class ControlLoop:
 
     # -- the scenario a results directory describes ---------------------------------------
     def _scenario(self, ticks: int) -> Scenario:
+        if self._given_scenario is not None:
+            return self._given_scenario
         b = self.backend
         total = b.options.host_memory_mib
         if total is None and b._last is not None:

@@ -178,13 +178,15 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
            swap_dir: Path | None = None, prefix: str = "vm", accel: str | None = None,
            host_memory_mib: float | None = None,
            cgroup_root: Path = DEFAULT_CGROUP_ROOT,
-           die_with_parent: bool = False) -> list[LaunchedGuest]:
+           die_with_parent: bool = False, names: list[str] | None = None,
+           memories_mib: list[int] | None = None) -> list[LaunchedGuest]:
     """Start ``count`` guests and write ``run_dir/guests.toml``.
 
     Guests are daemons that outlive the launching process, unless
     ``die_with_parent``: then each QEMU is a child that gets SIGTERM when the
     launching process dies, however it dies (tests use this so that no guest
-    outlives an interrupted test run).
+    outlives an interrupted test run). ``names`` and ``memories_mib`` name the
+    guests and size each one (default: PREFIX1..PREFIXn, ``memory_mib`` each).
 
     Raises:
         ConfigError: bad counts, sizes or names, a socket path too long, or
@@ -192,21 +194,29 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
         BackendError: QEMU is missing or a guest fails to start (the others are
             stopped again).
     """
+    if names is not None:
+        count = len(names)
     if not 1 <= count <= 64:
         raise ConfigError(f"--count: expected 1 to 64 guests, found {count}")
-    if not 64 <= memory_mib <= 65536:
-        raise ConfigError(f"--memory: expected 64 MiB to 64 GiB, found {memory_mib} MiB")
     if not _NAME.match(prefix):
         raise ConfigError(f"--prefix: expected letters, digits, '-', '_' or '.', found "
                           f"{prefix!r}")
+    names = list(names) if names is not None else [f"{prefix}{i}" for i in range(1, count + 1)]
+    memories = list(memories_mib) if memories_mib is not None else [memory_mib] * count
     workload = workload or WorkloadParams()
-    if (workload.shared_mib + workload.private_mib) * 1.1 > memory_mib:
-        raise ConfigError(f"workload: {workload.shared_mib + workload.private_mib} MiB of "
-                          f"data does not fit a {memory_mib} MiB guest's tmpfs with room "
-                          "for the guest itself")
+    for name, memory in zip(names, memories, strict=True):
+        if not _NAME.match(name):
+            raise ConfigError(f"guest name: expected letters, digits, '-', '_' or '.', found "
+                              f"{name!r}")
+        if not 64 <= memory <= 65536:
+            raise ConfigError(f"{name}: memory: expected 64 MiB to 64 GiB, found {memory} MiB")
+        if (workload.shared_mib + workload.private_mib) * 1.1 > memory:
+            raise ConfigError(f"workload: {workload.shared_mib + workload.private_mib} MiB of "
+                              f"data does not fit {name}'s {memory} MiB tmpfs with room for "
+                              "the guest itself")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if len(str(run_dir / f"{prefix}{count}.qmp")) > _MAX_SOCKET_PATH:
+    if len(str(run_dir / f"{max(names, key=len)}.qmp")) > _MAX_SOCKET_PATH:
         raise ConfigError(f"--dir: {run_dir} is too long for a unix socket path "
                           f"({_MAX_SOCKET_PATH} bytes at most); choose a shorter directory")
     if file_backed:
@@ -220,15 +230,14 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     tag = f"hvmem-{os.getpid()}-{int(time.time())}"
     started: list[LaunchedGuest] = []
     try:
-        for i in range(1, count + 1):
-            name = f"{prefix}{i}"
+        for name, memory in zip(names, memories, strict=True):
             ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
             cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
-            argv = qemu_command(name, image, memory_mib, run_dir, workload, accel, ram_file)
+            argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
             for stale in (".qmp", ".pid"):
                 (run_dir / (name + stale)).unlink(missing_ok=True)
             guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
-                                  run_dir / f"{name}.log", memory_mib, ram_file,
+                                  run_dir / f"{name}.log", memory, ram_file,
                                   cgroup.path if cgroup else None)
             _start(argv, cgroup, guest, die_with_parent)
             started.append(guest)
