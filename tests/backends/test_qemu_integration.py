@@ -64,6 +64,18 @@ def alive(pid):
     return state != "Z"
 
 
+def qemu_named(name: str) -> bool:
+    """Whether a QEMU process with ``-name NAME`` runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            data = cmdline.read_bytes()
+        except OSError:
+            continue
+        if data.startswith(b"qemu") and b"-name\0" + name.encode() + b"\0" in data:
+            return True
+    return False
+
+
 def checks(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines()
             if line.startswith("HVMEM-CHECK")]
@@ -256,3 +268,32 @@ def test_stuck_balloon_falls_back_to_cgroup_swapping_and_data_survives(qemu_imag
     for g in guests:
         assert not alive(pid)
         assert not g.cgroup.exists() and not g.ram_file.exists()
+
+
+def test_scenario_with_qemu_backend_runs_real_guests_and_reads_like_a_simulation(
+        qemu_image, tmp_path):
+    from hvmem.results import read_results, write_results
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.sim import Simulation
+
+    path = tmp_path / "qemu-small.toml"
+    path.write_text('name = "qemu-small"\nduration = "12s"\n[host]\nmemory = "600MiB"\n'
+                    '[policy]\nbalance_period = "3s"\n[backend]\nkind = "qemu"\n'
+                    'shared = "32MiB"\nprivate = "8MiB"\ntouch = "4s"\n'
+                    '[[vm]]\nname = "web"\nmemory = "256MiB"\n')
+    real_dir = tmp_path / "real"
+    done = subprocess.run([sys.executable, "-m", "hvmem", "run", str(path), "--no-live",
+                           "--out", str(real_dir)], capture_output=True, text=True,
+                          timeout=BOOT_TIMEOUT_S + 60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "real guests, stopped" in done.stdout
+    real = read_results(real_dir)
+    scenario = load_scenario(path)
+    simulated = read_results(write_results(Simulation(scenario).run(), tmp_path / "sim"))
+    assert real.complete and real.summary["scenario"] == simulated.summary["scenario"]
+    assert set(simulated.vms.column_names) <= set(real.vms.column_names)
+    assert set(simulated.summary) == set(real.summary)
+    rows = real.vms.to_pylist()
+    assert len(rows) >= 10 and {r["vm"] for r in rows} == {"web"}
+    assert rows[-1]["MEMSZ"] == 256 and rows[-1]["GRANT"] > 32
+    assert not qemu_named("web")  # the run stopped its guest
