@@ -225,6 +225,13 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
         if on_tmpfs(swap_dir):
             raise ConfigError(f"--swap-dir: {swap_dir} is on tmpfs; file-backed guest RAM "
                               "needs a disk to be paged to")
+    for name in names:
+        running = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
+                                run_dir / f"{name}.log", 0)
+        pid = running.pid
+        if pid is not None and _alive(pid) and _is_guest(pid, running):
+            raise ConfigError(f"{name}: a guest of that name runs already from {run_dir} "
+                              f"(pid {pid}); stop it first, or choose another --dir or --prefix")
     if accel is None:
         accel, _ = choose_accel()
     tag = f"hvmem-{os.getpid()}-{int(time.time())}"
