@@ -216,7 +216,7 @@ class FakeHost:
         (path / "cgroup.procs").write_text(f"{guest.pid}\n")
         (path / "memory.limit_in_bytes").write_text("9223372036854771712\n")
         (path / "memory.usage_in_bytes").write_text(f"{int(usage_mib * MIB)}\n")
-        (path / "memory.stat").write_text("cache 0\nrss 0\npgmajfault 0\n")
+        (path / "memory.stat").write_text("cache 0\nrss 0\npgpgin 0\npgmajfault 0\n")
         (path / "memory.failcnt").write_text("0\n")
         return path
 

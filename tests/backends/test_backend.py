@@ -343,3 +343,14 @@ def test_attach_errors_name_the_guest(fake_host, tmp_path):
         QemuBackend([fake_host.spec("g1"), fake_host.spec("g1")], fake_host.options())
     with pytest.raises(ConfigError, match="host memory budget"):
         fake_host.options(host_memory_mib=-1)
+
+
+def test_swap_in_rate_from_pages_read_back_into_the_cgroup(fake_host, clock, tmp_path):
+    guest, cg = file_backed_guest(fake_host, tmp_path)
+    backend = QemuBackend([fake_host.spec("g1")], fake_host.options(clock=clock))
+    backend.sample()
+    (cg / "memory.stat").write_text("cache 0\nrss 0\npgpgin 2560\npgmajfault 3\n")
+    clock.advance(2)
+    _, (vm,) = backend.sample()
+    assert vm.swap_in_rate_mib_s == pytest.approx(2560 * 4 / 1024 / 2)  # 5 MiB/s
+    backend.close()

@@ -253,6 +253,7 @@ def test_stuck_balloon_falls_back_to_cgroup_swapping_and_data_survives(qemu_imag
         least = min(r["GRANT"] for r in rows)
         assert least <= 0.7 * before, (before, least)  # resident guest memory dropped
         assert max(r["SWCUR"] for r in rows) >= 20
+        assert max(r["SWR/s"] for r in rows) > 0  # pages came back as the guest re-read them
         # The guest kept checking its data while the host paged it: unchanged.
         time.sleep(4)
         lines = checks(g.serial_log)

@@ -99,7 +99,7 @@ class MemoryCgroup:
         return None if value >= _V1_UNLIMITED else value / MIB
 
     def stat(self) -> dict[str, int]:
-        """``memory.stat`` as a dict (v1 ``pgmajfault``, ``total_*``; v2 ``pgmajfault``...)."""
+        """``memory.stat`` as a dict (v1 ``pgpgin``, ``total_*``...; v2 ``workingset_*``...)."""
         out = {}
         for line in self._read("memory.stat", "memory.stat").splitlines():
             key, _, value = line.partition(" ")
