@@ -291,6 +291,20 @@ def qemu_image():
     def interrupted(signum, frame):  # SIGTERM (a CI timeout): clean up as on Ctrl-C
         raise KeyboardInterrupt
 
+    import fcntl
+    import time
+
+    # One QEMU suite at a time on a host: two would fight over KSM's settings.
+    lock = open(Path(tempfile.gettempdir()) / "hvmem-qemu-tests.lock", "w")  # noqa: SIM115
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail("another QEMU integration suite held the host for 10 minutes")
+            time.sleep(1)
     old_handler = signal.signal(signal.SIGTERM, interrupted)
     ksm = Ksm()
     ksm.save()
@@ -300,6 +314,8 @@ def qemu_image():
         ksm.reset_counters()
         ksm.restore()
         signal.signal(signal.SIGTERM, old_handler)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
 
 @pytest.fixture(scope="session")
