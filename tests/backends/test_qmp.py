@@ -67,3 +67,23 @@ def test_bad_timeout_is_refused():
 
     with pytest.raises(BackendError, match="positive"):
         QmpClient("/nonexistent", 0)
+
+
+def test_events_are_not_kept(fake_host):
+    fake_host.add_guest("g1", 4001)
+    with QmpClient(fake_host.spec("g1").qmp, 1.0) as qmp:
+        qmp.call("query-balloon")
+        server = fake_host.server("g1")
+        import asyncio
+        import json
+
+        async def emit():
+            for w in server.writers:
+                w.write(json.dumps({"event": "BALLOON_CHANGE", "data": {"actual": 1},
+                                    "timestamp": {"seconds": 0, "microseconds": 0}}).encode()
+                        + b"\n")
+                await w.drain()
+
+        asyncio.run_coroutine_threadsafe(emit(), server.loop).result(5)
+        qmp.call("query-balloon")
+        assert qmp._client.events.clear() == [] and qmp._client.events.history == ()

@@ -395,9 +395,6 @@ class QemuBackend:
         ram_on_disk = ram_file is not None and not on_tmpfs(Path(ram_file))
         cgroup = memory_cgroup_of(pid, opts.cgroup_root, opts.proc_root)
         exclusive = cgroup is not None and exclusive_to(cgroup, pid)
-        original = None
-        if cgroup is not None and exclusive:
-            original = cgroup.limit_mib()
         cap = spec.balloon_max_mib
         if balloon_path is None:
             balloon_max = 0.0
@@ -406,7 +403,7 @@ class QemuBackend:
         return _Guest(spec=spec, client=client, pid=pid, configured_mib=configured,
                       shares=shares_for(spec.shares, configured), balloon_max_mib=balloon_max,
                       balloon_path=balloon_path, ram_file=ram_file, ram_on_disk=ram_on_disk,
-                      cgroup=cgroup, cgroup_exclusive=exclusive, original_limit_mib=original)
+                      cgroup=cgroup, cgroup_exclusive=exclusive)
 
     @staticmethod
     def _find_balloon(client: QmpClient) -> str | None:
@@ -717,6 +714,9 @@ class QemuBackend:
             return (f"{g.name}: not limiting its memory: QEMU (pid {g.pid}) is not in a memory "
                     "cgroup of its own (launch it with hvmem qemu launch --file-backed)")
         if not g.cgroup_exclusive:
+            # A launcher may still have been in it at attach time: look again.
+            g.cgroup_exclusive = exclusive_to(g.cgroup, g.pid)
+        if not g.cgroup_exclusive:
             return (f"{g.name}: not limiting its memory: cgroup {g.cgroup.path} holds other "
                     "processes too")
         if g.ram_file is not None:
@@ -759,6 +759,8 @@ class QemuBackend:
         current = g.cgroup.limit_mib()
         if current is not None and limit >= current - 1.0:
             return  # at the floor already, or the limit is already that low
+        if not g.limit_set:
+            g.original_limit_mib = current  # what close() and HIGH restore
         try:
             g.cgroup.set_limit_mib(limit)
         except BackendError as err:

@@ -109,6 +109,9 @@ class QmpClient:
         if not self.path.exists():
             raise QmpGone(f"{self.name}: QMP socket {self.path} does not exist (guest gone?)")
         client = QMPClient(self.name)
+        # Events (BALLOON_CHANGE, up to one a second) are not used: the default listener
+        # refuses them, so they are dropped instead of queuing up while the loop runs.
+        client.events.event_filter = _no_events
         try:
             self._run(client.connect(str(self.path)), self.timeout_s)
         except TimeoutError:
@@ -182,6 +185,10 @@ class QmpClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _no_events(_event: object) -> bool:
+    return False
 
 
 def _describe(err: BaseException) -> str:
