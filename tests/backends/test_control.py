@@ -3,6 +3,8 @@ import os
 import signal
 import urllib.request
 
+import pytest
+
 from hvmem.backends.qemu.backend import QemuBackend
 from hvmem.backends.qemu.control import COLUMNS, ControlLoop
 from hvmem.backends.qemu.metrics import Metrics, metric_name
@@ -63,22 +65,24 @@ def test_ksm_is_restored_when_the_loop_ends(fake_host):
     assert (fake_host.ksm / "pages_to_scan").read_text().strip() == "100"
 
 
-def test_sigterm_stops_cleanly(fake_host):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_cleanly(fake_host, sig):
     backend = two_guests(fake_host, host_memory_mib=880)
     loop = ControlLoop(backend, "esx", interval_s=0.2, tick_s=0.1)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     restore = loop.install_signal_handlers()
     try:
         def on_tick(lp):
             if lp.result.ticks_done == 0 and len(lp.result.host_rows) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sig)
 
         result = loop.run(duration_s=30, on_tick=on_tick)
     finally:
         restore()
     assert len(result.host_rows) == 3
-    assert result.events[-1]["detail"] == "stopped by SIGTERM"
+    assert result.events[-1]["detail"] == f"stopped by {sig.name}"
     assert (fake_host.ksm / "run").read_text().strip() == "0"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_loop_ends_when_every_guest_is_gone(fake_host):
@@ -116,8 +120,6 @@ def test_metrics_endpoint_serves_the_rows(fake_host):
 
 
 def test_bad_interval_is_a_config_error(fake_host):
-    import pytest
-
     from hvmem.errors import ConfigError
 
     backend = two_guests(fake_host)
