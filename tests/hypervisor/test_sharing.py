@@ -128,3 +128,110 @@ def test_table_grows_and_keeps_entries():
     vm = machine.vm("a").host_vm
     vm.share_scan(data_ppns(machine, "a"))
     assert table.table.shape[0] >= 64 and table.n_entries(1) == 39
+
+
+def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, refcount,
+                   entries):
+    """The lookup protocol of the module docstring, one candidate at a time in ``ppns`` order.
+
+    ``entries`` maps a key to (kind, frame); returns actions, targets, promoted ppns.
+    """
+    from hvmem.hypervisor.reclaim import sharing as s
+
+    actions, targets, promoted = [], {}, []
+    for i, p in enumerate(ppns.tolist()):
+        m = int(mpn[p])
+        if is_table[p]:
+            actions.append(s.A_PAGE_TABLE)
+        elif state[p] not in (Backing.PRIVATE, Backing.SHARED):
+            actions.append(s.A_NOT_BACKED)
+        elif owner[m] == SHARED_OWNER:
+            actions.append(s.A_ALREADY)
+        else:
+            key = int(s.table_key(content[m], salt))
+            kind, frame = entries.get(key, (None, -1))
+            if kind is None:
+                entries[key] = (s.HINT, m)
+                actions.append(s.A_HINT)
+            elif kind == s.SHARED:
+                if content[frame] != content[m]:
+                    actions.append(s.A_FALSE)
+                else:
+                    refcount[frame] += 1
+                    actions.append(s.A_SHARE)
+                    targets[i] = frame
+            elif not (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
+                      and frame != m and int(s.table_key(content[frame], salt)) == key):
+                entries[key] = (s.HINT, m)
+                actions.append(s.A_STALE)
+            else:
+                promoted.append(int(frame_ppn[frame]))
+                owner[frame], frame_ppn[frame], refcount[frame] = SHARED_OWNER, -1, 2
+                entries[key] = (s.SHARED, frame)
+                actions.append(s.A_PROMOTE)
+                targets[i] = frame
+    return actions, targets, promoted
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
+    """Repeated batches over one VM: duplicates within a batch, pages promoted earlier
+    in the batch, stale hints, a false match, page tables and unbacked pages."""
+    from hvmem.hypervisor.reclaim import sharing as s
+
+    rng = np.random.default_rng(seed)
+    n_pages, n_frames, salt = 3000, 3100, int(rng.integers(0, 3))
+    state = np.where(rng.random(n_pages) < 0.1, Backing.UNBACKED, Backing.PRIVATE)
+    state = state.astype(np.uint8)
+    is_table = rng.random(n_pages) < 0.02
+    mpn = np.arange(n_pages, dtype=np.int64)
+    content = rng.integers(0, 1000, n_frames).astype(np.uint64)  # duplicates and singles
+    owner = np.zeros(n_frames, dtype=np.int32)
+    frame_ppn = np.arange(n_frames, dtype=np.int64)
+    refcount = np.ones(n_frames, dtype=np.int32)
+    table = SharingTable(1 << 8)
+    entries = {}
+    # A shared frame whose key is token 7's but whose content is not: a false match.
+    false_frame = n_pages
+    content[false_frame], owner[false_frame], frame_ppn[false_frame] = 1 << 40, SHARED_OWNER, -1
+    key = s.table_key(np.uint64(7), salt)
+    table.reserve(1)
+    slot = -s._find(table.table, key, table.shift) - 1
+    table.table[slot] = key, np.uint64(false_frame) | s.KIND_SHARED
+    table.t_used[0] += 1
+    entries[int(key)] = (s.SHARED, false_frame)
+    ref = (owner.copy(), frame_ppn.copy(), refcount.copy())
+    seen = set()
+    for _ in range(5):
+        ppns = np.sort(rng.choice(n_pages, 1500, replace=False)).astype(np.int64)
+        n = ppns.size
+        table.reserve(n)
+        action = np.empty(n, dtype=np.int8)
+        target = np.empty(n, dtype=np.int64)
+        promoted_vm = np.empty(n, dtype=np.int64)
+        promoted_ppn = np.empty(n, dtype=np.int64)
+        counts = np.zeros(s.N_ACTIONS + 1, dtype=np.int64)
+        n_promoted = s.scan_kernel(ppns, state, mpn, is_table, salt, content, owner, frame_ppn,
+                                   refcount, table.table, table.t_used, table.shift, action,
+                                   target, promoted_vm, promoted_ppn, counts)
+        actions, targets, promoted = reference_scan(ppns, state, mpn, is_table, salt, content,
+                                                    *ref, entries)
+        assert action.tolist() == actions
+        seen.update(actions)
+        joined = np.flatnonzero((action == s.A_SHARE) | (action == s.A_PROMOTE))
+        assert dict(zip(joined.tolist(), target[joined].tolist(), strict=True)) == targets
+        assert sorted(promoted_ppn[:n_promoted].tolist()) == sorted(promoted)
+        assert np.all(promoted_vm[:n_promoted] == 0)
+        tally = np.bincount(actions, minlength=s.N_ACTIONS).tolist()
+        assert counts[: s.N_ACTIONS].tolist() == tally and counts[s.N_ACTIONS] == 0
+        for got, want in zip((owner, frame_ppn, refcount), ref, strict=True):
+            np.testing.assert_array_equal(got, want)
+        live = table.table[table.table[:, 0] > s.KEY_TOMBSTONE]
+        kinds = np.where(live[:, 1] & s.KIND_SHARED, s.SHARED, s.HINT)
+        assert {int(k): (int(kd), int(e & s.FRAME_MASK))
+                for k, kd, e in zip(live[:, 0], kinds, live[:, 1], strict=True)} == entries
+        # Some pages are written between scans: their hints go stale.
+        written = rng.choice(n_pages, 100, replace=False)
+        private = written[owner[written] >= 0]
+        content[private] = rng.integers(0, 1000, private.size)
+    assert seen == set(range(s.N_ACTIONS))  # every outcome was exercised
