@@ -10,7 +10,7 @@ What happens each tick (``scenario.tick_ns``, 1 s by default)::
     once a second: balloon drivers move towards their targets; the host drains
         the balloon queues; every two seconds: free page reporting
     the page-sharing scanner; active-memory sampling
-    the host memory state (minFree thresholds, hysteresis)
+    the host memory state (minFree thresholds, hysteresis); large pages broken by it
     once a balance period: sample -> policy -> plans -> apply (balloon
         targets; share, compress and swap what a VM must give up beyond that)
     record one row of esxtop-named metrics per VM and one for the host
@@ -59,7 +59,13 @@ from hvmem.hypervisor.sampling import ActiveMemorySampler
 from hvmem.policy.controller import PolicyController
 from hvmem.policy.policies import POLICIES, EsxParams, make_policy
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
-from hvmem.policy.states import MemState, StateTracker, actions, thresholds
+from hvmem.policy.states import (
+    MemState,
+    StateTracker,
+    actions,
+    large_page_breaking,
+    thresholds,
+)
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 from hvmem.workloads.base import Fidelity
@@ -192,7 +198,7 @@ class Simulation:
         hc = scenario.host
         self.streams = RngStreams(scenario.seed)
         self.host = Host(hc.memory_pages, hc.paging, scenario.timing, hc.swap_device,
-                         hc.sharing.salting)
+                         hc.sharing.salting, large_pages=bool(hc.large_pages))
         total_mib = _mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)
@@ -209,6 +215,7 @@ class Simulation:
         self.result = RunResult(scenario)
         self._reclaim_rng = self.streams.stream("hypervisor/reclaim")
         self._share_rng = self.streams.stream("hypervisor/sharing")
+        self._large_page_rng = self.streams.stream("hypervisor/large_pages")
 
     # -- VMs ---------------------------------------------------------------------------
     def _power_on(self, cfg: VmConfig) -> None:
@@ -319,6 +326,11 @@ class Simulation:
         if sc.host.sharing.enabled:
             host.scan_for_sharing(tick_ns, self._share_rng, sc.host.sharing.scan_rate_pages_per_s)
         self.state = self.tracker.update(_mib(host.frames.n_free))
+        # ESXi 6 breaks large pages by state: at the next scan below HIGH's threshold,
+        # a bounded number per tick from CLEAR down (Host docs) [YB-STATES6][YB-LP6].
+        host.break_large_pages_for_state(
+            large_page_breaking(self.state, _mib(host.frames.n_free), self.thresholds),
+            tick_ns, self._large_page_rng, share=sc.host.sharing.enabled)
         plans = self.controller.step(now / NS_PER_S)
         if plans is not None:
             for name, plan in plans.items():
@@ -368,6 +380,7 @@ class Simulation:
                 "SHRD": _mib(shared.size),
                 "ZERO": _mib(zero),
                 "SHRDSVD": _mib(saved),
+                "LPAGE": _mib(hv.large_page_ppns),
                 "guest_free_mib": _mib(vm.kernel.allocator.n_free),
                 "guest_swap_mib": _mib(vm.kernel.swap.n_used),
                 "throughput": throughput,

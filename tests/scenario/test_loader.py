@@ -323,7 +323,7 @@ def test_defaults():
     assert (s.tick_ns, s.seed, s.fidelity) == (S, 0, "page")
     h = s.host
     assert (h.profile, h.paging, h.swap_device, h.large_pages) == ("esxi6", "nested", "ssd",
-                                                                   False)
+                                                                   True)
     assert (h.sharing.enabled, h.sharing.salting, h.sharing.scan_rate_pages_per_s) == (
         True, "within", None)
     assert (h.compression.enabled, h.compression.max_frac) == (True, 0.10)

@@ -22,6 +22,10 @@ used are zero already (the host scrubbed them at boot).
 Invariants: every frame is either on the free list (owner FREE) or owned, never
 both; a frame is on the free list at most once; ``free + owned == total``.
 
+Host large pages: :meth:`MachineMemory.alloc_runs` takes whole 2 MiB-aligned
+blocks of free frames (512 at a time), as a host large page needs contiguous,
+aligned machine memory; the hypervisor decides what to do when none is left.
+
 Counters (all counts of frames): ``allocations``, ``frees``, ``zeroings`` (frames
 zeroed because they changed owner), ``reuses_unzeroed`` (frames returned to their
 last owner without zeroing).
@@ -111,6 +115,44 @@ class MachineMemory:
         self.last_owner[mpns] = owner
         self.refcount[mpns] = 1
         return mpns
+
+    def alloc_runs(self, owner: int, n_runs: int, run_frames: int) -> np.ndarray:
+        """Take up to ``n_runs`` aligned runs of ``run_frames`` free frames (host large pages).
+
+        A run qualifies when every frame of a ``run_frames``-aligned block is
+        free. Runs are taken from the top of machine memory down, away from the
+        free list's end (which hands out low frames first), so that 4 KiB
+        allocations and large pages meet in the middle, as a buddy allocator
+        keeps its big blocks whole by splitting small ones off elsewhere.
+        Zeroing and counters follow :meth:`alloc`, frame by frame.
+
+        Returns:
+            The first frame of each run taken (possibly fewer than asked, or none).
+        """
+        n_blocks = self.n_frames // run_frames
+        if n_runs <= 0 or n_blocks == 0 or self.n_free < run_frames:
+            return np.zeros(0, dtype=np.int64)
+        whole = self.owner[: n_blocks * run_frames].reshape(n_blocks, run_frames)
+        free_blocks = np.flatnonzero((whole == FREE).all(axis=1))
+        bases = free_blocks[::-1][:n_runs] * run_frames
+        if bases.size == 0:
+            return bases.astype(np.int64)
+        mpns = (bases[:, None] + np.arange(run_frames)).ravel()
+        previous = self.last_owner[mpns]
+        foreign = (previous != owner) & (previous != NOBODY)
+        self.content[mpns[foreign]] = 0
+        self.counters.zeroings += int(np.count_nonzero(foreign))
+        self.counters.reuses_unzeroed += int(np.count_nonzero(previous == owner))
+        self.counters.allocations += mpns.size
+        self.owner[mpns] = owner
+        self.last_owner[mpns] = owner
+        self.refcount[mpns] = 1
+        # The taken frames leave the free stack; the rest keep their order.
+        stack = self.free_stack[: self.n_free]
+        rest = stack[self.owner[stack] == FREE]
+        self.free_stack[: rest.size] = rest
+        self.n_free = rest.size
+        return bases.astype(np.int64)
 
     def alloc_one(self, owner: int) -> int:
         """Take one frame for ``owner`` (see :meth:`alloc`)."""

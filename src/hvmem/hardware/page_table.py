@@ -322,15 +322,68 @@ class RadixPageTable:
         """Clear one leaf entry; returns the old entry (0 if it was not mapped)."""
         return self.unmap_many(np.array([vpn], dtype=np.int64))[0]
 
+    def map_large_many(
+        self, vpns: np.ndarray, frames: np.ndarray, flags: int | np.uint64 = TABLE_LINK_FLAGS
+    ) -> np.ndarray:
+        """Map 2 MiB pages: one PS leaf at level 1 per 2 MiB-aligned VPN and frame.
+
+        A level-0 table that the PD entry linked before is displaced; it must map
+        nothing any more (its region was wholly unmapped). The caller owns its
+        frame and gets it back, to free as it freed the table's allocation.
+
+        Returns:
+            The frames of the displaced (empty) level-0 tables.
+        """
+        vpns = np.asarray(vpns, dtype=np.int64)
+        frames = np.asarray(frames, dtype=np.int64)
+        if vpns.shape != frames.shape:
+            raise ValueError("map_large_many: vpns and frames differ in length")
+        if vpns.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if np.any(vpns & (ENTRIES_PER_TABLE - 1)) or np.any(frames & (ENTRIES_PER_TABLE - 1)):
+            raise ValueError("map_large_many: a 2 MiB page needs a 2 MiB-aligned vpn and frame")
+        pd = self._ensure_tables(vpns, leaf_level=1)
+        idx = (vpns >> INDEX_BITS) & (ENTRIES_PER_TABLE - 1)
+        old = self.store.entries[pd, idx]
+        linked = ((old & PTE_PRESENT) != 0) & ((old & PTE_LARGE) == 0)
+        displaced = ((old[linked] & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(
+            np.int64)
+        if np.any(self.store.entries[displaced] & PTE_PRESENT):
+            raise ValueError("map_large_many: the region still maps 4 KiB pages")
+        leaf = np.uint64(flags) | PTE_PRESENT | PTE_LARGE
+        ptes = (frames.astype(np.uint64) << np.uint64(PTE_FRAME_SHIFT)) | leaf
+        self.store.write_many(pd, idx, ptes)
+        return displaced
+
+    def unmap_large_many(self, vpns: np.ndarray) -> np.ndarray:
+        """Clear the PS leaves of 2 MiB-aligned ``vpns``; returns the old entries.
+
+        Afterwards the region maps nothing; 4 KiB mappings may follow (a split).
+        """
+        vpns = np.asarray(vpns, dtype=np.int64)
+        if vpns.size == 0:
+            return np.zeros(0, dtype=np.uint64)
+        pd = self._ensure_tables(vpns, leaf_level=1)  # they exist: the PS leaves hang there
+        idx = (vpns >> INDEX_BITS) & (ENTRIES_PER_TABLE - 1)
+        old = self.store.entries[pd, idx].copy()
+        if np.any((old & PTE_LARGE) == 0):
+            raise ValueError("unmap_large_many: a vpn is not mapped by a 2 MiB page")
+        self.store.write_many(pd, idx, np.zeros(idx.size, dtype=np.uint64))
+        return old
+
     def ensure_tables(self, vpns: np.ndarray) -> np.ndarray:
         """Create the table pages ``vpns`` need (before allocating what they will map)."""
         return self._ensure_tables(np.asarray(vpns, dtype=np.int64))
 
-    def _ensure_tables(self, vpns: np.ndarray) -> np.ndarray:
-        """Create missing table pages on the paths of ``vpns``; return each leaf table's frame."""
+    def _ensure_tables(self, vpns: np.ndarray, leaf_level: int = 0) -> np.ndarray:
+        """Create missing table pages on the paths of ``vpns``; return each leaf table's frame.
+
+        ``leaf_level`` is the level of the table returned: 0 for the table of
+        4 KiB leaves, 1 for the PD that holds 2 MiB leaves.
+        """
         store = self.store
         parent = np.full(vpns.size, self.root_frame, dtype=np.int64)
-        for level in range(LEVELS - 1, 0, -1):
+        for level in range(LEVELS - 1, leaf_level, -1):
             idx = (vpns >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)
             child = child_frames(store.entries, parent, idx)
             if np.any(child == -2):

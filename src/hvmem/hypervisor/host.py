@@ -35,11 +35,56 @@ A batch of references through the MMU may carry the data its writes store
 (``translate(tokens=...)``): each stretch the kernel translated is stored
 before the next fault is served, since serving it may move or reclaim pages.
 
+Host large pages
+----------------
+With hardware-assisted paging ESX prefers to back guest memory with 2 MiB host
+pages (``Mem.AllocGuestLargePage`` = 1): fewer nested-table levels to walk and
+more reach per TLB entry, paid for in memory, because a large page is never
+shared and is backed whole [KB1021095]. With shadow paging ESX backs with
+4 KiB pages, so the host refuses large pages there. The model, per VM:
+
+* ``HostVm.large[region]``, one bool per aligned 512-page (2 MiB) guest-physical
+  region (``ppn >> 9``): the region is backed by one large page. Its 512 pages
+  are PRIVATE and page ``i`` of it sits in frame ``base + i`` of a 2 MiB-aligned
+  run; the nested table maps it with one PS leaf (``paging/nested.py``).
+* First touch: a touched page whose whole region is UNBACKED (nothing backed,
+  ballooned, compressed or swapped there; a partial region at the end of memory
+  never qualifies) gets the whole region at once: one fault, 512 frames, 2 MiB
+  more consumed, whether the guest uses the rest or not.
+* Contiguity: a large page needs a 2 MiB-aligned block of 512 free frames
+  (``MachineMemory.alloc_runs``, taken from the top of memory while 4 KiB pages
+  come off the free list's low end). Nothing is swapped to make room for one:
+  with no such block, or not enough free memory beside it, the region is backed
+  with 4 KiB pages and counted in ``large_page_fallbacks``. Freed and shared
+  frames fragment memory over time, so fallbacks rise as a host fills up.
+  Large pages are never formed again from small ones (no promotion).
+* Sharing: the scanner still visits the pages of a large page and hashes them
+  (ESX keeps the 4 KiB sub-pages' hashes; here ``lp_hashed``, one bit per page)
+  but shares none of them; they are counted as ``large_pages`` in the sharing
+  counters.
+* Breaking (``break_large_pages``): the region becomes 512 ordinary private
+  pages, no data moves, the nested table maps them at 4 KiB again. ESX breaks
+  (a) when the swap or compression path picks a page of a large page, and then
+  first offers to sharing the sub-pages it has hashes for [KB1021095]; (b) in
+  ESXi 6 by memory state: below the HIGH threshold a large page the scanner
+  visits is broken and the visited page (and the hashed ones) offered, the rest
+  waiting for the scanner ("wait for the next TPS run"); in CLEAR and below
+  large pages are broken actively, ``LARGE_PAGE_BREAKS_PER_S`` per VM, and TPS
+  is called on all their pages at once [YB-STATES6][YB-LP6]
+  (``Host.break_large_pages_for_state``); (c) when the guest gives part of one
+  back (balloon, free page reporting); a large page given back whole (d: a VM
+  powered off) is dropped whole and counted in ``large_pages_released``.
+  Remapping a page, or a stale sharing hint that still names a frame now inside
+  a large page and matches, breaks it too (``large_pages_broken_other``).
+
 Invariants (``check_invariants``): every frame is free, owned by exactly one VM
 through exactly one PRIVATE pmap entry, or a hypervisor table page; no VM's pmap
-names a frame another VM owns.
+names a frame another VM owns; every page of a large region is PRIVATE in the
+aligned frames of its run, which the nested table maps with one PS leaf.
 
-References: Waldspurger, OSDI 2002 §2 (pmap), footnote 2 (zeroing).
+References: Waldspurger, OSDI 2002 §2 (pmap), footnote 2 (zeroing); VMware KB
+1021095 (TPS and large pages); [YB-STATES6][YB-LP6] (ESXi 6 states), keys of
+esx-memory.md.
 """
 
 from __future__ import annotations
@@ -54,6 +99,8 @@ from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
 from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
 from hvmem.hardware.page_table import (
+    ENTRIES_PER_TABLE,
+    INDEX_BITS,
     PTE_FRAME_MASK,
     PTE_FRAME_SHIFT,
     PTE_PRESENT,
@@ -94,6 +141,19 @@ PAGING_MODES = ("shadow", "nested")
 #: pages (Linux's SWAP_CLUSTER_MAX): one exit to Python per cluster, not per page.
 SERVE_AHEAD_REFS = 4096
 SERVE_AHEAD_PAGES = 32
+#: Pages of a host large page (2 MiB) and the shift from a PPN to its region.
+LARGE_PAGE_PAGES = ENTRIES_PER_TABLE
+LARGE_PAGE_SHIFT = INDEX_BITS
+#: Large pages broken per VM and second in CLEAR and below. No rate is published;
+#: 64 (128 MiB/s per VM) splits a 4 GiB VM in about half a minute, well before a
+#: host that keeps falling reaches SOFT at 64 % of minFree.
+LARGE_PAGE_BREAKS_PER_S = 64
+#: Free frames a split leaves alone: splitting a large page takes a nested table page,
+#: so under pressure only as many are split at once as free frames allow.
+LARGE_PAGE_SPLIT_RESERVE = 8
+#: How a host breaks large pages by memory state: not at all, when the scanner
+#: visits them (ESXi 6 below HIGH), or actively as well (ESXi 6 CLEAR and below).
+LARGE_PAGE_BREAKING = ("off", "lazy", "active")
 
 
 class PagingMode(Protocol):
@@ -135,7 +195,15 @@ class VmCounters:
     """Event tallies of the hypervisor for one VM."""
 
     emergency_swaps: int = 0  # pages swapped synchronously because the host ran out
-    first_touch_faults: int = 0  # guest-physical pages backed on their first touch
+    first_touch_faults: int = 0  # first touches served (a 4 KiB page each, or a large page)
+    large_pages_backed: int = 0  # 2 MiB regions backed by one large page on first touch
+    large_page_fallbacks: int = 0  # regions that qualified but got 4 KiB pages (no 2 MiB run)
+    large_pages_broken: int = 0  # large pages split into 512 small ones, for any reason
+    large_pages_broken_reclaim: int = 0  # ... because swap or compression chose a page of one
+    large_pages_broken_state: int = 0  # ... by the host memory state (ESXi 6)
+    large_pages_broken_release: int = 0  # ... because the guest gave part of one back
+    large_pages_broken_other: int = 0  # ... by a remap or a matching stale sharing hint
+    large_pages_released: int = 0  # large pages given back whole (balloon, power-off)
     zeroed_frames: int = 0  # frames zeroed on the way to this VM
     swap_in_faults: int = 0  # touches of pages in the swap file
     sampling_traps: int = 0  # first touches of sampled pages, trapped (mmu fidelity)
@@ -161,10 +229,26 @@ class HostVm:
     last_touch_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     sampler: ActiveMemorySampler | None = None
     n_armed: int = 0  # sampled pages whose mappings still trap (mmu fidelity)
+    # Per 2 MiB guest-physical region (ppn >> 9, a partial last one included):
+    # backed by one host large page.
+    large: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    # Per PPN: hashed by the scanner while inside its large page (meaningful
+    # only while the region is large; cleared when a large page is made).
+    lp_hashed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     def __post_init__(self) -> None:
         if self.last_touch_ns.size != self.n_ppns:
             self.last_touch_ns = np.full(self.n_ppns, -1, dtype=np.int64)
+        n_regions = -(-self.n_ppns // LARGE_PAGE_PAGES)
+        if self.large.size != n_regions:
+            self.large = np.zeros(n_regions, dtype=np.bool_)
+        if self.lp_hashed.size != self.n_ppns:
+            self.lp_hashed = np.zeros(self.n_ppns, dtype=np.bool_)
+
+    @property
+    def large_page_ppns(self) -> int:
+        """Guest pages backed by large pages."""
+        return int(np.count_nonzero(self.large)) * LARGE_PAGE_PAGES
 
     def back_pages(self, ppns: np.ndarray) -> np.ndarray:
         """Touch ``ppns``: back the ones without a frame; returns their MPNs, in order.
@@ -193,6 +277,8 @@ class HostVm:
         if compressed.size:
             self._decompress(compressed)
         todo = ppns[(state == Backing.UNBACKED) | (state == Backing.BALLOONED)]
+        if todo.size and self.host.large_pages:
+            todo = self._back_large(todo)
         if todo.size:
             frames = self.host.frames
             zeroed_before = frames.counters.zeroings
@@ -207,6 +293,109 @@ class HostVm:
             self.counters.fault_time_ns += (
                 todo.size * costs.hypervisor_fault_ns + zeroed * costs.zero_page_ns
             )
+
+    def _back_large(self, todo: np.ndarray) -> np.ndarray:
+        """Back the wholly unbacked regions of first-touched ``todo`` with large pages.
+
+        Returns the pages still to back with 4 KiB frames.
+        """
+        whole = self.n_ppns >> LARGE_PAGE_SHIFT
+        regions = np.unique(todo >> LARGE_PAGE_SHIFT)
+        regions = regions[regions < whole]
+        if regions.size == 0:
+            return todo
+        states = self.pmap.state[: whole << LARGE_PAGE_SHIFT].reshape(whole, LARGE_PAGE_PAGES)
+        regions = regions[(states[regions] == Backing.UNBACKED).all(axis=1)]
+        if regions.size == 0:
+            return todo
+        frames, costs = self.host.frames, self.host.costs
+        # Only what is free beyond the small pages still to back and make_room's slack:
+        # a large page is a preference, never a reason to swap.
+        spare = frames.n_free - todo.size - EMERGENCY_SLACK_FRAMES - todo.size // 256
+        zeroed_before = frames.counters.zeroings
+        bases = frames.alloc_runs(self.vm_id, min(regions.size, max(0, spare) // LARGE_PAGE_PAGES),
+                                  LARGE_PAGE_PAGES)
+        zeroed = frames.counters.zeroings - zeroed_before
+        self.counters.large_page_fallbacks += int(regions.size - bases.size)
+        if bases.size == 0:
+            return todo
+        got = regions[: bases.size]
+        pages = self._pages_of(got)
+        mpns = (bases[:, None] + np.arange(LARGE_PAGE_PAGES)).ravel()
+        frames.ppn[mpns] = pages
+        self.pmap.back(pages, mpns, Backing.PRIVATE)
+        self.large[got] = True
+        self.lp_hashed[pages] = False
+        self._nested().map_large(got, bases)
+        self.counters.large_pages_backed += int(got.size)
+        self.counters.first_touch_faults += int(got.size)
+        self.counters.zeroed_frames += zeroed
+        self.counters.fault_time_ns += got.size * costs.hypervisor_fault_ns + zeroed * (
+            costs.zero_page_ns)
+        return todo[~self.large[todo >> LARGE_PAGE_SHIFT]]
+
+    @staticmethod
+    def _pages_of(regions: np.ndarray) -> np.ndarray:
+        """Every page of 2 MiB ``regions``, in order."""
+        return (regions[:, None] * LARGE_PAGE_PAGES + np.arange(LARGE_PAGE_PAGES)).ravel()
+
+    def _hashed_pages(self, regions: np.ndarray) -> np.ndarray:
+        """The pages of just-broken ``regions`` the scanner hashed while they were large."""
+        pages = self._pages_of(regions)
+        return pages[self.lp_hashed[pages]]
+
+    def _nested(self) -> NestedPaging:
+        """The nested paging mode: large pages exist only under it."""
+        if not isinstance(self.paging, NestedPaging):
+            raise InvariantViolation(f"{self.name}: large pages need nested paging")
+        return self.paging
+
+    def break_large_pages(self, regions: np.ndarray, reason: str = "other",
+                          bounded: bool = False) -> int:
+        """Split large pages into 512 private 4 KiB pages each; returns how many were split.
+
+        ``regions`` are 2 MiB region numbers (``ppn >> 9``); those not backed by a
+        large page are ignored. No data moves: each page keeps its frame, the
+        nested table maps the pages one by one again (a table page each), and
+        from now on each is an ordinary page that can be shared, compressed,
+        swapped or released. ``reason`` ("reclaim", "state", "release" or
+        "other") picks the counter. ``bounded``: split only the first ones that
+        the free frames (less ``LARGE_PAGE_SPLIT_RESERVE``) have table pages for,
+        so that reclaiming under pressure never fails for want of one.
+        """
+        regions = np.unique(np.asarray(regions, dtype=np.int64))
+        regions = regions[self.large[regions]]
+        if bounded:
+            regions = regions[: max(0, self.host.frames.n_free - LARGE_PAGE_SPLIT_RESERVE)]
+        if regions.size == 0:
+            return 0
+        self.large[regions] = False
+        self._nested().split_large(regions)
+        n = int(regions.size)
+        c = self.counters
+        c.large_pages_broken += n
+        if reason == "reclaim":
+            c.large_pages_broken_reclaim += n
+        elif reason == "state":
+            c.large_pages_broken_state += n
+        elif reason == "release":
+            c.large_pages_broken_release += n
+        else:
+            c.large_pages_broken_other += n
+        return n
+
+    def _break_covering(self, ppns: np.ndarray, reason: str, bounded: bool = False
+                        ) -> np.ndarray:
+        """Break the large pages holding any of ``ppns``; returns the regions broken.
+
+        ``bounded`` as in :meth:`break_large_pages`: some may stay whole.
+        """
+        if ppns.size == 0 or not self.large.any():
+            return np.zeros(0, dtype=np.int64)
+        regions = np.unique(ppns >> LARGE_PAGE_SHIFT)
+        regions = regions[self.large[regions]]
+        self.break_large_pages(regions, reason, bounded)
+        return regions[~self.large[regions]]
 
     def _swap_in(self, ppns: np.ndarray) -> None:
         """Bring swapped pages back into fresh frames (the guest touched them)."""
@@ -254,6 +443,22 @@ class HostVm:
         """
         if ppns.size == 0:
             return
+        if self.large.any():
+            # A large page is never swapped whole: split the ones holding victims as
+            # free frames allow (a table page each), swap their victims (at least a
+            # frame back each) and go on; small-page victims go first.
+            in_large = self.large[ppns >> LARGE_PAGE_SHIFT]
+            if np.any(in_large):
+                self._swap_pages(ppns[~in_large])
+                rest = ppns[in_large]
+                while rest.size:
+                    broken = self._break_covering(rest, "reclaim", bounded=True)
+                    if broken.size == 0:
+                        return  # no frame left even for a table page: these stay
+                    done = np.isin(rest >> LARGE_PAGE_SHIFT, broken)
+                    self._swap_pages(rest[done])
+                    rest = rest[~done]
+                return
         frames = self.host.frames
         shared = self.pmap.state[ppns] == Backing.SHARED
         old = self.pmap.mpn[ppns]
@@ -268,7 +473,9 @@ class HostVm:
                 compress: bool = True, share_first: bool = True) -> dict[str, int]:
         """Take up to ``n_pages`` away the ESX way: share, else compress, else swap.
 
-        Victims are chosen as for swapping; each is first offered to page
+        Victims are chosen as for swapping; a victim inside a large page breaks
+        it, and the sub-pages the scanner had hashed are offered to sharing
+        with the victims [KB1021095]. Each victim is first offered to page
         sharing (share-before-swap), then kept compressed if it compresses to
         2 KiB or less and the cache has room (evicting its oldest pages to swap
         if not), else written to the swap file.
@@ -281,8 +488,13 @@ class HostVm:
         done = {"shared": 0, "compressed": 0, "swapped": 0}
         if victims.size == 0:
             return done
+        broken = self._break_covering(victims, "reclaim", bounded=True)
+        # Victims in large pages there was no table page to split for wait for next time.
+        victims = victims[~self.large[victims >> LARGE_PAGE_SHIFT]]
         if share_first:
-            done["shared"] = self.share_scan(victims)
+            offer = victims if broken.size == 0 else np.union1d(victims,
+                                                                 self._hashed_pages(broken))
+            done["shared"] = self.share_scan(offer)
             victims = victims[self.pmap.state[victims] == Backing.PRIVATE]
         if compress and victims.size:
             frames, zip_cache = self.host.frames, self.zip
@@ -438,6 +650,8 @@ class HostVm:
         only if the frame comes from another VM, as any first touch).
         """
         ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        if self.large.any():
+            self._release_large(ppns)
         shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
         if shared.size:
             self._unshare(shared, state)
@@ -457,15 +671,53 @@ class HostVm:
             self.host.frames.free(old)
         return int(backed.size)
 
+    def _release_large(self, ppns: np.ndarray) -> None:
+        """Large pages among distinct ``ppns`` given back: dropped whole, or broken.
+
+        A large page all of whose pages go (a powered-off VM) is dropped whole;
+        one the guest gives part of back (balloon, free page reporting) breaks.
+        """
+        regions, counts = np.unique(ppns >> LARGE_PAGE_SHIFT, return_counts=True)
+        large = self.large[regions]
+        whole = regions[large & (counts == LARGE_PAGE_PAGES)]
+        partial = regions[large & (counts < LARGE_PAGE_PAGES)]
+        if partial.size:
+            # The guest does not wait: the table pages the splits take are found
+            # now, by swapping elsewhere if memory is that tight.
+            self.host.make_room(partial.size, self, ppns)
+            self.break_large_pages(partial, "release")
+        if whole.size:
+            # The caller unbacks the pages and frees their frames; the nested
+            # table's 4 KiB path is empty already once the PS leaves are gone.
+            self.large[whole] = False
+            self._nested().unmap_large(whole)
+            self.counters.large_pages_released += int(whole.size)
+
     # -- page sharing ------------------------------------------------------------------
     def share_scan(self, ppns: np.ndarray) -> int:
         """Offer ``ppns`` (distinct) to the page-sharing scanner; returns frames freed.
 
         Guest page-table pages are not candidates: the model keeps their entries
-        in the table store rather than as a content token.
+        in the table store rather than as a content token. Pages of a large page
+        are hashed but not shared (counted as ``large_pages``), unless the host
+        breaks large pages by memory state: then a visited large page is broken
+        and its hashed pages are offered with the rest [KB1021095][YB-STATES6].
         """
         ppns = np.asarray(ppns, dtype=np.int64)
         host, frames, table = self.host, self.host.frames, self.host.sharing
+        if ppns.size and self.large.any():
+            in_large = self.large[ppns >> LARGE_PAGE_SHIFT]
+            if np.any(in_large):
+                if host.large_page_breaking != "off":
+                    broken = self._break_covering(ppns[in_large], "state", bounded=True)
+                    ppns = np.union1d(ppns, self._hashed_pages(broken))
+                    in_large = self.large[ppns >> LARGE_PAGE_SHIFT]  # left whole: skipped
+                if np.any(in_large):
+                    self.lp_hashed[ppns[in_large]] = True
+                    skipped = int(np.count_nonzero(in_large))
+                    table.counters.scanned += skipped
+                    table.counters.large_pages += skipped
+                    ppns = ppns[~in_large]
         n = ppns.size
         table.reserve(n)
         action = np.empty(n, dtype=np.int8)
@@ -492,6 +744,9 @@ class HostVm:
         for vm_id in np.unique(promoted_vm).tolist():
             owner_vm = host.vms[vm_id]
             pages = promoted_ppn[promoted_vm == vm_id]
+            # A hint made before its frame became part of a large page can still
+            # match: that large page is broken first, as its page now shares.
+            owner_vm._break_covering(pages, "other")
             owner_vm.pmap.state[pages] = Backing.SHARED
             owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
         # This VM's pages that now map a shared frame give their own frame back.
@@ -552,6 +807,7 @@ class HostVm:
         ppns = ppns[self.pmap.state[ppns] == Backing.PRIVATE]
         if ppns.size == 0:
             return np.zeros(0, dtype=np.int64)
+        self._break_covering(ppns, "other")  # the moved pages leave their 2 MiB run
         frames = self.host.frames
         old = self.pmap.mpn[ppns].copy()
         new = frames.alloc(self.vm_id, ppns.size)
@@ -654,14 +910,23 @@ class Host:
         memory_pages: machine memory in 4 KiB frames.
         paging: "shadow" or "nested".
         costs: the cost table.
+        swap_device: device of the host swap files.
+        salting: page-sharing salting mode.
+        large_pages: back guest memory with 2 MiB host pages where a whole
+            region is touched first (nested paging only, as ESX [KB1021095]).
     """
 
     def __init__(self, memory_pages: int, paging: PagingName = "nested",
                  costs: CostTable = DEFAULT_COSTS, swap_device: str = "ssd",
-                 salting: str = "within"):
+                 salting: str = "within", large_pages: bool = False):
         if paging not in PAGING_MODES:
             raise ConfigError(f"paging: expected shadow or nested, found {paging!r}")
+        if large_pages and paging != "nested":
+            raise ConfigError("large pages: ESX backs guests with 2 MiB pages only under "
+                              "nested paging; shadow paging backs with 4 KiB pages")
         self.paging = paging
+        self.large_pages = large_pages
+        self.large_page_breaking = "off"  # set by the memory state: see LARGE_PAGE_BREAKING
         self.costs = costs
         self.frames = MachineMemory(memory_pages)
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
@@ -707,6 +972,35 @@ class Host:
                 freed += vm.share_scan(np.sort(rng.choice(vm.n_ppns, n, replace=False)))
         return freed
 
+    def break_large_pages_for_state(self, breaking: str, elapsed_ns: int,
+                                    rng: np.random.Generator, share: bool = True) -> int:
+        """Break large pages as the host memory state asks; returns how many were broken.
+
+        ``breaking`` is "off", "lazy" (ESXi 6 below the HIGH threshold: the
+        scanner breaks the large pages it visits, at its next run) or "active"
+        (CLEAR and below: besides, up to ``LARGE_PAGE_BREAKS_PER_S`` random large
+        pages per VM and second are broken now and their pages offered to
+        sharing at once when ``share``) [YB-STATES6][YB-LP6].
+        """
+        if breaking not in LARGE_PAGE_BREAKING:
+            raise ConfigError(f"large page breaking: expected {', '.join(LARGE_PAGE_BREAKING)},"
+                              f" found {breaking!r}")
+        self.large_page_breaking = breaking
+        if breaking != "active":
+            return 0
+        budget = int(LARGE_PAGE_BREAKS_PER_S * elapsed_ns / 1e9 + rng.random())
+        broken = 0
+        for vm in self.vms:
+            regions = np.flatnonzero(vm.large)
+            if regions.size == 0 or budget == 0:
+                continue
+            if regions.size > budget:
+                regions = np.sort(rng.choice(regions, budget, replace=False))
+            broken += vm.break_large_pages(regions, "state", bounded=True)
+            if share:
+                vm.share_scan(vm._pages_of(regions[~vm.large[regions]]))
+        return broken
+
     def make_room(self, n_frames: int, requester: HostVm | None = None,
                   busy_ppns: np.ndarray | None = None) -> None:
         """Make sure ``n_frames`` (plus slack for table pages) are free, swapping if not.
@@ -727,18 +1021,23 @@ class Host:
         # last sharer is swapped), then the compression caches.
         for state in (Backing.PRIVATE, Backing.SHARED):
             for vm in sorted(self.vms, key=lambda v: -v.pmap.count(state)):
-                need = want - frames.n_free
-                if need <= 0:
-                    return
-                victims = np.flatnonzero(vm.pmap.state == state)
-                if vm is requester and busy_ppns is not None and victims.size:
-                    victims = victims[~np.isin(victims, busy_ppns)]
-                if victims.size == 0:
-                    continue
-                victims = victims[np.sort(self._emergency_rng.choice(
-                    victims.size, min(need, victims.size), replace=False))]
-                vm._swap_pages(victims)
-                vm.counters.emergency_swaps += int(victims.size)
+                while True:
+                    need = want - frames.n_free
+                    if need <= 0:
+                        return
+                    victims = np.flatnonzero(vm.pmap.state == state)
+                    if vm is requester and busy_ppns is not None and victims.size:
+                        victims = victims[~np.isin(victims, busy_ppns)]
+                    if victims.size == 0:
+                        break
+                    victims = victims[np.sort(self._emergency_rng.choice(
+                        victims.size, min(need, victims.size), replace=False))]
+                    split_before = vm.counters.large_pages_broken
+                    vm._swap_pages(victims)
+                    vm.counters.emergency_swaps += int(victims.size)
+                    # Splitting large pages took table pages: the same VM goes again.
+                    if vm.counters.large_pages_broken == split_before:
+                        break
         for vm in self.vms:
             if frames.n_free >= want:
                 return
@@ -790,6 +1089,7 @@ class Host:
             np.add.at(claimed, mpns, 1)
             if np.any(frames.ppn[mpns] != np.flatnonzero(vm.pmap.state == Backing.PRIVATE)):
                 raise InvariantViolation(f"{vm.name}: frame reverse map is stale")
+            _check_large_pages(vm)
             tables = vm.paging.table_frames()
             if np.any(frames.owner[tables] != HYPERVISOR):
                 raise InvariantViolation(f"{vm.name}: a table page is not a hypervisor frame")
@@ -806,3 +1106,26 @@ class Host:
         leaked = np.flatnonzero(owned & (claimed == 0))
         if leaked.size:
             raise InvariantViolation(f"frame {int(leaked[0])} is owned but mapped by nobody")
+
+
+def _check_large_pages(vm: HostVm) -> None:
+    """Every page of a large region is PRIVATE, in order in one aligned run, PS-mapped."""
+    regions = np.flatnonzero(vm.large)
+    if vm.large.size != -(-vm.n_ppns // LARGE_PAGE_PAGES):
+        raise InvariantViolation(f"{vm.name}: large-page map has the wrong size")
+    if isinstance(vm.paging, NestedPaging) and not np.array_equal(vm.paging.large, vm.large):
+        raise InvariantViolation(f"{vm.name}: nested table and host disagree on large pages")
+    if regions.size == 0:
+        return
+    if regions[-1] >= vm.n_ppns >> LARGE_PAGE_SHIFT:
+        raise InvariantViolation(f"{vm.name}: a partial region is a large page")
+    pages = vm._pages_of(regions).reshape(regions.size, LARGE_PAGE_PAGES)
+    if np.any(vm.pmap.state[pages] != Backing.PRIVATE):
+        raise InvariantViolation(f"{vm.name}: a page of a large page is not private")
+    bases = vm.pmap.mpn[pages[:, 0]]
+    if np.any(bases % LARGE_PAGE_PAGES) or np.any(
+        vm.pmap.mpn[pages] != bases[:, None] + np.arange(LARGE_PAGE_PAGES)
+    ):
+        raise InvariantViolation(f"{vm.name}: a large page is not one aligned run of frames")
+    if not np.array_equal(vm._nested().large_leaves(regions), bases):
+        raise InvariantViolation(f"{vm.name}: a large page is not one PS leaf in the EPT")

@@ -124,6 +124,7 @@ __all__ = [
     "actions",
     "classify",
     "get_profile",
+    "large_page_breaking",
     "minfree_mib",
     "minfree_report",
     "thresholds",
@@ -679,3 +680,20 @@ def actions(state: MemState, profile: str | Profile = DEFAULT_PROFILE) -> StateA
         swap_fallback=state >= MemState.SOFT,
         block_allocations=state == MemState.LOW,
     )
+
+
+def large_page_breaking(state: MemState, free_mib: float, thresholds: Thresholds) -> str:
+    """How the host breaks large pages in ``state`` with ``free_mib`` free.
+
+    "active" where :func:`actions` says ``break_large_pages`` (ESXi 6 CLEAR and
+    below: split them and call TPS); "lazy" in ESXi 6 HIGH once free memory is
+    below the HIGH threshold (split the large pages the next TPS run visits);
+    "off" otherwise, and always before ESXi 6, where only the swap path splits
+    them [YB-STATES6][YB-LP6][KB1021095].
+    """
+    prof = get_profile(thresholds.profile)
+    if actions(state, prof).break_large_pages:
+        return "active"
+    if prof.breaks_large_pages and free_mib < thresholds.high_mib:
+        return "lazy"
+    return "off"

@@ -16,7 +16,7 @@ strings such as ``"4GiB"``, times strings such as ``"15s"`` or ``"10min"``)::
     min_free_frac = 0.0           # Mem.MemMinFreePct / 100; 0 = sliding scale
     paging = "nested"             # or "shadow"
     swap_device = "ssd"           # hdd, ssd, nvme
-    large_pages = false
+    large_pages = true            # 2 MiB host pages; default: true with nested paging
     tlb = { entries = 64, ways = 4 }
     pwc_entries = 0
     [host.sharing]

@@ -340,7 +340,9 @@ class HostConfig:
     tlb_entries: int = 64  # TLB entries per vCPU (mmu fidelity)
     tlb_ways: int = 4  # TLB associativity (entries split into sets of this many)
     pwc_entries: int = 0  # page-walk cache entries per vCPU; 0: none
-    large_pages: bool = False  # back guest memory with 2 MiB host pages (ESX's default is on)
+    # Back guest memory with 2 MiB host pages (Mem.AllocGuestLargePage); None: as ESX,
+    # on with nested paging, off with shadow paging (4 KiB backing) [KB1021095].
+    large_pages: bool | None = None
 
     def __post_init__(self) -> None:
         _check_size(self, "memory_bytes", positive=True)
@@ -369,7 +371,12 @@ class HostConfig:
             raise _fail(self, "tlb_ways", f"a divisor of the {self.tlb_entries} TLB entries",
                         _show(self.tlb_ways))
         _check_int(self, "pwc_entries", 0, _MAX_PWC_ENTRIES)
-        _check_bool(self, "large_pages")
+        _check_bool(self, "large_pages", optional=True)
+        if self.large_pages is None:
+            _set(self, "large_pages", self.paging == "nested")
+        elif self.large_pages and self.paging != "nested":
+            raise _fail(self, "large_pages", "false with paging \"shadow\" (ESX uses 2 MiB "
+                        "host pages only with nested paging)", _show(self.large_pages))
 
     @property
     def memory_pages(self) -> int:

@@ -16,8 +16,18 @@ rewritten and the VM's cached translations are dropped (``INVEPT``
 single-context: the TLB holds combined VPN -> MPN entries and nothing maps an
 MPN back to the VPNs that used it).
 
+Host large pages: a 2 MiB guest-physical region the host backs with one
+aligned 2 MiB run of machine frames is mapped by one PS leaf at level 1 of the
+nested table (``map_large``), so the nested dimension of a 2-D walk that ends
+there reads 3 entries instead of 4 and needs no level-0 table page at all: the
+benefit of large pages besides the TLB's reach (the combined TLB entries stay
+4 KiB, as the guest maps 4 KiB pages). Breaking the large page (``split_large``)
+puts a level-0 table of 512 entries back, each mapping the frame it mapped
+inside the large page: no data moves. The walker already reads PS leaves.
+
 Invariant: for every PPN, the nested table's leaf equals the pmap's MPN with
-the pmap's writability (property-tested through translations).
+the pmap's writability (property-tested through translations); a PPN inside a
+large page is mapped by its region's PS leaf.
 
 Active-memory sampling makes chosen pages trap (``arm_traps``): their nested
 leaves are cleared and the VM's cached translations dropped (INVEPT), so the
@@ -48,12 +58,18 @@ from hvmem.hardware.mmu import (
     Mmu,
 )
 from hvmem.hardware.page_table import (
+    ENTRIES_PER_TABLE,
+    INDEX_BITS,
     PTE_ACCESSED,
+    PTE_FRAME_MASK,
+    PTE_FRAME_SHIFT,
+    PTE_LARGE,
     PTE_PRESENT,
     PTE_USER,
     PTE_WRITABLE,
     RadixPageTable,
     TableStore,
+    software_walk_many,
 )
 from hvmem.hardware.tlb import (
     PERM,
@@ -344,6 +360,9 @@ class NestedPaging:
         self.guest_tables = guest_tables
         self.pmap = pmap
         self.ept = RadixPageTable(host_tables, lambda: frames.alloc_one(HYPERVISOR))
+        # Per 2 MiB region: mapped by one PS leaf. Its pages' leaves are that entry,
+        # so pmap updates of single pages there leave the table alone.
+        self.large = np.zeros(-(-pmap.n_ppns // ENTRIES_PER_TABLE), dtype=np.bool_)
         self.mmus: list[Mmu] = []
         # Pages whose next access must exit to the hypervisor (sampling).
         self.trap = np.zeros(pmap.n_ppns, dtype=np.bool_)
@@ -381,6 +400,8 @@ class NestedPaging:
                 translation may be cached and must be flushed).
         """
         ppns = np.asarray(ppns, dtype=np.int64)
+        if self.large.any():
+            ppns = ppns[~self.large[ppns >> INDEX_BITS]]
         state = self.pmap.state[ppns]
         armed = self.trap[ppns]  # an armed page keeps no leaf until it traps
         private = (state == Backing.PRIVATE) & ~armed
@@ -393,10 +414,58 @@ class NestedPaging:
         if np.any(absent):
             self.ept.unmap_many(ppns[absent])
         if np.any(old_had_mpn):
-            # INVEPT single-context: combined translations cannot be found by PPN.
-            for mmu in self.mmus:
-                mmu.tlb.flush_vm(self.vm_id)
-                mmu.pwc.flush_vm(self.vm_id)
+            self._invept()
+
+    def _invept(self) -> None:
+        # INVEPT single-context: combined translations cannot be found by PPN.
+        for mmu in self.mmus:
+            mmu.tlb.flush_vm(self.vm_id)
+            mmu.pwc.flush_vm(self.vm_id)
+
+    def map_large(self, regions: np.ndarray, base_mpns: np.ndarray) -> None:
+        """Map wholly unmapped 2 MiB ``regions`` (PPN >> 9) with one PS leaf each.
+
+        A level-0 table page left empty in a region goes back to the free list;
+        the page-walk cache may still link it, so the VM's cached translations
+        are dropped then.
+        """
+        regions = np.asarray(regions, dtype=np.int64)
+        displaced = self.ept.map_large_many(regions << INDEX_BITS, base_mpns, _NESTED_WRITE)
+        self.large[regions] = True
+        if displaced.size:
+            for frame in displaced.tolist():
+                self.host_tables.remove_table(frame)
+            self.frames.free(displaced)
+            self._invept()
+
+    def split_large(self, regions: np.ndarray) -> None:
+        """Map 2 MiB ``regions`` at 4 KiB again, each page as the pmap says (a break)."""
+        regions = np.asarray(regions, dtype=np.int64)
+        if regions.size == 0:
+            return
+        self.ept.unmap_large_many(regions << INDEX_BITS)
+        self.large[regions] = False
+        ppns = (regions[:, None] * ENTRIES_PER_TABLE + np.arange(ENTRIES_PER_TABLE)).ravel()
+        self.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+
+    def unmap_large(self, regions: np.ndarray) -> None:
+        """Drop the PS leaves of 2 MiB ``regions`` (their pages are being released)."""
+        regions = np.asarray(regions, dtype=np.int64)
+        if regions.size == 0:
+            return
+        self.ept.unmap_large_many(regions << INDEX_BITS)
+        self.large[regions] = False
+        self._invept()
+
+    def large_leaves(self, regions: np.ndarray) -> np.ndarray:
+        """The first frame each region's PS leaf maps, or -1 where none (for checks)."""
+        regions = np.asarray(regions, dtype=np.int64)
+        ptes = software_walk_many(self.host_tables.entries, self.ept.root_frame,
+                                  regions << INDEX_BITS)
+        out = np.full(regions.size, -1, dtype=np.int64)
+        large = (ptes & PTE_LARGE) != 0
+        out[large] = ((ptes[large] & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(np.int64)
+        return out
 
     def run(
         self,

@@ -264,6 +264,7 @@ class SharingCounters:
     false_matches: int = 0  # hash matched, content differed: not shared
     cow_breaks: int = 0  # writes that broke sharing
     frames_freed: int = 0  # frames given back by sharing
+    large_pages: int = 0  # candidates inside a host large page: hashed, not shared [KB1021095]
 
 
 class SharingTable:

@@ -1,0 +1,417 @@
+"""Host large pages: first-touch backing, fallback, sharing skip, breaking, invariants.
+
+The property test runs random mixes of touches, writes, sharing scans,
+ballooning, free page reporting, swapping, reclamation, remapping, breaking and
+state-driven breaking on a host with large pages, and checks after every step:
+
+* every frame is free, backs exactly one page, is shared with an exact
+  refcount, or is a table page (``Host.check_invariants``, which also checks
+  that each large page is one aligned run of private frames under one PS leaf);
+* the nested table maps every page exactly as the pmap says, 2 MiB leaves
+  included;
+* a page reads the last value written to it, whatever happened in between; a
+  page never written (or given back) reads zeroes or data of its own VM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hvmem.errors import ConfigError
+from hvmem.hardware.frames import MachineMemory
+from hvmem.hardware.page_table import (
+    PTE_FRAME_MASK,
+    PTE_FRAME_SHIFT,
+    PTE_LARGE,
+    PTE_PRESENT,
+    PTE_WRITABLE,
+    TableStore,
+)
+from hvmem.hypervisor.host import LARGE_PAGE_PAGES, Host
+from hvmem.hypervisor.pmap import Backing
+from hvmem.machine import Machine, MachineConfig
+from hvmem.policy.states import MemState, large_page_breaking, thresholds
+from hvmem.scenario.schema import HostConfig
+from hvmem.units import MIB
+
+LP = LARGE_PAGE_PAGES
+
+
+def host_with(n_frames=8192, vm_pages=(2048,), salting="across"):
+    host = Host(n_frames, "nested", salting=salting, large_pages=True)
+    vms = [host.add_vm(f"vm{i}", n, TableStore(n, f"vm{i}")) for i, n in enumerate(vm_pages)]
+    return host, vms
+
+
+def write(vm, ppns, tokens):
+    ppns = np.asarray(ppns, dtype=np.int64)
+    vm.write_pages(ppns, np.broadcast_to(np.asarray(tokens, dtype=np.uint64), ppns.shape))
+
+
+def ept_view(vm):
+    """(mpn or -1, writable) per PPN, by software walks of the nested table."""
+    ppns = np.arange(vm.n_ppns)
+    ptes = vm.paging.ept.lookup_many(ppns)
+    present = (ptes & PTE_PRESENT) != 0
+    frames = ((ptes & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT)).astype(np.int64)
+    large = (ptes & PTE_LARGE) != 0
+    frames[large] += ppns[large] & (LP - 1)
+    frames[~present] = -1
+    return frames, present & ((ptes & PTE_WRITABLE) != 0)
+
+
+def check_ept(vm):
+    mpns, writable = ept_view(vm)
+    state = vm.pmap.state
+    backed = (state == Backing.PRIVATE) | (state == Backing.SHARED)
+    assert np.array_equal(mpns[backed], vm.pmap.mpn[backed]), "nested table differs from pmap"
+    assert np.all(mpns[~backed] == -1)
+    assert np.array_equal(writable[backed], state[backed] == Backing.PRIVATE)
+
+
+# -- first touch -------------------------------------------------------------------------
+
+
+def test_first_touch_backs_the_whole_region_with_one_large_page():
+    host, (vm,) = host_with()
+    used = host.frames.n_used
+    write(vm, [600], 7)
+    assert vm.large.tolist() == [False, True, False, False]
+    assert vm.pmap.count(Backing.PRIVATE) == LP  # 2 MiB consumed for one touched page
+    assert host.frames.n_used - used >= LP
+    base = vm.pmap.mpn[LP]
+    assert base % LP == 0
+    assert np.array_equal(vm.pmap.mpn[LP:2 * LP], base + np.arange(LP))
+    assert vm.counters.large_pages_backed == 1 and vm.counters.first_touch_faults == 1
+    assert vm.large_page_ppns == LP
+    # Touching the rest of the region costs nothing more.
+    before = host.frames.n_used
+    write(vm, np.arange(LP, 2 * LP), 8)
+    assert host.frames.n_used == before and vm.counters.first_touch_faults == 1
+    check_ept(vm)
+    host.check_invariants()
+
+
+def test_regions_partly_backed_or_ballooned_and_the_partial_tail_get_small_pages():
+    host, (vm,) = host_with(vm_pages=(1100,))  # two whole regions and 76 pages
+    vm.release(np.array([3]), Backing.BALLOONED)  # unbacked, but in the balloon
+    write(vm, [0, 1090], 1)
+    assert not vm.large.any()
+    assert vm.pmap.count(Backing.PRIVATE) == 2
+    write(vm, [LP], 2)
+    assert vm.large.tolist() == [False, True, False]
+    host.check_invariants()
+
+
+def test_large_pages_come_from_the_top_of_memory():
+    memory = MachineMemory(4 * LP)
+    bases = memory.alloc_runs(0, 2, LP)
+    assert bases.tolist() == [3 * LP, 2 * LP]
+    assert memory.n_free == 2 * LP
+    assert memory.alloc(1, 1)[0] == 0  # the small allocations keep coming from below
+    memory.check_invariants()
+
+
+def test_no_free_2mib_run_falls_back_to_small_pages():
+    host, (a, b) = host_with(n_frames=4 * LP, vm_pages=(LP, 3 * LP))
+    write(b, np.arange(0, 3 * LP, LP), 1)
+    assert b.large.all()
+    # b gives every other page back: plenty of free memory, but no whole 2 MiB block
+    # (the nested tables sit in the lowest one).
+    b.release(np.arange(0, 3 * LP, 2), Backing.BALLOONED)
+    assert b.counters.large_pages_broken_release == 3
+    assert host.frames.n_free > LP
+    write(a, [5], 3)
+    assert not a.large.any()
+    assert a.counters.large_page_fallbacks == 1 and a.pmap.count(Backing.PRIVATE) == 1
+    host.check_invariants()
+
+
+def test_a_large_page_is_never_a_reason_to_swap():
+    host, (vm,) = host_with(n_frames=LP + 300, vm_pages=(LP,))
+    write(vm, [0], 1)
+    assert not vm.large.any() and vm.counters.large_page_fallbacks == 1
+    assert vm.counters.emergency_swaps == 0
+
+
+# -- sharing -----------------------------------------------------------------------------
+
+
+def test_pages_of_a_large_page_are_hashed_but_not_shared():
+    host, (vm,) = host_with()
+    write(vm, np.arange(LP), 0)  # 512 zero pages: all shareable but for the large page
+    counters = host.sharing.counters
+    assert vm.share_scan(np.arange(LP)) == 0
+    assert counters.large_pages == LP and counters.scanned == LP
+    assert vm.pmap.count(Backing.SHARED) == 0
+    assert vm.break_large_pages(np.array([0])) == 1
+    assert vm.counters.large_pages_broken == vm.counters.large_pages_broken_other == 1
+    freed = vm.share_scan(np.arange(LP))
+    assert freed == LP - 1 and vm.pmap.count(Backing.SHARED) == LP
+    check_ept(vm)
+    host.check_invariants()
+
+
+def test_a_stale_hint_matching_a_frame_now_in_a_large_page_breaks_it():
+    host, (a, b) = host_with(vm_pages=(LP, LP))
+    write(a, np.arange(LP), 0)
+    a.break_large_pages(np.array([0]))
+    a.share_scan(np.array([7]))  # a hint: a's frame of page 7, content 0
+    a.release(np.arange(LP), Backing.UNBACKED)  # all of a goes; the hint stays behind
+    write(b, [0], 0)  # b's large page may reuse that frame, zeroed
+    b.share_scan(np.arange(LP))  # skipped: b's pages are in a large page
+    host.check_invariants()
+    a.back_pages(np.array([9]))  # a's fresh zero page matches the hint, if it is b's now
+    a.break_large_pages(np.flatnonzero(a.large))
+    a.share_scan(np.array([9]))
+    # The hinted frame is b's page 7 now (memory's top block, zeroed): it shares,
+    # so b's large page had to break.
+    assert b.pmap.state[7] == Backing.SHARED and not b.large.any()
+    assert b.counters.large_pages_broken_other == 1
+    host.check_invariants()
+    check_ept(a)
+    check_ept(b)
+
+
+# -- breaking ----------------------------------------------------------------------------
+
+
+def test_swapping_a_page_of_a_large_page_breaks_it_first():
+    host, (vm,) = host_with()
+    write(vm, np.arange(LP), np.arange(1, LP + 1))
+    vm.swap_out(1, "random", np.random.default_rng(0))
+    assert vm.counters.large_pages_broken_reclaim == 1 and not vm.large.any()
+    assert vm.swapfile.n_used == 1
+    check_ept(vm)
+    host.check_invariants()
+    assert sorted(vm.read_pages(np.arange(LP))[0].tolist()) == list(range(1, LP + 1))
+
+
+def test_emergency_swapping_splits_large_pages_as_free_frames_allow():
+    host, (a, b) = host_with(n_frames=5 * LP + 40, vm_pages=(4 * LP, 2 * LP))
+    write(a, np.arange(0, 4 * LP, LP), 0)  # four first touches, four large pages
+    write(a, np.arange(4 * LP), np.arange(1, 4 * LP + 1))
+    assert a.large.all() and host.frames.n_free < 600
+    write(b, np.arange(540), 7)  # no 2 MiB run left: small pages, room by swapping a
+    assert not b.large.any() and a.counters.emergency_swaps > 0
+    assert a.counters.large_pages_broken_reclaim >= 1
+    host.check_invariants()
+    check_ept(a)
+    assert np.array_equal(a.read_pages(np.arange(4 * LP))[0], np.arange(1, 4 * LP + 1))
+    host.check_invariants()
+
+
+def test_reclaim_breaks_then_shares_the_sub_pages_before_compressing_or_swapping():
+    host, (vm,) = host_with()
+    tokens = np.zeros(LP, dtype=np.uint64)
+    tokens[1::2] = np.arange(1, LP // 2 + 1)  # half private data, half zero pages
+    tokens[2::4] = 2 * LP  # a quarter: one more shared value
+    write(vm, np.arange(LP), tokens)
+    vm.share_scan(np.arange(0, LP, 2))  # the scanner hashed the even pages, shared none
+    done = vm.reclaim(4, "random", np.random.default_rng(1))
+    assert vm.counters.large_pages_broken_reclaim == 1
+    # The hashed zero sub-pages share at once: far more than the 4 victims.
+    assert done["shared"] >= LP // 4 - 1 - 4
+    assert vm.pmap.count(Backing.SHARED) >= LP // 4 - 4
+    check_ept(vm)
+    host.check_invariants()
+    assert np.array_equal(vm.read_pages(np.arange(LP))[0], tokens)
+
+
+def test_ballooning_part_of_a_large_page_breaks_it_and_whole_ones_are_released():
+    host, (vm,) = host_with()
+    write(vm, np.arange(0, 4 * LP, LP), 5)
+    used = host.frames.n_used
+    assert vm.release(np.arange(10, 20), Backing.BALLOONED) == 10
+    assert vm.counters.large_pages_broken_release == 1
+    assert vm.large.tolist() == [False, True, True, True]
+    assert vm.release(np.arange(LP, 2 * LP), Backing.BALLOONED) == LP
+    assert vm.counters.large_pages_released == 1 and vm.counters.large_pages_broken == 1
+    assert host.frames.n_used == used - 10 - LP + 1  # the split took a nested table page
+    check_ept(vm)
+    host.check_invariants()
+    # Power-off: everything goes back, the large pages whole.
+    vm.release(np.arange(vm.n_ppns), Backing.UNBACKED)
+    assert vm.counters.large_pages_released == 3 and not vm.large.any()
+    host.check_invariants()
+
+
+def test_remapping_a_page_of_a_large_page_breaks_it():
+    host, (vm,) = host_with()
+    write(vm, np.arange(LP), 9)
+    vm.remap(np.array([3]))
+    assert vm.counters.large_pages_broken_other == 1
+    check_ept(vm)
+    host.check_invariants()
+
+
+def test_states_break_large_pages_lazily_at_the_next_scan_or_actively():
+    host, (a, b) = host_with(vm_pages=(4 * LP, 4 * LP))
+    for vm in (a, b):
+        write(vm, np.arange(4 * LP), 0)
+    rng = np.random.default_rng(0)
+    assert host.break_large_pages_for_state("off", 10**9, rng) == 0
+    a.share_scan(np.array([1]))
+    assert a.large.all() and host.sharing.counters.large_pages == 1
+    a.share_scan(np.arange(LP, 2 * LP, 2))  # hashed while large, not shared
+    assert a.pmap.count(Backing.SHARED) == 0
+    # Lazy: nothing now; the scanner breaks what it visits, offering what it hashed.
+    assert host.break_large_pages_for_state("lazy", 10**9, rng) == 0
+    assert a.large.all()
+    a.share_scan(np.array([LP + 1]))
+    assert a.large.tolist() == [True, False, True, True]
+    assert a.counters.large_pages_broken_state == 1
+    assert a.pmap.count(Backing.SHARED) == LP // 2 + 1  # the rest wait for the scanner
+    # Active: a bounded number per VM and tick (64/s x 30 ms: 1 or 2), shared at once.
+    first = host.break_large_pages_for_state("active", 30_000_000, rng)
+    assert first in (2, 4) and int(a.large.sum()) == 3 - first // 2
+    left = int(a.large.sum() + b.large.sum())
+    assert host.break_large_pages_for_state("active", 10**9, rng) == left
+    assert not a.large.any() and not b.large.any()
+    # Actively broken large pages have all their pages offered at once.
+    assert a.pmap.count(Backing.SHARED) == 4 * LP - (LP // 2 - 1)
+    with pytest.raises(ConfigError):
+        host.break_large_pages_for_state("eager", 1, rng)
+    check_ept(a)
+    host.check_invariants()
+
+
+def test_large_page_breaking_follows_the_esxi6_states():
+    th = thresholds(16 * 1024, "esxi6")
+    assert large_page_breaking(MemState.HIGH, th.high_mib + 1, th) == "off"
+    assert large_page_breaking(MemState.HIGH, th.high_mib - 1, th) == "lazy"
+    for state in (MemState.CLEAR, MemState.SOFT, MemState.HARD, MemState.LOW):
+        assert large_page_breaking(state, 0.0, th) == "active"
+    th5 = thresholds(16 * 1024, "esxi5")
+    for state in (MemState.HIGH, MemState.SOFT, MemState.HARD, MemState.LOW):
+        assert large_page_breaking(state, 0.0, th5) == "off"
+
+
+# -- configuration and translation -----------------------------------------------------
+
+
+def test_large_pages_default_to_nested_paging_only():
+    assert HostConfig(paging="nested").large_pages is True
+    assert HostConfig(paging="shadow").large_pages is False
+    assert HostConfig(paging="nested", large_pages=False).large_pages is False
+    with pytest.raises(ConfigError, match="large_pages: expected false"):
+        HostConfig(paging="shadow", large_pages=True)
+    with pytest.raises(ConfigError, match="nested paging"):
+        Host(1024, "shadow", large_pages=True)
+
+
+def translated(large_pages):
+    """A guest's 64 pages written four times over; (walk references, the host's VM)."""
+    machine = Machine(MachineConfig(host_memory_bytes=64 * MIB, paging="nested", tlb_entries=4,
+                                    tlb_ways=4))
+    machine.host.large_pages = large_pages
+    machine.add_vm("a", 8 * MIB)
+    machine.add_process("a", 1)
+    ppns = machine.guest_map("a", 1, 0x100, 64)
+    vpns = np.tile(np.arange(0x100, 0x140), 4)
+    batch = machine.access("a", 1, vpns, np.ones(vpns.size, bool))
+    assert batch.fault is None
+    vm = machine.vm("a").host_vm
+    assert np.array_equal(batch.mpns, vm.pmap.mpn[np.tile(ppns, 4)])
+    check_ept(vm)
+    machine.host.check_invariants()
+    return machine.vm("a").mmu.counters.walk_refs, vm
+
+
+def test_nested_walks_end_at_2mib_leaves_one_reference_sooner():
+    small_refs, small = translated(False)
+    large_refs, large = translated(True)
+    assert not small.large.any() and large.large.any()
+    assert large_refs < small_refs
+
+
+# -- property ----------------------------------------------------------------------------
+
+N_VM_PAGES = 3 * LP + 100  # three whole regions and a partial one
+VMS = (0, 1)
+
+page_st = st.integers(0, N_VM_PAGES - 1)
+touch_st = st.tuples(st.just("touch"), st.sampled_from(VMS),
+                     st.lists(page_st, min_size=1, max_size=8), st.booleans())
+op_st = st.one_of(
+    touch_st, touch_st, touch_st,  # touches back large pages for the rest to act on
+    # A whole region given back (a power-off, as far as that region goes).
+    st.tuples(st.just("release_region"), st.sampled_from(VMS), st.integers(0, 3)),
+    st.tuples(st.just("share"), st.sampled_from(VMS), st.integers(1, 600), st.integers(0, 99)),
+    st.tuples(st.just("balloon"), st.sampled_from(VMS), page_st, st.integers(1, 700)),
+    st.tuples(st.just("report"), st.sampled_from(VMS), page_st, st.integers(1, 40)),
+    st.tuples(st.just("swap"), st.sampled_from(VMS), st.integers(1, 40),
+              st.sampled_from(["random", "lru"])),
+    st.tuples(st.just("reclaim"), st.sampled_from(VMS), st.integers(1, 40)),
+    st.tuples(st.just("remap"), st.sampled_from(VMS), page_st),
+    st.tuples(st.just("break"), st.sampled_from(VMS), st.integers(0, 2)),
+    st.tuples(st.just("state"), st.sampled_from(VMS),
+              st.sampled_from(["off", "lazy", "active"])),
+)
+
+
+def run(ops, n_frames):
+    host, vms = host_with(n_frames=n_frames, vm_pages=(N_VM_PAGES,) * len(VMS))
+    expected: dict[tuple[int, int], int] = {}
+    written_by: dict[int, set[int]] = {0: set(VMS)}
+    stamp = 0
+    for step, op in enumerate(ops):
+        host.now_ns = step
+        kind, v = op[0], op[1]
+        vm = vms[v]
+        rng = np.random.default_rng(step)
+        if kind == "touch":
+            ppns = np.unique(op[2])
+            if op[3]:
+                stamp += 1
+                value = stamp % 5 if stamp % 3 == 0 else stamp << 8  # some repeat: shareable
+                write(vm, ppns, value)
+                for p in ppns.tolist():
+                    expected[(v, p)] = value
+                written_by.setdefault(value, set()).add(v)
+            else:
+                vm.read_pages(ppns)
+        elif kind == "share":
+            pages = np.arange(op[3], N_VM_PAGES, max(1, N_VM_PAGES // op[2]))
+            vm.share_scan(pages)
+        elif kind in ("balloon", "report", "release_region"):
+            if kind == "release_region":
+                ppns = np.arange(op[2] * LP, min(N_VM_PAGES, (op[2] + 1) * LP))
+            else:
+                ppns = np.arange(op[2], min(N_VM_PAGES, op[2] + op[3]))
+            vm.release(ppns, Backing.BALLOONED if kind == "balloon" else Backing.UNBACKED)
+            for p in ppns.tolist():
+                expected.pop((v, p), None)  # the guest gave its data up
+        elif kind == "swap":
+            vm.swap_out(op[2], op[3], rng)
+        elif kind == "reclaim":
+            vm.reclaim(op[2], "random", rng)
+        elif kind == "remap":
+            vm.remap(np.array([op[2]]))
+        elif kind == "break":
+            vm.break_large_pages(np.array([op[2]]))
+        else:
+            host.break_large_pages_for_state(op[2], 20_000_000, rng)
+        host.check_invariants()
+        for other in vms:
+            check_ept(other)
+    # Every page's content survives, and nobody reads another VM's data.
+    for v, vm in enumerate(vms):
+        got = vm.read_pages(np.arange(N_VM_PAGES))[0]
+        for p in range(N_VM_PAGES):
+            if (v, p) in expected:
+                assert got[p] == expected[(v, p)], "data lost"
+            else:
+                assert v in written_by.get(int(got[p]), ()), "data leaked"
+    host.check_invariants()
+    return host
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(op_st, min_size=4, max_size=30),
+       n_frames=st.sampled_from([6 * LP, 12 * LP, 16 * LP]))
+def test_large_pages_never_lose_leak_or_double_map(ops, n_frames):
+    run(ops, n_frames)
