@@ -354,3 +354,32 @@ def test_swap_in_rate_from_pages_read_back_into_the_cgroup(fake_host, clock, tmp
     _, (vm,) = backend.sample()
     assert vm.swap_in_rate_mib_s == pytest.approx(2560 * 4 / 1024 / 2)  # 5 MiB/s
     backend.close()
+
+
+def test_swap_refused_outside_a_cgroup_of_its_own(fake_host, clock, tmp_path):
+    fake_host.set_meminfo(total_mib=24000, free_mib=20000, swap_mib=4096)
+    fake_host.add_guest("g1", 4001)  # no cgroup of its own
+    guest2 = fake_host.add_guest("g2", 4002)
+    cg = fake_host.add_cgroup(guest2, usage_mib=480)
+    (cg / "cgroup.procs").write_text("4002\n999\n")  # shared with another process
+    backend = QemuBackend([fake_host.spec("g1"), fake_host.spec("g2")],
+                          fake_host.options(clock=clock))
+    backend.sample()
+    backend.apply(plans(MemState.HARD, g1=(0.0, 100.0), g2=(0.0, 100.0)))
+    why = {e["vm"]: e["detail"] for e in backend.events if e["event"] == "swap_refused"}
+    assert "not in a memory cgroup of its own" in why["g1"]
+    assert "holds other processes too" in why["g2"]
+    (cg / "cgroup.procs").write_text("4002\n")  # the other process left: now it may
+    backend.apply(plans(MemState.HARD, g1=(0.0, 100.0), g2=(0.0, 100.0)))
+    assert int((cg / "memory.limit_in_bytes").read_text()) == 380 * MIB
+    backend.close()
+
+
+def test_ram_file_on_tmpfs_is_not_swapped(fake_host, clock):
+    guest = fake_host.add_guest("g1", 4001, ram_file="/dev/shm/g1.vswp")
+    fake_host.add_cgroup(guest, usage_mib=480)
+    backend = QemuBackend([fake_host.spec("g1")], fake_host.options(clock=clock))
+    backend.sample()
+    backend.apply(plans(MemState.HARD, g1=(0.0, 100.0)))
+    assert "is on tmpfs, so there is no disk" in backend.events[-1]["detail"]
+    backend.close()

@@ -710,25 +710,25 @@ class QemuBackend:
 
     def can_swap(self, g: _Guest, meminfo: HostMemInfo | None = None) -> str | None:
         """None if the VM may be put under a memory limit, else why not (one line)."""
+        if g.ram_file is None:
+            mem = meminfo or read_meminfo(self.options.proc_root)
+            if mem.swap_total_mib <= 0:
+                return (f"{g.name}: refusing to limit its memory: its RAM is anonymous and "
+                        "the host has no swap, so a memory-cgroup limit would get QEMU "
+                        "OOM-killed (launch it with file-backed RAM: hvmem qemu launch "
+                        "--file-backed)")
+        elif not g.ram_on_disk:
+            return (f"{g.name}: not limiting its memory: its RAM file {g.ram_file} is on "
+                    "tmpfs, so there is no disk to page it to")
         if g.cgroup is None:
             return (f"{g.name}: not limiting its memory: QEMU (pid {g.pid}) is not in a memory "
-                    "cgroup of its own (launch it with hvmem qemu launch --file-backed)")
+                    "cgroup of its own (hvmem qemu launch --file-backed puts it in one)")
         if not g.cgroup_exclusive:
             # A launcher may still have been in it at attach time: look again.
             g.cgroup_exclusive = exclusive_to(g.cgroup, g.pid)
         if not g.cgroup_exclusive:
             return (f"{g.name}: not limiting its memory: cgroup {g.cgroup.path} holds other "
                     "processes too")
-        if g.ram_file is not None:
-            if not g.ram_on_disk:
-                return (f"{g.name}: not limiting its memory: its RAM file {g.ram_file} is on "
-                        "tmpfs, so there is no disk to page it to")
-            return None
-        mem = meminfo or read_meminfo(self.options.proc_root)
-        if mem.swap_total_mib <= 0:
-            return (f"{g.name}: refusing to limit its memory: its RAM is anonymous and the "
-                    "host has no swap, so a memory-cgroup limit would get QEMU OOM-killed "
-                    "(launch it with file-backed RAM: hvmem qemu launch --file-backed)")
         return None
 
     def _apply_swap(self, g: _Guest, plan: VmPlan, state: MemState) -> None:

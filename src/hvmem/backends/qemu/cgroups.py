@@ -187,7 +187,7 @@ def memory_cgroup_of(pid: int, root: Path = DEFAULT_CGROUP_ROOT,
         return None
     mount, version = found
     rel = _own_path(pid, version, proc)
-    if rel is None or rel.strip("/") == "":
+    if rel is None or rel.strip("/") == "" or not (mount / rel.strip("/")).is_dir():
         return None
     return MemoryCgroup(mount / rel.strip("/"), version)
 
