@@ -177,3 +177,12 @@ def test_image_json_shape(monkeypatch, tmp_path):
     monkeypatch.setattr(guest_image, "build_image", lambda cache_dir=None, force=False: fake)
     code, out = run("image", "--json")
     assert code == 0 and json.loads(out)["kernel_version"] == "6.1.0-test"
+
+
+def test_launch_without_qemu_says_what_to_install(monkeypatch):
+    from hvmem.backends.qemu import launcher
+
+    monkeypatch.setattr(launcher, "missing_tools", lambda: "qemu-system-x86_64 not found")
+    code, out = run("launch", "--count", "1")
+    assert code == 1
+    assert "apt-get install qemu-system-x86 busybox-static" in one_line_error(out)

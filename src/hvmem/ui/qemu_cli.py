@@ -119,6 +119,7 @@ def launch_cmd(
         hold_s=_whole_s(hold, "--hold"), idle_s=_whole_s(idle, "--idle"), cycles=cycles,
         touch_s=_whole_s(touch, "--touch"), balloon=not no_balloon_driver)
     budget = _mib(host_memory, "--host-memory") if host_memory is not None else None
+    _need_tools()
     accel, why = choose_accel()
     image = build_image(cache_dir)
     directory = run_dir or default_run_dir()
@@ -299,6 +300,16 @@ def control_cmd(
                   f"results: {path}", markup=False)
 
 
+def _need_tools() -> None:
+    """Fail early, in one line, where the guests cannot be built or run."""
+    from hvmem.backends.qemu.launcher import missing_tools
+
+    why = missing_tools()
+    if why is not None:
+        raise HvmemError(f"{why}: the QEMU backend needs qemu-system-x86 and busybox-static "
+                         "(Debian: apt-get install qemu-system-x86 busybox-static)")
+
+
 def _console():
     from rich.console import Console
 
@@ -335,6 +346,7 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
             raise ConfigError(f"{scenario.name}: vm[{i}] ({vm.name}): the qemu backend runs "
                               "every guest for the whole scenario; leave power_on and "
                               "power_off out")
+    _need_tools()
     b = scenario.backend
     workload = WorkloadParams(shared_mib=b.shared_bytes // MIB, private_mib=b.private_bytes // MIB,
                               touch_s=b.touch_ns // NS_PER_S)
