@@ -314,6 +314,7 @@ def qemu_image():
         ksm.reset_counters()
         ksm.restore()
         signal.signal(signal.SIGTERM, old_handler)
+        Path(lock.name).unlink(missing_ok=True)  # leave no file behind
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
 
