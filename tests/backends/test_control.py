@@ -128,3 +128,13 @@ def test_bad_interval_is_a_config_error(fake_host):
     with pytest.raises(ConfigError, match="unknown policy 'nope'"):
         ControlLoop(backend, "nope")
     backend.close()
+
+
+def test_tiny_budget_is_not_refused_by_simulated_admission_control(fake_host):
+    for i in range(3):
+        fake_host.add_guest(f"g{i}", 4001 + i, ram_rss_mib=30)
+    backend = QemuBackend([fake_host.spec(f"g{i}") for i in range(3)],
+                          fake_host.options(host_memory_mib=100, sample_cache_s=0.02))
+    loop = ControlLoop(backend, "esx", interval_s=0.2, tick_s=0.1)
+    result = loop.run(duration_s=0.25)
+    assert result.complete and result.scenario.host.memory_bytes == 100 << 20

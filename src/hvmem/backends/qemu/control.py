@@ -138,7 +138,9 @@ class ControlLoop:
         self.metrics = metrics
         # Every guest attached at the start, as the results' scenario lists them.
         self._vm_configs = tuple(
+            # overhead 0: QEMU's real overhead is measured (overhead_mib), not assumed
             VmConfig(name=g.name, memory_bytes=int(g.configured_mib) * MIB, shares=g.shares,
+                     overhead_bytes=0,
                      reservation_bytes=int(g.spec.reservation_mib) * MIB,
                      limit_bytes=None if g.spec.limit_mib is None
                      else max(int(g.spec.limit_mib), int(g.spec.reservation_mib)) * MIB)
