@@ -298,3 +298,24 @@ def test_scenario_with_qemu_backend_runs_real_guests_and_reads_like_a_simulation
     assert len(rows) >= 10 and {r["vm"] for r in rows} == {"web"}
     assert rows[-1]["MEMSZ"] == 256 and rows[-1]["GRANT"] > 32
     assert not qemu_named("web")  # the run stopped its guest
+
+
+def test_kvm_that_does_not_boot_the_guest_falls_back_to_tcg(qemu_image, qemu_dirs):
+    """Forcing KVM: where it is not hardware KVM (kvm_pvm here) the guest never reaches
+    its init (or QEMU cannot start), and the launch starts it again under TCG."""
+    from hvmem.backends.qemu.launcher import choose_accel
+
+    run, _ = qemu_dirs
+    guests = launch(qemu_image, run / "kvm", count=1, memory_mib=256, accel="kvm",
+                    kvm_boot_timeout_s=8, workload=WorkloadParams(shared_mib=16, private_mib=0),
+                    die_with_parent=True)
+    try:
+        (g,) = guests
+        if choose_accel()[0] == "kvm":
+            assert g.accel == "kvm" and g.fallback is None
+        else:
+            assert g.accel == "tcg" and g.fallback is not None
+            assert 'accel = "tcg"' in (run / "kvm" / "guests.toml").read_text()
+        wait_for_marker(g.serial_log, "HVMEM-READY", BOOT_TIMEOUT_S, g.pid)
+    finally:
+        assert not stop(guests)

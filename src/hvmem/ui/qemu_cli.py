@@ -126,7 +126,11 @@ def launch_cmd(
     guests = launch(image, directory, count=count, memory_mib=int(memory_mib),
                     workload=workload, file_backed=file_backed, swap_dir=swap_dir,
                     prefix=prefix, accel=accel, host_memory_mib=budget)
-    typer.echo(f"accelerator: {accel} ({why})")
+    if guests[0].fallback:
+        typer.echo(f"accelerator: tcg (KVM was chosen because {why}, but {guests[0].fallback}; "
+                   "every guest was started again under TCG)")
+    else:
+        typer.echo(f"accelerator: {accel} ({why})")
     for g in guests:
         if wait:
             wait_for_marker(g.serial_log, "HVMEM-READY", 120.0, g.pid)

@@ -36,6 +36,7 @@ the guests run under TCG, which boots this guest in about 5 s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -85,6 +86,8 @@ class LaunchedGuest:
     memory_mib: int
     ram_file: Path | None = None
     cgroup: Path | None = None
+    accel: str = "tcg"
+    fallback: str | None = None  # why KVM was given up for TCG, if it was
 
     @property
     def pid(self) -> int | None:
@@ -179,7 +182,8 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
            host_memory_mib: float | None = None,
            cgroup_root: Path = DEFAULT_CGROUP_ROOT,
            die_with_parent: bool = False, names: list[str] | None = None,
-           memories_mib: list[int] | None = None) -> list[LaunchedGuest]:
+           memories_mib: list[int] | None = None,
+           kvm_boot_timeout_s: float = 30.0) -> list[LaunchedGuest]:
     """Start ``count`` guests and write ``run_dir/guests.toml``.
 
     Guests are daemons that outlive the launching process, unless
@@ -187,6 +191,9 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     launching process dies, however it dies (tests use this so that no guest
     outlives an interrupted test run). ``names`` and ``memories_mib`` name the
     guests and size each one (default: PREFIX1..PREFIXn, ``memory_mib`` each).
+    Under KVM, a guest that has not reached its init within ``kvm_boot_timeout_s``
+    means KVM does not really work here: every guest is started again under TCG
+    (``LaunchedGuest.fallback`` says why).
 
     Raises:
         ConfigError: bad counts, sizes or names, a socket path too long, or
@@ -235,22 +242,47 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     if accel is None:
         accel, _ = choose_accel()
     tag = f"hvmem-{os.getpid()}-{int(time.time())}"
-    started: list[LaunchedGuest] = []
+
+    def start_all(accel: str) -> list[LaunchedGuest]:
+        started: list[LaunchedGuest] = []
+        try:
+            for name, memory in zip(names, memories, strict=True):
+                ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
+                cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
+                argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
+                for stale in (".qmp", ".pid"):
+                    (run_dir / (name + stale)).unlink(missing_ok=True)
+                guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
+                                      run_dir / f"{name}.log", memory, ram_file,
+                                      cgroup.path if cgroup else None, accel)
+                _start(argv, cgroup, guest, die_with_parent)
+                started.append(guest)
+        except BaseException:
+            stop(started)
+            raise
+        return started
+
     try:
-        for name, memory in zip(names, memories, strict=True):
-            ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
-            cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
-            argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
-            for stale in (".qmp", ".pid"):
-                (run_dir / (name + stale)).unlink(missing_ok=True)
-            guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
-                                  run_dir / f"{name}.log", memory, ram_file,
-                                  cgroup.path if cgroup else None)
-            _start(argv, cgroup, guest, die_with_parent)
-            started.append(guest)
-    except BaseException:
-        stop(started)
-        raise
+        started = start_all(accel)
+    except BackendError as err:
+        if accel != "kvm":
+            raise
+        started = [dataclasses.replace(g, fallback=f"QEMU did not start under KVM: {err}")
+                   for g in start_all("tcg")]
+        accel = "tcg"
+    if accel == "kvm":
+        # The second safety net of qemu-feasibility.md: a KVM that is not what it seems
+        # never gets the guest to its init; then every guest runs under TCG instead.
+        try:
+            for g in started:
+                wait_for_marker(g.serial_log, "HVMEM-INIT", kvm_boot_timeout_s, g.pid)
+        except BackendError as err:
+            stop(started, remove_files=True)
+            started = [dataclasses.replace(g, fallback=str(err)) for g in start_all("tcg")]
+            accel = "tcg"
+        except BaseException:
+            stop(started)
+            raise
     (run_dir / GUESTS_FILE).write_text(_guests_toml(started, accel, host_memory_mib))
     return started
 
