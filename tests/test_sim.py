@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hvmem.errors import ConfigError
+from hvmem.policy.states import MemState
 from hvmem.results import read_results, write_results
 from hvmem.scenario.loader import load_scenario, parse_scenario
 from hvmem.sim import Simulation
@@ -46,6 +47,47 @@ def test_overcommitted_run_reclaims_and_keeps_every_invariant():
                     for vm in summary["vms"].values())
     assert reclaimed > 0  # 384 MiB of guests on a 320 MiB host
     assert any(row["state"] != "high" for row in result.host_rows)
+
+
+def test_swapper_holds_targets_between_balance_periods():
+    """In HARD and LOW, pages the guest touches back in are swapped out again at once.
+
+    Small pages and no sharing, so that applying a plan reaches its target
+    exactly (no victim waits inside a large page, none is shared instead).
+    """
+    host = dict(TINY["host"], large_pages=False, sharing={"enabled": False})
+    sim = Simulation(tiny(host=host, policy={"balance_period": "15s"}), check_invariants=True)
+    checked = []
+    began_in = [sim.state]
+
+    def after_tick(s: Simulation) -> None:
+        balance_tick = s.now_ns % (15 * 10**9) == 0
+        if began_in[0] in (MemState.HARD, MemState.LOW) and not balance_tick:
+            for vm in s.vms.values():
+                if vm.plan is not None:
+                    held = vm.host_vm.swapfile.n_used + vm.host_vm.zip.n_pages
+                    checked.append((held, int(vm.plan.swap_target_mib * 256)))
+        began_in[0] = s.state
+
+    sim.run(on_tick=after_tick)
+    assert checked, "the host never swapped between balance periods"
+    assert any(target > 0 for _, target in checked)
+    short = [(held, target) for held, target in checked if held < target]
+    assert not short, short
+
+
+@pytest.mark.parametrize("selection", ["random", "lru"])
+def test_swap_selection_is_a_host_setting(selection):
+    host = dict(TINY["host"], swap_selection=selection)
+    result = Simulation(tiny(host=host), check_invariants=True).run()
+    assert result.summary()["mechanisms"]["swapping"]["peak_mib"] > 0
+    assert result.scenario.host.swap_selection == selection
+
+
+def test_swap_selection_outside_the_choices_is_refused():
+    host = dict(TINY["host"], swap_selection="clock")
+    with pytest.raises(ConfigError, match="swap_selection"):
+        tiny(host=host)
 
 
 def test_static_policy_never_reclaims_by_plan():

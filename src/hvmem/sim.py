@@ -104,6 +104,7 @@ class SimVm:
     last_swap_ins: int = 0
     last_zips: int = 0
     last_unzips: int = 0
+    returned_seen: int = 0  # swap-ins + decompressions the swapper has answered
     work_frac_sum: float = 0.0
     ticks_run: int = 0
 
@@ -208,7 +209,8 @@ class Simulation:
             raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
         params = EsxParams(tax_frac=scenario.policy.idle_tax_frac) if name == "esx" else None
         self.policy = make_policy(name, params)
-        self.controller = PolicyController(self.policy, SimulatedBackend(self),
+        self.backend = SimulatedBackend(self)
+        self.controller = PolicyController(self.policy, self.backend,
                                            scenario.policy.balance_period_ns / NS_PER_S)
         self.vms: dict[str, SimVm] = {}
         self.now_ns = 0
@@ -319,6 +321,10 @@ class Simulation:
                 if now % REPORT_PERIOD_NS < tick_ns:
                     vm.driver.report_free_pages()
                 vm.balloon.collect(now)
+        swapping = actions(self.state, sc.host.profile)
+        for vm in self.vms.values():
+            if vm.plan is not None and swapping.swap:  # HARD, LOW: keep VMs at target
+                self.backend.swap_to_target(vm, vm.plan, refill=True)
         for vm in self.vms.values():
             drawn = vm.sampler.advance(now)
             if drawn is not None and self.mmu_fidelity:
@@ -336,6 +342,9 @@ class Simulation:
             for name, plan in plans.items():
                 if name in self.vms:
                     self.vms[name].plan = plan
+            # What the plans reclaimed counts at once: the row shows the state after
+            # it, and a VM blocked in LOW runs again next tick if the host left LOW.
+            self.state = self.tracker.update(_mib(host.frames.n_free))
         if self.check:
             host.check_invariants()
             for vm in self.vms.values():
@@ -446,17 +455,44 @@ class SimulatedBackend:
     def apply(self, plans) -> None:
         """Balloon targets to the devices; take what must go beyond that."""
         sim = self.sim
-        allowed = actions(sim.state, sim.scenario.host.profile)
         for name, plan in plans.items():
             vm = sim.vms.get(name)
             if vm is None:
                 continue
             vm.balloon.set_target(int(plan.balloon_target_mib * PAGES_PER_MIB))
-            hv = vm.host_vm
-            held = hv.swapfile.n_used + hv.zip.n_pages
-            want = int(plan.swap_target_mib * PAGES_PER_MIB) - held
-            if want > 0:
-                done = hv.reclaim(want, "random", sim._reclaim_rng,
-                                  compress=plan.compress and allowed.compress
-                                  and sim.scenario.host.compression.enabled)
+            done = self.swap_to_target(vm, plan)
+            if done:
                 sim._event("reclaim", name, ", ".join(f"{k} {v}" for k, v in done.items()))
+
+    def swap_to_target(self, vm: SimVm, plan: VmPlan, *, refill: bool = False
+                       ) -> dict[str, int]:
+        """Share, compress or swap ``vm``'s pages up to ``plan``'s swap target.
+
+        When a plan is applied, the whole difference between the target and
+        what the host holds swapped or compressed is taken. Between balance
+        periods (``refill``, every tick while the host is in HARD or LOW), a
+        page the guest touched back in is replaced by another, as far as the
+        VM is still short of the target, so the VM stays where the plan put it
+        instead of faulting its way back up until the next plan; ESX's swapper
+        likewise works asynchronously towards the target [OSDI02 §3.3]. Only
+        returned pages are replaced, not pages the target was short by because
+        they were shared instead (share-before-swap frees them without adding
+        to what is held): that would take more from the VM every tick.
+
+        Returns:
+            Pages reclaimed by each mechanism, empty if nothing was wanted.
+        """
+        sim = self.sim
+        hv = vm.host_vm
+        returned = hv.swapfile.counters.swap_ins + hv.zip.counters.decompressed
+        want = int(plan.swap_target_mib * PAGES_PER_MIB) - (hv.swapfile.n_used + hv.zip.n_pages)
+        if refill:
+            want = min(want, returned - vm.returned_seen)
+        vm.returned_seen = returned
+        if want <= 0:
+            return {}
+        allowed = actions(sim.state, sim.scenario.host.profile)
+        host = sim.scenario.host
+        return hv.reclaim(want, host.swap_selection, sim._reclaim_rng,
+                          compress=plan.compress and allowed.compress and host.compression.enabled,
+                          share_first=host.sharing.enabled)

@@ -357,10 +357,11 @@ class VmPlan:
             they aim at).
         balloon_target_mib: total balloon size to set in the guest driver.
         swap_target_mib: total memory the host should hold swapped or compressed
-            for this VM. A ceiling to reach, not a level to hold: the backend
-            swaps out (compressing first if ``compress``) while the VM's
-            ``swapped + compressed`` is below it, and never swaps in just
-            because it is above (pages come back when touched).
+            for this VM. A floor the backend works up to, never a cap: it swaps
+            out (compressing first if ``compress``) while the VM's ``swapped +
+            compressed`` is below it (the simulator every tick while the host
+            is in HARD or LOW, as touched pages come back), and never swaps in
+            just because it is above (pages come back when touched).
         compress: compress swap candidates before writing them to swap
             (ESX 4.1+ [VI-41]).
         blocked: the VM may not allocate new machine memory (LOW state, VM above

@@ -16,6 +16,7 @@ strings such as ``"4GiB"``, times strings such as ``"15s"`` or ``"10min"``)::
     min_free_frac = 0.0           # Mem.MemMinFreePct / 100; 0 = sliding scale
     paging = "nested"             # or "shadow"
     swap_device = "ssd"           # hdd, ssd, nvme
+    swap_selection = "random"     # host swap victims: random (as ESX) or lru
     large_pages = true            # 2 MiB host pages; default: true with nested paging
     tlb = { entries = 64, ways = 4 }
     pwc_entries = 0
@@ -186,8 +187,8 @@ _REPLAY_KEYS = ("kind", "path", "format", "refs_per_s", "time_scale", "trace_ref
 _TOP_KEYS = ("name", "description", "duration", "tick", "seed", "fidelity", "host", "policy",
              "timing", "vm", "backend")
 _BACKEND_KEYS = ("kind", "file_backed", "shared", "private", "touch")
-_HOST_KEYS = ("memory", "profile", "min_free_frac", "paging", "swap_device", "large_pages", "tlb",
-              "pwc_entries", "sharing", "compression")
+_HOST_KEYS = ("memory", "profile", "min_free_frac", "paging", "swap_device", "swap_selection",
+              "large_pages", "tlb", "pwc_entries", "sharing", "compression")
 _VM_KEYS = ("name", "count", "memory", "reservation", "limit", "shares", "overhead", "power_on",
             "power_off", "salt", "guest", "content", "workload")
 _GUEST_KEYS = ("swap", "swap_device", "reclaim_policy", "processes", "balloon", "deflate_on_oom",
@@ -515,7 +516,8 @@ class _Loader:
                                  compression.path)
         kwargs = _given(t, {"profile": "profile", "min_free_frac": "min_free_frac",
                             "paging": "paging", "swap_device": "swap_device",
-                            "large_pages": "large_pages", "pwc_entries": "pwc_entries"})
+                            "swap_selection": "swap_selection", "large_pages": "large_pages",
+                            "pwc_entries": "pwc_entries"})
         kwargs.update(_given(tlb, {"entries": "tlb_entries", "ways": "tlb_ways"}))
         kwargs.update(memory_bytes=t.size("memory"), sharing=sharing_cfg,
                       compression=compression_cfg)
@@ -854,7 +856,8 @@ def dump_scenario(scenario: Scenario) -> dict[str, Any]:
     host: dict[str, Any] = {
         "memory": _size_text(h.memory_bytes), "profile": h.profile,
         "min_free_frac": h.min_free_frac, "paging": h.paging, "swap_device": h.swap_device,
-        "large_pages": h.large_pages, "tlb": {"entries": h.tlb_entries, "ways": h.tlb_ways},
+        "swap_selection": h.swap_selection, "large_pages": h.large_pages,
+        "tlb": {"entries": h.tlb_entries, "ways": h.tlb_ways},
         "pwc_entries": h.pwc_entries,
         "sharing": {"enabled": h.sharing.enabled, "salting": h.sharing.salting},
         "compression": {"enabled": h.compression.enabled, "max_frac": h.compression.max_frac},

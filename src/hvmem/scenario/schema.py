@@ -120,6 +120,9 @@ OVERHEAD_FRAC = 0.01
 POLICY_NAMES = ("esx", "static", "mom", "proxmox")
 #: Swap devices, with latencies in the cost table.
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
+# How the host picks pages to swap: at random, as ESX does [OSDI02 §3.3], or
+# least recently used first (a comparison point, not an ESX option).
+SWAP_SELECTIONS = ("random", "lru")
 #: Simulation fidelities (see DESIGN.md section 3).
 FIDELITIES = tuple(str(f) for f in Fidelity)
 #: Default tick: 1 simulated second (DESIGN.md section 3).
@@ -335,6 +338,7 @@ class HostConfig:
     min_free_frac: float = 0.0  # Mem.MemMinFreePct / 100; 0: sliding scale (esxi5, esxi6)
     paging: str = "nested"  # "nested" (EPT/NPT) or "shadow" page tables
     swap_device: str = "ssd"  # device of the host swap files: "hdd", "ssd" or "nvme"
+    swap_selection: str = "random"  # host swap victims: "random" (as ESX) or "lru"
     sharing: SharingConfig = field(default_factory=SharingConfig)  # page sharing
     compression: CompressionConfig = field(default_factory=CompressionConfig)  # compression
     tlb_entries: int = 64  # TLB entries per vCPU (mmu fidelity)
@@ -354,6 +358,7 @@ class HostConfig:
                         "minFree; MemMinFreePct came with ESX 4.1)", _show(self.min_free_frac))
         _check_choice(self, "paging", PAGING_MODES)
         _check_choice(self, "swap_device", SWAP_DEVICES)
+        _check_choice(self, "swap_selection", SWAP_SELECTIONS)
         if not isinstance(self.sharing, SharingConfig):
             raise _fail(self, "sharing", "a SharingConfig", type(self.sharing).__name__)
         if not isinstance(self.compression, CompressionConfig):
