@@ -8,10 +8,10 @@ from rich.text import Text
 
 #: Mechanism -> what its MiB mean, for the summary table.
 _HOLDS = {
-    "sharing": "machine memory saved by sharing identical pages",
+    "sharing": "saved by sharing identical pages",
     "ballooning": "guest memory inside balloons",
-    "compression": "guest memory compressed, net of the cache",
-    "swapping": "guest memory in host swap files",
+    "compression": "compressed, net of the cache",
+    "swapping": "in host swap files",
 }
 
 
@@ -19,17 +19,21 @@ def render_summary(summary: dict) -> Group:
     """The mechanisms' host-wide holdings, then a table of each VM's share and cost."""
     mechanisms = Table(title=f"{summary['scenario']}: what each mechanism reclaimed",
                        title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("mechanism", "peak MiB", "at end MiB", "what"):
+    for column in ("mechanism", "peak MiB", "end MiB", "what"):
         mechanisms.add_column(column, justify="right" if "MiB" in column else "left")
     for name, held in summary.get("mechanisms", {}).items():
         mechanisms.add_row(name, f"{held['peak_mib']:.0f}", f"{held['end_mib']:.0f}",
                            _HOLDS.get(name, ""))
+    # One-word headers keep the table within 80 columns; the caption says what they are.
     table = Table(title="what it cost each VM", title_justify="left",
-                  show_edge=False, pad_edge=False)
-    for column in ("vm", "balloon peak MiB", "shared saved MiB", "compressed MiB",
-                   "swapped peak MiB", "swap in MiB", "throughput", "worst slowdown",
-                   "work lost s"):
-        table.add_column(column, justify="left" if column == "vm" else "right")
+                  caption="balloon, shared (saved), zipped, swapped: peak MiB; swapin: MiB "
+                          "read back; thru: mean throughput; worst: slowdown; "
+                          "lost: seconds of work",
+                  caption_justify="left", show_edge=False, pad_edge=False)
+    for column in ("vm", "balloon", "shared", "zipped", "swapped", "swapin", "thru",
+                   "worst", "lost"):
+        table.add_column(column, justify="left" if column == "vm" else "right",
+                         no_wrap=column == "vm")
     for name, vm in summary["vms"].items():
         table.add_row(name, f"{vm['balloon_peak_mib']:.0f}", f"{vm['shared_saved_peak_mib']:.0f}",
                       f"{vm['compressed_peak_mib']:.0f}", f"{vm['swapped_peak_mib']:.0f}",
