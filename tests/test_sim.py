@@ -6,10 +6,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from hvmem.errors import ConfigError
+from hvmem.hypervisor.pmap import Backing
 from hvmem.policy.states import MemState
 from hvmem.results import read_results, write_results
 from hvmem.scenario.loader import load_scenario, parse_scenario
@@ -74,6 +76,35 @@ def test_swapper_holds_targets_between_balance_periods():
     assert any(target > 0 for _, target in checked)
     short = [(held, target) for held, target in checked if held < target]
     assert not short, short
+
+
+def test_shrdsvd_adds_up_to_the_hosts_saving_across_vms():
+    """Pages shared across VMs count in SHRDSVD, split among the VMs mapping them."""
+    doc = {
+        "name": "twins", "duration": "30s", "seed": 5,
+        "host": {"memory": "512MiB", "large_pages": False,
+                 "sharing": {"enabled": True, "salting": "across",
+                             "scan_rate_pages_per_s": 4096}},
+        "vm": [{"name": "twin", "count": 2, "memory": "128MiB",
+                "content": {"image": "ubuntu-22.04", "image_frac": 0.6, "zero_frac": 0.0},
+                "workload": {"kind": "phases", "region": "96MiB", "phases": [
+                    {"duration": "4s", "kind": "scan", "pages_per_s": 8192, "write_frac": 1.0},
+                    {"duration": "26s", "kind": "idle"}]}}],
+    }
+    sim = Simulation(parse_scenario(doc, "twins.toml"), check_invariants=True)
+    result = sim.run()
+    frames = sim.host.frames
+    mappings = np.concatenate([vm.host_vm.pmap.mpn[vm.host_vm.pmap.state == Backing.SHARED]
+                               for vm in sim.vms.values()])
+    host_saving_mib = (mappings.size - np.unique(mappings).size) / 256
+    last = [row for row in result.vm_rows if row["time_s"] == result.vm_rows[-1]["time_s"]]
+    assert sum(row["SHRDSVD"] for row in last) == pytest.approx(host_saving_mib)
+    # No zero pages here: the saving is image pages shared across the two VMs.
+    assert host_saving_mib > 40  # of 57.6 MiB of image pages in each VM
+    assert all(np.unique(vm.host_vm.pmap.mpn[vm.host_vm.pmap.state == Backing.SHARED]).size
+               == np.count_nonzero(vm.host_vm.pmap.state == Backing.SHARED)
+               for vm in sim.vms.values())
+    assert frames.refcount[np.unique(mappings)].max() == 2
 
 
 @pytest.mark.parametrize("selection", ["random", "lru"])

@@ -80,10 +80,16 @@ def _mib(pages: int | float) -> float:
     return pages / PAGES_PER_MIB
 
 
-def _sharing_of(pmap) -> tuple[np.ndarray, int]:
-    """A VM's shared mappings (their frames) and the frames sharing saves it (SHRDSVD)."""
+def _sharing_of(pmap, frames) -> tuple[np.ndarray, float]:
+    """A VM's shared mappings (their frames) and the pages sharing saves it (SHRDSVD).
+
+    A frame mapped ``r`` times (by this VM and others) saves ``r - 1`` pages in
+    all; each mapping is credited ``1 - 1/r`` of that, so the VMs' SHRDSVD add
+    up to the host's saving whether pages are shared within a VM or across VMs.
+    """
     shared = pmap.mpn[pmap.state == Backing.SHARED]
-    return shared, int(shared.size - np.unique(shared).size)
+    refs = frames.refcount[shared]
+    return shared, float(shared.size - np.sum(1.0 / refs)) if shared.size else 0.0
 
 
 @dataclass
@@ -362,7 +368,7 @@ class Simulation:
         })
         for name, vm in self.vms.items():
             hv, pmap = vm.host_vm, vm.host_vm.pmap
-            shared, saved = _sharing_of(pmap)
+            shared, saved = _sharing_of(pmap, frames)
             zero = int(np.count_nonzero(frames.content[shared] == 0))
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall_ns = stall.get(name, 0.0)
@@ -431,7 +437,7 @@ class SimulatedBackend:
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            shared, saved = _sharing_of(pmap)
+            shared, saved = _sharing_of(pmap, frames)
             vms.append(VmSample(
                 name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
                 consumed_mib=_mib(pmap.count(Backing.PRIVATE) + hv.zip.frames.size),
