@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError
@@ -80,16 +81,47 @@ def _mib(pages: int | float) -> float:
     return pages / PAGES_PER_MIB
 
 
-def _sharing_of(pmap, frames) -> tuple[np.ndarray, float]:
-    """A VM's shared mappings (their frames) and the pages sharing saves it (SHRDSVD).
+def _sharing_of(pmap, frames) -> tuple[np.ndarray, float, int]:
+    """A VM's shared mappings (frames), what sharing saves it (SHRDSVD), its private pages.
 
     A frame mapped ``r`` times (by this VM and others) saves ``r - 1`` pages in
     all; each mapping is credited ``1 - 1/r`` of that, so the VMs' SHRDSVD add
     up to the host's saving whether pages are shared within a VM or across VMs.
+    One pass over the pmap finds both the shared and the private pages.
     """
-    shared = pmap.mpn[pmap.state == Backing.SHARED]
+    n_private, n_shared = _count_private_shared(pmap.state)
+    shared = _shared_mpns(pmap.state, pmap.mpn, n_shared)
     refs = frames.refcount[shared]
-    return shared, float(shared.size - np.sum(1.0 / refs)) if shared.size else 0.0
+    return shared, float(shared.size - np.sum(1.0 / refs)) if shared.size else 0.0, n_private
+
+
+@njit(cache=True)
+def _count_private_shared(state):
+    """(PRIVATE pages, SHARED pages) of a pmap's states."""
+    n_private = 0
+    n_shared = 0
+    for i in range(state.size):
+        s = state[i]
+        n_private += s == _PRIVATE
+        n_shared += s == _SHARED
+    return n_private, n_shared
+
+
+@njit(cache=True)
+def _shared_mpns(state, mpn, n_shared):
+    """The MPNs of the SHARED pages, in PPN order."""
+    out = np.empty(n_shared, dtype=np.int64)
+    k = 0
+    if n_shared:
+        for i in range(state.size):
+            if state[i] == _SHARED:
+                out[k] = mpn[i]
+                k += 1
+    return out
+
+
+_PRIVATE = np.uint8(Backing.PRIVATE)
+_SHARED = np.uint8(Backing.SHARED)
 
 
 @dataclass
@@ -368,7 +400,7 @@ class Simulation:
         })
         for name, vm in self.vms.items():
             hv, pmap = vm.host_vm, vm.host_vm.pmap
-            shared, saved = _sharing_of(pmap, frames)
+            shared, saved, n_private = _sharing_of(pmap, frames)
             zero = int(np.count_nonzero(frames.content[shared] == 0))
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall_ns = stall.get(name, 0.0)
@@ -377,7 +409,7 @@ class Simulation:
             self.result.vm_rows.append({
                 "time_s": now_s, "tick_s": tick_s, "vm": name,
                 "MEMSZ": _mib(hv.n_ppns),
-                "GRANT": _mib(pmap.count(Backing.PRIVATE) + shared.size),
+                "GRANT": _mib(n_private + shared.size),
                 "SZTGT": plan.target_mib if plan else _mib(hv.n_ppns),
                 "TCHD": _mib(vm.sampler.active_pages),
                 "ACTV": _mib(vm.sampler.active_pages),
@@ -437,10 +469,10 @@ class SimulatedBackend:
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            shared, saved = _sharing_of(pmap, frames)
+            _, saved, n_private = _sharing_of(pmap, frames)
             vms.append(VmSample(
                 name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
-                consumed_mib=_mib(pmap.count(Backing.PRIVATE) + hv.zip.frames.size),
+                consumed_mib=_mib(n_private + hv.zip.frames.size),
                 active_mib=_mib(vm.sampler.active_pages),
                 balloon_max_mib=_mib(vm.balloon.max_pages),
                 reservation_mib=cfg.reservation_bytes / MIB,

@@ -83,10 +83,14 @@ from hvmem.guest.swap import SwapDevice
 from hvmem.hardware.guest_memory import GuestPhysicalMemory
 from hvmem.hardware.mmu import Mmu, TranslationPath
 from hvmem.hardware.page_table import (
+    LEVELS,
     PTE_FRAME_MASK,
     PTE_FRAME_SHIFT,
+    PTE_LARGE,
     PTE_PRESENT,
     TableStore,
+    pte_frame,
+    table_index,
 )
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
@@ -210,6 +214,58 @@ def _mark_resident(ptes, now_ns, last_ns, ref):
             ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
             last_ns[ppn] = now_ns
             ref[ppn] = True
+
+
+@njit(cache=True)
+def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out):
+    """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
+
+    ``out`` gets each raw leaf entry (0 where no table holds one); the page
+    behind each present entry is marked used at ``now_ns``.
+    """
+    missing = 0
+    for i in range(vpns.size):
+        vpn = vpns[i]
+        frame = root_frame
+        for level in range(LEVELS - 1, 0, -1):
+            pte = entries[frame, table_index(vpn, level)]
+            if not pte & PTE_PRESENT or pte & PTE_LARGE:
+                frame = -1  # no level-0 table on this path
+                break
+            frame = pte_frame(pte)
+        pte = entries[frame, table_index(vpn, 0)] if frame >= 0 else np.uint64(0)
+        out[i] = pte
+        if pte & PTE_PRESENT:
+            ppn = pte_frame(pte)
+            last_ns[ppn] = now_ns
+            ref[ppn] = True
+        else:
+            missing += 1
+    return missing
+
+
+@njit(cache=True)
+def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
+    """Split present entries into written pages (marked dirty) and read pages.
+
+    Both in batch order, the written ones with their tokens; returns (written,
+    read, references).
+    """
+    n_w = 0
+    n_r = 0
+    served = 0
+    for i in range(ptes.size):
+        ppn = pte_frame(ptes[i])
+        served += refs[i]
+        if writes[i]:
+            dirty[ppn] = True
+            w_ppns[n_w] = ppn
+            w_tokens[n_w] = tokens[i]
+            n_w += 1
+        else:
+            r_ppns[n_r] = ppn
+            n_r += 1
+    return n_w, n_r, served
 
 
 @njit(cache=True)
@@ -397,7 +453,13 @@ class GuestKernel:
             self.apply_op(op)
         dropped_mask = np.zeros(len(batch), dtype=np.bool_)
         served_refs = 0
-        for index in np.unique(batch.process).tolist():
+        procs = batch.process
+        if procs.size and procs[0] == procs.min() == procs.max():  # one process: no selection
+            dropped_mask, served_refs = self._access_process(
+                self._process(int(procs[0])), batch.vpn, batch.is_write, batch.refs,
+                batch.content, now_ns)
+            procs = procs[:0]
+        for index in np.unique(procs).tolist():
             sel = np.flatnonzero(batch.process == index)
             d, r = self._access_process(self._process(index), batch.vpn[sel],
                                         batch.is_write[sel], batch.refs[sel],
@@ -428,10 +490,14 @@ class GuestKernel:
                       refs: np.ndarray, tokens: np.ndarray, now_ns: int
                       ) -> tuple[np.ndarray, int]:
         table = proc.space.page_table
-        ptes = table.leaf_entries(vpns)
         # Mark what is resident as used now, so reclaim for this chunk's faults
         # prefers pages it does not touch.
-        _mark_resident(ptes, now_ns, self.last_ns, self.ref)
+        ptes = np.empty(vpns.size, dtype=np.uint64)
+        n_missing = _walk_mark(table.store.entries, table.root_frame,
+                               np.ascontiguousarray(vpns, dtype=np.int64), now_ns,
+                               self.last_ns, self.ref, ptes)
+        if n_missing == 0:  # the common case: every page resident, no fault to take
+            return self._touch_resident(ptes, writes, refs, tokens)
         dropped = np.zeros(vpns.size, dtype=np.bool_)
         for _ in range(4):  # reclaim may evict a page of this very chunk: fault it back
             missing = ((ptes & PTE_PRESENT) == 0) & ~dropped
@@ -454,9 +520,29 @@ class GuestKernel:
             self.dirty[ppns[w]] = True
             self.counters.time_ns += self.memory.write_pages(ppns[w], tokens[ok][w])
         if np.any(~w):
-            _, cost = self.memory.read_pages(ppns[~w])
-            self.counters.time_ns += cost
+            self.counters.time_ns += self.memory.touch_pages(ppns[~w])
         return dropped, int(refs[ok].sum())
+
+    def _touch_resident(self, ptes: np.ndarray, writes: np.ndarray, refs: np.ndarray,
+                        tokens: np.ndarray) -> tuple[np.ndarray, int]:
+        """Serve a chunk whose pages are all mapped (and stamped as used already).
+
+        The written pages are marked dirty, then the writes and the reads go
+        over the bus.
+        """
+        n = ptes.size
+        w_ppns = np.empty(n, dtype=np.int64)
+        w_tokens = np.empty(n, dtype=np.uint64)
+        r_ppns = np.empty(n, dtype=np.int64)
+        n_w, n_r, served = _split_touches(ptes, np.ascontiguousarray(writes, dtype=np.bool_),
+                                          np.ascontiguousarray(tokens, dtype=np.uint64),
+                                          np.ascontiguousarray(refs, dtype=np.int64),
+                                          self.dirty, w_ppns, w_tokens, r_ppns)
+        if n_w:
+            self.counters.time_ns += self.memory.write_pages(w_ppns[:n_w], w_tokens[:n_w])
+        if n_r:
+            self.counters.time_ns += self.memory.touch_pages(r_ppns[:n_r])
+        return np.zeros(n, dtype=np.bool_), int(served)
 
     def access_mmu(self, batch: AccessBatch, now_ns: int, path: TranslationPath
                    ) -> AccessResult:

@@ -12,7 +12,12 @@ frame)::
     content[mpn]     a 64-bit token standing for the 4 KiB of data (0 = zeroes)
     ppn[mpn]         the guest page a private frame backs (reverse map), else -1
 
-The free list is a LIFO stack of MPNs. A freed frame *keeps its data*: nothing
+The free list is a LIFO stack of MPNs. Frames a large page takes out of the
+middle of it are only marked (``stale``) and skipped when the stack pops down to
+them, so taking a run costs nothing per free frame; freeing a marked frame first
+drops the marked entries, so a frame is on the stack at most once. The order
+in which live frames come off is that of a stack compacted on every take.
+A freed frame *keeps its data*: nothing
 is scrubbed on free. When the allocator hands a frame to a different owner than
 the one that last held it, it zeroes the frame first (content token 0), so no VM
 ever sees another's data; handed back to the same owner it is not zeroed, which
@@ -76,8 +81,14 @@ class MachineMemory:
         # Reverse map: the guest-physical page a frame privately backs, -1 otherwise
         # (kept by the hypervisor, as Linux keeps page->index).
         self.ppn = np.full(n_frames, -1, dtype=np.int64)
-        # Free list as a stack: the top is free_stack[n_free - 1]. Low MPNs first out.
-        self.free_stack = np.arange(n_frames - 1, -1, -1, dtype=np.int64)
+        # Free list as a stack: the top is free_stack[top - 1]. Low MPNs first out.
+        # Entries whose frame is marked stale were taken by alloc_runs and are
+        # skipped; n_free counts the live ones.
+        self.free_stack = np.arange(n_frames - 1, -1, -1, dtype=np.int32 if n_frames < 2**31
+                                    else np.int64)
+        self.top = n_frames
+        self.stale = np.zeros(n_frames, dtype=np.bool_)
+        self.n_stale = 0
         self.n_free = n_frames
         self.counters = FrameCounters()
 
@@ -103,7 +114,13 @@ class MachineMemory:
             raise OutOfMemoryError(
                 f"machine memory exhausted: {n} frames asked, {self.n_free} free"
             )
-        mpns = self.free_stack[self.n_free - n : self.n_free][::-1].copy()
+        if self.n_stale:
+            mpns = np.empty(n, dtype=np.int64)
+            self.top, dropped = _pop_kernel(self.free_stack, self.top, self.stale, mpns)
+            self.n_stale -= dropped
+        else:
+            mpns = self.free_stack[self.top - n : self.top][::-1].astype(np.int64)
+            self.top -= n
         self.n_free -= n
         previous = self.last_owner[mpns]
         foreign = (previous != owner) & (previous != NOBODY)
@@ -132,11 +149,9 @@ class MachineMemory:
         n_blocks = self.n_frames // run_frames
         if n_runs <= 0 or n_blocks == 0 or self.n_free < run_frames:
             return np.zeros(0, dtype=np.int64)
-        whole = self.owner[: n_blocks * run_frames].reshape(n_blocks, run_frames)
-        free_blocks = np.flatnonzero((whole == FREE).all(axis=1))
-        bases = free_blocks[::-1][:n_runs] * run_frames
+        bases = _free_blocks_from_top(self.owner, n_blocks, run_frames, n_runs)
         if bases.size == 0:
-            return bases.astype(np.int64)
+            return bases
         mpns = (bases[:, None] + np.arange(run_frames)).ravel()
         previous = self.last_owner[mpns]
         foreign = (previous != owner) & (previous != NOBODY)
@@ -147,12 +162,16 @@ class MachineMemory:
         self.owner[mpns] = owner
         self.last_owner[mpns] = owner
         self.refcount[mpns] = 1
-        # The taken frames leave the free stack; the rest keep their order.
-        stack = self.free_stack[: self.n_free]
-        rest = stack[self.owner[stack] == FREE]
-        self.free_stack[: rest.size] = rest
-        self.n_free = rest.size
-        return bases.astype(np.int64)
+        # The taken frames stay on the free stack, marked: skipped when popped.
+        self.stale[mpns] = True
+        self.n_stale += mpns.size
+        self.n_free -= mpns.size
+        return bases
+
+    def _compact(self) -> None:
+        """Drop the marked entries from the free stack; the rest keep their order."""
+        self.top = _compact_kernel(self.free_stack, self.top, self.stale)
+        self.n_stale = 0
 
     def alloc_one(self, owner: int) -> int:
         """Take one frame for ``owner`` (see :meth:`alloc`)."""
@@ -161,16 +180,25 @@ class MachineMemory:
     def free(self, mpns: np.ndarray | int) -> None:
         """Return frames to the free list; their data stays until someone else takes them."""
         mpns = np.atleast_1d(np.asarray(mpns, dtype=np.int64))
+        if self.n_stale and _any_marked(mpns, self.stale):
+            self._compact()  # a frame of a large page comes back: one entry for it
         bad = _free_kernel(mpns, self.owner, self.refcount, self.ppn, self.free_stack,
-                           self.n_free)
+                           self.top)
         if bad >= 0:
             raise InvariantViolation(f"frame {bad} freed twice")
         self.n_free += mpns.size
+        self.top += mpns.size
         self.counters.frees += mpns.size
 
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` unless free list and owners agree exactly."""
-        on_list = self.free_stack[: self.n_free]
+        on_list = self.free_stack[: self.top]
+        if np.count_nonzero(self.stale) != self.n_stale or np.any(self.owner[on_list[
+                self.stale[on_list]]] == FREE):
+            raise InvariantViolation("a frame taken off the free list is marked wrongly")
+        on_list = on_list[~self.stale[on_list]].astype(np.int64)
+        if on_list.size != self.n_free:
+            raise InvariantViolation("the free count and the free list disagree")
         if np.unique(on_list).size != on_list.size:
             raise InvariantViolation("a frame is on the free list twice")
         marked_free = np.flatnonzero(self.owner == FREE)
@@ -183,7 +211,7 @@ class MachineMemory:
 
 
 @njit(cache=True)
-def _free_kernel(mpns, owner, refcount, ppn, free_stack, n_free):
+def _free_kernel(mpns, owner, refcount, ppn, free_stack, top):
     """Free ``mpns`` in one pass; returns the first frame already free (or repeated), else -1.
 
     A frame repeated within ``mpns`` is caught when it is seen free the second
@@ -202,5 +230,68 @@ def _free_kernel(mpns, owner, refcount, ppn, free_stack, n_free):
         m = mpns[i]
         refcount[m] = 0
         ppn[m] = -1
-        free_stack[n_free + i] = m
+        free_stack[top + i] = m
     return -1
+
+
+@njit(cache=True)
+def _pop_kernel(free_stack, top, stale, out):
+    """Pop ``out.size`` live frames, skipping (and unmarking) stale entries.
+
+    Returns the new top and the number of stale entries dropped.
+    """
+    dropped = 0
+    k = 0
+    while k < out.size:
+        top -= 1
+        m = free_stack[top]
+        if stale[m]:
+            stale[m] = False
+            dropped += 1
+        else:
+            out[k] = m
+            k += 1
+    return top, dropped
+
+
+@njit(cache=True)
+def _compact_kernel(free_stack, top, stale):
+    """Remove stale entries below ``top`` in place, unmarking them; returns the new top."""
+    j = 0
+    for i in range(top):
+        m = free_stack[i]
+        if stale[m]:
+            stale[m] = False
+        else:
+            free_stack[j] = m
+            j += 1
+    return j
+
+
+@njit(cache=True)
+def _any_marked(mpns, stale):
+    """Whether any of ``mpns`` is marked stale."""
+    found = False
+    for i in range(mpns.size):
+        found |= stale[mpns[i]]
+    return found
+
+
+@njit(cache=True)
+def _free_blocks_from_top(owner, n_blocks, run_frames, n_runs):
+    """First frames of up to ``n_runs`` wholly free aligned blocks, highest first."""
+    out = np.empty(min(n_runs, n_blocks), dtype=np.int64)
+    found = 0
+    b = n_blocks - 1
+    while b >= 0 and found < out.size:
+        base = b * run_frames
+        free = True
+        for i in range(run_frames):
+            if owner[base + i] != FREE:
+                free = False
+                break
+        if free:
+            out[found] = base
+            found += 1
+        b -= 1
+    return out[:found]

@@ -35,3 +35,10 @@ class GuestPhysicalMemory(Protocol):
     def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:
         """Store ``tokens`` into ``ppns``; returns the time charged in ns."""
         ...
+
+    def touch_pages(self, ppns: np.ndarray) -> float:
+        """Read ``ppns`` without wanting their contents (the program's own loads).
+
+        Returns the time charged in ns, as :meth:`read_pages` would.
+        """
+        ...

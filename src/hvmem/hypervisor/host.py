@@ -258,11 +258,12 @@ class HostVm:
         no frame are sorted out and served (first touch, swap-in, decompression).
         """
         ppns = np.asarray(ppns, dtype=np.int64)
-        if ppns.size and (ppns.min() < 0 or ppns.max() >= self.n_ppns):
+        n_shared, n_missing = _bus_check(ppns, self.pmap.state)
+        if n_shared < 0:
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
-        state = self.pmap.state[ppns]
-        missing = (state != Backing.PRIVATE) & (state != Backing.SHARED)
-        if np.any(missing):
+        if n_missing:
+            state = self.pmap.state[ppns]
+            missing = (state != Backing.PRIVATE) & (state != Backing.SHARED)
             self._back_missing(np.unique(ppns[missing]), busy_ppns=ppns)
         return self.pmap.mpn[ppns]
 
@@ -581,6 +582,10 @@ class HostVm:
     def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:
         """Store contents into guest pages, backing unbacked ones first."""
         ppns = np.asarray(ppns, dtype=np.int64)
+        if self._bus_fast(ppns, writes=True):
+            # Every page private and nothing armed: store and observe in one pass.
+            self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
+            return 0.0
         before = self.counters.fault_time_ns
         shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
         if shared.size:
@@ -589,6 +594,47 @@ class HostVm:
         self.host.frames.content[mpns] = tokens
         self._touched(ppns)
         return self.counters.fault_time_ns - before
+
+    def touch_pages(self, ppns: np.ndarray) -> float:
+        """Read guest pages for their own sake (the contents are not wanted).
+
+        The same as :meth:`read_pages` without gathering the tokens; returns
+        the time charged.
+        """
+        ppns = np.asarray(ppns, dtype=np.int64)
+        if self._bus_fast(ppns, writes=False):
+            self._bus_touch(ppns, _NO_TOKENS, False)
+            return 0.0
+        before = self.counters.fault_time_ns
+        self.back_pages(ppns)
+        self._touched(ppns)
+        return self.counters.fault_time_ns - before
+
+    def _bus_fast(self, ppns: np.ndarray, writes: bool) -> bool:
+        """Whether touching ``ppns`` needs no service.
+
+        That is: all in range and backed (private, if ``writes``), none armed.
+        """
+        if self.n_armed or ppns.size == 0:
+            return False
+        n_shared, n_missing = _bus_check(ppns, self.pmap.state)
+        if n_shared < 0 or n_missing:
+            return False
+        return n_shared == 0 or not writes
+
+    def _bus_touch(self, ppns: np.ndarray, tokens: np.ndarray, store: bool) -> None:
+        """Touch backed ``ppns`` (nothing armed) in one pass.
+
+        Stores ``tokens`` if ``store``, stamps the pages for LRU and reports
+        them to the sampler.
+        """
+        sampler = self.sampler
+        if sampler is not None and sampler.sample.size:
+            slot_of_ppn, touched = sampler.slot_of_ppn, sampler.touched
+        else:
+            slot_of_ppn, touched = _NO_SLOTS, _NO_TOUCHED
+        _bus_touch_kernel(ppns, tokens, store, self.pmap.mpn, self.host.frames.content,
+                          self.last_touch_ns, self.host.now_ns, slot_of_ppn, touched)
 
     def _serve_ahead(self, mmu: Mmu, vpns: np.ndarray, at: int, ppn: int) -> None:
         """Serve the backing fault of ``vpns[at]`` (on ``ppn``) with those just ahead of it.
@@ -893,6 +939,45 @@ class HostVm:
 
 
 _NO_STEPS = np.zeros((1, 6), dtype=np.int64)
+_NO_TOKENS = np.zeros(0, dtype=np.uint64)
+_NO_SLOTS = np.zeros(0, dtype=np.int32)
+_NO_TOUCHED = np.zeros(0, dtype=np.bool_)
+_PRIVATE = np.uint8(Backing.PRIVATE)
+_SHARED = np.uint8(Backing.SHARED)
+
+
+@njit(cache=True)
+def _bus_check(ppns, state):
+    """(shared, frameless) among ``ppns``; (-1, -1) if one lies outside the VM."""
+    n = state.size
+    n_shared = 0
+    n_missing = 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        if p < 0 or p >= n:
+            return -1, -1
+        s = state[p]
+        if s == _SHARED:
+            n_shared += 1
+        elif s != _PRIVATE:
+            n_missing += 1
+    return n_shared, n_missing
+
+
+@njit(cache=True)
+def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_ns, now_ns, slot_of_ppn,
+                      touched):
+    """Backed pages touched over the bus: stores (in order), LRU stamps, sampled touches."""
+    sampled = slot_of_ppn.size > 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        if store:
+            content[mpn[p]] = tokens[i]
+        last_touch_ns[p] = now_ns
+        if sampled:
+            slot = slot_of_ppn[p]
+            if slot >= 0:
+                touched[slot] = True
 
 
 @njit(cache=True)
