@@ -206,20 +206,23 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         ppns = np.sort(rng.choice(n_pages, 1500, replace=False)).astype(np.int64)
         n = ppns.size
         table.reserve(n)
-        action = np.empty(n, dtype=np.int8)
-        target = np.empty(n, dtype=np.int64)
-        promoted_vm = np.empty(n, dtype=np.int64)
-        promoted_ppn = np.empty(n, dtype=np.int64)
+        keys, mpns, action, joined, target, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(s.N_ACTIONS + 1, dtype=np.int64)
         n_promoted = s.scan_kernel(ppns, state, mpn, is_table, salt, content, owner, frame_ppn,
-                                   refcount, table.table, table.t_used, table.shift, action,
-                                   target, promoted_vm, promoted_ppn, counts)
+                                   refcount, table.table, table.t_used, table.shift, keys,
+                                   mpns, action, joined, target, old, promoted_vm,
+                                   promoted_ppn, counts)
         actions, targets, promoted = reference_scan(ppns, state, mpn, is_table, salt, content,
                                                     *ref, entries)
+        action = action[:n]
         assert action.tolist() == actions
         seen.update(actions)
-        joined = np.flatnonzero((action == s.A_SHARE) | (action == s.A_PROMOTE))
-        assert dict(zip(joined.tolist(), target[joined].tolist(), strict=True)) == targets
+        at = np.flatnonzero((action == s.A_SHARE) | (action == s.A_PROMOTE))
+        n_joined = int(counts[s.A_SHARE] + counts[s.A_PROMOTE])
+        assert n_joined == at.size
+        np.testing.assert_array_equal(joined[:n_joined], ppns[at])
+        np.testing.assert_array_equal(old[:n_joined], mpn[ppns[at]])
+        assert dict(zip(at.tolist(), target[:n_joined].tolist(), strict=True)) == targets
         assert sorted(promoted_ppn[:n_promoted].tolist()) == sorted(promoted)
         assert np.all(promoted_vm[:n_promoted] == 0)
         tally = np.bincount(actions, minlength=s.N_ACTIONS).tolist()

@@ -766,16 +766,13 @@ class HostVm:
                     ppns = ppns[~in_large]
         n = ppns.size
         table.reserve(n)
-        action = np.empty(n, dtype=np.int8)
-        target = np.empty(n, dtype=np.int64)
-        promoted_vm = np.empty(n, dtype=np.int64)
-        promoted_ppn = np.empty(n, dtype=np.int64)
+        keys, mpns, action, joined, target, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
         n_promoted = scan_kernel(
             ppns, self.pmap.state, self.pmap.mpn, self.guest_tables.is_table_frame,
             host.salt_of(self.vm_id), frames.content, frames.owner, frames.ppn,
-            frames.refcount, table.table, table.t_used, table.shift, action, target,
-            promoted_vm, promoted_ppn, counts)
+            frames.refcount, table.table, table.t_used, table.shift, keys, mpns, action,
+            joined, target, old, promoted_vm, promoted_ppn, counts)
         c = table.counters
         c.scanned += n
         c.hints_inserted += int(counts[A_HINT])
@@ -786,27 +783,29 @@ class HostVm:
         c.false_matches += int(counts[A_FALSE])
         c.hint_promotions += int(n_promoted)
         # Pages whose hinted twin became a shared frame: read-only from now on.
-        promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
-        for vm_id in np.unique(promoted_vm).tolist():
-            owner_vm = host.vms[vm_id]
-            pages = promoted_ppn[promoted_vm == vm_id]
-            # A hint made before its frame became part of a large page can still
-            # match: that large page is broken first, as its page now shares.
-            owner_vm._break_covering(pages, "other")
-            owner_vm.pmap.state[pages] = Backing.SHARED
-            owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
+        if n_promoted:
+            promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
+            vm_ids = np.unique(promoted_vm).tolist()
+            for vm_id in vm_ids:
+                owner_vm = host.vms[vm_id]
+                pages = promoted_ppn if len(vm_ids) == 1 else promoted_ppn[promoted_vm == vm_id]
+                pages = pages.copy()  # the scratch arrays are reused by the next scan
+                # A hint made before its frame became part of a large page can still
+                # match: that large page is broken first, as its page now shares.
+                owner_vm._break_covering(pages, "other")
+                owner_vm.pmap.state[pages] = Backing.SHARED
+                owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
         # This VM's pages that now map a shared frame give their own frame back.
-        if counts[A_SHARE] + counts[A_PROMOTE] == 0:
+        n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
+        if n_joined == 0:
             return 0
-        joined = (action == A_SHARE) | (action == A_PROMOTE)
-        sharers = ppns[joined]
-        old = self.pmap.mpn[sharers]
-        self.pmap.back(sharers, target[joined], Backing.SHARED)
-        self.paging.on_backing_changed(sharers, np.ones(sharers.size, dtype=bool))
+        sharers, old = joined[:n_joined].copy(), old[:n_joined].copy()
+        self.pmap.back(sharers, target[:n_joined], Backing.SHARED)
+        self.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
         frames.free(old)
-        c.shared += int(sharers.size) + int(n_promoted)
-        c.frames_freed += int(old.size)
-        return int(old.size)
+        c.shared += n_joined + int(n_promoted)
+        c.frames_freed += n_joined
+        return n_joined
 
     def break_cow(self, ppns: np.ndarray) -> None:
         """A write to shared pages: give each a private copy (copy-on-write)."""

@@ -55,12 +55,17 @@ bucket or 4 Ki buckets), whose probes walk the table from start to end,
 as a batch is one candidate per 64 slots, so each probe is still a new line
 and a new page (in isolation: 31 M probes/s sorted, 44 M/s sorted with
 prefetch, 42 M/s in random order with prefetch); and gathering and probing
-in one pass through a ring of candidates, 0.74 s. On a fresh host about half
-the scan's time is the first touch of the table's pages (measured: 0.80-1.05 s
-on an untouched table against 0.28-0.46 s on a touched one), which no probe
-order avoids; halving the slot (a partial key beside the frame) would halve
-it, but a stale hint's full key could no longer be recovered from its frame,
-so the table would stop being the 64-bit-keyed table modelled here.
+in one pass through a ring of candidates, 0.74 s. On an untouched table about
+half the scan's time was the first touch of the table's pages (measured:
+0.80-1.05 s on an untouched table against 0.28-0.46 s on a touched one), which
+no probe order avoids, so the table's memory is committed when it is allocated
+(host setup, or a growth), where a scan does not wait for it; halving the slot
+(a partial key beside the frame) would halve that cost, but a stale hint's
+full key could no longer be recovered from its frame, so the table would stop
+being the 64-bit-keyed table modelled here. The per-scan work arrays are kept
+from scan to scan for the same reason, and the kernel hands back this VM's
+pages that joined a shared frame compacted, with their targets and old frames,
+so nothing after it walks the whole batch again.
 
 Counters (pages): scanned, shared (mappings made), hints_inserted,
 hint_promotions, stale_hints, already_shared, not_backed (page swapped,
@@ -151,19 +156,20 @@ def _find(table, key, shift):
 
 @njit(cache=True)
 def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, frame_ppn,
-                refcount, table, t_used, shift, action, target, promoted_vm, promoted_ppn,
-                counts):
+                refcount, table, t_used, shift, keys, mpns, action, joined, target, old,
+                promoted_vm, promoted_ppn, counts):
     """Offer ``ppns`` of one VM to the table; returns how many hints were promoted.
 
-    Two passes: the first gathers each candidate's frame and key (sequential
-    when ``ppns`` ascend), the second probes the table, one cache line a probe,
-    prefetched PREFETCH candidates ahead.
+    Two passes: the first gathers each candidate's frame and key into ``mpns``
+    and ``keys`` (sequential when ``ppns`` ascend), the second probes the
+    table, one cache line a probe, prefetched PREFETCH candidates ahead.
     Frames promoted to shared get owner SHARED_OWNER and their refcount raised
-    here; the pmap updates (remapping, read-only) are the caller's.
+    here; the pmap updates (remapping, read-only) are the caller's, from
+    ``joined``, ``target`` and ``old`` (this VM's pages that now map a shared
+    frame, in ``ppns`` order, their shared frames and the frames they held)
+    and the promoted pages. ``counts[A_SHARE] + counts[A_PROMOTE]`` pages joined.
     """
     n = ppns.size
-    keys = np.empty(n, dtype=np.uint64)
-    mpns = np.empty(n, dtype=np.int64)  # -1: not a candidate
     for i in range(n):
         p = ppns[i]
         mpns[i] = -1
@@ -181,6 +187,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         mpns[i] = m
         keys[i] = table_key(content[m], salt)
     n_promoted = 0
+    n_joined = 0
     # Prefetch the slot PREFETCH candidates ahead so its cache miss overlaps the
     # probes before it: a prefetch instruction, unlike a load, retires at once,
     # so a mispredicted branch on a probe's outcome does not wait for it.
@@ -213,7 +220,10 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
                 continue
             refcount[frame] += 1
             action[i] = A_SHARE
-            target[i] = frame
+            joined[n_joined] = ppns[i]
+            target[n_joined] = frame
+            old[n_joined] = mpn
+            n_joined += 1
             continue
         # A hint: still the same private page with the same content?
         valid = (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
@@ -233,7 +243,10 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         refcount[frame] = 2
         table[slot, 1] = np.uint64(frame) | KIND_SHARED
         action[i] = A_PROMOTE
-        target[i] = frame
+        joined[n_joined] = ppns[i]
+        target[n_joined] = frame
+        old[n_joined] = mpn
+        n_joined += 1
     for i in range(n):
         counts[action[i]] += 1
     return n_promoted
@@ -279,11 +292,32 @@ class SharingTable:
             raise ConfigError("sharing table capacity must be a power of two")
         self._alloc(capacity)
         self.counters = SharingCounters()
+        self._scratch_size = -1
+        self._scratch: tuple[np.ndarray, ...] = ()
 
     def _alloc(self, capacity: int) -> None:
         self.table = np.zeros((capacity, 2), dtype=np.uint64)
+        # Commit the table's memory now: left to the scans, the first touch of
+        # each of its pages is a page fault in the middle of a probe (about half
+        # of a first scan's time over a large host, see the module docstring).
+        self.table.fill(0)
         self.shift = 64 - (capacity.bit_length() - 1)  # slot = key >> shift
         self.t_used = np.zeros(1, dtype=np.int64)  # slots ever taken (tombstones included)
+
+    def scratch(self, n: int) -> tuple[np.ndarray, ...]:
+        """Work arrays for a scan of up to ``n`` candidates, kept from scan to scan.
+
+        Fresh arrays per batch would cost a page fault per 4 KiB on every scan.
+        Returns (keys, mpns, action, joined, target, old, promoted_vm,
+        promoted_ppn) as :func:`scan_kernel` takes them.
+        """
+        if n > self._scratch_size:
+            size = max(n, 1024)
+            self._scratch = (np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.int64),
+                             np.zeros(size, dtype=np.int8),
+                             *(np.zeros(size, dtype=np.int64) for _ in range(5)))
+            self._scratch_size = size
+        return self._scratch
 
     def reserve(self, extra: int) -> None:
         """Grow (rehashing live entries) so ``extra`` more inserts keep load below 1/2."""
