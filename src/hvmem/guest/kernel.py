@@ -217,11 +217,12 @@ def _mark_resident(ptes, now_ns, last_ns, ref):
 
 
 @njit(cache=True)
-def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out):
+def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out, missing_idx):
     """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
 
     ``out`` gets each raw leaf entry (0 where no table holds one); the page
-    behind each present entry is marked used at ``now_ns``.
+    behind each present entry is marked used at ``now_ns``; the indices of the
+    others go to ``missing_idx``, in order.
     """
     missing = 0
     for i in range(vpns.size):
@@ -240,6 +241,7 @@ def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out):
             last_ns[ppn] = now_ns
             ref[ppn] = True
         else:
+            missing_idx[missing] = i
             missing += 1
     return missing
 
@@ -266,6 +268,15 @@ def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
             r_ppns[n_r] = ppn
             n_r += 1
     return n_w, n_r, served
+
+
+@njit(cache=True)
+def _count_kind(kinds, kind):
+    """Entries of ``kinds`` equal to ``kind`` (one pass, no temporary)."""
+    n = 0
+    for i in range(kinds.size):
+        n += kinds[i] == kind
+    return n
 
 
 @njit(cache=True)
@@ -492,21 +503,37 @@ class GuestKernel:
         table = proc.space.page_table
         # Mark what is resident as used now, so reclaim for this chunk's faults
         # prefers pages it does not touch.
-        ptes = np.empty(vpns.size, dtype=np.uint64)
-        n_missing = _walk_mark(table.store.entries, table.root_frame,
-                               np.ascontiguousarray(vpns, dtype=np.int64), now_ns,
-                               self.last_ns, self.ref, ptes)
+        n = vpns.size
+        vpns = np.ascontiguousarray(vpns, dtype=np.int64)
+        ptes = np.empty(n, dtype=np.uint64)
+        idx = np.empty(n, dtype=np.int64)
+        n_missing = _walk_mark(table.store.entries, table.root_frame, vpns, now_ns,
+                               self.last_ns, self.ref, ptes, idx)
         if n_missing == 0:  # the common case: every page resident, no fault to take
             return self._touch_resident(ptes, writes, refs, tokens)
-        dropped = np.zeros(vpns.size, dtype=np.bool_)
+        # ``idx``: the entries that may be missing. Without guest reclaim in between,
+        # faulting pages in changes no other entry, so only those are walked again.
+        idx = idx[:n_missing]
+        dropped = np.zeros(n, dtype=np.bool_)
+        c = self.counters
+        reclaimed = False
         for _ in range(4):  # reclaim may evict a page of this very chunk: fault it back
-            missing = ((ptes & PTE_PRESENT) == 0) & ~dropped
-            if not np.any(missing):
+            idx = idx[((ptes[idx] & PTE_PRESENT) == 0) & ~dropped[idx]]
+            if idx.size == 0:
                 break
-            failed = self.fault_in(proc, np.unique(vpns[missing]))
+            runs = c.reclaim_runs
+            failed = self.fault_in(proc, np.unique(vpns[idx]))
             if failed.size:
                 dropped |= np.isin(vpns, failed)
-            ptes = table.leaf_entries(vpns)
+            if c.reclaim_runs == runs:
+                ptes[idx] = table.leaf_entries(vpns[idx])
+            else:
+                reclaimed = True
+                ptes = table.leaf_entries(vpns)
+                idx = np.flatnonzero((ptes & PTE_PRESENT) == 0)
+        if not reclaimed and not dropped.any() and not idx.size:
+            # Every page mapped and stamped (the faulted ones by the fault): serve them.
+            return self._touch_resident(ptes, writes, refs, tokens)
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped
         ppns = _pte_frame(ptes[ok])
@@ -758,7 +785,7 @@ class GuestKernel:
     # -- reports -----------------------------------------------------------------------
     def count(self, kind: PageKind) -> int:
         """Pages of ``kind``."""
-        return int(np.count_nonzero(self.kind == kind))
+        return int(_count_kind(self.kind, np.uint8(kind)))
 
     def stats(self) -> GuestMemoryStats:
         """What the guest would put on the balloon's stats queue."""
