@@ -206,14 +206,15 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         ppns = np.sort(rng.choice(n_pages, 1500, replace=False)).astype(np.int64)
         n = ppns.size
         table.reserve(n)
-        keys, mpns, action, joined, target, old, promoted_vm, promoted_ppn = table.scratch(n)
+        keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(s.N_ACTIONS + 1, dtype=np.int64)
+        state_before, mpn_before = state.copy(), mpn.copy()
         n_promoted = s.scan_kernel(ppns, state, mpn, is_table, salt, content, owner, frame_ppn,
                                    refcount, table.table, table.t_used, table.shift, keys,
-                                   mpns, action, joined, target, old, promoted_vm,
-                                   promoted_ppn, counts)
-        actions, targets, promoted = reference_scan(ppns, state, mpn, is_table, salt, content,
-                                                    *ref, entries)
+                                   mpns, action, joined, old, promoted_vm, promoted_ppn,
+                                   counts)
+        actions, targets, promoted = reference_scan(ppns, state_before, mpn_before, is_table,
+                                                    salt, content, *ref, entries)
         action = action[:n]
         assert action.tolist() == actions
         seen.update(actions)
@@ -221,8 +222,13 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         n_joined = int(counts[s.A_SHARE] + counts[s.A_PROMOTE])
         assert n_joined == at.size
         np.testing.assert_array_equal(joined[:n_joined], ppns[at])
-        np.testing.assert_array_equal(old[:n_joined], mpn[ppns[at]])
-        assert dict(zip(at.tolist(), target[:n_joined].tolist(), strict=True)) == targets
+        np.testing.assert_array_equal(old[:n_joined], mpn_before[ppns[at]])
+        # The joined pages, and only they, now map their shared frames.
+        assert dict(zip(at.tolist(), mpn[ppns[at]].tolist(), strict=True)) == targets
+        mpn_before[ppns[at]] = mpn[ppns[at]]
+        state_before[ppns[at]] = Backing.SHARED
+        np.testing.assert_array_equal(mpn, mpn_before)
+        np.testing.assert_array_equal(state, state_before)
         assert sorted(promoted_ppn[:n_promoted].tolist()) == sorted(promoted)
         assert np.all(promoted_vm[:n_promoted] == 0)
         tally = np.bincount(actions, minlength=s.N_ACTIONS).tolist()

@@ -766,13 +766,13 @@ class HostVm:
                     ppns = ppns[~in_large]
         n = ppns.size
         table.reserve(n)
-        keys, mpns, action, joined, target, old, promoted_vm, promoted_ppn = table.scratch(n)
+        keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
         n_promoted = scan_kernel(
             ppns, self.pmap.state, self.pmap.mpn, self.guest_tables.is_table_frame,
             host.salt_of(self.vm_id), frames.content, frames.owner, frames.ppn,
             frames.refcount, table.table, table.t_used, table.shift, keys, mpns, action,
-            joined, target, old, promoted_vm, promoted_ppn, counts)
+            joined, old, promoted_vm, promoted_ppn, counts)
         c = table.counters
         c.scanned += n
         c.hints_inserted += int(counts[A_HINT])
@@ -785,7 +785,9 @@ class HostVm:
         # Pages whose hinted twin became a shared frame: read-only from now on.
         if n_promoted:
             promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
-            vm_ids = np.unique(promoted_vm).tolist()
+            first = int(promoted_vm[0])
+            vm_ids = ([first] if np.all(promoted_vm == first)
+                      else np.unique(promoted_vm).tolist())
             for vm_id in vm_ids:
                 owner_vm = host.vms[vm_id]
                 pages = promoted_ppn if len(vm_ids) == 1 else promoted_ppn[promoted_vm == vm_id]
@@ -795,12 +797,12 @@ class HostVm:
                 owner_vm._break_covering(pages, "other")
                 owner_vm.pmap.state[pages] = Backing.SHARED
                 owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
-        # This VM's pages that now map a shared frame give their own frame back.
+        # This VM's pages that now map a shared frame (the kernel remapped them
+        # in the pmap) give their own frame back.
         n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
         if n_joined == 0:
             return 0
         sharers, old = joined[:n_joined].copy(), old[:n_joined].copy()
-        self.pmap.back(sharers, target[:n_joined], Backing.SHARED)
         self.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
         frames.free(old)
         c.shared += n_joined + int(n_promoted)
@@ -945,7 +947,7 @@ _PRIVATE = np.uint8(Backing.PRIVATE)
 _SHARED = np.uint8(Backing.SHARED)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bus_check(ppns, state):
     """(shared, frameless) among ``ppns``; (-1, -1) if one lies outside the VM."""
     n = state.size
@@ -963,7 +965,7 @@ def _bus_check(ppns, state):
     return n_shared, n_missing
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_ns, now_ns, slot_of_ppn,
                       touched):
     """Backed pages touched over the bus: stores (in order), LRU stamps, sampled touches."""

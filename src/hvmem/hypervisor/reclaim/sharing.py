@@ -48,7 +48,12 @@ shared) mispredicts often and a pending load holds the pipeline, while a
 prefetch retires at once. Measured, kernel time (CPU) over the bench's scan on
 a warm table: 0.46-0.52 s with a load 16 ahead, 0.28-0.34 s with a prefetch 16
 ahead, 0.32-0.37 s when the prefetched slot is also read 8 ahead to prefetch its
-frame's words. Rejected, measured the same way: probing each batch in key
+frame's words. The form kept reads only the home slot, PREFETCH_FRAME = 8
+ahead, branches on nothing it holds (frame 0 stands in for another key), and
+prefetches the frame's content, owner, reverse map and refcount, which the
+checks of a shared or hinted entry read: measured again on a busier machine
+with the kernel also remapping the joined pages, 0.30-0.31 s with it against
+0.31-0.32 s without. Rejected, measured the same way: probing each batch in key
 order (a stable counting sort on the key's top bits, about one candidate a
 bucket or 4 Ki buckets), whose probes walk the table from start to end,
 0.77-0.88 s: the sort costs about 0.14 s and the sorted probes were no faster,
@@ -113,6 +118,7 @@ A_NOT_BACKED = 6  # no private frame to share
 A_PAGE_TABLE = 7  # a guest page-table page: not a candidate
 N_ACTIONS = 8  # the kernel's counts array has one more slot (spare, always 0)
 PREFETCH = 16  # candidates ahead whose table slot is prefetched (see the module docstring)
+PREFETCH_FRAME = 8  # candidates ahead whose slot's frame is prefetched
 
 
 @njit(cache=True, inline="always")
@@ -156,7 +162,7 @@ def _find(table, key, shift):
 
 @njit(cache=True)
 def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, frame_ppn,
-                refcount, table, t_used, shift, keys, mpns, action, joined, target, old,
+                refcount, table, t_used, shift, keys, mpns, action, joined, old,
                 promoted_vm, promoted_ppn, counts):
     """Offer ``ppns`` of one VM to the table; returns how many hints were promoted.
 
@@ -164,10 +170,11 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
     and ``keys`` (sequential when ``ppns`` ascend), the second probes the
     table, one cache line a probe, prefetched PREFETCH candidates ahead.
     Frames promoted to shared get owner SHARED_OWNER and their refcount raised
-    here; the pmap updates (remapping, read-only) are the caller's, from
-    ``joined``, ``target`` and ``old`` (this VM's pages that now map a shared
-    frame, in ``ppns`` order, their shared frames and the frames they held)
-    and the promoted pages. ``counts[A_SHARE] + counts[A_PROMOTE]`` pages joined.
+    here, and this VM's pages that now map a shared frame are remapped in its
+    pmap (state SHARED); they are listed in ``joined`` (in ``ppns`` order) with
+    the frames they held in ``old``, ``counts[A_SHARE] + counts[A_PROMOTE]`` of
+    them. The rest is the caller's: the promoted pages' pmap state, the
+    translations of both, and freeing ``old``.
     """
     n = ppns.size
     for i in range(n):
@@ -188,6 +195,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         keys[i] = table_key(content[m], salt)
     n_promoted = 0
     n_joined = 0
+    n_hint = n_share = n_stale = n_false = 0
     # Prefetch the slot PREFETCH candidates ahead so its cache miss overlaps the
     # probes before it: a prefetch instruction, unlike a load, retires at once,
     # so a mispredicted branch on a probe's outcome does not wait for it.
@@ -196,6 +204,19 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         ahead = i + PREFETCH
         if ahead < n and mpns[ahead] >= 0:
             host_prefetch(flat, np.int64(keys[ahead] >> np.uint64(shift)) * 2)
+        # Nearer, the slot is likely in cache: read its frame and prefetch that
+        # frame's words, which a shared or hinted entry's check reads. Only
+        # the home slot is looked at, and frame 0 stands in when it holds
+        # another key, so no branch here depends on the load.
+        ahead = i + PREFETCH_FRAME
+        if ahead < n and mpns[ahead] >= 0:
+            home = np.int64(keys[ahead] >> np.uint64(shift)) * 2
+            f = np.int64(flat[home + 1] & FRAME_MASK)
+            f = f if flat[home] == keys[ahead] else 0
+            host_prefetch(content, f)
+            host_prefetch(owner, f)
+            host_prefetch(frame_ppn, f)
+            host_prefetch(refcount, f)
         mpn = mpns[i]
         if mpn < 0:
             continue
@@ -211,19 +232,23 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
             table[slot, 1] = np.uint64(mpn) | KIND_HINT
             t_used[0] += 1
             action[i] = A_HINT
+            n_hint += 1
             continue
         entry = table[slot, 1]
         frame = np.int64(entry & FRAME_MASK)
         if entry & KIND_SHARED:
             if content[frame] != token:
                 action[i] = A_FALSE
+                n_false += 1
                 continue
             refcount[frame] += 1
             action[i] = A_SHARE
+            n_share += 1
             joined[n_joined] = ppns[i]
-            target[n_joined] = frame
             old[n_joined] = mpn
             n_joined += 1
+            pmap_mpn[ppns[i]] = frame
+            pmap_state[ppns[i]] = 2  # Backing.SHARED
             continue
         # A hint: still the same private page with the same content?
         valid = (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
@@ -231,9 +256,11 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         if not valid:
             table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
             action[i] = A_STALE
+            n_stale += 1
             continue
         if content[frame] != token:
             action[i] = A_FALSE
+            n_false += 1
             continue
         promoted_vm[n_promoted] = owner[frame]
         promoted_ppn[n_promoted] = frame_ppn[frame]
@@ -244,11 +271,26 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         table[slot, 1] = np.uint64(frame) | KIND_SHARED
         action[i] = A_PROMOTE
         joined[n_joined] = ppns[i]
-        target[n_joined] = frame
         old[n_joined] = mpn
         n_joined += 1
+        pmap_mpn[ppns[i]] = frame
+        pmap_state[ppns[i]] = 2  # Backing.SHARED
+    # The first pass's outcomes are counted from ``mpns`` and ``action``; the
+    # second pass's as they happen.
+    n_table = n_not_backed = n_already = 0
     for i in range(n):
-        counts[action[i]] += 1
+        a = action[i]
+        n_table += a == A_PAGE_TABLE
+        n_not_backed += a == A_NOT_BACKED
+        n_already += a == A_ALREADY
+    counts[A_HINT] += n_hint
+    counts[A_SHARE] += n_share
+    counts[A_PROMOTE] += n_promoted
+    counts[A_ALREADY] += n_already
+    counts[A_STALE] += n_stale
+    counts[A_FALSE] += n_false
+    counts[A_NOT_BACKED] += n_not_backed
+    counts[A_PAGE_TABLE] += n_table
     return n_promoted
 
 
@@ -308,14 +350,14 @@ class SharingTable:
         """Work arrays for a scan of up to ``n`` candidates, kept from scan to scan.
 
         Fresh arrays per batch would cost a page fault per 4 KiB on every scan.
-        Returns (keys, mpns, action, joined, target, old, promoted_vm,
-        promoted_ppn) as :func:`scan_kernel` takes them.
+        Returns (keys, mpns, action, joined, old, promoted_vm, promoted_ppn)
+        as :func:`scan_kernel` takes them.
         """
         if n > self._scratch_size:
             size = max(n, 1024)
             self._scratch = (np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.int64),
                              np.zeros(size, dtype=np.int8),
-                             *(np.zeros(size, dtype=np.int64) for _ in range(5)))
+                             *(np.zeros(size, dtype=np.int64) for _ in range(4)))
             self._scratch_size = size
         return self._scratch
 
