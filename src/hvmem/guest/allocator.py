@@ -46,8 +46,9 @@ class PageAllocator:
             raise ConfigError(f"guest memory must hold at least one page, found {n_ppns}")
         self.n_ppns = n_ppns
         self.allocated = np.zeros(n_ppns, dtype=bool)
-        # Free list as a stack, lowest PPNs on top so a fresh guest fills memory upward.
-        self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=np.int64)
+        # Free list as a stack, lowest PPNs on top so a fresh guest fills memory upward
+        # (int32 where PPNs fit: half the memory of a stack most guests never empty).
+        self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=_index_dtype(n_ppns))
         self.n_free = n_ppns
         # Free pages already reported to the host (free page reporting); taking a
         # page off the free list clears it, as Linux clears PG_reported.
@@ -63,7 +64,7 @@ class PageAllocator:
         """Take ``n`` pages off the free list (most recently freed first)."""
         if n > self.n_free:
             raise OutOfMemoryError(f"guest memory exhausted: {n} pages asked, {self.n_free} free")
-        ppns = self.free_stack[self.n_free - n : self.n_free][::-1].copy()
+        ppns = self.free_stack[self.n_free - n : self.n_free][::-1].astype(np.int64)
         self.n_free -= n
         self.allocated[ppns] = True
         self.reported[ppns] = False
@@ -91,3 +92,8 @@ class PageAllocator:
             raise InvariantViolation("guest allocator: free list corrupt")
         if self.n_free + int(np.count_nonzero(self.allocated)) != self.n_ppns:
             raise InvariantViolation("guest allocator: pages neither free nor allocated")
+
+
+def _index_dtype(n: int) -> type:
+    """The integer type of a stack of indices below ``n``."""
+    return np.int32 if n < 2**31 else np.int64

@@ -205,7 +205,7 @@ def file_page_token(vpn: np.ndarray) -> np.ndarray:
     return (x ^ (x >> np.uint64(31))) | np.uint64(1)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mark_resident(ptes, now_ns, last_ns, ref):
     """Stamp the page behind every present entry of ``ptes`` as used at ``now_ns``."""
     for i in range(ptes.size):
@@ -216,7 +216,7 @@ def _mark_resident(ptes, now_ns, last_ns, ref):
             ref[ppn] = True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out, missing_idx):
     """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
 
@@ -246,7 +246,7 @@ def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out, missing_idx
     return missing
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
     """Split present entries into written pages (marked dirty) and read pages.
 
@@ -270,7 +270,70 @@ def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
     return n_w, n_r, served
 
 
-@njit(cache=True)
+_ANON = np.uint8(PageKind.ANON)
+_FILE = np.uint8(PageKind.FILE)
+
+
+@njit(cache=True, nogil=True)
+def _oldest_pages(kinds, age, evict_anon, out):
+    """The ``out.size`` evictable pages least by (age, PPN), in that order, into ``out``.
+
+    Evictable: FILE pages, and ANON pages if ``evict_anon``. One pass in PPN
+    order keeps the chosen ones in a max-heap, so a page is compared with the
+    heap's top only (a later page of equal age is never less); the heap is
+    sorted at the end. Returns the number of evictable pages (``out`` is only
+    meaningful if that is more than ``out.size``).
+    """
+    k = out.size
+    h_age = np.empty(k, dtype=age.dtype)
+    h_ppn = np.empty(k, dtype=np.int64)
+    n = 0  # heap entries
+    total = 0
+    for p in range(kinds.size):
+        kd = kinds[p]
+        if not (kd == _FILE or (kd == _ANON and evict_anon)):
+            continue
+        total += 1
+        a = age[p]
+        if n < k:  # sift up
+            i = n
+            n += 1
+            while i > 0:
+                parent = (i - 1) >> 1
+                if h_age[parent] > a or (h_age[parent] == a and h_ppn[parent] > p):
+                    break
+                h_age[i] = h_age[parent]
+                h_ppn[i] = h_ppn[parent]
+                i = parent
+            h_age[i] = a
+            h_ppn[i] = p
+        elif a < h_age[0]:  # replace the top (the greatest), sift down
+            i = 0
+            while True:
+                child = 2 * i + 1
+                if child >= k:
+                    break
+                if child + 1 < k and (h_age[child + 1] > h_age[child] or (
+                        h_age[child + 1] == h_age[child] and h_ppn[child + 1] > h_ppn[child])):
+                    child += 1
+                if h_age[child] < a or (h_age[child] == a and h_ppn[child] < p):
+                    break
+                h_age[i] = h_age[child]
+                h_ppn[i] = h_ppn[child]
+                i = child
+            h_age[i] = a
+            h_ppn[i] = p
+    if total > k:
+        order = np.argsort(h_ppn)  # by PPN first, then a stable sort by age
+        h_age = h_age[order]
+        h_ppn = h_ppn[order]
+        order = np.argsort(h_age, kind="mergesort")
+        for i in range(k):
+            out[i] = h_ppn[order[i]]
+    return total
+
+
+@njit(cache=True, nogil=True)
 def _count_kind(kinds, kind):
     """Entries of ``kinds`` equal to ``kind`` (one pass, no temporary)."""
     n = 0
@@ -345,7 +408,7 @@ class GuestKernel:
         self.swap = SwapDevice(n if config.swap_pages is None else config.swap_pages,
                                config.swap_device, costs)
         self.kind = np.zeros(n, dtype=np.uint8)
-        self.proc = np.full(n, -1, dtype=np.int32)
+        self.proc = np.full(n, -1, dtype=np.int16)  # up to 4094 processes
         self.vpn = np.full(n, -1, dtype=np.int64)
         self.loaded_ns = np.zeros(n, dtype=np.int64)
         self.last_ns = np.zeros(n, dtype=np.int64)
@@ -771,6 +834,14 @@ class GuestKernel:
             victims, self.clock_hand = _clock_victims(kinds, self.ref, self.clock_hand, n_pages,
                                                       evict_anon, True)
             return victims
+        if policy != "random" and n_pages > 0:
+            # Oldest first; ties (same tick) broken by PPN for determinism: the
+            # n_pages least (age, ppn) pairs, kept in a heap over one pass.
+            age = self.loaded_ns if policy == "fifo" else self.last_ns
+            chosen = np.empty(n_pages, dtype=np.int64)
+            n_candidates = _oldest_pages(kinds, age, evict_anon, chosen)
+            if n_candidates > n_pages:
+                return chosen
         evictable = (kinds == PageKind.FILE) | ((kinds == PageKind.ANON) & evict_anon)
         candidates = np.flatnonzero(evictable)
         if candidates.size <= n_pages:
@@ -778,7 +849,6 @@ class GuestKernel:
         if policy == "random":
             return np.sort(self.rng.choice(candidates, n_pages, replace=False))
         age = self.loaded_ns if policy == "fifo" else self.last_ns
-        # Oldest first; ties (same tick) broken by PPN for determinism.
         order = np.lexsort((candidates, age[candidates]))
         return candidates[order[:n_pages]]
 

@@ -60,7 +60,8 @@ class SwapDevice:
         self.op_ns = costs.swap_in_ns(device)
         self.content = np.zeros(capacity_pages, dtype=np.uint64)
         self.used = np.zeros(capacity_pages, dtype=np.bool_)
-        self._free_stack = np.arange(capacity_pages - 1, -1, -1, dtype=np.int64)
+        self._free_stack = np.arange(capacity_pages - 1, -1, -1,
+                                     dtype=np.int32 if capacity_pages < 2**31 else np.int64)
         self.n_free = capacity_pages
         self.counters = SwapCounters()
 
@@ -79,7 +80,7 @@ class SwapDevice:
         if n > self.n_free:
             self.counters.failed_full += n
             raise ConfigError(f"guest swap full: {n} slots asked, {self.n_free} free")
-        slots = self._free_stack[self.n_free - n : self.n_free].copy()
+        slots = self._free_stack[self.n_free - n : self.n_free].astype(np.int64)
         self.n_free -= n
         self.used[slots] = True
         self.content[slots] = tokens

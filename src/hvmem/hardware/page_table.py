@@ -440,7 +440,7 @@ def leaf_table_frames(entries, root_frame, vpns):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def leaf_entries_of(entries, root_frame, vpns):
     """For each VPN, its raw level-0 entry (present or not), or 0 if no table holds one."""
     out = np.zeros(vpns.size, dtype=np.uint64)

@@ -87,8 +87,10 @@ class ActiveMemorySampler:
         self.rng = rng
         self.config = config
         self.n_sample = min(config.sample_pages, n_ppns)
-        # slot_of_ppn[p] is p's index in the current sample, or -1.
-        self.slot_of_ppn = np.full(n_ppns, -1, dtype=np.int32)
+        # slot_of_ppn[p] is p's index in the current sample, or -1 (in the smallest
+        # signed integer type that holds the slots: a byte per page for 100 samples).
+        self._slot_dtype = np.min_scalar_type(-max(1, self.n_sample))
+        self.slot_of_ppn = np.full(n_ppns, -1, dtype=self._slot_dtype)
         self.sample = np.zeros(0, dtype=np.int64)
         self.touched = np.zeros(self.n_sample, dtype=np.bool_)
         self.slow = 0.0
@@ -100,7 +102,7 @@ class ActiveMemorySampler:
         """Draw a new sample; returns its PPNs (whose mappings the caller makes trap)."""
         self.slot_of_ppn[self.sample] = -1
         self.sample = np.sort(self.rng.choice(self.n_ppns, self.n_sample, replace=False))
-        self.slot_of_ppn[self.sample] = np.arange(self.n_sample, dtype=np.int32)
+        self.slot_of_ppn[self.sample] = np.arange(self.n_sample, dtype=self._slot_dtype)
         self.touched[:] = False
         self.period_end_ns = now_ns + self.config.period_ns
         return self.sample

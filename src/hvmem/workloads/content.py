@@ -278,7 +278,7 @@ def _select(mask, a, b):
     return b ^ ((a ^ b) & mask)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tokens_kernel(vpn, is_write, counter0, image_key, vm_key, image_cut, zero_cut,
                    img_c1, img_c2, prv_c1, prv_c2, out):
     """Tokens for the written entries (0 where not written).

@@ -308,7 +308,7 @@ def _pick(state, table, lo, width, ranged):
     return state, t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _draw_ordered(n, seed, table, lo, width, perm, ranged, write_thr, out_off, out_write):
     """``n`` references in order: page offsets (``perm[index]``) and write flags.
 
@@ -328,7 +328,7 @@ def _draw_ordered(n, seed, table, lo, width, perm, ranged, write_thr, out_off, o
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _draw_counts(n, seed, table, lo, width, ranged, counts):
     """Add ``n`` draws to ``counts[index]``.
 
@@ -360,7 +360,7 @@ def _write_flag(state, c, nowrite, log_nowrite):
     return state, (r >> _S11) * _TWO_M53 >= p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _collect(counts, perm, seed, nowrite, log_nowrite, out_off, out_refs, out_write):
     """Move the non-zero counts out as pages (resetting them); returns how many.
 
@@ -386,7 +386,7 @@ def _collect(counts, perm, seed, nowrite, log_nowrite, out_off, out_refs, out_wr
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _write_flags(refs, seed, nowrite, log_nowrite, out):
     state = seed
     for i in range(refs.shape[0]):

@@ -64,7 +64,7 @@ class CompressionCache:
     def __init__(self, n_ppns: int, max_frac: float = ZIP_MAX_FRAC):
         self.capacity_bytes = int(n_ppns * PAGE_SIZE_BYTES * max_frac)
         self.content = np.zeros(n_ppns, dtype=np.uint64)
-        self.slot_bytes = np.zeros(n_ppns, dtype=np.int32)  # 0: not cached
+        self.slot_bytes = np.zeros(n_ppns, dtype=np.int16)  # 0: not cached; 1 or 2 KiB
         self.stored_at = np.zeros(n_ppns, dtype=np.int64)  # insertion order, for eviction
         self._clock = 0
         self.used_bytes = 0
