@@ -82,18 +82,23 @@ def _mib(pages: int | float) -> float:
     return pages / PAGES_PER_MIB
 
 
-def _sharing_of(pmap, frames) -> tuple[np.ndarray, float, int]:
-    """A VM's shared mappings (frames), what sharing saves it (SHRDSVD), its private pages.
+def _sharing_of(pmap, frames) -> tuple[int, float, int, int]:
+    """A VM's shared pages, what sharing saves it (SHRDSVD), its private and zero pages.
 
     A frame mapped ``r`` times (by this VM and others) saves ``r - 1`` pages in
     all; each mapping is credited ``1 - 1/r`` of that, so the VMs' SHRDSVD add
     up to the host's saving whether pages are shared within a VM or across VMs.
-    One pass over the pmap finds both the shared and the private pages.
+    Two passes over the pmap, no temporaries the size of the VM: one counts
+    private and shared pages, one reads each shared frame's mappings and data.
+
+    Returns:
+        (shared pages, pages saved, private pages, shared pages of zeroes).
     """
     n_private, n_shared = _count_private_shared(pmap.state)
-    shared = _shared_mpns(pmap.state, pmap.mpn, n_shared)
-    refs = frames.refcount[shared]
-    return shared, float(shared.size - np.sum(1.0 / refs)) if shared.size else 0.0, n_private
+    inv_refs = np.empty(n_shared, dtype=np.float64)
+    n_zero = _shared_frames(pmap.state, pmap.mpn, frames.refcount, frames.content, inv_refs)
+    saved = float(n_shared - np.sum(inv_refs)) if n_shared else 0.0
+    return n_shared, saved, n_private, int(n_zero)
 
 
 @njit(cache=True, nogil=True)
@@ -109,16 +114,21 @@ def _count_private_shared(state):
 
 
 @njit(cache=True, nogil=True)
-def _shared_mpns(state, mpn, n_shared):
-    """The MPNs of the SHARED pages, in PPN order."""
-    out = np.empty(n_shared, dtype=np.int64)
+def _shared_frames(state, mpn, refcount, content, inv_refs):
+    """Put ``1 / refcount`` of each SHARED page's frame into ``inv_refs`` (PPN order).
+
+    Returns how many of those frames hold zeroes.
+    """
     k = 0
-    if n_shared:
+    n_zero = 0
+    if inv_refs.size:
         for i in range(state.size):
             if state[i] == _SHARED:
-                out[k] = mpn[i]
+                m = mpn[i]
+                inv_refs[k] = 1.0 / refcount[m]
+                n_zero += content[m] == 0
                 k += 1
-    return out
+    return n_zero
 
 
 _PRIVATE = np.uint8(Backing.PRIVATE)
@@ -402,8 +412,7 @@ class Simulation:
         })
         for name, vm in self.vms.items():
             hv, pmap = vm.host_vm, vm.host_vm.pmap
-            shared, saved, n_private = _sharing_of(pmap, frames)
-            zero = int(np.count_nonzero(frames.content[shared] == 0))
+            n_shared, saved, n_private, zero = _sharing_of(pmap, frames)
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall_ns = stall.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall_ns / tick_ns)
@@ -411,7 +420,7 @@ class Simulation:
             self.result.vm_rows.append({
                 "time_s": now_s, "tick_s": tick_s, "vm": name,
                 "MEMSZ": _mib(hv.n_ppns),
-                "GRANT": _mib(n_private + shared.size),
+                "GRANT": _mib(n_private + n_shared),
                 "SZTGT": plan.target_mib if plan else _mib(hv.n_ppns),
                 "TCHD": _mib(vm.sampler.active_pages),
                 "ACTV": _mib(vm.sampler.active_pages),
@@ -426,7 +435,7 @@ class Simulation:
                 "UNZIP/s": _mib(z.decompressed - vm.last_unzips) / tick_s,
                 "CACHEUSD": _mib(hv.zip.frames.size),
                 "ZIPPED": _mib(hv.zip.n_pages),
-                "SHRD": _mib(shared.size),
+                "SHRD": _mib(n_shared),
                 "ZERO": _mib(zero),
                 "SHRDSVD": _mib(saved),
                 "LPAGE": _mib(hv.large_page_ppns),
@@ -499,7 +508,7 @@ class SimulatedBackend:
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            _, saved, n_private = _sharing_of(pmap, frames)
+            _, saved, n_private, _ = _sharing_of(pmap, frames)
             vms.append(VmSample(
                 name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
                 consumed_mib=_mib(n_private + hv.zip.frames.size),
