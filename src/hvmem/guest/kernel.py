@@ -270,6 +270,15 @@ def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
     return n_w, n_r, served
 
 
+@njit(cache=True, nogil=True)
+def _all_present(ptes):
+    """Whether every entry of ``ptes`` is present."""
+    missing = 0
+    for i in range(ptes.size):
+        missing += (ptes[i] & PTE_PRESENT) == 0
+    return missing == 0
+
+
 _ANON = np.uint8(PageKind.ANON)
 _FILE = np.uint8(PageKind.FILE)
 
@@ -594,8 +603,11 @@ class GuestKernel:
                 reclaimed = True
                 ptes = table.leaf_entries(vpns)
                 idx = np.flatnonzero((ptes & PTE_PRESENT) == 0)
-        if not reclaimed and not dropped.any() and not idx.size:
-            # Every page mapped and stamped (the faulted ones by the fault): serve them.
+        if not dropped.any() and (not idx.size or _all_present(ptes)):
+            # Every page mapped and stamped (the faulted ones by the fault); after a
+            # reclaim the refaulted pages are stamped again, as below. Serve them.
+            if reclaimed:
+                _mark_resident(ptes, now_ns, self.last_ns, self.ref)
             return self._touch_resident(ptes, writes, refs, tokens)
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped

@@ -1037,9 +1037,11 @@ class Host:
             mode = NestedPaging(vm_id, self.frames, self.tables, guest_tables, pmap)
         else:
             mode = ShadowPaging(vm_id, self.frames, self.tables, guest_tables, pmap, self.costs)
+        # The data of pages put aside: a page is swapped or compressed, never both.
+        aside = np.zeros(n_ppns, dtype=np.uint64)
         vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self,
-                    HostSwapFile(n_ppns, self.swap_device, self.costs),
-                    CompressionCache(n_ppns))
+                    HostSwapFile(n_ppns, self.swap_device, self.costs, content=aside),
+                    CompressionCache(n_ppns, content=aside))
         self.vms.append(vm)
         return vm
 

@@ -61,11 +61,15 @@ class CompressionCache:
         max_frac: cache capacity as a fraction of VM memory.
     """
 
-    def __init__(self, n_ppns: int, max_frac: float = ZIP_MAX_FRAC):
+    def __init__(self, n_ppns: int, max_frac: float = ZIP_MAX_FRAC,
+                 content: np.ndarray | None = None):
         self.capacity_bytes = int(n_ppns * PAGE_SIZE_BYTES * max_frac)
-        self.content = np.zeros(n_ppns, dtype=np.uint64)
+        # Tokens by PPN, read only where a page is cached; may be shared with the
+        # VM's swap file (a page is never in both), which halves that memory.
+        self.content = np.zeros(n_ppns, dtype=np.uint64) if content is None else content
         self.slot_bytes = np.zeros(n_ppns, dtype=np.int16)  # 0: not cached; 1 or 2 KiB
-        self.stored_at = np.zeros(n_ppns, dtype=np.int64)  # insertion order, for eviction
+        # Insertion order, for eviction: int32 until the clock outgrows it.
+        self.stored_at = np.zeros(n_ppns, dtype=np.int32)
         self._clock = 0
         self.used_bytes = 0
         self.frames = np.zeros(0, dtype=np.int64)  # machine frames holding the slots
@@ -102,6 +106,8 @@ class CompressionCache:
         """Put pages in the cache (the caller made room)."""
         self.content[ppns] = tokens
         self.slot_bytes[ppns] = slots
+        if self._clock + ppns.size > np.iinfo(self.stored_at.dtype).max:
+            self.stored_at = self.stored_at.astype(np.int64)
         self.stored_at[ppns] = self._clock + np.arange(ppns.size)
         self._clock += ppns.size
         self.used_bytes += int(slots.sum())

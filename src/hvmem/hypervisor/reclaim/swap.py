@@ -59,10 +59,13 @@ class HostSwapFile:
         costs: the cost table.
     """
 
-    def __init__(self, n_ppns: int, device: str = "ssd", costs: CostTable = DEFAULT_COSTS):
+    def __init__(self, n_ppns: int, device: str = "ssd", costs: CostTable = DEFAULT_COSTS,
+                 content: np.ndarray | None = None):
         self.device = device
         self.op_ns = costs.swap_in_ns(device)
-        self.content = np.zeros(n_ppns, dtype=np.uint64)
+        # Tokens by PPN, read only where a slot is used; may be shared with the
+        # VM's compression cache (a page is never in both).
+        self.content = np.zeros(n_ppns, dtype=np.uint64) if content is None else content
         self.used = np.zeros(n_ppns, dtype=np.bool_)
         self.counters = HostSwapCounters()
 
