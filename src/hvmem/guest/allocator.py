@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 
@@ -78,9 +79,10 @@ class PageAllocator:
     def free(self, ppns: np.ndarray | int) -> None:
         """Return pages to the free list."""
         ppns = np.atleast_1d(np.asarray(ppns, dtype=np.int64))
-        if not np.all(self.allocated[ppns]) or np.unique(ppns).size != ppns.size:
+        if ppns.size and (ppns.min() < 0 or ppns.max() >= self.n_ppns):
+            self.allocated[ppns]  # noqa: B018 -- raises IndexError, as indexing always did
+        if not _release(ppns, self.allocated):
             raise InvariantViolation("guest allocator: freeing a page that is not allocated")
-        self.allocated[ppns] = False
         self.free_stack[self.n_free : self.n_free + ppns.size] = ppns
         self.n_free += ppns.size
         self.counters.frees += ppns.size
@@ -97,3 +99,19 @@ class PageAllocator:
 def _index_dtype(n: int) -> type:
     """The integer type of a stack of indices below ``n``."""
     return np.int32 if n < 2**31 else np.int64
+
+
+@njit(cache=True, nogil=True)
+def _release(ppns, allocated):
+    """Clear ``allocated`` for distinct, allocated ``ppns``; False (nothing changed) if not.
+
+    A page repeated in ``ppns`` is caught when it is found cleared the second time.
+    """
+    for i in range(ppns.size):
+        p = ppns[i]
+        if not allocated[p]:
+            for j in range(i):
+                allocated[ppns[j]] = True
+            return False
+        allocated[p] = False
+    return True
