@@ -80,7 +80,8 @@ class MachineMemory:
         self.content = np.zeros(n_frames, dtype=np.uint64)
         # Reverse map: the guest-physical page a frame privately backs, -1 otherwise
         # (kept by the hypervisor, as Linux keeps page->index).
-        self.ppn = np.full(n_frames, -1, dtype=np.int64)
+        # int32 while guest page numbers fit, as they do for guests under 8 TiB.
+        self.ppn = np.full(n_frames, -1, dtype=np.int32)
         # Free list as a stack: the top is free_stack[top - 1]. Low MPNs first out.
         # Entries whose frame is marked stale were taken by alloc_runs and are
         # skipped; n_free counts the live ones.

@@ -1030,6 +1030,8 @@ class Host:
 
     def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
         """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""
+        if n_ppns >= 2**31:  # the frame table's reverse map holds PPNs in int32
+            raise ConfigError(f"{name}: {n_ppns} pages is more than a VM may have (8 TiB)")
         vm_id = len(self.vms)
         pmap = Pmap(n_ppns)
         mode: PagingMode
