@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
+from hvmem.hardware.frames import index_dtype
 
 
 @dataclass(slots=True)
@@ -49,7 +50,7 @@ class PageAllocator:
         self.allocated = np.zeros(n_ppns, dtype=bool)
         # Free list as a stack, lowest PPNs on top so a fresh guest fills memory upward
         # (int32 where PPNs fit: half the memory of a stack most guests never empty).
-        self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=_index_dtype(n_ppns))
+        self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=index_dtype(n_ppns))
         self.n_free = n_ppns
         # Free pages already reported to the host (free page reporting); taking a
         # page off the free list clears it, as Linux clears PG_reported.
@@ -94,11 +95,6 @@ class PageAllocator:
             raise InvariantViolation("guest allocator: free list corrupt")
         if self.n_free + int(np.count_nonzero(self.allocated)) != self.n_ppns:
             raise InvariantViolation("guest allocator: pages neither free nor allocated")
-
-
-def _index_dtype(n: int) -> type:
-    """The integer type of a stack of indices below ``n``."""
-    return np.int32 if n < 2**31 else np.int64
 
 
 @njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hvmem.errors import ConfigError
+from hvmem.hardware.frames import index_dtype
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 
 
@@ -61,7 +62,7 @@ class SwapDevice:
         self.content = np.zeros(capacity_pages, dtype=np.uint64)
         self.used = np.zeros(capacity_pages, dtype=np.bool_)
         self._free_stack = np.arange(capacity_pages - 1, -1, -1,
-                                     dtype=np.int32 if capacity_pages < 2**31 else np.int64)
+                                     dtype=index_dtype(capacity_pages))
         self.n_free = capacity_pages
         self.counters = SwapCounters()
 

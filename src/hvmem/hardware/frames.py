@@ -63,6 +63,15 @@ class FrameCounters:
     reuses_unzeroed: int = 0  # frames handed back to their last owner, data kept
 
 
+def index_dtype(n: int) -> type:
+    """The integer type of an array of indices below ``n``: int32 where they fit.
+
+    Stacks of frame, page and slot numbers use it; half the memory of int64
+    for anything under 2**31 entries.
+    """
+    return np.int32 if n < 2**31 else np.int64
+
+
 class MachineMemory:
     """The host's frame table and free list.
 
@@ -85,8 +94,7 @@ class MachineMemory:
         # Free list as a stack: the top is free_stack[top - 1]. Low MPNs first out.
         # Entries whose frame is marked stale were taken by alloc_runs and are
         # skipped; n_free counts the live ones.
-        self.free_stack = np.arange(n_frames - 1, -1, -1, dtype=np.int32 if n_frames < 2**31
-                                    else np.int64)
+        self.free_stack = np.arange(n_frames - 1, -1, -1, dtype=index_dtype(n_frames))
         self.top = n_frames
         self.stale = np.zeros(n_frames, dtype=np.bool_)
         self.n_stale = 0
@@ -181,7 +189,7 @@ class MachineMemory:
     def free(self, mpns: np.ndarray | int) -> None:
         """Return frames to the free list; their data stays until someone else takes them."""
         mpns = np.atleast_1d(np.asarray(mpns, dtype=np.int64))
-        if self.n_stale and _any_marked(mpns, self.stale):
+        if self.n_stale and self.stale[mpns].any():
             self._compact()  # a frame of a large page comes back: one entry for it
         bad = _free_kernel(mpns, self.owner, self.refcount, self.ppn, self.free_stack,
                            self.top)
@@ -267,15 +275,6 @@ def _compact_kernel(free_stack, top, stale):
             free_stack[j] = m
             j += 1
     return j
-
-
-@njit(cache=True)
-def _any_marked(mpns, stale):
-    """Whether any of ``mpns`` is marked stale."""
-    found = False
-    for i in range(mpns.size):
-        found |= stale[mpns[i]]
-    return found
 
 
 @njit(cache=True)

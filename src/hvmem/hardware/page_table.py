@@ -424,36 +424,40 @@ def child_frames(entries, parents, indices):
     return out
 
 
+@njit(cache=True, inline="always")
+def leaf_table_frame(entries, root_frame, vpn):
+    """The frame of ``vpn``'s level-0 table page, or -1 if the path to it is incomplete."""
+    frame = np.int64(root_frame)
+    for level in range(LEVELS - 1, 0, -1):
+        pte = entries[frame, table_index(vpn, level)]
+        if not pte & PTE_PRESENT or pte & PTE_LARGE:
+            return np.int64(-1)  # no level-0 table on this path
+        frame = pte_frame(pte)
+    return frame
+
+
+@njit(cache=True, inline="always")
+def leaf_entry(entries, root_frame, vpn):
+    """``vpn``'s raw level-0 entry (present or not), or 0 if no table holds one."""
+    frame = leaf_table_frame(entries, root_frame, vpn)
+    return entries[frame, table_index(vpn, 0)] if frame >= 0 else np.uint64(0)
+
+
 @njit(cache=True)
 def leaf_table_frames(entries, root_frame, vpns):
     """For each VPN, the frame of its level-0 table page, or -1 if the path is incomplete."""
     out = np.empty(vpns.size, dtype=np.int64)
     for i in range(vpns.size):
-        frame = root_frame
-        for level in range(LEVELS - 1, 0, -1):
-            pte = entries[frame, table_index(vpns[i], level)]
-            if not pte & PTE_PRESENT or pte & PTE_LARGE:
-                frame = -1  # no level-0 table on this path
-                break
-            frame = pte_frame(pte)
-        out[i] = frame
+        out[i] = leaf_table_frame(entries, root_frame, vpns[i])
     return out
 
 
 @njit(cache=True, nogil=True)
 def leaf_entries_of(entries, root_frame, vpns):
     """For each VPN, its raw level-0 entry (present or not), or 0 if no table holds one."""
-    out = np.zeros(vpns.size, dtype=np.uint64)
+    out = np.empty(vpns.size, dtype=np.uint64)
     for i in range(vpns.size):
-        frame = root_frame
-        for level in range(LEVELS - 1, 0, -1):
-            pte = entries[frame, table_index(vpns[i], level)]
-            if not pte & PTE_PRESENT or pte & PTE_LARGE:
-                frame = -1  # no level-0 table on this path
-                break
-            frame = pte_frame(pte)
-        if frame >= 0:
-            out[i] = entries[frame, table_index(vpns[i], 0)]
+        out[i] = leaf_entry(entries, root_frame, vpns[i])
     return out
 
 

@@ -200,7 +200,6 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         keys[i] = table_key(content[m], salt)
     n_promoted = 0
     n_joined = 0
-    n_hint = n_share = n_stale = n_false = 0
     # Prefetch the slot PREFETCH candidates ahead so its cache miss overlaps the
     # probes before it: a prefetch instruction, unlike a load, retires at once,
     # so a mispredicted branch on a probe's outcome does not wait for it.
@@ -242,18 +241,15 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
             table[slot, 1] = np.uint64(mpn) | KIND_HINT
             t_used[0] += 1
             action[i] = A_HINT
-            n_hint += 1
             continue
         entry = table[slot, 1]
         frame = np.int64(entry & FRAME_MASK)
         if entry & KIND_SHARED:
             if content[frame] != token:
                 action[i] = A_FALSE
-                n_false += 1
                 continue
             refcount[frame] += 1
             action[i] = A_SHARE
-            n_share += 1
             joined[n_joined] = ppns[i]
             old[n_joined] = mpn
             n_joined += 1
@@ -266,11 +262,9 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         if not valid:
             table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
             action[i] = A_STALE
-            n_stale += 1
             continue
         if content[frame] != token:
             action[i] = A_FALSE
-            n_false += 1
             continue
         promoted_vm[n_promoted] = owner[frame]
         promoted_ppn[n_promoted] = frame_ppn[frame]
@@ -285,22 +279,8 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         n_joined += 1
         pmap_mpn[ppns[i]] = frame
         pmap_state[ppns[i]] = 2  # Backing.SHARED
-    # The first pass's outcomes are counted from ``mpns`` and ``action``; the
-    # second pass's as they happen.
-    n_table = n_not_backed = n_already = 0
     for i in range(n):
-        a = action[i]
-        n_table += a == A_PAGE_TABLE
-        n_not_backed += a == A_NOT_BACKED
-        n_already += a == A_ALREADY
-    counts[A_HINT] += n_hint
-    counts[A_SHARE] += n_share
-    counts[A_PROMOTE] += n_promoted
-    counts[A_ALREADY] += n_already
-    counts[A_STALE] += n_stale
-    counts[A_FALSE] += n_false
-    counts[A_NOT_BACKED] += n_not_backed
-    counts[A_PAGE_TABLE] += n_table
+        counts[action[i]] += 1
     return n_promoted
 
 
