@@ -130,6 +130,27 @@ def test_table_grows_and_keeps_entries():
     assert table.table.shape[0] >= 64 and table.n_entries(1) == 39
 
 
+def test_stale_hints_are_dropped_instead_of_growing_the_table():
+    table = SharingTable(capacity=256)
+    machine = machine_with({"a": list(range(1, 40))})
+    machine.host.sharing = table
+    vm = machine.vm("a").host_vm
+    ppns = data_ppns(machine, "a")
+    for rewrite in range(4):  # each round the VM rewrites every page, then it is scanned
+        machine.host.frames.content[vm.pmap.mpn[ppns]] = np.arange(1, 40) + 1000 * rewrite
+        vm.share_scan(ppns)
+    # Rounds 1-3 left 117 hints whose pages changed since; before round 4 would
+    # have pushed the load past 1/2, they were dropped rather than the table grown.
+    assert table.counters.stale_hints_dropped == 117
+    assert table.table.shape[0] == 256 and table.n_entries(1) == 39
+    # The hints kept still work: a second page with one of those contents shares.
+    machine.host.frames.content[vm.pmap.mpn[ppns[1]]] = machine.host.frames.content[
+        vm.pmap.mpn[ppns[0]]]
+    vm.share_scan(ppns[1:2])
+    assert table.counters.hint_promotions == 1
+    machine.host.check_invariants()
+
+
 def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, refcount,
                    entries):
     """The lookup protocol of the module docstring, one candidate at a time in ``ppns`` order.

@@ -765,7 +765,7 @@ class HostVm:
                     table.counters.large_pages += skipped
                     ppns = ppns[~in_large]
         n = ppns.size
-        table.reserve(n)
+        table.reserve(n, frames, host.salts())
         keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
         n_promoted = scan_kernel(
@@ -802,7 +802,8 @@ class HostVm:
         n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
         if n_joined == 0:
             return 0
-        sharers, old = joined[:n_joined].copy(), old[:n_joined].copy()
+        # Used before any other scan can reuse the work arrays: no copies.
+        sharers, old = joined[:n_joined], old[:n_joined]
         self.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
         frames.free(old)
         c.shared += n_joined + int(n_promoted)
@@ -1139,6 +1140,10 @@ class Host:
                 f"host memory exhausted: {n_frames} frames needed, {frames.n_free} free and "
                 "nothing left to swap (hypervisor overhead fills the rest)"
             )
+
+    def salts(self) -> np.ndarray:
+        """Every VM's sharing salt, indexed by VM id."""
+        return np.array([self.salt_of(vm.vm_id) for vm in self.vms], dtype=np.int64)
 
     def salt_of(self, vm_id: int) -> int:
         """The sharing salt of a VM under the host's salting mode."""

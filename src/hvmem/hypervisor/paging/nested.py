@@ -69,6 +69,7 @@ from hvmem.hardware.page_table import (
     PTE_WRITABLE,
     RadixPageTable,
     TableStore,
+    leaf_table_frame,
     software_walk_many,
 )
 from hvmem.hardware.tlb import (
@@ -96,6 +97,8 @@ from hvmem.hypervisor.pmap import Backing, Pmap
 
 _NESTED_READ = PTE_PRESENT | PTE_USER | PTE_ACCESSED
 _NESTED_WRITE = _NESTED_READ | PTE_WRITABLE
+_PRIVATE = np.uint8(Backing.PRIVATE)
+_SHARED = np.uint8(Backing.SHARED)
 
 # How many references ahead the batch kernel prefetches the guest leaf entry,
 # and then (reading that entry) the nested leaf of the data page: far enough
@@ -333,6 +336,40 @@ def nested_translate_recorded(
     )
 
 
+@njit(cache=True, nogil=True)
+def _mirror_leaves(entries, root_frame, ppns, large, state, mpn, trap, slow):
+    """Rewrite the nested leaves of ``ppns`` as the pmap says, where their tables exist.
+
+    A PRIVATE page gets a writable leaf, a SHARED one a read-only leaf, any
+    other (or an armed) page none; pages inside a large page keep their region's
+    PS leaf. Pages that need a leaf but have no level-0 table go to ``slow``, in
+    order; returns how many.
+    """
+    n_slow = 0
+    region = np.int64(-1)  # the 2 MiB region whose leaf table ``frame`` is: batches
+    frame = np.int64(-1)  # come in PPN order, so most pages need no walk of their own
+    for i in range(ppns.size):
+        ppn = ppns[i]
+        if large[ppn >> INDEX_BITS]:
+            continue
+        st = state[ppn]
+        pte = np.uint64(0)
+        if not trap[ppn]:
+            if st == _PRIVATE:
+                pte = (np.uint64(mpn[ppn]) << np.uint64(PTE_FRAME_SHIFT)) | _NESTED_WRITE
+            elif st == _SHARED:
+                pte = (np.uint64(mpn[ppn]) << np.uint64(PTE_FRAME_SHIFT)) | _NESTED_READ
+        if ppn >> INDEX_BITS != region:
+            region = ppn >> INDEX_BITS
+            frame = leaf_table_frame(entries, root_frame, ppn)
+        if frame >= 0:
+            entries[frame, ppn & (ENTRIES_PER_TABLE - 1)] = pte
+        elif pte != 0:
+            slow[n_slow] = ppn
+            n_slow += 1
+    return n_slow
+
+
 class NestedPaging:
     """The nested table of one VM and the batch translation that uses it.
 
@@ -399,7 +436,18 @@ class NestedPaging:
             old_had_mpn: per page, whether it had a machine page before (so some
                 translation may be cached and must be flushed).
         """
-        ppns = np.asarray(ppns, dtype=np.int64)
+        ppns = np.ascontiguousarray(ppns, dtype=np.int64)
+        if not self.ept.store.write_protected:
+            # Leaves whose table pages exist are rewritten in place in one pass;
+            # only pages that need a new table page take the general path below.
+            slow = np.empty(ppns.size, dtype=np.int64)
+            n_slow = _mirror_leaves(self.ept.store.entries, self.ept.root_frame, ppns,
+                                    self.large, self.pmap.state, self.pmap.mpn, self.trap, slow)
+            if np.any(old_had_mpn):
+                self._invept()
+            if n_slow == 0:
+                return
+            ppns, old_had_mpn = slow[:n_slow], np.zeros(n_slow, dtype=np.bool_)
         if self.large.any():
             ppns = ppns[~self.large[ppns >> INDEX_BITS]]
         state = self.pmap.state[ppns]

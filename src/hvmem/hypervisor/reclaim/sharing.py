@@ -95,6 +95,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError
+from hvmem.hardware.frames import MachineMemory
 from hvmem.hardware.walker import host_prefetch
 
 SALTING_MODES = ("across", "within", "explicit")
@@ -284,6 +285,30 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
     return n_promoted
 
 
+@njit(cache=True, nogil=True)
+def _drop_stale_hints(table, content, owner, frame_ppn, refcount, salts):
+    """Turn every hint that no longer describes its frame into a tombstone; returns how many.
+
+    A hint holds while its frame is still one VM's private page (refcount 1)
+    whose content, salted as its owner's, still gives the hint's key: the
+    scan's own check, with the owner's salt in place of the scanning VM's.
+    """
+    dropped = 0
+    for i in range(table.shape[0]):
+        key = table[i, 0]
+        entry = table[i, 1]
+        if key <= KEY_TOMBSTONE or not entry & KIND_HINT:
+            continue
+        frame = np.int64(entry & FRAME_MASK)
+        vm = owner[frame]
+        if (vm >= 0 and vm < salts.size and frame_ppn[frame] >= 0 and refcount[frame] == 1
+                and table_key(content[frame], salts[vm]) == key):
+            continue
+        table[i, 0] = KEY_TOMBSTONE
+        dropped += 1
+    return dropped
+
+
 @njit(cache=True)
 def forget_frame(table, shift, key, frame):
     """Remove the shared entry for ``frame`` (its last sharer left); returns 1 if found."""
@@ -303,6 +328,7 @@ class SharingCounters:
     hints_inserted: int = 0  # pages entered as hints
     hint_promotions: int = 0  # hints whose frame became a shared frame
     stale_hints: int = 0  # hints found changed and replaced
+    stale_hints_dropped: int = 0  # stale hints cleared when the table was about to grow
     already_shared: int = 0  # candidates that were shared already
     not_backed: int = 0  # candidates with no frame (swapped, ballooned, untouched)
     page_tables: int = 0  # candidates holding guest page tables (not eligible)
@@ -351,14 +377,28 @@ class SharingTable:
             self._scratch_size = size
         return self._scratch
 
-    def reserve(self, extra: int) -> None:
-        """Grow (rehashing live entries) so ``extra`` more inserts keep load below 1/2."""
+    def reserve(self, extra: int, frames: MachineMemory | None = None,
+                salts: np.ndarray | None = None) -> None:
+        """Make room so ``extra`` more inserts keep the load below 1/2.
+
+        Tombstones are cleared by rehashing the live entries. Given the host's
+        ``frames`` and each VM's salt (``salts[vm_id]``), hints that went stale
+        are dropped first: a hint is looked at only when a page with its key
+        is scanned, so the hints of pages rewritten since they were hashed
+        would otherwise pile up for good (a write-heavy VM leaves one per
+        rewrite) and grow the table past any bound. The table grows (doubling)
+        only if the live entries need it.
+        """
         capacity = self.table.shape[0]
         if (self.t_used[0] + extra) * 2 <= capacity:
             return
+        if frames is not None and salts is not None:
+            self.counters.stale_hints_dropped += int(_drop_stale_hints(
+                self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
+                np.ascontiguousarray(salts, dtype=np.int64)))
         live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
         while (live.shape[0] + extra) * 2 > capacity:
-            capacity *= 4  # grow fast: each rehash touches every live entry
+            capacity *= 2
         self._alloc(capacity)
         _reinsert(live, self.table, self.shift)
         self.t_used[0] = live.shape[0]
