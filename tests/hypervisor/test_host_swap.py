@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from hvmem.errors import InvariantViolation
 from hvmem.guest.kernel import GuestConfig, GuestKernel
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
@@ -42,6 +43,20 @@ def test_lru_selection_takes_the_oldest_touched_pages():
         vm.write_pages(np.array([ppn]), np.array([ppn + 1], np.uint64))
     vm.swap_out(3, "lru", np.random.default_rng(0))
     assert np.flatnonzero(vm.pmap.state == Backing.SWAPPED).tolist() == [0, 1, 2]
+
+
+def test_touch_stamps_order_pages_as_their_times_do():
+    host = Host(1024)
+    vm = host.add_vm("g", 64, TableStore(64, "g"))
+    # Pages 0-3 touched at 5 ns, 4-5 at 5 ns again (the same stamp), 6 at 9 ns.
+    for now, ppns in ((5, [0, 1, 2, 3]), (5, [4, 5]), (9, [6])):
+        host.now_ns = now
+        vm.write_pages(np.array(ppns), np.ones(len(ppns), np.uint64))
+    stamps = vm.last_touch_stamp
+    assert len(set(stamps[:6].tolist())) == 1 and stamps[6] > stamps[0] > 0
+    assert stamps[7:].tolist() == [0] * 57  # never touched
+    with pytest.raises(InvariantViolation, match="went back"):
+        host.now_ns = 8
 
 
 def test_guest_swapping_a_host_swapped_page_is_double_paging():

@@ -225,8 +225,9 @@ class HostVm:
     zip: CompressionCache
     counters: VmCounters = field(default_factory=VmCounters)
     # When the host last saw each page touched (bus accesses and faults), for
-    # LRU swap selection; -1 for never.
-    last_touch_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # LRU swap selection, as the host's touch stamp then (``Host.touch_stamp``:
+    # ordered as the times are, half the memory of nanoseconds); 0 for never.
+    last_touch_stamp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     sampler: ActiveMemorySampler | None = None
     n_armed: int = 0  # sampled pages whose mappings still trap (mmu fidelity)
     # Per 2 MiB guest-physical region (ppn >> 9, a partial last one included):
@@ -237,8 +238,8 @@ class HostVm:
     lp_hashed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     def __post_init__(self) -> None:
-        if self.last_touch_ns.size != self.n_ppns:
-            self.last_touch_ns = np.full(self.n_ppns, -1, dtype=np.int64)
+        if self.last_touch_stamp.size != self.n_ppns:
+            self.last_touch_stamp = np.zeros(self.n_ppns, dtype=np.int32)
         n_regions = -(-self.n_ppns // LARGE_PAGE_PAGES)
         if self.large.size != n_regions:
             self.large = np.zeros(n_regions, dtype=np.bool_)
@@ -427,7 +428,7 @@ class HostVm:
                 chosen[rng.choice(candidates.size, n_pages, replace=False)] = True
                 candidates = candidates[chosen]
             else:
-                order = np.argsort(self.last_touch_ns[candidates], kind="stable")
+                order = np.argsort(self.last_touch_stamp[candidates], kind="stable")
                 candidates = np.sort(candidates[order[:n_pages]])
         return candidates
 
@@ -634,7 +635,7 @@ class HostVm:
         else:
             slot_of_ppn, touched = _NO_SLOTS, _NO_TOUCHED
         _bus_touch_kernel(ppns, tokens, store, self.pmap.mpn, self.host.frames.content,
-                          self.last_touch_ns, self.host.now_ns, slot_of_ppn, touched)
+                          self.last_touch_stamp, self.host.touch_stamp, slot_of_ppn, touched)
 
     def _serve_ahead(self, mmu: Mmu, vpns: np.ndarray, at: int, ppn: int) -> None:
         """Serve the backing fault of ``vpns[at]`` (on ``ppn``) with those just ahead of it.
@@ -675,7 +676,7 @@ class HostVm:
         self.n_armed -= int(ppns.size)
         self.counters.sampling_traps += int(ppns.size)
         self.counters.fault_time_ns += ppns.size * self.host.costs.hypervisor_fault_ns
-        self.last_touch_ns[ppns] = self.host.now_ns
+        self.last_touch_stamp[ppns] = self.host.touch_stamp
         if self.sampler is not None:
             self.sampler.observe(ppns)
 
@@ -684,7 +685,7 @@ class HostVm:
             armed = ppns[self.paging.trap[ppns]]
             if armed.size:
                 self._sampling_trap(np.unique(armed))
-        self.last_touch_ns[ppns] = self.host.now_ns
+        self.last_touch_stamp[ppns] = self.host.touch_stamp
         if self.sampler is not None:
             self.sampler.observe(ppns)
 
@@ -967,7 +968,7 @@ def _bus_check(ppns, state):
 
 
 @njit(cache=True, nogil=True)
-def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_ns, now_ns, slot_of_ppn,
+def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_stamp, stamp, slot_of_ppn,
                       touched):
     """Backed pages touched over the bus: stores (in order), LRU stamps, sampled touches."""
     sampled = slot_of_ppn.size > 0
@@ -975,7 +976,7 @@ def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_ns, now_ns, 
         p = ppns[i]
         if store:
             content[mpn[p]] = tokens[i]
-        last_touch_ns[p] = now_ns
+        last_touch_stamp[p] = stamp
         if sampled:
             slot = slot_of_ppn[p]
             if slot >= 0:
@@ -1019,9 +1020,10 @@ class Host:
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
-        self.now_ns = 0  # set by whoever drives time (the simulator)
+        self._now_ns = 0  # set by whoever drives time (the simulator), see now_ns
+        self.touch_stamp = 1  # the stamp of now_ns: see now_ns
         self._emergency_rng = np.random.default_rng(0x5EED)
-        # Sized for a hint per frame at load 1/2; pages are committed as slots fill.
+        # Sized for a hint per frame at load 1/2.
         self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
         if salting not in SALTING_MODES:
             raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
@@ -1029,12 +1031,34 @@ class Host:
         self.salting = salting
         self.explicit_salts: dict[int, int] = {}  # vm id -> configured salt ("explicit")
 
+    @property
+    def now_ns(self) -> int:
+        """Simulated time, set by whoever drives it (the simulator); it never goes back.
+
+        Each later time gets the next ``touch_stamp``: pages are stamped with
+        it when touched, so LRU order by stamp is order by time, in an int32
+        per page instead of nanoseconds in an int64.
+        """
+        return self._now_ns
+
+    @now_ns.setter
+    def now_ns(self, value: int) -> None:
+        if value == self._now_ns:
+            return
+        if value < self._now_ns:
+            raise InvariantViolation(f"host time went back from {self._now_ns} ns to {value} ns")
+        if self.touch_stamp == np.iinfo(np.int32).max:
+            raise InvariantViolation("host: more than 2**31 distinct times; touch stamps "
+                                     "would overflow (use a longer tick)")
+        self._now_ns = value
+        self.touch_stamp += 1
+
     def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
         """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""
         if n_ppns >= 2**31:  # the frame table's reverse map holds PPNs in int32
             raise ConfigError(f"{name}: {n_ppns} pages is more than a VM may have (8 TiB)")
         vm_id = len(self.vms)
-        pmap = Pmap(n_ppns)
+        pmap = Pmap(n_ppns, self.frames.n_frames)
         mode: PagingMode
         if self.paging == "nested":
             mode = NestedPaging(vm_id, self.frames, self.tables, guest_tables, pmap)

@@ -28,6 +28,7 @@ from enum import IntEnum
 import numpy as np
 
 from hvmem.errors import InvariantViolation
+from hvmem.hardware.frames import index_dtype
 
 
 class Backing(IntEnum):
@@ -46,12 +47,14 @@ class Pmap:
 
     Args:
         n_ppns: the VM's configured memory in 4 KiB pages.
+        n_frames: machine frames of the host (MPNs are below it); ``mpn`` is
+            int32 while they fit, which is any host under 8 TiB.
     """
 
-    def __init__(self, n_ppns: int):
+    def __init__(self, n_ppns: int, n_frames: int = 2**31 - 1):
         self.n_ppns = n_ppns
         self.state = np.zeros(n_ppns, dtype=np.uint8)
-        self.mpn = np.full(n_ppns, -1, dtype=np.int64)
+        self.mpn = np.full(n_ppns, -1, dtype=index_dtype(n_frames))
 
     def back(self, ppns: np.ndarray, mpns: np.ndarray, state: Backing = Backing.PRIVATE) -> None:
         """Record that ``ppns`` are now backed by ``mpns``."""
