@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvmem.errors import ConfigError
+from hvmem.errors import ConfigError, InvariantViolation
 from hvmem.guest.balloon_driver import BalloonDriver
-from hvmem.guest.kernel import PTE_SWAP, GuestConfig, GuestKernel, PageKind
+from hvmem.guest.kernel import PTE_SWAP, STAMP_MAX, GuestConfig, GuestKernel, PageKind
 from hvmem.hardware.page_table import PTE_PRESENT, TableStore
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.hypervisor.host import Host
@@ -19,12 +19,12 @@ from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 
 def make_guest(memory_pages=256, swap_pages=None, policy="lru", host_pages=2048,
-               processes=1, paging="nested"):
+               processes=1, paging="nested", kernel_class=GuestKernel):
     host = Host(host_pages, paging)
     tables = TableStore(memory_pages, "g")
     vm = host.add_vm("g", memory_pages, tables)
-    kernel = GuestKernel(GuestConfig(memory_pages, swap_pages, "ssd", policy, processes),
-                         vm, tables, np.random.default_rng(0))
+    kernel = kernel_class(GuestConfig(memory_pages, swap_pages, "ssd", policy, processes),
+                          vm, tables, np.random.default_rng(0))
     return host, vm, kernel
 
 
@@ -309,3 +309,108 @@ def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
         got = np.concatenate([read_virtual(kernel, vm, vpns[i:i + 8])
                               for i in range(0, vpns.size, 8)])
         assert got.tolist() == [anon[v] for v in sorted(anon)]
+
+
+class NanosecondKernel(GuestKernel):
+    """The kernel as it kept times before stamps: each page's times in int64 nanoseconds."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        n = self.config.memory_pages
+        self.loaded_stamp = np.zeros(n, dtype=np.int64)
+        self.last_stamp = np.zeros(n, dtype=np.int64)
+
+    @property
+    def now_ns(self):
+        return self._now_ns
+
+    @now_ns.setter
+    def now_ns(self, value):
+        self._now_ns = value
+
+    @property
+    def now_stamp(self):  # pages are stamped with the time itself
+        return self._now_ns
+
+    @now_stamp.setter
+    def now_stamp(self, value):
+        pass
+
+
+def dense_rank(a):
+    """Each entry's rank among the distinct values: equal for arrays ordered alike, ties too."""
+    return np.unique(a, return_inverse=True)[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(policy=st.sampled_from(["fifo", "lru"]), paging=st.sampled_from(["nested", "shadow"]),
+       # Ticks: how far time moves (0: the same time again) and what is touched.
+       ticks=st.lists(st.tuples(st.sampled_from([0, 0, 1, 3, 999, 10**12]),
+                                st.integers(0, 2**32 - 1)), min_size=2, max_size=14))
+def test_stamps_order_pages_and_choose_victims_as_nanoseconds_did(policy, paging, ticks):
+    kernels = [make_guest(memory_pages=64, swap_pages=512, policy=policy, paging=paging,
+                          kernel_class=cls)[2] for cls in (GuestKernel, NanosecondKernel)]
+    stamped, timed = kernels
+    for kernel in kernels:
+        kernel.access(batch([], ops=[mmap(0, 160), mmap(0x200, 60, file_backed=True)]), 0)
+        kernel.access(batch(np.arange(0, 160, 3)), 0)  # memory about full: ticks reclaim
+    now = 0
+    for gap, seed in ticks:
+        now += gap
+        rng = np.random.default_rng(seed)
+        vpns = np.concatenate([rng.integers(0, 160, 24), rng.integers(0x200, 0x200 + 60, 8)])
+        writes = rng.random(vpns.size) < 0.5
+        results = [k.access(batch(vpns, writes, np.arange(1, vpns.size + 1)), now)
+                   for k in kernels]
+        a, b = results
+        assert (a.refs, a.time_ns, a.minor_faults, a.major_faults, a.dropped) == (
+            b.refs, b.time_ns, b.minor_faults, b.major_faults, b.dropped)
+        assert np.array_equal(a.dropped_mask, b.dropped_mask)
+        assert stamped.now_ns == now and timed.now_stamp == now
+        # Same pages where they were, same order of their times, same victims next.
+        assert np.array_equal(stamped.kind, timed.kind)
+        assert stamped.counters == timed.counters
+        for name in ("loaded_stamp", "last_stamp"):
+            assert getattr(stamped, name).dtype == np.int32
+            assert np.array_equal(dense_rank(getattr(stamped, name)),
+                                  dense_rank(getattr(timed, name)))
+        for n in (1, 7, 32):
+            assert np.array_equal(stamped._choose_victims(n, True), timed._choose_victims(n, True))
+        stamped.check_invariants()
+    assert stamped.counters.swap_outs + stamped.counters.file_drops > 0  # reclaim chose
+
+
+def test_stamps_count_distinct_times():
+    _, _, kernel = make_guest(memory_pages=64)
+    kernel.access(batch([], ops=[mmap(0, 8)]), 0)
+    assert kernel.now_stamp == 0  # time 0 is stamp 0, as pages never stamped
+    stamps = []
+    for t, vpn in [(0, 0), (5, 1), (5, 2), (10**15, 3), (10**15 + 1, 4)]:
+        kernel.access(batch([vpn]), t)
+        stamps.append(kernel.now_stamp)
+    assert stamps == [0, 1, 1, 2, 3]
+    ppns = ((kernel.processes[0].space.page_table.leaf_entries(np.arange(5)) >> np.uint64(12))
+            & np.uint64((1 << 40) - 1)).astype(np.int64)
+    assert kernel.loaded_stamp[ppns].tolist() == kernel.last_stamp[ppns].tolist() == stamps
+
+
+def test_guest_time_never_goes_back():
+    _, _, kernel = make_guest(memory_pages=64)
+    kernel.access(batch([], ops=[mmap(0, 8)]), 5)
+    kernel.access(batch([0]), 5)
+    with pytest.raises(InvariantViolation, match="went back"):
+        kernel.access(batch([1]), 4)
+    assert kernel.now_ns == 5 and kernel.now_stamp == 1
+
+
+def test_stamps_refuse_to_overflow():
+    _, _, kernel = make_guest(memory_pages=64)
+    kernel.access(batch([], ops=[mmap(0, 8)]), 0)
+    kernel.now_stamp = STAMP_MAX - 1  # as if 2**31 - 1 distinct times had passed
+    kernel.access(batch([0, 1]), 10)
+    assert kernel.now_stamp == STAMP_MAX
+    assert kernel.last_stamp.max() == kernel.loaded_stamp.max() == STAMP_MAX  # not wrapped
+    kernel.access(batch([2]), 10)  # the same time keeps its stamp
+    with pytest.raises(InvariantViolation, match="overflow"):
+        kernel.access(batch([3]), 11)
+    assert kernel.now_ns == 10 and kernel.now_stamp == STAMP_MAX

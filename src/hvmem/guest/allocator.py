@@ -8,6 +8,10 @@ PPNs are touched. Pages freed by the guest go back on this list with their data
 (and their machine backing) intact, so the guest reusing its own memory never
 makes the VM consume more: the next allocation hands the most recently freed
 page out again (LIFO, as Linux's per-CPU page lists prefer cache-hot pages).
+A fresh guest fills its memory upward, lowest PPN first. The free list is a
+stack written only where used (``free_stack.py``): its part never used since
+boot is known without being stored, so a guest that keeps most of its memory
+allocated commits little of it.
 
 Invariants: every PPN is either free or allocated, never both; ``free +
 allocated == n_ppns``; a PPN is never handed out twice without a free between.
@@ -25,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
-from hvmem.hardware.frames import index_dtype
+from hvmem.guest.free_stack import LazyFreeStack
 
 
 @dataclass(slots=True)
@@ -49,13 +53,17 @@ class PageAllocator:
         self.n_ppns = n_ppns
         self.allocated = np.zeros(n_ppns, dtype=bool)
         # Free list as a stack, lowest PPNs on top so a fresh guest fills memory upward
-        # (int32 where PPNs fit: half the memory of a stack most guests never empty).
-        self.free_stack = np.arange(n_ppns - 1, -1, -1, dtype=index_dtype(n_ppns))
-        self.n_free = n_ppns
+        # (int32 where PPNs fit, and written only where used: see free_stack.py).
+        self.free_stack = LazyFreeStack(n_ppns)
         # Free pages already reported to the host (free page reporting); taking a
         # page off the free list clears it, as Linux clears PG_reported.
         self.reported = np.zeros(n_ppns, dtype=bool)
         self.counters = AllocatorCounters()
+
+    @property
+    def n_free(self) -> int:
+        """Pages on the free list."""
+        return self.free_stack.size
 
     @property
     def n_allocated(self) -> int:
@@ -66,8 +74,7 @@ class PageAllocator:
         """Take ``n`` pages off the free list (most recently freed first)."""
         if n > self.n_free:
             raise OutOfMemoryError(f"guest memory exhausted: {n} pages asked, {self.n_free} free")
-        ppns = self.free_stack[self.n_free - n : self.n_free][::-1].astype(np.int64)
-        self.n_free -= n
+        ppns = self.free_stack.pop(n, top_first=True)
         self.allocated[ppns] = True
         self.reported[ppns] = False
         self.counters.allocations += n
@@ -84,13 +91,12 @@ class PageAllocator:
             self.allocated[ppns]  # noqa: B018 -- raises IndexError, as indexing always did
         if not _release(ppns, self.allocated):
             raise InvariantViolation("guest allocator: freeing a page that is not allocated")
-        self.free_stack[self.n_free : self.n_free + ppns.size] = ppns
-        self.n_free += ppns.size
+        self.free_stack.push(ppns)
         self.counters.frees += ppns.size
 
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` unless the two lists partition the pages."""
-        on_list = self.free_stack[: self.n_free]
+        on_list = self.free_stack.contents()
         if np.unique(on_list).size != on_list.size or np.any(self.allocated[on_list]):
             raise InvariantViolation("guest allocator: free list corrupt")
         if self.n_free + int(np.count_nonzero(self.allocated)) != self.n_ppns:

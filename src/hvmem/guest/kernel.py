@@ -9,8 +9,15 @@ kernel keeps (arrays, never an object per page)::
     kind[ppn]        FREE, ANON (process memory), FILE (page cache), TABLE
                      (a page-table page) or BALLOON (pinned by the balloon driver)
     proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map)
-    loaded_ns[ppn]   when it was mapped (FIFO); last_ns[ppn] last access (LRU);
+    loaded_stamp[ppn]    when it was mapped (FIFO); last_stamp[ppn] last access (LRU)
     ref[ppn]         referenced since the clock hand passed (CLOCK); dirty[ppn]
+
+Times are kept per page as *stamps*, not nanoseconds: an int32 counter the
+kernel advances each time it is given a later ``now_ns`` (the same time keeps
+its stamp), so stamps order pages exactly as their times did and every victim
+choice is the same, in half the memory of int64 nanoseconds (1 MiB per array
+and GiB of guest memory instead of 2). Time never goes back, and more than
+2**31 distinct times are refused rather than wrapped: see ``GuestKernel.now_ns``.
 
 Processes map ranges (``mmap``: anonymous or file-backed) and unmap them
 (``munmap``). A touch of a mapped page that has no page-table entry is a fault::
@@ -107,6 +114,8 @@ SWAP_CLUSTER_PAGES = 32
 FAULT_AROUND_REFS = 4096
 #: mmu fidelity: references handed to one translation call at most (its buffers).
 TRANSLATE_WINDOW_REFS = 1 << 16
+#: The greatest page time stamp (they are int32): see ``GuestKernel.now_ns``.
+STAMP_MAX = int(np.iinfo(np.int32).max)
 
 
 class PageKind(IntEnum):
@@ -204,22 +213,22 @@ def file_page_token(vpn: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _mark_resident(ptes, now_ns, last_ns, ref):
-    """Stamp the page behind every present entry of ``ptes`` as used at ``now_ns``."""
+def _mark_resident(ptes, stamp, last_stamp, ref):
+    """Stamp the page behind every present entry of ``ptes`` as used at ``stamp``."""
     for i in range(ptes.size):
         pte = ptes[i]
         if pte & PTE_PRESENT:
             ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
-            last_ns[ppn] = now_ns
+            last_stamp[ppn] = stamp
             ref[ppn] = True
 
 
 @njit(cache=True, nogil=True)
-def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out, missing_idx):
+def _walk_mark(entries, root_frame, vpns, stamp, last_stamp, ref, out, missing_idx):
     """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
 
     ``out`` gets each raw leaf entry (0 where no table holds one); the page
-    behind each present entry is marked used at ``now_ns``; the indices of the
+    behind each present entry is marked used at ``stamp``; the indices of the
     others go to ``missing_idx``, in order.
     """
     missing = 0
@@ -228,7 +237,7 @@ def _walk_mark(entries, root_frame, vpns, now_ns, last_ns, ref, out, missing_idx
         out[i] = pte
         if pte & PTE_PRESENT:
             ppn = pte_frame(pte)
-            last_ns[ppn] = now_ns
+            last_stamp[ppn] = stamp
             ref[ppn] = True
         else:
             missing_idx[missing] = i
@@ -341,13 +350,13 @@ def _count_kind(kinds, kind):
 
 
 @njit(cache=True)
-def _mark_used(ptes, writes, now_ns, last_ns, ref, dirty):
-    """Stamp the page behind every present entry as used now; written ones as dirty."""
+def _mark_used(ptes, writes, stamp, last_stamp, ref, dirty):
+    """Stamp the page behind every present entry as used at ``stamp``; written ones as dirty."""
     for i in range(ptes.size):
         pte = ptes[i]
         if pte & PTE_PRESENT:
             ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
-            last_ns[ppn] = now_ns
+            last_stamp[ppn] = stamp
             ref[ppn] = True
             if writes[i]:
                 dirty[ppn] = True
@@ -408,14 +417,17 @@ class GuestKernel:
         self.kind = np.zeros(n, dtype=np.uint8)
         self.proc = np.full(n, -1, dtype=np.int16)  # up to 4094 processes
         self.vpn = np.full(n, -1, dtype=np.int64)
-        self.loaded_ns = np.zeros(n, dtype=np.int64)
-        self.last_ns = np.zeros(n, dtype=np.int64)
+        # Stamps of the times pages were mapped and last used (see now_ns); zeroes
+        # are stamp 0, time 0, and cost nothing until written.
+        self.loaded_stamp = np.zeros(n, dtype=np.int32)
+        self.last_stamp = np.zeros(n, dtype=np.int32)
         self.ref = np.zeros(n, dtype=np.bool_)
         self.dirty = np.zeros(n, dtype=np.bool_)
         self.clock_hand = 0
         self.min_pages, self.low_pages, self.high_pages = linux_watermarks_pages(n)
         self.counters = GuestCounters()
-        self.now_ns = 0
+        self._now_ns = 0  # set by whoever drives time (each access), see now_ns
+        self.now_stamp = 0  # the stamp of now_ns, see now_ns
         #: Called with a page count when an allocation fails; returns pages given
         #: back (the balloon driver's deflate-on-oom hook).
         self.oom_notifier: Callable[[int], int] | None = None
@@ -423,6 +435,36 @@ class GuestKernel:
             Process(i, AddressSpace(i + 1, tables, self._alloc_table_page))
             for i in range(config.n_processes)
         ]
+
+    @property
+    def now_ns(self) -> int:
+        """Simulated time of the accesses being served; it never goes back.
+
+        Each later time gets the next ``now_stamp`` (the same time keeps its
+        stamp); pages are stamped with it when mapped (``loaded_stamp``) and
+        used (``last_stamp``), so the order of stamps is the order of times and
+        FIFO and LRU choose the same victims as with times in nanoseconds. Time 0,
+        where the kernel starts, is stamp 0, as are pages never stamped.
+
+        Raises:
+            InvariantViolation: time going back (stamps could not keep the order;
+                the simulator never does it), or more than 2**31 distinct times
+                (the int32 stamps would wrap; a longer tick needs fewer).
+        """
+        return self._now_ns
+
+    @now_ns.setter
+    def now_ns(self, value: int) -> None:
+        value = int(value)
+        if value == self._now_ns:
+            return
+        if value < self._now_ns:
+            raise InvariantViolation(f"guest time went back from {self._now_ns} ns to {value} ns")
+        if self.now_stamp >= STAMP_MAX:
+            raise InvariantViolation(f"guest: more than {STAMP_MAX + 1} distinct times; page "
+                                     "stamps would overflow int32 (use a longer tick)")
+        self._now_ns = value
+        self.now_stamp += 1
 
     # -- allocation ------------------------------------------------------------------
     def _alloc_table_page(self) -> int:
@@ -529,13 +571,13 @@ class GuestKernel:
         if procs.size and procs[0] == procs.min() == procs.max():  # one process: no selection
             dropped_mask, served_refs = self._access_process(
                 self._process(int(procs[0])), batch.vpn, batch.is_write, batch.refs,
-                batch.content, now_ns)
+                batch.content)
             procs = procs[:0]
         for index in np.unique(procs).tolist():
             sel = np.flatnonzero(batch.process == index)
             d, r = self._access_process(self._process(index), batch.vpn[sel],
                                         batch.is_write[sel], batch.refs[sel],
-                                        batch.content[sel], now_ns)
+                                        batch.content[sel])
             dropped_mask[sel] = d
             served_refs += r
         c.refs += served_refs
@@ -543,8 +585,7 @@ class GuestKernel:
                             c.major_faults - before[1], int(dropped_mask.sum()), dropped_mask)
 
     def _access_process(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                        refs: np.ndarray, tokens: np.ndarray, now_ns: int
-                        ) -> tuple[np.ndarray, int]:
+                        refs: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
         # Accesses happen in order: in chunks small enough that a chunk's faults
         # fit in memory, so pages touched earlier in the tick may be reclaimed
         # for later ones (a tick touching more than memory holds thrashes).
@@ -554,22 +595,22 @@ class GuestKernel:
         for lo in range(0, vpns.size, chunk):
             hi = lo + chunk
             dropped[lo:hi], r = self._access_chunk(proc, vpns[lo:hi], writes[lo:hi],
-                                                   refs[lo:hi], tokens[lo:hi], now_ns)
+                                                   refs[lo:hi], tokens[lo:hi])
             served += r
         return dropped, served
 
     def _access_chunk(self, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                      refs: np.ndarray, tokens: np.ndarray, now_ns: int
-                      ) -> tuple[np.ndarray, int]:
+                      refs: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
         table = proc.space.page_table
+        stamp = self.now_stamp
         # Mark what is resident as used now, so reclaim for this chunk's faults
         # prefers pages it does not touch.
         n = vpns.size
         vpns = np.ascontiguousarray(vpns, dtype=np.int64)
         ptes = np.empty(n, dtype=np.uint64)
         idx = np.empty(n, dtype=np.int64)
-        n_missing = _walk_mark(table.store.entries, table.root_frame, vpns, now_ns,
-                               self.last_ns, self.ref, ptes, idx)
+        n_missing = _walk_mark(table.store.entries, table.root_frame, vpns, stamp,
+                               self.last_stamp, self.ref, ptes, idx)
         if n_missing == 0:  # the common case: every page resident, no fault to take
             return self._touch_resident(ptes, writes, refs, tokens)
         # ``idx``: the entries that may be missing. Without guest reclaim in between,
@@ -596,15 +637,15 @@ class GuestKernel:
             # Every page mapped and stamped (the faulted ones by the fault); after a
             # reclaim the refaulted pages are stamped again, as below. Serve them.
             if reclaimed:
-                _mark_resident(ptes, now_ns, self.last_ns, self.ref)
+                _mark_resident(ptes, stamp, self.last_stamp, self.ref)
             return self._touch_resident(ptes, writes, refs, tokens)
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped
         ppns = _pte_frame(ptes[ok])
         if ok.all():  # the common case: every page of the chunk was resident already
-            _mark_resident(ptes, now_ns, self.last_ns, self.ref)
+            _mark_resident(ptes, stamp, self.last_stamp, self.ref)
         else:
-            self.last_ns[ppns] = now_ns
+            self.last_stamp[ppns] = stamp
             self.ref[ppns] = True
         w = writes[ok]
         if np.any(w):
@@ -734,8 +775,8 @@ class GuestKernel:
 
     def _mark_used(self, table, vpns: np.ndarray, writes: np.ndarray) -> None:
         if vpns.size:
-            _mark_used(table.leaf_entries(vpns), writes, self.now_ns, self.last_ns, self.ref,
-                       self.dirty)
+            _mark_used(table.leaf_entries(vpns), writes, self.now_stamp, self.last_stamp,
+                       self.ref, self.dirty)
 
     def fault_in(self, proc: Process, vpns: np.ndarray) -> np.ndarray:
         """Handle faults on distinct ``vpns`` of ``proc``; returns the VPNs that failed."""
@@ -781,8 +822,8 @@ class GuestKernel:
         self.kind[ppns[kinds_file]] = PageKind.FILE
         self.proc[ppns] = proc.index
         self.vpn[ppns] = wanted
-        self.loaded_ns[ppns] = self.now_ns
-        self.last_ns[ppns] = self.now_ns
+        self.loaded_stamp[ppns] = self.now_stamp
+        self.last_stamp[ppns] = self.now_stamp
         self.ref[ppns] = True
         self.dirty[ppns] = kinds_swapped  # a page read back from swap has no copy there now
         proc.space.map(wanted, ppns, writable=True)
@@ -840,7 +881,7 @@ class GuestKernel:
                 return np.zeros(0, dtype=np.int64)
             # Oldest first; ties (same tick) broken by PPN for determinism: the
             # n_pages least (age, ppn) pairs, kept in a heap over one pass.
-            age = self.loaded_ns if policy == "fifo" else self.last_ns
+            age = self.loaded_stamp if policy == "fifo" else self.last_stamp
             chosen = np.empty(n_pages, dtype=np.int64)
             if _oldest_pages(kinds, age, evict_anon, chosen) > n_pages:
                 return chosen
@@ -869,6 +910,7 @@ class GuestKernel:
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` unless page kinds, lists and maps agree."""
         self.allocator.check_invariants()
+        self.swap.check_invariants()
         free = self.kind == PageKind.FREE
         if not np.array_equal(free, ~self.allocator.allocated):
             raise InvariantViolation("guest: page kinds and the free list disagree")

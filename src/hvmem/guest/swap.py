@@ -13,6 +13,10 @@ entries do, so the slot is found on the next fault.
 Latency per 4 KiB operation comes from the cost table's device profiles (HDD,
 SSD, NVMe); reads and writes cost the same in this model.
 
+Free slots are a stack (the slot freed last is taken first; a fresh device
+hands out the lowest) written only where used (``free_stack.py``): a guest that
+swaps little commits little of it.
+
 Invariants: a slot is free or holds exactly one page; ``used + free == capacity``.
 
 Counters (pages): ``swap_outs``, ``swap_ins``, ``failed_full`` (swap-outs
@@ -28,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hvmem.errors import ConfigError
-from hvmem.hardware.frames import index_dtype
+from hvmem.errors import ConfigError, InvariantViolation
+from hvmem.guest.free_stack import LazyFreeStack
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 
 
@@ -61,10 +65,13 @@ class SwapDevice:
         self.op_ns = costs.swap_in_ns(device)
         self.content = np.zeros(capacity_pages, dtype=np.uint64)
         self.used = np.zeros(capacity_pages, dtype=np.bool_)
-        self._free_stack = np.arange(capacity_pages - 1, -1, -1,
-                                     dtype=index_dtype(capacity_pages))
-        self.n_free = capacity_pages
+        self._free_stack = LazyFreeStack(capacity_pages)
         self.counters = SwapCounters()
+
+    @property
+    def n_free(self) -> int:
+        """Free slots."""
+        return self._free_stack.size
 
     @property
     def n_used(self) -> int:
@@ -81,8 +88,7 @@ class SwapDevice:
         if n > self.n_free:
             self.counters.failed_full += n
             raise ConfigError(f"guest swap full: {n} slots asked, {self.n_free} free")
-        slots = self._free_stack[self.n_free - n : self.n_free].astype(np.int64)
-        self.n_free -= n
+        slots = self._free_stack.pop(n)
         self.used[slots] = True
         self.content[slots] = tokens
         self.counters.swap_outs += n
@@ -94,8 +100,7 @@ class SwapDevice:
         slots = np.asarray(slots, dtype=np.int64)
         tokens = self.content[slots].copy()
         self.used[slots] = False
-        self._free_stack[self.n_free : self.n_free + slots.size] = slots
-        self.n_free += slots.size
+        self._free_stack.push(slots)
         self.counters.swap_ins += slots.size
         self.counters.time_ns += slots.size * self.op_ns
         return tokens
@@ -104,5 +109,11 @@ class SwapDevice:
         """Free slots without reading them (their process unmapped the pages)."""
         slots = np.asarray(slots, dtype=np.int64)
         self.used[slots] = False
-        self._free_stack[self.n_free : self.n_free + slots.size] = slots
-        self.n_free += slots.size
+        self._free_stack.push(slots)
+
+    def check_invariants(self) -> None:
+        """Raise :class:`InvariantViolation` unless the free slots are exactly the unused ones."""
+        on_stack = self._free_stack.contents()
+        if (np.unique(on_stack).size != on_stack.size or np.any(self.used[on_stack])
+                or on_stack.size + int(np.count_nonzero(self.used)) != self.capacity_pages):
+            raise InvariantViolation("guest swap: free slot list corrupt")
