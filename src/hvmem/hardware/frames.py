@@ -51,6 +51,7 @@ from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 FREE = -1  # owner of a frame on the free list
 NOBODY = -2  # last_owner of a frame never handed out
 HYPERVISOR = -3  # owner of frames the hypervisor uses itself (nested and shadow tables)
+MAX_OWNERS = 2**15 - 1  # owner ids 0 .. MAX_OWNERS - 1 fit the owner arrays (int16)
 
 
 @dataclass(slots=True)
@@ -83,8 +84,10 @@ class MachineMemory:
         if n_frames <= 0:
             raise ConfigError(f"machine memory must hold at least one frame, found {n_frames}")
         self.n_frames = n_frames
-        self.owner = np.full(n_frames, FREE, dtype=np.int32)
-        self.last_owner = np.full(n_frames, NOBODY, dtype=np.int32)
+        # Owners are VM ids or the negative markers above: int16, as a host runs
+        # far fewer than MAX_OWNERS VMs (ESXi 7 supports 1024 per host).
+        self.owner = np.full(n_frames, FREE, dtype=np.int16)
+        self.last_owner = np.full(n_frames, NOBODY, dtype=np.int16)
         self.refcount = np.zeros(n_frames, dtype=np.int32)
         self.content = np.zeros(n_frames, dtype=np.uint64)
         # Reverse map: the guest-physical page a frame privately backs, -1 otherwise

@@ -96,7 +96,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
-from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
+from hvmem.hardware.frames import FREE, HYPERVISOR, MAX_OWNERS, MachineMemory
 from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
 from hvmem.hardware.page_table import (
     ENTRIES_PER_TABLE,
@@ -1058,6 +1058,8 @@ class Host:
         if n_ppns >= 2**31:  # the frame table's reverse map holds PPNs in int32
             raise ConfigError(f"{name}: {n_ppns} pages is more than a VM may have (8 TiB)")
         vm_id = len(self.vms)
+        if vm_id >= MAX_OWNERS:  # frame owners are int16
+            raise ConfigError(f"{name}: a host runs at most {MAX_OWNERS} VMs")
         pmap = Pmap(n_ppns, self.frames.n_frames)
         mode: PagingMode
         if self.paging == "nested":
