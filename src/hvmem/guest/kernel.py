@@ -99,7 +99,7 @@ from hvmem.hardware.page_table import (
 )
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
-from hvmem.hardware.walker import FaultKind
+from hvmem.hardware.walker import FaultKind, flat_entries, host_prefetch, prefetch_leaf_1d
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 #: A non-present entry with this bit holds a swap slot in its frame field
@@ -223,6 +223,10 @@ def _mark_resident(ptes, stamp, last_stamp, ref):
             ref[ppn] = True
 
 
+WALK_AHEAD = 16  # pages ahead whose leaf entry _walk_mark prefetches
+STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit it prefetches
+
+
 @njit(cache=True, nogil=True)
 def _walk_mark(entries, root_frame, vpns, stamp, last_stamp, ref, out, missing_idx):
     """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
@@ -232,7 +236,20 @@ def _walk_mark(entries, root_frame, vpns, stamp, last_stamp, ref, out, missing_i
     others go to ``missing_idx``, in order.
     """
     missing = 0
-    for i in range(vpns.size):
+    n = vpns.size
+    flat = flat_entries(entries)
+    for i in range(n):
+        # The pages of a batch are scattered over tables and stamps much larger
+        # than the caches: fetch the leaf entry WALK_AHEAD pages ahead and, once
+        # it has arrived, the stamp and reference bit it points to, so the
+        # misses overlap (no simulated effect).
+        if i + WALK_AHEAD < n:
+            prefetch_leaf_1d(flat, root_frame, vpns[i + WALK_AHEAD])
+        if i + STAMP_AHEAD < n:
+            ahead = leaf_entry(entries, root_frame, vpns[i + STAMP_AHEAD])
+            if ahead & PTE_PRESENT:
+                host_prefetch(last_stamp, pte_frame(ahead))
+                host_prefetch(ref, pte_frame(ahead))
         pte = leaf_entry(entries, root_frame, vpns[i])
         out[i] = pte
         if pte & PTE_PRESENT:
