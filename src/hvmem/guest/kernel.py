@@ -8,7 +8,8 @@ kernel keeps (arrays, never an object per page)::
 
     kind[ppn]        FREE, ANON (process memory), FILE (page cache), TABLE
                      (a page-table page) or BALLOON (pinned by the balloon driver)
-    proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map)
+    proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map;
+                     meaningful while the page is ANON or FILE)
     loaded_stamp[ppn]    when it was mapped (FIFO); last_stamp[ppn] last access (LRU)
     ref[ppn]         referenced since the clock hand passed (CLOCK); dirty[ppn]
 
@@ -432,8 +433,10 @@ class GuestKernel:
         self.swap = SwapDevice(n if config.swap_pages is None else config.swap_pages,
                                config.swap_device, costs)
         self.kind = np.zeros(n, dtype=np.uint8)
-        self.proc = np.full(n, -1, dtype=np.int16)  # up to 4094 processes
-        self.vpn = np.full(n, -1, dtype=np.int64)
+        # The reverse map, meaningful while a page is ANON or FILE; zeroes elsewhere
+        # (or whatever a freed page last held), so that pages never mapped cost nothing.
+        self.proc = np.zeros(n, dtype=np.int16)  # up to 4094 processes
+        self.vpn = np.zeros(n, dtype=np.int64)
         # Stamps of the times pages were mapped and last used (see now_ns); zeroes
         # are stamp 0, time 0, and cost nothing until written.
         self.loaded_stamp = np.zeros(n, dtype=np.int32)
@@ -513,9 +516,7 @@ class GuestKernel:
 
     def free_pages(self, ppns: np.ndarray) -> None:
         """Return pages to the free list; they keep their contents (and host backing)."""
-        self.kind[ppns] = PageKind.FREE
-        self.proc[ppns] = -1
-        self.vpn[ppns] = -1
+        self.kind[ppns] = PageKind.FREE  # proc and vpn no longer mean anything
         self.ref[ppns] = False
         self.dirty[ppns] = False
         self.allocator.free(ppns)
