@@ -26,7 +26,6 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
-from numba import njit
 
 from hvmem.errors import InvariantViolation
 from hvmem.hardware.frames import index_dtype
@@ -74,8 +73,8 @@ class Pmap:
         return np.flatnonzero(self.mpn >= 0)
 
     def count(self, state: Backing) -> int:
-        """Pages in ``state`` (one pass, no temporary the size of the VM)."""
-        return int(_count_state(self.state, np.uint8(state)))
+        """Pages in ``state``."""
+        return int(np.count_nonzero(self.state == state))
 
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` if states and MPNs disagree."""
@@ -87,10 +86,3 @@ class Pmap:
                 f"pmap: ppn {ppn} is {Backing(self.state[ppn]).name} with mpn {self.mpn[ppn]}"
             )
 
-
-@njit(cache=True, nogil=True)
-def _count_state(states, state):
-    n = 0
-    for i in range(states.size):
-        n += states[i] == state
-    return n
