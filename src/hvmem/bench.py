@@ -239,7 +239,7 @@ def bench_host(seed: int = 1) -> dict[str, Any]:
     contents, and the figure is the fastest run, as ``timeit`` reports: the
     code does the same work each time, and a slower run measures what else the
     machine was doing (on the 2-core machine of the reference runs, one scan
-    took 0.40-0.57 s). The median and every run's time are reported beside it.
+    took 0.35-0.57 s). The median and every run's time are reported beside it.
     """
     from hvmem.hardware.page_table import TableStore
     from hvmem.hypervisor.host import Host
