@@ -56,7 +56,7 @@ from hvmem.hardware.tlb import Tlb
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.hardware.walker import PageWalkCache
 from hvmem.hypervisor.host import Host, HostVm
-from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 from hvmem.policy.controller import PolicyController
@@ -109,8 +109,8 @@ def _count_private_shared(state):
     n_shared = 0
     for i in range(state.size):
         s = state[i]
-        n_private += s == _PRIVATE
-        n_shared += s == _SHARED
+        n_private += s == STATE_PRIVATE
+        n_shared += s == STATE_SHARED
     return n_private, n_shared
 
 
@@ -124,7 +124,7 @@ def _shared_frames(state, mpn, refcount, content, inv_refs):
     n_zero = 0
     if inv_refs.size:
         for i in range(state.size):
-            if state[i] == _SHARED:
+            if state[i] == STATE_SHARED:
                 m = mpn[i]
                 inv_refs[k] = 1.0 / refcount[m]
                 n_zero += content[m] == 0
@@ -132,8 +132,6 @@ def _shared_frames(state, mpn, refcount, content, inv_refs):
     return n_zero
 
 
-_PRIVATE = np.uint8(Backing.PRIVATE)
-_SHARED = np.uint8(Backing.SHARED)
 
 
 @dataclass

@@ -18,7 +18,7 @@ kernel advances each time it is given a later ``now_ns`` (the same time keeps
 its stamp), so stamps order pages exactly as their times did and every victim
 choice is the same, in half the memory of int64 nanoseconds (1 MiB per array
 and GiB of guest memory instead of 2). Time never goes back, and more than
-2**31 distinct times are refused rather than wrapped: see ``GuestKernel.now_ns``.
+2**31 distinct times are refused rather than wrapped: see ``core/stamps.py``.
 
 Processes map ranges (``mmap``: anonymous or file-backed) and unmap them
 (``munmap``). A touch of a mapped page that has no page-table entry is a fault::
@@ -84,6 +84,7 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.guest.address_space import AddressSpace
 from hvmem.guest.allocator import PageAllocator
@@ -115,8 +116,6 @@ SWAP_CLUSTER_PAGES = 32
 FAULT_AROUND_REFS = 4096
 #: mmu fidelity: references handed to one translation call at most (its buffers).
 TRANSLATE_WINDOW_REFS = 1 << 16
-#: The greatest page time stamp (they are int32): see ``GuestKernel.now_ns``.
-STAMP_MAX = int(np.iinfo(np.int32).max)
 
 
 class PageKind(IntEnum):
@@ -446,8 +445,7 @@ class GuestKernel:
         self.clock_hand = 0
         self.min_pages, self.low_pages, self.high_pages = linux_watermarks_pages(n)
         self.counters = GuestCounters()
-        self._now_ns = 0  # set by whoever drives time (each access), see now_ns
-        self.now_stamp = 0  # the stamp of now_ns, see now_ns
+        self.clock = StampClock("guest")  # time as each access gives it, see now_ns
         #: Called with a page count when an allocation fails; returns pages given
         #: back (the balloon driver's deflate-on-oom hook).
         self.oom_notifier: Callable[[int], int] | None = None
@@ -467,24 +465,19 @@ class GuestKernel:
         where the kernel starts, is stamp 0, as are pages never stamped.
 
         Raises:
-            InvariantViolation: time going back (stamps could not keep the order;
-                the simulator never does it), or more than 2**31 distinct times
-                (the int32 stamps would wrap; a longer tick needs fewer).
+            InvariantViolation: time going back, or more than 2**31 distinct
+                times (see ``core/stamps.py``).
         """
-        return self._now_ns
+        return self.clock.now_ns
 
     @now_ns.setter
     def now_ns(self, value: int) -> None:
-        value = int(value)
-        if value == self._now_ns:
-            return
-        if value < self._now_ns:
-            raise InvariantViolation(f"guest time went back from {self._now_ns} ns to {value} ns")
-        if self.now_stamp >= STAMP_MAX:
-            raise InvariantViolation(f"guest: more than {STAMP_MAX + 1} distinct times; page "
-                                     "stamps would overflow int32 (use a longer tick)")
-        self._now_ns = value
-        self.now_stamp += 1
+        self.clock.advance(value)
+
+    @property
+    def now_stamp(self) -> int:
+        """The stamp of ``now_ns``."""
+        return self.clock.stamp
 
     # -- allocation ------------------------------------------------------------------
     def _alloc_table_page(self) -> int:

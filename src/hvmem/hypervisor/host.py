@@ -95,6 +95,7 @@ from typing import Literal, Protocol
 import numpy as np
 from numba import njit
 
+from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.hardware.frames import FREE, HYPERVISOR, MAX_OWNERS, MachineMemory
 from hvmem.hardware.mmu import Fault, Mmu, TranslationBatch, new_counters
@@ -111,7 +112,7 @@ from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
-from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing, Pmap
 from hvmem.hypervisor.reclaim.compression import CompressionCache
 from hvmem.hypervisor.reclaim.sharing import (
     A_ALREADY,
@@ -766,7 +767,7 @@ class HostVm:
                     table.counters.large_pages += skipped
                     ppns = ppns[~in_large]
         n = ppns.size
-        table.reserve(n, frames, host.salts())
+        table.reserve(n, frames, host.salts)
         keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
         counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
         n_promoted = scan_kernel(
@@ -945,8 +946,6 @@ _NO_STEPS = np.zeros((1, 6), dtype=np.int64)
 _NO_TOKENS = np.zeros(0, dtype=np.uint64)
 _NO_SLOTS = np.zeros(0, dtype=np.int32)
 _NO_TOUCHED = np.zeros(0, dtype=np.bool_)
-_PRIVATE = np.uint8(Backing.PRIVATE)
-_SHARED = np.uint8(Backing.SHARED)
 
 
 @njit(cache=True, nogil=True)
@@ -960,9 +959,9 @@ def _bus_check(ppns, state):
         if p < 0 or p >= n:
             return -1, -1
         s = state[p]
-        if s == _SHARED:
+        if s == STATE_SHARED:
             n_shared += 1
-        elif s != _PRIVATE:
+        elif s != STATE_PRIVATE:
             n_missing += 1
     return n_shared, n_missing
 
@@ -1020,8 +1019,8 @@ class Host:
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
-        self._now_ns = 0  # set by whoever drives time (the simulator), see now_ns
-        self.touch_stamp = 1  # the stamp of now_ns: see now_ns
+        # Time, set by whoever drives it (the simulator); stamp 0 means "never touched".
+        self.clock = StampClock("host", first_stamp=1)
         self._emergency_rng = np.random.default_rng(0x5EED)
         # Sized for a hint per frame at load 1/2.
         self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
@@ -1037,21 +1036,18 @@ class Host:
 
         Each later time gets the next ``touch_stamp``: pages are stamped with
         it when touched, so LRU order by stamp is order by time, in an int32
-        per page instead of nanoseconds in an int64.
+        per page instead of nanoseconds in an int64 (see ``core/stamps.py``).
         """
-        return self._now_ns
+        return self.clock.now_ns
 
     @now_ns.setter
     def now_ns(self, value: int) -> None:
-        if value == self._now_ns:
-            return
-        if value < self._now_ns:
-            raise InvariantViolation(f"host time went back from {self._now_ns} ns to {value} ns")
-        if self.touch_stamp == np.iinfo(np.int32).max:
-            raise InvariantViolation("host: more than 2**31 distinct times; touch stamps "
-                                     "would overflow (use a longer tick)")
-        self._now_ns = value
-        self.touch_stamp += 1
+        self.clock.advance(value)
+
+    @property
+    def touch_stamp(self) -> int:
+        """The stamp of ``now_ns``."""
+        return self.clock.stamp
 
     def add_vm(self, name: str, n_ppns: int, guest_tables: TableStore) -> HostVm:
         """Power on a VM of ``n_ppns`` pages; it consumes nothing until it touches memory."""

@@ -42,6 +42,11 @@ class Backing(IntEnum):
     SWAPPED = 5  # data in the VM's swap file
 
 
+#: The states as stored (``state`` is uint8), for the Numba kernels that compare them.
+STATE_PRIVATE = np.uint8(Backing.PRIVATE)
+STATE_SHARED = np.uint8(Backing.SHARED)
+
+
 class Pmap:
     """PPN -> backing for one VM.
 
@@ -85,4 +90,3 @@ class Pmap:
             raise InvariantViolation(
                 f"pmap: ppn {ppn} is {Backing(self.state[ppn]).name} with mpn {self.mpn[ppn]}"
             )
-

@@ -93,12 +93,10 @@ from hvmem.hardware.walker import (
     prefetch_leaf_1d,
     prefetch_leaf_2d,
 )
-from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing, Pmap
 
 _NESTED_READ = PTE_PRESENT | PTE_USER | PTE_ACCESSED
 _NESTED_WRITE = _NESTED_READ | PTE_WRITABLE
-_PRIVATE = np.uint8(Backing.PRIVATE)
-_SHARED = np.uint8(Backing.SHARED)
 
 # How many references ahead the batch kernel prefetches the guest leaf entry,
 # and then (reading that entry) the nested leaf of the data page: far enough
@@ -355,9 +353,9 @@ def _mirror_leaves(entries, root_frame, ppns, large, state, mpn, trap, slow):
         st = state[ppn]
         pte = np.uint64(0)
         if not trap[ppn]:
-            if st == _PRIVATE:
+            if st == STATE_PRIVATE:
                 pte = (np.uint64(mpn[ppn]) << np.uint64(PTE_FRAME_SHIFT)) | _NESTED_WRITE
-            elif st == _SHARED:
+            elif st == STATE_SHARED:
                 pte = (np.uint64(mpn[ppn]) << np.uint64(PTE_FRAME_SHIFT)) | _NESTED_READ
         if ppn >> INDEX_BITS != region:
             region = ppn >> INDEX_BITS
@@ -437,30 +435,20 @@ class NestedPaging:
                 translation may be cached and must be flushed).
         """
         ppns = np.ascontiguousarray(ppns, dtype=np.int64)
-        if not self.ept.store.write_protected:
-            # Leaves whose table pages exist are rewritten in place in one pass;
-            # only pages that need a new table page take the general path below.
-            slow = np.empty(ppns.size, dtype=np.int64)
-            n_slow = _mirror_leaves(self.ept.store.entries, self.ept.root_frame, ppns,
-                                    self.large, self.pmap.state, self.pmap.mpn, self.trap, slow)
-            if np.any(old_had_mpn):
-                self._invept()
-            if n_slow == 0:
-                return
-            ppns, old_had_mpn = slow[:n_slow], np.zeros(n_slow, dtype=np.bool_)
-        if self.large.any():
-            ppns = ppns[~self.large[ppns >> INDEX_BITS]]
-        state = self.pmap.state[ppns]
-        armed = self.trap[ppns]  # an armed page keeps no leaf until it traps
-        private = (state == Backing.PRIVATE) & ~armed
-        shared = (state == Backing.SHARED) & ~armed
-        absent = ~(private | shared)
-        if np.any(private):
-            self.ept.map_many(ppns[private], self.pmap.mpn[ppns[private]], _NESTED_WRITE)
-        if np.any(shared):
-            self.ept.map_many(ppns[shared], self.pmap.mpn[ppns[shared]], _NESTED_READ)
-        if np.any(absent):
-            self.ept.unmap_many(ppns[absent])
+        # One pass rewrites the leaves whose table pages exist (nothing traces
+        # writes to the machine's table store, so they are written directly);
+        # the pages that need a leaf where no level-0 table exists yet come
+        # back in ``slow``, and map_many creates those tables: the private
+        # pages' first, then the shared pages' (the order decides which frames
+        # the new table pages take).
+        slow = np.empty(ppns.size, dtype=np.int64)
+        n_slow = _mirror_leaves(self.ept.store.entries, self.ept.root_frame, ppns, self.large,
+                                self.pmap.state, self.pmap.mpn, self.trap, slow)
+        if n_slow:
+            slow = slow[:n_slow]
+            shared = self.pmap.state[slow] == Backing.SHARED
+            self.ept.map_many(slow[~shared], self.pmap.mpn[slow[~shared]], _NESTED_WRITE)
+            self.ept.map_many(slow[shared], self.pmap.mpn[slow[shared]], _NESTED_READ)
         if np.any(old_had_mpn):
             self._invept()
 

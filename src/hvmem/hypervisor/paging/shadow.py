@@ -128,13 +128,11 @@ from hvmem.hardware.walker import (
     peek_frame,
     prefetch_leaf_1d,
 )
-from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Pmap
 
 RMAP_NONE = -1  # no shadow leaf maps this PPN
 RMAP_MANY = -2  # more than one may: a pmap change drops all shadow tables
 SPARE_BATCH = 64  # spare shadow table pages handed to the fill kernel at a time
-_PRIVATE = int(Backing.PRIVATE)  # pmap states as plain ints for the kernels
-_SHARED = int(Backing.SHARED)
 # How many references ahead the batch kernel prefetches (see walker.py): the
 # shadow leaf entry; if that is missing (a hidden fault to come), the guest's
 # leaf entry; and, reading that, the pmap and rmap entries of the guest page.
@@ -201,17 +199,17 @@ def shadow_fill(
             break
         frame = pte_frame(pte)
     state = pmap_state[ppn]
-    if (state != _PRIVATE and state != _SHARED) or trap[ppn]:
+    if (state != STATE_PRIVATE and state != STATE_SHARED) or trap[ppn]:
         # No machine page, or a page sampling armed: the host decides.
         return BACKING_MISSING, ppn, n_steps
-    if write and state != _PRIVATE:
+    if write and state != STATE_PRIVATE:
         return BACKING_READ_ONLY, ppn, n_steps
     mpn = pmap_mpn[ppn]
     flags = PTE_PRESENT | PTE_USER | PTE_ACCESSED
     # Writable in the shadow only when the guest allows it, the guest's D bit is
     # set (so the first write to a clean page exits and sets it) and the
     # backing is private.
-    if w_ok and guest_dirty and state == _PRIVATE:
+    if w_ok and guest_dirty and state == STATE_PRIVATE:
         flags |= PTE_WRITABLE | PTE_DIRTY
     # Make sure the shadow path exists, taking table pages from the spares.
     frame = s_root

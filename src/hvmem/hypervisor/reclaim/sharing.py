@@ -89,6 +89,7 @@ References: Waldspurger, OSDI 2002 §4; VMware KB 1021095 (large pages), KB
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,6 +165,13 @@ def _find(table, key, shift):
         elif k == key:
             return i
         i = (i + 1) & mask
+
+
+@njit(cache=True, inline="always")
+def _hint_holds(frame, key, salt, content, owner, frame_ppn, refcount):
+    """Whether a hint's ``frame`` is still one VM's private page whose content gives ``key``."""
+    return (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
+            and table_key(content[frame], salt) == key)
 
 
 @njit(cache=True)
@@ -258,9 +266,8 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
             pmap_state[ppns[i]] = 2  # Backing.SHARED
             continue
         # A hint: still the same private page with the same content?
-        valid = (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
-                 and frame != mpn and table_key(content[frame], salt) == key)
-        if not valid:
+        if frame == mpn or not _hint_holds(frame, key, salt, content, owner, frame_ppn,
+                                           refcount):
             table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
             action[i] = A_STALE
             continue
@@ -301,8 +308,8 @@ def _drop_stale_hints(table, content, owner, frame_ppn, refcount, salts):
             continue
         frame = np.int64(entry & FRAME_MASK)
         vm = owner[frame]
-        if (vm >= 0 and vm < salts.size and frame_ppn[frame] >= 0 and refcount[frame] == 1
-                and table_key(content[frame], salts[vm]) == key):
+        if 0 <= vm < salts.size and _hint_holds(frame, key, salts[vm], content, owner,
+                                                frame_ppn, refcount):
             continue
         table[i, 0] = KEY_TOMBSTONE
         dropped += 1
@@ -378,11 +385,12 @@ class SharingTable:
         return self._scratch
 
     def reserve(self, extra: int, frames: MachineMemory | None = None,
-                salts: np.ndarray | None = None) -> None:
+                salts: Callable[[], np.ndarray] | None = None) -> None:
         """Make room so ``extra`` more inserts keep the load below 1/2.
 
         Tombstones are cleared by rehashing the live entries. Given the host's
-        ``frames`` and each VM's salt (``salts[vm_id]``), hints that went stale
+        ``frames`` and what gives each VM's salt (``salts()[vm_id]``, asked only
+        when room must be made), hints that went stale
         are dropped first: a hint is looked at only when a page with its key
         is scanned, so the hints of pages rewritten since they were hashed
         would otherwise pile up for good (a write-heavy VM leaves one per
@@ -395,7 +403,7 @@ class SharingTable:
         if frames is not None and salts is not None:
             self.counters.stale_hints_dropped += int(_drop_stale_hints(
                 self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
-                np.ascontiguousarray(salts, dtype=np.int64)))
+                np.ascontiguousarray(salts(), dtype=np.int64)))
         live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
         while (live.shape[0] + extra) * 2 > capacity:
             capacity *= 2
