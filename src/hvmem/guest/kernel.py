@@ -85,6 +85,7 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from hvmem.core.sets import sorted_unique
 from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.guest.address_space import AddressSpace
@@ -101,9 +102,10 @@ from hvmem.hardware.page_table import (
     leaf_entry,
     pte_frame,
 )
+from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
-from hvmem.hardware.walker import FaultKind, flat_entries, host_prefetch, prefetch_leaf_1d
+from hvmem.hardware.walker import FaultKind, flat_entries, prefetch_leaf_1d
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 #: A non-present entry with this bit holds a swap slot in its frame field
@@ -571,7 +573,7 @@ class GuestKernel:
             if idx.size == 0:
                 break
             runs = c.reclaim_runs
-            failed = self.fault_in(proc, np.unique(vpns[idx]))
+            failed = self.fault_in(proc, sorted_unique(vpns[idx]))
             if failed.size:
                 dropped |= np.isin(vpns, failed)
             if c.reclaim_runs == runs:

@@ -51,6 +51,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError, OutOfMemoryError
+from hvmem.hardware.prefetch import host_prefetch
 
 # --- entry bits (Intel SDM Vol. 3A, Table 4-19) ---------------------------------
 PTE_PRESENT = np.uint64(1 << 0)  # P: the entry maps something
@@ -452,11 +453,31 @@ def leaf_table_frames(entries, root_frame, vpns):
     return out
 
 
+#: Pages ahead whose leaf entry :func:`leaf_entries_of` prefetches, and the batch
+#: size from which it does. A guest's batch comes in no address order, so each
+#: leaf is a cache miss; with the next leaves requested early the misses
+#: overlap (measured on 16 page tables of 3 GiB each, 130 000 random pages per
+#: table: 19.2 ns a page without, 9.6 ns with; on sorted pages, which mostly
+#: hit, the look-ahead costs 3.8 -> 4.7 ns, and small batches stay cached).
+LEAF_AHEAD = 16
+LEAF_AHEAD_MIN_PAGES = 1024
+
+
 @njit(cache=True, nogil=True)
 def leaf_entries_of(entries, root_frame, vpns):
     """For each VPN, its raw level-0 entry (present or not), or 0 if no table holds one."""
-    out = np.empty(vpns.size, dtype=np.uint64)
-    for i in range(vpns.size):
+    n = vpns.size
+    out = np.empty(n, dtype=np.uint64)
+    ahead = LEAF_AHEAD if n >= LEAF_AHEAD_MIN_PAGES else n
+    flat = entries.reshape(entries.shape[0] * ENTRIES_PER_TABLE)
+    for i in range(n):
+        if i + ahead < n:
+            # The upper levels are few and stay cached: find the leaf table now
+            # and fetch the entry's line (no simulated effect).
+            vpn = vpns[i + ahead]
+            frame = leaf_table_frame(entries, root_frame, vpn)
+            if frame >= 0:
+                host_prefetch(flat, frame * ENTRIES_PER_TABLE + table_index(vpn, 0))
         out[i] = leaf_entry(entries, root_frame, vpns[i])
     return out
 

@@ -95,6 +95,7 @@ from typing import Literal, Protocol
 import numpy as np
 from numba import njit
 
+from hvmem.core.sets import sorted_unique
 from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.hardware.frames import FREE, HYPERVISOR, MAX_OWNERS, MachineMemory
@@ -266,7 +267,7 @@ class HostVm:
         if n_missing:
             state = self.pmap.state[ppns]
             missing = (state != Backing.PRIVATE) & (state != Backing.SHARED)
-            self._back_missing(np.unique(ppns[missing]), busy_ppns=ppns)
+            self._back_missing(sorted_unique(ppns[missing]), busy_ppns=ppns)
         return self.pmap.mpn[ppns]
 
     def _back_missing(self, ppns: np.ndarray, busy_ppns: np.ndarray) -> None:
@@ -303,7 +304,7 @@ class HostVm:
         Returns the pages still to back with 4 KiB frames.
         """
         whole = self.n_ppns >> LARGE_PAGE_SHIFT
-        regions = np.unique(todo >> LARGE_PAGE_SHIFT)
+        regions = sorted_unique(todo >> LARGE_PAGE_SHIFT)
         regions = regions[regions < whole]
         if regions.size == 0:
             return todo
@@ -395,7 +396,7 @@ class HostVm:
         """
         if ppns.size == 0 or not self.large.any():
             return np.zeros(0, dtype=np.int64)
-        regions = np.unique(ppns >> LARGE_PAGE_SHIFT)
+        regions = sorted_unique(ppns >> LARGE_PAGE_SHIFT)
         regions = regions[self.large[regions]]
         self.break_large_pages(regions, reason, bounded)
         return regions[~self.large[regions]]
@@ -591,7 +592,7 @@ class HostVm:
         before = self.counters.fault_time_ns
         shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
         if shared.size:
-            self.break_cow(np.unique(shared))
+            self.break_cow(sorted_unique(shared))
         mpns = self.back_pages(ppns)
         self.host.frames.content[mpns] = tokens
         self._touched(ppns)
@@ -667,7 +668,7 @@ class HostVm:
         """
         if self.n_armed:
             self.paging.clear_traps(np.flatnonzero(self.paging.trap))
-        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
         self.paging.arm_traps(ppns)
         self.n_armed = int(ppns.size)
 
@@ -697,7 +698,7 @@ class HostVm:
         free pages the guest reported. The next touch backs them afresh (zeroed
         only if the frame comes from another VM, as any first touch).
         """
-        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
         if self.large.any():
             self._release_large(ppns)
         shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
@@ -853,7 +854,7 @@ class HostVm:
         I/O pages this way; sharing, swapping and migration build on it). The
         guest notices nothing: its translations follow the pmap.
         """
-        ppns = np.unique(np.asarray(ppns, dtype=np.int64))
+        ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
         ppns = ppns[self.pmap.state[ppns] == Backing.PRIVATE]
         if ppns.size == 0:
             return np.zeros(0, dtype=np.int64)

@@ -97,6 +97,7 @@ from hvmem.hardware.page_table import (
     table_index,
     tree_tables,
 )
+from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hardware.timing import CostTable
 from hvmem.hardware.tlb import (
     ASID_SHIFT,
@@ -124,7 +125,6 @@ from hvmem.hardware.walker import (
     _slot,
     _walk_1d,
     flat_entries,
-    host_prefetch,
     peek_frame,
     prefetch_leaf_1d,
 )

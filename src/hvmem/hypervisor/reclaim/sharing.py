@@ -97,7 +97,7 @@ from numba import njit
 
 from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
-from hvmem.hardware.walker import host_prefetch
+from hvmem.hardware.prefetch import host_prefetch
 
 SALTING_MODES = ("across", "within", "explicit")
 SHARE_SCAN_TIME_S = 3600  # Mem.ShareScanTime: scan a whole VM per 60 minutes [VS4-ATTR]
