@@ -99,13 +99,13 @@ from hvmem.hardware.page_table import (
     PTE_FRAME_SHIFT,
     PTE_PRESENT,
     TableStore,
-    leaf_entry,
+    leaf_entries_of,
     pte_frame,
 )
 from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
-from hvmem.hardware.walker import FaultKind, flat_entries, prefetch_leaf_1d
+from hvmem.hardware.walker import FaultKind
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 #: A non-present entry with this bit holds a swap slot in its frame field
@@ -227,7 +227,6 @@ def _mark_resident(ptes, stamp, last_stamp, ref):
             ref[ppn] = True
 
 
-WALK_AHEAD = 16  # pages ahead whose leaf entry _walk_mark prefetches
 STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit it prefetches
 
 
@@ -239,23 +238,21 @@ def _walk_mark(entries, root_frame, vpns, stamp, last_stamp, ref, out, missing_i
     behind each present entry is marked used at ``stamp``; the indices of the
     others go to ``missing_idx``, in order.
     """
-    missing = 0
     n = vpns.size
-    flat = flat_entries(entries)
+    # The pages of a batch are scattered over tables and stamps much larger
+    # than the caches. First every leaf entry, each fetched some pages early
+    # (leaf_entries_of); then the stamps and reference bits, each fetched
+    # STAMP_AHEAD pages early from the entries just read. Two passes walk each
+    # page once; fetching the stamps ahead inside the walk would walk it twice.
+    out[:] = leaf_entries_of(entries, root_frame, vpns)
+    missing = 0
     for i in range(n):
-        # The pages of a batch are scattered over tables and stamps much larger
-        # than the caches: fetch the leaf entry WALK_AHEAD pages ahead and, once
-        # it has arrived, the stamp and reference bit it points to, so the
-        # misses overlap (no simulated effect).
-        if i + WALK_AHEAD < n:
-            prefetch_leaf_1d(flat, root_frame, vpns[i + WALK_AHEAD])
         if i + STAMP_AHEAD < n:
-            ahead = leaf_entry(entries, root_frame, vpns[i + STAMP_AHEAD])
+            ahead = out[i + STAMP_AHEAD]
             if ahead & PTE_PRESENT:
                 host_prefetch(last_stamp, pte_frame(ahead))
                 host_prefetch(ref, pte_frame(ahead))
-        pte = leaf_entry(entries, root_frame, vpns[i])
-        out[i] = pte
+        pte = out[i]
         if pte & PTE_PRESENT:
             ppn = pte_frame(pte)
             last_stamp[ppn] = stamp

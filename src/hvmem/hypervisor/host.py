@@ -594,8 +594,11 @@ class HostVm:
         if shared.size:
             self.break_cow(sorted_unique(shared))
         mpns = self.back_pages(ppns)
-        self.host.frames.content[mpns] = tokens
-        self._touched(ppns)
+        if self.n_armed:
+            self.host.frames.content[mpns] = tokens
+            self._touched(ppns)
+        else:  # every page private now: store and observe in one pass
+            self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
         return self.counters.fault_time_ns - before
 
     def touch_pages(self, ppns: np.ndarray) -> float:
@@ -610,7 +613,10 @@ class HostVm:
             return 0.0
         before = self.counters.fault_time_ns
         self.back_pages(ppns)
-        self._touched(ppns)
+        if self.n_armed:
+            self._touched(ppns)
+        else:  # every page backed now: observe in one pass
+            self._bus_touch(ppns, _NO_TOKENS, False)
         return self.counters.fault_time_ns - before
 
     def _bus_fast(self, ppns: np.ndarray, writes: bool) -> bool:
