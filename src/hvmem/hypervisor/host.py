@@ -261,14 +261,17 @@ class HostVm:
         no frame are sorted out and served (first touch, swap-in, decompression).
         """
         ppns = np.asarray(ppns, dtype=np.int64)
-        n_shared, n_missing = _bus_check(ppns, self.pmap.state)
-        if n_shared < 0:
+        self._back(ppns)
+        return self.pmap.mpn[ppns]
+
+    def _back(self, ppns: np.ndarray) -> None:
+        """:meth:`back_pages` without gathering the MPNs (``ppns`` int64)."""
+        missing = np.empty(ppns.size, dtype=np.int64)
+        n_missing = _frameless(ppns, self.pmap.state, missing)
+        if n_missing < 0:
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
         if n_missing:
-            state = self.pmap.state[ppns]
-            missing = (state != Backing.PRIVATE) & (state != Backing.SHARED)
-            self._back_missing(sorted_unique(ppns[missing]), busy_ppns=ppns)
-        return self.pmap.mpn[ppns]
+            self._back_missing(sorted_unique(missing[:n_missing]), busy_ppns=ppns)
 
     def _back_missing(self, ppns: np.ndarray, busy_ppns: np.ndarray) -> None:
         """Give distinct, sorted, frameless ``ppns`` a frame each (never evicting ``busy_ppns``)."""
@@ -590,14 +593,15 @@ class HostVm:
             self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
             return 0.0
         before = self.counters.fault_time_ns
-        shared = ppns[self.pmap.state[ppns] == Backing.SHARED]
-        if shared.size:
-            self.break_cow(sorted_unique(shared))
-        mpns = self.back_pages(ppns)
+        shared = np.empty(ppns.size, dtype=np.int64)
+        n_shared = _shared_of(ppns, self.pmap.state, shared)
+        if n_shared > 0:
+            self.break_cow(sorted_unique(shared[:n_shared]))
         if self.n_armed:
-            self.host.frames.content[mpns] = tokens
+            self.host.frames.content[self.back_pages(ppns)] = tokens
             self._touched(ppns)
-        else:  # every page private now: store and observe in one pass
+        else:  # every page backed, then stored and observed in one pass
+            self._back(ppns)
             self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
         return self.counters.fault_time_ns - before
 
@@ -612,7 +616,7 @@ class HostVm:
             self._bus_touch(ppns, _NO_TOKENS, False)
             return 0.0
         before = self.counters.fault_time_ns
-        self.back_pages(ppns)
+        self._back(ppns)
         if self.n_armed:
             self._touched(ppns)
         else:  # every page backed now: observe in one pass
@@ -971,6 +975,37 @@ def _bus_check(ppns, state):
         elif s != STATE_PRIVATE:
             n_missing += 1
     return n_shared, n_missing
+
+
+@njit(cache=True, nogil=True)
+def _frameless(ppns, state, out):
+    """The entries of ``ppns`` with no frame, into ``out`` in order; -1 if one lies outside."""
+    n = state.size
+    k = 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        if p < 0 or p >= n:
+            return -1
+        s = state[p]
+        if s != STATE_PRIVATE and s != STATE_SHARED:
+            out[k] = p
+            k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _shared_of(ppns, state, out):
+    """The entries of ``ppns`` that are SHARED, into ``out`` in order; -1 if one lies outside."""
+    n = state.size
+    k = 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        if p < 0 or p >= n:
+            return -1
+        if state[p] == STATE_SHARED:
+            out[k] = p
+            k += 1
+    return k
 
 
 @njit(cache=True, nogil=True)
