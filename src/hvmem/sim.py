@@ -83,55 +83,48 @@ def _mib(pages: int | float) -> float:
     return pages / PAGES_PER_MIB
 
 
-def _sharing_of(pmap, frames) -> tuple[int, float, int, int]:
-    """A VM's shared pages, what sharing saves it (SHRDSVD), its private and zero pages.
+class SharingTally:
+    """Each VM's shared pages, what sharing saves it (SHRDSVD), its private and zero pages.
 
     A frame mapped ``r`` times (by this VM and others) saves ``r - 1`` pages in
     all; each mapping is credited ``1 - 1/r`` of that, so the VMs' SHRDSVD add
     up to the host's saving whether pages are shared within a VM or across VMs.
-    Two passes over the pmap, no temporaries the size of the VM: one counts
-    private and shared pages, one reads each shared frame's mappings and data.
-
-    Returns:
-        (shared pages, pages saved, private pages, shared pages of zeroes).
+    One pass over the pmap counts private and shared pages and reads each
+    shared frame's mappings and data; the credits go to a scratch array kept
+    from one VM to the next, not a temporary the size of each VM every tick.
     """
-    n_private, n_shared = _count_private_shared(pmap.state)
-    inv_refs = np.empty(n_shared, dtype=np.float64)
-    n_zero = _shared_frames(pmap.state, pmap.mpn, frames.refcount, frames.content, inv_refs)
-    saved = float(n_shared - np.sum(inv_refs)) if n_shared else 0.0
-    return n_shared, saved, n_private, int(n_zero)
+
+    def __init__(self) -> None:
+        self._inv_refs = np.empty(0, dtype=np.float64)
+
+    def __call__(self, pmap, frames) -> tuple[int, float, int, int]:
+        """(shared pages, pages saved, private pages, shared pages of zeroes) of one VM."""
+        if self._inv_refs.size < pmap.state.size:
+            self._inv_refs = np.empty(pmap.state.size, dtype=np.float64)
+        n_private, n_shared, n_zero = _sharing_tally(pmap.state, pmap.mpn, frames.refcount,
+                                                     frames.content, self._inv_refs)
+        saved = float(n_shared - np.sum(self._inv_refs[:n_shared])) if n_shared else 0.0
+        return n_shared, saved, n_private, n_zero
 
 
 @njit(cache=True, nogil=True)
-def _count_private_shared(state):
-    """(PRIVATE pages, SHARED pages) of a pmap's states."""
+def _sharing_tally(state, mpn, refcount, content, inv_refs):
+    """(PRIVATE pages, SHARED pages, SHARED pages of zeroes) of a pmap.
+
+    ``1 / refcount`` of each SHARED page's frame goes to ``inv_refs``, in PPN order.
+    """
     n_private = 0
     n_shared = 0
+    n_zero = 0
     for i in range(state.size):
         s = state[i]
         n_private += s == STATE_PRIVATE
-        n_shared += s == STATE_SHARED
-    return n_private, n_shared
-
-
-@njit(cache=True, nogil=True)
-def _shared_frames(state, mpn, refcount, content, inv_refs):
-    """Put ``1 / refcount`` of each SHARED page's frame into ``inv_refs`` (PPN order).
-
-    Returns how many of those frames hold zeroes.
-    """
-    k = 0
-    n_zero = 0
-    if inv_refs.size:
-        for i in range(state.size):
-            if state[i] == STATE_SHARED:
-                m = mpn[i]
-                inv_refs[k] = 1.0 / refcount[m]
-                n_zero += content[m] == 0
-                k += 1
-    return n_zero
-
-
+        if s == STATE_SHARED:
+            m = mpn[i]
+            inv_refs[n_shared] = 1.0 / refcount[m]
+            n_zero += content[m] == 0
+            n_shared += 1
+    return n_private, n_shared, n_zero
 
 
 @dataclass
@@ -252,6 +245,7 @@ class Simulation:
         total_mib = _mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)
+        self.sharing_tally = SharingTally()
         self.state = self.tracker.state
         name = policy or scenario.policy.name
         if name not in POLICIES:
@@ -412,7 +406,7 @@ class Simulation:
         })
         for name, vm in self.vms.items():
             hv, pmap = vm.host_vm, vm.host_vm.pmap
-            n_shared, saved, n_private, zero = _sharing_of(pmap, frames)
+            n_shared, saved, n_private, zero = self.sharing_tally(pmap, frames)
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall_ns = stall.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall_ns / tick_ns)
@@ -508,7 +502,7 @@ class SimulatedBackend:
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            _, saved, n_private, _ = _sharing_of(pmap, frames)
+            _, saved, n_private, _ = sim.sharing_tally(pmap, frames)
             vms.append(VmSample(
                 name=cfg.name, configured_mib=_mib(hv.n_ppns), shares=cfg.shares,
                 consumed_mib=_mib(n_private + hv.zip.frames.size),

@@ -151,7 +151,7 @@ class OldestFirst:
     __slots__ = ("_pages", "_ages", "_evict_anon", "builds", "reuses")
 
     def __init__(self) -> None:
-        self._pages = np.zeros(0, dtype=np.int64)
+        self._pages = np.zeros(0, dtype=np.int32)
         self._ages = np.zeros(0, dtype=np.int32)
         self._evict_anon: bool | None = None
         self.builds = 0  # selections made by scanning every page
@@ -181,19 +181,21 @@ class OldestFirst:
         if total <= n_pages:
             self.forget()
             return None
-        self._pages = out[:min(total, want)]
-        self._ages = age[self._pages]
-        if self._ages[-1] >= now_stamp:
+        out = out[:min(total, want)]
+        chosen = out[:n_pages].copy()
+        if age[out[-1]] >= now_stamp:
             # Pages stamped later this same time could come before the last kept
             # one (same age, lower PPN): keep nothing beyond this reclaim.
-            chosen = self._pages[:n_pages].copy()
             self.forget()
             return chosen
+        # Kept as int32 (page numbers of one guest fit), 8 bytes a page with the age.
+        self._pages = out[n_pages:].astype(np.int32)
+        self._ages = age[self._pages]
         self._evict_anon = evict_anon
-        return self._hand_out(n_pages)
+        return chosen
 
     def _hand_out(self, n_pages: int) -> np.ndarray:
-        chosen = self._pages[:n_pages].copy()
+        chosen = self._pages[:n_pages].astype(np.int64)
         self._pages, self._ages = self._pages[n_pages:], self._ages[n_pages:]
         return chosen
 
