@@ -267,7 +267,7 @@ class HostVm:
     def _back(self, ppns: np.ndarray) -> None:
         """:meth:`back_pages` without gathering the MPNs (``ppns`` int64)."""
         missing = np.empty(ppns.size, dtype=np.int64)
-        n_missing = _frameless(ppns, self.pmap.state, missing)
+        n_missing = _select_pages(ppns, self.pmap.state, False, missing)
         if n_missing < 0:
             raise ConfigError(f"{self.name}: guest-physical page outside 0..{self.n_ppns - 1}")
         if n_missing:
@@ -594,7 +594,7 @@ class HostVm:
             return 0.0
         before = self.counters.fault_time_ns
         shared = np.empty(ppns.size, dtype=np.int64)
-        n_shared = _shared_of(ppns, self.pmap.state, shared)
+        n_shared = _select_pages(ppns, self.pmap.state, True, shared)
         if n_shared > 0:
             self.break_cow(sorted_unique(shared[:n_shared]))
         if self.n_armed:
@@ -978,8 +978,11 @@ def _bus_check(ppns, state):
 
 
 @njit(cache=True, nogil=True)
-def _frameless(ppns, state, out):
-    """The entries of ``ppns`` with no frame, into ``out`` in order; -1 if one lies outside."""
+def _select_pages(ppns, state, shared, out):
+    """Entries of ``ppns`` that are SHARED (``shared``) or else have no frame.
+
+    They go to ``out`` in order; returns how many, or -1 if a page lies outside the VM.
+    """
     n = state.size
     k = 0
     for i in range(ppns.size):
@@ -987,22 +990,7 @@ def _frameless(ppns, state, out):
         if p < 0 or p >= n:
             return -1
         s = state[p]
-        if s != STATE_PRIVATE and s != STATE_SHARED:
-            out[k] = p
-            k += 1
-    return k
-
-
-@njit(cache=True, nogil=True)
-def _shared_of(ppns, state, out):
-    """The entries of ``ppns`` that are SHARED, into ``out`` in order; -1 if one lies outside."""
-    n = state.size
-    k = 0
-    for i in range(ppns.size):
-        p = ppns[i]
-        if p < 0 or p >= n:
-            return -1
-        if state[p] == STATE_SHARED:
+        if (s == STATE_SHARED) if shared else (s != STATE_PRIVATE and s != STATE_SHARED):
             out[k] = p
             k += 1
     return k
