@@ -32,6 +32,16 @@ class EagerStack:
         self.size += numbers.size
 
 
+def some_of(numbers, seed, frac=None):
+    """A random part of ``numbers``, in random order, and the rest.
+
+    Each number is in the part with chance ``frac`` (itself drawn if None).
+    """
+    rng = np.random.default_rng(seed)
+    pick = rng.random(numbers.size) < (rng.random() if frac is None else frac)
+    return rng.permutation(numbers[pick]), numbers[~pick]
+
+
 # An operation: ("take", how many) or ("give", which of the taken ones, by a seed).
 ops_st = st.lists(st.one_of(st.tuples(st.just("take"), st.integers(0, 40)),
                             st.tuples(st.just("give"), st.integers(0, 2**32 - 1))),
@@ -53,10 +63,7 @@ def test_lazy_stack_behaves_as_a_full_one(n, ops):
             assert got.tolist() == (want[::-1] if top_first else want).tolist()
             taken = np.concatenate([taken, want])
         elif taken.size:
-            rng = np.random.default_rng(arg)
-            pick = rng.random(taken.size) < 0.5
-            back = rng.permutation(taken[pick])
-            taken = taken[~pick]
+            back, taken = some_of(taken, arg, 0.5)
             eager.push(back)
             lazy.push(back)
         assert lazy.size == eager.size
@@ -101,10 +108,7 @@ def test_allocator_hands_out_the_pages_a_full_stack_would(n, ops):
             assert got.tolist() == eager.alloc(k).tolist()
             held = np.concatenate([held, got])
         elif held.size:
-            rng = np.random.default_rng(arg)
-            pick = rng.random(held.size) < rng.random()
-            back = rng.permutation(held[pick])
-            held = held[~pick]
+            back, held = some_of(held, arg)
             allocator.free(back)
             eager.free(back)
         assert allocator.n_free == eager.stack.size == n - held.size
@@ -143,9 +147,7 @@ def test_swap_device_hands_out_the_slots_a_full_stack_would(n, ops):
             assert got.tolist() == eager.swap_out(k).tolist()
             tokens_of.update(zip(got.tolist(), tokens.tolist(), strict=True))
         elif tokens_of:
-            rng = np.random.default_rng(arg)
-            held = np.array(sorted(tokens_of), np.int64)
-            back = rng.permutation(held[rng.random(held.size) < rng.random()])
+            back, _ = some_of(np.array(sorted(tokens_of), np.int64), arg)
             if kind == "in":
                 assert swap.swap_in(back).tolist() == [tokens_of[s] for s in back.tolist()]
             else:

@@ -99,7 +99,6 @@ from hvmem.hardware.page_table import (
     PTE_FRAME_SHIFT,
     PTE_PRESENT,
     TableStore,
-    leaf_entries_of,
     pte_frame,
 )
 from hvmem.hardware.prefetch import host_prefetch
@@ -216,51 +215,40 @@ def file_page_token(vpn: np.ndarray) -> np.ndarray:
     return (x ^ (x >> np.uint64(31))) | np.uint64(1)
 
 
-@njit(cache=True, nogil=True)
-def _mark_resident(ptes, stamp, last_stamp, ref):
-    """Stamp the page behind every present entry of ``ptes`` as used at ``stamp``."""
-    for i in range(ptes.size):
-        pte = ptes[i]
-        if pte & PTE_PRESENT:
-            ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
-            last_stamp[ppn] = stamp
-            ref[ppn] = True
-
-
-STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit it prefetches
+STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit _stamp_present prefetches
 
 
 @njit(cache=True, nogil=True)
-def _walk_mark(entries, root_frame, vpns, stamp, last_stamp, ref, out, missing_idx):
-    """Walk ``vpns`` into ``out`` and stamp the present ones; returns how many are not.
+def _stamp_present(ptes, stamp, last_stamp, ref, missing_idx):
+    """Mark the page behind every present entry of ``ptes`` used at ``stamp``.
 
-    ``out`` gets each raw leaf entry (0 where no table holds one); the page
-    behind each present entry is marked used at ``stamp``; the indices of the
-    others go to ``missing_idx``, in order.
+    Returns how many entries are not present; the first ``missing_idx.size``
+    of their indices go to ``missing_idx``, in order. The entries come from a
+    walk of a batch (``leaf_entries_of``), whose pages are scattered over
+    stamps much larger than the caches: each page's stamp and reference bit
+    are fetched STAMP_AHEAD entries early, so the misses overlap.
     """
-    n = vpns.size
-    # The pages of a batch are scattered over tables and stamps much larger
-    # than the caches. First every leaf entry, each fetched some pages early
-    # (leaf_entries_of); then the stamps and reference bits, each fetched
-    # STAMP_AHEAD pages early from the entries just read. Two passes walk each
-    # page once; fetching the stamps ahead inside the walk would walk it twice.
-    out[:] = leaf_entries_of(entries, root_frame, vpns)
+    n = ptes.size
     missing = 0
     for i in range(n):
         if i + STAMP_AHEAD < n:
-            ahead = out[i + STAMP_AHEAD]
+            ahead = ptes[i + STAMP_AHEAD]
             if ahead & PTE_PRESENT:
                 host_prefetch(last_stamp, pte_frame(ahead))
                 host_prefetch(ref, pte_frame(ahead))
-        pte = out[i]
+        pte = ptes[i]
         if pte & PTE_PRESENT:
             ppn = pte_frame(pte)
             last_stamp[ppn] = stamp
             ref[ppn] = True
         else:
-            missing_idx[missing] = i
+            if missing < missing_idx.size:
+                missing_idx[missing] = i
             missing += 1
     return missing
+
+
+_NO_INDICES = np.zeros(0, dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -285,10 +273,6 @@ def _split_touches(ptes, writes, tokens, refs, dirty, w_ppns, w_tokens, r_ppns):
             r_ppns[n_r] = ppn
             n_r += 1
     return n_w, n_r, served
-
-
-_ANON = np.uint8(PageKind.ANON)
-_FILE = np.uint8(PageKind.FILE)
 
 
 @njit(cache=True, nogil=True)
@@ -553,10 +537,9 @@ class GuestKernel:
         # prefers pages it does not touch.
         n = vpns.size
         vpns = np.ascontiguousarray(vpns, dtype=np.int64)
-        ptes = np.empty(n, dtype=np.uint64)
+        ptes = table.leaf_entries(vpns)
         idx = np.empty(n, dtype=np.int64)
-        n_missing = _walk_mark(table.store.entries, table.root_frame, vpns, stamp,
-                               self.last_stamp, self.ref, ptes, idx)
+        n_missing = _stamp_present(ptes, stamp, self.last_stamp, self.ref, idx)
         if n_missing == 0:  # the common case: every page resident, no fault to take
             return self._touch_resident(ptes, writes, refs, tokens)
         # ``idx``: the entries that may be missing. Without guest reclaim in between,
@@ -583,13 +566,13 @@ class GuestKernel:
             # Every page mapped and stamped (the faulted ones by the fault); after a
             # reclaim the refaulted pages are stamped again, as below. Serve them.
             if reclaimed:
-                _mark_resident(ptes, stamp, self.last_stamp, self.ref)
+                _stamp_present(ptes, stamp, self.last_stamp, self.ref, _NO_INDICES)
             return self._touch_resident(ptes, writes, refs, tokens)
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped
         ppns = _pte_frame(ptes[ok])
         if ok.all():  # the common case: every page of the chunk was resident already
-            _mark_resident(ptes, stamp, self.last_stamp, self.ref)
+            _stamp_present(ptes, stamp, self.last_stamp, self.ref, _NO_INDICES)
         else:
             self.last_stamp[ppns] = stamp
             self.ref[ppns] = True

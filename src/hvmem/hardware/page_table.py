@@ -453,6 +453,12 @@ def leaf_table_frames(entries, root_frame, vpns):
     return out
 
 
+@njit(cache=True, inline="always")
+def flat_entries(entries):
+    """A table store's ``uint64[n_frames, 512]`` entries as one flat view (no copy)."""
+    return entries.reshape(entries.shape[0] * ENTRIES_PER_TABLE)
+
+
 #: Pages ahead whose leaf entry :func:`leaf_entries_of` prefetches, and the batch
 #: size from which it does. A guest's batch comes in no address order, so each
 #: leaf is a cache miss; with the next leaves requested early the misses
@@ -469,7 +475,7 @@ def leaf_entries_of(entries, root_frame, vpns):
     n = vpns.size
     out = np.empty(n, dtype=np.uint64)
     ahead = LEAF_AHEAD if n >= LEAF_AHEAD_MIN_PAGES else n
-    flat = entries.reshape(entries.shape[0] * ENTRIES_PER_TABLE)
+    flat = flat_entries(entries)
     for i in range(n):
         if i + ahead < n:
             # The upper levels are few and stay cached: find the leaf table now

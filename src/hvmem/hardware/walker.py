@@ -61,7 +61,6 @@ from numba import njit
 from numba.extending import overload
 
 from hvmem.hardware.page_table import (
-    ENTRIES_PER_TABLE,
     INDEX_BITS,
     LEVELS,
     PTE_ACCESSED,
@@ -165,14 +164,6 @@ def _slot_impl(entries, frame, idx):
     if entries.ndim == 1:
         return lambda entries, frame, idx: np.uint64((frame << INDEX_BITS) | idx)
     return lambda entries, frame, idx: (np.uint64(frame), np.uint64(idx))
-
-
-@njit(cache=True, inline="always")
-def flat_entries(entries):
-    """A table store's ``uint64[n_frames, 512]`` entries as one flat view (no copy)."""
-    return entries.reshape(entries.shape[0] * ENTRIES_PER_TABLE)
-
-
 
 
 #: Prefetch only for guests of at least this many pages (512 MiB): below, their

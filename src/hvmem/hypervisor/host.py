@@ -588,21 +588,14 @@ class HostVm:
     def write_pages(self, ppns: np.ndarray, tokens: np.ndarray) -> float:
         """Store contents into guest pages, backing unbacked ones first."""
         ppns = np.asarray(ppns, dtype=np.int64)
-        if self._bus_fast(ppns, writes=True):
-            # Every page private and nothing armed: store and observe in one pass.
-            self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
-            return 0.0
         before = self.counters.fault_time_ns
-        shared = np.empty(ppns.size, dtype=np.int64)
-        n_shared = _select_pages(ppns, self.pmap.state, True, shared)
-        if n_shared > 0:
-            self.break_cow(sorted_unique(shared[:n_shared]))
-        if self.n_armed:
-            self.host.frames.content[self.back_pages(ppns)] = tokens
-            self._touched(ppns)
-        else:  # every page backed, then stored and observed in one pass
+        if not self._bus_fast(ppns, writes=True):
+            shared = np.empty(ppns.size, dtype=np.int64)
+            n_shared = _select_pages(ppns, self.pmap.state, True, shared)
+            if n_shared > 0:
+                self.break_cow(sorted_unique(shared[:n_shared]))
             self._back(ppns)
-            self._bus_touch(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
+        self._touch_backed(ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
         return self.counters.fault_time_ns - before
 
     def touch_pages(self, ppns: np.ndarray) -> float:
@@ -612,16 +605,20 @@ class HostVm:
         the time charged.
         """
         ppns = np.asarray(ppns, dtype=np.int64)
-        if self._bus_fast(ppns, writes=False):
-            self._bus_touch(ppns, _NO_TOKENS, False)
-            return 0.0
         before = self.counters.fault_time_ns
-        self._back(ppns)
-        if self.n_armed:
-            self._touched(ppns)
-        else:  # every page backed now: observe in one pass
-            self._bus_touch(ppns, _NO_TOKENS, False)
+        if not self._bus_fast(ppns, writes=False):
+            self._back(ppns)
+        self._touch_backed(ppns, _NO_TOKENS, False)
         return self.counters.fault_time_ns - before
+
+    def _touch_backed(self, ppns: np.ndarray, tokens: np.ndarray, store: bool) -> None:
+        """Touch ``ppns``, all backed (private, if ``store``): store ``tokens``, observe."""
+        if self.n_armed:  # some touches trap (mmu fidelity's sampling)
+            if store:
+                self.host.frames.content[self.pmap.mpn[ppns]] = tokens
+            self._touched(ppns)
+        else:
+            self._bus_touch(ppns, tokens, store)
 
     def _bus_fast(self, ppns: np.ndarray, writes: bool) -> bool:
         """Whether touching ``ppns`` needs no service.

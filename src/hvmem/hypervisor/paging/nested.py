@@ -69,6 +69,7 @@ from hvmem.hardware.page_table import (
     PTE_WRITABLE,
     RadixPageTable,
     TableStore,
+    flat_entries,
     leaf_table_frame,
     software_walk_many,
 )
@@ -89,7 +90,6 @@ from hvmem.hardware.walker import (
     PREFETCH_MIN_PAGES,
     _record,
     _walk_2d,
-    flat_entries,
     prefetch_leaf_1d,
     prefetch_leaf_2d,
 )

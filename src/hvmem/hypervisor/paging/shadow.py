@@ -92,6 +92,7 @@ from hvmem.hardware.page_table import (
     PTE_WRITABLE,
     TABLE_LINK_FLAGS,
     TableStore,
+    flat_entries,
     make_pte,
     pte_frame,
     table_index,
@@ -124,7 +125,6 @@ from hvmem.hardware.walker import (
     _record,
     _slot,
     _walk_1d,
-    flat_entries,
     peek_frame,
     prefetch_leaf_1d,
 )
