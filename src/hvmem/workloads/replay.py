@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import GOLDEN_GAMMA
 from hvmem.errors import ConfigError, TraceError
 from hvmem.units import PAGE_SHIFT
 from hvmem.workloads.base import AccessBatch, Fidelity, MemoryOp, MemoryOpKind
@@ -418,7 +419,7 @@ class ReplayWorkload:
 
 
 _EMPTY_KEY = np.int64(-1)
-_HASH_MUL = np.uint64(0x9E37_79B9_7F4A_7C15)
+_HASH_MUL = GOLDEN_GAMMA
 
 
 @njit(cache=True)

@@ -58,15 +58,16 @@ alpha 1 need 8 500 buckets, a table that stays in the L2 cache, where an exact
 seeded random permutation maps indices to pages, so Zipf ranks and the hot set
 are scattered over the region as in a real heap, not packed at its start.
 
-Draws run in Numba kernels with SplitMix64, seeded per call from the workload's
-NumPy stream, so a run is reproducible from the scenario seed (pass a named
-stream of :class:`~hvmem.core.rng.RngStreams`). Page mode counts references
-per *index* (not per page) in a reused ``int32`` buffer: the increment's
-address then depends on the random number alone, and for Zipf most increments
-hit the hot low ranks, in cache. A second pass collects the non-zero counts,
-maps them through the permutation and resets them. When a tick has far fewer
-references than the index space (an idle VM with a huge region) the drawn
-pages are sorted instead (``np.unique``), so nothing scales with the region.
+Draws run in Numba kernels with SplitMix64 (:mod:`hvmem.core.mix`), seeded
+per call from the workload's NumPy stream, so a run is reproducible from the
+scenario seed (pass a named stream of :class:`~hvmem.core.rng.RngStreams`).
+Page mode counts references per *index* (not per page) in a reused ``int32``
+buffer: the increment's address then depends on the random number alone, and
+for Zipf most increments hit the hot low ranks, in cache. A second pass
+collects the non-zero counts, maps them through the permutation and resets
+them. When a tick has far fewer references than the index space (an idle VM
+with a huge region) the drawn pages are sorted instead (``np.unique``), so
+nothing scales with the region.
 
 Cost (measured on the development machine, a 2-vCPU AMD EPYC KVM guest,
 NumPy 2, after JIT warm-up, CPU time, best of 21; the machine was shared and
@@ -124,6 +125,7 @@ from typing import TypeVar
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import splitmix64_next
 from hvmem.errors import ConfigError
 from hvmem.workloads.base import AccessBatch, Fidelity, MemoryOp, MemoryOpKind, Workload
 from hvmem.workloads.content import ContentModel, ContentParams
@@ -258,28 +260,12 @@ def zipf_blocks(n_pages: int, alpha: float,
 
 # ----------------------------------------------------------------------- kernels
 
-_GOLDEN = np.uint64(0x9E37_79B9_7F4A_7C15)
-_M1 = np.uint64(0xBF58_476D_1CE4_E5B9)
-_M2 = np.uint64(0x94D0_49BB_1331_11EB)
 _LOW32 = np.uint64(0xFFFF_FFFF)
 _S11 = np.uint64(11)
-_S27 = np.uint64(27)
-_S30 = np.uint64(30)
-_S31 = np.uint64(31)
 _S32 = np.uint64(32)
 _U0 = np.uint64(0)
 _TWO_M53 = 1.0 / float(1 << 53)
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
-
-
-@njit(cache=True, inline="always")
-def _next(state):
-    """SplitMix64: advance the state, return (state, 64 random bits)."""
-    state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return state, z ^ (z >> _S31)
 
 
 @njit(cache=True, inline="always")
@@ -293,7 +279,7 @@ def _pick(state, table, lo, width, ranged):
     stands for the indices ``[lo[t], lo[t] + width[t])`` and a second number
     picks one of them.
     """
-    state, r = _next(state)
+    state, r = splitmix64_next(state)
     if table.shape[0] == 1:  # one bucket (uniform, idle): no alias step, one number
         if ranged:
             return state, lo[0] + np.int64(((r >> _S32) * np.uint64(width[0])) >> _S32)
@@ -303,7 +289,7 @@ def _pick(state, table, lo, width, ranged):
     keep_mask = _U0 - np.uint64((r & _LOW32) < (w >> _S32))
     t = np.int64((w & _LOW32) ^ (((w & _LOW32) ^ b) & keep_mask))
     if ranged:
-        state, r2 = _next(state)
+        state, r2 = splitmix64_next(state)
         return state, lo[t] + np.int64(((r2 >> _S32) * np.uint64(width[t])) >> _S32)
     return state, t
 
@@ -320,7 +306,7 @@ def _draw_ordered(n, seed, table, lo, width, perm, ranged, write_thr, out_off, o
     for i in range(n):
         state, index = _pick(state, table, lo, width, ranged)
         out_off[i] = index
-        state, r = _next(state)
+        state, r = splitmix64_next(state)
         out_write[i] = r < write_thr
     if perm.shape[0] > 0:
         for i in range(n):
@@ -356,7 +342,7 @@ def _draw_counts(n, seed, table, lo, width, ranged, counts):
 def _write_flag(state, c, nowrite, log_nowrite):
     """Whether any of ``c`` references wrote: ``u >= (1 - w) ** c``."""
     p = nowrite[c] if c < nowrite.shape[0] else math.exp(np.float64(c) * log_nowrite)
-    state, r = _next(state)
+    state, r = splitmix64_next(state)
     return state, (r >> _S11) * _TWO_M53 >= p
 
 
