@@ -34,7 +34,7 @@ from hvmem.errors import HvmemError
 from hvmem.hardware.tlb import Tlb
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import GIB, PAGE_SHIFT
-from hvmem.workloads.synthetic import zipf_pages
+from hvmem.workloads.samplers import zipf_pages
 
 TRANSLATE_REFS = 5_000_000
 TRANSLATE_GUEST_BYTES = 4 * GIB

@@ -90,6 +90,7 @@ from numba import njit
 from hvmem.core.mix import mix64
 from hvmem.errors import ConfigError
 from hvmem.units import KIB, PAGE_SIZE_BYTES
+from hvmem.workloads.checks import check_frac as _check_frac
 
 __all__ = [
     "ESX_COMPRESS_MAX_BYTES",
@@ -149,12 +150,6 @@ def name_key(kind: str, name: str) -> int:
     """A 64-bit key for a name, the same in every process (SHA-256, never ``hash()``)."""
     digest = hashlib.sha256(f"hvmem/{kind}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
-
-
-def _check_frac(owner: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{owner}.{name}: expected a fraction in [0, 1], found {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -93,6 +93,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.errors import ConfigError, TraceError
+from hvmem.workloads.checks import check_arg
 
 __all__ = [
     "FORMATS",
@@ -581,11 +582,6 @@ def _detect(lines: _LineBuffer, name: str) -> tuple[int, bool, int]:
         dropped += _count_newlines(lines.buf, 0, lines.stop)
 
 
-def _check_block_bytes(block_bytes: int) -> None:
-    if block_bytes < 1:
-        raise ConfigError(f"block_bytes must be at least 1, got {block_bytes}")
-
-
 def detect_format(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> str:
     """Guess the format of a trace file from its first meaningful line.
 
@@ -605,7 +601,7 @@ def detect_format(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BL
     """
     if _is_stdin(path):
         raise ConfigError("detect_format cannot peek at standard input; give a format")
-    _check_block_bytes(block_bytes)
+    check_arg("block_bytes", block_bytes, 1)
     name = _display_name(path)
     _check_readable(path, name)
     with _open(path, name) as stream:
@@ -641,9 +637,8 @@ def iter_references(
     """
     if fmt not in _FORMAT_CODES:
         raise ConfigError(f"unknown trace format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if chunk_refs < 1:
-        raise ConfigError(f"chunk_refs must be at least 1, got {chunk_refs}")
-    _check_block_bytes(block_bytes)
+    check_arg("chunk_refs", chunk_refs, 1)
+    check_arg("block_bytes", block_bytes, 1)
     name = _display_name(path)
     _check_readable(path, name)
     return _generate(path, name, _FORMAT_CODES[fmt], int(chunk_refs), int(block_bytes))
@@ -708,8 +703,7 @@ def page_numbers(chunk: RefChunk, page_shift: int) -> np.ndarray:
     Raises:
         ConfigError: ``page_shift`` is out of range.
     """
-    if not 1 <= page_shift <= 63:
-        raise ConfigError(f"page_shift must be between 1 and 63, got {page_shift}")
+    check_arg("page_shift", page_shift, 1, 63)
     if chunk.is_page_numbers:
         return chunk.values.view(np.int64)
     return (chunk.values >> np.uint64(page_shift)).view(np.int64)
@@ -728,8 +722,7 @@ def iter_page_numbers(
     Returns:
         An iterator of ``(page numbers, write flags)`` array pairs.
     """
-    if not 1 <= page_shift <= 63:
-        raise ConfigError(f"page_shift must be between 1 and 63, got {page_shift}")
+    check_arg("page_shift", page_shift, 1, 63)
     chunks = iter_references(path, fmt, chunk_refs, block_bytes=block_bytes)
     return ((page_numbers(c, page_shift), c.is_write) for c in chunks)
 
