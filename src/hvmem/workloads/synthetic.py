@@ -31,7 +31,7 @@ references per tick, the fraction carried to the next tick
 (:class:`~hvmem.workloads.base.Rate`), so the long-run count is exact. Each
 reference is a write with probability ``write_frac`` (default 0.3: loads
 outnumber stores about two to one in integer code; the Lackey generator in
-``trace.py`` has a similar mix).
+``trace_writer.py`` has a similar mix).
 
 Fidelity (``params.fidelity``, see :class:`~hvmem.workloads.base.Fidelity`):
 
