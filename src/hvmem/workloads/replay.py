@@ -104,6 +104,7 @@ DEFAULT_TRACE_REFS_PER_S = 1e9
 
 
 def _fail(name: str, expected: str, found: object) -> ConfigError:
+    """The error for field ``name`` of :class:`ReplayParams`."""
     return fail("ReplayParams", name, expected, found)
 
 
