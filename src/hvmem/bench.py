@@ -34,7 +34,7 @@ from hvmem.errors import HvmemError
 from hvmem.hardware.tlb import Tlb
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import GIB, PAGE_SHIFT
-from hvmem.workloads.synthetic import zipf_pages
+from hvmem.workloads.samplers import zipf_pages
 
 TRANSLATE_REFS = 5_000_000
 TRANSLATE_GUEST_BYTES = 4 * GIB
@@ -168,7 +168,8 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
     from pathlib import Path
 
     from hvmem.guest.replacement import simulate
-    from hvmem.workloads.trace import generate_lackey, iter_page_numbers
+    from hvmem.workloads.trace import iter_page_numbers
+    from hvmem.workloads.trace_writer import generate_lackey
 
     rng = RngStreams(seed).stream("bench/guest")
     pages = zipf_pages(rng, GUEST_ZIPF_PAGES, n_refs, GUEST_ALPHA)

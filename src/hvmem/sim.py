@@ -72,7 +72,7 @@ from hvmem.policy.states import (
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 from hvmem.workloads.base import AccessBatch, Fidelity
-from hvmem.workloads.synthetic import make_workload
+from hvmem.workloads.factory import make_workload
 
 PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
 BALLOON_POLL_NS = NS_PER_S  # the driver polls once a second [OSDI02 §3.2]

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from hvmem.guest.replacement import POLICIES, simulate
 from hvmem.ui.cli import app
-from hvmem.workloads.trace import generate_lackey, read_page_numbers
+from hvmem.workloads.trace import read_page_numbers
+from hvmem.workloads.trace_writer import generate_lackey
 
 runner = CliRunner()
 

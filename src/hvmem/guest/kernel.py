@@ -85,6 +85,7 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import mix64
 from hvmem.core.sets import sorted_unique
 from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
@@ -209,10 +210,7 @@ class AccessResult:
 
 def file_page_token(vpn: np.ndarray) -> np.ndarray:
     """Content of a file page: a function of its place, so equal files are equal pages."""
-    x = (np.asarray(vpn, dtype=np.uint64) + np.uint64(0xF11E_0000_0000_0000))
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (x ^ (x >> np.uint64(31))) | np.uint64(1)
+    return mix64(np.asarray(vpn, dtype=np.uint64) + np.uint64(0xF11E_0000_0000_0000)) | np.uint64(1)
 
 
 STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit _stamp_present prefetches

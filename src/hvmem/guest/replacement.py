@@ -119,6 +119,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import GOLDEN_GAMMA, splitmix64_next
 from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError
 
@@ -140,7 +141,7 @@ STREAMING_POLICIES = ("fifo", "lru", "clock", "random")
 RANDOM_STREAM = "guest/replacement/random"
 
 _MAX_IDS = 1 << 30  # ids are int32; the table would hold 2**31 slots by then
-_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio (Fibonacci hashing)
+_HASH_MUL = GOLDEN_GAMMA  # 2**64 / golden ratio (Fibonacci hashing)
 _INITIAL_TABLE_BITS = 12
 
 # Slots of the per-run state array carried between chunks.
@@ -315,11 +316,7 @@ def _random_run(ids, nframes, frame_of, page_in, st):
             f = used
             used += 1
         else:
-            state += np.uint64(0x9E3779B97F4A7C15)
-            z = state
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
+            state, z = splitmix64_next(state)
             f = np.int64(z % n)  # bias at most frames / 2**64
             frame_of[page_in[f]] = -1
         page_in[f] = p

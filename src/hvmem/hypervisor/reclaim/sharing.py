@@ -95,6 +95,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import GOLDEN_GAMMA, mix64
 from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hardware.prefetch import host_prefetch
@@ -131,10 +132,7 @@ PREFETCH_FRAME = 8  # candidates ahead whose slot's frame is prefetched
 @njit(cache=True, inline="always")
 def content_hash(token):
     """A 64-bit mix of a content token (splitmix64's finalizer)."""
-    x = np.uint64(token) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return mix64(np.uint64(token) + GOLDEN_GAMMA)
 
 
 @njit(cache=True, inline="always")
