@@ -153,7 +153,7 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
                 seed: int = 1) -> dict[str, Any]:
     """Guest paging and trace-parsing benchmark; returns the figures as a JSON-ready dict.
 
-    ``paging_refs_per_s``: LRU replacement (``guest.replacement.simulate``, page-number
+    ``paging_refs_per_s``: LRU replacement (``replacement.replay.simulate``, page-number
     mapping included) over ``n_refs`` Zipf-popular references (alpha 1.0) drawn from
     ``RngStreams(seed).stream("bench/guest")`` over a region of 2**20 pages, with
     frames for 25% of the footprint, the distinct pages the stream actually touches.
@@ -167,7 +167,7 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
     import tempfile
     from pathlib import Path
 
-    from hvmem.guest.replacement import simulate
+    from hvmem.replacement.replay import simulate
     from hvmem.workloads.trace import iter_page_numbers
     from hvmem.workloads.trace_writer import generate_lackey
 

@@ -131,7 +131,7 @@ from hvmem.hypervisor.reclaim.sharing import (
     default_scan_rate_pages_per_s,
     scan_kernel,
 )
-from hvmem.hypervisor.reclaim.swap import HostSwapFile
+from hvmem.hypervisor.reclaim.swap import HostSwapFile, swap_victims
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 
 PagingName = Literal["shadow", "nested"]
@@ -423,19 +423,7 @@ class HostVm:
     def choose_victims(self, n_pages: int, selection: str, rng: np.random.Generator
                        ) -> np.ndarray:
         """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru"."""
-        candidates = np.flatnonzero(self.pmap.state == Backing.PRIVATE)
-        if n_pages <= 0 or candidates.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if candidates.size > n_pages:
-            if selection == "random":
-                # A mask keeps PPN order without sorting the draw.
-                chosen = np.zeros(candidates.size, dtype=np.bool_)
-                chosen[rng.choice(candidates.size, n_pages, replace=False)] = True
-                candidates = candidates[chosen]
-            else:
-                order = np.argsort(self.last_touch_stamp[candidates], kind="stable")
-                candidates = np.sort(candidates[order[:n_pages]])
-        return candidates
+        return swap_victims(n_pages, selection, self.pmap.state, self.last_touch_stamp, rng)
 
     def swap_out(self, n_pages: int, selection: str, rng: np.random.Generator) -> int:
         """Page out up to ``n_pages`` private pages to the swap file; returns pages freed."""

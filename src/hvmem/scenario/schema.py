@@ -59,12 +59,13 @@ from types import MappingProxyType
 from typing import Any
 
 from hvmem.errors import ConfigError
-from hvmem.guest.kernel import RECLAIM_POLICIES, GuestConfig
+from hvmem.guest.kernel import GuestConfig
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC
 from hvmem.hypervisor.reclaim.sharing import SALTING_MODES
 from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
+from hvmem.replacement.names import RECLAIM_POLICIES, SWAP_SELECTIONS
 from hvmem.units import GIB, MIB, NS_PER_S, PAGE_SHIFT, PAGE_SIZE_BYTES, format_size, format_time
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.content import ContentParams
@@ -120,9 +121,6 @@ OVERHEAD_FRAC = 0.01
 POLICY_NAMES = ("esx", "static", "mom", "proxmox")
 #: Swap devices, with latencies in the cost table.
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
-# How the host picks pages to swap: at random, as ESX does [OSDI02 §3.3], or
-# least recently used first (a comparison point, not an ESX option).
-SWAP_SELECTIONS = ("random", "lru")
 #: Simulation fidelities (see DESIGN.md section 3).
 FIDELITIES = tuple(str(f) for f in Fidelity)
 #: Default tick: 1 simulated second (DESIGN.md section 3).

@@ -438,12 +438,13 @@ def paging(
     as for 'hvmem tlb': addresses, --pages (OSTEP paging-policy.py -f files) or
     Valgrind Lackey output, detected automatically.
     """
-    from hvmem.guest.replacement import POLICIES, simulate_chunks
+    from hvmem.replacement.names import REPLAY_POLICIES
+    from hvmem.replacement.replay import simulate_chunks
     from hvmem.workloads.trace import iter_page_numbers
 
     name = policy.strip().lower()
-    if name not in POLICIES:
-        raise HvmemError(f"--policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if name not in REPLAY_POLICIES:
+        raise HvmemError(f"--policy {policy!r}: expected one of {', '.join(REPLAY_POLICIES)}")
     if frames <= 0:
         raise HvmemError(f"--frames: expected a positive count, found {frames}")
     if seed < 0:
