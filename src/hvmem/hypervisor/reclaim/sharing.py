@@ -77,6 +77,17 @@ from scan to scan for the same reason, and the kernel hands back this VM's
 pages that joined a shared frame compacted, with their targets and old frames,
 so nothing after it walks the whole batch again.
 
+The scan driver (:func:`share_scan`, one VM's pages; :func:`scan_vms`, every
+VM at its rate) runs the kernel and finishes what it leaves: pages inside a
+host large page are hashed but not shared (``large_pages``), unless the host
+breaks large pages by memory state, which breaks the visited ones first and
+offers their hashed pages too [KB1021095][YB-STATES6]; the pages of a
+promoted hint, which may belong to any VM, become SHARED and read-only in
+that VM's translations; this VM's pages that joined a shared frame give their
+own frame back. A write to a shared page gets a private copy
+(``fault.break_cow``); :func:`leave_shared` drops a sharer and frees a frame
+left with none.
+
 Counters (pages): scanned, shared (mappings made), hints_inserted,
 hint_promotions, stale_hints, already_shared, not_backed (page swapped,
 ballooned or unbacked), page_tables (guest page-table pages, whose entries the
@@ -89,7 +100,7 @@ References: Waldspurger, OSDI 2002 §4; VMware KB 1021095 (large pages), KB
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +109,9 @@ from numba import njit
 from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hardware.prefetch import host_prefetch
+from hvmem.hypervisor.large_pages import break_covering, hashed_pages
+from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.vm_state import LARGE_PAGE_SHIFT, VmState
 
 SALTING_MODES = ("across", "within", "explicit")
 SHARE_SCAN_TIME_S = 3600  # Mem.ShareScanTime: scan a whole VM per 60 minutes [VS4-ATTR]
@@ -434,3 +448,120 @@ def _reinsert(live, table, shift):
 def default_scan_rate_pages_per_s(n_ppns: int) -> float:
     """Pages per second that scan a VM once per ShareScanTime, capped at ShareRateMax."""
     return min(SHARE_RATE_MAX_PAGES_PER_S, n_ppns / SHARE_SCAN_TIME_S)
+
+
+# -- the scan driver ---------------------------------------------------------------
+
+
+def scan_vms(vms: Sequence[VmState], elapsed_ns: int, rng: np.random.Generator,
+             rate_pages_per_s: float | None = None) -> int:
+    """Run the page-sharing scanner for ``elapsed_ns``: random pages of every VM.
+
+    Each VM is scanned at ``rate_pages_per_s`` (by default a whole VM per
+    Mem.ShareScanTime, capped at Mem.ShareRateMax). Returns frames freed.
+    """
+    freed = 0
+    for vm in vms:
+        rate = rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns)
+        n = min(vm.n_ppns, int(rate * elapsed_ns / 1e9 + rng.random()))
+        if n:
+            freed += vm.services.share(vm, np.sort(rng.choice(vm.n_ppns, n, replace=False)))
+    return freed
+
+
+def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
+               salts: Callable[[], np.ndarray], vms: Sequence[VmState]) -> int:
+    """Offer ``ppns`` (distinct) of ``vm`` to the table; returns frames freed.
+
+    ``salt`` is this VM's, ``salts()`` every VM's and ``vms`` every VM by id
+    (a promoted hint's page may be any VM's). Guest page-table pages are not
+    candidates: the model keeps their entries in the table store rather than
+    as a content token. Pages of a large page are hashed but not shared
+    (counted as ``large_pages``), unless the host breaks large pages by memory
+    state: then a visited large page is broken and its hashed pages are
+    offered with the rest [KB1021095][YB-STATES6].
+    """
+    ppns = np.asarray(ppns, dtype=np.int64)
+    frames = vm.frames
+    if ppns.size and vm.large.any():
+        in_large = vm.large[ppns >> LARGE_PAGE_SHIFT]
+        if np.any(in_large):
+            if vm.services.large_page_breaking != "off":
+                broken = break_covering(vm, ppns[in_large], "state", bounded=True)
+                ppns = np.union1d(ppns, hashed_pages(vm, broken))
+                in_large = vm.large[ppns >> LARGE_PAGE_SHIFT]  # left whole: skipped
+            if np.any(in_large):
+                vm.lp_hashed[ppns[in_large]] = True
+                skipped = int(np.count_nonzero(in_large))
+                table.counters.scanned += skipped
+                table.counters.large_pages += skipped
+                ppns = ppns[~in_large]
+    n = ppns.size
+    table.reserve(n, frames, salts)
+    keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
+    counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
+    n_promoted = scan_kernel(
+        ppns, vm.pmap.state, vm.pmap.mpn, vm.guest_tables.is_table_frame, salt,
+        frames.content, frames.owner, frames.ppn, frames.refcount, table.table, table.t_used,
+        table.shift, keys, mpns, action, joined, old, promoted_vm, promoted_ppn, counts)
+    c = table.counters
+    c.scanned += n
+    c.hints_inserted += int(counts[A_HINT])
+    c.stale_hints += int(counts[A_STALE])
+    c.already_shared += int(counts[A_ALREADY])
+    c.page_tables += int(counts[A_PAGE_TABLE])
+    c.not_backed += int(counts[A_NOT_BACKED])
+    c.false_matches += int(counts[A_FALSE])
+    c.hint_promotions += int(n_promoted)
+    # Pages whose hinted twin became a shared frame: read-only from now on.
+    if n_promoted:
+        promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
+        first = int(promoted_vm[0])
+        vm_ids = ([first] if np.all(promoted_vm == first)
+                  else np.unique(promoted_vm).tolist())
+        for vm_id in vm_ids:
+            owner_vm = vms[vm_id]
+            pages = promoted_ppn if len(vm_ids) == 1 else promoted_ppn[promoted_vm == vm_id]
+            pages = pages.copy()  # the scratch arrays are reused by the next scan
+            # A hint made before its frame became part of a large page can still
+            # match: that large page is broken first, as its page now shares.
+            break_covering(owner_vm, pages, "other")
+            owner_vm.pmap.state[pages] = Backing.SHARED
+            owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
+    # This VM's pages that now map a shared frame (the kernel remapped them
+    # in the pmap) give their own frame back.
+    n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
+    if n_joined == 0:
+        return 0
+    # Used before any other scan can reuse the work arrays: no copies.
+    sharers, old = joined[:n_joined], old[:n_joined]
+    vm.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
+    frames.free(old)
+    c.shared += n_joined + int(n_promoted)
+    c.frames_freed += n_joined
+    return n_joined
+
+
+def unshare(vm: VmState, ppns: np.ndarray, state: Backing) -> None:
+    """Drop shared mappings of ``ppns`` without copying (their data is not needed)."""
+    shared_mpns = vm.pmap.unback(ppns, state)
+    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.services.leave_shared(vm, shared_mpns, False)
+
+
+def leave_shared(table: SharingTable, frames: MachineMemory, salt: int,
+                 shared_mpns: np.ndarray, copied: bool) -> None:
+    """One sharer (salted ``salt``) fewer per entry; frames left with none go back.
+
+    ``copied``: the sharers left by a write, each with a private copy
+    (counted as ``cow_breaks``).
+    """
+    if copied:
+        table.counters.cow_breaks += int(shared_mpns.size)
+    np.subtract.at(frames.refcount, shared_mpns, 1)
+    empty = np.unique(shared_mpns[frames.refcount[shared_mpns] == 0])
+    for mpn in empty.tolist():
+        table.forget(int(frames.content[mpn]), salt, mpn)
+    if empty.size:
+        frames.refcount[empty] = 1  # free() expects a held frame
+        frames.free(empty)
