@@ -39,43 +39,20 @@ are read sequentially);
 frames carry a reverse map (``MachineMemory.ppn``), so a hint is just a frame
 number and is stale when that frame no longer backs the page it did.
 
-Scan speed (``hvmem bench host``: 8 Mi pages of 8 VMs in batches of 256 Ki
-pages, a 16 Mi-slot, 256 MiB table). A probe misses the host's caches, so the
-kernel gathers a batch first (frame, content, key: sequential reads) and then
-probes with a prefetch instruction PREFETCH candidates ahead. A plain load as
-the look-ahead helps little: the branch on each probe's outcome (empty, hint,
-shared) mispredicts often and a pending load holds the pipeline, while a
-prefetch retires at once. Measured, kernel time (CPU) over the bench's scan on
-a warm table: 0.46-0.52 s with a load 16 ahead, 0.28-0.34 s with a prefetch 16
-ahead, 0.32-0.37 s when the prefetched slot is also read 8 ahead to prefetch its
-frame's words. The form kept reads only the home slot, PREFETCH_FRAME = 8
-ahead, branches on nothing it holds (frame 0 stands in for another key), and
-prefetches the frame's content, owner, reverse map and refcount, which the
-checks of a shared or hinted entry read: measured again on a busier machine
-with the kernel also remapping the joined pages, 0.30-0.31 s with it against
-0.31-0.32 s without. Probes that run on past their home slot cross into the
-next line often enough to matter (at load 0.3, a missed lookup probes 1.5
-slots on average, and an insert's home is the last slot of its line one time
-in four), so the line of the slot three on is prefetched too: 0.29 s against
-0.31-0.32 s (three runs each, interleaved; 0.23 s against 0.26 s for 8 Mi
-distinct pages, all inserts). Rejected, measured the same way: probing each batch in key
-order (a stable counting sort on the key's top bits, about one candidate a
-bucket or 4 Ki buckets), whose probes walk the table from start to end,
-0.77-0.88 s: the sort costs about 0.14 s and the sorted probes were no faster,
-as a batch is one candidate per 64 slots, so each probe is still a new line
-and a new page (in isolation: 31 M probes/s sorted, 44 M/s sorted with
-prefetch, 42 M/s in random order with prefetch); and gathering and probing
-in one pass through a ring of candidates, 0.74 s. On an untouched table about
-half the scan's time was the first touch of the table's pages (measured:
-0.80-1.05 s on an untouched table against 0.28-0.46 s on a touched one), which
-no probe order avoids, so the table's memory is committed when it is allocated
-(host setup, or a growth), where a scan does not wait for it; halving the slot
-(a partial key beside the frame) would halve that cost, but a stale hint's
-full key could no longer be recovered from its frame, so the table would stop
-being the 64-bit-keyed table modelled here. The per-scan work arrays are kept
-from scan to scan for the same reason, and the kernel hands back this VM's
-pages that joined a shared frame compacted, with their targets and old frames,
-so nothing after it walks the whole batch again.
+Scan speed: a probe misses the host's caches, so the kernel gathers a batch
+first (frame, content, key: sequential reads) and then probes, with a prefetch
+instruction PREFETCH candidates ahead for the home slot's line and the line of
+the slot three on (where a probe that runs past its home lands), and
+PREFETCH_FRAME ahead for the words of the frame the home slot names, which the
+checks of a shared or hinted entry read. Prefetches rather than loads: the
+branch on each probe's outcome mispredicts often, and a pending load would
+hold the pipeline while a prefetch retires at once. The table's memory is
+committed when it is allocated (host setup, or a growth) and the per-scan work
+arrays are kept from scan to scan, so no scan pays the first touch of their
+pages; the kernel hands back this VM's pages that joined a shared frame
+compacted, with their old frames, so nothing after it walks the whole batch
+again. The measurements behind these choices, and the alternatives that lost,
+are in ``docs/design/sharing-scan.md``.
 
 The scan driver (:func:`share_scan`, one VM's pages; :func:`scan_vms`, every
 VM at its rate) runs the kernel and finishes what it leaves: pages inside a
@@ -378,7 +355,7 @@ class SharingTable:
         self.table = np.zeros((capacity, 2), dtype=np.uint64)
         # Commit the table's memory now: left to the scans, the first touch of
         # each of its pages is a page fault in the middle of a probe (about half
-        # of a first scan's time over a large host, see the module docstring).
+        # of a first scan's time over a large host, docs/design/sharing-scan.md).
         self.table.fill(0)
         self.shift = 64 - (capacity.bit_length() - 1)  # slot = key >> shift
         self.t_used = np.zeros(1, dtype=np.int64)  # slots ever taken (tombstones included)
