@@ -32,8 +32,9 @@ because only the host can do it:
 * ``large_pages`` and ``large_page_breaking``: the host's settings, the
   latter changed by the host memory state each tick [YB-STATES6].
 
-A VM never holds another VM or the host itself: what it can do to its peers is
-exactly the list above, so each mechanism module can be read for one VM.
+A VM never holds another VM, and it reaches the host only through these
+calls (the host binds them to itself): what a VM can do beyond its own pages
+is exactly the list above, so each mechanism module can be read for one VM.
 
 Invariants: every per-page array has ``n_ppns`` entries and ``large`` one per
 region (a partial last region included); ``n_armed`` is the number of pages
