@@ -55,10 +55,11 @@ from hvmem.hardware.page_table import TableStore
 from hvmem.hardware.tlb import Tlb
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.hardware.walker import PageWalkCache
-from hvmem.hypervisor.host import Host, HostVm
+from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.hypervisor.sampling import ActiveMemorySampler
+from hvmem.hypervisor.vm import HostVm
 from hvmem.policy.controller import PolicyController
 from hvmem.policy.policies import POLICIES, EsxParams, make_policy
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
