@@ -10,8 +10,8 @@ checked against the layer table below:
   hardware objects, as real guests and hosts do;
 * the composition modules (L5) may import each other;
 * the controller of real QEMU guests (``backends.qemu``) never imports the
-  simulator (``sim``): it runs the same policy without it and meets it only at
-  ``results`` (``RunResult``, the results directory);
+  simulator (``sim`` and its parts ``sim_*``): it runs the same policy without
+  it and meets it only at ``results`` (``RunResult``, the results directory);
 * ``hvmem/__init__.py`` and ``hvmem/__main__.py`` may import anything. Names
   taken from the root package itself (``import hvmem``, ``from hvmem import
   __version__``) count as L7: the root re-exports the composition API, so only
@@ -42,6 +42,10 @@ LAYERS: dict[str, int] = {
     "hypervisor": 4,
     "scenario": 5,
     "sim": 5,
+    "sim_vm": 5,
+    "sim_batches": 5,
+    "sim_rows": 5,
+    "sim_backend": 5,
     "results": 5,
     "machine": 5,
     "bench": 5,
@@ -55,7 +59,8 @@ ROOT_PACKAGE_LAYER = 7
 # Same-layer pairs that must not import each other, in either direction.
 SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hypervisor"})}
 # Importer package -> modules it must not import, although their layer allows it.
-KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim",)}
+KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim", "hvmem.sim_vm", "hvmem.sim_batches",
+                                       "hvmem.sim_rows", "hvmem.sim_backend")}
 
 
 def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:
@@ -209,6 +214,7 @@ def test_imports_point_down_the_layers():
         ("hvmem.backends.qemu.control", "from hvmem.sim import RunResult"),
         ("hvmem.backends.qemu.control", "from ...sim import Simulation"),
         ("hvmem.backends.qemu", "from hvmem import sim"),
+        ("hvmem.backends.qemu.backend", "from hvmem.sim_rows import SharingTally"),
         ("hvmem.core.engine", "from hvmem import __version__"),
         ("hvmem.core.engine", "import hvmem"),
         ("hvmem.core.engine", "from hvmem.gizmo import thing"),
