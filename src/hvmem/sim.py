@@ -9,11 +9,16 @@ What happens each tick (``scenario.tick_ns``, 1 s by default)::
         blocked (LOW state, above target) makes no progress this tick
     once a second: balloon drivers move towards their targets; the host drains
         the balloon queues; every two seconds: free page reporting
-    the page-sharing scanner; active-memory sampling
+    in HARD and LOW: the swapper keeps each planned VM at its swap target
+    active-memory sampling (a new sample once a sampling period); the
+        page-sharing scanner
     the host memory state (minFree thresholds, hysteresis); large pages broken by it
     once a balance period: sample -> policy -> plans -> apply (balloon
         targets; share, compress and swap what a VM must give up beyond that)
     record one row of esxtop-named metrics per VM and one for the host
+
+Work with a period of its own is checked once a tick at its place in this
+order, and runs when its period has come (``core/period.py``).
 
 A VM's *throughput* is the fraction of the tick it spent doing its own work:
 the time its faults, disk reads and hypervisor services stalled it is lost
@@ -48,9 +53,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError
-from hvmem.guest.balloon_driver import BalloonDriver
+from hvmem.guest.balloon_driver import POLL_PERIOD_NS, REPORT_PERIOD_NS, BalloonDriver
 from hvmem.guest.kernel import GuestKernel
 from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.page_table import TableStore
@@ -79,9 +85,6 @@ from hvmem.sim_vm import SimVm
 from hvmem.units import MIB, NS_PER_S, pages_to_mib
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.synthetic import make_workload
-
-BALLOON_POLL_NS = NS_PER_S  # the driver polls once a second [OSDI02 §3.2]
-REPORT_PERIOD_NS = 2 * NS_PER_S  # free page reporting delay
 
 
 class Simulation:
@@ -124,6 +127,9 @@ class Simulation:
                              self.sharing_tally)
         self._share_rng = self.streams.stream("hypervisor/sharing")
         self._large_page_rng = self.streams.stream("hypervisor/large_pages")
+        # The balloon drivers poll, and report free pages, on the host's clock.
+        self._balloon_poll = Period(POLL_PERIOD_NS)
+        self._page_report = Period(REPORT_PERIOD_NS)
 
     # -- VMs ---------------------------------------------------------------------------
     def _power_on(self, cfg: VmConfig) -> None:
@@ -223,10 +229,14 @@ class Simulation:
             else:
                 result = vm.kernel.access(batch, now)
             stall[name] = result.time_ns
-        if now % BALLOON_POLL_NS < tick_ns:
+        if self._balloon_poll.due(now):
+            self._balloon_poll.start(now)
+            report = self._page_report.due(now)
+            if report:
+                self._page_report.start(now)
             for vm in self.vms.values():
                 vm.driver.poll(now)
-                if now % REPORT_PERIOD_NS < tick_ns:
+                if report:
                     vm.driver.report_free_pages()
                 vm.balloon.collect(now)
         swapping = actions(self.state, sc.host.profile)
