@@ -9,6 +9,9 @@ checked against the layer table below:
 * ``guest`` and ``hypervisor`` (L4) never import each other: they meet at
   hardware objects, as real guests and hosts do;
 * the composition modules (L5) may import each other;
+* the controller of real QEMU guests (``backends.qemu``) never imports the
+  simulator (``sim`` and its parts ``sim_*``): it runs the same policy without
+  it and meets it only at ``results`` (``RunResult``, the results directory);
 * ``hvmem/__init__.py`` and ``hvmem/__main__.py`` may import anything. Names
   taken from the root package itself (``import hvmem``, ``from hvmem import
   __version__``) count as L7: the root re-exports the composition API, so only
@@ -43,6 +46,10 @@ LAYERS: dict[str, int] = {
     "hypervisor": 4,
     "scenario": 5,
     "sim": 5,
+    "sim_vm": 5,
+    "sim_batches": 5,
+    "sim_rows": 5,
+    "sim_backend": 5,
     "results": 5,
     "machine": 5,
     "bench": 5,
@@ -55,6 +62,9 @@ UNRESTRICTED = {"__init__", "__main__"}
 ROOT_PACKAGE_LAYER = 7
 # Same-layer pairs that must not import each other, in either direction.
 SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hypervisor"})}
+# Importer package -> modules it must not import, although their layer allows it.
+KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim", "hvmem.sim_vm", "hvmem.sim_batches",
+                                       "hvmem.sim_rows", "hvmem.sim_backend")}
 
 
 def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:
@@ -132,6 +142,10 @@ def layer_violations(
         if dotted == "<beyond-top-level>":
             violations.append(f"{where}: relative import beyond the hvmem package")
             continue
+        apart = [kept for package, kept in KEPT_APART.items() if _within(module, package)]
+        if any(_within(dotted, name) for names in apart for name in names):
+            violations.append(f"{where}: {module} must not depend on the simulator")
+            continue
         imported = top_level_of(dotted, on_disk)
         if imported == importer:
             continue
@@ -154,6 +168,11 @@ def layer_violations(
                 f"{where}: siblings {importer} and {imported} never import each other"
             )
     return violations
+
+
+def _within(dotted: str, name: str) -> bool:
+    """Whether ``dotted`` is the module ``name`` or inside it."""
+    return dotted == name or dotted.startswith(name + ".")
 
 
 def tree_violations(package_dir: Path) -> list[str]:
@@ -196,6 +215,10 @@ def test_imports_point_down_the_layers():
         ("hvmem.hardware.tlb", "from hvmem import sim"),
         ("hvmem.sim", "from hvmem.backends import simulated"),
         ("hvmem.backends.qemu.qmp", "from hvmem.ui import cli"),
+        ("hvmem.backends.qemu.control", "from hvmem.sim import RunResult"),
+        ("hvmem.backends.qemu.control", "from ...sim import Simulation"),
+        ("hvmem.backends.qemu", "from hvmem import sim"),
+        ("hvmem.backends.qemu.backend", "from hvmem.sim_rows import SharingTally"),
         ("hvmem.core.engine", "from hvmem import __version__"),
         ("hvmem.core.engine", "import hvmem"),
         ("hvmem.core.engine", "from hvmem.gizmo import thing"),
@@ -237,6 +260,7 @@ def test_checker_reports_violations(module, source):
         ("hvmem.sim", "from hvmem.scenario import Scenario\nfrom hvmem import results", False),
         ("hvmem.scenario.load", "from hvmem.machine import Machine", False),
         ("hvmem.backends.simulated", "from hvmem.sim import Simulation", False),
+        ("hvmem.backends.qemu.control", "from hvmem.results import RunResult", False),
         ("hvmem.ui.cli", "from hvmem import __version__\nfrom hvmem.backends import qemu", False),
         ("hvmem", "from hvmem.sim import Simulation\nfrom hvmem.ui import cli", True),
         ("hvmem.__main__", "from hvmem.ui.cli import main", False),

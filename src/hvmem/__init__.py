@@ -22,7 +22,7 @@ __all__ = ["RunResult", "Simulation", "__version__", "load_scenario", "read_resu
 _LAZY = {
     "load_scenario": ("hvmem.scenario.loader", "load_scenario"),
     "Simulation": ("hvmem.sim", "Simulation"),
-    "RunResult": ("hvmem.sim", "RunResult"),
+    "RunResult": ("hvmem.results", "RunResult"),
     "write_results": ("hvmem.results", "write_results"),
     "read_results": ("hvmem.results", "read_results"),
 }

@@ -16,13 +16,17 @@ every file is there, so a reader never sees a half-written one; a run that was
 interrupted is still written, with ``"complete": false`` in its summary.
 Everything that reads results (reports, plots, comparisons) goes through
 :func:`read_results`.
+
+A run in memory is a :class:`RunResult`, whoever made it: the simulation
+(``sim.py``) and the controller of real QEMU guests (``backends/qemu/control.py``)
+fill the same rows, so neither depends on the other and one writer serves both.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,7 +35,82 @@ import pyarrow.parquet as pq
 from hvmem.core.rows import RowLog
 from hvmem.errors import ConfigError
 from hvmem.scenario.loader import dump_scenario
-from hvmem.sim import RunResult
+from hvmem.scenario.schema import Scenario
+
+
+@dataclass
+class RunResult:
+    """What a run produced: rows of time series, events and a summary."""
+
+    scenario: Scenario
+    # Sequences of dicts, kept by column (an hour of 32 VMs is 115,200 rows).
+    host_rows: RowLog = field(default_factory=RowLog)
+    vm_rows: RowLog = field(default_factory=RowLog)
+    events: list[dict] = field(default_factory=list)
+    complete: bool = False
+    ticks_done: int = 0
+
+    def summary(self) -> dict:
+        """What reclaimed how much, and what it cost each VM: JSON-ready totals.
+
+        Per VM: the peak of each mechanism's holding (balloon, compressed and
+        swapped MiB, MiB saved by sharing), swap and compression traffic, and
+        the cost: mean throughput, worst tick's slowdown and the seconds of
+        work lost to stalls. ``mechanisms``: machine memory each mechanism
+        holds back, summed over the VMs each tick (compression net of its
+        cache's frames), at its host-wide peak and at the end of the run.
+        """
+        vms: dict[str, dict] = {}
+        totals: dict[float, dict[str, float]] = {}
+        for row in self.vm_rows:
+            s = vms.setdefault(row["vm"], {
+                "ticks": 0, "throughput_sum": 0.0, "balloon_peak_mib": 0.0,
+                "swapped_peak_mib": 0.0, "compressed_peak_mib": 0.0,
+                "shared_saved_peak_mib": 0.0, "swap_in_mib": 0.0, "swap_out_mib": 0.0,
+                "compress_mib": 0.0, "decompress_mib": 0.0, "stall_s": 0.0,
+                "worst_slowdown": 1.0})
+            tick_s = row["tick_s"]
+            s["ticks"] += 1
+            s["throughput_sum"] += row["throughput"]
+            s["balloon_peak_mib"] = max(s["balloon_peak_mib"], row["MCTLSZ"])
+            s["swapped_peak_mib"] = max(s["swapped_peak_mib"], row["SWCUR"])
+            s["compressed_peak_mib"] = max(s["compressed_peak_mib"], row["ZIPPED"])
+            s["shared_saved_peak_mib"] = max(s["shared_saved_peak_mib"], row["SHRDSVD"])
+            s["swap_in_mib"] += row["SWR/s"] * tick_s
+            s["swap_out_mib"] += row["SWW/s"] * tick_s
+            s["compress_mib"] += row["ZIP/s"] * tick_s
+            s["decompress_mib"] += row["UNZIP/s"] * tick_s
+            s["stall_s"] += (1.0 - row["throughput"]) * tick_s
+            s["worst_slowdown"] = max(s["worst_slowdown"], row["slowdown"])
+            t = totals.setdefault(row["time_s"], dict.fromkeys(_MECHANISMS, 0.0))
+            t["ballooning"] += row["MCTLSZ"]
+            t["sharing"] += row["SHRDSVD"]
+            t["compression"] += row["ZIPPED"] - row["CACHEUSD"]  # net of the cache's frames
+            t["swapping"] += row["SWCUR"]
+        for s in vms.values():
+            s["mean_throughput"] = s.pop("throughput_sum") / max(1, s["ticks"])
+        held = list(totals.values())
+        mechanisms = {
+            name: {"peak_mib": max((t[name] for t in held), default=0.0),
+                   "end_mib": held[-1][name] if held else 0.0}
+            for name in _MECHANISMS
+        }
+        states: dict[str, float] = {}
+        for row in self.host_rows:
+            states[row["state"]] = states.get(row["state"], 0.0) + row["tick_s"]
+        return {
+            "scenario": self.scenario.name,
+            "complete": self.complete,
+            "ticks": self.ticks_done,
+            "time_in_state_s": states,
+            "mechanisms": mechanisms,
+            "vms": vms,
+        }
+
+
+#: The reclamation mechanisms, in the order ESX turns to them.
+_MECHANISMS = ("sharing", "ballooning", "compression", "swapping")
+
 
 
 def write_results(result: RunResult, out_dir: str | Path, overwrite: bool = False) -> Path:

@@ -4,7 +4,7 @@ from rich.console import Console
 
 from hvmem.scenario.loader import parse_scenario
 from hvmem.sim import Simulation
-from hvmem.ui.top import COLUMNS, last_tick, render_top
+from hvmem.ui.top import COLUMNS, LiveTop, last_tick, render_top
 
 
 def tiny_scenario(**changes):
@@ -33,3 +33,21 @@ def test_render_shows_host_line_and_every_vm_with_esxtop_columns():
     for column in COLUMNS:
         assert column in text
     assert "\na " in text or " a " in text
+
+def test_live_top_shows_the_newest_tick_with_the_runs_status():
+    result = Simulation(tiny_scenario(duration="3s")).run()
+    out = io.StringIO()
+    console = Console(file=out, width=220, color_system=None, force_terminal=True)
+    with LiveTop(console, "tiny", status=lambda row: f"   at {row['time_s']:.0f} s") as view:
+        view.update(result.host_rows[:1], result.vm_rows[:2])
+        view.update(result.host_rows, result.vm_rows)
+    text = out.getvalue()
+    assert "hvmem  tiny   at 2 s" in text and "PMEM  /MB:" in text
+
+
+def test_live_top_off_shows_nothing():
+    result = Simulation(tiny_scenario(duration="2s")).run()
+    out = io.StringIO()
+    with LiveTop(Console(file=out, force_terminal=True), "tiny", enabled=False) as view:
+        view.update(result.host_rows, result.vm_rows)
+    assert out.getvalue() == ""

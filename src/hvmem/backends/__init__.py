@@ -1,6 +1,7 @@
 """Backends: the hosts a policy controls (DESIGN.md §2).
 
 ``qemu`` observes and controls real QEMU guests; the simulator's backend lives
-with the simulation (:class:`hvmem.sim.SimulatedBackend`). Both implement
+with the simulation (:class:`hvmem.sim_backend.SimulatedBackend`, one layer
+down: the simulation builds it). Both implement
 :class:`hvmem.policy.ports.MemoryBackend`.
 """

@@ -1,4 +1,6 @@
-"""Simulation kernel: event engine, seeded random streams and statistics.
+"""Simulation kernel: what every model uses and that knows nothing about memory.
 
-It knows nothing about memory.
+Seeded random streams (``rng``), periodic work on the simulated clock
+(``period``), time series by column (``rows``), recency stamps (``stamps``) and
+sorted page-number sets (``sets``).
 """

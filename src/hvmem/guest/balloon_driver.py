@@ -24,11 +24,16 @@ Deflation frees at most ``rate_free`` pages a cycle (512..16,384, halved on an
 error). With deflate-on-oom the guest may take pages back from the balloon when
 an allocation would otherwise fail.
 
-Free page reporting (modern virtio-balloon): every ``report_period_ns`` the
+Free page reporting (modern virtio-balloon): every ``REPORT_PERIOD_NS`` the
 driver reports pages that have stayed free since the last report, so the host
 may drop their backing; a reported page is backed afresh on its next touch.
 Linux reports only free blocks of pageblock order (2 MiB) after a 2-second
 delay; this model reports single pages that stayed free for one period.
+
+The simulation calls :meth:`BalloonDriver.poll` once a ``POLL_PERIOD_NS`` and
+:meth:`BalloonDriver.report_free_pages` once a ``REPORT_PERIOD_NS``, each at the
+first tick that long after the last call (``core/period.py``), as the drivers
+re-arm their delayed work after each run.
 
 Counters (pages or cycles): inflated, deflated, alloc_failures, slow_cycles,
 oom_deflated, reported.

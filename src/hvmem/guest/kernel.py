@@ -95,6 +95,7 @@ from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.guest.address_space import AddressSpace
 from hvmem.guest.allocator import PageAllocator
+from hvmem.guest.config import GuestConfig
 from hvmem.guest.swap import SwapDevice
 from hvmem.hardware.guest_memory import GuestPhysicalMemory
 from hvmem.hardware.mmu import Mmu, TranslationPath
@@ -154,28 +155,6 @@ def linux_watermarks_pages(memory_pages: int) -> tuple[int, int, int]:
     min_kib = min(max(int(math.isqrt(memory_kib * 16)), 128), 262_144)
     min_pages = max(1, min(min_kib // 4, memory_pages // 32))
     return min_pages, min_pages + max(1, min_pages // 4), min_pages + max(2, min_pages // 2)
-
-
-@dataclass(frozen=True, slots=True)
-class GuestConfig:
-    """Settings of one guest kernel."""
-
-    memory_pages: int  # configured guest-physical memory
-    swap_pages: int | None = None  # guest swap; None: as large as memory
-    swap_device: str = "ssd"  # "hdd", "ssd" or "nvme"
-    reclaim_policy: str = "lru"  # fifo, lru, clock or random
-    n_processes: int = 1  # guest processes (ASIDs 1..n)
-
-    def __post_init__(self) -> None:
-        if self.memory_pages <= 0:
-            raise ConfigError(f"guest memory: expected a positive size, found {self.memory_pages}")
-        if self.reclaim_policy not in RECLAIM_POLICIES:
-            raise ConfigError(
-                f"reclaim policy: expected {', '.join(RECLAIM_POLICIES)}, "
-                f"found {self.reclaim_policy!r}"
-            )
-        if self.n_processes < 1 or self.n_processes > 4094:
-            raise ConfigError(f"processes: expected 1..4094, found {self.n_processes}")
 
 
 @dataclass(slots=True)

@@ -26,6 +26,10 @@ derived); the 1% floor is vSphere 6.5+'s Mem.SampleActivePctMin [LAMW]. How the
 model uses the running count as if the period had ended (it can only
 underestimate, and the maximum hides that).
 
+Periods are timed on the simulated clock (``core/period.py``): the first
+begins at the first :meth:`ActiveMemorySampler.advance` (the VM's first tick),
+each next one a period after the last began.
+
 Traps are observed wherever the hypervisor sees a guest touch a page: the
 guest-physical memory bus (page fidelity) and hypervisor faults (mmu fidelity).
 
@@ -52,6 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hvmem.core.period import Period
 from hvmem.core.sets import sorted_unique
 from hvmem.errors import ConfigError
 from hvmem.hypervisor.vm_state import VmState
@@ -111,7 +116,7 @@ class ActiveMemorySampler:
         self.slow = 0.0
         self.fast = 0.0
         self.periods = 0
-        self.period_end_ns = 0
+        self._period = Period(config.period_ns)  # due at the first advance: a sample at once
 
     def start_period(self, now_ns: int) -> np.ndarray:
         """Draw a new sample; returns its PPNs (whose mappings the caller makes trap)."""
@@ -119,7 +124,7 @@ class ActiveMemorySampler:
         self.sample = np.sort(self.rng.choice(self.n_ppns, self.n_sample, replace=False))
         self.slot_of_ppn[self.sample] = np.arange(self.n_sample, dtype=self._slot_dtype)
         self.touched[:] = False
-        self.period_end_ns = now_ns + self.config.period_ns
+        self._period.start(now_ns)
         return self.sample
 
     def observe(self, ppns: np.ndarray) -> None:
@@ -139,11 +144,10 @@ class ActiveMemorySampler:
 
     def advance(self, now_ns: int) -> np.ndarray | None:
         """Roll periods forward to ``now_ns``; returns a new sample if one was drawn."""
-        if self.sample.size == 0:
-            return self.start_period(now_ns)
-        if now_ns < self.period_end_ns:
+        if not self._period.due(now_ns):
             return None
-        self.end_period()
+        if self.sample.size:  # not the first: the running period ends
+            self.end_period()
         return self.start_period(now_ns)
 
     @property

@@ -6,11 +6,15 @@ ESX recomputes memory targets periodically, every ``Mem.BalancePeriod`` = 15 s
 [VS4-ATTR][VS-ADV70][ESX25-p343] (esx-memory.md §1.9); MOM and Proxmox run the
 same loop every 15 s (vdsm) and 10 s (pvestatd) (peers.md §1, §3).
 :class:`PolicyController` is that loop, and only the loop: it owns no thread and
-reads no clock. The caller (the simulator's event heap, or the QEMU backend's
-main loop) calls :meth:`PolicyController.step` with the current time; when a
-balance period has passed since the last decision, the controller takes a
-sample from the backend, asks the policy for plans, hands them to the backend
-and records the decision in a bounded history (a deque) for reports.
+reads no clock. The caller (the simulator's tick, or the QEMU backend's main
+loop) calls :meth:`PolicyController.step` with the current time; when a
+balance period has passed since the last decision (a ``core.period.Period``,
+kept in whole nanoseconds), the controller takes a sample from the backend,
+asks the policy for plans, hands them to the backend and records the decision
+in a bounded history (a deque) for reports. Times come in seconds, as the
+policy speaks them, and are rounded to nanoseconds once, here: a simulated
+time (integer nanoseconds) comes back exactly, so "a period has passed" needs
+no float tolerance.
 
 Invariants: time never goes backwards; decisions are at least one balance
 period apart unless forced; a plan never names a VM the sample did not; the
@@ -26,19 +30,18 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hvmem.core.period import Period
 from hvmem.errors import ConfigError, InvariantViolation
 from hvmem.policy.planner import DEFAULT_BALANCE_PERIOD_S
 from hvmem.policy.policies import Policy
 from hvmem.policy.ports import MemoryBackend
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
+from hvmem.units import NS_PER_S
 
 __all__ = ["DEFAULT_HISTORY_LEN", "Decision", "PolicyController"]
 
 #: Decisions kept for reports: one hour at the 15 s balance period.
 DEFAULT_HISTORY_LEN = 240
-
-# Tolerance on "a period has passed", for times built by adding float steps.
-_TIME_EPS_S = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +86,9 @@ class PolicyController:
         *,
         history_len: int = DEFAULT_HISTORY_LEN,
     ) -> None:
-        if not (math.isfinite(balance_period_s) and balance_period_s > 0):
-            raise ConfigError(f"balance_period_s: must be positive, found {balance_period_s}")
+        if not (math.isfinite(balance_period_s) and _ns(balance_period_s) > 0):
+            raise ConfigError(f"balance_period_s: must be a positive number of nanoseconds, "
+                              f"found {balance_period_s}")
         if history_len < 1:
             raise ConfigError(f"history_len: must be at least 1, found {history_len}")
         self.policy = policy
@@ -93,7 +97,7 @@ class PolicyController:
         self.history: deque[Decision] = deque(maxlen=history_len)
         self.steps = 0
         self._last_call_s: float | None = None
-        self._next_due_s: float | None = None
+        self._period = Period(_ns(balance_period_s))
 
     @property
     def last(self) -> Decision | None:
@@ -103,11 +107,12 @@ class PolicyController:
     @property
     def next_due_s(self) -> float | None:
         """When the next decision is due (None: at the first step)."""
-        return self._next_due_s
+        next_ns = self._period.next_ns
+        return None if next_ns is None else next_ns / NS_PER_S
 
     def due(self, now_s: float) -> bool:
         """Whether :meth:`step` at ``now_s`` would decide."""
-        return self._next_due_s is None or now_s + _TIME_EPS_S >= self._next_due_s
+        return self._period.due(_ns(now_s))
 
     def step(self, now_s: float, *, force: bool = False) -> Mapping[str, VmPlan] | None:
         """Sample, plan and apply if a balance period has passed (or ``force``).
@@ -140,8 +145,13 @@ class PolicyController:
         self.backend.apply(plans)
         self.history.append(Decision(time_s=now_s, host=host, vms=vms, plans=plans))
         self.steps += 1
-        self._next_due_s = now_s + self.balance_period_s
+        self._period.start(_ns(now_s))  # a forced decision starts a new period too
         return plans
+
+
+def _ns(time_s: float) -> int:
+    """A time in seconds as whole nanoseconds (exact for a simulated time)."""
+    return round(time_s * NS_PER_S)
 
 
 def _check_plans(plans: Mapping[str, VmPlan], vms: Sequence[VmSample]) -> None:

@@ -59,7 +59,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hvmem.errors import ConfigError
-from hvmem.guest.kernel import GuestConfig
+from hvmem.guest.config import GuestConfig
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC

@@ -4,23 +4,23 @@ Every subcommand is a thin shell: it parses arguments, calls the model or a
 benchmark, and renders the result (Rich for people, ``--json`` for scripts).
 User errors (bad flags, files, values) end in one line on stderr and a non-zero
 exit, never a traceback: ``hvmem: error: ...`` with exit status 1 for a bad
-value or file, and Click's usage message with status 2 for a bad flag.
+value or file, and Click's usage message with status 2 for a bad flag
+(``ui/exits.py``, shared with ``hvmem qemu``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from hvmem import __version__
 from hvmem.errors import HvmemError
+from hvmem.ui.exits import ExitStatus, user_errors
 
 app = typer.Typer(
     name="hvmem",
@@ -56,20 +56,6 @@ class TraceFormat(StrEnum):
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=False)
-
-
-def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn hvmem's own errors into one line on stderr and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except HvmemError as err:
-            typer.echo(f"hvmem: error: {err}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _version(value: bool) -> None:
@@ -265,17 +251,11 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
     total_s = scenario.n_ticks * scenario.tick_ns / 10**9
     if console.is_terminal and not no_live:
         # The esxtop-style screen, refreshed as simulated time passes.
-        from rich.live import Live
+        from hvmem.ui.top import LiveTop
 
-        from hvmem.ui.top import last_tick, render_top
-
-        title = f"{scenario.name}  policy {sim.policy.name}"
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            def show(s: Simulation) -> None:
-                host_row, vm_rows = last_tick(s.result.host_rows, s.result.vm_rows)
-                live.update(render_top(host_row, vm_rows, title, total_s))
-
-            result = sim.run(on_tick=show)
+        with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s) as view:
+            result = sim.run(on_tick=lambda s: view.update(s.result.host_rows,
+                                                           s.result.vm_rows))
     else:
         columns = (TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total} s simulated"),
@@ -409,7 +389,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         typer.echo("hvmem: interrupted", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(ExitStatus.INTERRUPTED) from None
 
 
 @app.command()

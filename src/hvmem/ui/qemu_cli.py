@@ -8,38 +8,24 @@ Subcommands (each a thin shell over ``hvmem.backends.qemu``):
   directory like a simulated run's, ``--dry-run`` and a Prometheus endpoint;
 * ``stop``: stop the guests a launch started and remove their files and cgroups.
 
-Errors are one line on stderr with a non-zero exit (``user_errors`` in cli.py).
+Errors are one line on stderr with a non-zero exit (``ui/exits.py``), and the
+esxtop-style screen is the simulator's (``LiveTop`` in ``ui/top.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from hvmem.errors import ConfigError, HvmemError
+from hvmem.ui.exits import user_errors
 from hvmem.units import MIB, NS_PER_S, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
                        no_args_is_help=True)
-
-
-def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn hvmem's own errors into one line on stderr and exit status 1 (as cli.py does)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except HvmemError as err:
-            typer.echo(f"hvmem: error: {err}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _mib(text: str, what: str) -> float:
@@ -62,7 +48,7 @@ def default_run_dir() -> Path:
 
 
 @qemu_app.command("image")
-@_errors
+@user_errors
 def image_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even if cached.")] = False,
@@ -78,7 +64,7 @@ def image_cmd(
 
 
 @qemu_app.command("launch")
-@_errors
+@user_errors
 def launch_cmd(
     count: Annotated[int, typer.Option(help="Number of guests.")] = 2,
     memory: Annotated[str, typer.Option(help="Memory of each guest.")] = "384MiB",
@@ -109,7 +95,13 @@ def launch_cmd(
 ) -> None:
     """Start N small guests with QMP sockets and virtio-balloon; write guests.toml."""
     from hvmem.backends.qemu.guest_image import WorkloadParams, build_image
-    from hvmem.backends.qemu.launcher import GUESTS_FILE, choose_accel, launch, wait_for_marker
+    from hvmem.backends.qemu.launcher import (
+        GUESTS_FILE,
+        choose_accel,
+        launch,
+        require_tools,
+        wait_for_marker,
+    )
 
     memory_mib = _mib(memory, "--memory")
     if memory_mib != int(memory_mib):
@@ -119,7 +111,7 @@ def launch_cmd(
         hold_s=_whole_s(hold, "--hold"), idle_s=_whole_s(idle, "--idle"), cycles=cycles,
         touch_s=_whole_s(touch, "--touch"), balloon=not no_balloon_driver)
     budget = _mib(host_memory, "--host-memory") if host_memory is not None else None
-    _need_tools()
+    require_tools()
     accel, why = choose_accel()
     image = build_image(cache_dir)
     directory = run_dir or default_run_dir()
@@ -142,7 +134,7 @@ def launch_cmd(
 
 
 @qemu_app.command("stop")
-@_errors
+@user_errors
 def stop_cmd(
     config: Annotated[Path, typer.Option(help="The guests.toml a launch wrote.")],
     keep_logs: Annotated[bool, typer.Option("--keep-logs", help="Keep the serial logs.")] = (
@@ -161,7 +153,7 @@ def stop_cmd(
 
 
 @qemu_app.command("control")
-@_errors
+@user_errors
 def control_cmd(
     config: Annotated[Path | None, typer.Option(
         help="A guests file (guests.toml from launch, or written by hand).")] = None,
@@ -195,6 +187,7 @@ def control_cmd(
     from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
     from hvmem.backends.qemu.metrics import Metrics
     from hvmem.policy.policies import POLICIES
+    from hvmem.ui.top import LiveTop
 
     if policy not in POLICIES:
         raise ConfigError(f"--policy: unknown policy {policy!r}; choose one of "
@@ -252,39 +245,25 @@ def control_cmd(
                     typer.echo(line)
             printed = len(loop.port.plans)
 
+    def on_tick(lp: ControlLoop) -> None:
+        view.update(lp.result.host_rows, lp.result.vm_rows)
+        print_new_plans()
+        if not live and not dry_run and lp.controller.last is not None and (
+                lp.controller.steps > on_tick.steps):
+            on_tick.steps = lp.controller.steps
+            d = lp.controller.last
+            for line in plans_lines(d.time_s, d.plans):
+                typer.echo(line)
+
+    on_tick.steps = 0
+    live = console.is_terminal and not no_live
+    title = f"qemu  policy {loop.policy.name}" + ("  DRY RUN" if dry_run else "")
     try:
         if metrics is not None:
             console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
-        if console.is_terminal and not no_live:
-            from rich.live import Live
-            from rich.text import Text
-
-            from hvmem.ui.top import last_tick, render_top
-
-            title = f"qemu  policy {loop.policy.name}" + ("  DRY RUN" if dry_run else "")
-            with Live(console=console, refresh_per_second=4, transient=False) as live:
-                def show(lp: ControlLoop) -> None:
-                    host_row, vm_rows = last_tick(lp.result.host_rows, lp.result.vm_rows)
-                    screen = render_top(host_row, vm_rows, title, host_row["time_s"])
-                    screen.renderables[0] = Text.assemble(
-                        ("hvmem  ", "bold"), title,
-                        f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                        f"{interval_s:g} s")
-                    live.update(screen)
-                    print_new_plans()
-
-                result = loop.run(duration_s, on_tick=show)
-        else:
-            def on_tick(lp: ControlLoop) -> None:
-                print_new_plans()
-                if not dry_run and lp.controller.last is not None and (
-                        lp.controller.steps > on_tick.steps):
-                    on_tick.steps = lp.controller.steps
-                    d = lp.controller.last
-                    for line in plans_lines(d.time_s, d.plans):
-                        typer.echo(line)
-
-            on_tick.steps = 0
+        with LiveTop(console, title, enabled=live, status=lambda host_row: (
+                f"   real guests, {host_row['time_s']:.0f} s, decision every "
+                f"{interval_s:g} s")) as view:
             result = loop.run(duration_s, on_tick=on_tick)
     finally:
         restore()
@@ -304,16 +283,6 @@ def control_cmd(
                   f"results: {path}", markup=False)
 
 
-def _need_tools() -> None:
-    """Fail early, in one line, where the guests cannot be built or run."""
-    from hvmem.backends.qemu.launcher import missing_tools
-
-    why = missing_tools()
-    if why is not None:
-        raise HvmemError(f"{why}: the QEMU backend needs qemu-system-x86 and busybox-static "
-                         "(Debian: apt-get install qemu-system-x86 busybox-static)")
-
-
 def _console():
     from rich.console import Console
 
@@ -323,93 +292,34 @@ def _console():
 def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live: bool) -> Path:
     """``hvmem run`` for a scenario with ``[backend] kind = "qemu"``: its VMs as real guests.
 
-    Each VM becomes a guest of its configured memory running the backend's in-guest
-    workload; the host's memory is the controller's budget; the policy, balance
-    period and duration are the scenario's. The guests are stopped (and their
-    files and cgroups removed) when the run ends. Returns the results directory.
+    The run itself is ``backends/qemu/scenario_run.py``'s; here it is followed
+    on the esxtop-style screen, written to ``out`` (default
+    ``results/<scenario>-<policy>-qemu``) and summed up. Returns the results
+    directory.
 
     Raises:
-        ConfigError: a VM that powers on later or off early (real guests all run
-            for the whole scenario), or an unknown policy.
+        HvmemError: the run could not start, or stopping its guests left
+            something behind (after the results are written).
     """
-    import tempfile
-
-    from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
-    from hvmem.backends.qemu.control import ControlLoop
-    from hvmem.backends.qemu.guest_image import WorkloadParams, build_image, default_cache_dir
-    from hvmem.backends.qemu.launcher import launch, stop, wait_for_marker
-    from hvmem.policy.policies import POLICIES
+    from hvmem.backends.qemu.scenario_run import run_scenario
     from hvmem.results import write_results
     from hvmem.ui.summary_view import render_summary
+    from hvmem.ui.top import LiveTop
 
-    name = policy or scenario.policy.name
-    if name not in POLICIES:
-        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
-    for i, vm in enumerate(scenario.vms):
-        if vm.power_on_ns != 0 or vm.power_off_ns is not None:
-            raise ConfigError(f"{scenario.name}: vm[{i}] ({vm.name}): the qemu backend runs "
-                              "every guest for the whole scenario; leave power_on and "
-                              "power_off out")
-    _need_tools()
-    b = scenario.backend
-    workload = WorkloadParams(shared_mib=b.shared_bytes // MIB, private_mib=b.private_bytes // MIB,
-                              touch_s=b.touch_ns // NS_PER_S)
-    image = build_image()
-    run_dir = Path(tempfile.mkdtemp(prefix="hvmem-", dir="/tmp"))
-    swap_dir = default_cache_dir() / "swap" if b.file_backed else None
-    guests = launch(image, run_dir, names=[vm.name for vm in scenario.vms],
-                    memories_mib=[vm.memory_bytes // MIB for vm in scenario.vms],
-                    workload=workload, file_backed=b.file_backed, swap_dir=swap_dir,
-                    die_with_parent=True)
     console = _console()
-    try:
-        for g in guests:
-            wait_for_marker(g.serial_log, "HVMEM-READY", 180.0, g.pid)
-        specs = [GuestSpec(vm.name, g.qmp, pid_file=g.pid_file, shares=vm.shares,
-                           reservation_mib=vm.reservation_bytes / MIB,
-                           limit_mib=None if vm.limit_bytes is None else vm.limit_bytes / MIB,
-                           balloon_max_mib=None if vm.guest.balloon_max_bytes is None
-                           else vm.guest.balloon_max_bytes / MIB)
-                 for vm, g in zip(scenario.vms, guests, strict=True)]
-        backend = QemuBackend(specs, BackendOptions(
-            host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
-        interval_s = scenario.policy.balance_period_ns / NS_PER_S
-        loop = ControlLoop(backend, name, interval_s, tick_s=min(1.0, interval_s),
-                           name=scenario.name, scenario=scenario)
-        restore = loop.install_signal_handlers()
-        duration_s = scenario.duration_ns / NS_PER_S
-        try:
-            if console.is_terminal and not no_live:
-                from rich.live import Live
-                from rich.text import Text
-
-                from hvmem.ui.top import last_tick, render_top
-
-                title = f"{scenario.name}  policy {name}  (real guests)"
-                with Live(console=console, refresh_per_second=4, transient=False) as live:
-                    def show(lp: ControlLoop) -> None:
-                        host_row, vm_rows = last_tick(lp.result.host_rows, lp.result.vm_rows)
-                        screen = render_top(host_row, vm_rows, title, duration_s)
-                        screen.renderables[0] = Text.assemble(
-                            ("hvmem  ", "bold"), title,
-                            f"   {host_row['time_s']:.0f} s of {duration_s:.0f}")
-                        live.update(screen)
-
-                    result = loop.run(duration_s, on_tick=show)
-            else:
-                result = loop.run(duration_s)
-        finally:
-            restore()
-    finally:
-        problems = stop(guests)
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
-    out_dir = out if out is not None else Path("results") / f"{scenario.name}-{name}-qemu"
+    duration_s = scenario.duration_ns / NS_PER_S
+    title = f"{scenario.name}  policy {policy or scenario.policy.name}  (real guests)"
+    with LiveTop(console, title, enabled=console.is_terminal and not no_live,
+                 status=lambda host_row: f"   {host_row['time_s']:.0f} s of {duration_s:.0f}"
+                 ) as view:
+        run = run_scenario(scenario, policy, on_tick=lambda lp: view.update(
+            lp.result.host_rows, lp.result.vm_rows))
+    result = run.result
+    out_dir = out if out is not None else Path("results") / f"{scenario.name}-{run.policy}-qemu"
     path = write_results(result, out_dir, overwrite=True)
     console.print(render_summary(result.summary()))
-    state = "complete" if result.complete else f"INCOMPLETE ({loop.stop_reason})"
+    state = "complete" if result.complete else f"INCOMPLETE ({run.stop_reason})"
     console.print(f"results: {path} ({state}); real guests, stopped", markup=False)
-    if problems:
-        raise HvmemError("; ".join(problems))
+    if run.problems:
+        raise HvmemError("; ".join(run.problems))
     return path

@@ -58,8 +58,8 @@ from hvmem.policy.planner import PlannerParams
 from hvmem.policy.policies import POLICIES, EsxParams, ProxmoxParams, make_policy
 from hvmem.policy.samples import HostSample, Plans, VmPlan, VmSample
 from hvmem.policy.states import MemState
+from hvmem.results import RunResult
 from hvmem.scenario.schema import HostConfig, PolicyConfig, Scenario, VmConfig
-from hvmem.sim import RunResult
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 
 __all__ = ["ControlLoop", "DryRunBackend", "make_control_policy"]
@@ -115,7 +115,7 @@ class ControlLoop:
             "qemu"``); the results record it instead of one describing the guests.
 
     Attributes:
-        result: the run so far (:class:`~hvmem.sim.RunResult` rows and events).
+        result: the run so far (:class:`~hvmem.results.RunResult` rows and events).
         stop_requested: set by :meth:`request_stop` (or a signal) to end the loop.
     """
 

@@ -111,6 +111,18 @@ def missing_tools() -> str | None:
     return None
 
 
+def require_tools() -> None:
+    """Fail early, in one line, where the guests cannot be built or run.
+
+    Raises:
+        BackendError: what is missing, and the packages that bring it.
+    """
+    why = missing_tools()
+    if why is not None:
+        raise BackendError(f"{why}: the QEMU backend needs qemu-system-x86 and busybox-static "
+                         "(Debian: apt-get install qemu-system-x86 busybox-static)")
+
+
 def choose_accel(dev_kvm: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module"),
                  cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, str]:
     """``("kvm" | "tcg", why)``: KVM only where hardware virtualization backs it."""

@@ -1,0 +1,150 @@
+"""The simulator as the policy sees it: ``policy.ports.MemoryBackend`` over a running simulation.
+
+The policy controller samples the host and its VMs and hands plans back
+(``policy/controller.py``); :class:`SimulatedBackend` is the simulator's side of
+that loop, as ``backends/qemu/backend.py`` is a real host's. It sees the
+simulation through :class:`SimulationView`: the clock, the host's memory state,
+the running VMs and where its events go. What does not change over a run (the
+host's configuration and machine memory, the state thresholds, the sharing
+tally and the swapper's random stream) it is given when it is made.
+
+Applying a plan sets each VM's balloon target and takes what the VM must give
+up beyond its balloon at once: shared first, then compressed, then swapped, as
+the host's memory state allows (:meth:`SimulatedBackend.swap_to_target`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from hvmem.guest.kernel import PageKind
+from hvmem.hardware.frames import MachineMemory
+from hvmem.policy.samples import HostSample, VmPlan, VmSample
+from hvmem.policy.states import MemState, Thresholds, actions
+from hvmem.scenario.schema import HostConfig
+from hvmem.sim_rows import SharingTally
+from hvmem.sim_vm import SimVm
+from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES, pages_to_mib
+
+PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
+
+
+class SimulationView(Protocol):
+    """What the backend reads of a running simulation, and the one thing it writes."""
+
+    @property
+    def now_ns(self) -> int:
+        """The simulated time."""
+
+    @property
+    def state(self) -> MemState:
+        """The host's memory state."""
+
+    @property
+    def vms(self) -> Mapping[str, SimVm]:
+        """The running VMs by name."""
+
+    def event(self, kind: str, vm: str, detail: str) -> None:
+        """Record an event of the run (what a plan reclaimed)."""
+
+
+class SimulatedBackend:
+    """The policy's view of the simulation (``policy.ports.MemoryBackend``).
+
+    Args:
+        sim: the running simulation.
+        host: the host's configuration (profile, reclamation switches).
+        frames: the host's machine memory.
+        thresholds: the host's memory-state thresholds.
+        tally: the per-VM sharing figures.
+        reclaim_rng: the stream the swapper picks pages from.
+    """
+
+    def __init__(self, sim: SimulationView, host: HostConfig, frames: MachineMemory,
+                 thresholds: Thresholds, tally: SharingTally,
+                 reclaim_rng: np.random.Generator) -> None:
+        self.sim = sim
+        self.host = host
+        self.frames = frames
+        self.thresholds = thresholds
+        self.tally = tally
+        self.reclaim_rng = reclaim_rng
+
+    def sample(self) -> tuple[HostSample, list[VmSample]]:
+        """Observe the simulated host and its running VMs."""
+        sim, frames = self.sim, self.frames
+        host = HostSample(
+            time_s=sim.now_ns / NS_PER_S, total_mib=pages_to_mib(frames.n_frames),
+            free_mib=pages_to_mib(frames.n_free), state=sim.state,
+            minfree_mib=self.thresholds.minfree_mib, profile=self.host.profile,
+        )
+        vms = []
+        for vm in sim.vms.values():
+            hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
+            _, saved, n_private, _ = self.tally(pmap, frames)
+            vms.append(VmSample(
+                name=cfg.name, configured_mib=pages_to_mib(hv.n_ppns), shares=cfg.shares,
+                consumed_mib=pages_to_mib(n_private + hv.zip.frames.size),
+                active_mib=pages_to_mib(vm.sampler.active_pages),
+                balloon_max_mib=pages_to_mib(vm.balloon.max_pages),
+                reservation_mib=cfg.reservation_bytes / MIB,
+                limit_mib=None if cfg.limit_bytes is None else cfg.limit_bytes / MIB,
+                balloon_mib=pages_to_mib(vm.balloon.size_pages),
+                balloon_target_mib=pages_to_mib(vm.balloon.target_pages),
+                balloon_stuck=vm.balloon.stuck,
+                swapped_mib=pages_to_mib(hv.swapfile.n_used),
+                compressed_mib=pages_to_mib(vm.host_vm.zip.n_pages),
+                shared_saved_mib=pages_to_mib(saved),
+                overhead_mib=cfg.overhead_bytes / MIB,
+                guest_free_mib=pages_to_mib(vm.kernel.allocator.n_free),
+                guest_available_mib=pages_to_mib(vm.kernel.allocator.n_free
+                                                 + vm.kernel.count(PageKind.FILE)),
+            ))
+        return host, vms
+
+    def apply(self, plans: Mapping[str, VmPlan]) -> None:
+        """Balloon targets to the devices; take what must go beyond that."""
+        sim = self.sim
+        for name, plan in plans.items():
+            vm = sim.vms.get(name)
+            if vm is None:
+                continue
+            vm.balloon.set_target(int(plan.balloon_target_mib * PAGES_PER_MIB))
+            done = self.swap_to_target(vm, plan)
+            if done:
+                sim.event("reclaim", name, ", ".join(f"{k} {v}" for k, v in done.items()))
+
+    def swap_to_target(self, vm: SimVm, plan: VmPlan, *, refill: bool = False
+                       ) -> dict[str, int]:
+        """Share, compress or swap ``vm``'s pages up to ``plan``'s swap target.
+
+        When a plan is applied, the whole difference between the target and
+        what the host holds swapped or compressed is taken. Between balance
+        periods (``refill``, every tick while the host is in HARD or LOW), a
+        page the guest touched back in is replaced by another, as far as the
+        VM is still short of the target, so the VM stays where the plan put it
+        instead of faulting its way back up until the next plan; ESX's swapper
+        likewise works asynchronously towards the target [OSDI02 §3.3]. Only
+        returned pages are replaced, not pages the target was short by because
+        they were shared instead (share-before-swap frees them without adding
+        to what is held): that would take more from the VM every tick.
+
+        Returns:
+            Pages reclaimed by each mechanism, empty if nothing was wanted.
+        """
+        hv = vm.host_vm
+        returned = hv.swapfile.counters.swap_ins + hv.zip.counters.decompressed
+        want = int(plan.swap_target_mib * PAGES_PER_MIB) - (hv.swapfile.n_used + hv.zip.n_pages)
+        if refill:
+            want = min(want, returned - vm.returned_seen)
+        vm.returned_seen = returned
+        if want <= 0:
+            return {}
+        allowed = actions(self.sim.state, self.host.profile)
+        host = self.host
+        return hv.reclaim(want, host.swap_selection, self.reclaim_rng,
+                          compress=plan.compress and allowed.compress and host.compression.enabled,
+                          share_first=host.sharing.enabled)

@@ -1,0 +1,145 @@
+"""The rows a simulated tick leaves: one for the host, one per running VM.
+
+Columns carry esxtop's names (esx-memory.md §5.2; ``ui/top.py`` lists them) so
+that a simulated run and a real one (``backends/qemu/control.py``) read alike.
+Sizes are MiB, rates MiB per second of the tick::
+
+    host  time_s tick_s total_mib free_mib minfree_mib state
+    vm    time_s tick_s vm MEMSZ GRANT SZTGT TCHD ACTV MCTLSZ MCTLTGT MCTLMAX
+          SWCUR SWTGT SWR/s SWW/s ZIP/s UNZIP/s CACHEUSD ZIPPED SHRD ZERO SHRDSVD
+          LPAGE guest_free_mib guest_swap_mib throughput slowdown
+          [TLBMISS/s WALKREF/s HIDFLT/s in mmu fidelity]
+
+GRANT is what machine memory backs (private and shared pages); TCHD and ACTV
+are both the sampled working set; a rate is the growth of its counter since
+the VM's previous row. ``throughput`` is the share of the tick the VM did its
+own work (``max(0, 1 - stall / tick)``) and ``slowdown`` ``(tick + stall) / tick``.
+
+Page sharing per VM (SHRD, ZERO, SHRDSVD) comes from :class:`SharingTally`,
+which the simulated backend also uses for its samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from numba import njit
+
+from hvmem.hardware.frames import MachineMemory
+from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Pmap
+from hvmem.policy.states import MemState
+from hvmem.results import RunResult
+from hvmem.sim_vm import SimVm
+from hvmem.units import NS_PER_S, pages_to_mib
+
+
+class SharingTally:
+    """Each VM's shared pages, what sharing saves it (SHRDSVD), its private and zero pages.
+
+    A frame mapped ``r`` times (by this VM and others) saves ``r - 1`` pages in
+    all; each mapping is credited ``1 - 1/r`` of that, so the VMs' SHRDSVD add
+    up to the host's saving whether pages are shared within a VM or across VMs.
+    One pass over the pmap counts private and shared pages and reads each
+    shared frame's mappings and data; the credits go to a scratch array kept
+    from one VM to the next, not a temporary the size of each VM every tick.
+    """
+
+    def __init__(self) -> None:
+        self._inv_refs = np.empty(0, dtype=np.float64)
+
+    def __call__(self, pmap: Pmap, frames: MachineMemory) -> tuple[int, float, int, int]:
+        """(shared pages, pages saved, private pages, shared pages of zeroes) of one VM."""
+        if self._inv_refs.size < pmap.state.size:
+            self._inv_refs = np.empty(pmap.state.size, dtype=np.float64)
+        n_private, n_shared, n_zero = _sharing_tally(pmap.state, pmap.mpn, frames.refcount,
+                                                     frames.content, self._inv_refs)
+        saved = float(n_shared - np.sum(self._inv_refs[:n_shared])) if n_shared else 0.0
+        return n_shared, saved, n_private, n_zero
+
+
+@njit(cache=True, nogil=True)
+def _sharing_tally(state, mpn, refcount, content, inv_refs):
+    """(PRIVATE pages, SHARED pages, SHARED pages of zeroes) of a pmap.
+
+    ``1 / refcount`` of each SHARED page's frame goes to ``inv_refs``, in PPN order.
+    """
+    n_private = 0
+    n_shared = 0
+    n_zero = 0
+    for i in range(state.size):
+        s = state[i]
+        n_private += s == STATE_PRIVATE
+        if s == STATE_SHARED:
+            m = mpn[i]
+            inv_refs[n_shared] = 1.0 / refcount[m]
+            n_zero += content[m] == 0
+            n_shared += 1
+    return n_private, n_shared, n_zero
+
+
+class TickRows:
+    """Appends each tick's host row and VM rows to a run's result.
+
+    Args:
+        result: where the rows go.
+        frames: the host's machine memory.
+        minfree_mib: the host's minFree, constant over a run.
+        tally: the per-VM sharing figures.
+    """
+
+    def __init__(self, result: RunResult, frames: MachineMemory, minfree_mib: float,
+                 tally: SharingTally) -> None:
+        self.result = result
+        self.frames = frames
+        self.minfree_mib = minfree_mib
+        self.tally = tally
+
+    def record(self, now_ns: int, tick_ns: int, state: MemState, vms: Mapping[str, SimVm],
+               stall_ns: Mapping[str, float]) -> None:
+        """The rows of the tick that started at ``now_ns``; ``stall_ns``: each VM's lost time."""
+        tick_s = tick_ns / NS_PER_S
+        now_s = now_ns / NS_PER_S
+        frames = self.frames
+        self.result.host_rows.append({
+            "time_s": now_s, "tick_s": tick_s, "total_mib": pages_to_mib(frames.n_frames),
+            "free_mib": pages_to_mib(frames.n_free), "minfree_mib": self.minfree_mib,
+            "state": MemState(state).label,
+        })
+        for name, vm in vms.items():
+            hv, pmap = vm.host_vm, vm.host_vm.pmap
+            n_shared, saved, n_private, zero = self.tally(pmap, frames)
+            sw, z = hv.swapfile.counters, hv.zip.counters
+            stall = stall_ns.get(name, 0.0)
+            throughput = max(0.0, 1.0 - stall / tick_ns)
+            plan = vm.plan
+            self.result.vm_rows.append({
+                "time_s": now_s, "tick_s": tick_s, "vm": name,
+                "MEMSZ": pages_to_mib(hv.n_ppns),
+                "GRANT": pages_to_mib(n_private + n_shared),
+                "SZTGT": plan.target_mib if plan else pages_to_mib(hv.n_ppns),
+                "TCHD": pages_to_mib(vm.sampler.active_pages),
+                "ACTV": pages_to_mib(vm.sampler.active_pages),
+                "MCTLSZ": pages_to_mib(vm.balloon.size_pages),
+                "MCTLTGT": pages_to_mib(vm.balloon.target_pages),
+                "MCTLMAX": pages_to_mib(vm.balloon.max_pages),
+                "SWCUR": pages_to_mib(hv.swapfile.n_used),
+                "SWTGT": plan.swap_target_mib if plan else 0.0,
+                "SWR/s": pages_to_mib(sw.swap_ins - vm.last_swap_ins) / tick_s,
+                "SWW/s": pages_to_mib(sw.swap_outs - vm.last_swap_outs) / tick_s,
+                "ZIP/s": pages_to_mib(z.compressed - vm.last_zips) / tick_s,
+                "UNZIP/s": pages_to_mib(z.decompressed - vm.last_unzips) / tick_s,
+                "CACHEUSD": pages_to_mib(hv.zip.frames.size),
+                "ZIPPED": pages_to_mib(hv.zip.n_pages),
+                "SHRD": pages_to_mib(n_shared),
+                "ZERO": pages_to_mib(zero),
+                "SHRDSVD": pages_to_mib(saved),
+                "LPAGE": pages_to_mib(hv.large_page_ppns),
+                "guest_free_mib": pages_to_mib(vm.kernel.allocator.n_free),
+                "guest_swap_mib": pages_to_mib(vm.kernel.swap.n_used),
+                "throughput": throughput,
+                "slowdown": (tick_ns + stall) / tick_ns,
+                **(vm.kernel.mmu.rate_columns(tick_s) if vm.kernel.mmu else {}),
+            })
+            vm.last_swap_ins, vm.last_swap_outs = sw.swap_ins, sw.swap_outs
+            vm.last_zips, vm.last_unzips = z.compressed, z.decompressed
