@@ -374,7 +374,8 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
         backend = QemuBackend(specs, BackendOptions(
             host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
         interval_s = scenario.policy.balance_period_ns / NS_PER_S
-        loop = ControlLoop(backend, name, interval_s, tick_s=min(1.0, interval_s),
+        loop = ControlLoop(backend, scenario.policy.for_policy(policy), interval_s,
+                           tick_s=min(1.0, interval_s),
                            name=scenario.name, scenario=scenario)
         restore = loop.install_signal_handlers()
         duration_s = scenario.duration_ns / NS_PER_S
