@@ -9,7 +9,7 @@ import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -82,6 +82,8 @@ _SIZE_SCALE = MappingProxyType({"bytes": 1, "pages": PAGE_SIZE_BYTES})
 _TIME_SCALE = MappingProxyType({"ns": 1, "ms": NS_PER_MS, "s": NS_PER_S})
 # Unit suffixes a size's or a time's key drops.
 _SUFFIXES = ("_bytes", "_pages", "_ns", "_ms", "_s")
+# fail()'s found when none is given: the field's own value, shown in the file's units.
+_ITS_VALUE = object()
 #: What :meth:`Param.dump` returns for a value a file leaves out.
 OMIT = object()
 
@@ -218,8 +220,6 @@ class Param:
             text = f"{self._article('time')} such as '15s' or '10min'"
         elif self.kind is Kind.COST:
             text = "a non-negative number of ns or a time such as '80us'"
-        elif self.kind is Kind.TABLE:
-            return self.expected()
         else:
             return self.expected()
         return text + (f" or {self.none_word!r}" if self.none_word else "")
@@ -253,7 +253,8 @@ class Param:
             return ""
         if self.kind is Kind.SIZE:
             return size_text(int(value) * _SIZE_SCALE[self.unit])
-        return time_text(round(value * _TIME_SCALE[self.unit]))
+        time_ns = round(value * _TIME_SCALE[self.unit])
+        return time_text(1 if value > 0 and time_ns == 0 else time_ns)  # positive stays so
 
     def show(self, value: Any) -> str:
         """A stored value for a message, as a file would write it."""
@@ -464,7 +465,7 @@ def check(obj: Any, *, skip: Sequence[str] = ()) -> None:
                               path=(type(obj).__name__, d.name))
 
 
-def fail(obj: Any, name: str, expected: str, found: Any = MISSING) -> ConfigError:
+def fail(obj: Any, name: str, expected: str, found: Any = _ITS_VALUE) -> ConfigError:
     """A cross-field rule's error at ``(ClassName, name)``, the value shown as a file writes it.
 
     Args:
@@ -473,7 +474,7 @@ def fail(obj: Any, name: str, expected: str, found: Any = MISSING) -> ConfigErro
         expected: what the value should have been.
         found: the text for what was found, if not the field's value.
     """
-    if found is MISSING:
+    if found is _ITS_VALUE:
         value = getattr(obj, name)
         try:
             found = declared(type(obj), name).param.show(value)
