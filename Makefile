@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean bench
+.PHONY: demo test setup lint clean bench mutants
 
 setup: $(STAMP)
 
@@ -19,10 +19,15 @@ demo: $(STAMP)
 	$(BIN)/hvmem demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests tools
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Plant each bug of tools/mutants.toml in a scratch copy and expect its tests to fail
+# (a few minutes; not part of `make test`).
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 bench: $(STAMP)
 	$(BIN)/hvmem bench translate --json

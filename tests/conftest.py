@@ -3,12 +3,109 @@
 Under CI (``CI`` set in the environment) hypothesis runs derandomized: the
 same examples every run, so a landing never depends on luck. Locally it
 explores new examples each run and remembers failures in ``.hypothesis/``.
+
+Integration tests (marked ``integration``: real QEMU guests today) skip, with
+the reason, where what they need is missing. With ``HVMEM_REQUIRE_INTEGRATION``
+set (``.ci/run`` sets it) such a skip is a failure instead, naming the skip's
+reason, so a CI machine that lost QEMU or root cannot pass by skipping them:
+
+* a test marked ``integration`` (itself, its class or its module's
+  ``pytestmark``) that skips in setup or in its body fails;
+* a module that declares ``pytestmark`` with ``integration`` and skips as a whole
+  while it is collected (``pytest.skip(..., allow_module_level=True)``) has no
+  tests to mark, so it is reported as one failing test of its own.
+
+xfail is not a skip and is left alone.
 """
 
-import os
+from __future__ import annotations
 
+import ast
+import os
+from pathlib import Path
+
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+pytest_plugins = ["pytester"]  # tests of the hooks below run pytest inside pytest
+
+#: Set (to anything but "" or "0") to make skipped integration tests fail.
+REQUIRE_INTEGRATION = "HVMEM_REQUIRE_INTEGRATION"
+INTEGRATION_MARK = "integration"
+
+
+def integration_required() -> bool:
+    """Whether a skipped integration test fails this run."""
+    return os.environ.get(REQUIRE_INTEGRATION, "") not in ("", "0")
+
+
+def _skip_reason(longrepr) -> str:
+    """The reason of a skip report: ``(path, line, "Skipped: reason")`` or text."""
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(
+        longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _required_message(reason: str) -> str:
+    return f"integration test skipped under {REQUIRE_INTEGRATION}=1: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A skipped integration test fails when integration tests are required."""
+    report = yield
+    if (report.skipped and not hasattr(report, "wasxfail") and integration_required()
+            and item.get_closest_marker(INTEGRATION_MARK) is not None):
+        report.outcome = "failed"
+        report.longrepr = _required_message(_skip_reason(report.longrepr))
+    return report
+
+
+def _declares_integration(path: Path) -> bool:
+    """Whether a test module assigns ``pytestmark`` a mark named ``integration``.
+
+    Read from the source: a module that skipped while it was imported has no
+    module object to ask.
+    """
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in targets):
+            return any(isinstance(n, ast.Attribute) and n.attr == INTEGRATION_MARK
+                       for n in ast.walk(node.value))
+    return False
+
+
+class SkippedIntegrationModule(pytest.Item):
+    """Stands for the tests of an integration module skipped as a whole; fails."""
+
+    def __init__(self, *, reason: str, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+        self.add_marker(INTEGRATION_MARK)
+
+    def runtest(self) -> None:
+        pytest.fail(_required_message(self.reason), pytrace=False)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.name} (skipped at collection)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """An integration module skipped whole becomes one failing test when required."""
+    report = yield
+    if (report.skipped and integration_required() and isinstance(collector, pytest.Module)
+            and _declares_integration(collector.path)):
+        item = SkippedIntegrationModule.from_parent(
+            collector, name="module", reason=_skip_reason(report.longrepr))
+        report = pytest.CollectReport(collector.nodeid, "passed", None, [item])
+    return report

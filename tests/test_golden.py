@@ -8,7 +8,10 @@ it is seen and reviewed; after an intended change, regenerate with::
 
     HVMEM_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
 
-and read the diff of the JSON files before committing them.
+That run rewrites the JSON files and fails ("regenerated: review the diff"): a
+golden never blesses itself, so an update run cannot pass as a check. Read the
+diff of the JSON files, then run the tests again without the variable (green
+now) before committing them.
 """
 
 from __future__ import annotations
@@ -37,15 +40,42 @@ def rounded(value):
     return value
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_summary_matches_golden(path):
-    summary = rounded(Simulation(load_scenario(path), check_invariants=True).run().summary())
-    expected_path = path.with_suffix(".json")
+def check_golden(summary: dict, expected_path: Path) -> None:
+    """``summary`` must equal the JSON at ``expected_path``.
+
+    With ``HVMEM_UPDATE_GOLDEN`` set the file is rewritten from ``summary`` and the
+    check fails all the same: comparing the file with what was just written to it
+    would pass whatever the model did.
+    """
     if os.environ.get("HVMEM_UPDATE_GOLDEN"):
         expected_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        pytest.fail(f"{expected_path.name} regenerated: review the diff", pytrace=False)
     assert expected_path.exists(), f"no golden summary {expected_path.name}; see module docs"
     expected = json.loads(expected_path.read_text())
     assert summary == expected
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_summary_matches_golden(path):
+    summary = rounded(Simulation(load_scenario(path), check_invariants=True).run().summary())
+    check_golden(summary, path.with_suffix(".json"))
+
+
+def test_an_update_run_rewrites_the_golden_and_fails(tmp_path, monkeypatch):
+    golden = tmp_path / "g.json"
+    golden.write_text(json.dumps({"ticks": 3}) + "\n")
+    monkeypatch.setenv("HVMEM_UPDATE_GOLDEN", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"g\.json regenerated: review the diff"):
+        check_golden({"ticks": 4, "complete": True}, golden)
+    assert json.loads(golden.read_text()) == {"ticks": 4, "complete": True}
+    with pytest.raises(pytest.fail.Exception, match="regenerated"):  # even when unchanged
+        check_golden({"ticks": 4, "complete": True}, golden)
+    monkeypatch.delenv("HVMEM_UPDATE_GOLDEN")
+    check_golden({"ticks": 4, "complete": True}, golden)  # the next plain run is green
+    with pytest.raises(AssertionError):
+        check_golden({"ticks": 5, "complete": True}, golden)
+    with pytest.raises(AssertionError, match="no golden summary"):
+        check_golden({"ticks": 4}, tmp_path / "missing.json")
 
 
 def test_golden_scenarios_exercise_every_mechanism():

@@ -13,7 +13,9 @@ checked against the layer table below:
   taken from the root package itself (``import hvmem``, ``from hvmem import
   __version__``) count as L7: the root re-exports the composition API, so only
   the UI leans on it; lower layers import the module that defines the thing;
-* a top-level name missing from the table fails, so a new package gets classified.
+* a top-level name missing from the table fails, so a new package gets classified;
+* the modules of ``hypervisor`` import each other without a circle (every import
+  counts, including those inside functions), so its parts read from the bottom up.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ LAYERS: dict[str, int] = {
     "policy": 2,
     "workloads": 2,
     "hardware": 3,
+    # Replacement policies, which guest reclaim, host swap selection and trace replay share.
+    "replacement": 3,
     "guest": 4,
     "hypervisor": 4,
     "scenario": 5,
@@ -197,6 +201,9 @@ def test_imports_point_down_the_layers():
         ("hvmem.core.engine", "from hvmem import __version__"),
         ("hvmem.core.engine", "import hvmem"),
         ("hvmem.core.engine", "from hvmem.gizmo import thing"),
+        ("hvmem.replacement.lru", "from hvmem.guest.kernel import PageKind"),
+        ("hvmem.replacement.random", "from hvmem.hypervisor.pmap import Backing"),
+        ("hvmem.core.rng", "from hvmem.replacement.names import POLICY_NAMES"),
         ("hvmem.gizmo", "from hvmem import units"),
         ("hvmem.ui.cli", "from hvmem.__main__ import main"),
         ("hvmem.units", "from ... import errors"),
@@ -225,6 +232,10 @@ def test_checker_reports_violations(module, source):
         ("hvmem.hypervisor.memsched", "from hvmem.policy import planner", False),
         ("hvmem.hypervisor.paging.shadow", "from ..pmap import Pmap", False),
         ("hvmem.guest.kernel", "from hvmem.hardware.virtio_balloon import VirtioBalloon", False),
+        ("hvmem.guest.kernel", "from hvmem.replacement.policies import make_policy", False),
+        ("hvmem.hypervisor.reclaim.swap", "from hvmem.replacement.names import SWAP_SELECTIONS",
+         False),
+        ("hvmem.replacement.replay", "from hvmem.core.rng import RngStreams", False),
         ("hvmem.sim", "from hvmem.scenario import Scenario\nfrom hvmem import results", False),
         ("hvmem.scenario.load", "from hvmem.machine import Machine", False),
         ("hvmem.backends.simulated", "from hvmem.sim import Simulation", False),
@@ -250,3 +261,71 @@ def test_checker_finds_a_violating_file_in_a_tree(tmp_path):
     assert any("hvmem.core.bad" in v and "guest" in v for v in violations)
     assert any("newthing" in v and "no layer" in v for v in violations)
     assert len(violations) == 2
+
+
+# -- import circles ----------------------------------------------------------------
+
+# Packages whose modules must import each other without a circle.
+NO_CIRCLES_WITHIN = ("hvmem.hypervisor",)
+
+
+def module_imports(package_dir: Path) -> dict[str, set[str]]:
+    """Each module under package_dir (a directory named hvmem) -> the hvmem modules it imports.
+
+    ``from X import a`` counts as importing the module ``X.a`` where there is
+    one, else ``X`` itself.
+    """
+    sources = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        module, is_package = module_name_of(path, package_dir)
+        sources[module] = (path.read_text(encoding="utf-8"), is_package)
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        deps = set()
+        for dotted, _ in imported_modules(ast.parse(source), module, is_package):
+            target = dotted if dotted in sources else dotted.rpartition(".")[0]
+            if target in sources and target != module:
+                deps.add(target)
+        graph[module] = deps
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]], within: str) -> list[list[str]]:
+    """Circles among the modules under ``within``, each as modules in import order."""
+    inside = {m for m in graph if m == within or m.startswith(within + ".")}
+    circles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(graph[module] & inside):
+            if state.get(dep) == 1:
+                circles.append(path[path.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, path)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(inside):
+        if module not in state:
+            visit(module, [])
+    return circles
+
+
+@pytest.mark.parametrize("package", NO_CIRCLES_WITHIN)
+def test_modules_import_without_circles(package):
+    circles = import_circles(module_imports(SRC_PACKAGE), package)
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_circle_finder_finds_a_circle(tmp_path):
+    package_dir = tmp_path / "hvmem"
+    (package_dir / "hypervisor").mkdir(parents=True)
+    (package_dir / "__init__.py").write_text("")
+    (package_dir / "hypervisor" / "__init__.py").write_text("")
+    (package_dir / "hypervisor" / "a.py").write_text("from hvmem.hypervisor.b import x\n")
+    (package_dir / "hypervisor" / "b.py").write_text("def f():\n    from . import a\n")
+    (package_dir / "hypervisor" / "c.py").write_text("from hvmem.hypervisor import a\n")
+    circles = import_circles(module_imports(package_dir), "hvmem.hypervisor")
+    assert circles == [["hvmem.hypervisor.a", "hvmem.hypervisor.b", "hvmem.hypervisor.a"]]

@@ -34,7 +34,7 @@ from hvmem.errors import HvmemError
 from hvmem.hardware.tlb import Tlb
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import GIB, PAGE_SHIFT
-from hvmem.workloads.synthetic import zipf_pages
+from hvmem.workloads.samplers import zipf_pages
 
 TRANSLATE_REFS = 5_000_000
 TRANSLATE_GUEST_BYTES = 4 * GIB
@@ -153,7 +153,7 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
                 seed: int = 1) -> dict[str, Any]:
     """Guest paging and trace-parsing benchmark; returns the figures as a JSON-ready dict.
 
-    ``paging_refs_per_s``: LRU replacement (``guest.replacement.simulate``, page-number
+    ``paging_refs_per_s``: LRU replacement (``replacement.replay.simulate``, page-number
     mapping included) over ``n_refs`` Zipf-popular references (alpha 1.0) drawn from
     ``RngStreams(seed).stream("bench/guest")`` over a region of 2**20 pages, with
     frames for 25% of the footprint, the distinct pages the stream actually touches.
@@ -167,8 +167,9 @@ def bench_guest(n_refs: int = GUEST_REFS, lackey_lines: int = GUEST_LACKEY_LINES
     import tempfile
     from pathlib import Path
 
-    from hvmem.guest.replacement import simulate
-    from hvmem.workloads.trace import generate_lackey, iter_page_numbers
+    from hvmem.replacement.replay import simulate
+    from hvmem.workloads.trace import iter_page_numbers
+    from hvmem.workloads.trace_writer import generate_lackey
 
     rng = RngStreams(seed).stream("bench/guest")
     pages = zipf_pages(rng, GUEST_ZIPF_PAGES, n_refs, GUEST_ALPHA)
@@ -232,7 +233,7 @@ def _bench_contents(rng: np.random.Generator, n: int) -> np.ndarray:
 SHARING_RUNS = 3  # scans of fresh, identical hosts; the fastest is the figure
 
 
-def bench_host(seed: int = 1) -> dict[str, Any]:
+def bench_host(seed: int = 1, scan_pages: int = SHARING_PAGES) -> dict[str, Any]:
     """Page-sharing scan and swap-out throughput of the hypervisor's mechanisms.
 
     The sharing scan is timed on ``SHARING_RUNS`` fresh hosts holding the same
@@ -240,7 +241,22 @@ def bench_host(seed: int = 1) -> dict[str, Any]:
     code does the same work each time, and a slower run measures what else the
     machine was doing (on the 2-core machine of the reference runs, one scan
     took 0.35-0.57 s). The median and every run's time are reported beside it.
+
+    Args:
+        seed: seed of the page contents and choices.
+        scan_pages: pages the sharing scan covers, over ``SHARING_VMS`` VMs; the
+            swap-out part scales with it (a VM of a quarter as many pages, an
+            eighth swapped out). The default is the benchmark; fewer run the
+            same code in less time, as a check that it runs.
+
+    Raises:
+        HvmemError: ``scan_pages`` is not a positive multiple of ``SHARING_VMS``.
     """
+    if scan_pages <= 0 or scan_pages % SHARING_VMS:
+        raise HvmemError(f"--scan-pages: expected a positive multiple of {SHARING_VMS}, "
+                         f"found {scan_pages}")
+    swap_vm_pages = scan_pages * SWAP_VM_PAGES // SHARING_PAGES
+    swap_out_pages = scan_pages * SWAP_OUT_PAGES // SHARING_PAGES
     from hvmem.hardware.page_table import TableStore
     from hvmem.hypervisor.host import Host
 
@@ -255,7 +271,7 @@ def bench_host(seed: int = 1) -> dict[str, Any]:
 
     def sharing_run() -> tuple[float, dict[str, int]]:
         rng = RngStreams(seed).stream("bench/host")  # the same host every run
-        host = fully_backed_host(rng, SHARING_VMS, SHARING_PAGES // SHARING_VMS, "across")
+        host = fully_backed_host(rng, SHARING_VMS, scan_pages // SHARING_VMS, "across")
         used_before = host.frames.n_used
         # Each VM's pages in a random order, handed over in batches, each batch in
         # ascending PPN order as Host.scan_for_sharing hands over its random sample.
@@ -271,7 +287,7 @@ def bench_host(seed: int = 1) -> dict[str, Any]:
         counters = host.sharing.counters
         host.check_invariants()
         return scan_s, {
-            "pages": SHARING_PAGES,
+            "pages": scan_pages,
             "frames_freed": used_before - host.frames.n_used,
             "hint_promotions": counters.hint_promotions,
             "shared": counters.shared,
@@ -291,18 +307,18 @@ def bench_host(seed: int = 1) -> dict[str, Any]:
         raise HvmemError("bench host: identical sharing runs gave different results")
 
     rng = RngStreams(seed).stream("bench/host/swap")
-    host = fully_backed_host(rng, 1, SWAP_VM_PAGES, "within")
+    host = fully_backed_host(rng, 1, swap_vm_pages, "within")
     vm = host.vms[0]
     start = time.perf_counter()
-    swapped = vm.swap_out(SWAP_OUT_PAGES, "random", rng)
+    swapped = vm.swap_out(swap_out_pages, "random", rng)
     swap_s = time.perf_counter() - start
     host.check_invariants()
     return {
-        "sharing_scan_pages_per_s": SHARING_PAGES / min(scan_s),
-        "sharing_scan_median_pages_per_s": SHARING_PAGES / float(np.median(scan_s)),
+        "sharing_scan_pages_per_s": scan_pages / min(scan_s),
+        "sharing_scan_median_pages_per_s": scan_pages / float(np.median(scan_s)),
         "swap_out_pages_per_s": swapped / swap_s,
         "sharing": {**sharing, "runs_s": scan_s},
-        "swap": {"vm_pages": SWAP_VM_PAGES, "pages_swapped": swapped},
+        "swap": {"vm_pages": swap_vm_pages, "pages_swapped": swapped},
     }
 
 

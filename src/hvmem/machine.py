@@ -48,7 +48,8 @@ from hvmem.hardware.walker import (
     PageWalkCache,
     new_steps,
 )
-from hvmem.hypervisor.host import PAGING_MODES, Host, HostVm
+from hvmem.hypervisor.host import PAGING_MODES, Host
+from hvmem.hypervisor.vm import HostVm
 from hvmem.units import MIB, PAGE_SHIFT, PAGE_SIZE_BYTES
 
 

@@ -54,10 +54,11 @@ from hvmem.hardware.page_table import TableStore
 from hvmem.hardware.tlb import Tlb
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.hardware.walker import PageWalkCache
-from hvmem.hypervisor.host import Host, HostVm
+from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.hypervisor.sampling import ActiveMemorySampler
+from hvmem.hypervisor.vm import HostVm
 from hvmem.policy.controller import PolicyController
 from hvmem.policy.policies import make_policy
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
@@ -71,7 +72,7 @@ from hvmem.policy.states import (
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 from hvmem.workloads.base import AccessBatch, Fidelity
-from hvmem.workloads.synthetic import make_workload
+from hvmem.workloads.factory import make_workload
 
 PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
 BALLOON_POLL_NS = NS_PER_S  # the driver polls once a second [OSDI02 §3.2]

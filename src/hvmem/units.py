@@ -24,8 +24,6 @@ from hvmem.errors import ConfigError
 PAGE_SHIFT = 12
 #: Base page size of x86-64, in bytes.
 PAGE_SIZE_BYTES = 1 << PAGE_SHIFT
-#: A 2 MiB large page spans this many base pages.
-LARGE_PAGE_PAGES = 512
 
 KIB = 1 << 10
 MIB = 1 << 20

@@ -312,6 +312,10 @@ def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
         assert got.tolist() == [anon[v] for v in sorted(anon)]
 
 
+#: The reclaim policy's stamp arrays (FIFO keeps the first, LRU the second).
+STAMP_ARRAYS = ("load_stamp", "use_stamp")
+
+
 class NanosecondKernel(GuestKernel):
     """The kernel as it kept times before stamps: each page's times in int64 nanoseconds."""
 
@@ -319,8 +323,9 @@ class NanosecondKernel(GuestKernel):
         self._now_ns = 0
         super().__init__(*args, **kwargs)
         n = self.config.memory_pages
-        self.loaded_stamp = np.zeros(n, dtype=np.int64)
-        self.last_stamp = np.zeros(n, dtype=np.int64)
+        for name in STAMP_ARRAYS:  # the ones the reclaim policy keeps, as nanoseconds
+            if getattr(self.replacement, name).size:
+                setattr(self.replacement, name, np.zeros(n, dtype=np.int64))
 
     @property
     def now_ns(self):
@@ -368,18 +373,19 @@ def test_stamps_order_pages_and_choose_victims_as_nanoseconds_did(policy, paging
         # Same pages where they were, same order of their times, same victims next.
         assert np.array_equal(stamped.kind, timed.kind)
         assert stamped.counters == timed.counters
-        for name in ("loaded_stamp", "last_stamp"):
-            assert getattr(stamped, name).dtype == np.int32
-            assert np.array_equal(dense_rank(getattr(stamped, name)),
-                                  dense_rank(getattr(timed, name)))
+        for name in STAMP_ARRAYS:
+            ours, theirs = getattr(stamped.replacement, name), getattr(timed.replacement, name)
+            assert ours.dtype == np.int32
+            assert np.array_equal(dense_rank(ours), dense_rank(theirs))
         for n in (1, 7, 32):
             assert np.array_equal(stamped._choose_victims(n, True), timed._choose_victims(n, True))
         stamped.check_invariants()
     assert stamped.counters.swap_outs + stamped.counters.file_drops > 0  # reclaim chose
 
 
-def test_stamps_count_distinct_times():
-    _, _, kernel = make_guest(memory_pages=64)
+@pytest.mark.parametrize(("policy", "stamps_of"), [("fifo", "load_stamp"), ("lru", "use_stamp")])
+def test_stamps_count_distinct_times(policy, stamps_of):
+    _, _, kernel = make_guest(memory_pages=64, policy=policy)
     kernel.access(batch([], ops=[mmap(0, 8)]), 0)
     assert kernel.now_stamp == 0  # time 0 is stamp 0, as pages never stamped
     stamps = []
@@ -389,7 +395,7 @@ def test_stamps_count_distinct_times():
     assert stamps == [0, 1, 1, 2, 3]
     ppns = ((kernel.processes[0].space.page_table.leaf_entries(np.arange(5)) >> np.uint64(12))
             & np.uint64((1 << 40) - 1)).astype(np.int64)
-    assert kernel.loaded_stamp[ppns].tolist() == kernel.last_stamp[ppns].tolist() == stamps
+    assert getattr(kernel.replacement, stamps_of)[ppns].tolist() == stamps
 
 
 def test_guest_time_never_goes_back():
@@ -401,13 +407,14 @@ def test_guest_time_never_goes_back():
     assert kernel.now_ns == 5 and kernel.now_stamp == 1
 
 
-def test_stamps_refuse_to_overflow():
-    _, _, kernel = make_guest(memory_pages=64)
+@pytest.mark.parametrize(("policy", "stamps_of"), [("fifo", "load_stamp"), ("lru", "use_stamp")])
+def test_stamps_refuse_to_overflow(policy, stamps_of):
+    _, _, kernel = make_guest(memory_pages=64, policy=policy)
     kernel.access(batch([], ops=[mmap(0, 8)]), 0)
     kernel.clock.stamp = STAMP_MAX - 1  # as if 2**31 - 1 distinct times had passed
     kernel.access(batch([0, 1]), 10)
     assert kernel.now_stamp == STAMP_MAX
-    assert kernel.last_stamp.max() == kernel.loaded_stamp.max() == STAMP_MAX  # not wrapped
+    assert getattr(kernel.replacement, stamps_of).max() == STAMP_MAX  # not wrapped
     kernel.access(batch([2]), 10)  # the same time keeps its stamp
     with pytest.raises(InvariantViolation, match="overflow"):
         kernel.access(batch([3]), 11)

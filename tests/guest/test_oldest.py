@@ -6,15 +6,23 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvmem.guest import oldest as oldest_module
 from hvmem.guest.kernel import PageKind
-from hvmem.guest.oldest import EXACT_BINS, OldestFirst, least_pages
+from hvmem.replacement import oldest as oldest_module
+from hvmem.replacement.oldest import EXACT_BINS, OldestFirst, least_pages
+
+
+def evictable(evict_anon):
+    """The guest's table: file pages, and anonymous ones while there is swap."""
+    table = np.zeros(len(PageKind), np.bool_)
+    table[PageKind.FILE] = True
+    table[PageKind.ANON] = evict_anon
+    return table
 
 
 def reference(kinds, age, evict_anon, n_pages):
     """The evictable pages least by (age, PPN), by a full sort."""
-    evictable = (kinds == PageKind.FILE) | ((kinds == PageKind.ANON) & evict_anon)
-    pages = np.flatnonzero(evictable)
+    mask = (kinds == PageKind.FILE) | ((kinds == PageKind.ANON) & evict_anon)
+    pages = np.flatnonzero(mask)
     return pages[np.lexsort((pages, age[pages]))][:n_pages], pages.size
 
 
@@ -29,7 +37,7 @@ def test_least_pages_is_a_sort(seed, n, k, max_age, evict_anon):
     kinds = rng.integers(0, 5, n).astype(np.uint8)
     age = rng.integers(0, max_age, n, endpoint=True).astype(np.int32)
     out = np.full(k, -1, dtype=np.int64)
-    total = least_pages(kinds, age, evict_anon, max_age, out)
+    total = least_pages(kinds, age, evictable(evict_anon), max_age, out)
     want, n_evictable = reference(kinds, age, evict_anon, k)
     assert total == n_evictable
     np.testing.assert_array_equal(out[:want.size], want)
@@ -72,7 +80,7 @@ def _run_steps(seed, n, steps):
             age[free] = stamp
         elif op in ("reclaim", "partial"):
             k = 1 + x % 300
-            got = oldest.choose(kinds, age, evict_anon, k, stamp)
+            got = oldest.choose(kinds, age, evictable(evict_anon), k, stamp)
             want, n_evictable = reference(kinds, age, evict_anon, k)
             if n_evictable <= k:
                 assert got is None
@@ -97,7 +105,7 @@ def test_a_kept_selection_serves_later_reclaims_without_a_scan():
     age = np.arange(n, dtype=np.int32) % 1000
     oldest = OldestFirst()
     for _ in range(5):
-        got = oldest.choose(kinds, age, True, 100, 2000)
+        got = oldest.choose(kinds, age, evictable(True), 100, 2000)
         want, _ = reference(kinds, age, True, 100)
         np.testing.assert_array_equal(got, want)
         kinds[got] = PageKind.FREE
@@ -109,9 +117,9 @@ def test_pages_used_since_the_selection_leave_it():
     kinds = np.full(n, PageKind.ANON, dtype=np.uint8)
     age = (np.arange(n) % 50).astype(np.int32)
     oldest = OldestFirst()
-    kinds[oldest.choose(kinds, age, True, 10, 60)] = PageKind.FREE
+    kinds[oldest.choose(kinds, age, evictable(True), 10, 60)] = PageKind.FREE
     age[::7] = 61  # used at the next stamp
-    got = oldest.choose(kinds, age, True, 10, 61)
+    got = oldest.choose(kinds, age, evictable(True), 10, 61)
     np.testing.assert_array_equal(got, reference(kinds, age, True, 10)[0])
     assert oldest.reuses == 1
     assert not np.any(age[got] == 61)
@@ -124,8 +132,8 @@ def test_a_selection_reaching_the_current_stamp_is_not_kept():
     kinds = np.full(n, PageKind.ANON, dtype=np.uint8)
     age = np.full(n, 7, dtype=np.int32)
     oldest = OldestFirst()
-    got = oldest.choose(kinds, age, True, 10, 7)
+    got = oldest.choose(kinds, age, evictable(True), 10, 7)
     np.testing.assert_array_equal(got, np.arange(10))
     kinds[got] = PageKind.FREE
-    oldest.choose(kinds, age, True, 10, 7)
+    oldest.choose(kinds, age, evictable(True), 10, 7)
     assert (oldest.builds, oldest.reuses) == (2, 0)

@@ -1,4 +1,5 @@
-"""Tests of guest/replacement.py: textbook cases, pure-Python references, invariants."""
+"""Tests of trace replay (replacement/replay.py): textbook cases, pure-Python references,
+invariants."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError
-from hvmem.guest.replacement import (
-    POLICIES,
-    STREAMING_POLICIES,
+from hvmem.replacement.names import REPLAY_POLICIES, STREAMING_POLICIES
+from hvmem.replacement.opt import next_uses
+from hvmem.replacement.replay import (
     PagingResult,
     ReplacementSimulator,
-    _next_uses,
     simulate,
     simulate_chunks,
 )
@@ -166,7 +166,7 @@ def test_opt_never_used_again_tie_break_is_the_largest_page_number():
     # next use of each reference; "never" is len + rank of the page number (5 > 3 > 1)
     ids = np.array([0, 1, 0, 2], dtype=np.int32)  # pages 5, 1, 5, 3 in first-seen order
     ranks = np.array([2, 0, 1])
-    assert _next_uses(ids, ranks).tolist() == [2, 4 + 0, 4 + 2, 4 + 1]
+    assert next_uses(ids, ranks).tolist() == [2, 4 + 0, 4 + 2, 4 + 1]
 
 
 # ------------------------------------------------------------------ agreement with references
@@ -209,7 +209,7 @@ def test_opt_misses_no_more_than_any_policy(pages, frames, seed):
         assert best <= simulate(np.array(pages, dtype=np.int64), frames, policy, seed).misses
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", REPLAY_POLICIES)
 @settings(max_examples=80, deadline=None)
 @given(pages=page_lists, frames=frame_counts, seed=st.integers(0, 1000))
 def test_counts_add_up(policy, pages, frames, seed):
@@ -248,7 +248,7 @@ def test_random_lies_between_opt_and_the_worst_case():
     assert simulate(pages, 10, "opt").misses <= r.misses < r.accesses
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", REPLAY_POLICIES)
 @settings(max_examples=60, deadline=None)
 @given(pages=st.lists(st.integers(0, 12), max_size=80), frames=frame_counts,
        cuts=st.lists(st.integers(0, 80), max_size=5), seed=st.integers(0, 1000))
@@ -279,7 +279,7 @@ def test_uint64_page_numbers_are_reinterpreted_not_wrapped():
     assert (r.distinct_pages, r.hits) == (3, 1)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", REPLAY_POLICIES)
 def test_empty_and_huge_memories(policy):
     assert simulate(np.empty(0, np.int64), 4, policy) == PagingResult(policy, 4, 0, 0, 0, 0, 0)
     assert simulate_chunks(iter(()), 4, policy).accesses == 0

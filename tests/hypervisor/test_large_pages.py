@@ -30,8 +30,9 @@ from hvmem.hardware.page_table import (
     PTE_WRITABLE,
     TableStore,
 )
-from hvmem.hypervisor.host import LARGE_PAGE_PAGES, Host
+from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
 from hvmem.machine import Machine, MachineConfig
 from hvmem.policy.states import MemState, large_page_breaking, thresholds
 from hvmem.scenario.schema import HostConfig

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hvmem.guest.replacement import POLICIES, simulate
+from hvmem.replacement.names import REPLAY_POLICIES
+from hvmem.replacement.replay import simulate
 from hvmem.ui.cli import app
-from hvmem.workloads.trace import generate_lackey, read_page_numbers
+from hvmem.workloads.trace import read_page_numbers
+from hvmem.workloads.trace_writer import generate_lackey
 
 runner = CliRunner()
 
@@ -123,7 +125,7 @@ def test_large_pages_change_the_counts(tmp_path):
         "accesses": 6, "hits": 5, "misses": 1}
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", REPLAY_POLICIES)
 def test_lackey_file(tmp_path, policy):
     path = trace_file(tmp_path, LACKEY_TRACE, "prog.lackey")
     expected = counts_of(LACKEY_PAGES, 2, policy)
@@ -134,7 +136,7 @@ def test_lackey_file(tmp_path, policy):
         assert expected["hits"] == 1
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", REPLAY_POLICIES)
 def test_generated_lackey_trace_streams_like_the_whole_array(tmp_path, policy):
     path = tmp_path / "gen.lackey"
     generate_lackey(path, 20_000, seed=5)

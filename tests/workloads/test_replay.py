@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError, TraceError
 from hvmem.workloads.base import MemoryOpKind
+from hvmem.workloads.factory import make_workload
 from hvmem.workloads.replay import ReplayParams, ReplayWorkload, merge_runs, trace_page_runs
-from hvmem.workloads.synthetic import make_workload
-from hvmem.workloads.trace import generate_lackey, read_page_numbers
+from hvmem.workloads.trace import read_page_numbers
+from hvmem.workloads.trace_writer import generate_lackey
 
 S = 1_000_000_000
 N_LINES = 30_000

@@ -9,6 +9,8 @@ from hvmem.core.rng import RngStreams
 from hvmem.errors import ConfigError
 from hvmem.workloads.base import AccessBatch, Fidelity, MemoryOpKind
 from hvmem.workloads.content import ContentParams, GuestImage, PageClass
+from hvmem.workloads.factory import make_workload
+from hvmem.workloads.samplers import zipf_cdf, zipf_pages
 from hvmem.workloads.synthetic import (
     DEFAULT_FIRST_VPN,
     ChurnParams,
@@ -19,10 +21,7 @@ from hvmem.workloads.synthetic import (
     ScanParams,
     UniformParams,
     ZipfParams,
-    make_workload,
     with_fidelity,
-    zipf_cdf,
-    zipf_pages,
 )
 
 S = 1_000_000_000  # one second in ns
@@ -450,7 +449,8 @@ def test_bad_parameters_raise_config_error_naming_the_field(make, pattern):
 
 
 def test_sorted_merge_matches_the_general_merge():
-    from hvmem.workloads.synthetic import _merge_pages, _merge_sorted
+    from hvmem.workloads.samplers import _merge_pages
+    from hvmem.workloads.samplers import merge_sorted as _merge_sorted
 
     rng = np.random.default_rng(3)
     parts = []
@@ -464,7 +464,7 @@ def test_sorted_merge_matches_the_general_merge():
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 3.0])
 def test_zipf_blocks_stay_within_the_error_bound(alpha):
-    from hvmem.workloads.synthetic import ZIPF_MAX_ERROR_FRAC, zipf_blocks
+    from hvmem.workloads.samplers import ZIPF_MAX_ERROR_FRAC, zipf_blocks
 
     n = 300_000
     lo, width, weights = zipf_blocks(n, alpha)

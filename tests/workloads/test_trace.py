@@ -14,13 +14,12 @@ from hvmem.workloads import trace
 from hvmem.workloads.trace import (
     RefChunk,
     detect_format,
-    generate_lackey,
     iter_page_numbers,
     iter_references,
     page_numbers,
     read_page_numbers,
-    write_lackey,
 )
+from hvmem.workloads.trace_writer import generate_lackey, write_lackey
 
 LACKEY_SAMPLE = """\
 ==12345== Lackey, an example Valgrind tool

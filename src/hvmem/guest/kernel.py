@@ -10,8 +10,11 @@ kernel keeps (arrays, never an object per page)::
                      (a page-table page) or BALLOON (pinned by the balloon driver)
     proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map;
                      meaningful while the page is ANON or FILE)
-    loaded_stamp[ppn]    when it was mapped (FIFO); last_stamp[ppn] last access (LRU)
-    ref[ppn]         referenced since the clock hand passed (CLOCK); dirty[ppn]
+    dirty[ppn]       no clean copy on disk (written since loaded, or read back from swap)
+
+and the reclaim policy (``hvmem.replacement``) keeps what it needs per page:
+when it was mapped (FIFO), last used (LRU), or referenced since the clock hand
+passed (CLOCK); random keeps nothing.
 
 Times are kept per page as *stamps*, not nanoseconds: an int32 counter the
 kernel advances each time it is given a later ``now_ns`` (the same time keeps
@@ -32,9 +35,10 @@ Faults allocate from the free list (``allocator.py``). When free pages fall
 below the *low* watermark, the kernel reclaims until they reach *high*, as
 kswapd does: clean file pages are dropped, anonymous pages written to the swap
 device (their entries then hold the slot), dirty file pages written back. The
-victim policy is ``fifo``, ``lru``, ``clock`` (second chance) or ``random``
-(FIFO and LRU take the oldest by stamp, found as ``oldest.py`` describes);
-OPT needs the future and lives in the trace replayer (``replacement.py``).
+victims are chosen by the policy named in ``reclaim_policy``, one of
+``RECLAIM_POLICIES`` (``replacement/names.py``: ``fifo``, ``lru``, ``clock``
+or ``random``; OPT needs the future and is trace replay's alone), among the
+file pages and, while there is swap space, the anonymous ones.
 If nothing can be reclaimed (swap full, everything pinned) an allocation fails:
 with deflate-on-oom the balloon driver gives pages back first; otherwise the
 access is dropped and counted as an out-of-memory event.
@@ -85,12 +89,12 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import mix64
 from hvmem.core.sets import sorted_unique
 from hvmem.core.stamps import StampClock
 from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
 from hvmem.guest.address_space import AddressSpace
 from hvmem.guest.allocator import PageAllocator
-from hvmem.guest.oldest import OldestFirst
 from hvmem.guest.swap import SwapDevice
 from hvmem.hardware.guest_memory import GuestPhysicalMemory
 from hvmem.hardware.mmu import Mmu, TranslationPath
@@ -105,13 +109,14 @@ from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hardware.virtio_balloon import GuestMemoryStats
 from hvmem.hardware.walker import FaultKind
+from hvmem.replacement.names import RECLAIM_POLICIES
+from hvmem.replacement.policies import make_policy
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
 #: A non-present entry with this bit holds a swap slot in its frame field
 #: (Linux keeps swap entries in non-present PTEs the same way).
 PTE_SWAP = np.uint64(1 << 62)
 
-RECLAIM_POLICIES = ("fifo", "lru", "clock", "random")
 #: Pages reclaimed per step, Linux's SWAP_CLUSTER_MAX.
 SWAP_CLUSTER_PAGES = 32
 #: mmu fidelity: references a guest fault looks ahead over for other unmapped
@@ -129,6 +134,14 @@ class PageKind(IntEnum):
     FILE = 2  # page cache of a file mapping; dropped (or written back) on eviction
     TABLE = 3  # a page-table page; never evicted
     BALLOON = 4  # pinned by the balloon driver
+
+
+#: The kinds reclaim may evict, by whether there is swap space: file pages always,
+#: anonymous ones only with a slot to go to (``ReplacementPolicy.victims``' table).
+_EVICTABLE = {
+    False: np.array([kind == PageKind.FILE for kind in PageKind]),
+    True: np.array([kind in (PageKind.ANON, PageKind.FILE) for kind in PageKind]),
+}
 
 
 def linux_watermarks_pages(memory_pages: int) -> tuple[int, int, int]:
@@ -209,38 +222,44 @@ class AccessResult:
 
 def file_page_token(vpn: np.ndarray) -> np.ndarray:
     """Content of a file page: a function of its place, so equal files are equal pages."""
-    x = (np.asarray(vpn, dtype=np.uint64) + np.uint64(0xF11E_0000_0000_0000))
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (x ^ (x >> np.uint64(31))) | np.uint64(1)
+    return mix64(np.asarray(vpn, dtype=np.uint64) + np.uint64(0xF11E_0000_0000_0000)) | np.uint64(1)
 
 
-STAMP_AHEAD = 8  # pages ahead whose stamp and reference bit _stamp_present prefetches
+STAMP_AHEAD = 8  # pages ahead whose use stamp and bit _stamp_present prefetches
 
 
 @njit(cache=True, nogil=True)
-def _stamp_present(ptes, stamp, last_stamp, ref, missing_idx):
-    """Mark the page behind every present entry of ``ptes`` used at ``stamp``.
+def _stamp_present(ptes, stamp, use_stamp, use_bit, missing_idx):
+    """Touch the page behind every present entry of ``ptes`` at ``stamp``.
 
-    Returns how many entries are not present; the first ``missing_idx.size``
-    of their indices go to ``missing_idx``, in order. The entries come from a
-    walk of a batch (``leaf_entries_of``), whose pages are scattered over
-    stamps much larger than the caches: each page's stamp and reference bit
-    are fetched STAMP_AHEAD entries early, so the misses overlap.
+    The touch is the reclaim policy's (``replacement/base.py``): the stamp
+    into ``use_stamp`` and the bit into ``use_bit``, either of which may be
+    empty (the policy keeps no such data). Returns how many entries are not
+    present; the first ``missing_idx.size`` of their indices go to
+    ``missing_idx``, in order. The entries come from a walk of a batch
+    (``leaf_entries_of``), whose pages are scattered over arrays much larger
+    than the caches: each page's stamp and bit are fetched STAMP_AHEAD entries
+    early, so the misses overlap.
     """
     n = ptes.size
+    stamps = use_stamp.size != 0
+    bits = use_bit.size != 0
     missing = 0
     for i in range(n):
         if i + STAMP_AHEAD < n:
             ahead = ptes[i + STAMP_AHEAD]
             if ahead & PTE_PRESENT:
-                host_prefetch(last_stamp, pte_frame(ahead))
-                host_prefetch(ref, pte_frame(ahead))
+                if stamps:
+                    host_prefetch(use_stamp, pte_frame(ahead))
+                if bits:
+                    host_prefetch(use_bit, pte_frame(ahead))
         pte = ptes[i]
         if pte & PTE_PRESENT:
             ppn = pte_frame(pte)
-            last_stamp[ppn] = stamp
-            ref[ppn] = True
+            if stamps:
+                use_stamp[ppn] = stamp
+            if bits:
+                use_bit[ppn] = True
         else:
             if missing < missing_idx.size:
                 missing_idx[missing] = i
@@ -285,40 +304,23 @@ def _count_kind(kinds, kind):
 
 
 @njit(cache=True)
-def _mark_used(ptes, writes, stamp, last_stamp, ref, dirty):
-    """Stamp the page behind every present entry as used at ``stamp``; written ones as dirty."""
+def _mark_used(ptes, writes, stamp, use_stamp, use_bit, dirty):
+    """Touch the page behind every present entry at ``stamp``; mark written ones dirty.
+
+    The touch is the reclaim policy's, as in ``_stamp_present``.
+    """
+    stamps = use_stamp.size != 0
+    bits = use_bit.size != 0
     for i in range(ptes.size):
         pte = ptes[i]
         if pte & PTE_PRESENT:
             ppn = np.int64((pte & PTE_FRAME_MASK) >> np.uint64(PTE_FRAME_SHIFT))
-            last_stamp[ppn] = stamp
-            ref[ppn] = True
+            if stamps:
+                use_stamp[ppn] = stamp
+            if bits:
+                use_bit[ppn] = True
             if writes[i]:
                 dirty[ppn] = True
-
-
-@njit(cache=True)
-def _clock_victims(kinds, ref, hand, n_wanted, evictable_anon, evictable_file):
-    """Second chance: sweep from ``hand``, clearing reference bits, taking clear pages."""
-    n = kinds.size
-    out = np.empty(n_wanted, dtype=np.int64)
-    taken = np.zeros(n, dtype=np.bool_)  # a page is chosen once, even if the hand laps
-    found = 0
-    steps = 0
-    while found < n_wanted and steps < 2 * n:
-        k = kinds[hand]
-        if ((k == 1 and evictable_anon) or (k == 2 and evictable_file)) and not taken[hand]:
-            if ref[hand]:
-                ref[hand] = False
-            else:
-                out[found] = hand
-                taken[hand] = True
-                found += 1
-        hand += 1
-        if hand == n:
-            hand = 0
-        steps += 1
-    return out[:found], hand
 
 
 class GuestKernel:
@@ -354,14 +356,11 @@ class GuestKernel:
         # (or whatever a freed page last held), so that pages never mapped cost nothing.
         self.proc = np.zeros(n, dtype=np.int16)  # up to 4094 processes
         self.vpn = np.zeros(n, dtype=np.int64)
-        # Stamps of the times pages were mapped and last used (see now_ns); zeroes
-        # are stamp 0, time 0, and cost nothing until written.
-        self.loaded_stamp = np.zeros(n, dtype=np.int32)
-        self.last_stamp = np.zeros(n, dtype=np.int32)
-        self.ref = np.zeros(n, dtype=np.bool_)
         self.dirty = np.zeros(n, dtype=np.bool_)
-        self.clock_hand = 0
-        self.oldest = OldestFirst()  # FIFO and LRU victims, kept between reclaims
+        # The victim policy and its data by page: stamps (see now_ns) or reference
+        # bits; zeroes are stamp 0, time 0, and cost nothing until written.
+        self.replacement = make_policy(config.reclaim_policy, n, rng,
+                                       supported=RECLAIM_POLICIES, user="guest reclaim")
         self.min_pages, self.low_pages, self.high_pages = linux_watermarks_pages(n)
         self.counters = GuestCounters()
         self.clock = StampClock("guest")  # time as each access gives it, see now_ns
@@ -378,10 +377,10 @@ class GuestKernel:
         """Simulated time of the accesses being served; it never goes back.
 
         Each later time gets the next ``now_stamp`` (the same time keeps its
-        stamp); pages are stamped with it when mapped (``loaded_stamp``) and
-        used (``last_stamp``), so the order of stamps is the order of times and
-        FIFO and LRU choose the same victims as with times in nanoseconds. Time 0,
-        where the kernel starts, is stamp 0, as are pages never stamped.
+        stamp); the reclaim policy stamps pages with it when they are mapped
+        and used, so the order of stamps is the order of times and FIFO and
+        LRU choose the same victims as with times in nanoseconds. Time 0, where
+        the kernel starts, is stamp 0, as are pages never stamped.
 
         Raises:
             InvariantViolation: time going back, or more than 2**31 distinct
@@ -429,7 +428,7 @@ class GuestKernel:
     def free_pages(self, ppns: np.ndarray) -> None:
         """Return pages to the free list; they keep their contents (and host backing)."""
         self.kind[ppns] = PageKind.FREE  # proc and vpn no longer mean anything
-        self.ref[ppns] = False
+        self.replacement.invalidate(ppns)
         self.dirty[ppns] = False
         self.allocator.free(ppns)
 
@@ -539,7 +538,8 @@ class GuestKernel:
         vpns = np.ascontiguousarray(vpns, dtype=np.int64)
         ptes = table.leaf_entries(vpns)
         idx = np.empty(n, dtype=np.int64)
-        n_missing = _stamp_present(ptes, stamp, self.last_stamp, self.ref, idx)
+        rp = self.replacement
+        n_missing = _stamp_present(ptes, stamp, rp.use_stamp, rp.use_bit, idx)
         if n_missing == 0:  # the common case: every page resident, no fault to take
             return self._touch_resident(ptes, writes, refs, tokens)
         # ``idx``: the entries that may be missing. Without guest reclaim in between,
@@ -566,16 +566,15 @@ class GuestKernel:
             # Every page mapped and stamped (the faulted ones by the fault); after a
             # reclaim the refaulted pages are stamped again, as below. Serve them.
             if reclaimed:
-                _stamp_present(ptes, stamp, self.last_stamp, self.ref, _NO_INDICES)
+                _stamp_present(ptes, stamp, rp.use_stamp, rp.use_bit, _NO_INDICES)
             return self._touch_resident(ptes, writes, refs, tokens)
         dropped |= (ptes & PTE_PRESENT) == 0
         ok = ~dropped
         ppns = _pte_frame(ptes[ok])
         if ok.all():  # the common case: every page of the chunk was resident already
-            _stamp_present(ptes, stamp, self.last_stamp, self.ref, _NO_INDICES)
+            _stamp_present(ptes, stamp, rp.use_stamp, rp.use_bit, _NO_INDICES)
         else:
-            self.last_stamp[ppns] = stamp
-            self.ref[ppns] = True
+            rp.touch(ppns, stamp)
         w = writes[ok]
         if np.any(w):
             self.dirty[ppns[w]] = True
@@ -704,8 +703,9 @@ class GuestKernel:
 
     def _mark_used(self, table, vpns: np.ndarray, writes: np.ndarray) -> None:
         if vpns.size:
-            _mark_used(table.leaf_entries(vpns), writes, self.now_stamp, self.last_stamp,
-                       self.ref, self.dirty)
+            rp = self.replacement
+            _mark_used(table.leaf_entries(vpns), writes, self.now_stamp, rp.use_stamp,
+                       rp.use_bit, self.dirty)
 
     def fault_in(self, proc: Process, vpns: np.ndarray) -> np.ndarray:
         """Handle faults on distinct ``vpns`` of ``proc``; returns the VPNs that failed."""
@@ -751,9 +751,7 @@ class GuestKernel:
         self.kind[ppns[kinds_file]] = PageKind.FILE
         self.proc[ppns] = proc.index
         self.vpn[ppns] = wanted
-        self.loaded_stamp[ppns] = self.now_stamp
-        self.last_stamp[ppns] = self.now_stamp
-        self.ref[ppns] = True
+        self.replacement.reset(ppns, self.now_stamp)
         self.dirty[ppns] = kinds_swapped  # a page read back from swap has no copy there now
         proc.space.map(wanted, ppns, writable=True)
         return np.concatenate([vpns[invalid], failed])
@@ -771,8 +769,8 @@ class GuestKernel:
             return 0
         anon = victims[self.kind[victims] == PageKind.ANON]
         if anon.size > self.swap.n_free:
-            self.oldest.forget()  # some of the oldest stay: the kept choice no longer holds
             keep = self.swap.n_free
+            self.replacement.keep(anon[keep:])  # no swap slot for them: they stay
             victims = np.concatenate([victims[self.kind[victims] != PageKind.ANON], anon[:keep]])
             anon = anon[:keep]
         files = victims[self.kind[victims] == PageKind.FILE]
@@ -800,25 +798,8 @@ class GuestKernel:
         return int(victims.size)
 
     def _choose_victims(self, n_pages: int, evict_anon: bool) -> np.ndarray:
-        kinds = self.kind
-        policy = self.config.reclaim_policy
-        if policy == "clock":
-            victims, self.clock_hand = _clock_victims(kinds, self.ref, self.clock_hand, n_pages,
-                                                      evict_anon, True)
-            return victims
-        if policy != "random":
-            if n_pages <= 0:
-                return np.zeros(0, dtype=np.int64)
-            # Oldest first; ties (same tick) broken by PPN for determinism.
-            age = self.loaded_stamp if policy == "fifo" else self.last_stamp
-            chosen = self.oldest.choose(kinds, age, evict_anon, n_pages, self.now_stamp)
-            if chosen is not None:
-                return chosen
-        evictable = (kinds == PageKind.FILE) | ((kinds == PageKind.ANON) & evict_anon)
-        candidates = np.flatnonzero(evictable)
-        if candidates.size <= n_pages:  # all of them, in PPN order
-            return candidates
-        return np.sort(self.rng.choice(candidates, n_pages, replace=False))  # policy random
+        return self.replacement.victims(n_pages, self.kind, _EVICTABLE[evict_anon],
+                                        self.now_stamp)
 
     # -- reports -----------------------------------------------------------------------
     def count(self, kind: PageKind) -> int:

@@ -50,7 +50,6 @@ PERM_WRITE = 1  # a write may use this entry without a walk (writable and dirty)
 VM_SHIFT = 48
 ASID_SHIFT = 36
 VPN_MASK = (1 << 36) - 1
-MAX_VMS = 1 << 15
 MAX_ASIDS = 1 << 12
 
 

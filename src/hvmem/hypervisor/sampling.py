@@ -29,8 +29,21 @@ underestimate, and the maximum hides that).
 Traps are observed wherever the hypervisor sees a guest touch a page: the
 guest-physical memory bus (page fidelity) and hypervisor faults (mmu fidelity).
 
+Sampling by traps
+-----------------
+Under mmu fidelity the sampler learns of touches as ESX does [OSDI02 §5.3]:
+when a period starts, the sampled pages' mappings are taken from the hardware
+(:func:`arm_sampling`: nested leaves cleared and INVEPT, or shadow leaves
+zapped), so the next access to each exits to the hypervisor, whether it comes
+through the MMU or from the guest's own touches of the page over the memory
+bus. The exit is counted (``sampling_traps``), charged as a hypervisor fault,
+reported to the sampler, and the mapping comes back before the access is
+retried (:func:`sampling_trap`). Under page fidelity nothing is armed and the
+sampler watches the memory bus. (A sampled page inside a host large page keeps
+its 2 MiB leaf, so it traps only from the bus, or once the large page is broken.)
+
 Invariants: 0 <= slow, fast, current <= 1; a sampled page counts at most once
-per period.
+per period; a VM's ``n_armed`` is the number of its pages whose traps are set.
 """
 
 from __future__ import annotations
@@ -39,7 +52,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hvmem.core.sets import sorted_unique
 from hvmem.errors import ConfigError
+from hvmem.hypervisor.vm_state import VmState
 from hvmem.units import NS_PER_S
 
 SAMPLE_PAGES = 100  # pages sampled per period [OSDI02 §5.3]
@@ -146,3 +161,38 @@ class ActiveMemorySampler:
     def active_pages(self) -> int:
         """The estimated working set in pages."""
         return int(round(self.active_frac * self.n_ppns))
+
+
+def arm_sampling(vm: VmState, ppns: np.ndarray) -> None:
+    """A sampling period starts: make the next touch of each of ``ppns`` trap.
+
+    Pages of the previous sample never touched are disarmed first (their
+    mappings come back), so only this period's sample traps.
+    """
+    if vm.n_armed:
+        vm.paging.clear_traps(np.flatnonzero(vm.paging.trap))
+    ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
+    vm.paging.arm_traps(ppns)
+    vm.n_armed = int(ppns.size)
+
+
+def sampling_trap(vm: VmState, ppns: np.ndarray) -> None:
+    """Armed ``ppns`` (distinct) were touched: count, charge, report, restore."""
+    vm.paging.clear_traps(ppns)
+    vm.n_armed -= int(ppns.size)
+    vm.counters.sampling_traps += int(ppns.size)
+    vm.counters.fault_time_ns += ppns.size * vm.costs.hypervisor_fault_ns
+    vm.last_touch_stamp[ppns] = vm.clock.stamp
+    if vm.sampler is not None:
+        vm.sampler.observe(ppns)
+
+
+def observe_touches(vm: VmState, ppns: np.ndarray) -> None:
+    """The guest touched backed ``ppns``: armed ones trap, all are stamped and reported."""
+    if vm.n_armed:  # the guest's own touch of an armed page traps as well
+        armed = ppns[vm.paging.trap[ppns]]
+        if armed.size:
+            sampling_trap(vm, np.unique(armed))
+    vm.last_touch_stamp[ppns] = vm.clock.stamp
+    if vm.sampler is not None:
+        vm.sampler.observe(ppns)

@@ -57,7 +57,7 @@ import math
 from dataclasses import dataclass, replace
 
 from hvmem.errors import ConfigError
-from hvmem.guest.kernel import RECLAIM_POLICIES, GuestConfig
+from hvmem.guest.kernel import GuestConfig
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC
@@ -67,6 +67,7 @@ from hvmem.policy.entitlement import DEFAULT_TAX_FRAC, MAX_TAX_FRAC
 from hvmem.policy.policies import POLICY_NAMES, PolicyConfig
 from hvmem.policy.samples import SHARES_PER_MIB
 from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
+from hvmem.replacement.names import RECLAIM_POLICIES, SWAP_SELECTIONS
 from hvmem.units import (
     GIB,
     MIB,
@@ -129,9 +130,6 @@ OVERHEAD_BASE_BYTES = 32 * MIB
 OVERHEAD_FRAC = 0.01
 #: Swap devices, with latencies in the cost table.
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
-# How the host picks pages to swap: at random, as ESX does [OSDI02 §3.3], or
-# least recently used first (a comparison point, not an ESX option).
-SWAP_SELECTIONS = ("random", "lru")
 #: Simulation fidelities (see DESIGN.md section 3).
 FIDELITIES = tuple(str(f) for f in Fidelity)
 #: Default tick: 1 simulated second (DESIGN.md section 3).
@@ -243,7 +241,7 @@ class SharingConfig:
     salting: str = choice("within", SALTING_MODES, "\"across\" (one salt for all VMs, before "
                           "2014), \"within\" (a salt per VM, ESXi's default since 2015: sharing "
                           "within a VM only) or \"explicit\" (each VM's salt)",
-                          source="[KB2097593][VS-TPS70]")
+                          source="[KB2097593]")
     scan_rate_pages_per_s: float | None = number(
         None, "pages scanned per second per VM", lo=0.0, lo_open=True, hi=1e6, unit="1/s",
         optional=True, none="as ESX: a whole VM per 60 min (Mem.ShareScanTime), at most 1024/s",

@@ -438,12 +438,13 @@ def paging(
     as for 'hvmem tlb': addresses, --pages (OSTEP paging-policy.py -f files) or
     Valgrind Lackey output, detected automatically.
     """
-    from hvmem.guest.replacement import POLICIES, simulate_chunks
+    from hvmem.replacement.names import REPLAY_POLICIES
+    from hvmem.replacement.replay import simulate_chunks
     from hvmem.workloads.trace import iter_page_numbers
 
     name = policy.strip().lower()
-    if name not in POLICIES:
-        raise HvmemError(f"--policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if name not in REPLAY_POLICIES:
+        raise HvmemError(f"--policy {policy!r}: expected one of {', '.join(REPLAY_POLICIES)}")
     if frames <= 0:
         raise HvmemError(f"--frames: expected a positive count, found {frames}")
     if seed < 0:
@@ -471,6 +472,8 @@ def bench_host_command(
         help="Shipped scenario simulated end to end ('none' to skip).")] = "bench-32vm",
     duration: Annotated[str | None, typer.Option(
         help="Simulate only this much of the scenario, such as 5min.")] = None,
+    scan_pages: Annotated[int, typer.Option(
+        help="Pages of the sharing scan; swapping takes an eighth as many.")] = 8 << 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Sharing scan over 8 Mi pages, swapping out 1 Mi pages, and a whole scenario.
@@ -489,7 +492,7 @@ def bench_host_command(
             raise HvmemError(f"--duration: expected a positive time, found {duration}")
     if scenario != "none":
         builtin_scenario_path(scenario)  # an unknown name fails before the long part
-    result = bench_host(seed)
+    result = bench_host(seed, scan_pages)
     if scenario != "none":
         run = bench_scenario(scenario, duration_s)
         result["sim_seconds_per_wall_second"] = run.pop("sim_seconds_per_wall_second")

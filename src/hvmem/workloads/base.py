@@ -16,17 +16,34 @@ Content: a write stores the 64-bit token in ``content`` into the page. Token 0
 means a page of zeroes; equal tokens mean identical pages (which page sharing
 finds); see ``content.py`` for how tokens are drawn and how compressible each is.
 
+Rates: a workload states how often its programs act (references, pages or
+allocations per second) and :class:`Rate` turns that into a whole number per
+tick, carrying the fraction to the next tick, so a rate of 5 refs/s with 1 ms
+ticks gives one reference every 200 ticks and the long-run count is exact.
+Deterministic counts rather than Poisson ones: the rate is what a scenario
+states and totals are exact; randomness lies in which pages are touched.
+
 Units: page numbers are 4 KiB guest-virtual page numbers; times are nanoseconds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
+
+from hvmem.units import NS_PER_S
+
+#: Pages in a 48-bit virtual address space (36-bit VPNs, four-level paging).
+VPN_SPACE_PAGES = 1 << 36
+#: Guest processes run as ASIDs 1..4094 (12-bit PCIDs, 0 reserved): index 0..4093.
+MAX_PROCESSES = 4094
+#: No vCPU makes more than a few 10**9 memory references a second; more is a unit slip.
+MAX_REFS_PER_S = 1e10
 
 
 class MemoryOpKind(StrEnum):
@@ -152,3 +169,20 @@ class Workload(Protocol):
     def next_batch(self, now_ns: int, tick_ns: int) -> AccessBatch:
         """The accesses of the tick that starts at ``now_ns`` and lasts ``tick_ns``."""
         ...
+
+
+class Rate:
+    """Turns a per-second rate into whole counts per tick, carrying the fraction."""
+
+    def __init__(self, per_s: float) -> None:
+        self.per_s = float(per_s)
+        self.carry = 0.0
+
+    def take(self, tick_ns: int) -> int:
+        """The whole count of the tick ``tick_ns`` long; its fraction goes to the next."""
+        if tick_ns < 0:
+            raise ValueError(f"tick_ns must not be negative, got {tick_ns}")
+        x = self.per_s * (tick_ns / NS_PER_S) + self.carry
+        n = math.floor(x)
+        self.carry = x - n
+        return int(n)

@@ -69,8 +69,9 @@ matches, the order OSDI02 footnote 3 accepts for its 64-bit hashes. A collision
 would just make two pages shareable.
 
 Speed: tokens are made by a Numba kernel, one pass over the batch, and nothing
-here draws random numbers: every token is a hash, so contents are
-reproducible without an RNG stream.
+here draws random numbers: every token is a hash (SplitMix64's mixer of
+salted inputs, :mod:`hvmem.core.mix`), so contents are reproducible without an
+RNG stream.
 
 Sources: esx-memory.md sections 1.4 and 1.5 and its source list; D.
 Magenheimer, "RE: zsmalloc limitations and related topics", LKML, 2013-02-28;
@@ -86,6 +87,7 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import mix64
 from hvmem.errors import ConfigError
 from hvmem.params import check, fail, frac, table, text
 from hvmem.units import KIB, PAGE_SIZE_BYTES
@@ -126,11 +128,6 @@ _SALT_CLASS = np.uint64(0x3C6E_F372_FE94_F82B)
 _SALT_IMAGE = np.uint64(0xA54F_F53A_5F1D_36F1)
 _SALT_PRIVATE = np.uint64(0x510E_527F_ADE6_82D1)
 _SALT_SIZE = np.uint64(0x9B05_688C_2B3E_6C1F)
-_M1 = np.uint64(0xBF58_476D_1CE4_E5B9)
-_M2 = np.uint64(0x94D0_49BB_1331_11EB)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
 _S32 = np.uint64(32)
 _S9 = np.uint64(9)
 _S16 = np.uint64(16)
@@ -235,17 +232,9 @@ class ContentParams:
 
 
 @njit(cache=True, inline="always")
-def _mix(z):
-    """SplitMix64's finaliser (Stafford variant 13): a bijective 64-bit mixer."""
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
-
-
-@njit(cache=True, inline="always")
 def _class_hash(image_key, v):
     """32 uniform bits that decide a page's class; depend on (image, page) only."""
-    return _mix(image_key ^ _mix(v ^ _SALT_CLASS)) >> _S32
+    return mix64(image_key ^ mix64(v ^ _SALT_CLASS)) >> _S32
 
 
 @njit(cache=True, inline="always")
@@ -270,14 +259,14 @@ def _tokens_kernel(vpn, is_write, counter0, image_key, vm_key, image_cut, zero_c
         u = _class_hash(image_key, v)
         img = _U64_0 - np.uint64(u < image_cut)  # all ones for an image page
         nonzero = _U64_0 - (np.uint64(u >= zero_cut) | np.uint64(u < image_cut))
-        base_img = _mix(image_key ^ _mix(v ^ _SALT_IMAGE))
-        base_prv = _mix(vm_key ^ _mix(v ^ _mix((counter0 + np.uint64(i)) ^ _SALT_PRIVATE)))
+        base_img = mix64(image_key ^ mix64(v ^ _SALT_IMAGE))
+        base_prv = mix64(vm_key ^ mix64(v ^ mix64((counter0 + np.uint64(i)) ^ _SALT_PRIVATE)))
         base = _select(img, base_img, base_prv)
         c1 = _select(img, img_c1, prv_c1)
         c2 = _select(img, img_c2, prv_c2)
         # Size code: band [0, 64), [64, 128) or [128, 256) by 32 hash bits, then
         # 16 more bits spread it uniformly within the band (multiply-shift).
-        sz = _mix(base ^ _SALT_SIZE)
+        sz = mix64(base ^ _SALT_SIZE)
         us = sz >> _S32
         b1 = np.uint64(us >= c1)
         b2 = np.uint64(us >= c2)

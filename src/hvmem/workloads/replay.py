@@ -48,9 +48,9 @@ piece of the tick into a hash table of pages as it is taken (a Numba kernel,
 O(1) per reference), so its memory is bounded by the tick's distinct pages
 plus one chunk, not by its reference count.
 
-Cost. Parsing dominates: on the development machine the reader takes about
-45 ns per Lackey line, so a tick of 10**6 references costs about 47 ms in
-either fidelity, and the first pass about 70 ms per 10**6 lines, once.
+Cost. Parsing dominates, in either fidelity: a tick costs about what reading
+its references from the trace does, and the first pass about what reading the
+whole trace once does (measurements: ``docs/design/workload-generation.md``).
 
 Fidelity. ``"mmu"``: one entry per trace reference in trace order; a Lackey
 ``S`` or ``M`` record is a write. ``"page"``: one entry per distinct page of the
@@ -71,12 +71,22 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import GOLDEN_GAMMA
 from hvmem.errors import ConfigError, TraceError
 from hvmem.params import REQUIRED, check, choice, flag, number, size, table, text, whole
 from hvmem.units import PAGE_SHIFT
-from hvmem.workloads.base import AccessBatch, Fidelity, MemoryOp, MemoryOpKind
+from hvmem.workloads.base import (
+    MAX_PROCESSES,
+    MAX_REFS_PER_S,
+    VPN_SPACE_PAGES,
+    AccessBatch,
+    Fidelity,
+    MemoryOp,
+    MemoryOpKind,
+    Rate,
+)
+from hvmem.workloads.checks import fail
 from hvmem.workloads.content import ContentModel, ContentParams
-from hvmem.workloads.synthetic import MAX_PROCESSES, MAX_REFS_PER_S, VPN_SPACE_PAGES, _Rate
 from hvmem.workloads.trace import DEFAULT_BLOCK_BYTES, FORMATS, iter_page_numbers
 
 __all__ = [
@@ -93,7 +103,8 @@ DEFAULT_TRACE_REFS_PER_S = 1e9
 
 
 def _fail(name: str, expected: str, found: object) -> ConfigError:
-    return ConfigError(f"expected {expected}, found {found!r}", path=("ReplayParams", name))
+    """The error for field ``name`` of :class:`ReplayParams`."""
+    return fail("ReplayParams", name, expected, found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,7 +277,7 @@ class ReplayWorkload:
         if content_key is None:
             content_key = int(rng.integers(0, 1 << 63))
         self.content = ContentModel(params.content, content_key)
-        self._rate = _Rate(params.effective_refs_per_s)
+        self._rate = Rate(params.effective_refs_per_s)
         self._chunks: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
         self._vpn = np.zeros(0, np.int64)
         self._write = np.zeros(0, np.bool_)
@@ -382,7 +393,7 @@ class ReplayWorkload:
 
 
 _EMPTY_KEY = np.int64(-1)
-_HASH_MUL = np.uint64(0x9E37_79B9_7F4A_7C15)
+_HASH_MUL = GOLDEN_GAMMA
 
 
 @njit(cache=True)

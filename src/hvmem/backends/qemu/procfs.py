@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 KIB_PER_MIB = 1024
-PAGE_KIB = 4
 # QEMU aligns anonymous guest RAM to 2 MiB and may reserve the alignment on top.
 _RAM_SLACK_KIB = 4 * 1024
 

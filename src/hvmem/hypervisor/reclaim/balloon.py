@@ -16,6 +16,14 @@ balance period the host side::
 The maximum balloon is ``Mem.CtlMaxPercent`` = 65 % of the VM's memory, or a
 per-VM ``sched.mem.maxmemctl`` override [VS4-ATTR][VS-BALLOON].
 
+Pages the guest gives up lose their backing (:func:`release`): a private
+frame goes back to the host free list (its data kept until the frame is
+reused), a shared mapping drops one sharer, a swapped or compressed copy is
+discarded, and the pmap records why (BALLOONED, or UNBACKED for reported free
+pages and a powered-off VM). A host large page given back in part is broken
+first; one given back whole is dropped whole (``large_pages.release_large``).
+The next touch backs such a page afresh, as any first touch.
+
 A driver can be missing, disabled, not yet loaded, or too slow (OSDI 2002
 §3.2). The host calls it *stuck* when the balloon has stayed short of its
 target without growing for ``stuck_after_ns`` (default 15 s, one balance
@@ -33,13 +41,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from hvmem.core.sets import sorted_unique
 from hvmem.errors import ConfigError
 from hvmem.hardware.virtio_balloon import VirtioBalloon
+from hvmem.hypervisor.large_pages import release_large
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.sharing import unshare
+from hvmem.hypervisor.vm_state import VmState
 from hvmem.units import NS_PER_S
 
 CTL_MAX_FRAC = 0.65  # Mem.CtlMaxPercent = 65 % (ESX/ESXi 4.0 -> 9.0.1) [VS4-ATTR][LAMW]
 STUCK_AFTER_NS = 15 * NS_PER_S  # assumption: one balance period without progress
+
+
+def release(vm: VmState, ppns: np.ndarray, state: Backing = Backing.UNBACKED) -> int:
+    """Drop the machine pages behind ``ppns`` (the guest gave them up); returns frames freed.
+
+    ``state`` records why: BALLOONED for pages in the balloon, UNBACKED for
+    free pages the guest reported. The next touch backs them afresh (zeroed
+    only if the frame comes from another VM, as any first touch).
+    """
+    ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
+    if vm.large.any():
+        release_large(vm, ppns)
+    shared = ppns[vm.pmap.state[ppns] == Backing.SHARED]
+    if shared.size:
+        unshare(vm, shared, state)
+    current = vm.pmap.state[ppns]
+    backed = ppns[current == Backing.PRIVATE]
+    swapped = ppns[current == Backing.SWAPPED]
+    vm.swapfile.discard(swapped)  # its data is garbage now: the guest gave it up
+    compressed = ppns[current == Backing.COMPRESSED]
+    if compressed.size:
+        vm.zip.take(compressed)
+        vm.zip.fit_frames(vm.frames, vm.vm_id)
+    others = ppns[(current != Backing.PRIVATE) & (current != Backing.SHARED)]
+    old = vm.pmap.unback(backed, state)
+    vm.pmap.state[others] = state
+    if backed.size:
+        vm.paging.on_backing_changed(backed, np.ones(backed.size, dtype=bool))
+        vm.frames.free(old)
+    return int(backed.size)
 
 
 @dataclass(slots=True)
@@ -56,7 +100,7 @@ class BalloonHost:
     """The host side of one VM's balloon.
 
     Args:
-        vm: the hypervisor's VM (a ``host.HostVm``).
+        vm: the hypervisor's VM (a ``vm.HostVm``).
         device: the VM's virtio balloon device.
         max_pages: the maximum balloon; 65 % of the VM's memory by default.
         stuck_after_ns: how long a balloon short of its target may make no progress.

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hvmem.hardware.frames import MachineMemory
 from hvmem.units import KIB, PAGE_SIZE_BYTES
 from hvmem.workloads.content import compressed_size_bytes
 
@@ -119,3 +120,13 @@ class CompressionCache:
         self.used_bytes -= int(self.slot_bytes[ppns].sum())
         self.slot_bytes[ppns] = 0
         return tokens
+
+    def fit_frames(self, frames: MachineMemory, owner: int) -> None:
+        """Hold exactly the frames the slots need, taking them from ``frames`` as ``owner``."""
+        need = self.frames_needed
+        have = self.frames.size
+        if need > have:
+            self.frames = np.concatenate([self.frames, frames.alloc(owner, need - have)])
+        elif need < have:
+            frames.free(self.frames[need:])
+            self.frames = self.frames[:need]

@@ -39,43 +39,31 @@ are read sequentially);
 frames carry a reverse map (``MachineMemory.ppn``), so a hint is just a frame
 number and is stale when that frame no longer backs the page it did.
 
-Scan speed (``hvmem bench host``: 8 Mi pages of 8 VMs in batches of 256 Ki
-pages, a 16 Mi-slot, 256 MiB table). A probe misses the host's caches, so the
-kernel gathers a batch first (frame, content, key: sequential reads) and then
-probes with a prefetch instruction PREFETCH candidates ahead. A plain load as
-the look-ahead helps little: the branch on each probe's outcome (empty, hint,
-shared) mispredicts often and a pending load holds the pipeline, while a
-prefetch retires at once. Measured, kernel time (CPU) over the bench's scan on
-a warm table: 0.46-0.52 s with a load 16 ahead, 0.28-0.34 s with a prefetch 16
-ahead, 0.32-0.37 s when the prefetched slot is also read 8 ahead to prefetch its
-frame's words. The form kept reads only the home slot, PREFETCH_FRAME = 8
-ahead, branches on nothing it holds (frame 0 stands in for another key), and
-prefetches the frame's content, owner, reverse map and refcount, which the
-checks of a shared or hinted entry read: measured again on a busier machine
-with the kernel also remapping the joined pages, 0.30-0.31 s with it against
-0.31-0.32 s without. Probes that run on past their home slot cross into the
-next line often enough to matter (at load 0.3, a missed lookup probes 1.5
-slots on average, and an insert's home is the last slot of its line one time
-in four), so the line of the slot three on is prefetched too: 0.29 s against
-0.31-0.32 s (three runs each, interleaved; 0.23 s against 0.26 s for 8 Mi
-distinct pages, all inserts). Rejected, measured the same way: probing each batch in key
-order (a stable counting sort on the key's top bits, about one candidate a
-bucket or 4 Ki buckets), whose probes walk the table from start to end,
-0.77-0.88 s: the sort costs about 0.14 s and the sorted probes were no faster,
-as a batch is one candidate per 64 slots, so each probe is still a new line
-and a new page (in isolation: 31 M probes/s sorted, 44 M/s sorted with
-prefetch, 42 M/s in random order with prefetch); and gathering and probing
-in one pass through a ring of candidates, 0.74 s. On an untouched table about
-half the scan's time was the first touch of the table's pages (measured:
-0.80-1.05 s on an untouched table against 0.28-0.46 s on a touched one), which
-no probe order avoids, so the table's memory is committed when it is allocated
-(host setup, or a growth), where a scan does not wait for it; halving the slot
-(a partial key beside the frame) would halve that cost, but a stale hint's
-full key could no longer be recovered from its frame, so the table would stop
-being the 64-bit-keyed table modelled here. The per-scan work arrays are kept
-from scan to scan for the same reason, and the kernel hands back this VM's
-pages that joined a shared frame compacted, with their targets and old frames,
-so nothing after it walks the whole batch again.
+Scan speed: a probe misses the host's caches, so the kernel gathers a batch
+first (frame, content, key: sequential reads) and then probes, with a prefetch
+instruction PREFETCH candidates ahead for the home slot's line and the line of
+the slot three on (where a probe that runs past its home lands), and
+PREFETCH_FRAME ahead for the words of the frame the home slot names, which the
+checks of a shared or hinted entry read. Prefetches rather than loads: the
+branch on each probe's outcome mispredicts often, and a pending load would
+hold the pipeline while a prefetch retires at once. The table's memory is
+committed when it is allocated (host setup, or a growth) and the per-scan work
+arrays are kept from scan to scan, so no scan pays the first touch of their
+pages; the kernel hands back this VM's pages that joined a shared frame
+compacted, with their old frames, so nothing after it walks the whole batch
+again. The measurements behind these choices, and the alternatives that lost,
+are in ``docs/design/sharing-scan.md``.
+
+The scan driver (:func:`share_scan`, one VM's pages; :func:`scan_vms`, every
+VM at its rate) runs the kernel and finishes what it leaves: pages inside a
+host large page are hashed but not shared (``large_pages``), unless the host
+breaks large pages by memory state, which breaks the visited ones first and
+offers their hashed pages too [KB1021095][YB-STATES6]; the pages of a
+promoted hint, which may belong to any VM, become SHARED and read-only in
+that VM's translations; this VM's pages that joined a shared frame give their
+own frame back. A write to a shared page gets a private copy
+(``fault.break_cow``); :func:`leave_shared` drops a sharer and frees a frame
+left with none.
 
 Counters (pages): scanned, shared (mappings made), hints_inserted,
 hint_promotions, stale_hints, already_shared, not_backed (page swapped,
@@ -89,15 +77,19 @@ References: Waldspurger, OSDI 2002 §4; VMware KB 1021095 (large pages), KB
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from hvmem.core.mix import GOLDEN_GAMMA, mix64
 from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hardware.prefetch import host_prefetch
+from hvmem.hypervisor.large_pages import break_covering, hashed_pages
+from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.vm_state import LARGE_PAGE_SHIFT, VmState
 
 SALTING_MODES = ("across", "within", "explicit")
 SHARE_SCAN_TIME_S = 3600  # Mem.ShareScanTime: scan a whole VM per 60 minutes [VS4-ATTR]
@@ -131,10 +123,7 @@ PREFETCH_FRAME = 8  # candidates ahead whose slot's frame is prefetched
 @njit(cache=True, inline="always")
 def content_hash(token):
     """A 64-bit mix of a content token (splitmix64's finalizer)."""
-    x = np.uint64(token) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return mix64(np.uint64(token) + GOLDEN_GAMMA)
 
 
 @njit(cache=True, inline="always")
@@ -364,7 +353,7 @@ class SharingTable:
         self.table = np.zeros((capacity, 2), dtype=np.uint64)
         # Commit the table's memory now: left to the scans, the first touch of
         # each of its pages is a page fault in the middle of a probe (about half
-        # of a first scan's time over a large host, see the module docstring).
+        # of a first scan's time over a large host, docs/design/sharing-scan.md).
         self.table.fill(0)
         self.shift = 64 - (capacity.bit_length() - 1)  # slot = key >> shift
         self.t_used = np.zeros(1, dtype=np.int64)  # slots ever taken (tombstones included)
@@ -434,3 +423,120 @@ def _reinsert(live, table, shift):
 def default_scan_rate_pages_per_s(n_ppns: int) -> float:
     """Pages per second that scan a VM once per ShareScanTime, capped at ShareRateMax."""
     return min(SHARE_RATE_MAX_PAGES_PER_S, n_ppns / SHARE_SCAN_TIME_S)
+
+
+# -- the scan driver ---------------------------------------------------------------
+
+
+def scan_vms(vms: Sequence[VmState], elapsed_ns: int, rng: np.random.Generator,
+             rate_pages_per_s: float | None = None) -> int:
+    """Run the page-sharing scanner for ``elapsed_ns``: random pages of every VM.
+
+    Each VM is scanned at ``rate_pages_per_s`` (by default a whole VM per
+    Mem.ShareScanTime, capped at Mem.ShareRateMax). Returns frames freed.
+    """
+    freed = 0
+    for vm in vms:
+        rate = rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns)
+        n = min(vm.n_ppns, int(rate * elapsed_ns / 1e9 + rng.random()))
+        if n:
+            freed += vm.services.share(vm, np.sort(rng.choice(vm.n_ppns, n, replace=False)))
+    return freed
+
+
+def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
+               salts: Callable[[], np.ndarray], vms: Sequence[VmState]) -> int:
+    """Offer ``ppns`` (distinct) of ``vm`` to the table; returns frames freed.
+
+    ``salt`` is this VM's, ``salts()`` every VM's and ``vms`` every VM by id
+    (a promoted hint's page may be any VM's). Guest page-table pages are not
+    candidates: the model keeps their entries in the table store rather than
+    as a content token. Pages of a large page are hashed but not shared
+    (counted as ``large_pages``), unless the host breaks large pages by memory
+    state: then a visited large page is broken and its hashed pages are
+    offered with the rest [KB1021095][YB-STATES6].
+    """
+    ppns = np.asarray(ppns, dtype=np.int64)
+    frames = vm.frames
+    if ppns.size and vm.large.any():
+        in_large = vm.large[ppns >> LARGE_PAGE_SHIFT]
+        if np.any(in_large):
+            if vm.services.large_page_breaking != "off":
+                broken = break_covering(vm, ppns[in_large], "state", bounded=True)
+                ppns = np.union1d(ppns, hashed_pages(vm, broken))
+                in_large = vm.large[ppns >> LARGE_PAGE_SHIFT]  # left whole: skipped
+            if np.any(in_large):
+                vm.lp_hashed[ppns[in_large]] = True
+                skipped = int(np.count_nonzero(in_large))
+                table.counters.scanned += skipped
+                table.counters.large_pages += skipped
+                ppns = ppns[~in_large]
+    n = ppns.size
+    table.reserve(n, frames, salts)
+    keys, mpns, action, joined, old, promoted_vm, promoted_ppn = table.scratch(n)
+    counts = np.zeros(N_ACTIONS + 1, dtype=np.int64)
+    n_promoted = scan_kernel(
+        ppns, vm.pmap.state, vm.pmap.mpn, vm.guest_tables.is_table_frame, salt,
+        frames.content, frames.owner, frames.ppn, frames.refcount, table.table, table.t_used,
+        table.shift, keys, mpns, action, joined, old, promoted_vm, promoted_ppn, counts)
+    c = table.counters
+    c.scanned += n
+    c.hints_inserted += int(counts[A_HINT])
+    c.stale_hints += int(counts[A_STALE])
+    c.already_shared += int(counts[A_ALREADY])
+    c.page_tables += int(counts[A_PAGE_TABLE])
+    c.not_backed += int(counts[A_NOT_BACKED])
+    c.false_matches += int(counts[A_FALSE])
+    c.hint_promotions += int(n_promoted)
+    # Pages whose hinted twin became a shared frame: read-only from now on.
+    if n_promoted:
+        promoted_vm, promoted_ppn = promoted_vm[:n_promoted], promoted_ppn[:n_promoted]
+        first = int(promoted_vm[0])
+        vm_ids = ([first] if np.all(promoted_vm == first)
+                  else np.unique(promoted_vm).tolist())
+        for vm_id in vm_ids:
+            owner_vm = vms[vm_id]
+            pages = promoted_ppn if len(vm_ids) == 1 else promoted_ppn[promoted_vm == vm_id]
+            pages = pages.copy()  # the scratch arrays are reused by the next scan
+            # A hint made before its frame became part of a large page can still
+            # match: that large page is broken first, as its page now shares.
+            break_covering(owner_vm, pages, "other")
+            owner_vm.pmap.state[pages] = Backing.SHARED
+            owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
+    # This VM's pages that now map a shared frame (the kernel remapped them
+    # in the pmap) give their own frame back.
+    n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
+    if n_joined == 0:
+        return 0
+    # Used before any other scan can reuse the work arrays: no copies.
+    sharers, old = joined[:n_joined], old[:n_joined]
+    vm.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
+    frames.free(old)
+    c.shared += n_joined + int(n_promoted)
+    c.frames_freed += n_joined
+    return n_joined
+
+
+def unshare(vm: VmState, ppns: np.ndarray, state: Backing) -> None:
+    """Drop shared mappings of ``ppns`` without copying (their data is not needed)."""
+    shared_mpns = vm.pmap.unback(ppns, state)
+    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.services.leave_shared(vm, shared_mpns, False)
+
+
+def leave_shared(table: SharingTable, frames: MachineMemory, salt: int,
+                 shared_mpns: np.ndarray, copied: bool) -> None:
+    """One sharer (salted ``salt``) fewer per entry; frames left with none go back.
+
+    ``copied``: the sharers left by a write, each with a private copy
+    (counted as ``cow_breaks``).
+    """
+    if copied:
+        table.counters.cow_breaks += int(shared_mpns.size)
+    np.subtract.at(frames.refcount, shared_mpns, 1)
+    empty = np.unique(shared_mpns[frames.refcount[shared_mpns] == 0])
+    for mpn in empty.tolist():
+        table.forget(int(frames.content[mpn]), salt, mpn)
+    if empty.size:
+        frames.refcount[empty] = 1  # free() expects a held frame
+        frames.free(empty)

@@ -14,9 +14,12 @@ The swap file has one slot per guest-physical page (ESX sizes ``.vswp`` as
 configured memory minus the reservation, so every unreserved page has a home);
 slot = PPN.
 
-Page selection: ``random`` (ESX picks pages at random, knowing nothing about
-the guest's use of them [OSDI02 §3]) or ``lru`` (oldest host-observed touch
-first, an option beyond ESX).
+Page selection (:func:`swap_victims`): among the VM's private pages, by one of
+the replacement policies the host supports (``SWAP_SELECTIONS`` in
+``replacement/names.py``): ``random`` (ESX picks pages at random, knowing
+nothing about the guest's use of them [OSDI02 §3]) or ``lru`` (oldest
+host-observed touch first, an option beyond ESX, over the touch stamps the
+host keeps for every page). Victims are swapped in PPN order.
 
 Double paging: a guest that swaps out a page the host has already swapped makes
 the host read it back first (to hand the guest its data) only for the guest to
@@ -36,8 +39,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
+from hvmem.hypervisor.pmap import Backing
+from hvmem.replacement.names import SWAP_SELECTIONS
+from hvmem.replacement.policies import make_policy
 
-SWAP_SELECTION = ("random", "lru")
+#: The pages the host may swap, by pmap state: private ones (a shared page
+#: would be read back to be swapped once per sharer, freeing nothing).
+SWAP_CANDIDATES = np.array([state == Backing.PRIVATE for state in Backing])
+
+
+def swap_victims(n_pages: int, selection: str, state: np.ndarray, touch_stamp: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n_pages`` private pages of a VM to swap, in PPN order.
+
+    Args:
+        n_pages: pages wanted.
+        selection: one of ``SWAP_SELECTIONS``: "random" (as ESX) or "lru".
+        state: the VM's pmap states.
+        touch_stamp: when the host last saw each page touched (``lru`` reads it).
+        rng: the generator ``random`` draws from.
+
+    Raises:
+        ConfigError: a selection the host does not support.
+    """
+    policy = make_policy(selection, state.size, rng, supported=SWAP_SELECTIONS,
+                         user="host swap selection", use_stamp=touch_stamp)
+    return np.sort(policy.victims(n_pages, state, SWAP_CANDIDATES))
 
 
 @dataclass(slots=True)

@@ -1,0 +1,202 @@
+r"""Reclaim orchestration: which pages a VM loses, and to which mechanism.
+
+What is modelled
+----------------
+When the memory scheduler gives a VM a swap target, the hypervisor takes
+pages away the ESX way (:func:`reclaim`)::
+
+    victims (random, as ESX; or LRU by host touch stamp)
+      -> share?      offered to page sharing first (share-before-swap) [OSDI02 §4.3]
+      -> compress?   kept in the compression cache if <= 2 KiB and it has room
+                     (its oldest pages evicted to swap if not) [VS41-ZIP]
+      -> swap        written to the VM's swap file [OSDI02 §3.3]
+
+The simulator's ``SimulatedBackend.swap_to_target`` calls it once a balance
+period for a plan's whole target and, between periods in HARD or LOW, for the
+pages a VM touched back in, so the VM stays at its target. A victim inside a
+host large page breaks that large page first, and the sub-pages the scanner
+had hashed are offered to sharing with the victims [KB1021095]; a large page
+is never swapped whole.
+
+The synchronous path (:func:`make_room`): when a touch finds the free list
+short, the hypervisor cannot wait for a balance period; it swaps pages out on
+the spot from the VM consuming the most, never the pages being served, then
+empties compression caches into swap. This is what ESX's LOW state stands for
+[OSDI02 §6.3]; it is counted as ``emergency_swaps``.
+
+Invariants: a victim is a PRIVATE page of its VM when chosen; a shared frame
+goes back to the free list only when its last sharer has left; the compression
+cache always holds exactly the frames its slots need.
+
+References: Waldspurger, OSDI 2002 §3.3, §4.3, §6.3; VMware KB 1021095;
+esx-memory.md §1.3 to §1.5 and §3.4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hvmem.errors import OutOfMemoryError
+from hvmem.hardware.frames import MachineMemory
+from hvmem.hypervisor.large_pages import break_covering, hashed_pages
+from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.swap import swap_victims
+from hvmem.hypervisor.vm_state import EMERGENCY_SLACK_FRAMES, LARGE_PAGE_SHIFT, VmState
+
+
+def choose_victims(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru"."""
+    return swap_victims(n_pages, selection, vm.pmap.state, vm.last_touch_stamp, rng)
+
+
+def swap_out(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator) -> int:
+    """Page out up to ``n_pages`` private pages to the swap file; returns pages freed."""
+    victims = choose_victims(vm, n_pages, selection, rng)
+    swap_pages(vm, victims)
+    return int(victims.size)
+
+
+def swap_pages(vm: VmState, ppns: np.ndarray) -> None:
+    """Write pages to the swap file and drop their frames.
+
+    A shared frame goes back to the free list only once its last sharer has left.
+    """
+    if ppns.size == 0:
+        return
+    if vm.large.any():
+        # A large page is never swapped whole: split the ones holding victims as
+        # free frames allow (a table page each), swap their victims (at least a
+        # frame back each) and go on; small-page victims go first.
+        in_large = vm.large[ppns >> LARGE_PAGE_SHIFT]
+        if np.any(in_large):
+            swap_pages(vm, ppns[~in_large])
+            rest = ppns[in_large]
+            while rest.size:
+                broken = break_covering(vm, rest, "reclaim", bounded=True)
+                if broken.size == 0:
+                    return  # no frame left even for a table page: these stay
+                done = np.isin(rest >> LARGE_PAGE_SHIFT, broken)
+                swap_pages(vm, rest[done])
+                rest = rest[~done]
+            return
+    frames = vm.frames
+    shared = vm.pmap.state[ppns] == Backing.SHARED
+    old = vm.pmap.mpn[ppns]
+    vm.swapfile.store(ppns, frames.content[old])
+    vm.pmap.unback(ppns, Backing.SWAPPED)
+    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    if np.any(shared):
+        vm.services.leave_shared(vm, old[shared], False)
+    frames.free(old[~shared])
+
+
+def reclaim(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator,
+            compress: bool = True, share_first: bool = True) -> dict[str, int]:
+    """Take up to ``n_pages`` away the ESX way: share, else compress, else swap.
+
+    Victims are chosen as for swapping; a victim inside a large page breaks
+    it, and the sub-pages the scanner had hashed are offered to sharing
+    with the victims [KB1021095]. Each victim is first offered to page
+    sharing (share-before-swap), then kept compressed if it compresses to
+    2 KiB or less and the cache has room (evicting its oldest pages to swap
+    if not), else written to the swap file.
+
+    Returns:
+        Pages reclaimed by each mechanism: {"shared", "compressed", "swapped"}
+        (frames returned; compression's own frames are netted out).
+    """
+    victims = choose_victims(vm, n_pages, selection, rng)
+    done = {"shared": 0, "compressed": 0, "swapped": 0}
+    if victims.size == 0:
+        return done
+    broken = break_covering(vm, victims, "reclaim", bounded=True)
+    # Victims in large pages there was no table page to split for wait for next time.
+    victims = victims[~vm.large[victims >> LARGE_PAGE_SHIFT]]
+    if share_first:
+        offer = victims if broken.size == 0 else np.union1d(victims, hashed_pages(vm, broken))
+        done["shared"] = vm.services.share(vm, offer)
+        victims = victims[vm.pmap.state[victims] == Backing.PRIVATE]
+    if compress and victims.size:
+        frames, zip_cache = vm.frames, vm.zip
+        tokens = frames.content[vm.pmap.mpn[victims]]
+        slots = zip_cache.slot_for(tokens)
+        keep = slots > 0
+        zip_cache.counters.rejected += int(np.count_nonzero(~keep))
+        kept = victims[keep]
+        if kept.size:
+            # Room: evict the cache's oldest pages to swap.
+            evict = zip_cache.victims_for_room(int(slots[keep].sum()))
+            if evict.size:
+                zip_to_swap(vm, evict)
+            fits = np.cumsum(slots[keep]) <= zip_cache.capacity_bytes - zip_cache.used_bytes
+            kept = kept[fits]
+            old = vm.pmap.mpn[kept]
+            zip_cache.store(kept, frames.content[old], slots[keep][fits])
+            vm.pmap.unback(kept, Backing.COMPRESSED)
+            vm.paging.on_backing_changed(kept, np.ones(kept.size, dtype=bool))
+            frames.free(old)
+            before = zip_cache.frames.size
+            zip_cache.fit_frames(frames, vm.vm_id)
+            done["compressed"] = int(kept.size) - (zip_cache.frames.size - before)
+        victims = victims[vm.pmap.state[victims] == Backing.PRIVATE]
+    swap_pages(vm, victims)
+    done["swapped"] = int(victims.size)
+    return done
+
+
+def zip_to_swap(vm: VmState, ppns: np.ndarray) -> None:
+    """Move compressed pages to the swap file (cache eviction)."""
+    vm.swapfile.store(ppns, vm.zip.take(ppns))
+    vm.pmap.state[ppns] = Backing.SWAPPED
+    vm.zip.counters.evicted += int(ppns.size)
+    vm.zip.fit_frames(vm.frames, vm.vm_id)
+
+
+def make_room(vms: Sequence[VmState], frames: MachineMemory, rng: np.random.Generator,
+              n_frames: int, requester: VmState | None = None,
+              busy_ppns: np.ndarray | None = None) -> None:
+    """Make sure ``n_frames`` (plus slack for table pages) are free, swapping if not.
+
+    Pages go from the VM consuming the most, never ``requester``'s
+    ``busy_ppns`` (the pages being served right now); ``rng`` picks them.
+    """
+    # Slack for the table pages that mapping the new frames may need (one
+    # page-table page per 512 pages when dense, plus a fixed margin).
+    want = n_frames + EMERGENCY_SLACK_FRAMES + n_frames // 256
+    if frames.n_free >= want:
+        return
+    # Private pages first, then shared ones (a shared frame is freed once its
+    # last sharer is swapped), then the compression caches.
+    for state in (Backing.PRIVATE, Backing.SHARED):
+        for vm in sorted(vms, key=lambda v: -v.pmap.count(state)):
+            while True:
+                need = want - frames.n_free
+                if need <= 0:
+                    return
+                victims = np.flatnonzero(vm.pmap.state == state)
+                if vm is requester and busy_ppns is not None and victims.size:
+                    victims = victims[~np.isin(victims, busy_ppns)]
+                if victims.size == 0:
+                    break
+                victims = victims[np.sort(rng.choice(
+                    victims.size, min(need, victims.size), replace=False))]
+                split_before = vm.counters.large_pages_broken
+                swap_pages(vm, victims)
+                vm.counters.emergency_swaps += int(victims.size)
+                # Splitting large pages took table pages: the same VM goes again.
+                if vm.counters.large_pages_broken == split_before:
+                    break
+    for vm in vms:
+        if frames.n_free >= want:
+            return
+        cached = np.flatnonzero(vm.zip.slot_bytes)
+        if cached.size:
+            zip_to_swap(vm, cached)
+    if frames.n_free < n_frames + EMERGENCY_SLACK_FRAMES:
+        raise OutOfMemoryError(
+            f"host memory exhausted: {n_frames} frames needed, {frames.n_free} free and "
+            "nothing left to swap (hypervisor overhead fills the rest)"
+        )
