@@ -34,6 +34,8 @@ SRC_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "hvmem"
 LAYERS: dict[str, int] = {
     "units": 0,
     "errors": 0,
+    # Field declarations (key, kind, unit, default, bounds, doc) for every config class.
+    "params": 0,
     # Shipped scenario files: data and a lookup, needing only errors.
     "scenarios": 1,
     "core": 1,

@@ -55,7 +55,6 @@ import numpy as np
 
 from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
-from hvmem.errors import ConfigError
 from hvmem.guest.balloon_driver import POLL_PERIOD_NS, REPORT_PERIOD_NS, BalloonDriver
 from hvmem.guest.kernel import GuestKernel
 from hvmem.hardware.mmu import Mmu
@@ -68,7 +67,7 @@ from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 from hvmem.policy.controller import PolicyController
-from hvmem.policy.policies import POLICIES, EsxParams, make_policy
+from hvmem.policy.policies import make_policy
 from hvmem.policy.states import (
     MemState,
     StateTracker,
@@ -110,16 +109,13 @@ class Simulation:
         self.tracker = StateTracker(self.thresholds)
         self.sharing_tally = SharingTally()
         self.state = self.tracker.state
-        name = policy or scenario.policy.name
-        if name not in POLICIES:
-            raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
-        params = EsxParams(tax_frac=scenario.policy.idle_tax_frac) if name == "esx" else None
-        self.policy = make_policy(name, params)
+        policy_config = scenario.policy.for_policy(policy)
+        self.policy = make_policy(policy_config)
         self.backend = SimulatedBackend(self, hc, self.host.frames, self.thresholds,
                                         self.sharing_tally,
                                         self.streams.stream("hypervisor/reclaim"))
         self.controller = PolicyController(self.policy, self.backend,
-                                           scenario.policy.balance_period_ns / NS_PER_S)
+                                           policy_config.balance_period_s)
         self.vms: dict[str, SimVm] = {}
         self.now_ns = 0
         self.result = RunResult(scenario)

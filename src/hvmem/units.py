@@ -80,24 +80,26 @@ def parse_size_bytes(text: str | int, *, what: str = "size") -> int:
             does not come to a whole number of bytes.
     """
     if isinstance(text, bool):
-        raise ConfigError(f"{what}: expected a size such as '4GiB', found {text!r}")
+        raise ConfigError(f"expected a size such as '4GiB', found {text!r}", path=(what,))
     if isinstance(text, int):
         if text < 0:
-            raise ConfigError(f"{what}: expected a non-negative size, found {text}")
+            raise ConfigError(f"expected a non-negative size, found {text}", path=(what,))
         return text
     match = _NUMBER_UNIT.match(str(text))
     if not match:
-        raise ConfigError(f"{what}: expected a size such as '4GiB' or '512MiB', found {text!r}")
+        raise ConfigError(f"expected a size such as '4GiB' or '512MiB', found {text!r}",
+                          path=(what,))
     number, unit = match.groups()
     scale = _SIZE_UNITS_BYTES.get(unit.lower())
     if scale is None:
         raise ConfigError(
-            f"{what}: unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB or TiB)"
+            f"unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB or TiB)",
+            path=(what,),
         )
     # Exact arithmetic: a float would round long byte counts and overflow on huge ones.
     value = Fraction(number) * scale
     if value.denominator != 1:
-        raise ConfigError(f"{what}: {text!r} is not a whole number of bytes")
+        raise ConfigError(f"{text!r} is not a whole number of bytes", path=(what,))
     return int(value)
 
 
@@ -105,7 +107,7 @@ def parse_size_pages(text: str | int, *, what: str = "size") -> int:
     """Parse a memory size into 4 KiB pages; it must be a whole number of pages."""
     size_bytes = parse_size_bytes(text, what=what)
     if size_bytes % PAGE_SIZE_BYTES:
-        raise ConfigError(f"{what}: {text!r} is not a whole number of 4 KiB pages")
+        raise ConfigError(f"{text!r} is not a whole number of 4 KiB pages", path=(what,))
     return size_bytes >> PAGE_SHIFT
 
 
@@ -123,23 +125,27 @@ def parse_time_ns(text: str | int | float, *, what: str = "time") -> int:
         ConfigError: the text is not a non-negative duration with a known unit.
     """
     if isinstance(text, bool):
-        raise ConfigError(f"{what}: expected a time such as '15s', found {text!r}")
+        raise ConfigError(f"expected a time such as '15s', found {text!r}", path=(what,))
     if isinstance(text, int | float):
         if text == 0:
             return 0
-        raise ConfigError(f"{what}: a time needs a unit, such as '{text}s', found {text!r}")
+        raise ConfigError(f"a time needs a unit, such as '{text}s', found {text!r}",
+                          path=(what,))
     match = _NUMBER_UNIT.match(str(text))
     if not match:
-        raise ConfigError(f"{what}: expected a time such as '15s' or '250ns', found {text!r}")
+        raise ConfigError(f"expected a time such as '15s' or '250ns', found {text!r}",
+                          path=(what,))
     number, unit = match.groups()
     if unit == "":
         if float(number) == 0:
             return 0
-        raise ConfigError(f"{what}: a time needs a unit (ns, us, ms, s, min, h), found {text!r}")
+        raise ConfigError(f"a time needs a unit (ns, us, ms, s, min, h), found {text!r}",
+                          path=(what,))
     scale = _TIME_UNITS_NS.get(unit if unit == "µs" else unit.lower())
     if scale is None:
         raise ConfigError(
-            f"{what}: unknown time unit {unit!r} in {text!r} (use ns, us, ms, s, min or h)"
+            f"unknown time unit {unit!r} in {text!r} (use ns, us, ms, s, min or h)",
+            path=(what,),
         )
     return round(Fraction(number) * scale)
 
@@ -164,6 +170,33 @@ def format_time(time_ns: int | float) -> str:
             text = f"{scaled:.0f}" if scaled == int(scaled) else _significant(scaled, 3)
             return f"{text} {unit}"
     return f"{value:.0f} ns"
+
+
+def size_text(size_bytes: int) -> str:
+    """An exact size as a scenario writes it: the largest binary unit that divides it.
+
+    ``parse_size_bytes(size_text(n)) == n`` for every ``n >= 0`` (``"4GiB"``,
+    ``"1028MiB"``, ``"4100B"``).
+    """
+    for unit, scale in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size_bytes and size_bytes % scale == 0:
+            return f"{size_bytes // scale}{unit}"
+    return f"{size_bytes}B"
+
+
+def time_text(time_ns: int) -> str:
+    """An exact time as a scenario writes it: the largest unit that divides it.
+
+    ``parse_time_ns(time_text(n)) == n`` for every ``n >= 0`` (``"15s"``,
+    ``"10min"``, ``"1500us"``, ``"0s"``).
+    """
+    if time_ns == 0:
+        return "0s"
+    for unit, scale in (("h", 3600 * NS_PER_S), ("min", 60 * NS_PER_S), ("s", NS_PER_S),
+                        ("ms", NS_PER_MS), ("us", NS_PER_US)):
+        if time_ns and time_ns % scale == 0:
+            return f"{time_ns // scale}{unit}"
+    return f"{time_ns}ns"
 
 
 def _significant(value: float, digits: int) -> str:

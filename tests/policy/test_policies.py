@@ -15,6 +15,7 @@ from hvmem.policy.policies import (
     MomParams,
     MomPolicy,
     Policy,
+    PolicyConfig,
     ProxmoxParams,
     ProxmoxPolicy,
     StaticPolicy,
@@ -67,7 +68,9 @@ def test_registry_names_and_protocol():
         assert isinstance(policy, Policy)
         assert policy.name == name
     assert isinstance(make_policy(), EsxPolicy)
-    assert make_policy("esx", EsxParams(tax_frac=0.0)).params.tax_frac == 0.0
+    assert make_policy(PolicyConfig(idle_tax_frac=0.0)).params.tax_frac == 0.0
+    mom = make_policy(PolicyConfig(name="mom", params={"history_len": 2}))
+    assert isinstance(mom, MomPolicy) and mom.params == MomParams(history_len=2)
 
 
 def test_unknown_policy_lists_the_known_ones():
@@ -79,7 +82,7 @@ def test_unknown_policy_lists_the_known_ones():
 
 def test_wrong_params_type_is_a_config_error():
     with pytest.raises(ConfigError, match="expected MomParams"):
-        make_policy("mom", EsxParams())
+        PolicyConfig(name="mom", params=EsxParams())
     with pytest.raises(ConfigError, match="tax_frac"):
         EsxParams(tax_frac=1.5)
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError
 from hvmem.hardware.timing import DEFAULT_COSTS
+from hvmem.policy.planner import PlannerParams
+from hvmem.policy.policies import EsxParams, MomParams, ProxmoxParams
 from hvmem.scenario.loader import dump_scenario, load_scenario, parse_scenario
 from hvmem.scenario.schema import SHARES_PER_MIB
 from hvmem.units import GIB, MIB
@@ -127,10 +129,12 @@ ERROR_CASES = [
     ("vm-not-array", [("vm", {"name": "x"})], "vm", "array of tables"),
     ("host-not-table", [("host", "big")], "host", "expected a table"),
     ("unknown-kind", [("vm.0.workload.kind", "zipff")], "vm[0].workload.kind",
-     "expected one of uniform, zipf, hotcold, scan, idle, phases, churn, replay"),
+     "expected one of 'uniform', 'zipf', 'hotcold', 'scan', 'idle', 'phases', 'churn', "
+     "'replay', found 'zipff'"),
     ("phase-kind", [("vm.2.workload.phases.0", {"duration": "1s", "kind": "churn"})],
-     "vm[2].workload.phases[0].kind", "expected one of uniform, zipf"),
-    ("bad-shares-word", [("vm.0.shares", "medium")], "vm[0].shares", "low, normal, high"),
+     "vm[2].workload.phases[0].kind", "expected one of 'uniform', 'zipf'"),
+    ("bad-shares-word", [("vm.0.shares", "medium")], "vm[0].shares",
+     "one of 'low', 'normal', 'high' or a whole number"),
     ("negative-shares", [("vm.0.shares", -1)], "vm[0].shares", "found -1"),
     ("float-shares", [("vm.0.shares", 2.5)], "vm[0].shares", "whole number"),
     ("reservation-over-memory", [("vm.0.reservation", "2GiB")], "vm[0].reservation",
@@ -196,7 +200,25 @@ ERROR_CASES = [
     ("idle-tax", [("policy.idle_tax_frac", 1.0)], "policy.idle_tax_frac", "<= 0.99"),
     ("policy-name", [("policy.name", "vmware")], "policy.name", "'esx'"),
     ("policy-params", [("policy.params", [1, 2])], "policy.params", "expected a table"),
-    ("balance-period", [("policy.balance_period", "0s")], "policy.balance_period", "positive"),
+    ("balance-period", [("policy.balance_period", "0s")], "policy.balance_period",
+     "expected a time from 100ms to 1h, found '0s'"),
+    ("unknown-policy-param", [("policy.name", "mom"), ("policy.params", {"ballon_enabled": 0})],
+     "policy.params.ballon_enabled", "unknown field (did you mean 'balloon_enabled'?)"),
+    ("policy-param-range", [("policy.name", "mom"), ("policy.params", {"history_len": 0})],
+     "policy.params.history_len", "expected a whole number in 1..10000, found 0"),
+    ("policy-param-time", [("policy.name", "proxmox"), ("policy.params", {"interval": 10})],
+     "policy.params.interval", "needs a unit"),
+    ("esx-planner-param", [("policy.params", {"swap_out_mib_s": -1})],
+     "policy.params.swap_out_mib_s", "or 'unlimited', found -1"),
+    ("tax-in-params", [("policy.params", {"tax_frac": 0.5})], "policy.params.tax_frac",
+     "policy.idle_tax_frac sets it"),
+    ("period-in-params", [("policy.params", {"balance_period": "5s"})],
+     "policy.params.balance_period", "policy.balance_period sets it"),
+    ("static-params", [("policy.name", "static"), ("policy.params", {"x": 1})],
+     "policy.params.x", "the static policy has no parameters"),
+    ("tick-absurd", [("tick", "1ns"), ("duration", "1ms")], "tick", "a time from 1ms to 1h"),
+    ("refs-absurd", [("vm.0.workload.refs_per_s", 1e15)], "vm[0].workload.refs_per_s",
+     "<= 1e10, found 1000000000000000.0"),
     ("tlb-ways", [("host.tlb.ways", 3)], "host.tlb.ways", "a divisor of the 64"),
     ("profile", [("host.profile", "esxi7")], "host.profile", "'esxi6'"),
     ("esx4-compression", [("host.profile", "esx4"), ("host.compression.enabled", True)],
@@ -217,7 +239,7 @@ ERROR_CASES = [
      "'lru'"),
     ("balloon-max", [("vm.0.guest.balloon_max", "2GiB")], "vm[0].guest.balloon_max",
      "at most the VM's memory"),
-    ("fidelity", [("fidelity", "cycle")], "fidelity", "page, mmu"),
+    ("fidelity", [("fidelity", "cycle")], "fidelity", "expected 'page' or 'mmu', found 'cycle'"),
     ("seed", [("seed", -1)], "seed", "found -1"),
     ("description", [("description", 5)], "description", "a string"),
     ("hotcold", [("vm.0.workload", {"kind": "hotcold", "region": "64MiB",
@@ -329,8 +351,8 @@ def test_defaults():
     assert (h.compression.enabled, h.compression.max_frac) == (True, 0.10)
     assert (h.tlb_entries, h.tlb_ways, h.pwc_entries, h.min_free_frac) == (64, 4, 0, 0.0)
     p = s.policy
-    assert (p.name, p.balance_period_ns, p.idle_tax_frac, dict(p.params)) == (
-        "esx", 15 * S, 0.75, {})
+    assert (p.name, p.balance_period_ns, p.idle_tax_frac, p.params) == (
+        "esx", 15 * S, 0.75, EsxParams())
     vm = s.vms[0]
     assert (vm.reservation_bytes, vm.limit_bytes, vm.power_on_ns, vm.power_off_ns, vm.salt) == (
         0, None, 0, None, None)
@@ -448,17 +470,32 @@ def test_replay_path_is_relative_to_the_scenario_file(tmp_path):
     assert parse_scenario(dump_scenario(s), str(tmp_path / "run.toml")) == s
 
 
-def test_policy_params_pass_through_read_only():
+def test_policy_params_are_the_named_policys_own_and_typed():
     s = parse(patched(("policy.name", "mom"),
-                      ("policy.params", {"free_low_frac": 0.2, "steps": [1, 2],
-                                         "nested": {"a": 1}})))
+                      ("policy.params", {"balloon_enabled": False, "history_len": 3,
+                                         "ksm_sleep_baseline": "20ms"})))
     params = s.policy.params
-    assert params["free_low_frac"] == 0.2 and params["steps"] == (1, 2)
-    assert params["nested"]["a"] == 1
-    with pytest.raises(TypeError):
-        params["x"] = 1  # type: ignore[index]
-    with pytest.raises(TypeError):
-        params["nested"]["a"] = 2  # type: ignore[index]
+    assert params == MomParams(balloon_enabled=False, history_len=3, ksm_sleep_ms_baseline=20.0)
+    esx = parse(patched(("policy.balance_period", "5s"), ("policy.idle_tax_frac", 0.5),
+                        ("policy.params", {"swap_out_mib_s": 50,
+                                           "balloon_inflate_mib_s": "unlimited"})))
+    assert esx.policy.params == EsxParams(
+        tax_frac=0.5, planner=PlannerParams(balance_period_s=5.0, swap_out_mib_s=50,
+                                            balloon_inflate_mib_s=None))
+    assert parse(dump_scenario(esx)) == esx
+    proxmox = parse(patched(("policy.name", "proxmox"), ("policy.params", {"interval": "30s"})))
+    assert proxmox.policy.params == ProxmoxParams(interval_s=30.0)
+    assert parse(dump_scenario(proxmox)) == proxmox
+    static = parse(patched(("policy.name", "static")))
+    assert static.policy.params is None and "params" not in dump_scenario(static)["policy"]
+
+
+def test_unknown_policy_param_is_one_line_naming_the_file():
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(patched(("policy.name", "mom"),
+                               ("policy.params", {"ballon_enabled": False})), "demo.toml")
+    assert str(info.value) == ("demo.toml: policy.params.ballon_enabled: unknown field (did you "
+                               "mean 'balloon_enabled'?)")
 
 
 def test_timing_overrides_in_ns_or_with_units():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import pytest
 
 from hvmem.errors import ConfigError
 from hvmem.guest.kernel import GuestConfig
+from hvmem.params import declared
+from hvmem.policy.planner import PlannerParams
+from hvmem.policy.policies import EsxParams, MomParams
 from hvmem.scenario import schema
 from hvmem.scenario.schema import (
     CompressionConfig,
@@ -30,13 +32,12 @@ CLASSES = [Scenario, HostConfig, SharingConfig, CompressionConfig, PolicyConfig,
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
-def test_every_field_has_a_default_and_a_comment(cls):
-    source = inspect.getsource(cls).splitlines()
+def test_every_field_is_declared_with_a_default_and_a_description(cls):
     for f in dataclasses.fields(cls):
         assert (f.default is not dataclasses.MISSING
                 or f.default_factory is not dataclasses.MISSING), f.name
-        line = next(i for i, text in enumerate(source) if text.strip().startswith(f"{f.name}:"))
-        assert "#" in source[line] or source[line - 1].strip().startswith("#"), f.name
+        d = declared(cls, f.name)
+        assert d.param.doc and "\n" not in d.param.doc, f.name
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -139,13 +140,25 @@ def test_schema_errors_name_class_and_field(build, prefix):
     assert "\n" not in str(info.value)
 
 
-def test_policy_params_are_a_deep_read_only_copy():
-    raw = {"a": {"b": [1, 2]}}
-    p = PolicyConfig(params=raw)
-    raw["a"]["b"].append(3)
-    assert p.params["a"]["b"] == (1, 2)
-    with pytest.raises(TypeError):
-        p.params["a"]["c"] = 1  # type: ignore[index]
+def test_policy_params_from_a_table_are_the_named_policys_typed_params():
+    raw = {"history_len": 4}
+    p = PolicyConfig(name="mom", params=raw)
+    raw["history_len"] = 5
+    assert p.params == MomParams(history_len=4)
+    assert PolicyConfig(name="static").params is None
+    assert PolicyConfig().params == EsxParams()
+    with pytest.raises(ConfigError, match=r"^PolicyConfig\.params\.history: unknown field"):
+        PolicyConfig(name="mom", params={"history": 4})
+
+
+def test_policy_config_owns_the_idle_tax_and_the_balance_period():
+    p = PolicyConfig(idle_tax_frac=0.25, balance_period_ns=5 * S,
+                     params=EsxParams(planner=PlannerParams(swap_out_mib_s=7.0)))
+    assert p.params.tax_frac == 0.25
+    assert p.params.planner == PlannerParams(balance_period_s=5.0, swap_out_mib_s=7.0)
+    assert p.for_policy(None) is p and p.for_policy("esx") is p
+    mom = p.for_policy("mom")
+    assert (mom.name, mom.balance_period_ns, mom.params) == ("mom", 5 * S, MomParams())
 
 
 def test_public_names_exist():

@@ -3,9 +3,9 @@
 Function and cost are kept apart (gem5's atomic versus timing split): the MMU,
 the hypervisor and the guest decide *what* happens and count events; this table
 turns counts into time, so one model can be re-costed without being re-run in
-another way. Every default names its source; where no published figure fits, the
-value is marked *assumed* together with its reasoning, and a scenario may
-override any field.
+another way. Every cost is declared with its source (:mod:`hvmem.params`); where
+no published figure fits, the value is marked *assumed*, and a scenario may
+override any field in its ``[timing]`` table (a number of ns or a time).
 
 Sources
 -------
@@ -26,6 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from hvmem.errors import ConfigError
+from hvmem.params import check, cost
+
+#: Largest cost a scenario may set: 10 s, beyond any device or exit (a 7200 rpm disk
+#: seek is 8 ms); a larger one is a unit mistake.
+MAX_COST_NS = 10.0 * 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,44 +38,53 @@ class CostTable:
     """Per-event costs in nanoseconds. Defaults assume a ~2.5 GHz x86-64 server core."""
 
     # -- translation ----------------------------------------------------------
-    tlb_hit_ns: float = 1.0  # a TLB lookup, overlapped with the L1 access [SDM]; assumed ~2 cycles
-    # One page-walk memory reference; mostly cache hits [BHARGAVA08]; assumed. An
-    # entry found in the page-walk cache costs nothing beyond the TLB lookup.
-    walk_ref_ns: float = 20.0
+    tlb_hit_ns: float = cost(1.0, "a TLB lookup, overlapped with the L1 access (~2 cycles)",
+                             hi=MAX_COST_NS, source="[SDM]; assumed")
+    # An entry found in the page-walk cache costs nothing beyond the TLB lookup.
+    walk_ref_ns: float = cost(20.0, "one page-walk memory reference, mostly a cache hit",
+                              hi=MAX_COST_NS, source="[BHARGAVA08]; assumed")
     # -- virtualization exits --------------------------------------------------
-    vmexit_ns: float = 500.0  # one VM exit plus re-entry: ~1250 cycles [INTEL09]
-    # shadow paging: exit + software walk + shadow fill [ADAMS06]; assumed
-    hidden_fault_ns: float = 1500.0
-    # shadow paging: a traced guest PTE write, exit + emulation [ADAMS06]; assumed
-    pte_trace_ns: float = 1000.0
-    # shadow paging: an intercepted CR3 load, exit + root switch [ADAMS06]; assumed
-    cr3_switch_ns: float = 800.0
-    # shadow paging: an intercepted INVLPG or flush [ADAMS06]; assumed
-    tlb_flush_exit_ns: float = 600.0
+    vmexit_ns: float = cost(500.0, "one VM exit plus re-entry (~1250 cycles)",
+                            hi=MAX_COST_NS, source="[INTEL09]")
+    hidden_fault_ns: float = cost(1500.0, "shadow paging: a hidden fault (exit, software walk, "
+                                  "shadow fill)", hi=MAX_COST_NS, source="[ADAMS06]; assumed")
+    pte_trace_ns: float = cost(1000.0, "shadow paging: a traced guest PTE write (exit, "
+                               "emulation)", hi=MAX_COST_NS, source="[ADAMS06]; assumed")
+    cr3_switch_ns: float = cost(800.0, "shadow paging: an intercepted CR3 load (exit, root "
+                                "switch)", hi=MAX_COST_NS, source="[ADAMS06]; assumed")
+    tlb_flush_exit_ns: float = cost(600.0, "shadow paging: an intercepted INVLPG or flush",
+                                    hi=MAX_COST_NS, source="[ADAMS06]; assumed")
     # -- faults and page operations --------------------------------------------
-    # guest kernel demand-zero fault path (trap, allocate, map); assumed
-    guest_fault_ns: float = 1500.0
-    hypervisor_fault_ns: float = 2000.0  # exit + allocate a frame + map it in the pmap; assumed
-    zero_page_ns: float = 400.0  # zeroing 4 KiB at ~10 GB/s; assumed
-    cow_copy_ns: float = 600.0  # copying 4 KiB on a copy-on-write break; assumed
-    decompress_ns: float = 10_000.0  # decompressing one 4 KiB page; assumed (zswap-class codecs)
-    balloon_page_ns: float = 2000.0  # one balloon inflate or deflate page operation; assumed
+    guest_fault_ns: float = cost(1500.0, "the guest kernel's demand-zero fault (trap, allocate, "
+                                 "map)", hi=MAX_COST_NS, source="assumed")
+    hypervisor_fault_ns: float = cost(2000.0, "an exit, a frame allocated and mapped in the "
+                                      "pmap", hi=MAX_COST_NS, source="assumed")
+    zero_page_ns: float = cost(400.0, "zeroing 4 KiB at ~10 GB/s", hi=MAX_COST_NS,
+                               source="assumed")
+    cow_copy_ns: float = cost(600.0, "copying 4 KiB on a copy-on-write break", hi=MAX_COST_NS,
+                              source="assumed")
+    decompress_ns: float = cost(10_000.0, "decompressing one 4 KiB page (zswap-class codecs)",
+                                hi=MAX_COST_NS, source="assumed")
+    balloon_page_ns: float = cost(2000.0, "one balloon inflate or deflate page operation",
+                                  hi=MAX_COST_NS, source="assumed")
     # -- swap devices, one 4 KiB random read -----------------------------------
-    swap_hdd_ns: float = 8_000_000.0  # seek + rotation of a 7200 rpm disk; assumed
-    swap_ssd_ns: float = 100_000.0  # SATA SSD random read; assumed
-    swap_nvme_ns: float = 20_000.0  # NVMe SSD random read; assumed
+    swap_hdd_ns: float = cost(8_000_000.0, "a swap-in from a 7200 rpm disk (seek + rotation)",
+                              hi=MAX_COST_NS, source="assumed")
+    swap_ssd_ns: float = cost(100_000.0, "a swap-in from a SATA SSD (random read)",
+                              hi=MAX_COST_NS, source="assumed")
+    swap_nvme_ns: float = cost(20_000.0, "a swap-in from an NVMe SSD (random read)",
+                               hi=MAX_COST_NS, source="assumed")
+
+    def __post_init__(self) -> None:
+        check(self)
 
     def with_overrides(self, overrides: dict[str, float]) -> CostTable:
-        """A copy with some costs replaced; unknown names or negative values are errors."""
+        """A copy with some costs replaced; unknown names or values out of bounds are errors."""
         known = {f.name for f in fields(self)}
-        for name, value in overrides.items():
+        for name in overrides:
             if name not in known:
                 known_list = ", ".join(sorted(known))
                 raise ConfigError(f"timing: unknown cost {name!r} (known: {known_list})")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(
-                    f"timing.{name}: expected a non-negative number of ns, found {value!r}"
-                )
         return replace(self, **overrides)
 
     def swap_in_ns(self, device: str) -> float:

@@ -90,6 +90,7 @@ from hvmem.policy.samples import HostSample, VmSample
 
 __all__ = [
     "DEFAULT_TAX_FRAC",
+    "MAX_TAX_FRAC",
     "AdmissionResult",
     "EntitlementResult",
     "adjusted_ratio",
@@ -104,8 +105,8 @@ __all__ = [
 #: ``Mem.IdleTax``: 75 % from ESX 1.5 to ESXi 9.0.1 [OSDI02 §5.2][ESX25-p343][LAMW].
 DEFAULT_TAX_FRAC = 0.75
 
-# Mem.IdleTax accepts 0-99 (%) [LAMW].
-_MAX_TAX_FRAC = 0.99
+#: ``Mem.IdleTax`` accepts 0-99 % [LAMW]; a tax of 100 % would make idle memory free.
+MAX_TAX_FRAC = 0.99
 
 
 def idle_cost(tax_frac: float) -> float:
@@ -119,10 +120,10 @@ def idle_cost(tax_frac: float) -> float:
     if (
         isinstance(tax_frac, bool)
         or not isinstance(tax_frac, int | float)
-        or not 0.0 <= tax_frac <= _MAX_TAX_FRAC
+        or not 0.0 <= tax_frac <= MAX_TAX_FRAC
     ):
         raise ConfigError(
-            f"tax_frac: must be between 0 and {_MAX_TAX_FRAC} "
+            f"tax_frac: must be between 0 and {MAX_TAX_FRAC} "
             f"(Mem.IdleTax 0-99 %), found {tax_frac!r}"
         )
     return 1.0 / (1.0 - tax_frac)

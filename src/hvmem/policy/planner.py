@@ -38,7 +38,8 @@ the backend managed to carry out. The balloon target never exceeds the VM's
 Rate limits per balance period
 ------------------------------
 The balance period is ``Mem.BalancePeriod`` = 15 s [VS4-ATTR][VS-ADV70]
-(``PlannerParams.balance_period_s``; keep it equal to the controller's period).
+(``PlannerParams.balance_period_s``, set from the scenario's ``[policy]
+balance_period``, the controller's period).
 Within one period a plan moves at most:
 
 * balloon inflation: ``balloon_inflate_mib_s`` x period beyond the current
@@ -84,12 +85,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hvmem.errors import ConfigError, InvariantViolation
+from hvmem.errors import InvariantViolation
+from hvmem.params import check, number, time
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
 from hvmem.policy.states import actions, get_profile
 
 __all__ = [
     "DEFAULT_BALANCE_PERIOD_S",
+    "MAX_BALANCE_PERIOD_S",
+    "MIN_BALANCE_PERIOD_S",
     "PlannerParams",
     "free_target_mib",
     "plan_vms",
@@ -97,47 +101,55 @@ __all__ = [
 
 #: ``Mem.BalancePeriod``: 15 s in ESX 2.5 through vSphere 7 [ESX25-p343][VS4-ATTR][VS-ADV70].
 DEFAULT_BALANCE_PERIOD_S = 15.0
+#: Bounds of a balance period a scenario may set. ESX publishes no range; below
+#: 100 ms a plan could not be carried out before the next, and an hour between
+#: plans is no longer memory management.
+MIN_BALANCE_PERIOD_S = 0.1
+MAX_BALANCE_PERIOD_S = 3600.0
 
 #: 16 384 pages of 4 KiB per second = 64 MiB/s [LINUX-BALLOON] (see the module docs).
 _VMW_BALLOON_MAX_MIB_S = 16384 * 4 / 1024
+#: Largest rate limit a scenario may set: 100 GiB/s, beyond any memory bus.
+_MAX_RATE_MIB_S = 100.0 * 1024
 
 # Excesses smaller than this are rounding noise, not reclamation work.
 _EPS_MIB = 1e-6
+
+
+def _rate(default: float | None, doc: str, source: str) -> float | None:
+    return number(default, doc, lo=0.0, hi=_MAX_RATE_MIB_S, unit="MiB/s", optional=True,
+                  none="unlimited", none_word="unlimited", source=source)
 
 
 @dataclass(frozen=True, slots=True)
 class PlannerParams:
     """Knobs of :func:`plan_vms` (see the module docs for their sources).
 
-    Attributes:
-        balance_period_s: time between plans (``Mem.BalancePeriod``).
-        balloon_inflate_mib_s: largest balloon growth per second beyond the
-            current balloon, None = unlimited (assumption, [LINUX-BALLOON]).
-        balloon_deflate_mib_s: largest balloon shrink per second, None =
-            unlimited (assumption, [LINUX-BALLOON]).
-        swap_out_mib_s: largest swap-target growth per second, None = unlimited.
-        free_target_frac: free memory the host steers to, as a multiple of
-            minFree (1.0: minFree, the high threshold of esx4/esxi5 and the CLEAR
-            threshold of esxi6 [OSDI02 §6.3][YB-STATES6]; **derived**).
+    In a scenario they sit in ``[policy.params]`` of the ``esx`` policy, except
+    ``balance_period_s``, which is ``[policy] balance_period`` (the controller's
+    period: the rate limits are per period because plans are).
     """
 
-    balance_period_s: float = DEFAULT_BALANCE_PERIOD_S
-    balloon_inflate_mib_s: float | None = _VMW_BALLOON_MAX_MIB_S
-    balloon_deflate_mib_s: float | None = _VMW_BALLOON_MAX_MIB_S
-    swap_out_mib_s: float | None = None
-    free_target_frac: float = 1.0
+    balance_period_s: float = time(DEFAULT_BALANCE_PERIOD_S, "time between plans "
+                                   "(Mem.BalancePeriod)", unit="s", lo=MIN_BALANCE_PERIOD_S,
+                                   hi=MAX_BALANCE_PERIOD_S, key=None,
+                                   owner="policy.balance_period",
+                                   source="[ESX25-p343][VS4-ATTR][VS-ADV70]")
+    balloon_inflate_mib_s: float | None = _rate(
+        _VMW_BALLOON_MAX_MIB_S, "largest balloon growth per second beyond the current balloon",
+        "vmw_balloon's 16 384 pages per 1-s cycle [LINUX-BALLOON]; assumed")
+    balloon_deflate_mib_s: float | None = _rate(
+        _VMW_BALLOON_MAX_MIB_S, "largest balloon shrink per second",
+        "vmw_balloon's largest rate_free [LINUX-BALLOON]; assumed")
+    swap_out_mib_s: float | None = _rate(
+        None, "largest swap-target growth per second",
+        "none published: the swap daemon pages out asynchronously [OSDI02 §3.3]")
+    free_target_frac: float = number(
+        1.0, "free memory the host steers to, as a multiple of minFree", lo=0.0, hi=10.0,
+        unit="x minFree", source="derived from [OSDI02 §6.3][YB-STATES6] (module docs)")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.balance_period_s) and self.balance_period_s > 0):
-            raise ConfigError(f"balance_period_s: must be positive, found {self.balance_period_s}")
-        for what in ("balloon_inflate_mib_s", "balloon_deflate_mib_s", "swap_out_mib_s"):
-            rate = getattr(self, what)
-            if rate is not None and not (math.isfinite(rate) and rate >= 0):
-                raise ConfigError(f"{what}: must be a non-negative rate or None, found {rate}")
-        if not (math.isfinite(self.free_target_frac) and self.free_target_frac >= 0):
-            raise ConfigError(
-                f"free_target_frac: must be non-negative, found {self.free_target_frac}"
-            )
+        check(self)
 
     def step_mib(self, rate_mib_s: float | None) -> float:
         """What ``rate_mib_s`` allows in one balance period (inf for None)."""

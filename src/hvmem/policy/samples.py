@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -68,6 +68,7 @@ __all__ = [
     "VmPlan",
     "VmSample",
     "balloon_max_for",
+    "powered_on",
     "shares_for",
 ]
 
@@ -417,6 +418,11 @@ class HostPlan:
         if self.scan_pages is None or not self.scan_sleep_ms:
             return None
         return self.scan_pages * 1000.0 / self.scan_sleep_ms
+
+
+def powered_on(vms: Sequence[VmSample]) -> list[VmSample]:
+    """The VMs of a sample that are powered on (the only ones a policy plans for)."""
+    return [vm for vm in vms if vm.powered_on]
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,14 @@ content mix) and the cost table (:class:`~hvmem.hardware.timing.CostTable`).
 ``scenario/loader.py`` builds one from TOML; code may build one directly.
 
 Every field carries its unit in its name (``_bytes``, ``_ns``, ``_frac``,
-``_pages_per_s``), has a default and a one-line description beside it. Sizes
-are bytes (whole 4 KiB pages), times integer nanoseconds. Each class checks
-itself on construction and raises :class:`~hvmem.errors.ConfigError` as
-``Class.field: expected ..., found ...``; the loader rewrites that prefix into
-the file and TOML path (``demo.toml: vm[2].reservation: ...``).
+``_pages_per_s``) and is declared once (:mod:`hvmem.params`): TOML key, kind,
+unit, default, bounds, a one-line description and its source. Sizes are bytes
+(whole 4 KiB pages), times integer nanoseconds. Each class checks its declared
+fields on construction, then the rules between fields below, and raises
+:class:`~hvmem.errors.ConfigError` at ``(Class, field)``
+(``VmConfig.reservation_bytes: expected ..., found ...``); the loader moves it
+to the file and TOML path (``demo.toml: vm[2].reservation: ...``) through the
+same declarations.
 
 Defaults resolved on construction (so a built object is always explicit):
 
@@ -51,12 +54,7 @@ Sources: keys in brackets resolve in ``reference/esx-memory.md`` section 9.
 from __future__ import annotations
 
 import math
-import numbers
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-from typing import Any
+from dataclasses import dataclass, replace
 
 from hvmem.errors import ConfigError
 from hvmem.guest.config import GuestConfig
@@ -64,13 +62,28 @@ from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC
 from hvmem.hypervisor.reclaim.sharing import SALTING_MODES
+from hvmem.params import check, choice, fail, flag, frac, number, size, table, text, time, whole
+from hvmem.policy.entitlement import DEFAULT_TAX_FRAC, MAX_TAX_FRAC
+from hvmem.policy.policies import POLICY_NAMES, PolicyConfig
+from hvmem.policy.samples import SHARES_PER_MIB
 from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
 from hvmem.replacement.names import RECLAIM_POLICIES, SWAP_SELECTIONS
-from hvmem.units import GIB, MIB, NS_PER_S, PAGE_SHIFT, PAGE_SIZE_BYTES, format_size, format_time
+from hvmem.units import (
+    GIB,
+    MIB,
+    NS_PER_MS,
+    NS_PER_S,
+    PAGE_SHIFT,
+    PAGE_SIZE_BYTES,
+    TIB,
+    format_size,
+    format_time,
+)
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.content import ContentParams
 from hvmem.workloads.replay import ReplayParams
 from hvmem.workloads.synthetic import (
+    MAX_PROCESSES,
     ChurnParams,
     HotColdParams,
     IdleParams,
@@ -82,6 +95,7 @@ from hvmem.workloads.synthetic import (
 )
 
 __all__ = [
+    "BACKEND_KINDS",
     "BALLOON_MAX_DEFAULT_FRAC",
     "DEFAULT_BALANCE_PERIOD_NS",
     "DEFAULT_COMPRESSION_MAX_FRAC",
@@ -95,6 +109,7 @@ __all__ = [
     "SHARES_PER_MIB",
     "SWAP_DEVICES",
     "WORKLOAD_TYPES",
+    "BackendConfig",
     "CompressionConfig",
     "GuestSettings",
     "HostConfig",
@@ -103,34 +118,27 @@ __all__ = [
     "SharingConfig",
     "VmConfig",
     "WorkloadParams",
-    "BackendConfig",
     "default_overhead_bytes",
     "shares_for",
     "workload_span_pages",
 ]
 
-#: Shares per MiB of configured memory for the named levels (4:2:1)
-#: [VS-SHARES][ESX25-p341]; esx-memory.md sections 1.6 and 2.2.
-SHARES_PER_MIB: Mapping[str, int] = MappingProxyType({"low": 5, "normal": 10, "high": 20})
 #: Fixed part of the default per-VM overhead: "typical overhead 32 MB" [OSDI02 §6.2].
 OVERHEAD_BASE_BYTES = 32 * MIB
 #: Part of the default overhead that grows with memory. **Assumed** (no table in the
 #: reference; OSDI02 §6.2 says only "more for VMs > 1 GB").
 OVERHEAD_FRAC = 0.01
-#: Policies a scenario may name (the policy registry implements them).
-POLICY_NAMES = ("esx", "static", "mom", "proxmox")
 #: Swap devices, with latencies in the cost table.
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
 #: Simulation fidelities (see DESIGN.md section 3).
 FIDELITIES = tuple(str(f) for f in Fidelity)
 #: Default tick: 1 simulated second (DESIGN.md section 3).
 DEFAULT_TICK_NS = NS_PER_S
-#: ``Mem.BalancePeriod`` = 15 s, ESX 2.5 to ESXi 7 [VS4-ATTR][VS-ADV70][ESX25-p343].
-DEFAULT_BALANCE_PERIOD_NS = 15 * NS_PER_S
-#: ``Mem.IdleTax`` = 75 %, ESX 1.5 to ESXi 9.0.1 [OSDI02 §5.2][VS4-ATTR][LAMW].
-DEFAULT_IDLE_TAX_FRAC = 0.75
-#: ``Mem.IdleTax`` accepts 0-99 % [LAMW]; a tax of 100 % would make idle memory free.
-MAX_IDLE_TAX_FRAC = 0.99
+#: ``Mem.BalancePeriod`` = 15 s (declared with :class:`PolicyConfig`).
+DEFAULT_BALANCE_PERIOD_NS = PolicyConfig().balance_period_ns
+#: ``Mem.IdleTax`` = 75 % and its largest value, 99 % (:mod:`hvmem.policy.entitlement`).
+DEFAULT_IDLE_TAX_FRAC = DEFAULT_TAX_FRAC
+MAX_IDLE_TAX_FRAC = MAX_TAX_FRAC
 #: ``Mem.MemZipMaxPct`` = 10 % of the VM's size [LAMW].
 DEFAULT_COMPRESSION_MAX_FRAC = 0.10
 #: ``Mem.CtlMaxPercent`` = 65 %: the host's balloon cap when a VM sets none [VS4-ATTR][LAMW].
@@ -143,11 +151,19 @@ WorkloadParams = (UniformParams | ZipfParams | HotColdParams | ScanParams | Idle
 WORKLOAD_TYPES = (UniformParams, ZipfParams, HotColdParams, ScanParams, IdleParams,
                   PhasesParams, ChurnParams, ReplayParams)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_MAX_TLB_ENTRIES = 1 << 16
-_MAX_PWC_ENTRIES = 1 << 12
-_MAX_PROCESSES = 4094  # ASIDs 1..4094 (12-bit PCIDs, 0 reserved)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_NAME_EXPECT = ("a name of letters, digits, '-', '_' and '.' (not starting with a punctuation "
+                "mark)")
 _MAX_SALT = (1 << 63) - 1
+# Bounds a real host fits in (assumed: ESXi 8 takes 24 TB hosts and 24 TB VMs; the model
+# keeps frame numbers of a VM in int32, so a VM stays below 8 TiB).
+_MAX_HOST_BYTES = 64 * TIB
+_MAX_VM_BYTES = 6 * TIB
+_MAX_OVERHEAD_BYTES = 1 * TIB
+# A simulated run: ticks of 1 ms to 1 h, runs of up to 30 days; a VM's times alike.
+_MIN_TICK_NS = NS_PER_MS
+_MAX_TICK_NS = 3600 * NS_PER_S
+_MAX_RUN_NS = 30 * 86400 * NS_PER_S
 
 
 # ------------------------------------------------------------------ helpers
@@ -167,11 +183,11 @@ def shares_for(level: str | int, memory_bytes: int) -> int:
     if isinstance(level, str):
         per_mib = SHARES_PER_MIB.get(level)
         if per_mib is None:
-            raise ConfigError(f"shares: expected low, normal, high or a whole number of shares, "
-                              f"found {level!r}")
+            raise ConfigError(f"expected low, normal, high or a whole number of shares, "
+                              f"found {level!r}", path=("shares",))
         return round(per_mib * memory_bytes / MIB)
-    if not _is_int(level) or level < 0:
-        raise ConfigError(f"shares: expected a whole number >= 0, found {level!r}")
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise ConfigError(f"expected a whole number >= 0, found {level!r}", path=("shares",))
     return int(level)
 
 
@@ -181,8 +197,8 @@ def default_overhead_bytes(memory_bytes: int) -> int:
     **Assumption**, see the module essay: 32 MiB is OSDI02's typical overhead,
     the 1 % stands for what grows with memory (the pmap, page tables).
     """
-    size = OVERHEAD_BASE_BYTES + math.ceil(OVERHEAD_FRAC * memory_bytes)
-    return -(-size // PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES
+    size_bytes = OVERHEAD_BASE_BYTES + math.ceil(OVERHEAD_FRAC * memory_bytes)
+    return -(-size_bytes // PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES
 
 
 def workload_span_pages(params: object) -> int | None:
@@ -192,27 +208,13 @@ def workload_span_pages(params: object) -> int | None:
     return int(params.region_pages)  # type: ignore[attr-defined]
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _exact(size_bytes: int | None) -> str:
     """A size with the largest binary unit that divides it ("1028 MiB", "2 GiB")."""
-    size = size_bytes or 0
+    value = size_bytes or 0
     for unit, scale in (("TiB", 1 << 40), ("GiB", GIB), ("MiB", MIB), ("KiB", 1 << 10)):
-        if size and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return format_size(size) if size >= MIB else f"{size} B"
+        if value and value % scale == 0:
+            return f"{value // scale} {unit}"
+    return format_size(value) if value >= MIB else f"{value} B"
 
 
 def _mib(size_bytes: int | None) -> str:
@@ -220,77 +222,12 @@ def _mib(size_bytes: int | None) -> str:
     return f"{(size_bytes or 0) / MIB:.2f} MiB".replace(".00 MiB", " MiB")
 
 
-def _fail(owner: object, name: str, expected: str, found: str) -> ConfigError:
-    return ConfigError(f"{type(owner).__name__}.{name}: expected {expected}, found {found}")
-
-
-def _check_size(owner: object, name: str, *, positive: bool = False,
-                optional: bool = False) -> None:
-    value = getattr(owner, name)
-    if value is None and optional:
-        return
-    if not _is_int(value) or value < 0:
-        raise _fail(owner, name, "a size in bytes (a non-negative integer)", _show(value))
-    if value % PAGE_SIZE_BYTES:
-        raise _fail(owner, name, "a whole number of 4 KiB pages", f"{value} bytes")
-    if positive and value == 0:
-        raise _fail(owner, name, "a positive size", "0 bytes")
-
-
-def _check_time(owner: object, name: str, *, positive: bool = False,
-                optional: bool = False) -> None:
-    value = getattr(owner, name)
-    if value is None and optional:
-        return
-    if not _is_int(value) or value < 0 or (positive and value == 0):
-        bound = "a positive" if positive else "a non-negative"
-        raise _fail(owner, name, f"{bound} whole number of nanoseconds", _show(value))
-
-
-def _check_int(owner: object, name: str, lo: int, hi: int) -> None:
-    value = getattr(owner, name)
-    if not _is_int(value) or not lo <= value <= hi:
-        raise _fail(owner, name, f"a whole number in {lo}..{hi}", _show(value))
-
-
-def _check_frac(owner: object, name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    value = getattr(owner, name)
-    ok = _is_real(value) and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        raise _fail(owner, name, f"a number {low} and <= {hi:g}", _show(value))
-
-
-def _check_bool(owner: object, name: str, *, optional: bool = False) -> None:
-    value = getattr(owner, name)
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise _fail(owner, name, "true or false", _show(value))
-
-
-def _check_choice(owner: object, name: str, options: tuple[str, ...] | Mapping[str, Any]) -> None:
-    value = getattr(owner, name)
-    if not isinstance(value, str) or value not in options:
-        raise _fail(owner, name, " or ".join(repr(o) for o in options), _show(value))
-
-
-def _check_name(owner: object, name: str) -> None:
-    value = getattr(owner, name)
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise _fail(owner, name, "a name of letters, digits, '-', '_' and '.' (not starting "
-                    "with a punctuation mark)", _show(value))
-
-
 def _set(owner: object, name: str, value: object) -> None:
     object.__setattr__(owner, name, value)  # resolving a default of a frozen dataclass
 
 
-def _freeze(value: object) -> object:
-    """A deep read-only copy: tables become mapping proxies, arrays tuples."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
+def _bytes(default: int | None, doc: str, hi: int, **kw: object) -> int | None:
+    return size(default, doc, lo=0, hi=hi, **kw)
 
 
 # ------------------------------------------------------------------ host
@@ -300,114 +237,87 @@ def _freeze(value: object) -> object:
 class SharingConfig:
     """Transparent page sharing (esx-memory.md section 1.4)."""
 
-    enabled: bool = True  # run the page-sharing scanner at all
-    # salting: "across" (one salt for all VMs, pre-2014), "within" (per-VM salt,
-    # ESXi's default since 2015: intra-VM sharing only), "explicit" (VmConfig.salt)
-    salting: str = "within"
-    scan_rate_pages_per_s: float | None = None  # per VM; None: a VM per 60 min, <= 1024/s
+    enabled: bool = flag(True, "run the page-sharing scanner at all")
+    salting: str = choice("within", SALTING_MODES, "\"across\" (one salt for all VMs, before "
+                          "2014), \"within\" (a salt per VM, ESXi's default since 2015: sharing "
+                          "within a VM only) or \"explicit\" (each VM's salt)",
+                          source="[KB2097593]")
+    scan_rate_pages_per_s: float | None = number(
+        None, "pages scanned per second per VM", lo=0.0, lo_open=True, hi=1e6, unit="1/s",
+        optional=True, none="as ESX: a whole VM per 60 min (Mem.ShareScanTime), at most 1024/s",
+        source="[LAMW] (esx-memory.md 1.4)")
 
     def __post_init__(self) -> None:
-        _check_bool(self, "enabled")
-        _check_choice(self, "salting", SALTING_MODES)
-        value = self.scan_rate_pages_per_s
-        if value is not None and not (_is_real(value) and value > 0):
-            raise _fail(self, "scan_rate_pages_per_s", "a number > 0 (or leave it out for "
-                        "ESX's default)", _show(value))
+        check(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompressionConfig:
     """Memory compression on the way to the swap file (esx-memory.md section 1.5)."""
 
-    enabled: bool | None = None  # None: as the profile (esxi5, esxi6: on; esx4: off)
-    max_frac: float = DEFAULT_COMPRESSION_MAX_FRAC  # cache cap per VM, share of its memory
+    enabled: bool | None = flag(None, "compress pages on their way to the swap file",
+                                optional=True, none="as the profile: on for esxi5 and esxi6, "
+                                "off for esx4", source="ESX 4.1 [VI-41]")
+    max_frac: float = frac(DEFAULT_COMPRESSION_MAX_FRAC, "compression cache cap per VM, share "
+                           "of its memory (Mem.MemZipMaxPct)", lo=0.0, lo_open=True,
+                           source="10 % [LAMW]")
 
     def __post_init__(self) -> None:
-        _check_bool(self, "enabled", optional=True)
-        _check_frac(self, "max_frac", 0.0, 1.0, lo_open=True)
+        check(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostConfig:
     """The physical host: machine memory, memory-state profile, paging and devices."""
 
-    memory_bytes: int = 4 * GIB  # machine memory the VMkernel manages
-    profile: str = DEFAULT_PROFILE  # free-memory states: "esx4", "esxi5" or "esxi6"
-    min_free_frac: float = 0.0  # Mem.MemMinFreePct / 100; 0: sliding scale (esxi5, esxi6)
-    paging: str = "nested"  # "nested" (EPT/NPT) or "shadow" page tables
-    swap_device: str = "ssd"  # device of the host swap files: "hdd", "ssd" or "nvme"
-    swap_selection: str = "random"  # host swap victims: "random" (as ESX) or "lru"
-    sharing: SharingConfig = field(default_factory=SharingConfig)  # page sharing
-    compression: CompressionConfig = field(default_factory=CompressionConfig)  # compression
-    tlb_entries: int = 64  # TLB entries per vCPU (mmu fidelity)
-    tlb_ways: int = 4  # TLB associativity (entries split into sets of this many)
-    pwc_entries: int = 0  # page-walk cache entries per vCPU; 0: none
-    # Back guest memory with 2 MiB host pages (Mem.AllocGuestLargePage); None: as ESX,
-    # on with nested paging, off with shadow paging (4 KiB backing) [KB1021095].
-    large_pages: bool | None = None
+    memory_bytes: int = size(4 * GIB, "machine memory the VMkernel manages", lo=0, lo_open=True,
+                             hi=_MAX_HOST_BYTES, required=True)
+    profile: str = choice(DEFAULT_PROFILE, tuple(PROFILES), "free-memory states and their "
+                          "thresholds (esx4, esxi5, esxi6)", source="esx-memory.md section 3")
+    min_free_frac: float = frac(0.0, "Mem.MemMinFreePct / 100; 0: the sliding scale (esxi5, "
+                                "esxi6)", hi=0.5, source="0-50 % [LAMW]")
+    paging: str = choice("nested", PAGING_MODES, "\"nested\" (EPT/NPT) or \"shadow\" page "
+                         "tables")
+    swap_device: str = choice("ssd", SWAP_DEVICES, "device of the host swap files")
+    swap_selection: str = choice("random", SWAP_SELECTIONS, "host swap victims: \"random\" (as "
+                                 "ESX) or \"lru\" (a comparison point)", source="[OSDI02 §3.3]")
+    sharing: SharingConfig = table(SharingConfig, "page sharing", factory=SharingConfig)
+    compression: CompressionConfig = table(CompressionConfig, "memory compression",
+                                           factory=CompressionConfig)
+    tlb_entries: int = whole(64, "TLB entries per vCPU (mmu fidelity)", lo=1, hi=1 << 16,
+                             key="tlb.entries")
+    tlb_ways: int = whole(4, "TLB associativity (entries split into sets of this many)", lo=1,
+                          hi=1 << 16, key="tlb.ways")
+    pwc_entries: int = whole(0, "page-walk cache entries per vCPU; 0: none", lo=0, hi=1 << 12)
+    large_pages: bool | None = flag(None, "back guest memory with 2 MiB host pages "
+                                    "(Mem.AllocGuestLargePage)", optional=True,
+                                    none="as ESX: on with nested paging, off with shadow",
+                                    source="[KB1021095]")
 
     def __post_init__(self) -> None:
-        _check_size(self, "memory_bytes", positive=True)
-        _check_choice(self, "profile", PROFILES)
-        _check_frac(self, "min_free_frac", 0.0, 0.5)  # Mem.MemMinFreePct 0-50 [LAMW]
+        check(self)
         profile = PROFILES[self.profile]
         if self.min_free_frac and not profile.sliding_scale:
-            raise _fail(self, "min_free_frac", f"0 with profile {self.profile!r} (a fixed 6 % "
-                        "minFree; MemMinFreePct came with ESX 4.1)", _show(self.min_free_frac))
-        _check_choice(self, "paging", PAGING_MODES)
-        _check_choice(self, "swap_device", SWAP_DEVICES)
-        _check_choice(self, "swap_selection", SWAP_SELECTIONS)
-        if not isinstance(self.sharing, SharingConfig):
-            raise _fail(self, "sharing", "a SharingConfig", type(self.sharing).__name__)
-        if not isinstance(self.compression, CompressionConfig):
-            raise _fail(self, "compression", "a CompressionConfig",
-                        type(self.compression).__name__)
+            raise fail(self, "min_free_frac", f"0 with profile {self.profile!r} (a fixed 6 % "
+                       "minFree; MemMinFreePct came with ESX 4.1)")
         if self.compression.enabled is None:
             _set(self, "compression", replace(self.compression, enabled=profile.compression))
         elif self.compression.enabled and not profile.compression:
-            raise ConfigError(f"HostConfig.compression.enabled: expected false with profile "
-                              f"{self.profile!r} (memory compression arrived in ESX 4.1), "
-                              "found true")
-        _check_int(self, "tlb_entries", 1, _MAX_TLB_ENTRIES)
-        _check_int(self, "tlb_ways", 1, self.tlb_entries)
-        if self.tlb_entries % self.tlb_ways:
-            raise _fail(self, "tlb_ways", f"a divisor of the {self.tlb_entries} TLB entries",
-                        _show(self.tlb_ways))
-        _check_int(self, "pwc_entries", 0, _MAX_PWC_ENTRIES)
-        _check_bool(self, "large_pages", optional=True)
+            raise ConfigError(f"expected false with profile {self.profile!r} (memory compression "
+                              "arrived in ESX 4.1), found true",
+                              path=("HostConfig", "compression", "enabled"))
+        if self.tlb_ways > self.tlb_entries or self.tlb_entries % self.tlb_ways:
+            raise fail(self, "tlb_ways", f"a divisor of the {self.tlb_entries} TLB entries")
         if self.large_pages is None:
             _set(self, "large_pages", self.paging == "nested")
         elif self.large_pages and self.paging != "nested":
-            raise _fail(self, "large_pages", "false with paging \"shadow\" (ESX uses 2 MiB "
-                        "host pages only with nested paging)", _show(self.large_pages))
+            raise fail(self, "large_pages", "false with paging \"shadow\" (ESX uses 2 MiB "
+                       "host pages only with nested paging)")
 
     @property
     def memory_pages(self) -> int:
         """Machine memory in 4 KiB frames."""
         return self.memory_bytes >> PAGE_SHIFT
-
-
-# ------------------------------------------------------------------ policy
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyConfig:
-    """The memory policy: which controller decides, how often, and its idle tax."""
-
-    name: str = "esx"  # "esx", "static", "mom" or "proxmox"
-    balance_period_ns: int = DEFAULT_BALANCE_PERIOD_NS  # Mem.BalancePeriod: re-plan every
-    idle_tax_frac: float = DEFAULT_IDLE_TAX_FRAC  # Mem.IdleTax; 0 switches the tax off
-    # extra parameters passed through to the policy as they are (it checks them)
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    def __post_init__(self) -> None:
-        _check_choice(self, "name", POLICY_NAMES)
-        _check_time(self, "balance_period_ns", positive=True)
-        _check_frac(self, "idle_tax_frac", 0.0, MAX_IDLE_TAX_FRAC)
-        if not isinstance(self.params, Mapping) or not all(isinstance(k, str)
-                                                           for k in self.params):
-            raise _fail(self, "params", "a table of named parameters", _show(self.params))
-        _set(self, "params", _freeze(self.params))
 
 
 # ------------------------------------------------------------------ backend
@@ -426,20 +336,20 @@ class BackendConfig:
     workloads do not run in a real guest; backends/qemu/guest_image.py).
     """
 
-    kind: str = "simulated"  # "simulated", or "qemu": every VM a real QEMU guest
-    file_backed: bool = False  # qemu: RAM in a file on disk, in a memory cgroup (swappable)
-    shared_bytes: int = 64 * MIB  # qemu: identical-page data each guest holds (KSM merges it)
-    private_bytes: int = 32 * MIB  # qemu: random data each guest holds
-    touch_ns: int = 5 * NS_PER_S  # qemu: how often each guest re-reads and checks its data
+    kind: str = choice("simulated", BACKEND_KINDS, "\"simulated\", or \"qemu\": every VM a "
+                       "real QEMU guest")
+    file_backed: bool = flag(False, "qemu: guest RAM in a file on disk, QEMU in a memory cgroup "
+                             "(swappable)")
+    shared_bytes: int = _bytes(64 * MIB, "qemu: identical-page data each guest holds (KSM "
+                               "merges it)", hi=64 * GIB)
+    private_bytes: int = _bytes(32 * MIB, "qemu: random data each guest holds", hi=64 * GIB)
+    touch_ns: int = time(5 * NS_PER_S, "qemu: how often each guest re-reads and checks its "
+                         "data", lo=0, lo_open=True, hi=_MAX_TICK_NS)
 
     def __post_init__(self) -> None:
-        _check_choice(self, "kind", BACKEND_KINDS)
-        _check_bool(self, "file_backed")
-        _check_size(self, "shared_bytes")
-        _check_size(self, "private_bytes")
-        _check_time(self, "touch_ns", positive=True)
+        check(self)
         if self.touch_ns % NS_PER_S:
-            raise _fail(self, "touch_ns", "whole seconds", format_time(self.touch_ns))
+            raise fail(self, "touch_ns", "whole seconds", format_time(self.touch_ns))
 
 
 # ------------------------------------------------------------------ VMs
@@ -449,80 +359,83 @@ class BackendConfig:
 class GuestSettings:
     """The guest OS inside a VM: its swap, page reclaim, processes and balloon driver."""
 
-    swap_bytes: int | None = None  # guest swap; None: as large as the VM's memory
-    swap_device: str = "ssd"  # the guest's swap device: "hdd", "ssd" or "nvme"
-    reclaim_policy: str = "lru"  # guest page reclaim: "fifo", "lru", "clock" or "random"
-    n_processes: int = 1  # guest processes (ASIDs 1..n); workloads run in process 0..n-1
-    balloon_enabled: bool = True  # the balloon driver is installed and running
-    deflate_on_oom: bool = True  # the guest may take pages back from the balloon on OOM
-    free_page_reporting: bool = False  # the guest reports free pages (virtio-balloon)
-    balloon_max_bytes: int | None = None  # sched.mem.maxmemctl; None: host cap, 65 % of memory
+    swap_bytes: int | None = _bytes(None, "guest swap", hi=_MAX_HOST_BYTES, optional=True,
+                                    none="as large as the VM's memory")
+    swap_device: str = choice("ssd", SWAP_DEVICES, "the guest's swap device")
+    reclaim_policy: str = choice("lru", RECLAIM_POLICIES, "guest page reclaim")
+    n_processes: int = whole(1, "guest processes (ASIDs 1..n); workloads run in process "
+                             "0..n-1", lo=1, hi=MAX_PROCESSES, key="processes")
+    balloon_enabled: bool = flag(True, "the balloon driver is installed and running",
+                                 key="balloon")
+    deflate_on_oom: bool = flag(True, "the guest may take pages back from the balloon on OOM")
+    free_page_reporting: bool = flag(False, "the guest reports free pages (virtio-balloon)")
+    balloon_max_bytes: int | None = _bytes(
+        None, "the largest balloon (sched.mem.maxmemctl)", hi=_MAX_VM_BYTES, optional=True,
+        none="the host's cap, Mem.CtlMaxPercent 65 % of memory", source="[VS4-ATTR][LAMW]")
 
     def __post_init__(self) -> None:
-        _check_size(self, "swap_bytes", optional=True)
-        _check_choice(self, "swap_device", SWAP_DEVICES)
-        _check_choice(self, "reclaim_policy", RECLAIM_POLICIES)
-        _check_int(self, "n_processes", 1, _MAX_PROCESSES)
-        _check_bool(self, "balloon_enabled")
-        _check_bool(self, "deflate_on_oom")
-        _check_bool(self, "free_page_reporting")
-        _check_size(self, "balloon_max_bytes", optional=True)
+        check(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VmConfig:
     """One VM: its memory, resource controls, lifetime, guest, workload and page contents."""
 
-    name: str = "vm1"  # unique in the scenario (letters, digits, '-', '_', '.')
-    memory_bytes: int = 1 * GIB  # configured guest-physical memory
-    reservation_bytes: int = 0  # sched.mem.min: guaranteed machine memory
-    limit_bytes: int | None = None  # sched.mem.max: ceiling; None: unlimited
-    shares: int | None = None  # proportional shares; None: normal, 10 per MiB of memory
-    overhead_bytes: int | None = None  # reserved at power-on; None: 32 MiB + 1 % (assumed)
-    power_on_ns: int = 0  # when the VM powers on
-    power_off_ns: int | None = None  # when it powers off; None: never
-    salt: int | None = None  # page-sharing salt under "explicit" salting; None: salt 0
-    guest: GuestSettings = field(default_factory=GuestSettings)  # the guest OS
-    workload: WorkloadParams | None = None  # what runs; None: idle over min(memory, 64 MiB)
-    content: ContentParams = field(default_factory=ContentParams)  # image and page mix
+    name: str = text("vm1", "unique in the scenario", pattern=_NAME, expect=_NAME_EXPECT,
+                     required=True)
+    memory_bytes: int = size(1 * GIB, "configured guest-physical memory", lo=0, lo_open=True,
+                             hi=_MAX_VM_BYTES, required=True)
+    reservation_bytes: int = _bytes(0, "sched.mem.min: guaranteed machine memory",
+                                    hi=_MAX_VM_BYTES, source="[OSDI02 §6.1][VS-ALLOC]")
+    limit_bytes: int | None = size(None, "sched.mem.max: ceiling", lo=0, lo_open=True,
+                                   hi=_MAX_VM_BYTES, optional=True, none="unlimited",
+                                   none_word="unlimited", source="[VS-ALLOC]")
+    shares: int | str | None = whole(None, "proportional shares: a number, or low, normal, high "
+                                     "(5, 10, 20 per MiB of memory)", lo=0, hi=10**9,
+                                     levels=tuple(SHARES_PER_MIB), optional=True,
+                                     none="normal, 10 per MiB of memory",
+                                     source="[VS-SHARES][ESX25-p341]")
+    overhead_bytes: int | None = _bytes(None, "reserved at power-on beside the guest's memory",
+                                        hi=_MAX_OVERHEAD_BYTES, optional=True,
+                                        none="32 MiB + 1 % of memory (assumed)",
+                                        source="[OSDI02 §6.2]; the 1 % is assumed")
+    power_on_ns: int = time(0, "when the VM powers on", lo=0, hi=_MAX_RUN_NS)
+    power_off_ns: int | None = time(None, "when it powers off", lo=0, hi=_MAX_RUN_NS,
+                                    optional=True, none="never", none_word="never")
+    salt: int | None = whole(None, "page-sharing salt under \"explicit\" salting", lo=0,
+                             hi=_MAX_SALT, optional=True, none="salt 0")
+    guest: GuestSettings = table(GuestSettings, "the guest OS", factory=GuestSettings)
+    workload: WorkloadParams | None = table(
+        WORKLOAD_TYPES, "what runs: a kind and its parameters", default=None, optional=True,
+        none="idle over min(memory, 64 MiB)",
+        expect="workload parameters (UniformParams, ZipfParams, ...)")
+    content: ContentParams = table(ContentParams, "the guest image and the page mix of its "
+                                   "writes", factory=ContentParams)
 
     def __post_init__(self) -> None:
-        _check_name(self, "name")
-        _check_size(self, "memory_bytes", positive=True)
+        check(self)
         memory = self.memory_bytes
-        _check_size(self, "reservation_bytes")
         if self.reservation_bytes > memory:
-            raise _fail(self, "reservation_bytes", f"at most the VM's memory "
-                        f"({_exact(memory)})", _exact(self.reservation_bytes))
-        _check_size(self, "limit_bytes", optional=True)
-        if self.limit_bytes is not None and self.limit_bytes < max(self.reservation_bytes, 1):
-            raise _fail(self, "limit_bytes", f"at least the reservation "
-                        f"({_exact(self.reservation_bytes)}) and more than 0",
-                        _exact(self.limit_bytes))
-        if self.shares is None:
-            _set(self, "shares", shares_for("normal", memory))
-        elif not _is_int(self.shares) or self.shares < 0:
-            raise _fail(self, "shares", "a whole number >= 0", _show(self.shares))
+            raise fail(self, "reservation_bytes", f"at most the VM's memory ({_exact(memory)})",
+                       _exact(self.reservation_bytes))
+        if self.limit_bytes is not None and self.limit_bytes < self.reservation_bytes:
+            raise fail(self, "limit_bytes", f"at least the reservation "
+                       f"({_exact(self.reservation_bytes)}) and more than 0",
+                       _exact(self.limit_bytes))
+        if self.shares is None or isinstance(self.shares, str):
+            _set(self, "shares", shares_for(self.shares or "normal", memory))
         if self.overhead_bytes is None:
             _set(self, "overhead_bytes", default_overhead_bytes(memory))
-        _check_size(self, "overhead_bytes")
-        _check_time(self, "power_on_ns")
-        _check_time(self, "power_off_ns", optional=True)
         if self.power_off_ns is not None and self.power_off_ns <= self.power_on_ns:
-            raise _fail(self, "power_off_ns", f"a time after power-on "
-                        f"({format_time(self.power_on_ns)})", format_time(self.power_off_ns))
-        if self.salt is not None and not (_is_int(self.salt) and 0 <= self.salt <= _MAX_SALT):
-            raise _fail(self, "salt", f"a whole number in 0..{_MAX_SALT}", _show(self.salt))
-        if not isinstance(self.guest, GuestSettings):
-            raise _fail(self, "guest", "a GuestSettings", type(self.guest).__name__)
+            raise fail(self, "power_off_ns", f"a time after power-on "
+                       f"({format_time(self.power_on_ns)})", format_time(self.power_off_ns))
         if self.guest.swap_bytes is None:
             _set(self, "guest", replace(self.guest, swap_bytes=memory))
         balloon_max = self.guest.balloon_max_bytes
         if balloon_max is not None and balloon_max > memory:
-            raise ConfigError(f"VmConfig.guest.balloon_max_bytes: expected at most the VM's "
-                              f"memory ({_exact(memory)}), found {_exact(balloon_max)}")
-        if not isinstance(self.content, ContentParams):
-            raise _fail(self, "content", "a ContentParams", type(self.content).__name__)
+            raise ConfigError(f"expected at most the VM's memory ({_exact(memory)}), found "
+                              f"{_exact(balloon_max)}",
+                              path=("VmConfig", "guest", "balloon_max_bytes"))
         if self.workload is None:
             region = min(memory, 64 * MIB) >> PAGE_SHIFT
             _set(self, "workload", IdleParams(region_pages=region, content=self.content))
@@ -530,23 +443,20 @@ class VmConfig:
 
     def _check_workload(self) -> None:
         workload = self.workload
-        if not isinstance(workload, WORKLOAD_TYPES):
-            raise _fail(self, "workload", "workload parameters (UniformParams, ZipfParams, ...)",
-                        type(workload).__name__)
         n_processes = self.guest.n_processes
-        if workload.process >= n_processes:
-            raise ConfigError(f"VmConfig.workload.process: expected a process of the guest "
-                              f"(0..{n_processes - 1}; set guest processes), "
-                              f"found {workload.process}")
+        if workload.process >= n_processes:  # type: ignore[union-attr]
+            raise ConfigError(f"expected a process of the guest (0..{n_processes - 1}; set "
+                              f"guest processes), found {workload.process}",  # type: ignore
+                              path=("VmConfig", "workload", "process"))
         span = workload_span_pages(workload)
         room = self.memory_bytes + self.guest.swap_bytes  # type: ignore[operator]
         if span is not None and span << PAGE_SHIFT > room:
-            key = "map_pages" if isinstance(workload, ReplayParams) else "region_pages"
+            field_name = "map_pages" if isinstance(workload, ReplayParams) else "region_pages"
             raise ConfigError(
-                f"VmConfig.workload.{key}: expected at most the VM's memory plus its guest "
-                f"swap ({_exact(self.memory_bytes)} + "
-                f"{_exact(self.guest.swap_bytes)} = {_exact(room)}; a larger region "
-                f"could never be resident), found {_exact(span << PAGE_SHIFT)}")
+                f"expected at most the VM's memory plus its guest swap "
+                f"({_exact(self.memory_bytes)} + {_exact(self.guest.swap_bytes)} = "
+                f"{_exact(room)}; a larger region could never be resident), found "
+                f"{_exact(span << PAGE_SHIFT)}", path=("VmConfig", "workload", field_name))
 
     @property
     def memory_pages(self) -> int:
@@ -580,50 +490,49 @@ class VmConfig:
 class Scenario:
     """A whole simulation: host, policy, VMs (``count`` already expanded), costs and run length."""
 
-    name: str = "scenario"  # names the run and its results directory
-    description: str = ""  # what the scenario shows, for reports
-    duration_ns: int = 10 * 60 * NS_PER_S  # simulated time to run, a whole number of ticks
-    tick_ns: int = DEFAULT_TICK_NS  # workload step: each VM touches one batch per tick
-    seed: int = 0  # the one seed every random stream derives from
-    fidelity: str = Fidelity.PAGE  # "page" (sampled pages per tick) or "mmu" (every reference)
-    host: HostConfig = field(default_factory=HostConfig)  # the physical host
-    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the memory policy
-    vms: tuple[VmConfig, ...] = field(default_factory=lambda: (VmConfig(),))  # the VMs
-    timing: CostTable = DEFAULT_COSTS  # per-event costs in ns (defaults with overrides)
-    backend: BackendConfig = field(default_factory=BackendConfig)  # simulated or real guests
+    name: str = text("scenario", "names the run and its results directory (default in a "
+                     "file: the file's name)", pattern=_NAME, expect=_NAME_EXPECT)
+    description: str = text("", "what the scenario shows, for reports")
+    duration_ns: int = time(10 * 60 * NS_PER_S, "simulated time to run, a whole number of "
+                            "ticks", lo=_MIN_TICK_NS, hi=_MAX_RUN_NS, required=True)
+    tick_ns: int = time(DEFAULT_TICK_NS, "workload step: each VM touches one batch per tick",
+                        lo=_MIN_TICK_NS, hi=_MAX_TICK_NS)
+    seed: int = whole(0, "the one seed every random stream derives from", lo=0,
+                      hi=(1 << 63) - 1)
+    fidelity: str = choice(Fidelity.PAGE, FIDELITIES, "\"page\" (sampled pages per tick) or "
+                           "\"mmu\" (every reference through the vCPU's MMU)")
+    host: HostConfig = table(HostConfig, "the physical host", factory=HostConfig,
+                             required=True)
+    policy: PolicyConfig = table(PolicyConfig, "the memory policy", factory=PolicyConfig)
+    vms: tuple[VmConfig, ...] = table(VmConfig, "the VMs, one [[vm]] table each (count "
+                                      "expanded)", factory=lambda: (VmConfig(),), array=True,
+                                      key="vm", required=True)
+    timing: CostTable = table(CostTable, "per-event costs in ns (defaults with overrides)",
+                              default=DEFAULT_COSTS)
+    backend: BackendConfig = table(BackendConfig, "where the VMs run: the simulator or real "
+                                   "QEMU guests", factory=BackendConfig)
 
     def __post_init__(self) -> None:
-        _check_name(self, "name")
-        if not isinstance(self.description, str):
-            raise _fail(self, "description", "a string", _show(self.description))
-        _check_time(self, "tick_ns", positive=True)
-        _check_time(self, "duration_ns", positive=True)
+        check(self)
         if self.duration_ns % self.tick_ns:
-            raise _fail(self, "duration_ns", f"a whole number of ticks of "
-                        f"{format_time(self.tick_ns)}", format_time(self.duration_ns))
-        if not _is_int(self.seed) or self.seed < 0:
-            raise _fail(self, "seed", "a whole number >= 0", _show(self.seed))
-        _check_choice(self, "fidelity", FIDELITIES)
-        for name, cls in (("host", HostConfig), ("policy", PolicyConfig), ("timing", CostTable),
-                          ("backend", BackendConfig)):
-            if not isinstance(getattr(self, name), cls):
-                raise _fail(self, name, f"a {cls.__name__}", type(getattr(self, name)).__name__)
-        if not isinstance(self.vms, tuple | list) or not self.vms:
-            raise _fail(self, "vms", "at least one VM", _show(self.vms))
+            raise fail(self, "duration_ns", f"a whole number of ticks of "
+                       f"{format_time(self.tick_ns)}", format_time(self.duration_ns))
+        if not self.vms:
+            raise fail(self, "vms", "at least one VM")
         vms = []
         seen: dict[str, int] = {}
         for i, vm in enumerate(self.vms):
+            where = ("Scenario", "vms", i)
             if not isinstance(vm, VmConfig):
-                raise ConfigError(f"Scenario.vms[{i}]: expected a VmConfig, "
-                                  f"found {type(vm).__name__}")
+                raise ConfigError(f"expected a VmConfig, found {type(vm).__name__}", path=where)
             if vm.name in seen:
-                raise ConfigError(f"Scenario.vms[{i}].name: expected a name no other VM has, "
-                                  f"found {vm.name!r} (VM {seen[vm.name] + 1} has it too)")
+                raise ConfigError(f"expected a name no other VM has, found {vm.name!r} (VM "
+                                  f"{seen[vm.name] + 1} has it too)", path=(*where, "name"))
             seen[vm.name] = i
             if vm.power_on_ns >= self.duration_ns:
-                raise ConfigError(f"Scenario.vms[{i}].power_on_ns: expected a time before the "
-                                  f"end of the run ({format_time(self.duration_ns)}), "
-                                  f"found {format_time(vm.power_on_ns)}")
+                raise ConfigError(f"expected a time before the end of the run "
+                                  f"({format_time(self.duration_ns)}), found "
+                                  f"{format_time(vm.power_on_ns)}", path=(*where, "power_on_ns"))
             if vm.workload.fidelity != self.fidelity:  # type: ignore[union-attr]
                 vm = replace(vm, workload=with_fidelity(vm.workload, self.fidelity))
             vms.append(vm)
@@ -640,12 +549,12 @@ class Scenario:
             total += need
             if total > self.host.memory_bytes:
                 raise ConfigError(
-                    f"Scenario.vms[{i}].reservation_bytes: expected the reservations plus "
-                    f"overheads of the VMs powered on at time 0 to fit the host's memory "
-                    f"({_mib(self.host.memory_bytes)}), found {_mib(total)} once {vm.name!r} "
-                    f"is added (reservation {_mib(vm.reservation_bytes)} + overhead "
-                    f"{_mib(vm.overhead_bytes)}): admission control would refuse to power "
-                    "it on")
+                    f"expected the reservations plus overheads of the VMs powered on at time 0 "
+                    f"to fit the host's memory ({_mib(self.host.memory_bytes)}), found "
+                    f"{_mib(total)} once {vm.name!r} is added (reservation "
+                    f"{_mib(vm.reservation_bytes)} + overhead {_mib(vm.overhead_bytes)}): "
+                    "admission control would refuse to power it on",
+                    path=("Scenario", "vms", i, "reservation_bytes"))
 
     @property
     def n_ticks(self) -> int:

@@ -40,6 +40,10 @@ from hvmem.units import NS_PER_S
 
 #: Pages in a 48-bit virtual address space (36-bit VPNs, four-level paging).
 VPN_SPACE_PAGES = 1 << 36
+#: Guest processes run as ASIDs 1..4094 (12-bit PCIDs, 0 reserved): index 0..4093.
+MAX_PROCESSES = 4094
+#: No vCPU makes more than a few 10**9 memory references a second; more is a unit slip.
+MAX_REFS_PER_S = 1e10
 
 
 class MemoryOpKind(StrEnum):

@@ -81,7 +81,7 @@ Linux Documentation/blockdev/zram.txt.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
@@ -89,8 +89,8 @@ from numba import njit
 
 from hvmem.core.mix import mix64
 from hvmem.errors import ConfigError
+from hvmem.params import check, fail, frac, table, text
 from hvmem.units import KIB, PAGE_SIZE_BYTES
-from hvmem.workloads.checks import check_frac as _check_frac
 
 __all__ = [
     "ESX_COMPRESS_MAX_BYTES",
@@ -156,24 +156,21 @@ def name_key(kind: str, name: str) -> int:
 class Compressibility:
     """How small pages compress: the shares that fit in 1 KiB and in 2 KiB.
 
-    Attributes:
-        to_1kib_frac: pages compressing to at most 1 KiB (ESX: a quarter-page slot).
-        to_2kib_frac: pages compressing to more than 1 KiB and at most 2 KiB
-            (ESX: a half-page slot). The rest compress to more than 2 KiB and are
-            swapped rather than kept compressed; sizes are uniform within a band.
+    The rest compress to more than 2 KiB and are swapped rather than kept
+    compressed; sizes are uniform within a band.
     """
 
-    to_1kib_frac: float = 0.35
-    to_2kib_frac: float = 0.30
+    to_1kib_frac: float = frac(0.35, "pages compressing to at most 1 KiB (ESX: a quarter-page "
+                               "slot)", source="assumed (module essay)")
+    to_2kib_frac: float = frac(0.30, "pages compressing to more than 1 KiB and at most 2 KiB "
+                               "(ESX: a half-page slot)", source="assumed (module essay)")
 
     def __post_init__(self) -> None:
-        a = _check_frac("Compressibility", "to_1kib_frac", self.to_1kib_frac)
-        b = _check_frac("Compressibility", "to_2kib_frac", self.to_2kib_frac)
+        check(self)
+        a, b = self.to_1kib_frac, self.to_2kib_frac
         if a + b > 1.0 + 1e-12:
-            raise ConfigError(
-                f"Compressibility.to_2kib_frac: to_1kib_frac + to_2kib_frac must be at most 1, "
-                f"found {a} + {b} = {a + b}"
-            )
+            raise fail(self, "to_2kib_frac", "to_1kib_frac + to_2kib_frac at most 1",
+                       f"{a} + {b} = {a + b}")
 
     def _cuts(self) -> tuple[int, int]:
         """Band edges as 32-bit thresholds on a uniform hash."""
@@ -186,60 +183,44 @@ class Compressibility:
 class GuestImage:
     """A guest image: VMs booted from it hold identical image pages.
 
-    Attributes:
-        name: identifies the image (for example ``"ubuntu-22.04"``); equal names
-            and compressibility give equal image-page tokens.
-        compressibility: how the image's pages compress (part of the image,
-            so a shared image page compresses the same in every VM).
+    Equal names and compressibility give equal image-page tokens; the
+    compressibility is part of the image, so a shared image page compresses the
+    same in every VM.
     """
 
-    name: str = "default-image"
-    compressibility: Compressibility = field(default_factory=Compressibility)
+    name: str = text("default-image", "the guest image the VM was booted from (equal names "
+                     "share image pages)", key="image", pattern=r".+",
+                     expect="a non-empty name such as 'ubuntu-22.04'")
+    compressibility: Compressibility = table(Compressibility, "how the image's pages compress",
+                                             factory=Compressibility,
+                                             key="image_compressibility")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"GuestImage.name: expected a non-empty name, found {self.name!r}")
-        if not isinstance(self.compressibility, Compressibility):
-            raise ConfigError(
-                "GuestImage.compressibility: expected a Compressibility, "
-                f"found {type(self.compressibility).__name__}"
-            )
+        check(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContentParams:
     """The content mix of one workload's writes.
 
-    Attributes:
-        image: the guest image the VM was booted from.
-        image_frac: share of pages whose content comes from the image.
-        zero_frac: share of pages written with zeroes.
-        private_compressibility: how the private pages compress. The remaining
-            ``1 - image_frac - zero_frac`` of the pages are private.
+    The remaining ``1 - image_frac - zero_frac`` of the pages are private.
     """
 
-    image: GuestImage = field(default_factory=GuestImage)
-    image_frac: float = 0.15
-    zero_frac: float = 0.10
-    private_compressibility: Compressibility = field(default_factory=Compressibility)
+    image: GuestImage = table(GuestImage, "the guest image", factory=GuestImage, flatten=True)
+    image_frac: float = frac(0.15, "share of pages whose content comes from the image",
+                             source="assumed; [VS41-TPS][BARKER12] (module essay)")
+    zero_frac: float = frac(0.10, "share of pages written with zeroes",
+                            source="about 11 % in one zswap workload, Magenheimer, LKML 2013 "
+                            "(module essay)")
+    private_compressibility: Compressibility = table(
+        Compressibility, "how the private pages compress", factory=Compressibility)
 
     def __post_init__(self) -> None:
-        i = _check_frac("ContentParams", "image_frac", self.image_frac)
-        z = _check_frac("ContentParams", "zero_frac", self.zero_frac)
+        check(self)
+        i, z = self.image_frac, self.zero_frac
         if i + z > 1.0 + 1e-12:
-            raise ConfigError(
-                f"ContentParams.zero_frac: image_frac + zero_frac must be at most 1, "
-                f"found {i} + {z} = {i + z}"
-            )
-        if not isinstance(self.image, GuestImage):
-            raise ConfigError(
-                f"ContentParams.image: expected a GuestImage, found {type(self.image).__name__}"
-            )
-        if not isinstance(self.private_compressibility, Compressibility):
-            raise ConfigError(
-                "ContentParams.private_compressibility: expected a Compressibility, "
-                f"found {type(self.private_compressibility).__name__}"
-            )
+            raise fail(self, "zero_frac", "image_frac + zero_frac at most 1",
+                       f"{i} + {z} = {i + z}")
 
     @property
     def private_frac(self) -> float:

@@ -64,19 +64,20 @@ When a trace that does not loop ends, the workload touches nothing from then on
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from hvmem.core.mix import GOLDEN_GAMMA
 from hvmem.errors import ConfigError, TraceError
+from hvmem.params import REQUIRED, check, choice, flag, number, size, table, text, whole
 from hvmem.units import PAGE_SHIFT
 from hvmem.workloads.base import (
+    MAX_PROCESSES,
+    MAX_REFS_PER_S,
     VPN_SPACE_PAGES,
     AccessBatch,
     Fidelity,
@@ -85,8 +86,6 @@ from hvmem.workloads.base import (
     Rate,
 )
 from hvmem.workloads.checks import fail
-from hvmem.workloads.checks import is_int as _is_int
-from hvmem.workloads.checks import is_pos_real as _is_pos_real
 from hvmem.workloads.content import ContentModel, ContentParams
 from hvmem.workloads.trace import DEFAULT_BLOCK_BYTES, FORMATS, iter_page_numbers
 
@@ -112,84 +111,58 @@ def _fail(name: str, expected: str, found: object) -> ConfigError:
 class ReplayParams:
     """A trace replayed into one guest process.
 
-    Attributes:
-        path: the trace file (``"-"``: standard input).
-        fmt: ``"auto"``, ``"lackey"``, ``"addr"`` or ``"pages"`` (see ``trace.py``).
-        refs_per_s: trace references per simulated second; or
-        time_scale: slow-down against ``trace_refs_per_s`` (give exactly one of the two).
-        trace_refs_per_s: the native pace of the traced program, for ``time_scale``.
-        loop: start over at the end of the trace.
-        process: the guest process that replays it.
-        file_backed: map the trace's pages as a file mapping.
-        fidelity: ``"page"`` or ``"mmu"``.
-        content: what writes store.
-        map_first_vpn: with ``map_pages``, the one range to map (no first pass).
-        map_pages: length of that range.
-        map_gap_pages: in the first pass, runs of touched pages at most this many
-            pages apart are mapped as one range.
-        chunk_refs: references read from the trace at a time.
-        block_bytes: bytes read from the file at a time.
+    Give exactly one of ``refs_per_s`` and ``time_scale``; ``map_first_vpn`` and
+    ``map_pages`` together, or neither (a first pass over the trace finds the
+    ranges to map).
     """
 
-    path: str | os.PathLike[str]
-    fmt: str = "auto"
-    refs_per_s: float | None = None
-    time_scale: float | None = None
-    trace_refs_per_s: float = DEFAULT_TRACE_REFS_PER_S
-    loop: bool = False
-    process: int = 0
-    file_backed: bool = False
-    fidelity: str = Fidelity.PAGE
-    content: ContentParams = field(default_factory=ContentParams)
-    map_first_vpn: int | None = None
-    map_pages: int | None = None
-    map_gap_pages: int = 16
-    chunk_refs: int = 1 << 16
-    block_bytes: int = DEFAULT_BLOCK_BYTES
+    path: str | os.PathLike[str] = text(REQUIRED, "the trace file, relative to the scenario "
+                                        "file (\"-\": standard input)",
+                                        expect="a trace file name")
+    fmt: str = choice("auto", FORMATS, "the trace format (see trace.py)", key="format")
+    refs_per_s: float | None = number(None, "trace references per simulated second", lo=0.0,
+                                      hi=MAX_REFS_PER_S, unit="1/s", optional=True,
+                                      none="time_scale sets the pace")
+    time_scale: float | None = number(None, "slow-down against trace_refs_per_s", lo=0.0,
+                                      lo_open=True, hi=1e9, optional=True,
+                                      none="refs_per_s sets the pace")
+    trace_refs_per_s: float = number(DEFAULT_TRACE_REFS_PER_S, "the native pace of the traced "
+                                     "program, for time_scale", lo=0.0, lo_open=True,
+                                     hi=MAX_REFS_PER_S, unit="1/s", source="assumed")
+    loop: bool = flag(False, "start over at the end of the trace")
+    process: int = whole(0, "the guest process that replays it", lo=0, hi=MAX_PROCESSES - 1)
+    file_backed: bool = flag(False, "map the trace's pages as a file mapping")
+    fidelity: str = choice(Fidelity.PAGE, tuple(str(f) for f in Fidelity),
+                           "'page' or 'mmu'", key=None, owner="fidelity")
+    content: ContentParams = table(ContentParams, "what writes store", factory=ContentParams,
+                                   key=None, owner="vm[].content")
+    map_first_vpn: int | None = whole(None, "with region, the one range to map (no first pass)",
+                                      lo=0, hi=VPN_SPACE_PAGES - 1, key="first_vpn",
+                                      optional=True, none="a first pass finds the ranges")
+    map_pages: int | None = size(None, "the length of that range", unit="pages", lo=0,
+                                 lo_open=True, hi=VPN_SPACE_PAGES, key="region", optional=True,
+                                 none="a first pass finds the ranges")
+    map_gap_pages: int = whole(16, "in the first pass, touched pages at most this far apart are "
+                               "mapped as one range", lo=0, hi=VPN_SPACE_PAGES)
+    chunk_refs: int = whole(1 << 16, "references read from the trace at a time", lo=1,
+                            hi=1 << 30)
+    block_bytes: int = size(DEFAULT_BLOCK_BYTES, "bytes read from the file at a time",
+                            lo=0, lo_open=True, hi=1 << 30, whole_pages=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str | os.PathLike) or not os.fspath(self.path):
             raise _fail("path", "a trace file name", self.path)
-        if self.fmt not in FORMATS:
-            raise _fail("fmt", f"one of {', '.join(FORMATS)}", self.fmt)
+        check(self, skip=("path",))  # a path may be any os.PathLike, checked above
         if (self.refs_per_s is None) == (self.time_scale is None):
             raise _fail("refs_per_s", "exactly one of refs_per_s and time_scale",
                         (self.refs_per_s, self.time_scale))
-        if self.refs_per_s is not None and not (
-            isinstance(self.refs_per_s, numbers.Real) and not isinstance(self.refs_per_s, bool)
-            and math.isfinite(float(self.refs_per_s)) and self.refs_per_s >= 0
-        ):
-            raise _fail("refs_per_s", "a number >= 0", self.refs_per_s)
-        if self.time_scale is not None and not _is_pos_real(self.time_scale):
-            raise _fail("time_scale", "a number > 0", self.time_scale)
-        if not _is_pos_real(self.trace_refs_per_s):
-            raise _fail("trace_refs_per_s", "a number > 0", self.trace_refs_per_s)
-        if not isinstance(self.loop, bool):
-            raise _fail("loop", "true or false", self.loop)
-        if not isinstance(self.file_backed, bool):
-            raise _fail("file_backed", "true or false", self.file_backed)
-        if not _is_int(self.process) or self.process < 0:
-            raise _fail("process", "an integer >= 0", self.process)
-        if self.fidelity not in tuple(Fidelity):
-            raise _fail("fidelity", "'page' or 'mmu'", self.fidelity)
-        if not isinstance(self.content, ContentParams):
-            raise _fail("content", "ContentParams", type(self.content).__name__)
         if (self.map_first_vpn is None) != (self.map_pages is None):
             raise _fail("map_pages", "map_first_vpn and map_pages both given or both left out",
                         (self.map_first_vpn, self.map_pages))
-        if self.map_first_vpn is not None:
-            if not _is_int(self.map_first_vpn) or self.map_first_vpn < 0:
-                raise _fail("map_first_vpn", "an integer >= 0", self.map_first_vpn)
-            if (not _is_int(self.map_pages) or self.map_pages < 1
-                    or self.map_first_vpn + self.map_pages > VPN_SPACE_PAGES):
-                raise _fail("map_pages", "a positive page count inside the 48-bit address space",
-                            self.map_pages)
-        if not _is_int(self.map_gap_pages) or self.map_gap_pages < 0:
-            raise _fail("map_gap_pages", "an integer >= 0", self.map_gap_pages)
-        if not _is_int(self.chunk_refs) or self.chunk_refs < 1:
-            raise _fail("chunk_refs", "an integer >= 1", self.chunk_refs)
-        if not _is_int(self.block_bytes) or self.block_bytes < 1:
-            raise _fail("block_bytes", "an integer >= 1", self.block_bytes)
+        if self.map_first_vpn is not None and (self.map_first_vpn + self.map_pages
+                                               > VPN_SPACE_PAGES):
+            raise _fail("map_pages", "a positive page count inside the 48-bit address space",
+                        self.map_pages)
         if isinstance(self.path, str) and self.path == "-":
             if self.map_first_vpn is None:
                 raise _fail("map_first_vpn", "a stated range for a trace read from standard "

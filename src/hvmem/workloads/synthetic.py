@@ -6,7 +6,8 @@ A synthetic workload is one guest process touching one region of its virtual
 address space at a steady rate. Each kind of workload is a class implementing
 the :class:`~hvmem.workloads.base.Workload` protocol, configured by a frozen
 dataclass of this module whose fields carry their units (``refs_per_s``,
-``region_pages``, ``duration_s``...) and which checks itself, raising
+``region_pages``, ``duration_s``...) and are declared with their bounds and
+meaning (:mod:`hvmem.params`); each checks itself, raising
 :class:`~hvmem.errors.ConfigError` that names the field::
 
     UniformParams    every page of the region equally likely
@@ -52,14 +53,14 @@ How pages are drawn (the alias method, Zipf blocks, counting in page mode):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from hvmem.params import REQUIRED, check, choice, fail, flag, frac, number, size, table, time, whole
 from hvmem.units import NS_PER_S as _NS_PER_S
-from hvmem.workloads.base import VPN_SPACE_PAGES, Fidelity
-from hvmem.workloads.checks import check_fidelity as _check_fidelity
+from hvmem.units import PAGE_SHIFT, size_text
+from hvmem.workloads.base import MAX_PROCESSES, MAX_REFS_PER_S, VPN_SPACE_PAGES, Fidelity
 from hvmem.workloads.checks import check_int as _check_int
-from hvmem.workloads.checks import check_real as _check_real
 from hvmem.workloads.checks import fail as _fail
 from hvmem.workloads.content import ContentParams
 
@@ -86,49 +87,68 @@ DEFAULT_FIRST_VPN = 0x400
 MAX_REGION_PAGES = (1 << 31) - 1
 
 
+# ------------------------------------------------------------------ declarations
+
+#: Largest region a scenario may state: 4 TiB, more than any VM has (the samplers could
+#: take MAX_REGION_PAGES).
+_MAX_REGION_SIZE_PAGES = 1 << 30
+#: Longest phase, churn lifetime or run a scenario may state: 30 days.
+_MAX_SECONDS = 30 * 86400.0
+_FIDELITIES = tuple(str(f) for f in Fidelity)
+
+
+
+def _refs_per_s(default: float | None, doc: str = "memory references per simulated second",
+                **kw: object) -> Any:
+    return number(default, doc, lo=0.0, hi=MAX_REFS_PER_S, unit="1/s", **kw)
+
+
+def _region(doc: str) -> Any:
+    return size(REQUIRED, doc, unit="pages", lo=0, lo_open=True, hi=_MAX_REGION_SIZE_PAGES)
+
+
+def _fidelity() -> Any:
+    return choice(Fidelity.PAGE, _FIDELITIES, "'page' or 'mmu' (see the module essay)", key=None,
+                  owner="fidelity")
+
+
+def _content() -> Any:
+    return table(ContentParams, "what writes store (zero, image and private pages)",
+                 factory=ContentParams, key=None, owner="vm[].content")
+
+
+def _process() -> Any:
+    return whole(0, "the guest process that runs it (0 is the first)", lo=0,
+                 hi=MAX_PROCESSES - 1)
+
+
 # ----------------------------------------------------------------------- params
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegionParams:
-    """Fields every synthetic workload shares: where it works and how it writes.
+    """Fields every synthetic workload shares: where it works and how it writes."""
 
-    Attributes:
-        region_pages: pages of the region the workload touches (mapped by setup()).
-        first_vpn: first guest-virtual page of the region.
-        process: index of the guest process that runs the workload.
-        file_backed: map the region as a file mapping (page cache) instead of
-            anonymous memory.
-        write_frac: share of references that are writes.
-        fidelity: ``"page"`` or ``"mmu"`` (see the module essay).
-        content: what writes store (zero, image and private pages).
-    """
-
-    region_pages: int
-    first_vpn: int = DEFAULT_FIRST_VPN
-    process: int = 0
-    file_backed: bool = False
-    write_frac: float = 0.3
-    fidelity: str = Fidelity.PAGE
-    content: ContentParams = field(default_factory=ContentParams)
+    region_pages: int = _region("the region the workload touches (mapped at setup)")
+    first_vpn: int = whole(DEFAULT_FIRST_VPN, "first guest-virtual page of the region", lo=0,
+                           hi=VPN_SPACE_PAGES - 1)
+    process: int = _process()
+    file_backed: bool = flag(False, "map the region as a file mapping (page cache) instead of "
+                             "anonymous memory")
+    write_frac: float = frac(0.3, "share of references that are writes",
+                             source="assumed (module essay)")
+    fidelity: str = _fidelity()
+    content: ContentParams = _content()
 
     def __post_init__(self) -> None:
+        check(self)
         self._validate()
 
     def _validate(self) -> None:
-        _check_int(self, "region_pages", 1, MAX_REGION_PAGES)
-        _check_int(self, "first_vpn", 0, VPN_SPACE_PAGES - 1)
         if self.first_vpn + self.region_pages > VPN_SPACE_PAGES:
             raise _fail(self, "region_pages", f"a region ending at most at VPN "
                         f"{VPN_SPACE_PAGES:#x} (48-bit addresses)",
                         self.region_pages)
-        _check_int(self, "process", 0)
-        if not isinstance(self.file_backed, bool):
-            raise _fail(self, "file_backed", "true or false", self.file_backed)
-        _check_real(self, "write_frac", 0.0, 1.0)
-        _check_fidelity(self)
-        if not isinstance(self.content, ContentParams):
-            raise _fail(self, "content", "ContentParams", type(self.content).__name__)
 
     @property
     def page_fidelity(self) -> bool:
@@ -138,35 +158,18 @@ class RegionParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UniformParams(RegionParams):
-    """Every page of the region equally likely.
+    """Every page of the region equally likely."""
 
-    Attributes:
-        refs_per_s: memory references per simulated second.
-    """
-
-    refs_per_s: float = 1e6
-
-    def _validate(self) -> None:
-        RegionParams._validate(self)
-        _check_real(self, "refs_per_s", 0.0)
+    refs_per_s: float = _refs_per_s(1e6)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ZipfParams(RegionParams):
-    """Zipf popularity: the page of rank k gets a share ~ k**-alpha.
+    """Zipf popularity: the page of rank k gets a share ~ k**-alpha."""
 
-    Attributes:
-        refs_per_s: memory references per simulated second.
-        alpha: the skew; 0 is uniform, about 1 is web-like, larger is more skewed.
-    """
-
-    refs_per_s: float = 1e6
-    alpha: float = 1.0
-
-    def _validate(self) -> None:
-        RegionParams._validate(self)
-        _check_real(self, "refs_per_s", 0.0)
-        _check_real(self, "alpha", 0.0, 20.0)
+    refs_per_s: float = _refs_per_s(1e6)
+    alpha: float = number(1.0, "the skew: 0 is uniform, about 1 web-like, larger more skewed",
+                          lo=0.0, hi=20.0, source="Breslau et al., INFOCOM 1999")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,24 +178,15 @@ class HotColdParams(RegionParams):
 
     Within the hot set and within the rest, pages are equally likely. The
     classic "80/20" rule is ``hot_pages_frac=0.2, hot_refs_frac=0.8``.
-
-    Attributes:
-        refs_per_s: memory references per simulated second.
-        hot_pages_frac: share of the region's pages that are hot (0 < f < 1).
-        hot_refs_frac: share of the references that go to the hot pages.
     """
 
-    refs_per_s: float = 1e6
-    hot_pages_frac: float = 0.2
-    hot_refs_frac: float = 0.8
+    refs_per_s: float = _refs_per_s(1e6)
+    hot_pages_frac: float = frac(0.2, "share of the region's pages that are hot", lo_open=True,
+                                 hi_open=True)
+    hot_refs_frac: float = frac(0.8, "share of the references that go to the hot pages")
 
     def _validate(self) -> None:
         RegionParams._validate(self)
-        _check_real(self, "refs_per_s", 0.0)
-        _check_real(self, "hot_pages_frac", 0.0, 1.0, lo_open=True)
-        if self.hot_pages_frac >= 1.0:
-            raise _fail(self, "hot_pages_frac", "a fraction > 0 and < 1", self.hot_pages_frac)
-        _check_real(self, "hot_refs_frac", 0.0, 1.0)
         if self.region_pages < 2:
             raise _fail(self, "region_pages", "at least 2 pages (a hot and a cold one)",
                         self.region_pages)
@@ -203,20 +197,20 @@ class ScanParams(RegionParams):
     """A cyclic sequential sweep over the region (a scan, a streaming copy, a GC mark).
 
     Set exactly one of the three rates.
-
-    Attributes:
-        pages_per_s: pages visited per simulated second.
-        pages_per_tick: pages visited per tick, whatever its length.
-        refs_per_s: references per second; pages per second = refs_per_s / refs_per_page.
-        refs_per_page: references each visit makes (64: one per 64-byte cache line).
-        start_page: offset in the region where the sweep starts.
     """
 
-    pages_per_s: float | None = None
-    pages_per_tick: int | None = None
-    refs_per_s: float | None = None
-    refs_per_page: int = 64
-    start_page: int = 0
+    pages_per_s: float | None = number(None, "pages visited per simulated second", lo=0.0,
+                                       hi=1e8, unit="1/s", optional=True, none="another rate")
+    pages_per_tick: int | None = whole(None, "pages visited per tick, whatever its length",
+                                       lo=0, hi=MAX_REGION_PAGES, optional=True,
+                                       none="another rate")
+    refs_per_s: float | None = _refs_per_s(None, "references per second (pages per second = "
+                                           "refs_per_s / refs_per_page)", optional=True,
+                                           none="another rate")
+    refs_per_page: int = whole(64, "references each visit makes (64: one per 64-byte line)",
+                               lo=1, hi=1 << 20)
+    start_page: int = whole(0, "offset in the region where the sweep starts", lo=0,
+                            hi=MAX_REGION_PAGES - 1)
 
     def _validate(self) -> None:
         RegionParams._validate(self)
@@ -225,11 +219,6 @@ class ScanParams(RegionParams):
         if len(given) != 1:
             raise _fail(self, "pages_per_s",
                         "exactly one of pages_per_s, pages_per_tick, refs_per_s", given)
-        _check_real(self, "pages_per_s", 0.0, optional=True)
-        _check_real(self, "refs_per_s", 0.0, optional=True)
-        if self.pages_per_tick is not None:
-            _check_int(self, "pages_per_tick", 0)
-        _check_int(self, "refs_per_page", 1, 1 << 20)
         _check_int(self, "start_page", 0, self.region_pages - 1)
 
 
@@ -239,25 +228,23 @@ class IdleParams(RegionParams):
 
     The region (all of it mapped) is what the idle guest once allocated; only
     ``housekeeping_pages`` random pages of it are touched, at ``refs_per_s``.
-
-    Attributes:
-        refs_per_s: references per simulated second (a few).
-        housekeeping_pages: pages the housekeeping touches.
     """
 
-    refs_per_s: float = 8.0
-    housekeeping_pages: int = 16
-    write_frac: float = 0.5
+    refs_per_s: float = _refs_per_s(8.0, "references per simulated second (a few)")
+    housekeeping_pages: int = whole(16, "pages the housekeeping touches", lo=1,
+                                    hi=MAX_REGION_PAGES)
+    write_frac: float = frac(0.5, "share of references that are writes (timers and counters "
+                             "write often)", source="assumed")
 
     def _validate(self) -> None:
         RegionParams._validate(self)
-        _check_real(self, "refs_per_s", 0.0)
         _check_int(self, "housekeeping_pages", 1, self.region_pages)
 
 
 #: Parameters of the workloads a phase may run.
 GeneratorParams = UniformParams | ZipfParams | HotColdParams | ScanParams | IdleParams
 _GENERATOR_TYPES = (UniformParams, ZipfParams, HotColdParams, ScanParams, IdleParams)
+_GENERATOR_EXPECT = "uniform, zipf, hot/cold, scan or idle parameters"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,66 +254,52 @@ class Phase:
     Give either ``params`` (a full generator, whose region must lie inside the
     phased region) or ``working_set_pages`` (the schedule's ``base`` generator
     over that many pages starting ``offset_pages`` into the region).
-
-    Attributes:
-        duration_s: how long the phase lasts, in simulated seconds.
-        params: the generator of this phase.
-        working_set_pages: or the size of the working set for ``base``.
-        offset_pages: where that working set starts within the region.
     """
 
-    duration_s: float
-    params: GeneratorParams | None = None
-    working_set_pages: int | None = None
-    offset_pages: int = 0
+    duration_s: float = time(REQUIRED, "how long the phase lasts", unit="s", lo=0.0,
+                             lo_open=True, hi=_MAX_SECONDS)
+    params: GeneratorParams | None = table(
+        _GENERATOR_TYPES, "the generator of this phase: a kind and its parameters", default=None,
+        optional=True, flatten=True, none="the schedule's base over working_set",
+        expect=_GENERATOR_EXPECT)
+    working_set_pages: int | None = size(None, "or the working set the base generator runs "
+                                         "over", unit="pages", lo=0, lo_open=True,
+                                         hi=_MAX_REGION_SIZE_PAGES, optional=True,
+                                         none="the phase's own generator")
+    offset_pages: int = size(0, "where the phase's pages start within the phased region",
+                             unit="pages", lo=0, hi=_MAX_REGION_SIZE_PAGES)
 
     def __post_init__(self) -> None:
-        _check_real(self, "duration_s", 0.0, lo_open=True)
-        if self.working_set_pages is not None:
-            _check_int(self, "working_set_pages", 1)
-        _check_int(self, "offset_pages", 0)
+        check(self, skip=("params",))  # the schedule checks it, knowing the phase's index
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhasesParams:
     """A schedule of generators over one region, so the working set changes over time.
 
-    Attributes:
-        region_pages: pages mapped at setup; every phase stays inside them.
-        first_vpn: first guest-virtual page of the region.
-        process: the guest process (every phase runs in it).
-        file_backed: map the region as a file mapping.
-        phases: the schedule, in order.
-        base: the generator working-set phases resize (default: uniform at 10**6 refs/s).
-        loop: repeat the schedule; otherwise the last phase goes on for ever.
-        fidelity: applies to every phase (their own ``fidelity`` is overridden).
+    Every phase stays inside the region; ``fidelity`` applies to every phase
+    (their own is overridden).
     """
 
-    region_pages: int
-    phases: tuple[Phase, ...]
-    first_vpn: int = DEFAULT_FIRST_VPN
-    process: int = 0
-    file_backed: bool = False
-    base: GeneratorParams | None = None
-    loop: bool = False
-    fidelity: str = Fidelity.PAGE
+    region_pages: int = _region("the phased region, mapped at setup")
+    phases: tuple[Phase, ...] = table(Phase, "the schedule, in order", array=True)
+    first_vpn: int = whole(DEFAULT_FIRST_VPN, "first guest-virtual page of the region", lo=0,
+                           hi=VPN_SPACE_PAGES - 1)
+    process: int = _process()
+    file_backed: bool = flag(False, "map the region as a file mapping")
+    base: GeneratorParams | None = table(
+        _GENERATOR_TYPES, "the generator working-set phases resize: a kind and its parameters",
+        default=None, optional=True, none="uniform at 10**6 references per second",
+        expect=_GENERATOR_EXPECT)
+    loop: bool = flag(False, "repeat the schedule; otherwise the last phase goes on for ever")
+    fidelity: str = _fidelity()
 
     def __post_init__(self) -> None:
-        _check_int(self, "region_pages", 1, MAX_REGION_PAGES)
-        _check_int(self, "first_vpn", 0, VPN_SPACE_PAGES - 1)
+        check(self)
         if self.first_vpn + self.region_pages > VPN_SPACE_PAGES:
             raise _fail(self, "region_pages", "a region inside the 48-bit address space",
                         self.region_pages)
-        _check_int(self, "process", 0)
-        _check_fidelity(self)
-        if not isinstance(self.loop, bool):
-            raise _fail(self, "loop", "true or false", self.loop)
-        if not isinstance(self.file_backed, bool):
-            raise _fail(self, "file_backed", "true or false", self.file_backed)
-        if self.base is not None and not isinstance(self.base, _GENERATOR_TYPES):
-            raise _fail(self, "base", "uniform, zipf, hot/cold, scan or idle parameters",
-                        type(self.base).__name__)
-        if not isinstance(self.phases, tuple | list) or not self.phases:
+        if not self.phases:
             raise _fail(self, "phases", "a non-empty list of phases", self.phases)
         self.resolved()  # checks every phase
 
@@ -334,10 +307,9 @@ class PhasesParams:
         """Each phase as (duration in ns, the generator parameters it runs)."""
         out = []
         for i, phase in enumerate(self.phases):
-            where = f"PhasesParams.phases[{i}]"
+            where = ("PhasesParams", "phases", i)
             if not isinstance(phase, Phase):
-                raise _fail("PhasesParams", f"phases[{i}]", "a Phase", type(phase).__name__)
-            _check_real(phase, "duration_s", 0.0, lo_open=True)
+                raise _fail(where[:-1], i, "a Phase", type(phase).__name__)
             duration_ns = max(1, round(phase.duration_s * _NS_PER_S))
             if (phase.params is None) == (phase.working_set_pages is None):
                 raise _fail(where, "params", "exactly one of params and working_set_pages",
@@ -345,15 +317,13 @@ class PhasesParams:
             if phase.params is not None:
                 params = phase.params
                 if not isinstance(params, _GENERATOR_TYPES):
-                    raise _fail(where, "params",
-                                "uniform, zipf, hot/cold, scan or idle parameters",
-                                type(params).__name__)
+                    raise _fail(where, "params", _GENERATOR_EXPECT, type(params).__name__)
                 if params.process != self.process:
-                    raise _fail(f"{where}.params", "process", f"{self.process} (the schedule's)",
-                                params.process)
+                    raise _fail((*where, "params"), "process",
+                                f"{self.process} (the schedule's)", params.process)
                 lo, hi = params.first_vpn, params.first_vpn + params.region_pages
                 if lo < self.first_vpn or hi > self.first_vpn + self.region_pages:
-                    raise _fail(f"{where}.params", "first_vpn",
+                    raise _fail((*where, "params"), "first_vpn",
                                 f"a range inside [{self.first_vpn:#x}, "
                                 f"{self.first_vpn + self.region_pages:#x})",
                                 f"[{lo:#x}, {hi:#x})")
@@ -375,33 +345,25 @@ class ChurnParams(RegionParams):
 
     The region is an arena of ``region_pages // chunk_pages`` slots; nothing is
     mapped at setup.
-
-    Attributes:
-        chunk_pages: pages per allocation.
-        allocs_per_s: allocations per simulated second.
-        lifetime_s: (mean) time from an allocation to its free.
-        lifetime_dist: ``"exponential"`` or ``"fixed"``.
-        refs_per_s: references per second, spread evenly over the live pages.
-        touch_on_alloc: write every page of a new chunk once when it is mapped.
     """
 
-    chunk_pages: int = 256
-    allocs_per_s: float = 10.0
-    lifetime_s: float = 5.0
-    lifetime_dist: str = "exponential"
-    refs_per_s: float = 1e6
-    touch_on_alloc: bool = True
+    chunk_pages: int = size(256, "pages per allocation", unit="pages", lo=0, lo_open=True,
+                            hi=_MAX_REGION_SIZE_PAGES)
+    allocs_per_s: float = number(10.0, "allocations per simulated second", lo=0.0, hi=1e6,
+                                 unit="1/s")
+    lifetime_s: float = time(5.0, "(mean) time from an allocation to its free", unit="s",
+                             lo=0.0, lo_open=True, hi=_MAX_SECONDS)
+    lifetime_dist: str = choice("exponential", ("exponential", "fixed"),
+                                "how lifetimes are drawn around lifetime")
+    refs_per_s: float = _refs_per_s(1e6, "references per second, spread evenly over the live "
+                                    "pages")
+    touch_on_alloc: bool = flag(True, "write every page of a new chunk once when it is mapped")
 
     def _validate(self) -> None:
         RegionParams._validate(self)
-        _check_int(self, "chunk_pages", 1, self.region_pages)
-        _check_real(self, "allocs_per_s", 0.0)
-        _check_real(self, "lifetime_s", 0.0, lo_open=True)
-        if self.lifetime_dist not in ("exponential", "fixed"):
-            raise _fail(self, "lifetime_dist", "'exponential' or 'fixed'", self.lifetime_dist)
-        _check_real(self, "refs_per_s", 0.0)
-        if not isinstance(self.touch_on_alloc, bool):
-            raise _fail(self, "touch_on_alloc", "true or false", self.touch_on_alloc)
+        if self.chunk_pages > self.region_pages:
+            raise fail(self, "chunk_pages", f"at most the region "
+                       f"({size_text(self.region_pages << PAGE_SHIFT)})")
 
 
 _P = TypeVar("_P")

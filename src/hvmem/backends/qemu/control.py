@@ -47,41 +47,43 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hvmem.backends.qemu.backend import Observation, QemuBackend
 from hvmem.backends.qemu.metrics import Metrics
 from hvmem.errors import ConfigError
 from hvmem.policy.controller import PolicyController
-from hvmem.policy.planner import PlannerParams
-from hvmem.policy.policies import POLICIES, EsxParams, ProxmoxParams, make_policy
+from hvmem.policy.policies import POLICIES, PolicyConfig, make_policy
 from hvmem.policy.samples import HostSample, Plans, VmPlan, VmSample
 from hvmem.policy.states import MemState
 from hvmem.results import RunResult
-from hvmem.scenario.schema import HostConfig, PolicyConfig, Scenario, VmConfig
+from hvmem.scenario.schema import HostConfig, Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 
-__all__ = ["ControlLoop", "DryRunBackend", "make_control_policy"]
+__all__ = ["ControlLoop", "DryRunBackend"]
 
 COLUMNS = ("MEMSZ", "GRANT", "SZTGT", "TCHD", "ACTV", "MCTLSZ", "MCTLTGT", "MCTLMAX", "SWCUR",
            "SWTGT", "SWR/s", "SWW/s", "ZIP/s", "UNZIP/s", "CACHEUSD", "SHRD", "ZERO", "SHRDSVD")
 
 
-def make_control_policy(name: str, interval_s: float) -> Any:
-    """A registered policy whose own period matches the controller's interval.
+def _policy_config(policy: str | PolicyConfig, interval_s: float) -> PolicyConfig:
+    """The configuration a controller runs: the given one, or a name's defaults.
+
+    Its balance period is the controller's interval; everything else (idle tax,
+    the policy's own parameters) is as given.
 
     Raises:
-        ConfigError: an unknown policy name.
+        ConfigError: an unknown policy name, or an interval no balance period may be.
     """
-    if name not in POLICIES:
-        raise ConfigError(f"--policy: unknown policy {name!r}; choose one of "
+    if isinstance(policy, str) and policy not in POLICIES:
+        raise ConfigError(f"--policy: unknown policy {policy!r}; choose one of "
                           f"{', '.join(POLICIES)}")
-    if name == "esx":
-        return make_policy(name, EsxParams(planner=PlannerParams(balance_period_s=interval_s)))
-    if name == "proxmox":
-        return make_policy(name, ProxmoxParams(interval_s=interval_s))
-    return make_policy(name)
+    config = PolicyConfig(name=policy) if isinstance(policy, str) else policy
+    try:
+        return replace(config, balance_period_ns=round(interval_s * NS_PER_S))
+    except ConfigError as err:
+        raise ConfigError(err.message, path=("--interval",)) from None
 
 
 @dataclass
@@ -105,7 +107,9 @@ class ControlLoop:
 
     Args:
         backend: the guests.
-        policy: a policy name (``esx``, ``mom``, ``proxmox``, ``static``).
+        policy: a policy configuration (a scenario's ``[policy]``: its idle tax and
+            parameters apply), or a policy name (``esx``, ``mom``, ``proxmox``,
+            ``static``) with its defaults.
         interval_s: the balance period.
         dry_run: decide but apply nothing.
         tick_s: how often rows are recorded (and the live view refreshed).
@@ -119,16 +123,18 @@ class ControlLoop:
         stop_requested: set by :meth:`request_stop` (or a signal) to end the loop.
     """
 
-    def __init__(self, backend: QemuBackend, policy: str = "esx", interval_s: float = 15.0,
-                 *, dry_run: bool = False, tick_s: float = 1.0, name: str = "qemu",
-                 metrics: Metrics | None = None, scenario: Scenario | None = None) -> None:
+    def __init__(self, backend: QemuBackend, policy: str | PolicyConfig = "esx",
+                 interval_s: float = 15.0, *, dry_run: bool = False, tick_s: float = 1.0,
+                 name: str = "qemu", metrics: Metrics | None = None,
+                 scenario: Scenario | None = None) -> None:
         if not (math.isfinite(interval_s) and interval_s > 0):
             raise ConfigError(f"--interval: expected a positive time, found {interval_s} s")
         if not (math.isfinite(tick_s) and 0 < tick_s <= interval_s):
             raise ConfigError(f"tick: expected a positive time no longer than the interval, "
                               f"found {tick_s} s")
         self.backend = backend
-        self.policy = make_control_policy(policy, interval_s)
+        self.policy_config = _policy_config(policy, interval_s)
+        self.policy = make_policy(self.policy_config)
         self.interval_s = float(interval_s)
         self.tick_s = float(tick_s)
         self.dry_run = dry_run
@@ -174,8 +180,7 @@ class ControlLoop:
                          + (" (dry run: plans not applied)" if self.dry_run else "")),
             duration_ns=max(1, ticks) * tick_ns, tick_ns=tick_ns,
             host=HostConfig(memory_bytes=memory_bytes, profile=b.options.profile),
-            policy=PolicyConfig(name=self.policy.name,
-                                balance_period_ns=int(round(self.interval_s * NS_PER_S))),
+            policy=self.policy_config,
             vms=self._vm_configs)
 
     # -- the loop ---------------------------------------------------------------------------

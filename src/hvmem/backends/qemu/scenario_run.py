@@ -32,7 +32,6 @@ from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams, build_image, default_cache_dir
 from hvmem.backends.qemu.launcher import launch, require_tools, stop, wait_for_marker
 from hvmem.errors import ConfigError
-from hvmem.policy.policies import POLICIES
 from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario
 from hvmem.units import MIB, NS_PER_S
@@ -72,9 +71,8 @@ def run_scenario(scenario: Scenario, policy: str | None = None,
             for the whole scenario), or an unknown policy.
         HvmemError: QEMU or busybox is missing; a guest did not start.
     """
-    name = policy or scenario.policy.name
-    if name not in POLICIES:
-        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    policy_config = scenario.policy.for_policy(policy)  # ConfigError for an unknown name
+    name = policy_config.name
     for i, vm in enumerate(scenario.vms):
         if vm.power_on_ns != 0 or vm.power_off_ns is not None:
             raise ConfigError(f"{scenario.name}: vm[{i}] ({vm.name}): the qemu backend runs "
@@ -103,7 +101,7 @@ def run_scenario(scenario: Scenario, policy: str | None = None,
         backend = QemuBackend(specs, BackendOptions(
             host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
         interval_s = scenario.policy.balance_period_ns / NS_PER_S
-        loop = ControlLoop(backend, name, interval_s, tick_s=min(1.0, interval_s),
+        loop = ControlLoop(backend, policy_config, interval_s, tick_s=min(1.0, interval_s),
                            name=scenario.name, scenario=scenario)
         restore = loop.install_signal_handlers()
         try:
