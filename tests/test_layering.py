@@ -1,4 +1,4 @@
-"""Import directions between hvmem's layers (docs/architecture.md, DESIGN.md section 2).
+"""Import directions between hvmem's layers (docs/architecture.md, Layers).
 
 Every module under src/hvmem is parsed with ``ast`` and each import of ``hvmem.*``
 (absolute or relative, at any depth, including ``TYPE_CHECKING`` blocks) is

@@ -338,7 +338,7 @@ def test_modules_named_in_references_exist() -> None:
 OUTSIDE_FILES = ("esx-memory.md", "peers.md", "qemu-feasibility.md", "performance.md",
                  "style-anchors.md", "DESIGN.md", "../shared")
 #: Those that src/ still points at; each check flips to passing once the pointers go.
-STILL_POINTED_AT = {"esx-memory.md", "peers.md", "qemu-feasibility.md", "DESIGN.md"}
+STILL_POINTED_AT = {"esx-memory.md", "peers.md", "DESIGN.md"}
 
 
 @pytest.mark.parametrize(

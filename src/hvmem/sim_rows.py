@@ -1,7 +1,8 @@
 """The rows a simulated tick leaves: one for the host, one per running VM.
 
-Columns carry esxtop's names (esx-memory.md §5.2; ``ui/top.py`` lists them) so
-that a simulated run and a real one (``backends/qemu/control.py``) read alike.
+Columns carry esxtop's names ([TECHNICLOUD][TECHJOCKEY][MIQUEL][SLOWE-ESXTOP];
+``ui/top.py`` lists them) so that a simulated run and a real one
+(``backends/qemu/control.py``) read alike.
 Sizes are MiB, rates MiB per second of the tick::
 
     host  time_s tick_s total_mib free_mib minfree_mib state

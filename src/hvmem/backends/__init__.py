@@ -1,4 +1,4 @@
-"""Backends: the hosts a policy controls (DESIGN.md §2).
+"""Backends: the hosts a policy controls (docs/architecture.md, layers).
 
 ``qemu`` observes and controls real QEMU guests; the simulator's backend lives
 with the simulation (:class:`hvmem.sim_backend.SimulatedBackend`, one layer

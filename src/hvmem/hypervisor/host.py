@@ -43,8 +43,8 @@ Time: the simulator sets ``now_ns``; each later time gets the next touch stamp
 (``core/stamps.py``), which the VMs stamp touched pages with for LRU swap
 selection.
 
-References: Waldspurger, OSDI 2002 §2 (pmap); esx-memory.md §1.1 (the keys
-in brackets are its sources).
+References: [OSDI02 §2] (pmap, shadow page tables), [OSDI02 §7] (remapping);
+the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ Invariant (checked in ``invariants.py``): every page of a large region is
 PRIVATE in the aligned frames of its run, which the nested table maps with one
 PS leaf; no partial region is large.
 
-References: VMware KB 1021095 (TPS and large pages); [YB-STATES6][YB-LP6]
-(ESXi 6 states), keys of esx-memory.md.
+References: [KB1021095] (TPS and large pages); [YB-STATES6][YB-LP6]
+(ESXi 6 states); the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

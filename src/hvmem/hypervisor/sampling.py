@@ -20,8 +20,8 @@ fall slowly when it goes idle, which is what the idle memory tax needs.
 
 Defaults: 100 pages per 60-second period (vSphere's Mem.SamplePeriod, 60 s;
 ESX 1.5 used 30 s) [OSDI02 §5.3][VS4-ATTR]; gains A_FAST = 0.5 and A_SLOW = 0.2
-are not published: they are fitted to the paper's Fig. 6 (esx-memory.md §7.3,
-derived); the 1% floor is vSphere 6.5+'s Mem.SampleActivePctMin [LAMW]. How the
+are not published: they are fitted to the paper's Fig. 6 (docs/references.md,
+derived values); the 1% floor is vSphere 6.5+'s Mem.SampleActivePctMin [LAMW]. How the
 "current" average weights a partly elapsed period is not published either; this
 model uses the running count as if the period had ended (it can only
 underestimate, and the maximum hides that).
@@ -64,8 +64,8 @@ from hvmem.units import NS_PER_S
 
 SAMPLE_PAGES = 100  # pages sampled per period [OSDI02 §5.3]
 SAMPLE_PERIOD_NS = 60 * NS_PER_S  # Mem.SamplePeriod [VS4-ATTR]
-FAST_GAIN = 0.5  # fitted to OSDI02 Fig. 6 (esx-memory.md §7.3, derived)
-SLOW_GAIN = 0.2  # fitted to OSDI02 Fig. 6 (esx-memory.md §7.3, derived)
+FAST_GAIN = 0.5  # fitted to [OSDI02 Fig. 6] (docs/references.md, derived values)
+SLOW_GAIN = 0.2  # fitted to [OSDI02 Fig. 6] (docs/references.md, derived values)
 MIN_ACTIVE_FRAC = 0.01  # Mem.SampleActivePctMin = 1 in vSphere 6.5+ [LAMW]
 
 

@@ -3,8 +3,8 @@
 What is modelled
 ----------------
 ESX recomputes memory targets periodically, every ``Mem.BalancePeriod`` = 15 s
-[VS4-ATTR][VS-ADV70][ESX25-p343] (esx-memory.md §1.9); MOM and Proxmox run the
-same loop every 15 s (vdsm) and 10 s (pvestatd) (peers.md §1, §3).
+[VS4-ATTR][VS-ADV70][ESX25-p343]; MOM and Proxmox run the
+same loop every 15 s (vdsm) and 10 s (pvestatd) [MOM][PVE-BALLOON].
 :class:`PolicyController` is that loop, and only the loop: it owns no thread and
 reads no clock. The caller (the simulator's tick, or the QEMU backend's main
 loop) calls :meth:`PolicyController.step` with the current time; when a
@@ -20,7 +20,7 @@ Invariants: time never goes backwards; decisions are at least one balance
 period apart unless forced; a plan never names a VM the sample did not; the
 history holds the latest ``history_len`` decisions, oldest first.
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ reservation and above by ``min(configured, limit)`` [OSDI02 §5.1, §6.1][VS-ALL
 When memory is scarce it is revoked from the VM that pays least for it
 ("dynamic min-funding revocation" [OSDI02 §5.1]); the price is the VM's shares
 per allocated page, adjusted by the *idle memory tax* so that idle pages cost
-more than active ones [OSDI02 §5.2] (esx-memory.md §1.6, §3.1)::
+more than active ones [OSDI02 §5.2]::
 
     rho = S / (P * (f + k * (1 - f))),    k = 1 / (1 - tau)
 
@@ -19,8 +19,8 @@ maximum fraction of idle pages that may be reclaimed from a client" [OSDI02 §5.
 
 The closed form used here (**derived**)
 ---------------------------------------
-The paper reclaims one unit at a time from the lowest-rho VM (esx-memory.md
-§3.1, :func:`min_funding_revocation` below). Its fixed point can be computed
+The paper reclaims one unit at a time from the lowest-rho VM ([OSDI02 §5.1-5.2],
+:func:`min_funding_revocation` below). Its fixed point can be computed
 directly. Hold each VM's working set ``A = active_mib`` fixed while its
 allocation ``T`` changes (reclaiming idle pages does not shrink the working set,
 so ``f = min(1, A / T)``). The denominator of rho becomes the *taxed cost* of an
@@ -54,7 +54,7 @@ Checks of the form: tau = 0 gives ``T_i proportional to S_i`` between bounds
 (Fig. 7's two equal-share VMs at 179 MB each [OSDI02 §5.4]); a VM with 0 shares
 gets exactly its reservation ("0 shares means allocate exactly min"
 [ESX25-p341]). The progressive tax of modern ESXi (``Mem.IdleTaxType`` = 1) is
-unpublished (esx-memory.md §8 item 4); this is the flat tax of ESX 1.5-4.x.
+unpublished (docs/references.md, open question 4); this is the flat tax of ESX 1.5-4.x.
 
 What "available" is (**derived**)
 ---------------------------------
@@ -71,10 +71,10 @@ Admission control
 -----------------
 A VM powers on only if unreserved machine memory covers its reservation plus
 its overhead, and (ESX 1.5) unreserved swap covers ``configured - reservation``
-[OSDI02 §6.2] (esx-memory.md §3.6). :func:`admit` answers with an
+[OSDI02 §6.2]. :func:`admit` answers with an
 :class:`AdmissionResult` whose message names the VM and the numbers.
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ MAX_TAX_FRAC = 0.99
 def idle_cost(tax_frac: float) -> float:
     """The idle page cost k = 1 / (1 - tau), relative to an active page [OSDI02 §5.2].
 
-    tau = 0 -> 1, 0.5 -> 2, 0.75 -> 4, 0.9 -> 10 (esx-memory.md §2.3).
+    tau = 0 -> 1, 0.5 -> 2, 0.75 -> 4, 0.9 -> 10 (docs/references.md, derived values).
 
     Raises:
         ConfigError: tau outside [0, 0.99] (``Mem.IdleTax`` 0-99 % [LAMW]).
@@ -313,8 +313,8 @@ def min_funding_revocation(
 
     Starts every VM at its ceiling (0-share VMs at their reservation) and, while
     the sum exceeds ``available_mib``, takes a unit from the VM with the lowest
-    ``rho = S / cost(T)`` among those above their reservation [OSDI02 §5.1-5.2]
-    (esx-memory.md §3.1). Slow (one step per unit); kept as the reference that
+    ``rho = S / cost(T)`` among those above their reservation [OSDI02 §5.1-5.2].
+    Slow (one step per unit); kept as the reference that
     :func:`compute_targets` is tested against. Ties go to the first VM in order.
     """
     k = idle_cost(tax_frac)
@@ -378,7 +378,7 @@ def admit(
     host_reserved_mib: float = 0.0,
     unreserved_swap_mib: float | None = None,
 ) -> AdmissionResult:
-    """May ``new`` power on next to ``running``? [OSDI02 §6.2] (esx-memory.md §3.6).
+    """May ``new`` power on next to ``running``? [OSDI02 §6.2].
 
     Memory check: ``reservation + overhead`` of ``new`` must fit in
     ``host_total - host_reserved - sum(reservation + overhead of running)``.

@@ -5,7 +5,7 @@ What is modelled
 The controller (:mod:`hvmem.policy.controller`) runs a policy against a
 *backend*: the page-level simulator (``hvmem.backends.simulated``) or real
 QEMU/KVM guests (``hvmem.backends.qemu``). Both implement :class:`MemoryBackend`
-(DESIGN.md §4), so the policy sees only samples and returns only plans
+(docs/architecture.md), so the policy sees only samples and returns only plans
 (:mod:`hvmem.policy.samples`). This module defines the protocol and nothing
 else; it imports no backend (the layering test keeps ``policy`` below them).
 

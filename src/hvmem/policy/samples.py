@@ -7,8 +7,9 @@ page-level simulator, or the controller of real QEMU/KVM guests) observes the
 host once per balance period and hands the policy one :class:`HostSample` and
 one :class:`VmSample` per VM; the policy answers with a :class:`Plans` mapping,
 one :class:`VmPlan` per powered-on VM plus one :class:`HostPlan`, which the
-backend applies (DESIGN.md §4). The field names below are the contract between
-policies and backends: keep them stable, add fields with defaults.
+backend applies (docs/architecture.md, the policy interface). The field names
+below are the contract between policies and backends: keep them stable, add
+fields with defaults.
 
 Conventions: every size is in MiB (``*_mib``), every rate per second
 (``*_mib_s``), every time in seconds (``*_s``), fractions in [0, 1] (``*_frac``).
@@ -16,7 +17,7 @@ Sizes of a VM are *machine* (host-physical) memory unless the name says
 otherwise (``guest_*`` fields are what the guest OS reports about its own
 guest-physical memory).
 
-Accounting a backend must respect (the ESX counters, esx-memory.md §5)::
+Accounting a backend must respect (the ESX counters [PERFCTR40])::
 
     host:  total = free + sum(consumed + overhead of powered-on VMs) + other host use
     VM:    configured >= consumed + balloon + swapped (+ never-touched pages)
@@ -28,8 +29,8 @@ holds). ``compressed`` pages are counted in ``compressed_mib``, not in
 ``consumed_mib``; their compression cache is counted in ``overhead_mib`` or
 ``consumed_mib`` (the backend's choice; the policy only needs the identity above).
 
-Per-VM controls (esx-memory.md §1.8, §2.2)
-------------------------------------------
+Per-VM controls
+---------------
 * ``reservation_mib``: guaranteed minimum (``sched.mem.min``) [OSDI02 §6.1]
   [VS-ALLOC]; a target is never below it.
 * ``limit_mib``: ceiling (None = unlimited); a target never exceeds
@@ -43,7 +44,7 @@ Per-VM controls (esx-memory.md §1.8, §2.2)
   per-VM ``sched.mem.maxmemctl`` if smaller [VS-BALLOON][NERDBLURT]
   (:func:`balloon_max_for`). 0 means the VM has no working balloon driver.
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def balloon_max_for(
     """The largest balloon of a VM: ``min(ctl_max_frac x configured, maxmemctl)``.
 
     ``Mem.CtlMaxPercent`` (65 % by default) caps every VM; ``sched.mem.maxmemctl``
-    lowers it for one VM [VS-BALLOON][NERDBLURT] (esx-memory.md §3.5).
+    lowers it for one VM [VS-BALLOON][NERDBLURT].
 
     Raises:
         ConfigError: a fraction outside [0, 1) or a negative size.
@@ -168,7 +169,7 @@ class VmSample:
 
     Attributes:
         consumed_mib: machine memory backing the VM now [PERFCTR40].
-        active_mib: estimated working set (ESX sampling, esx-memory.md §3.2).
+        active_mib: estimated working set (ESX sampling [OSDI02 §5.3]).
         balloon_mib: current balloon size (guest pages pinned by the driver).
         balloon_target_mib: balloon target currently set in the driver.
         balloon_stuck: the driver does not follow its target (missing, disabled,
@@ -289,7 +290,7 @@ class HostSample:
             actions a state allows (:func:`~hvmem.policy.states.actions`).
         cache_mib: host page cache and buffers that a Linux host counts as
             reclaimable (Buffers + Cached); 0 for the simulator. MOM and Proxmox
-            count it as free (peers.md §1, §3).
+            count it as free [MOM][PVE-BALLOON].
         shared_saved_mib: machine memory saved by page sharing on the whole host
             (KSM: ``pages_sharing`` x 4 KiB).
         sharing_pages_to_scan: the sharing scanner's current pages per scan
@@ -429,7 +430,7 @@ def powered_on(vms: Sequence[VmSample]) -> list[VmSample]:
 class Plans(Mapping[str, VmPlan]):
     """A policy's answer: a read-only mapping VM name -> :class:`VmPlan`, plus ``host``.
 
-    Behaves as ``Mapping[str, VmPlan]`` (DESIGN.md §4), so a backend that only
+    Behaves as ``Mapping[str, VmPlan]`` (docs/architecture.md), so a backend that only
     applies per-VM plans needs nothing else; ``host`` carries the sharing knobs.
     Holds one entry per powered-on VM of the sample.
     """

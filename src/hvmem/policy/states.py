@@ -64,7 +64,7 @@ Hysteresis
 ----------
 Transitions use a lower and an upper boundary so that the host does not
 oscillate ([OSDI02 §6.3][YB-LP6][YB-STATES6]); the widths are unconfirmed
-(esx-memory.md §8 item 3). This module chooses:
+(docs/references.md, open question 3). This module chooses:
 
 * downward moves are immediate: a state is entered as soon as free memory is
   *below* its threshold, and a fall may cross several states in one update
@@ -94,7 +94,7 @@ Invariants: thresholds strictly decrease from HIGH to LOW and are positive;
 ``StateTracker.update`` returns a fixed point (updating again with the same free
 memory changes nothing).
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -168,11 +168,11 @@ SLIDING_SCALE_BANDS: tuple[tuple[int | None, float], ...] = (
 )
 
 #: HIGH threshold of ESXi 6.0+ as a multiple of minFree: 400 % [YB-STATES6];
-#: [CODEFUNDA] says 300 % (conflict, esx-memory.md §4 and §8 item 2).
+#: [CODEFUNDA] says 300 % (conflict: docs/references.md, open question 2).
 ESXI6_HIGH_FRAC = 4.0
 
 #: Upward exit margin: a state is left upward once free memory exceeds its exit
-#: threshold by this fraction. Unconfirmed (esx-memory.md §8 item 3); project choice.
+#: threshold by this fraction. Unconfirmed (docs/references.md, open question 3); project choice.
 DEFAULT_EXIT_MARGIN_FRAC = 0.05
 
 #: Profile used where a caller names none: vSphere 6.0 and later (through 9.0)

@@ -7,12 +7,13 @@ Layout, after esxtop's memory screen (``m``)::
     VMs   /MB:  MEMCTL 620 curr / 700 tgt   SWAP 380 curr   ZIP 40   SHRDSVD 140
      NAME   MEMSZ  GRANT  SZTGT  TCHD  ACTV  MCTLSZ  MCTLTGT  MCTLMAX  SWCUR ...
 
-Columns are the esxtop names (esx-memory.md §5.2): MEMSZ configured, GRANT
-backed by machine memory, SZTGT the scheduler's target, TCHD/ACTV the sampled
-working set, MCTL* the balloon, SW* hypervisor swapping (current, target, read
-and write rates), ZIP/UNZIP compression rates, CACHEUSD the cache's machine memory and
-ZIPPED the guest memory held in it (esxtop's "ZIP zipped" host figure), SHRD/ZERO/
-SHRDSVD page sharing; THRU is the share of the tick the VM ran its own work.
+Columns are the esxtop names [TECHNICLOUD][TECHJOCKEY][MIQUEL][SLOWE-ESXTOP]:
+MEMSZ configured, GRANT backed by machine memory, SZTGT the scheduler's target,
+TCHD/ACTV the sampled working set, MCTL* the balloon, SW* hypervisor swapping
+(current, target, read and write rates), ZIP/UNZIP compression rates, CACHEUSD
+the cache's machine memory and ZIPPED the guest memory held in it (esxtop's "ZIP
+zipped" host figure), SHRD/ZERO/SHRDSVD page sharing; THRU is the share of the
+tick the VM ran its own work.
 The render reads only the rows a run records, so it works for a live run and
 for a results directory alike, simulated or real.
 

@@ -55,15 +55,15 @@ Applying a plan
   its last stats and ``reserve = max(guest_reserve_mib, guest_reserve_frac x
   configured)``. Without stats, a balloon may deflate but not grow.
   Over-inflating a tiny guest panics it, or with ``deflate-on-oom`` stalls the
-  balloon ("Out of puff!", qemu-feasibility.md §4). Progress is checked at every
+  balloon ("Out of puff!" [QEMU-PROBE]). Progress is checked at every
   sample: a balloon that has not moved for ``balloon_stuck_after_s`` (squeezed
-  declares a driver stuck after 5 s, peers.md §0), or has not reached its target
+  declares a driver stuck after 5 s [SQUEEZED]), or has not reached its target
   within ``balloon_timeout_s``, is *stuck*: its target is set back to where it
   is, the sample says ``balloon_stuck`` (so the planner swaps instead
   [VS-SWAPWHEN]) and ballooning is tried again after ``balloon_retry_s``. A
   guest that has sent no balloon stats ``balloon_stuck_after_s`` after it was
   attached has no running driver (the driver sends its first stats as soon as
-  it starts, qemu-feasibility.md §4) and is stuck too.
+  it starts [QEMU-PROBE]) and is stuck too.
 * **Swap** (``swap_target_mib``): a memory-cgroup limit on the QEMU process
   (cgroups.py), lowered by what the plan wants swapped beyond what is swapped
   already, never below QEMU's anonymous memory plus a headroom. Only for a VM
@@ -81,7 +81,7 @@ control with an event; a QMP call that times out is retried once on a fresh
 connection (qmp.py), and a guest that fails ``max_failures`` samples in a row
 is dropped; a sample never waits longer than the QMP timeouts allow.
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the same happens when a QEMU process whose guest RAM is a file on disk
 (``-object memory-backend-file,mem-path=VM.vswp,share=on``) runs in a memory
 cgroup and the cgroup's limit is lowered: the kernel writes the file's dirty
 pages back and drops them from memory, and brings them back on the next touch
-(a major fault, ESX's swap-in). qemu-feasibility.md §6 measured it here: a
+(a major fault, ESX's swap-in). [QEMU-PROBE] measured it here: a
 512 MiB guest with 400 MiB touched, limit 256 MiB set after the fill, usage
 dropped to 254 MiB within 0.38-0.52 s, the guest's data checksum stayed the
 same, and nothing was OOM-killed.
@@ -24,7 +24,7 @@ Three cases where a limit must not be set, each refused with a reason:
 
 The limit also covers QEMU's own memory (about 85 MiB under TCG), so it is never
 set below QEMU's anonymous memory plus a headroom (:data:`DEFAULT_HEADROOM_MIB`;
-the reference advises "at least about 100 MiB of headroom" above the guest
+[QEMU-PROBE] advises "at least about 100 MiB of headroom" above the guest
 data for QEMU/TCG itself).
 
 Hierarchies: cgroup v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``,
@@ -33,7 +33,7 @@ Hierarchies: cgroup v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``,
 hierarchy's ``cgroup.controllers`` (not available here, so only the file
 handling is tested, on a directory of fixture files). New cgroups are created
 as children of the creating process's own memory cgroup, read from
-``/proc/self/cgroup`` (qemu-feasibility.md §6), so they stay inside its
+``/proc/self/cgroup`` [QEMU-PROBE], so they stay inside its
 accounting.
 """
 

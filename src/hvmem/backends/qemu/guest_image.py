@@ -4,7 +4,7 @@ What it is
 ----------
 The QEMU backend needs guests that boot in seconds under TCG, have a working
 virtio-balloon driver, and run a workload whose memory behaviour is known. The
-recipe follows qemu-feasibility.md §1-2, which measured it on this kind of
+recipe follows [QEMU-PROBE], which measured it on this kind of
 machine (kernel, extraction and initramfs together in 3.8 s; the guest reaches
 its init 3.6-4.4 s after QEMU starts):
 
@@ -31,7 +31,7 @@ its init 3.6-4.4 s after QEMU starts):
   swapped), frees it after ``hv.hold`` seconds, waits ``hv.idle`` seconds and
   allocates again, for ``hv.cycles`` cycles (0: for ever). Filling from a
   repeated 1 MiB block keeps the fill fast under TCG (``yes | head -c 128M``
-  takes 17 s there, qemu-feasibility.md §2). ``hv.balloon=0`` leaves the
+  takes 17 s there [QEMU-PROBE]). ``hv.balloon=0`` leaves the
   balloon driver out: a guest whose balloon never inflates.
 
 Markers on the serial console: ``HVMEM-INIT``, ``HVMEM-DRIVERS``,
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
-#: Load order, from the ``depends=`` of each module (qemu-feasibility.md §1).
+#: Load order, from the ``depends=`` of each module [QEMU-PROBE].
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_balloon")
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))

@@ -15,13 +15,13 @@ identical pages into one copy-on-write page, and reports in
 
 ESX keeps page sharing running always and scans harder as free memory falls
 (ESXi 6's CLEAR state "calls TPS actively", policy/states.py); MOM's KSM rule
-raises ``pages_to_scan`` as host free memory drops (peers.md §1.2). This
+raises ``pages_to_scan`` as host free memory drops [MOM]. This
 backend does the same: the policy's :class:`~hvmem.policy.samples.HostPlan`
 says run/stop/unmerge and may give the scan rate; where it leaves the rate to
 the backend, :data:`SCAN_BY_STATE` picks it from the host state. The top rate,
 5000 pages every 20 ms, is the one that merged two identical guests' 78k pages
-within 2 s in qemu-feasibility.md §5; the lowest, 100 pages every 20 ms, is the
-kernel's default.
+within 2 s [QEMU-PROBE]; the lowest, 100 pages every 20 ms, is the
+kernel's default [LINUX-KSM].
 
 Restoring: :meth:`Ksm.save` records ``run``, ``pages_to_scan`` and
 ``sleep_millisecs`` the first time the backend changes anything, and
@@ -29,7 +29,7 @@ Restoring: :meth:`Ksm.save` records ``run``, ``pages_to_scan`` and
 keep running keep their shared pages (writing ``run=2`` would make every merged
 page private again at once, a sudden demand of hundreds of MiB). With the
 guests gone, :meth:`Ksm.reset_counters` writes ``2`` and then the original
-``run``, which clears stale counters (qemu-feasibility.md §5).
+``run``, which clears stale counters [QEMU-PROBE].
 """
 
 from __future__ import annotations

@@ -8,15 +8,15 @@ daemonized ``qemu-system-x86_64`` with:
 * a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file;
 * ``virtio-balloon-pci`` with ``deflate-on-oom=on`` (over-inflation stalls the
   balloon instead of panicking the guest) and ``free-page-reporting=on`` (freed
-  guest memory goes back to the host within seconds; qemu-feasibility.md §4
-  saw RSS fall from 502 to 208 MiB within 6 s);
+  guest memory goes back to the host within seconds: RSS fell from 502 to
+  208 MiB within 6 s [QEMU-PROBE]);
 * the serial console in a log file (the workload's markers, the checksums);
 * ``-no-reboot`` and ``panic=-1``, so a guest that panics exits instead of hanging;
 * with ``file_backed``: guest RAM as ``memory-backend-file,share=on`` on a disk
   file (the VM's swap file, ``NAME.vswp``) and QEMU in a memory cgroup of its
   own (cgroups.py), created before exec so that all of QEMU's memory is charged
   to it. Such a guest can be swapped by the host but not shared by KSM (41
-  pages merged, qemu-feasibility.md §5): a VM gets one or the other.
+  pages merged [QEMU-PROBE]): a VM gets one or the other.
 
 The launch writes ``guests.toml`` in the run directory, which
 ``hvmem qemu control --config`` and :func:`stop` read.
@@ -29,7 +29,7 @@ KVM is used only where it really works: ``/dev/kvm`` is writable *and*
 come from ``kvm_pvm`` (a paravirtual scheme for PVM-aware kernels), where a
 stock kernel runs about 1000 times slower than under TCG and then stops with a
 KVM internal error, and QEMU's own ``-accel kvm -accel tcg`` fallback still
-picks KVM because opening it succeeds (qemu-feasibility.md §3). Everywhere else
+picks KVM because opening it succeeds [QEMU-PROBE]. Everywhere else
 the guests run under TCG, which boots this guest in about 5 s.
 """
 
@@ -283,7 +283,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
                    for g in start_all("tcg")]
         accel = "tcg"
     if accel == "kvm":
-        # The second safety net of qemu-feasibility.md: a KVM that is not what it seems
+        # The second safety net [QEMU-PROBE]: a KVM that is not what it seems
         # never gets the guest to its init; then every guest runs under TCG instead.
         try:
             for g in started:

@@ -4,7 +4,7 @@ What is read, and why
 ---------------------
 * ``/proc/meminfo``: the host's MemTotal, MemFree, MemAvailable, Buffers,
   Cached, Shmem and SwapTotal. MOM's host collector reads the same file
-  (peers.md §1: ``mem_free`` = MemFree + Buffers + Cached); SwapTotal decides
+  ([MOM]: ``mem_free`` = MemFree + Buffers + Cached); SwapTotal decides
   whether an anonymous-RAM guest may be put under a memory limit at all.
 * ``/proc/<pid>/status``: VmRSS and its split RssAnon / RssFile / RssShmem,
   and VmSwap.
@@ -13,11 +13,11 @@ What is read, and why
   RAM it is the anonymous mapping whose size is the guest's RAM (plus QEMU's
   alignment slack). Its ``Rss`` is the guest memory the host backs now (ESX's
   *consumed* before sharing); the rest of VmRSS is QEMU's own memory (about
-  83 MiB under TCG, qemu-feasibility.md §3), the VM's *overhead*. The TCG
+  83 MiB under TCG [QEMU-PROBE]), the VM's *overhead*. The TCG
   translation buffer is another large mapping, which is why the RAM mapping is
   matched by size and not taken as the largest one.
 * ``/proc/<pid>/ksm_merging_pages``: pages of this process that KSM merged
-  (qemu-feasibility.md §5: 42-44k per guest for two identical guests). VmRSS
+  ([QEMU-PROBE]: 42-44k per guest for two identical guests). VmRSS
   does not drop when KSM merges, so sharing is accounted from these counters.
 * ``/proc/<pid>/stat``: utime + stime, for the QEMU process's CPU share.
 

@@ -10,8 +10,8 @@ PyPI ``qemu.qmp``) speaks it with asyncio; the controller is a plain loop, so
 under :func:`asyncio.wait_for`. Nothing here ever waits without a bound:
 
 * connecting (socket, greeting, capabilities negotiation) and every command
-  have a timeout (2 s by default; the feasibility probe saw the socket accept
-  after 0.06 s and balloon commands answer at once, qemu-feasibility.md §3-4);
+  have a timeout (2 s by default; the socket accepts after 0.06 s and balloon
+  commands answer at once [QEMU-PROBE]);
 * a timeout or a broken connection drops the connection; the next call
   reconnects, and :meth:`QmpClient.call` retries once on a fresh connection
   before giving up;
@@ -24,7 +24,7 @@ All three are :class:`~hvmem.errors.BackendError`, so the command line prints
 them as one line. ``qemu.qmp`` logs connection failures on its own loggers;
 they are silenced here because the backend reports each failure itself
 (``disconnect()`` after a lost connection raises ``EOFError``, which
-qemu-feasibility.md §4 notes too, and is ignored).
+[QEMU-PROBE] saw too, and is ignored).
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ shortfall.
 Counters (pages): inflated_released (frames freed for inflated pages),
 reported_released (frames freed for reported free pages), deflated; stuck_events.
 
-References: Waldspurger, OSDI 2002 §3; esx-memory.md §1.2 and §3.5.
+References: [OSDI02 §3]; the maximum balloon [VS4-ATTR][VS-BALLOON][NERDBLURT];
+swapping when the balloon cannot deliver [VS-SWAPWHEN]; the keys in brackets
+resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ microseconds rather than a disk read's milliseconds [VS41-ZIP][VMAESTRO-ZIP]::
 The cache holds at most ``Mem.MemZipMaxPct`` = 10 % of the VM's memory
 [VS67-ZIPSIZE][LAMW]. When a new page needs room the oldest compressed pages
 are evicted to the swap file (decompressed and written out); the eviction
-order is not documented for ESX (esx-memory.md §1.5: unconfirmed), FIFO here.
+order is not documented for ESX (unconfirmed: docs/references.md, open
+question 7), FIFO here.
 The cache lives in machine frames owned by the VM: ``frames_needed`` frames
 hold ``used_bytes`` of slots, taken and given back as the cache grows and shrinks.
 
@@ -26,7 +27,9 @@ Counters (pages): compressed (ZIP), decompressed (UNZIP), rejected (too large:
 sent to swap), evicted (to swap to make room). Decompression stalls the vCPU
 that touched the page and is charged to it; compression is host work.
 
-References: esx-memory.md §1.5; vSphere "Memory Compression".
+References: vSphere "Memory Compression" [VS41-ZIP, VS65-ZIP]; only pages chosen
+for swapping are compressed [VI-41]; slot sizes [VMAESTRO-ZIP]; the keys in
+brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

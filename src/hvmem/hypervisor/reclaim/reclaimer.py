@@ -28,8 +28,9 @@ Invariants: a victim is a PRIVATE page of its VM when chosen; a shared frame
 goes back to the free list only when its last sharer has left; the compression
 cache always holds exactly the frames its slots need.
 
-References: Waldspurger, OSDI 2002 §3.3, §4.3, §6.3; VMware KB 1021095;
-esx-memory.md §1.3 to §1.5 and §3.4.
+References: [OSDI02 §3.3, §4.3, §6.3]; [KB1021095]; share-before-swap [PERFCTR];
+compression on the way to swap [VI-41][VS41-ZIP]; the keys in brackets resolve
+in ``docs/references.md``.
 """
 
 from __future__ import annotations

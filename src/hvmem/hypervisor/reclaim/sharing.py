@@ -71,8 +71,8 @@ ballooned or unbacked), page_tables (guest page-table pages, whose entries the
 model keeps apart from content tokens, are not scanned), false_matches,
 cow_breaks, frames_freed.
 
-References: Waldspurger, OSDI 2002 §4; VMware KB 1021095 (large pages), KB
-2097593 (salting); esx-memory.md §1.4 and §3.3.
+References: [OSDI02 §4]; [KB1021095] (large pages), [KB2097593] (salting); the
+keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

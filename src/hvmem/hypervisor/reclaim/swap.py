@@ -28,8 +28,9 @@ the guest's swap-out reads a SWAPPED page [OSDI02 §3.1].
 
 Counters (pages): swap_outs, swap_ins, double_paging; time_ns of device I/O.
 
-References: Waldspurger, OSDI 2002 §3.1 and §4; vSphere "Swapping"
-(esx-memory.md §1.3).
+References: [OSDI02 §3.1, §3.3, §4]; the ``.vswp`` size, configured memory
+less the reservation [ITUDA-SWAP]; the keys in brackets resolve in
+``docs/references.md``.
 """
 
 from __future__ import annotations
