@@ -71,15 +71,6 @@ MARKDOWN_LINK = re.compile(r"\[[^\[\]]*\](?=[(\[:])")
 #: Fields every entry of docs/references.md has, in this order.
 ENTRY_FIELDS = ("By", "Title", "Year", "Where", "hvmem takes")
 
-#: Free-form citations in src/ that do not parse yet, and where they are. They are
-#: to become keys (both name a source defined in the Background section as
-#: MAGENHEIMER13); ``test_every_citation_parses_without_exceptions`` flips once they do.
-UNPARSED_FOR_NOW = {
-    ("src/hvmem/workloads/content.py", 'Magenheimer, LKML 2013-02-28, "zsmalloc limitations"'),
-    ("src/hvmem/workloads/content.py", "Magenheimer 2013"),
-}
-
-
 def parse_bracket(text: str) -> list[str] | None:
     """The keys cited by one bracket's text, or None if the text does not parse."""
     text = " ".join(text.split())
@@ -261,15 +252,6 @@ def test_references_document_exists_and_defines_keys() -> None:
 
 
 def test_every_citation_parses() -> None:
-    bad = [
-        str(b) for b in citation_brackets()
-        if parse_bracket(b.text) is None and (b.path, b.text) not in UNPARSED_FOR_NOW
-    ]
-    assert not bad, "citations that do not parse as [KEY ...]:\n" + "\n".join(bad)
-
-
-@pytest.mark.xfail(strict=True, reason="pointers rewritten after restructuring")
-def test_every_citation_parses_without_exceptions() -> None:
     bad = [str(b) for b in citation_brackets() if parse_bracket(b.text) is None]
     assert not bad, "citations that do not parse as [KEY ...]:\n" + "\n".join(bad)
 
@@ -337,21 +319,9 @@ def test_modules_named_in_references_exist() -> None:
 #: by key (docs/references.md) and the design described in docs/architecture.md.
 OUTSIDE_FILES = ("esx-memory.md", "peers.md", "qemu-feasibility.md", "performance.md",
                  "style-anchors.md", "DESIGN.md", "../shared")
-#: Those that src/ still points at; each check flips to passing once the pointers go.
-STILL_POINTED_AT = {"esx-memory.md", "peers.md", "DESIGN.md"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=[pytest.mark.xfail(strict=True, reason="pointers rewritten after restructuring")]
-            if name in STILL_POINTED_AT else [],
-        )
-        for name in OUTSIDE_FILES
-    ],
-)
+@pytest.mark.parametrize("name", OUTSIDE_FILES)
 def test_src_points_at_no_file_outside_the_repository(name: str) -> None:
     hits = [
         f"{path.relative_to(ROOT)}:{number}"

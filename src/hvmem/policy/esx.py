@@ -12,7 +12,7 @@ Parameters (:class:`EsxParams`) are declared with their sources
 idle tax and the balance period, which are ``[policy]``'s own
 (:class:`~hvmem.policy.policies.PolicyConfig`).
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class EsxParams:
 class EsxPolicy:
     """ESX memory management: entitlement, memory states, balloon/compress/swap split.
 
-    Per balance period [OSDI02 §6.3] (esx-memory.md §1.9, §3.1, §3.4):
+    Per balance period [OSDI02 §5.1-5.2, §6.3][YB-STATES6]:
 
     1. ``available = sum(consumed) + free - free_target`` with ``free_target =
        free_target_frac x minFree`` (:func:`~hvmem.policy.entitlement.available_for_vms_mib`);
@@ -114,7 +114,7 @@ class StaticPolicy:
     deflated (target 0), nothing more is swapped (swap target 0: a ceiling, so
     what is swapped already stays until touched), nothing is compressed or
     blocked, and page sharing is stopped. Its purpose is the control run of a
-    comparison (peers.md §8: every baseline on the same trace).
+    comparison: every baseline on the same trace.
     """
 
     name = "static"

@@ -2,9 +2,9 @@
 
 * ``mom`` (:class:`MomPolicy`): oVirt MOM's balloon and KSM rules, ported from
   ``oVirt/vdsm:static/etc/vdsm/mom.d/02-balloon.policy`` and ``03-ksm.policy``
-  (peers.md §1.1-1.2).
+  [MOM].
 * ``proxmox`` (:class:`ProxmoxPolicy`): Proxmox VE auto-ballooning,
-  ``PVE::AutoBalloon::compute_alg1`` driven as ``pvestatd`` does (peers.md §3).
+  ``PVE::AutoBalloon::compute_alg1`` driven as ``pvestatd`` does [PVE-BALLOON].
 
 Vocabulary, mapped onto the samples: their "balloon" is the *guest memory size*
 the balloon leaves the guest (libvirt ``balloon_cur``, QMP ``actual``), i.e.
@@ -107,7 +107,7 @@ class MomParams:
     ksm_pages_to_scan_initial: int = whole(
         100, "pages_to_scan before MOM's first change when the backend reports none (the "
         "kernel's default)", lo=0, hi=_MAX_KSM_PAGES,
-        source="torvalds/linux:Documentation/admin-guide/mm/ksm.rst (peers.md §5.1)")
+        source="[LINUX-KSM]")
     history_len: int = whole(10, "samples StatAvg averages over (sample-history-length)", lo=1,
                              hi=10_000, source="oVirt/mom:mom/Entity.py")
 
@@ -121,7 +121,7 @@ class MomParams:
 
 
 class MomPolicy:
-    """oVirt MOM's balloon and KSM rules (peers.md §1.1, §1.2), in Python.
+    """oVirt MOM's balloon and KSM rules [MOM], in Python.
 
     Balloon rules, ``02-balloon.policy`` (sizes are guest memory: ``cur =
     configured - balloon``; ``StatAvg`` is the mean over the last ``history_len``
@@ -269,7 +269,7 @@ class MomPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ProxmoxParams:
-    """Parameters of Proxmox VE auto-ballooning (peers.md §3)."""
+    """Parameters of Proxmox VE auto-ballooning [PVE-BALLOON]."""
 
     target_frac: float = frac(0.80, "host memory use to steer to (node option "
                               "ballooning-target)", source=_PVESTATD)
@@ -367,7 +367,7 @@ class ProxmoxPolicy:
             )
         for gone in set(self._last_balloon) - {vm.name for vm in on}:
             del self._last_balloon[gone]
-        # KSM is ksmtuned's business on Proxmox, not pvestatd's (peers.md §3).
+        # KSM is ksmtuned's business on Proxmox, not pvestatd's [PVE-BALLOON].
         return Plans(vm_plans, HostPlan(sharing=None, state=host.state))
 
     def _compute_alg1(self, on: Sequence[VmSample], goal: float) -> dict[str, float]:

@@ -8,7 +8,7 @@ the host memory state, ESX reclaims from each VM its *excess*::
     excess = consumed - target            (only VMs above their target give memory)
 
 with the mechanisms the state allows (:func:`hvmem.policy.states.actions`;
-esx-memory.md §3.4):
+[OSDI02 §6.3][YB-STATES6]):
 
 ==========  ==========================================================================
 state       what the planner asks for
@@ -19,7 +19,7 @@ HIGH/CLEAR  nothing is reclaimed (sharing runs always, a host-wide knob); balloo
             aggregate amount of free space above the high threshold" [OSDI02 §6.3])
 SOFT        balloon the excess; swap what the balloon cannot take: the driver is
             stuck or missing, or the balloon would pass its maximum [OSDI02 §6.3]
-            [VS-SWAPWHEN] (esx-memory.md §3.5)
+            [VS-SWAPWHEN]
 HARD        compress (ESX 4.1+) and swap the excess; ballooning stops, inflated
             balloons are held [YB-STATES6] [OSDI02 Fig. 8]
 LOW         as HARD, and VMs above their target may not allocate [OSDI02 §6.3]
@@ -76,7 +76,7 @@ falls back to swapping, swap candidates are compressed too wherever the profile
 has compression ("only swap-candidate pages are compressed" [VI-41]; the
 fallback case is **derived**).
 
-Sources: the keys in brackets resolve in ``reference/esx-memory.md`` §9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 What is modelled
 ----------------
 A policy turns one host sample and the VM samples into :class:`Plans`
-(DESIGN.md §4). Four are registered in :data:`POLICIES`:
+(docs/architecture.md, the policy interface). Four are registered in :data:`POLICIES`:
 
 * ``esx`` (default, :class:`~hvmem.policy.esx.EsxPolicy`): share-based
   entitlement with the idle memory tax, the host memory states and the
@@ -11,7 +11,7 @@ A policy turns one host sample and the VM samples into :class:`Plans`
 * ``static`` (:class:`~hvmem.policy.esx.StaticPolicy`): no reclamation at all,
   the control run of a comparison;
 * ``mom`` and ``proxmox`` (:mod:`hvmem.policy.kvm`): oVirt MOM's rules and
-  Proxmox VE auto-ballooning, the KVM baselines (peers.md §1, §3).
+  Proxmox VE auto-ballooning, the KVM baselines [MOM][PVE-BALLOON].
 
 The policy configuration
 ------------------------
@@ -44,8 +44,8 @@ Running another policy than the one named (``hvmem compare``, ``--policy``):
 takes the other policy's default parameters; ``[policy.params]`` belong to the
 policy they were written for.
 
-Sources: ESX keys resolve in ``reference/esx-memory.md`` §9; the baselines cite
-``owner/repo:path`` at the commits read.
+Sources: the keys in brackets resolve in ``docs/references.md``; the baselines also
+cite ``owner/repo:path`` at the commits read.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ __all__ = [
 
 @runtime_checkable
 class Policy(Protocol):
-    """Pure decision logic: samples in, plans out (DESIGN.md §4).
+    """Pure decision logic: samples in, plans out (docs/architecture.md).
 
     Attributes:
         name: the registry name (``"esx"``, ``"static"``, ``"mom"``, ``"proxmox"``).

@@ -37,7 +37,7 @@ planner's rate limits are per balance period).
 
 Columns: the key; its type and unit; the default (what leaving it out means);
 the values it may take; what it is; where the number comes from (keys in
-brackets resolve in `reference/esx-memory.md` section 9 and the module essays).
+brackets resolve in `references.md` and the module essays).
 """
 
 _TYPE = {

@@ -23,17 +23,17 @@ Defaults resolved on construction (so a built object is always explicit):
 
 * ``VmConfig.shares`` None -> ``normal``: 10 shares per MiB of configured
   memory; ``low``/``normal``/``high`` are 5/10/20 per MiB (4:2:1)
-  [VS-SHARES][ESX25-p341], esx-memory.md sections 1.6 and 2.2.
+  [VS-SHARES][ESX25-p341].
 * ``VmConfig.overhead_bytes`` None -> 32 MiB + 1 % of configured memory,
-  rounded up to a page. **Assumed**: the reference has no overhead table;
+  rounded up to a page. **Assumed**: no source gives an overhead table;
   "typical overhead 32 MB per VM ..., more for VMs > 1 GB" [OSDI02 §6.2], and
-  real overheads vary with vCPUs, devices and version (esx-memory.md 1.8).
+  real overheads vary with vCPUs, devices and version [VS601-OVHD].
 * ``GuestSettings.swap_bytes`` None -> the VM's configured memory.
 * ``CompressionConfig.enabled`` None -> as the profile: yes for esxi5/esxi6,
   no for esx4 (compression arrived in ESX 4.1 [VI-41]).
 * ``GuestSettings.balloon_max_bytes`` stays None: the host's cap applies,
   ``Mem.CtlMaxPercent`` = 65 % of configured memory ([LAMW], as
-  ``sched.mem.maxmemctl`` = -1, esx-memory.md 2.2).
+  ``sched.mem.maxmemctl`` = -1 [NERDBLURT]).
 
 Cross-field rules (checked here, so code-built scenarios obey them too):
 reservation <= memory; limit >= reservation; power_off > power_on; a VM
@@ -48,7 +48,7 @@ are the simulator's to admit or refuse, as ESX does at run time).
 The scenario's fidelity applies to every workload: :class:`Scenario` replaces
 a workload whose own ``fidelity`` differs (as ``with_fidelity`` does).
 
-Sources: keys in brackets resolve in ``reference/esx-memory.md`` section 9.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -130,9 +130,9 @@ OVERHEAD_BASE_BYTES = 32 * MIB
 OVERHEAD_FRAC = 0.01
 #: Swap devices, with latencies in the cost table.
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
-#: Simulation fidelities (see DESIGN.md section 3).
+#: Simulation fidelities (docs/architecture.md, data layout and speed).
 FIDELITIES = tuple(str(f) for f in Fidelity)
-#: Default tick: 1 simulated second (DESIGN.md section 3).
+#: Default tick: 1 simulated second (docs/architecture.md, data layout and speed).
 DEFAULT_TICK_NS = NS_PER_S
 #: ``Mem.BalancePeriod`` = 15 s (declared with :class:`PolicyConfig`).
 DEFAULT_BALANCE_PERIOD_NS = PolicyConfig().balance_period_ns
@@ -235,7 +235,7 @@ def _bytes(default: int | None, doc: str, hi: int, **kw: object) -> int | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SharingConfig:
-    """Transparent page sharing (esx-memory.md section 1.4)."""
+    """Transparent page sharing [OSDI02 §4]."""
 
     enabled: bool = flag(True, "run the page-sharing scanner at all")
     salting: str = choice("within", SALTING_MODES, "\"across\" (one salt for all VMs, before "
@@ -245,7 +245,7 @@ class SharingConfig:
     scan_rate_pages_per_s: float | None = number(
         None, "pages scanned per second per VM", lo=0.0, lo_open=True, hi=1e6, unit="1/s",
         optional=True, none="as ESX: a whole VM per 60 min (Mem.ShareScanTime), at most 1024/s",
-        source="[LAMW] (esx-memory.md 1.4)")
+        source="[LAMW]")
 
     def __post_init__(self) -> None:
         check(self)
@@ -253,7 +253,7 @@ class SharingConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompressionConfig:
-    """Memory compression on the way to the swap file (esx-memory.md section 1.5)."""
+    """Memory compression on the way to the swap file [VI-41][VS41-ZIP]."""
 
     enabled: bool | None = flag(None, "compress pages on their way to the swap file",
                                 optional=True, none="as the profile: on for esxi5 and esxi6, "
@@ -273,7 +273,8 @@ class HostConfig:
     memory_bytes: int = size(4 * GIB, "machine memory the VMkernel manages", lo=0, lo_open=True,
                              hi=_MAX_HOST_BYTES, required=True)
     profile: str = choice(DEFAULT_PROFILE, tuple(PROFILES), "free-memory states and their "
-                          "thresholds (esx4, esxi5, esxi6)", source="esx-memory.md section 3")
+                          "thresholds (esx4, esxi5, esxi6)",
+                          source="[OSDI02 §6.3][FD-MINFREE][YB-STATES6]")
     min_free_frac: float = frac(0.0, "Mem.MemMinFreePct / 100; 0: the sliding scale (esxi5, "
                                 "esxi6)", hi=0.5, source="0-50 % [LAMW]")
     paging: str = choice("nested", PAGING_MODES, "\"nested\" (EPT/NPT) or \"shadow\" page "

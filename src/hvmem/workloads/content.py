@@ -3,18 +3,18 @@
 What is modelled
 ----------------
 hvmem never stores 4 KiB of data per page. A page's content is a 64-bit
-*token* (DESIGN.md section 3): equal tokens mean byte-identical pages, token 0
-means a page of zeroes. Page sharing looks for equal tokens, compression asks
-how small a token's page would get, and "no data lost" is checked by comparing
-tokens. This module decides which token each write stores.
+*token* (docs/architecture.md, data layout and speed): equal tokens mean
+byte-identical pages, token 0 means a page of zeroes. Page sharing looks for
+equal tokens, compression asks how small a token's page would get, and "no data
+lost" is checked by comparing tokens. This module decides which token each write stores.
 
 Three kinds of page, after what the ESX papers find worth sharing
-(esx-memory.md section 1.4):
+([OSDI02 §4]):
 
 * **zero pages**: token 0. Guests zero memory they free or hand out (Windows
   zeroes its free list at boot); ESX keeps a dedicated zero-page frame
   (esxtop ``ZERO``). About 11 % of the pages one zswap workload swapped were
-  zero pages [Magenheimer, LKML 2013-02-28, "zsmalloc limitations"].
+  zero pages [MAGENHEIMER13].
 * **image pages**: identical in every VM booted from the same guest image
   (kernel text, shared libraries, page cache of the same files). Their token
   is a hash of the image and the page number, so two VMs running the same image
@@ -27,7 +27,7 @@ Three kinds of page, after what the ESX papers find worth sharing
   hash of the workload's key (one per VM and workload), the page and a running
   count of the entries the model has served, so a private page changes content
   on each write: a sharing hint taken before a write goes stale, as the OSDI02
-  hint frames expect (section 1.4).
+  hint frames of [OSDI02 §4.2] expect.
 
 Which kind a page is depends only on (image, page number) and the workload's
 fractions: the page's class hash ``u`` in [0, 1) puts it in ``image`` if
@@ -39,7 +39,7 @@ same region" means the same VPNs.
 
 Compressibility
 ---------------
-ESX compresses a page only on the way to the swap file (section 1.5): it is kept
+ESX compresses a page only on the way to the swap file [VI-41]: it is kept
 in the VM's compression cache if it compresses to at most 2 KiB (in a 1 KiB
 quarter-page slot when it fits in 1 KiB), and swapped otherwise [VS41-ZIP,
 VS65-ZIP, VMAESTRO-ZIP]. So what matters is the share of pages that fit in
@@ -47,8 +47,8 @@ VS65-ZIP, VMAESTRO-ZIP]. So what matters is the share of pages that fit in
 sizes are spread uniformly within each band, in 16-byte steps. Defaults: 35 %
 to at most 1 KiB, 30 % to (1, 2] KiB, 35 % larger, a mean of about 1.7 KiB, or
 2.4:1. Between the "2:1 compression ratio" zram's documentation expects of
-LZO (Documentation/blockdev/zram.txt) and the mean compressed size of 694 bytes
-(about 6:1) one zswap workload measured [Magenheimer 2013]. These are
+LZO [LINUX-ZRAM] and the mean compressed size of 694 bytes
+(about 6:1) one zswap workload measured [MAGENHEIMER13]. These are
 assumptions to vary, not measurements of ESX, whose compressor is not
 documented.
 
@@ -73,9 +73,7 @@ here draws random numbers: every token is a hash (SplitMix64's mixer of
 salted inputs, :mod:`hvmem.core.mix`), so contents are reproducible without an
 RNG stream.
 
-Sources: esx-memory.md sections 1.4 and 1.5 and its source list; D.
-Magenheimer, "RE: zsmalloc limitations and related topics", LKML, 2013-02-28;
-Linux Documentation/blockdev/zram.txt.
+Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
 from __future__ import annotations
@@ -107,7 +105,7 @@ __all__ = [
     "name_key",
 ]
 
-#: ESX keeps a compressed page only if it fits in this many bytes (esx-memory.md 1.5).
+#: ESX keeps a compressed page only if it fits in this many bytes [VS41-ZIP][VS65-ZIP].
 ESX_COMPRESS_MAX_BYTES = 2 * KIB
 #: ... in a quarter-page slot of this size when it fits there, else in a half page.
 ESX_COMPRESS_SLOT_BYTES = 1 * KIB
@@ -210,7 +208,7 @@ class ContentParams:
     image_frac: float = frac(0.15, "share of pages whose content comes from the image",
                              source="assumed; [VS41-TPS][BARKER12] (module essay)")
     zero_frac: float = frac(0.10, "share of pages written with zeroes",
-                            source="about 11 % in one zswap workload, Magenheimer, LKML 2013 "
+                            source="about 11 % in one zswap workload [MAGENHEIMER13] "
                             "(module essay)")
     private_compressibility: Compressibility = table(
         Compressibility, "how the private pages compress", factory=Compressibility)
