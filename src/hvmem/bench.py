@@ -33,7 +33,7 @@ from hvmem.core.rng import RngStreams
 from hvmem.errors import HvmemError
 from hvmem.hardware.tlb import Tlb
 from hvmem.machine import Machine, MachineConfig
-from hvmem.units import GIB, PAGE_SHIFT
+from hvmem.units import GIB, NS_PER_S, PAGE_SHIFT, ns_to_s
 from hvmem.workloads.samplers import zipf_pages
 
 TRANSLATE_REFS = 5_000_000
@@ -374,14 +374,14 @@ def _scenario_child(args_json: str) -> None:
     start = time.perf_counter()
     scenario = load_scenario(builtin_scenario_path(args["name"]))
     if args["duration_s"] is not None:
-        ticks = max(1, round(args["duration_s"] * 1e9 / scenario.tick_ns))
+        ticks = max(1, round(args["duration_s"] * NS_PER_S / scenario.tick_ns))
         scenario = dataclasses.replace(scenario, duration_ns=ticks * scenario.tick_ns)
     sim = Simulation(scenario)
     setup_s = time.perf_counter() - start
     start = time.perf_counter()
     result = sim.run()
     run_s = time.perf_counter() - start
-    simulated_s = result.ticks_done * scenario.tick_ns / 1e9
+    simulated_s = ns_to_s(result.ticks_done * scenario.tick_ns)
     # ru_maxrss is in KiB on Linux.
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({

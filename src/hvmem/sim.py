@@ -81,7 +81,7 @@ from hvmem.sim_backend import SimulatedBackend
 from hvmem.sim_batches import tick_batches
 from hvmem.sim_rows import SharingTally, TickRows
 from hvmem.sim_vm import SimVm
-from hvmem.units import MIB, NS_PER_S, pages_to_mib
+from hvmem.units import MIB, ns_to_s, pages_to_mib
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.factory import make_workload
 
@@ -174,7 +174,7 @@ class Simulation:
 
     def event(self, kind: str, vm: str, detail: str) -> None:
         """Record an event of the run at the current time."""
-        self.result.events.append({"time_s": self.now_ns / NS_PER_S, "event": kind, "vm": vm,
+        self.result.events.append({"time_s": ns_to_s(self.now_ns), "event": kind, "vm": vm,
                                    "detail": detail})
 
     # -- the run -------------------------------------------------------------------------
@@ -251,7 +251,7 @@ class Simulation:
         host.break_large_pages_for_state(
             large_page_breaking(self.state, pages_to_mib(host.frames.n_free), self.thresholds),
             tick_ns, self._large_page_rng, share=sc.host.sharing.enabled)
-        plans = self.controller.step(now / NS_PER_S)
+        plans = self.controller.step(ns_to_s(now))
         if plans is not None:
             for name, plan in plans.items():
                 if name in self.vms:

@@ -27,7 +27,7 @@ from hvmem.policy.states import MemState, Thresholds, actions
 from hvmem.scenario.schema import HostConfig
 from hvmem.sim_rows import SharingTally
 from hvmem.sim_vm import SimVm
-from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES, pages_to_mib
+from hvmem.units import MIB, PAGE_SIZE_BYTES, ns_to_s, pages_to_mib
 
 PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
 
@@ -77,7 +77,7 @@ class SimulatedBackend:
         """Observe the simulated host and its running VMs."""
         sim, frames = self.sim, self.frames
         host = HostSample(
-            time_s=sim.now_ns / NS_PER_S, total_mib=pages_to_mib(frames.n_frames),
+            time_s=ns_to_s(sim.now_ns), total_mib=pages_to_mib(frames.n_frames),
             free_mib=pages_to_mib(frames.n_free), state=sim.state,
             minfree_mib=self.thresholds.minfree_mib, profile=self.host.profile,
         )

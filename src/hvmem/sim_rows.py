@@ -32,7 +32,7 @@ from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Pmap
 from hvmem.policy.states import MemState
 from hvmem.results import RunResult
 from hvmem.sim_vm import SimVm
-from hvmem.units import NS_PER_S, pages_to_mib
+from hvmem.units import ns_to_s, pages_to_mib
 
 
 class SharingTally:
@@ -99,8 +99,8 @@ class TickRows:
     def record(self, now_ns: int, tick_ns: int, state: MemState, vms: Mapping[str, SimVm],
                stall_ns: Mapping[str, float]) -> None:
         """The rows of the tick that started at ``now_ns``; ``stall_ns``: each VM's lost time."""
-        tick_s = tick_ns / NS_PER_S
-        now_s = now_ns / NS_PER_S
+        tick_s = ns_to_s(tick_ns)
+        now_s = ns_to_s(now_ns)
         frames = self.frames
         self.result.host_rows.append({
             "time_s": now_s, "tick_s": tick_s, "total_mib": pages_to_mib(frames.n_frames),

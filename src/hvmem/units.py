@@ -206,6 +206,11 @@ def _significant(value: float, digits: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def ns_to_s(time_ns: int | float) -> float:
+    """Convert nanoseconds to seconds (the one way hvmem does it)."""
+    return time_ns / NS_PER_S
+
+
 def pages_to_mib(pages: int | float) -> float:
     """Convert 4 KiB pages to MiB."""
     return pages * PAGE_SIZE_BYTES / MIB

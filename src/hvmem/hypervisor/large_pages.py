@@ -67,6 +67,7 @@ from hvmem.hypervisor.vm_state import (
     LARGE_PAGE_SHIFT,
     VmState,
 )
+from hvmem.units import ns_to_s
 
 #: Large pages broken per VM and second in CLEAR and below. No rate is published;
 #: 64 (128 MiB/s per VM) splits a 4 GiB VM in about half a minute, well before a
@@ -219,7 +220,7 @@ def break_actively(vms: Sequence[VmState], elapsed_ns: int, rng: np.random.Gener
     are broken now and, when ``share``, their pages offered to sharing at once
     [YB-STATES6][YB-LP6].
     """
-    budget = int(LARGE_PAGE_BREAKS_PER_S * elapsed_ns / 1e9 + rng.random())
+    budget = int(ns_to_s(LARGE_PAGE_BREAKS_PER_S * elapsed_ns) + rng.random())
     broken = 0
     for vm in vms:
         regions = np.flatnonzero(vm.large)

@@ -36,7 +36,7 @@ from hvmem.policy.planner import DEFAULT_BALANCE_PERIOD_S
 from hvmem.policy.policies import Policy
 from hvmem.policy.ports import MemoryBackend
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
-from hvmem.units import NS_PER_S
+from hvmem.units import NS_PER_S, ns_to_s
 
 __all__ = ["DEFAULT_HISTORY_LEN", "Decision", "PolicyController"]
 
@@ -108,7 +108,7 @@ class PolicyController:
     def next_due_s(self) -> float | None:
         """When the next decision is due (None: at the first step)."""
         next_ns = self._period.next_ns
-        return None if next_ns is None else next_ns / NS_PER_S
+        return None if next_ns is None else ns_to_s(next_ns)
 
     def due(self, now_s: float) -> bool:
         """Whether :meth:`step` at ``now_s`` would decide."""

@@ -66,7 +66,7 @@ from hvmem.policy.planner import (
     MIN_BALANCE_PERIOD_S,
 )
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
-from hvmem.units import NS_PER_S
+from hvmem.units import NS_PER_S, ns_to_s
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -169,7 +169,7 @@ class PolicyConfig:
                        type(params).__name__)
         if isinstance(params, EsxParams):
             planner = params.planner
-            period_s = self.balance_period_ns / NS_PER_S
+            period_s = ns_to_s(self.balance_period_ns)
             if planner.balance_period_s != period_s:
                 planner = replace(planner, balance_period_s=period_s)
             if params.tax_frac != self.idle_tax_frac or params.planner is not planner:
@@ -179,7 +179,7 @@ class PolicyConfig:
     @property
     def balance_period_s(self) -> float:
         """The balance period in seconds (what the controller and the planner use)."""
-        return self.balance_period_ns / NS_PER_S
+        return ns_to_s(self.balance_period_ns)
 
     def for_policy(self, name: str | None) -> PolicyConfig:
         """This configuration with another policy (None: this one), that policy's defaults.

@@ -22,7 +22,7 @@ import typer
 
 from hvmem.errors import ConfigError, HvmemError
 from hvmem.ui.exits import user_errors
-from hvmem.units import MIB, NS_PER_S, parse_size_bytes, parse_time_ns
+from hvmem.units import MIB, NS_PER_S, ns_to_s, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
                        no_args_is_help=True)
@@ -203,10 +203,10 @@ def control_cmd(
         specs = specs_from_sockets(list(qmp or []))
     if host_memory is not None:
         budget = _mib(host_memory, "--host-memory")
-    interval_s = parse_time_ns(interval, what="--interval") / NS_PER_S
-    duration_s = (parse_time_ns(duration, what="--duration") / NS_PER_S
+    interval_s = ns_to_s(parse_time_ns(interval, what="--interval"))
+    duration_s = (ns_to_s(parse_time_ns(duration, what="--duration"))
                   if duration is not None else None)
-    timeout_s = parse_time_ns(qmp_timeout, what="--qmp-timeout") / NS_PER_S
+    timeout_s = ns_to_s(parse_time_ns(qmp_timeout, what="--qmp-timeout"))
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port: expected 0-65535, found {metrics_port}")
     options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run)
@@ -307,7 +307,7 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
     from hvmem.ui.top import LiveTop
 
     console = _console()
-    duration_s = scenario.duration_ns / NS_PER_S
+    duration_s = ns_to_s(scenario.duration_ns)
     title = f"{scenario.name}  policy {policy or scenario.policy.name}  (real guests)"
     with LiveTop(console, title, enabled=console.is_terminal and not no_live,
                  status=lambda host_row: f"   {host_row['time_s']:.0f} s of {duration_s:.0f}"

@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hvmem.units import NS_PER_S
+from hvmem.units import ns_to_s
 
 #: Pages in a 48-bit virtual address space (36-bit VPNs, four-level paging).
 VPN_SPACE_PAGES = 1 << 36
@@ -182,7 +182,7 @@ class Rate:
         """The whole count of the tick ``tick_ns`` long; its fraction goes to the next."""
         if tick_ns < 0:
             raise ValueError(f"tick_ns must not be negative, got {tick_ns}")
-        x = self.per_s * (tick_ns / NS_PER_S) + self.carry
+        x = self.per_s * ns_to_s(tick_ns) + self.carry
         n = math.floor(x)
         self.carry = x - n
         return int(n)

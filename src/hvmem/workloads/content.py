@@ -88,7 +88,7 @@ from numba import njit
 from hvmem.core.mix import mix64
 from hvmem.errors import ConfigError
 from hvmem.params import check, fail, frac, table, text
-from hvmem.units import KIB, PAGE_SIZE_BYTES
+from hvmem.units import KIB
 
 __all__ = [
     "ESX_COMPRESS_MAX_BYTES",
@@ -119,7 +119,6 @@ _HASH_SHIFT = np.uint64(8)
 # Size codes of the band edges: code c stands for (c + 1) * 16 bytes.
 _CODES_1KIB = ESX_COMPRESS_SLOT_BYTES // SIZE_STEP_BYTES  # 64 codes: 16 .. 1024 bytes
 _CODES_2KIB = ESX_COMPRESS_MAX_BYTES // SIZE_STEP_BYTES  # codes 64..127: 1040 .. 2048 bytes
-_CODES_ALL = PAGE_SIZE_BYTES // SIZE_STEP_BYTES  # codes 128..255: 2064 .. 4096 bytes
 
 # Salts keep the hashes for different purposes independent of each other.
 _SALT_CLASS = np.uint64(0x3C6E_F372_FE94_F82B)
@@ -219,11 +218,6 @@ class ContentParams:
         if i + z > 1.0 + 1e-12:
             raise fail(self, "zero_frac", "image_frac + zero_frac at most 1",
                        f"{i} + {z} = {i + z}")
-
-    @property
-    def private_frac(self) -> float:
-        """Share of pages that hold private data."""
-        return max(0.0, 1.0 - self.image_frac - self.zero_frac)
 
 
 # ------------------------------------------------------------------------- kernels

@@ -57,8 +57,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hvmem.params import REQUIRED, check, choice, fail, flag, frac, number, size, table, time, whole
-from hvmem.units import NS_PER_S as _NS_PER_S
-from hvmem.units import PAGE_SHIFT, size_text
+from hvmem.units import NS_PER_S, PAGE_SHIFT, size_text
 from hvmem.workloads.base import MAX_PROCESSES, MAX_REFS_PER_S, VPN_SPACE_PAGES, Fidelity
 from hvmem.workloads.checks import check_int as _check_int
 from hvmem.workloads.checks import fail as _fail
@@ -310,7 +309,7 @@ class PhasesParams:
             where = ("PhasesParams", "phases", i)
             if not isinstance(phase, Phase):
                 raise _fail(where[:-1], i, "a Phase", type(phase).__name__)
-            duration_ns = max(1, round(phase.duration_s * _NS_PER_S))
+            duration_ns = max(1, round(phase.duration_s * NS_PER_S))
             if (phase.params is None) == (phase.working_set_pages is None):
                 raise _fail(where, "params", "exactly one of params and working_set_pages",
                             (phase.params, phase.working_set_pages))

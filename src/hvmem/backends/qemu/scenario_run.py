@@ -34,7 +34,7 @@ from hvmem.backends.qemu.launcher import launch, require_tools, stop, wait_for_m
 from hvmem.errors import ConfigError
 from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario
-from hvmem.units import MIB, NS_PER_S
+from hvmem.units import MIB, NS_PER_S, ns_to_s
 
 #: How long a guest may take to boot and start its workload (TCG on two cores).
 READY_TIMEOUT_S = 180.0
@@ -100,12 +100,12 @@ def run_scenario(scenario: Scenario, policy: str | None = None,
                  for vm, g in zip(scenario.vms, guests, strict=True)]
         backend = QemuBackend(specs, BackendOptions(
             host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
-        interval_s = scenario.policy.balance_period_ns / NS_PER_S
+        interval_s = ns_to_s(scenario.policy.balance_period_ns)
         loop = ControlLoop(backend, policy_config, interval_s, tick_s=min(1.0, interval_s),
                            name=scenario.name, scenario=scenario)
         restore = loop.install_signal_handlers()
         try:
-            result = loop.run(scenario.duration_ns / NS_PER_S, on_tick=on_tick)
+            result = loop.run(ns_to_s(scenario.duration_ns), on_tick=on_tick)
         finally:
             restore()
     finally:

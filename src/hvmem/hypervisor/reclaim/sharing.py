@@ -90,6 +90,7 @@ from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hypervisor.large_pages import break_covering, hashed_pages
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.vm_state import LARGE_PAGE_SHIFT, VmState
+from hvmem.units import ns_to_s
 
 SALTING_MODES = ("across", "within", "explicit")
 SHARE_SCAN_TIME_S = 3600  # Mem.ShareScanTime: scan a whole VM per 60 minutes [VS4-ATTR]
@@ -438,7 +439,7 @@ def scan_vms(vms: Sequence[VmState], elapsed_ns: int, rng: np.random.Generator,
     freed = 0
     for vm in vms:
         rate = rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns)
-        n = min(vm.n_ppns, int(rate * elapsed_ns / 1e9 + rng.random()))
+        n = min(vm.n_ppns, int(ns_to_s(rate * elapsed_ns) + rng.random()))
         if n:
             freed += vm.services.share(vm, np.sort(rng.choice(vm.n_ppns, n, replace=False)))
     return freed
