@@ -22,10 +22,20 @@ from __future__ import annotations
 
 import ast
 import os
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
+
+from hvmem.guest.config import GuestConfig
+from hvmem.guest.kernel import GuestKernel
+from hvmem.hardware.page_table import TableStore
+from hvmem.hypervisor.host import Host
+from hvmem.hypervisor.vm import HostVm
+from hvmem.scenario.loader import parse_scenario
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
@@ -109,3 +119,80 @@ def pytest_make_collect_report(collector: pytest.Collector):
             collector, name="module", reason=_skip_reason(report.longrepr))
         report = pytest.CollectReport(collector.nodeid, "passed", None, [item])
     return report
+
+
+# -- shared builders ------------------------------------------------------------------
+#
+# Most model tests start from the same few objects: a host, a VM on it (its guest-
+# physical tables and pmap), a guest kernel on that VM, or a small scenario. The
+# fixtures below hand out builders for them (session-scoped: they hold no state, so
+# hypothesis may call them once per example), so that a test file says only what is
+# particular about its setup.
+
+
+@dataclass
+class GuestOnHost:
+    """A guest kernel on a VM of a host: the usual start of a model test."""
+
+    host: Host
+    vm: HostVm
+    tables: TableStore
+    kernel: GuestKernel
+
+
+def _new_host(n_frames: int = 4096, paging: str = "nested", **options) -> Host:
+    return Host(n_frames, paging, **options)
+
+
+def _new_vm(host: Host, n_ppns: int, name: str = "g") -> tuple[HostVm, TableStore]:
+    tables = TableStore(n_ppns, name)
+    return host.add_vm(name, n_ppns, tables), tables
+
+
+def _new_guest(memory_pages: int = 256, *, host: Host | None = None, host_frames: int = 4096,
+               paging: str = "nested", swap_pages: int | None = None, policy: str = "lru",
+               name: str = "g", seed: int = 0, mmu=None) -> GuestOnHost:
+    host = host if host is not None else _new_host(host_frames, paging)
+    vm, tables = _new_vm(host, memory_pages, name)
+    config = GuestConfig(memory_pages, swap_pages, reclaim_policy=policy)
+    kernel = GuestKernel(config, vm, tables, np.random.default_rng(seed), mmu=mmu)
+    return GuestOnHost(host, vm, tables, kernel)
+
+
+#: The smallest whole scenario: a 256 MiB host with one idle 128 MiB VM for 30 s.
+SMALL_SCENARIO = """
+duration = "30s"
+[host]
+memory = "256MiB"
+[[vm]]
+name = "vm"
+memory = "128MiB"
+"""
+
+
+def _new_scenario(text: str = SMALL_SCENARIO, name: str = "small"):
+    return parse_scenario(tomllib.loads(text), f"{name}.toml")
+
+
+@pytest.fixture(scope="session")
+def make_host():
+    """``make_host(n_frames=4096, paging="nested", **Host options)`` -> a Host."""
+    return _new_host
+
+
+@pytest.fixture(scope="session")
+def make_vm():
+    """``make_vm(host, n_ppns, name="g")`` -> (HostVm, its guest-physical TableStore)."""
+    return _new_vm
+
+
+@pytest.fixture(scope="session")
+def make_guest():
+    """``make_guest(memory_pages=256, host=None, ...)`` -> a :class:`GuestOnHost`."""
+    return _new_guest
+
+
+@pytest.fixture(scope="session")
+def make_scenario():
+    """``make_scenario(text=SMALL_SCENARIO)`` -> a Scenario parsed from TOML text."""
+    return _new_scenario

@@ -289,8 +289,9 @@ def test_checker_finds_a_violating_file_in_a_tree(tmp_path):
 
 # -- import circles ----------------------------------------------------------------
 
-# Packages whose modules must import each other without a circle.
-NO_CIRCLES_WITHIN = ("hvmem.hypervisor",)
+# Packages whose modules must import each other without a circle: all of hvmem, imports
+# inside functions included.
+NO_CIRCLES_WITHIN = ("hvmem",)
 
 
 def module_imports(package_dir: Path) -> dict[str, set[str]]:

@@ -1,7 +1,6 @@
 import numpy as np
+import pytest
 
-from hvmem.hardware.page_table import TableStore
-from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim.compression import CompressionCache
 
@@ -11,15 +10,21 @@ def token(i, size_bytes):
     return np.uint64((i + 1) << 8 | (size_bytes // 16 - 1))
 
 
-def vm_with_pages(tokens, n_ppns=400, salting="within"):
-    host = Host(4096, salting=salting)
-    vm = host.add_vm("v", n_ppns, TableStore(n_ppns, "v"))
+@pytest.fixture
+def vm_with_pages(make_host, make_vm):
+    """``vm_with_pages(tokens, n_ppns=400, salting="within")`` -> (host, vm, the pages written)."""
+    return lambda tokens, n_ppns=400, salting="within": _vm_with_pages(
+        make_host(4096, salting=salting), make_vm, tokens, n_ppns)
+
+
+def _vm_with_pages(host, make_vm, tokens, n_ppns):
+    vm, _ = make_vm(host, n_ppns, "v")
     ppns = np.arange(len(tokens))
     vm.write_pages(ppns, np.array(tokens, dtype=np.uint64))
     return host, vm, ppns
 
 
-def test_small_pages_are_kept_compressed_and_come_back_on_touch():
+def test_small_pages_are_kept_compressed_and_come_back_on_touch(vm_with_pages):
     tokens = [token(i, 900) for i in range(32)]  # 1 KiB slots: 4 per frame
     host, vm, ppns = vm_with_pages(tokens)
     used = host.frames.n_used
@@ -34,14 +39,14 @@ def test_small_pages_are_kept_compressed_and_come_back_on_touch():
     host.check_invariants()
 
 
-def test_pages_that_compress_poorly_are_swapped():
+def test_pages_that_compress_poorly_are_swapped(vm_with_pages):
     host, vm, _ = vm_with_pages([token(i, 3000) for i in range(10)])
     done = vm.reclaim(10, "random", np.random.default_rng(0), share_first=False)
     assert done["swapped"] == 10 and vm.zip.counters.rejected == 10
     host.check_invariants()
 
 
-def test_full_cache_evicts_its_oldest_pages_to_swap():
+def test_full_cache_evicts_its_oldest_pages_to_swap(vm_with_pages):
     # 400 pages * 10% = 40 pages of cache = 80 slots of 2 KiB.
     tokens = [token(i, 2000) for i in range(120)]
     host, vm, ppns = vm_with_pages(tokens)
@@ -57,7 +62,7 @@ def test_full_cache_evicts_its_oldest_pages_to_swap():
     host.check_invariants()
 
 
-def test_share_before_swap():
+def test_share_before_swap(vm_with_pages):
     same = token(7, 3000)
     host, vm, _ = vm_with_pages([same] * 6 + [token(i, 3000) for i in range(4)])
     done = vm.reclaim(10, "random", np.random.default_rng(0))

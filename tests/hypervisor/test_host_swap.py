@@ -2,9 +2,6 @@ import numpy as np
 import pytest
 
 from hvmem.errors import InvariantViolation
-from hvmem.guest.kernel import GuestConfig, GuestKernel
-from hvmem.hardware.page_table import TableStore
-from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import MIB
@@ -34,10 +31,9 @@ def test_swapped_pages_come_back_with_their_data_on_touch(paging):
     machine.host.check_invariants()
 
 
-def test_lru_selection_takes_the_oldest_touched_pages():
-    host = Host(1024)
-    tables = TableStore(64, "g")
-    vm = host.add_vm("g", 64, tables)
+def test_lru_selection_takes_the_oldest_touched_pages(make_host, make_vm):
+    host = make_host(1024)
+    vm, _ = make_vm(host, 64)
     for t, ppn in enumerate(range(10)):
         host.now_ns = t
         vm.write_pages(np.array([ppn]), np.array([ppn + 1], np.uint64))
@@ -45,9 +41,9 @@ def test_lru_selection_takes_the_oldest_touched_pages():
     assert np.flatnonzero(vm.pmap.state == Backing.SWAPPED).tolist() == [0, 1, 2]
 
 
-def test_touch_stamps_order_pages_as_their_times_do():
-    host = Host(1024)
-    vm = host.add_vm("g", 64, TableStore(64, "g"))
+def test_touch_stamps_order_pages_as_their_times_do(make_host, make_vm):
+    host = make_host(1024)
+    vm, _ = make_vm(host, 64)
     # Pages 0-3 touched at 5 ns, 4-5 at 5 ns again (the same stamp), 6 at 9 ns.
     for now, ppns in ((5, [0, 1, 2, 3]), (5, [4, 5]), (9, [6])):
         host.now_ns = now
@@ -59,11 +55,9 @@ def test_touch_stamps_order_pages_as_their_times_do():
         host.now_ns = 8
 
 
-def test_guest_swapping_a_host_swapped_page_is_double_paging():
-    host = Host(4096)
-    tables = TableStore(128, "g")
-    vm = host.add_vm("g", 128, tables)
-    kernel = GuestKernel(GuestConfig(128, 512), vm, tables, np.random.default_rng(0))
+def test_guest_swapping_a_host_swapped_page_is_double_paging(make_guest):
+    g = make_guest(128, swap_pages=512)
+    host, vm, kernel = g.host, g.vm, g.kernel
     ops = (MemoryOp(MemoryOpKind.MAP, 0, 0, 400),)
     n = 100
     kernel.access(AccessBatch(np.zeros(n, np.int32), np.arange(n), np.ones(n, bool),

@@ -4,9 +4,7 @@ import pytest
 from hvmem.errors import ConfigError
 from hvmem.guest.kernel import GuestConfig, GuestKernel, PageKind
 from hvmem.hardware.mmu import Mmu
-from hvmem.hardware.page_table import TableStore
 from hvmem.hardware.tlb import Tlb
-from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.sampling import ActiveMemorySampler, SamplerConfig
 from hvmem.units import NS_PER_S
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
@@ -77,11 +75,10 @@ N_PPNS = 4096  # a 16 MiB guest
 REGION = 3072  # pages its one process maps
 
 
-def trapping_guest(paging):
+def trapping_guest(make_host, make_vm, paging):
     """A guest whose references go through its vCPU's MMU, sampled with 1 s periods."""
-    host = Host(2 * N_PPNS, paging)
-    tables = TableStore(N_PPNS, "g")
-    host_vm = host.add_vm("g", N_PPNS, tables)
+    host = make_host(2 * N_PPNS, paging)
+    host_vm, tables = make_vm(host, N_PPNS)
     mmu = Mmu(host_vm.vm_id, Tlb(64, 4))
     host_vm.paging.attach(mmu)
     kernel = GuestKernel(GuestConfig(memory_pages=N_PPNS), host_vm, tables,
@@ -100,8 +97,8 @@ def uniform_batch(rng, pages, n_refs):
 
 
 @pytest.mark.parametrize("paging", ["nested", "shadow"])
-def test_traps_track_a_uniform_quarter_of_memory(paging):
-    host, host_vm, kernel, s = trapping_guest(paging)
+def test_traps_track_a_uniform_quarter_of_memory(make_host, make_vm, paging):
+    host, host_vm, kernel, s = trapping_guest(make_host, make_vm, paging)
     rng = np.random.default_rng(4)
     working_set = rng.choice(REGION, N_PPNS // 4, replace=False)  # 25 % of the guest's memory
     traps = host_vm.counters.sampling_traps
@@ -129,8 +126,8 @@ def test_traps_track_a_uniform_quarter_of_memory(paging):
 
 
 @pytest.mark.parametrize("paging", ["nested", "shadow"])
-def test_an_armed_page_traps_once_and_its_data_survives(paging):
-    host, host_vm, kernel, s = trapping_guest(paging)
+def test_an_armed_page_traps_once_and_its_data_survives(make_host, make_vm, paging):
+    host, host_vm, kernel, s = trapping_guest(make_host, make_vm, paging)
     rng = np.random.default_rng(5)
     batch = uniform_batch(rng, np.arange(8), 64)
     kernel.access_mmu(batch, 0, host_vm)
@@ -151,8 +148,8 @@ def test_an_armed_page_traps_once_and_its_data_survives(paging):
     host.check_invariants()
 
 
-def test_page_fidelity_sampling_watches_the_bus_and_arms_nothing():
-    host, host_vm, kernel, s = trapping_guest("nested")
+def test_page_fidelity_sampling_watches_the_bus_and_arms_nothing(make_host, make_vm):
+    host, host_vm, kernel, s = trapping_guest(make_host, make_vm, "nested")
     drawn = s.advance(0)
     kernel.access(uniform_batch(np.random.default_rng(6), np.arange(REGION), 5000).aggregated(),
                   0)

@@ -2,28 +2,30 @@ import io
 
 from rich.console import Console
 
-from hvmem.scenario.loader import parse_scenario
 from hvmem.sim import Simulation
 from hvmem.ui.top import COLUMNS, LiveTop, last_tick, render_top
 
+#: Two VMs overcommitting a small host; the tests run it for a few seconds.
+TINY = """
+name = "tiny"
+duration = "{duration}"
+seed = 3
+[host]
+memory = "320MiB"
+profile = "esxi6"
+[[vm]]
+name = "a"
+memory = "192MiB"
+workload = {{ kind = "zipf", region = "176MiB", refs_per_s = 200_000 }}
+[[vm]]
+name = "b"
+memory = "192MiB"
+workload = {{ kind = "uniform", region = "176MiB", refs_per_s = 200_000 }}
+"""
 
-def tiny_scenario(**changes):
-    doc = {
-        "name": "tiny", "duration": "40s", "seed": 3,
-        "host": {"memory": "320MiB", "profile": "esxi6"},
-        "vm": [
-            {"name": "a", "memory": "192MiB",
-             "workload": {"kind": "zipf", "region": "176MiB", "refs_per_s": 200_000}},
-            {"name": "b", "memory": "192MiB",
-             "workload": {"kind": "uniform", "region": "176MiB", "refs_per_s": 200_000}},
-        ],
-    }
-    doc.update(changes)
-    return parse_scenario(doc, "tiny.toml")
 
-
-def test_render_shows_host_line_and_every_vm_with_esxtop_columns():
-    result = Simulation(tiny_scenario(duration="6s")).run()
+def test_render_shows_host_line_and_every_vm_with_esxtop_columns(make_scenario):
+    result = Simulation(make_scenario(TINY.format(duration="6s"), "tiny")).run()
     host, rows = last_tick(result.host_rows, result.vm_rows)
     assert [r["vm"] for r in rows] == ["a", "b"]
     out = io.StringIO()
@@ -34,8 +36,8 @@ def test_render_shows_host_line_and_every_vm_with_esxtop_columns():
         assert column in text
     assert "\na " in text or " a " in text
 
-def test_live_top_shows_the_newest_tick_with_the_runs_status():
-    result = Simulation(tiny_scenario(duration="3s")).run()
+def test_live_top_shows_the_newest_tick_with_the_runs_status(make_scenario):
+    result = Simulation(make_scenario(TINY.format(duration="3s"), "tiny")).run()
     out = io.StringIO()
     console = Console(file=out, width=220, color_system=None, force_terminal=True)
     with LiveTop(console, "tiny", status=lambda row: f"   at {row['time_s']:.0f} s") as view:
@@ -45,8 +47,8 @@ def test_live_top_shows_the_newest_tick_with_the_runs_status():
     assert "hvmem  tiny   at 2 s" in text and "PMEM  /MB:" in text
 
 
-def test_live_top_off_shows_nothing():
-    result = Simulation(tiny_scenario(duration="2s")).run()
+def test_live_top_off_shows_nothing(make_scenario):
+    result = Simulation(make_scenario(TINY.format(duration="2s"), "tiny")).run()
     out = io.StringIO()
     with LiveTop(Console(file=out, force_terminal=True), "tiny", enabled=False) as view:
         view.update(result.host_rows, result.vm_rows)
