@@ -123,7 +123,7 @@ def layer_violations(
     """Check one module's hvmem imports against the layer table.
 
     Args:
-        module: the importer's dotted name, such as "hvmem.core.engine".
+        module: the importer's dotted name, such as "hvmem.core.rows".
         source: its Python source.
         is_package: the source is the package's __init__.py.
         on_disk: top-level names that exist under src/hvmem, so an unclassified
@@ -206,8 +206,8 @@ def test_imports_point_down_the_layers():
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("hvmem.core.engine", "from hvmem.hardware import tlb"),
-        ("hvmem.core.engine", "import hvmem.sim"),
+        ("hvmem.core.rows", "from hvmem.hardware import tlb"),
+        ("hvmem.core.rows", "import hvmem.sim"),
         ("hvmem.units", "from hvmem.core.engine import Engine"),
         ("hvmem.guest.kernel", "from hvmem.hypervisor.pmap import Pmap"),
         ("hvmem.guest.kernel", "from ..hypervisor import pmap"),
@@ -221,18 +221,18 @@ def test_imports_point_down_the_layers():
         ("hvmem.backends.qemu.control", "from ...sim import Simulation"),
         ("hvmem.backends.qemu", "from hvmem import sim"),
         ("hvmem.backends.qemu.backend", "from hvmem.sim_rows import SharingTally"),
-        ("hvmem.core.engine", "from hvmem import __version__"),
-        ("hvmem.core.engine", "import hvmem"),
-        ("hvmem.core.engine", "from hvmem.gizmo import thing"),
+        ("hvmem.core.rows", "from hvmem import __version__"),
+        ("hvmem.core.rows", "import hvmem"),
+        ("hvmem.core.rows", "from hvmem.gizmo import thing"),
         ("hvmem.replacement.lru", "from hvmem.guest.kernel import PageKind"),
         ("hvmem.replacement.random", "from hvmem.hypervisor.pmap import Backing"),
         ("hvmem.core.rng", "from hvmem.replacement.names import POLICY_NAMES"),
         ("hvmem.gizmo", "from hvmem import units"),
         ("hvmem.ui.cli", "from hvmem.__main__ import main"),
         ("hvmem.units", "from ... import errors"),
-        ("hvmem.core.engine", "def f():\n    from hvmem.hardware import tlb\n"),
+        ("hvmem.core.rows", "def f():\n    from hvmem.hardware import tlb\n"),
         (
-            "hvmem.core.engine",
+            "hvmem.core.rows",
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hvmem.guest\n",
         ),
     ],
@@ -245,9 +245,9 @@ def test_checker_reports_violations(module, source):
     ("module", "source", "is_package"),
     [
         ("hvmem.units", "from hvmem.errors import ConfigError", False),
-        ("hvmem.core.engine", "from hvmem.core.priority import Priority", False),
+        ("hvmem.core.rows", "from hvmem.core.priority import Priority", False),
         (
-            "hvmem.core.engine",
+            "hvmem.core.rows",
             "from .priority import Priority\nfrom ..units import NS_PER_S",
             False,
         ),
@@ -266,7 +266,7 @@ def test_checker_reports_violations(module, source):
         ("hvmem.ui.cli", "from hvmem import __version__\nfrom hvmem.backends import qemu", False),
         ("hvmem", "from hvmem.sim import Simulation\nfrom hvmem.ui import cli", True),
         ("hvmem.__main__", "from hvmem.ui.cli import main", False),
-        ("hvmem.core.engine", "import numpy as np\nfrom heapq import heappush", False),
+        ("hvmem.core.rows", "import numpy as np\nfrom heapq import heappush", False),
     ],
 )
 def test_checker_accepts_allowed_imports(module, source, is_package):
