@@ -17,8 +17,9 @@ checked against the layer table below:
   __version__``) count as L7: the root re-exports the composition API, so only
   the UI leans on it; lower layers import the module that defines the thing;
 * a top-level name missing from the table fails, so a new package gets classified;
-* the modules of ``hypervisor`` import each other without a circle (every import
-  counts, including those inside functions), so its parts read from the bottom up.
+* the modules of ``hypervisor``, and those of ``guest``, import each other without a
+  circle (every import counts, including those inside functions), so their parts read
+  from the bottom up.
 """
 
 from __future__ import annotations

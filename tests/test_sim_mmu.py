@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hvmem.sim
-from hvmem.guest.kernel import PTE_SWAP
+from hvmem.guest.pages import PTE_SWAP
 from hvmem.hardware.page_table import PTE_FRAME_MASK, PTE_FRAME_SHIFT, PTE_PRESENT
 from hvmem.scenario.loader import load_scenario, parse_scenario
 from hvmem.sim import Simulation

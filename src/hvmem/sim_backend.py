@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hvmem.guest.kernel import PageKind
+from hvmem.guest.pages import PageKind
 from hvmem.hardware.frames import MachineMemory
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
 from hvmem.policy.states import MemState, Thresholds, actions

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvmem.guest.kernel import PageKind
+from hvmem.guest.pages import PageKind
 from hvmem.replacement import oldest as oldest_module
 from hvmem.replacement.oldest import EXACT_BINS, OldestFirst, least_pages
 

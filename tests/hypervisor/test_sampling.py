@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from hvmem.errors import ConfigError
-from hvmem.guest.kernel import GuestConfig, GuestKernel, PageKind
+from hvmem.guest.kernel import GuestConfig, GuestKernel
+from hvmem.guest.pages import PageKind
 from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.tlb import Tlb
 from hvmem.hypervisor.sampling import ActiveMemorySampler, SamplerConfig

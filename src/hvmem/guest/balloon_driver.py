@@ -50,7 +50,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hvmem.guest.kernel import GuestKernel, PageKind
+from hvmem.guest.kernel import GuestKernel
+from hvmem.guest.pages import PageKind
 from hvmem.hardware.virtio_balloon import VirtioBalloon
 from hvmem.units import NS_PER_S
 
