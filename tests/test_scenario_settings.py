@@ -228,6 +228,67 @@ def test_policy_is_told_active_memory_not_consumed():
     assert taxed.last("idle")["GRANT"] < untaxed.last("idle")["GRANT"]
 
 
+# -- [timing]: each cost, raised, raises the stall of a run that takes that path ----------
+# mmu fidelity, shadow paging, two processes (CR3 switches) and a churning workload
+# (guest PTE writes, unmaps and their flushes): every translation cost is paid here.
+MMU = tomllib.loads("""
+name = "settings-mmu"
+duration = "20s"
+seed = 11
+fidelity = "mmu"
+
+[host]
+memory = "128MiB"
+paging = "shadow"
+tlb = { entries = 64, ways = 4 }
+
+[[vm]]
+name = "web"
+memory = "96MiB"
+
+[vm.guest]
+processes = 2
+
+[vm.workload]
+kind = "churn"
+region = "32MiB"
+chunk = "256KiB"
+allocs_per_s = 20
+lifetime = "2s"
+refs_per_s = 100_000
+""")
+
+#: cost -> the scenario changes that make a run pay it (on top of BASE, or MMU).
+TIMING_PATHS: dict[str, tuple[dict, tuple]] = {
+    "guest_fault_ns": (BASE, ()),
+    "hypervisor_fault_ns": (BASE, ()),
+    "zero_page_ns": (BASE, ()),
+    "decompress_ns": (BASE, ()),
+    "swap_ssd_ns": (BASE, ()),
+    "swap_hdd_ns": (BASE, (("host.swap_device", "hdd"),)),
+    "swap_nvme_ns": (BASE, (("host.swap_device", "nvme"),)),
+    "walk_ref_ns": (MMU, ()),
+    "hidden_fault_ns": (MMU, ()),
+    "pte_trace_ns": (MMU, ()),
+    "cr3_switch_ns": (MMU, ()),
+    "tlb_flush_exit_ns": (MMU, ()),
+}
+
+
+def _stall_s(r: Run) -> float:
+    return sum(vm["stall_s"] for vm in r.summary["vms"].values())
+
+
+@covers(*(f"timing.{name}" for name in TIMING_PATHS))
+@pytest.mark.parametrize("cost", sorted(TIMING_PATHS))
+def test_raising_a_cost_raises_the_stall(cost):
+    base, changes = TIMING_PATHS[cost]
+    cheap = run(*changes, base=base)
+    default_ns = getattr(parse_scenario(base, "settings.toml").timing, cost)
+    dear = run(*changes, (f"timing.{cost}", 10 * default_ns), base=base)
+    assert _stall_s(dear) > _stall_s(cheap)
+
+
 # -- coverage -------------------------------------------------------------------------------
 #: Fields that name or describe a run and change nothing in it.
 OUTPUT_ONLY: dict[tuple[str, str], str] = {
@@ -238,8 +299,7 @@ OUTPUT_ONLY: dict[tuple[str, str], str] = {
 #: Fields no case shows yet; may only shrink.
 NOT_YET: set[tuple[str, str]] = {
     (f.path, f.when) for f in scenario_fields()
-} - {("name", ""), ("description", ""), ("policy.idle_tax_frac", ""),
-     ("host.min_free_frac", ""), ("vm[].guest.balloon_max", "")}
+} - set(COVERED) - set(OUTPUT_ONLY)
 
 
 def test_every_field_is_exercised():
