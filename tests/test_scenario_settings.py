@@ -289,6 +289,94 @@ def test_raising_a_cost_raises_the_stall(cost):
     assert _stall_s(dear) > _stall_s(cheap)
 
 
+# -- workload parameters: their effect on touched memory ----------------------------------
+# One VM with room to spare (no reclaim), small pages so GRANT counts what was touched.
+ONE = tomllib.loads("""
+name = "settings-one"
+duration = "30s"
+seed = 5
+
+[host]
+memory = "256MiB"
+large_pages = false
+
+[[vm]]
+name = "vm"
+memory = "128MiB"
+
+[vm.workload]
+kind = "uniform"
+region = "64MiB"
+refs_per_s = 2_000
+""")
+
+W = "vm.0.workload"
+
+#: Each kind's workload, the rest of which a case in GRANT_EFFECTS changes one key of.
+WORKLOADS: dict[str, dict] = {
+    "uniform": {"kind": "uniform", "region": "64MiB", "refs_per_s": 2_000},
+    "zipf": {"kind": "zipf", "region": "64MiB", "refs_per_s": 5_000},
+    "hotcold": {"kind": "hotcold", "region": "64MiB", "refs_per_s": 5_000},
+    "scan": {"kind": "scan", "region": "96MiB", "pages_per_s": 256},
+    "idle": {"kind": "idle", "region": "64MiB", "housekeeping_pages": 1024, "refs_per_s": 50},
+    "churn": {"kind": "churn", "region": "96MiB", "allocs_per_s": 1, "lifetime": "60s",
+              "refs_per_s": 1_000},
+    "phases": {"kind": "phases", "region": "96MiB",
+               "base": {"kind": "uniform", "refs_per_s": 50_000},
+               "phases": [{"duration": "30s", "working_set": "8MiB"}]},
+}
+#: (kind, key, low value, high value, direction of GRANT at the end when the key goes
+#: from low to high: +1 more, -1 less).
+GRANT_EFFECTS = [
+    ("uniform", "region", "16MiB", "64MiB", +1),
+    ("uniform", "refs_per_s", 500, 5_000, +1),
+    ("zipf", "region", "16MiB", "64MiB", +1),
+    ("zipf", "refs_per_s", 500, 5_000, +1),
+    ("zipf", "alpha", 0.5, 2.0, -1),
+    ("hotcold", "region", "16MiB", "64MiB", +1),
+    ("hotcold", "refs_per_s", 500, 5_000, +1),
+    ("hotcold", "hot_refs_frac", 0.2, 1.0, -1),
+    ("hotcold", "hot_pages_frac", 0.01, 0.5, +1),
+    ("scan", "region", "16MiB", "96MiB", +1),
+    ("scan", "pages_per_s", 64, 512, +1),
+    ("scan", "pages_per_tick", 64, 512, +1),
+    ("scan", "refs_per_s", 64 * 64, 64 * 512, +1),
+    ("scan", "refs_per_page", 1, 64, -1),  # at one refs_per_s: fewer pages a second
+    ("idle", "region", "4MiB", "64MiB", +1),
+    ("idle", "housekeeping_pages", 16, 1024, +1),
+    ("idle", "refs_per_s", 8, 200, +1),
+    ("churn", "allocs_per_s", 0.5, 2, +1),
+    ("churn", "chunk", "256KiB", "2MiB", +1),
+    ("phases", "phases.0.working_set", "4MiB", "32MiB", +1),
+]
+
+
+def _workload_run(kind: str, key: str, value) -> Run:
+    spec = copy.deepcopy(WORKLOADS[kind])
+    if kind == "scan" and key in ("pages_per_tick", "refs_per_s"):
+        del spec["pages_per_s"]
+    if key == "refs_per_page":
+        del spec["pages_per_s"]
+        spec["refs_per_s"] = 64 * 512
+    changes = [(W, spec), (f"{W}.{key}", value)]
+    return run(*changes, base=ONE)
+
+
+def _workload_field(kind: str, key: str) -> tuple[str, str]:
+    if key.startswith("phases.0."):
+        return (f"vm[].workload.phases[].{key.split('.')[-1]}", f'kind = "{kind}"')
+    return (f"vm[].workload.{key}", f'kind = "{kind}"')
+
+
+@covers(*(_workload_field(kind, key) for kind, key, *_ in GRANT_EFFECTS))
+@pytest.mark.parametrize(("kind", "key", "low", "high", "sign"), GRANT_EFFECTS,
+                         ids=[f"{e[0]}.{e[1]}" for e in GRANT_EFFECTS])
+def test_workload_parameter_moves_touched_memory(kind, key, low, high, sign):
+    lo = _workload_run(kind, key, low).last("vm")["GRANT"]
+    hi = _workload_run(kind, key, high).last("vm")["GRANT"]
+    assert (hi - lo) * sign > 0, (lo, hi)
+
+
 # -- coverage -------------------------------------------------------------------------------
 #: Fields that name or describe a run and change nothing in it.
 OUTPUT_ONLY: dict[tuple[str, str], str] = {
