@@ -377,6 +377,52 @@ def test_workload_parameter_moves_touched_memory(kind, key, low, high, sign):
     assert (hi - lo) * sign > 0, (lo, hi)
 
 
+# -- host, VM and run settings on the base scenario -------------------------------------
+def _peak(r: Run, vm: str, column: str) -> float:
+    return max(r.column(vm, column))
+
+
+#: field -> (changes to BASE, a check of the changed run against the base run).
+BASE_EFFECTS: dict[str, tuple[tuple, Callable[[Run, Run], bool]]] = {
+    "host.memory": ((("host.memory", "512MiB"),),  # room for both: no reclaim at all
+                    lambda r, b: all(x["state"] == "high" for x in r.host_rows)
+                    and not all(x["state"] == "high" for x in b.host_rows)),
+    "host.swap_device": ((("host.swap_device", "hdd"),),
+                         lambda r, b: _stall_s(r) > _stall_s(b)),
+    "host.compression.enabled": ((("host.compression.enabled", False),),
+                                 lambda r, b: _peak(r, "idle", "ZIPPED") == 0.0
+                                 < _peak(b, "idle", "ZIPPED")),
+    "vm[].reservation": ((("vm.0.reservation", "150MiB"),),
+                         lambda r, b: min(r.column("idle", "SZTGT")) >= 150.0
+                         > min(b.column("idle", "SZTGT"))),
+    "vm[].limit": ((("vm.1.limit", "100MiB"),),
+                   lambda r, b: max(p.target_mib for p in r.plans["busy"]) <= 100.0
+                   < max(p.target_mib for p in b.plans["busy"])),
+    "vm[].power_on": ((("vm.1.power_on", "30s"),),
+                      lambda r, b: r.vm_rows["busy"][0]["time_s"] == 30.0
+                      and b.vm_rows["busy"][0]["time_s"] == 10.0),
+    "duration": ((("duration", "60s"),),
+                 lambda r, b: len(r.host_rows) == 60 and len(b.host_rows) == 150),
+    "tick": ((("tick", "2s"),),
+             lambda r, b: {x["tick_s"] for x in r.host_rows} == {2.0}
+             and len(r.host_rows) == 75),
+}
+
+
+@covers(*BASE_EFFECTS)
+@pytest.mark.parametrize("path", sorted(BASE_EFFECTS))
+def test_setting_changes_the_base_run(path):
+    changes, check = BASE_EFFECTS[path]
+    assert check(run(*changes), run())
+
+
+@covers("vm[].shares")
+def test_shares_weigh_targets():
+    """Without the tax, targets follow shares: high shares, higher target [OSDI02 §3]."""
+    r = run(("policy.idle_tax_frac", 0.0), ("vm.1.shares", "high"))
+    assert r.last("busy")["SZTGT"] > r.last("idle")["SZTGT"] + 10.0
+
+
 # -- coverage -------------------------------------------------------------------------------
 #: Fields that name or describe a run and change nothing in it.
 OUTPUT_ONLY: dict[tuple[str, str], str] = {
@@ -384,7 +430,11 @@ OUTPUT_ONLY: dict[tuple[str, str], str] = {
     ("description", ""): "a text for reports",
 }
 
-#: Fields no case shows yet; may only shrink.
+#: Fields no case shows yet; may only shrink. Among them, three that no run can show as
+#: the simulator stands: timing.vmexit_ns and timing.balloon_page_ns are read by no code,
+#: timing.tlb_hit_ns is subtracted from every stall (the lookup overlaps the L1 access,
+#: so it is not lost time), and host.compression.max_frac never reaches the per-VM
+#: compression cache (hypervisor/host.py builds it with the default cap).
 NOT_YET: set[tuple[str, str]] = {
     (f.path, f.when) for f in scenario_fields()
 } - set(COVERED) - set(OUTPUT_ONLY)
