@@ -103,7 +103,8 @@ class Simulation:
         hc = scenario.host
         self.streams = RngStreams(scenario.seed)
         self.host = Host(hc.memory_pages, hc.paging, scenario.timing, hc.swap_device,
-                         hc.sharing.salting, large_pages=bool(hc.large_pages))
+                         hc.sharing.salting, large_pages=bool(hc.large_pages),
+                         compression_max_frac=hc.compression.max_frac)
         total_mib = pages_to_mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)

@@ -76,3 +76,23 @@ def test_slot_sizes():
                                                 token(0, 1040), token(0, 2048),
                                                 token(0, 2064)], dtype=np.uint64))
     assert slots.tolist() == [1024, 1024, 1024, 2048, 2048, 0]
+
+
+def test_the_scenarios_cache_cap_reaches_every_vm(make_scenario):
+    """``[host.compression] max_frac`` sizes each VM's cache (Mem.MemZipMaxPct)."""
+    from hvmem.sim import Simulation
+
+    text = """
+duration = "1s"
+[host]
+memory = "256MiB"
+[host.compression]
+max_frac = 0.05
+[[vm]]
+name = "vm"
+memory = "128MiB"
+"""
+    sim = Simulation(make_scenario(text))
+    sim.run()
+    cache = sim.vms["vm"].host_vm.zip
+    assert cache.capacity_bytes == int(128 * 2**20 * 0.05)

@@ -63,7 +63,7 @@ from hvmem.hypervisor.large_pages import LARGE_PAGE_BREAKING, break_actively
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Pmap
-from hvmem.hypervisor.reclaim.compression import CompressionCache
+from hvmem.hypervisor.reclaim.compression import ZIP_MAX_FRAC, CompressionCache
 from hvmem.hypervisor.reclaim.reclaimer import make_room
 from hvmem.hypervisor.reclaim.sharing import (
     SALTING_MODES,
@@ -91,11 +91,14 @@ class Host:
         salting: page-sharing salting mode.
         large_pages: back guest memory with 2 MiB host pages where a whole
             region is touched first (nested paging only, as ESX [KB1021095]).
+        compression_max_frac: each VM's compression cache at most this share of
+            its memory (``Mem.MemZipMaxPct`` [LAMW]).
     """
 
     def __init__(self, memory_pages: int, paging: PagingName = "nested",
                  costs: CostTable = DEFAULT_COSTS, swap_device: str = "ssd",
-                 salting: str = "within", large_pages: bool = False):
+                 salting: str = "within", large_pages: bool = False,
+                 compression_max_frac: float = ZIP_MAX_FRAC):
         if paging not in PAGING_MODES:
             raise ConfigError(f"paging: expected shadow or nested, found {paging!r}")
         if large_pages and paging != "nested":
@@ -110,6 +113,7 @@ class Host:
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
         self.vms: list[HostVm] = []
         self.swap_device = swap_device
+        self.compression_max_frac = compression_max_frac
         # Time, set by whoever drives it (the simulator); stamp 0 means "never touched".
         self.clock = StampClock("host", first_stamp=1)
         self._emergency_rng = np.random.default_rng(0x5EED)
@@ -176,7 +180,7 @@ class Host:
         vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self.frames, self.costs,
                     self.clock, self.services,
                     HostSwapFile(n_ppns, self.swap_device, self.costs, content=aside),
-                    CompressionCache(n_ppns, content=aside))
+                    CompressionCache(n_ppns, self.compression_max_frac, content=aside))
         self.vms.append(vm)
         return vm
 
