@@ -28,7 +28,8 @@ from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams
 from hvmem.backends.qemu.ksm import Ksm
 from hvmem.backends.qemu.launcher import launch, read_guests_file, stop, wait_for_marker
-from hvmem.policy.states import MemState, thresholds
+from hvmem.policy.minfree import thresholds
+from hvmem.policy.states import MemState
 
 pytestmark = pytest.mark.integration
 

@@ -44,7 +44,7 @@ budget* (``host_memory_mib``) the host is as large as the budget and its free
 memory is the budget less what the VMs use (consumed + overhead), never more
 than the real MemAvailable: a small test host can be put under pressure without
 filling a 24 GiB machine. The memory state comes from
-:class:`~hvmem.policy.states.StateTracker` on that free memory, as in the
+:class:`~hvmem.policy.state_tracker.StateTracker` on that free memory, as in the
 simulator.
 
 Applying a plan
@@ -120,6 +120,7 @@ from hvmem.backends.qemu.qmp import (
     QmpTimeout,
 )
 from hvmem.errors import BackendError, ConfigError
+from hvmem.policy.minfree import thresholds
 from hvmem.policy.samples import (
     HostPlan,
     HostSample,
@@ -129,7 +130,8 @@ from hvmem.policy.samples import (
     balloon_max_for,
     shares_for,
 )
-from hvmem.policy.states import DEFAULT_PROFILE, MemState, StateTracker, actions, thresholds
+from hvmem.policy.state_tracker import StateTracker
+from hvmem.policy.states import DEFAULT_PROFILE, MemState, actions
 
 __all__ = ["BackendOptions", "GuestSpec", "QemuBackend"]
 
