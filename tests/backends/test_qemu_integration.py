@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
+from hvmem.backends.qemu.backend import QemuBackend
+from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams
 from hvmem.backends.qemu.ksm import Ksm
