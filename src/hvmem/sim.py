@@ -67,14 +67,10 @@ from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.hypervisor.sampling import ActiveMemorySampler
 from hvmem.policy.controller import PolicyController
+from hvmem.policy.minfree import thresholds
 from hvmem.policy.policies import make_policy
-from hvmem.policy.states import (
-    MemState,
-    StateTracker,
-    actions,
-    large_page_breaking,
-    thresholds,
-)
+from hvmem.policy.state_tracker import StateTracker, large_page_breaking
+from hvmem.policy.states import MemState, actions
 from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend

@@ -22,8 +22,9 @@ import numpy as np
 
 from hvmem.guest.pages import PageKind
 from hvmem.hardware.frames import MachineMemory
+from hvmem.policy.minfree import Thresholds
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
-from hvmem.policy.states import MemState, Thresholds, actions
+from hvmem.policy.states import MemState, actions
 from hvmem.scenario.schema import HostConfig
 from hvmem.sim_rows import SharingTally
 from hvmem.sim_vm import SimVm

@@ -232,13 +232,13 @@ class FakeHost:
         return next(s for s in self.servers if s.guest.name == name)
 
     def spec(self, name: str, **kw: Any):
-        from hvmem.backends.qemu.backend import GuestSpec
+        from hvmem.backends.qemu.config import GuestSpec
 
         guest = self.guests[name]
         return GuestSpec(name=name, qmp=self.sock_dir / f"{name}.qmp", pid=guest.pid, **kw)
 
     def options(self, **kw: Any):
-        from hvmem.backends.qemu.backend import BackendOptions
+        from hvmem.backends.qemu.config import BackendOptions
 
         kw.setdefault("qmp_timeout_s", 0.5)
         return BackendOptions(proc_root=self.proc, ksm_root=self.ksm,

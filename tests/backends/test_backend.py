@@ -333,7 +333,7 @@ def test_ksm_savings_split_among_guests(fake_host, clock):
 
 
 def test_attach_errors_name_the_guest(fake_host, tmp_path):
-    from hvmem.backends.qemu.backend import GuestSpec
+    from hvmem.backends.qemu.config import GuestSpec
 
     fake_host.add_guest("g1", 4001)
     with pytest.raises(BackendError, match="no guest could be attached: nope: QMP socket .*"

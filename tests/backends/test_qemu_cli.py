@@ -50,18 +50,18 @@ def test_control_bad_values_are_one_line(tmp_path):
 
 def test_control_runs_over_fake_guests_and_writes_results(fake_host, tmp_path, monkeypatch):
     """The CLI end to end over fake guests (the real /proc is swapped for the fake one)."""
-    from hvmem.backends.qemu import backend as backend_module
+    from hvmem.backends.qemu import config as config_module
     from hvmem.results import read_results
 
     fake_host.add_guest("g1", 4001)
     opts = fake_host.options()
-    real = backend_module.BackendOptions
+    real = config_module.BackendOptions
 
     def fake_options(**kw):
         return real(proc_root=opts.proc_root, ksm_root=opts.ksm_root,
                     cgroup_root=opts.cgroup_root, **kw)
 
-    monkeypatch.setattr(backend_module, "BackendOptions", fake_options)
+    monkeypatch.setattr(config_module, "BackendOptions", fake_options)
     out_dir = tmp_path / "res"
     code, out = run("control", "--qmp", str(fake_host.spec("g1").qmp), "--interval", "1s",
                     "--duration", "2s", "--host-memory", "600MiB", "--dry-run", "--no-live",

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
+from hvmem.backends.qemu.backend import QemuBackend
+from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams
 from hvmem.backends.qemu.ksm import Ksm
 from hvmem.backends.qemu.launcher import launch, read_guests_file, stop, wait_for_marker
-from hvmem.policy.states import MemState, thresholds
+from hvmem.policy.minfree import thresholds
+from hvmem.policy.states import MemState
 
 pytestmark = pytest.mark.integration
 

@@ -46,7 +46,7 @@ def test_control_loop_runs_the_given_configuration(fake_host):
 def test_hvmem_run_on_real_guests_keeps_the_idle_tax_and_the_params(fake_host, tmp_path,
                                                                      monkeypatch):
     """``[backend] kind = "qemu"`` runs [policy] as the simulator would (guests faked)."""
-    from hvmem.backends.qemu import backend as backend_module
+    from hvmem.backends.qemu import config as config_module
     from hvmem.backends.qemu import launcher, scenario_run
 
     fake_host.add_guest("web", 4001)
@@ -55,7 +55,7 @@ def test_hvmem_run_on_real_guests_keeps_the_idle_tax_and_the_params(fake_host, t
     guest = launcher.LaunchedGuest(name="web", qmp=fake_host.spec("web").qmp, pid_file=pid_file,
                                    serial_log=tmp_path / "web.log", memory_mib=256)
     opts = fake_host.options()
-    real_options = backend_module.BackendOptions
+    real_options = config_module.BackendOptions
 
     def fake_options(**kw):
         return real_options(proc_root=opts.proc_root, ksm_root=opts.ksm_root,

@@ -34,7 +34,9 @@ from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
 from hvmem.machine import Machine, MachineConfig
-from hvmem.policy.states import MemState, large_page_breaking, thresholds
+from hvmem.policy.minfree import thresholds
+from hvmem.policy.state_tracker import large_page_breaking
+from hvmem.policy.states import MemState
 from hvmem.scenario.schema import HostConfig
 from hvmem.units import MIB
 

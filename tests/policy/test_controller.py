@@ -8,10 +8,12 @@ import pytest
 
 from hvmem.errors import ConfigError, InvariantViolation
 from hvmem.policy.controller import DEFAULT_HISTORY_LEN, Decision, PolicyController
+from hvmem.policy.minfree import thresholds
 from hvmem.policy.policies import EsxPolicy, StaticPolicy
 from hvmem.policy.ports import MemoryBackend
 from hvmem.policy.samples import HostSample, Plans, VmPlan, VmSample
-from hvmem.policy.states import MemState, StateTracker, thresholds
+from hvmem.policy.state_tracker import StateTracker
+from hvmem.policy.states import MemState
 
 
 class FakeBackend:

@@ -1,7 +1,7 @@
 """The host memory state tracker at its exact entry and exit levels, per state and profile.
 
 Each state is entered when free memory is *below* its threshold and left upward
-when free memory *exceeds* its exit level (policy/states.py). Here every state
+when free memory *exceeds* its exit level (policy/state_tracker.py). Here every state
 of every profile is fed free memory exactly at those levels and one float step
 either side of them (``math.nextafter``), so that turning any ``<`` into ``<=``
 or ``>`` into ``>=`` (or moving a level) fails a test. The levels themselves are
@@ -20,14 +20,9 @@ import math
 
 import pytest
 
-from hvmem.policy.states import (
-    ExitRule,
-    MemState,
-    StateTracker,
-    classify,
-    large_page_breaking,
-    thresholds,
-)
+from hvmem.policy.minfree import thresholds
+from hvmem.policy.state_tracker import StateTracker, classify, large_page_breaking
+from hvmem.policy.states import ExitRule, MemState
 
 HIGH, CLEAR, SOFT, HARD, LOW = MemState
 HOST_MIB = 4096

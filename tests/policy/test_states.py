@@ -1,4 +1,4 @@
-"""Tests of policy.states: minFree, thresholds per profile, hysteresis, actions."""
+"""Tests of policy.states, minfree and state_tracker: minFree, thresholds, hysteresis, actions."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError, InvariantViolation
+from hvmem.policy.minfree import Thresholds, minfree_mib, minfree_report, thresholds
+from hvmem.policy.state_tracker import DEFAULT_EXIT_MARGIN_FRAC, StateTracker, classify
 from hvmem.policy.states import (
-    DEFAULT_EXIT_MARGIN_FRAC,
     PROFILES,
     ExitRule,
     MemState,
     StateActions,
-    StateTracker,
-    Thresholds,
     actions,
-    classify,
     get_profile,
-    minfree_mib,
-    minfree_report,
-    thresholds,
 )
 from hvmem.units import GIB, TIB
 

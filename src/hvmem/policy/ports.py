@@ -14,7 +14,7 @@ Contract
 ``sample()`` returns one :class:`~hvmem.policy.samples.HostSample` and one
 :class:`~hvmem.policy.samples.VmSample` per defined VM (names unique), taken at
 one instant; the host's ``state`` is the backend's tracked memory state
-(:class:`~hvmem.policy.states.StateTracker`, with hysteresis).
+(:class:`~hvmem.policy.state_tracker.StateTracker`, with hysteresis).
 
 ``apply(plans)`` carries out a plan until the next one: set balloon targets,
 grow swapped/compressed memory up to ``swap_target_mib`` (compressing first if

@@ -283,8 +283,8 @@ class HostSample:
         total_mib: machine memory the hypervisor manages [VMWAREBITS].
         free_mib: free machine memory (what the memory states are measured on).
         state: the host memory state, tracked by the backend with
-            :class:`~hvmem.policy.states.StateTracker` (esxtop's "state").
-        minfree_mib: the host's minFree (:func:`~hvmem.policy.states.minfree_mib`):
+            :class:`~hvmem.policy.state_tracker.StateTracker` (esxtop's "state").
+        minfree_mib: the host's minFree (:func:`~hvmem.policy.minfree.minfree_mib`):
             the free memory ESX steers towards.
         profile: memory-state profile ("esx4", "esxi5", "esxi6"); decides which
             actions a state allows (:func:`~hvmem.policy.states.actions`).

@@ -341,7 +341,7 @@ def minfree(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show minFree and the free-memory threshold of each host memory state."""
-    from hvmem.policy.states import minfree_report
+    from hvmem.policy.minfree import minfree_report
     from hvmem.units import parse_size_bytes
 
     report = minfree_report(parse_size_bytes(memory, what="--memory"), profile)

@@ -182,8 +182,8 @@ def control_cmd(
 
     Guests are left running; KSM settings and cgroup limits are restored on exit.
     """
-    from hvmem.backends.qemu.backend import BackendOptions, QemuBackend
-    from hvmem.backends.qemu.config import load_guests_config, specs_from_sockets
+    from hvmem.backends.qemu.backend import QemuBackend
+    from hvmem.backends.qemu.config import BackendOptions, load_guests_config, specs_from_sockets
     from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
     from hvmem.backends.qemu.metrics import Metrics
     from hvmem.policy.policies import POLICIES

@@ -20,21 +20,119 @@ Keys ``memory``, ``serial_log``, ``ram_file`` and ``cgroup`` are what a launch
 recorded; the controller reads those facts from QEMU and /proc itself. Any
 other key, or a bad value, is a :class:`~hvmem.errors.ConfigError` naming the
 file, the key's path and the value.
+
+Each ``[[guest]]`` is a :class:`GuestSpec`, as the command line's QMP sockets
+are; :class:`BackendOptions` holds the backend's knobs, the ``[host]`` settings
+among them.
 """
 
 from __future__ import annotations
 
+import math
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvmem.backends.qemu.backend import GuestSpec
+from hvmem.backends.qemu.cgroups import DEFAULT_CGROUP_ROOT, DEFAULT_HEADROOM_MIB
+from hvmem.backends.qemu.ksm import DEFAULT_KSM_DIR
+from hvmem.backends.qemu.qmp import DEFAULT_TIMEOUT_S
 from hvmem.errors import ConfigError
-from hvmem.policy.states import PROFILES
+from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
 from hvmem.units import MIB, parse_size_bytes
 
-__all__ = ["GuestsConfig", "load_guests_config", "specs_from_sockets"]
+__all__ = ["BackendOptions", "GuestSpec", "GuestsConfig", "load_guests_config",
+           "specs_from_sockets"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSpec:
+    """One guest to control, as a config file or the command line names it.
+
+    Attributes:
+        name: the VM's name (unique).
+        qmp: its QMP unix socket.
+        pid: its QEMU process, if known.
+        pid_file: a file holding that pid (QEMU's ``-pidfile``).
+        shares: ``low``/``normal``/``high`` or a number.
+        reservation_mib: guaranteed memory [VS-ALLOC].
+        limit_mib: ceiling, None = unlimited.
+        balloon_max_mib: largest balloon; None = 65 % of configured
+            (``Mem.CtlMaxPercent``).
+    """
+
+    name: str
+    qmp: Path
+    pid: int | None = None
+    pid_file: Path | None = None
+    shares: str | int = "normal"
+    reservation_mib: float = 0.0
+    limit_mib: float | None = None
+    balloon_max_mib: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Knobs of :class:`~hvmem.backends.qemu.backend.QemuBackend` and its parts.
+
+    backend.py, sampling.py, balloon.py and swap_limit.py say what each rule does.
+
+    Attributes:
+        host_memory_mib: the host memory budget; None = the real MemTotal.
+        profile: memory-state profile (``esx4``, ``esxi5``, ``esxi6``).
+        qmp_timeout_s: bound on every QMP call.
+        stats_interval_s: ``guest-stats-polling-interval`` set on each balloon.
+        balloon_stuck_after_s: no balloon progress for this long = stuck.
+        balloon_timeout_s: target not reached within this long = stuck.
+        balloon_retry_s: a stuck balloon is tried again after this long.
+        guest_reserve_mib: memory a guest keeps above what it uses, at least.
+        guest_reserve_frac: ... or this fraction of its configured memory.
+        swap_headroom_mib: kept above QEMU's anonymous memory under a limit.
+        max_failures: samples in a row a guest may fail before it is dropped.
+        manage_ksm: tune KSM from the host plan (and restore it on close).
+        sample_cache_s: a sample younger than this is reused.
+        proc_root: /proc.
+        ksm_root: /sys/kernel/mm/ksm.
+        cgroup_root: /sys/fs/cgroup.
+        clock: monotonic seconds (tests pass a fake clock).
+    """
+
+    host_memory_mib: float | None = None
+    profile: str = DEFAULT_PROFILE
+    qmp_timeout_s: float = DEFAULT_TIMEOUT_S
+    stats_interval_s: int = 2
+    balloon_stuck_after_s: float = 10.0
+    balloon_timeout_s: float = 30.0
+    balloon_retry_s: float = 60.0
+    guest_reserve_mib: float = 64.0
+    guest_reserve_frac: float = 0.05
+    swap_headroom_mib: float = DEFAULT_HEADROOM_MIB
+    max_failures: int = 3
+    manage_ksm: bool = True
+    sample_cache_s: float = 0.5
+    proc_root: Path = Path("/proc")
+    ksm_root: Path = DEFAULT_KSM_DIR
+    cgroup_root: Path = DEFAULT_CGROUP_ROOT
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.host_memory_mib is not None and not (
+                math.isfinite(self.host_memory_mib) and self.host_memory_mib > 0):
+            raise ConfigError(f"host memory budget: expected a positive size, found "
+                              f"{self.host_memory_mib} MiB")
+        for name in ("qmp_timeout_s", "balloon_stuck_after_s", "balloon_timeout_s",
+                     "balloon_retry_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: expected a positive time, found {value}")
+        if not 1 <= self.stats_interval_s <= 3600:
+            raise ConfigError(f"stats_interval_s: expected 1-3600 s, found "
+                              f"{self.stats_interval_s}")
+        if self.max_failures < 1:
+            raise ConfigError(f"max_failures: expected at least 1, found {self.max_failures}")
+
 
 _GUEST_KEYS = {"name", "qmp", "pid_file", "shares", "reservation", "limit", "balloon_max",
                "memory", "serial_log", "ram_file", "cgroup"}

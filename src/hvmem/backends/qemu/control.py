@@ -17,7 +17,7 @@ that the host backs); SZTGT the policy's target; TCHD and ACTV what the guest
 uses (configured - balloon - MemAvailable from its balloon stats); MCTL* the
 balloon (size, the target set in QEMU, its maximum); SWCUR the estimated
 swapped memory and SWTGT the plan's swap target; SWR/s the pages read back into
-the VM's cgroup per second (backend.py); SWW/s the growth of SWCUR per second; SHRD the pages
+the VM's cgroup per second (sampling.py); SWW/s the growth of SWCUR per second; SHRD the pages
 KSM merged for the VM and SHRDSVD its share of the savings. There is no
 compression cache (ZIP/s, UNZIP/s, ZIPPED, CACHEUSD are 0), no large pages are
 tracked (LPAGE 0), and KSM does not tell zero pages per process (ZERO is 0).

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvmem.backends.qemu.backend import BackendOptions, GuestSpec, QemuBackend
+from hvmem.backends.qemu.backend import QemuBackend
+from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams, build_image, default_cache_dir
 from hvmem.backends.qemu.launcher import launch, require_tools, stop, wait_for_marker
