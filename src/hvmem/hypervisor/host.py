@@ -79,8 +79,10 @@ shared and is backed whole [KB1021095]. With shadow paging ESX backs with
 
 Invariants (``check_invariants``): every frame is free, owned by exactly one VM
 through exactly one PRIVATE pmap entry, or a hypervisor table page; no VM's pmap
-names a frame another VM owns; every page of a large region is PRIVATE in the
-aligned frames of its run, which the nested table maps with one PS leaf.
+names a frame another VM owns; a shared frame's refcount is its sharers and the
+sharing table holds it once, any other frame's is 1; only private frames name a
+guest page; every page of a large region is PRIVATE in the aligned frames of its
+run, which the nested table maps with one PS leaf.
 
 References: Waldspurger, OSDI 2002 §2 (pmap), footnote 2 (zeroing); VMware KB
 1021095 (TPS and large pages); [YB-STATES6][YB-LP6] (ESXi 6 states), keys of
@@ -1208,6 +1210,7 @@ class Host:
         frames.check_invariants()
         claimed = np.zeros(frames.n_frames, dtype=np.int64)
         sharers = np.zeros(frames.n_frames, dtype=np.int64)
+        n_private = 0
         for vm in self.vms:
             np.add.at(sharers, vm.pmap.mpn[vm.pmap.state == Backing.SHARED], 1)
             vm.pmap.check_invariants()
@@ -1231,6 +1234,7 @@ class Host:
             if np.any(frames.owner[mpns] != vm.vm_id):
                 raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")
             np.add.at(claimed, mpns, 1)
+            n_private += mpns.size
             if np.any(frames.ppn[mpns] != np.flatnonzero(vm.pmap.state == Backing.PRIVATE)):
                 raise InvariantViolation(f"{vm.name}: frame reverse map is stale")
             _check_large_pages(vm)
@@ -1250,6 +1254,16 @@ class Host:
         leaked = np.flatnonzero(owned & (claimed == 0))
         if leaked.size:
             raise InvariantViolation(f"frame {int(leaked[0])} is owned but mapped by nobody")
+        # A frame of one holder (page, table, cache) has one mapping; only a private
+        # frame names a guest page, or a stale sharing hint on it could hold.
+        if np.any(frames.refcount[owned & ~is_shared] != 1):
+            raise InvariantViolation("an unshared frame's refcount is not 1")
+        if np.count_nonzero(frames.ppn >= 0) != n_private:
+            raise InvariantViolation("a frame that backs no private page has a reverse map")
+        # Each shared frame is in the sharing table once, or a later scan would map a
+        # page onto whatever frame a leftover entry names.
+        if not np.array_equal(self.sharing.shared_frames(), np.flatnonzero(is_shared)):
+            raise InvariantViolation("the sharing table and the shared frames disagree")
 
 
 def _check_large_pages(vm: HostVm) -> None:
