@@ -263,7 +263,24 @@ def break_large_page_not_private(host, vm):
     host.frames.free(old)
 
 
+def break_large_map_size(host, vm):
+    vm.large = vm.large[:-1]
+
+
+def break_large_page_moved_without_leaf(host, vm):
+    # The large page's data moves to another aligned run; its PS leaf still names the old.
+    frames, pages = host.frames, np.arange(LP, 2 * LP)
+    old = vm.pmap.mpn[pages].astype(np.int64)
+    base = int(frames.alloc_runs(vm.vm_id, 1, LP)[0])
+    vm.pmap.mpn[pages] = base + np.arange(LP)
+    frames.ppn[base:base + LP] = pages
+    frames.free(old)
+
+
 LARGE_BREAKS = {
+    "a large-page map of the wrong size": (break_large_map_size, "wrong size"),
+    "a large page moved without its PS leaf": (break_large_page_moved_without_leaf,
+                                               "PS leaf"),
     "a large-page flag with no PS leaf": (break_large_flag_without_leaf, "disagree on large"),
     "a partial region marked large": (break_large_partial_region, "partial region"),
     "a large page's frames out of order": (break_large_frames_out_of_order,
