@@ -402,32 +402,22 @@ def assert_reached(run_property, minima):
 page_st = st.integers(0, N_VM_PAGES - 1)
 
 
-def touch_st():
-    return st.tuples(st.just("touch"), st.sampled_from(VMS),
-                     st.lists(page_st, min_size=1, max_size=8), st.booleans(),
-                     st.integers(0, N_VALUES - 1))
-
-
-def share_st():
-    """The scanner visits every so many pages (op[2] of them, from page op[3])."""
-    return st.tuples(st.just("share"), st.sampled_from(VMS), st.integers(1, 600),
-                     st.integers(0, 99))
-
-
-def state_st():
-    return st.tuples(st.just("state"), st.sampled_from(VMS),
-                     st.sampled_from(["off", "lazy", "active"]))
-
-
-# one_of draws each distinct strategy object equally often: the ones built more than
-# once here are drawn that many times as often.
+# one_of draws each distinct strategy object equally often: those built k times here
+# are drawn k times as often.
 op_st = st.one_of(
-    touch_st(), touch_st(), touch_st(),  # touches back large pages for the rest to act on
+    # Touches back large pages for the rest to act on.
+    *(st.tuples(st.just("touch"), st.sampled_from(VMS),
+                st.lists(page_st, min_size=1, max_size=8), st.booleans(),
+                st.integers(0, N_VALUES - 1)) for _ in range(3)),
     # A write to a page that is shared now (picked by index among them), if any.
     st.tuples(st.just("write_shared"), st.sampled_from(VMS), st.integers(0, 1 << 16),
               st.integers(0, N_VALUES - 1)),
-    share_st(), share_st(),  # sharing needs pages broken out of large pages first
-    state_st(), state_st(),
+    # The scanner visits every so many pages (op[2] of them, from page op[3]); sharing
+    # needs pages broken out of large pages first.
+    *(st.tuples(st.just("share"), st.sampled_from(VMS), st.integers(1, 600),
+                st.integers(0, 99)) for _ in range(2)),
+    *(st.tuples(st.just("state"), st.sampled_from(VMS),
+                st.sampled_from(["off", "lazy", "active"])) for _ in range(2)),
     # A region written whole, page by page with values of its own.
     *(st.tuples(st.just("fill"), st.sampled_from(VMS), st.integers(0, 3)) for _ in range(2)),
     # A whole region given back (a power-off, as far as that region goes), or part.
