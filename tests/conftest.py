@@ -38,8 +38,13 @@ from hvmem.hypervisor.vm import HostVm
 from hvmem.scenario.loader import parse_scenario
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
+# Ten times the examples, freshly random: `pytest --hypothesis-profile=long` or
+# HYPOTHESIS_PROFILE=long (the property tests scale their counts by max_examples).
+settings.register_profile("long", max_examples=1000)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 pytest_plugins = ["pytester"]  # tests of the hooks below run pytest inside pytest
 

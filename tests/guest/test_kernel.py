@@ -1,10 +1,32 @@
-"""The guest kernel: faults, reclaim, swap, page reuse, the balloon driver."""
+"""The guest kernel: faults, reclaim, swap, page reuse, the balloon driver.
+
+The property test runs random guest activity (mapping and unmapping anonymous
+and file regions, touches and sweeps of them, ballooning with free page
+reporting) under a hypervisor that shares, compresses and swaps behind the
+guest's back, and checks the guest's and the host's invariants after every
+step and, at the end, that every page written and not unmapped reads what was
+written last. Touches land on the regions mapped at the time (a touch names a
+mapped region by index, a page by remainder) and written values come from a
+small pool, so written pages share, later writes break copy-on-write, and the
+values that do not compress are swapped by the host and swapped back in. Each
+example reports the paths it took as hypothesis events, and the test asserts
+that each path in ``GUEST_REACH`` was taken in at least that share of its
+examples, so a strategy that stops reaching one fails; it prints how often each
+path was taken (``pytest -s`` shows it, a failure repeats it). ``@example``
+cases force each path.
+
+Running longer: ``pytest --hypothesis-profile=long`` (or
+``HYPOTHESIS_PROFILE=long``) runs ten times the examples, freshly random; the
+CI profile (``CI=true``) runs the counts in the ``@settings``, derandomized.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from hvmem.core.stamps import STAMP_MAX
@@ -237,88 +259,233 @@ def test_swap_entries_live_in_non_present_ptes():
     assert not np.any(ptes[swapped] & PTE_PRESENT)
 
 
+# -- property: guest activity under host reclamation (see the module docstring) -------
+
+#: Written values: two compress to the cache, two do not (the low byte is the size).
+GUEST_VALUES = (0x21 << 16 | 0x10, 0x22 << 16 | 0x70, 0x23 << 16 | 0xF0, 0x24 << 16 | 0xF0)
+N_REGIONS = 8
+REGION_STRIDE = 64  # region r starts at VPN r * 64
+
+
+def examples(n):
+    """``n`` examples, scaled by the profile (100 by default and in CI; ``long``: 1000)."""
+    return max(1, n * settings.default.max_examples // 100)
+
+
+#: Examples that took each path (and "examples"), and times each was taken, per run.
+REACHED: Counter = Counter()
+TAKEN: Counter = Counter()
+
+
+def took(paths):
+    """Record the paths one example took: a hypothesis event each, and in the tallies."""
+    REACHED["examples"] += 1
+    for name, n in sorted(paths.items()):
+        if n > 0:
+            event(name)
+            REACHED[name] += 1
+            TAKEN[name] += n
+
+
+def assert_reached(run_property, minima):
+    """Run a property's examples; each path must be taken in ``minima[path]`` of them."""
+    REACHED.clear()
+    TAKEN.clear()
+    run_property()
+    n = REACHED["examples"]
+    taken = "\n".join(f"  {path}: in {REACHED[path]} of {n} examples, {TAKEN[path]} times"
+                      for path in sorted(TAKEN))
+    print(f"paths taken:\n{taken}")
+    short = [f"{path}: {REACHED[path]} of {n} examples, want {share:.0%}"
+             for path, share in minima.items() if REACHED[path] < share * n]
+    assert not short, "paths too rarely reached:\n" + "\n".join(short) + f"\nall:\n{taken}"
+
+
+touch_st = st.tuples(st.integers(0, N_REGIONS - 1), st.integers(0, 39), st.booleans(),
+                     st.integers(0, len(GUEST_VALUES) - 1))
+region_st = st.tuples(st.integers(8, 40), st.booleans())  # pages, file-backed
 op_st = st.one_of(
-    st.tuples(st.just("map"), st.integers(0, 7), st.integers(1, 40), st.booleans()),
-    st.tuples(st.just("unmap"), st.integers(0, 7)),
-    st.tuples(st.just("touch"), st.lists(st.tuples(st.integers(0, 7), st.integers(0, 39),
-                                                   st.booleans()), min_size=1, max_size=30)),
+    st.tuples(st.just("map"), st.integers(0, N_REGIONS - 1), region_st),
+    st.tuples(st.just("unmap"), st.integers(0, N_REGIONS - 1)),
+    # one_of draws each distinct strategy object equally often: those built twice
+    # here are drawn twice as often.
+    *(st.tuples(st.just("touch"), st.lists(touch_st, min_size=1, max_size=30))
+      for _ in range(2)),
     st.tuples(st.just("balloon"), st.integers(0, 100)),
-    st.tuples(st.just("sweep"), st.integers(0, 7), st.booleans()),  # touch a whole region
-    # The hypervisor reclaims behind the guest's back: share, compress, swap.
+    # Touch a whole mapped region (reads, or writes of one value).
+    *(st.tuples(st.just("sweep"), st.integers(0, N_REGIONS - 1), st.booleans(),
+                st.integers(0, len(GUEST_VALUES) - 1)) for _ in range(2)),
+    # The hypervisor reclaims behind the guest's back: share, compress, swap ...
     st.tuples(st.just("host_reclaim"), st.integers(1, 40), st.sampled_from(["random", "lru"])),
-    st.tuples(st.just("host_share"), st.integers(1, 96)),
+    # ... and its sharing scanner visits every page.
+    st.tuples(st.just("host_share"),),
 )
 
 
-@settings(max_examples=100, deadline=None)
-# FIFO under balloon pressure: reading the data back faults pages in that reclaim must
-# not take again before the read returns.
-@example(ops=[("unmap", 0)] * 4 + [("balloon", 62), ("map", 0, 36, False), ("sweep", 0, False),
-                                   ("sweep", 0, True)], policy="fifo", paging="nested")
-@given(ops=st.lists(op_st, min_size=8, max_size=30),
-       policy=st.sampled_from(["fifo", "lru", "clock", "random"]),
-       paging=st.sampled_from(["nested", "shadow"]))
-def test_random_guest_activity_keeps_invariants_and_data(ops, policy, paging):
-    host, vm, kernel = make_guest(memory_pages=96, swap_pages=160, policy=policy,
-                                  paging=paging)
-    device = VirtioBalloon(free_page_reporting=True)
-    driver = BalloonDriver(kernel, device)
-    balloon = BalloonHost(vm, device)
-    rng = np.random.default_rng(len(ops))
-    regions: dict[int, tuple[int, bool]] = {}  # region -> (pages, file_backed)
-    expected: dict[int, int] = {}  # vpn -> token written
-    stamp = 0
-    for t, op in enumerate(ops):
+class GuestRun:
+    """One guest under one host, driven by ops; ``paths`` are what it went through."""
+
+    def __init__(self, policy, paging, layout):
+        self.host, self.vm, self.kernel = make_guest(memory_pages=96, swap_pages=160,
+                                                     policy=policy, paging=paging)
+        self.device = VirtioBalloon(free_page_reporting=True)
+        self.driver = BalloonDriver(self.kernel, self.device)
+        self.balloon = BalloonHost(self.vm, self.device)
+        self.regions: dict[int, tuple[int, bool]] = {}  # region -> (pages, file_backed)
+        self.expected: dict[int, int] = {}  # vpn -> token written
+        self.paths: Counter = Counter()
+        for r, region in enumerate(layout):
+            self.step(0, ("map", r, region))
+
+    def touch(self, t, refs):
+        """Touch (vpn, write, token) references in one batch; record what is written."""
+        vpns = np.array([v for v, _, _ in refs])
+        writes = np.array([w for _, w, _ in refs])
+        tokens = np.array([tok for _, _, tok in refs], np.uint64)
+        result = self.kernel.access(batch(vpns, writes, tokens), t)
+        self.paths["reference completed"] += result.refs
+        for k, (v, w, tok) in enumerate(refs):
+            if w and not result.dropped_mask[k]:
+                self.expected[v] = tok
+
+    def step(self, t, op):
+        kernel, vm, regions = self.kernel, self.vm, self.regions
         if op[0] == "map" and op[1] not in regions:
-            regions[op[1]] = (op[2], op[3])
-            kernel.access(batch([], ops=[mmap(op[1] * 64, op[2], file_backed=op[3])]), t)
+            n, file_backed = op[2]
+            regions[op[1]] = (n, file_backed)
+            kernel.access(batch([], ops=[mmap(op[1] * REGION_STRIDE, n,
+                                              file_backed=file_backed)]), t)
         elif op[0] == "unmap" and op[1] in regions:
             n, _ = regions.pop(op[1])
-            kernel.access(batch([], ops=[MemoryOp(MemoryOpKind.UNMAP, 0, op[1] * 64, n)]), t)
-            for v in range(op[1] * 64, op[1] * 64 + n):
-                expected.pop(v, None)
-        elif op[0] in ("touch", "sweep"):
+            first = op[1] * REGION_STRIDE
+            kernel.access(batch([], ops=[MemoryOp(MemoryOpKind.UNMAP, 0, first, n)]), t)
+            for v in range(first, first + n):
+                self.expected.pop(v, None)
+        elif op[0] in ("touch", "sweep") and regions:
+            mapped = sorted(regions)
             if op[0] == "sweep":
-                n = regions.get(op[1], (0, False))[0]
-                touches = [(op[1], p, op[2]) for p in range(n)]
+                r = mapped[op[1] % len(mapped)]
+                refs = [(r * REGION_STRIDE + p, op[2], GUEST_VALUES[op[3]])
+                        for p in range(regions[r][0])]
             else:
-                touches = op[1]
-            refs = [(r * 64 + p, w) for r, p, w in touches if r in regions and p < regions[r][0]]
-            if not refs:
-                continue
-            vpns = np.array([v for v, _ in refs])
-            writes = np.array([w for _, w in refs])
-            tokens = np.zeros(len(refs), np.uint64)
-            for k in range(len(refs)):
-                if writes[k]:
-                    stamp += 1
-                    tokens[k] = stamp
-            result = kernel.access(batch(vpns, writes, tokens), t)
-            for k, (v, w) in enumerate(refs):
-                if w and not result.dropped_mask[k]:
-                    expected[v] = int(tokens[k])
+                refs = []
+                for r, p, w, value in op[1]:
+                    r = mapped[r % len(mapped)]
+                    refs.append((r * REGION_STRIDE + p % regions[r][0], w, GUEST_VALUES[value]))
+            self.touch(t, refs)
         elif op[0] == "balloon":
-            balloon.set_target(op[1])
-            driver.poll(t)
-            driver.report_free_pages()
-            balloon.collect(t)
+            self.balloon.set_target(op[1])
+            self.driver.poll(t)
+            self.driver.report_free_pages()
+            self.balloon.collect(t)
         elif op[0] == "host_reclaim":
-            vm.reclaim(op[1], op[2], rng)
+            vm.reclaim(op[1], op[2], np.random.default_rng(t))
         elif op[0] == "host_share":
-            vm.share_scan(np.sort(rng.choice(vm.n_ppns, op[1], replace=False)))
+            vm.share_scan(np.arange(vm.n_ppns))
         assert kernel.allocator.n_allocated + kernel.allocator.n_free == 96
-        assert kernel.count(PageKind.BALLOON) == driver.size_pages
+        assert kernel.count(PageKind.BALLOON) == self.driver.size_pages
         kernel.check_invariants()
-        host.check_invariants()
+        self.host.check_invariants()
+
+    def read_back(self, vpn):
+        """What the guest reads at ``vpn`` (faulting it in), or its swap slot's data if
+        memory is too short to fault it in."""
+        kernel = self.kernel
+        kernel.access(batch([vpn]), kernel.now_ns)
+        pte = kernel.processes[0].space.page_table.leaf_entries(np.array([vpn]))[0]
+        frame = int((pte >> np.uint64(12)) & np.uint64((1 << 40) - 1))
+        if pte & PTE_PRESENT:
+            return int(self.vm.read_pages(np.array([frame]))[0][0])
+        assert pte & PTE_SWAP, "a written page is neither resident nor in swap"
+        return int(kernel.swap.content[frame])
+
+    def paths_taken(self):
+        kc, dc = self.kernel.counters, self.driver.counters
+        sharing = self.host.sharing.counters
+        self.paths.update({
+            "minor fault": kc.minor_faults,
+            "guest swap-in": kc.swap_ins,
+            "guest reclaim: swap-out": kc.swap_outs,
+            "guest reclaim: file page dropped": kc.file_drops,
+            "balloon inflation": dc.inflated,
+            "balloon deflation": dc.deflated,
+            "free page reported": dc.reported,
+            "page shared": sharing.shared,
+            "copy-on-write break": sharing.cow_breaks,
+            "host compression": self.vm.zip.counters.compressed,
+            "decompression": self.vm.zip.counters.decompressed,
+            "host swap-out": self.vm.swapfile.counters.swap_outs,
+            "host swap-in": self.vm.counters.swap_in_faults,
+            "double paging": self.vm.swapfile.counters.double_paging,
+        })
+        return self.paths
+
+
+def run_guest(ops, policy, paging, layout):
+    """Run ``ops``, then read every anonymous page written; the paths taken."""
+    r = GuestRun(policy, paging, layout)
+    for t, op in enumerate(ops, start=1):
+        r.step(t, op)
     # Every page written and not unmapped still holds what was written last,
     # whatever guest reclaim, ballooning, free page reporting and the host's
     # sharing, compression and swapping did in between.
-    anon = {v: tok for v, tok in expected.items() if not regions.get(v // 64, (0, True))[1]}
-    if anon:
-        vpns = np.array(sorted(anon))
-        got = np.concatenate([read_virtual(kernel, vm, vpns[i:i + 8])
-                              for i in range(0, vpns.size, 8)])
-        assert got.tolist() == [anon[v] for v in sorted(anon)]
+    anon = {v: tok for v, tok in r.expected.items()
+            if not r.regions.get(v // REGION_STRIDE, (0, True))[1]}
+    for v in sorted(anon):
+        assert r.read_back(v) == anon[v], f"data lost at vpn {v:#x}"
+        r.paths["read of a written page"] += 1
+    r.kernel.check_invariants()
+    r.host.check_invariants()
+    return r.paths_taken()
+
+
+def sweep(region, value, write=True):
+    return ("sweep", region, write, value)
+
+
+#: Pages written with one value, shared by the host, then written again.
+SHARE_AND_BREAK = [sweep(0, 0), ("host_share",), ("touch", [(0, 3, True, 1), (0, 4, False, 0)])]
+#: The host compresses and swaps page-cache pages (each of its own content) behind the
+#: guest, which reads them again.
+HOST_RECLAIM_AND_BACK = [sweep(0, 0, False), ("host_reclaim", 40, "random"),
+                         sweep(0, 0, False)]
+#: The balloon inflates into a full guest (which reclaims), reports free pages, deflates.
+BALLOON = [sweep(0, 3), sweep(1, 1), ("balloon", 70), ("balloon", 0), ("balloon", 0),
+           sweep(1, 1, False)]
+
+#: Share of examples that must take each path.
+GUEST_REACH = {
+    "reference completed": 0.8,
+    "read of a written page": 0.4,
+    "minor fault": 0.5,
+    "guest reclaim: swap-out": 0.1,
+    "guest reclaim: file page dropped": 0.08,
+    "guest swap-in": 0.08,
+    "balloon inflation": 0.3,
+    "free page reported": 0.15,
+    "page shared": 0.35,
+    "copy-on-write break": 0.25,
+    "host compression": 0.35,
+    "decompression": 0.12,
+    "host swap-out": 0.15,
+    "host swap-in": 0.1,
+}
+
+
+@settings(max_examples=examples(300), deadline=None)
+@example(ops=SHARE_AND_BREAK, policy="lru", paging="nested", layout=[(40, False)])
+@example(ops=HOST_RECLAIM_AND_BACK, policy="clock", paging="shadow", layout=[(40, True)])
+@example(ops=BALLOON, policy="fifo", paging="nested", layout=[(40, False), (40, False)])
+@given(ops=st.lists(op_st, min_size=8, max_size=30),
+       policy=st.sampled_from(["fifo", "lru", "clock", "random"]),
+       paging=st.sampled_from(["nested", "shadow"]),
+       layout=st.lists(region_st, min_size=1, max_size=3))
+def guest_activity_property(ops, policy, paging, layout):
+    took(run_guest(ops, policy, paging, layout))
+
+
+def test_random_guest_activity_keeps_invariants_and_data():
+    assert_reached(guest_activity_property, GUEST_REACH)
 
 
 #: The reclaim policy's stamp arrays (FIFO keeps the first, LRU the second).

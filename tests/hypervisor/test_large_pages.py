@@ -11,13 +11,29 @@ state-driven breaking on a host with large pages, and checks after every step:
   included;
 * a page reads the last value written to it, whatever happened in between; a
   page never written (or given back) reads zeroes or data of its own VM.
+
+Reaching the claims: touches write values from a small pool, half of it common
+to both VMs, and fills write whole regions with values of their own in the
+three compression bands, so pages share once their large page is broken,
+writes (some aimed at the pages shared at the time) break copy-on-write, and
+reclamation compresses some pages and swaps others. Each example reports the
+paths it took as hypothesis events, and the test asserts that each path in
+``LARGE_REACH`` (every way a large page is made, broken or released, sharing,
+copy-on-write, compression, swapping) was taken in at least that share of its
+examples, and prints how often each was (``pytest -s``); ``@example`` cases
+force them.
+Running longer: ``pytest --hypothesis-profile=long`` (or
+``HYPOTHESIS_PROFILE=long``) runs ten times the examples, freshly random; the
+CI profile (``CI=true``) runs the count in the ``@settings``, derandomized.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError
@@ -336,45 +352,147 @@ def test_nested_walks_end_at_2mib_leaves_one_reference_sooner():
 N_VM_PAGES = 3 * LP + 100  # three whole regions and a partial one
 VMS = (0, 1)
 
+# Written values: a pool of three common to both VMs and three private to each, in
+# the three compression bands (the token's low byte is its compressed size:
+# to 1 KiB, to 2 KiB, incompressible), so written pages share within and across
+# VMs; and fills of whole regions with values of their own, which compress or not.
+BANDS = (0x10, 0x70, 0xF0)
+COMMON = tuple((0x41 + k) << 16 | band for k, band in enumerate(BANDS))
+N_VALUES = 2 * len(BANDS)
+
+
+def value_of(v, index):
+    """Pool value ``index`` as VM ``v`` writes it: common below 3, else its own."""
+    if index < len(COMMON):
+        return COMMON[index]
+    return (v + 1) << 40 | COMMON[index - len(COMMON)]
+
+
+def examples(n):
+    """``n`` examples, scaled by the profile (100 by default and in CI; ``long``: 1000)."""
+    return max(1, n * settings.default.max_examples // 100)
+
+
+#: Examples that took each path (and "examples"), and times each was taken, per run.
+REACHED: Counter = Counter()
+TAKEN: Counter = Counter()
+
+
+def took(paths):
+    """Record the paths one example took: a hypothesis event each, and in the tallies."""
+    REACHED["examples"] += 1
+    for name, n in sorted(paths.items()):
+        if n > 0:
+            event(name)
+            REACHED[name] += 1
+            TAKEN[name] += n
+
+
+def assert_reached(run_property, minima):
+    """Run a property's examples; each path must be taken in ``minima[path]`` of them."""
+    REACHED.clear()
+    TAKEN.clear()
+    run_property()
+    n = REACHED["examples"]
+    taken = "\n".join(f"  {path}: in {REACHED[path]} of {n} examples, {TAKEN[path]} times"
+                      for path in sorted(TAKEN))
+    print(f"paths taken:\n{taken}")
+    short = [f"{path}: {REACHED[path]} of {n} examples, want {share:.0%}"
+             for path, share in minima.items() if REACHED[path] < share * n]
+    assert not short, "paths too rarely reached:\n" + "\n".join(short) + f"\nall:\n{taken}"
+
+
 page_st = st.integers(0, N_VM_PAGES - 1)
-touch_st = st.tuples(st.just("touch"), st.sampled_from(VMS),
-                     st.lists(page_st, min_size=1, max_size=8), st.booleans())
+
+
+# one_of draws each distinct strategy object equally often: those built k times here
+# are drawn k times as often.
 op_st = st.one_of(
-    touch_st, touch_st, touch_st,  # touches back large pages for the rest to act on
-    # A whole region given back (a power-off, as far as that region goes).
-    st.tuples(st.just("release_region"), st.sampled_from(VMS), st.integers(0, 3)),
-    st.tuples(st.just("share"), st.sampled_from(VMS), st.integers(1, 600), st.integers(0, 99)),
-    st.tuples(st.just("balloon"), st.sampled_from(VMS), page_st, st.integers(1, 700)),
+    # Touches back large pages for the rest to act on.
+    *(st.tuples(st.just("touch"), st.sampled_from(VMS),
+                st.lists(page_st, min_size=1, max_size=8), st.booleans(),
+                st.integers(0, N_VALUES - 1)) for _ in range(3)),
+    # A write to a page that is shared now (picked by index among them), if any.
+    st.tuples(st.just("write_shared"), st.sampled_from(VMS), st.integers(0, 1 << 16),
+              st.integers(0, N_VALUES - 1)),
+    # The scanner visits every so many pages (op[2] of them, from page op[3]); sharing
+    # needs pages broken out of large pages first.
+    *(st.tuples(st.just("share"), st.sampled_from(VMS), st.integers(1, 600),
+                st.integers(0, 99)) for _ in range(2)),
+    *(st.tuples(st.just("state"), st.sampled_from(VMS),
+                st.sampled_from(["off", "lazy", "active"])) for _ in range(2)),
+    # A region written whole, page by page with values of its own.
+    *(st.tuples(st.just("fill"), st.sampled_from(VMS), st.integers(0, 3)) for _ in range(2)),
+    # A whole region given back (a power-off, as far as that region goes), or part.
+    *(st.tuples(st.just("release_region"), st.sampled_from(VMS), st.integers(0, 3))
+      for _ in range(3)),
+    *(st.tuples(st.just("balloon"), st.sampled_from(VMS), page_st, st.integers(1, 700))
+      for _ in range(2)),
     st.tuples(st.just("report"), st.sampled_from(VMS), page_st, st.integers(1, 40)),
     st.tuples(st.just("swap"), st.sampled_from(VMS), st.integers(1, 40),
               st.sampled_from(["random", "lru"])),
-    st.tuples(st.just("reclaim"), st.sampled_from(VMS), st.integers(1, 40)),
-    st.tuples(st.just("remap"), st.sampled_from(VMS), page_st),
+    # Reclamation, sharing first (as ESX) or not (so that zero pages compress too).
+    *(st.tuples(st.just("reclaim"), st.sampled_from(VMS), st.integers(1, 40), st.booleans())
+      for _ in range(2)),
+    *(st.tuples(st.just("remap"), st.sampled_from(VMS), page_st) for _ in range(2)),
     st.tuples(st.just("break"), st.sampled_from(VMS), st.integers(0, 2)),
-    st.tuples(st.just("state"), st.sampled_from(VMS),
-              st.sampled_from(["off", "lazy", "active"])),
 )
+
+
+def paths_of(host, vms, read_written):
+    """The paths a run took, from the host's counters."""
+    sharing = host.sharing.counters
+    paths = Counter({"read of a written page": read_written,
+                     "page shared": sharing.shared,
+                     "hashed inside a large page": sharing.large_pages,
+                     "copy-on-write break": sharing.cow_breaks})
+    for vm in vms:
+        c = vm.counters
+        paths.update({
+            "large page backed": c.large_pages_backed,
+            "large page fallback": c.large_page_fallbacks,
+            "large page broken: reclaim": c.large_pages_broken_reclaim,
+            "large page broken: state": c.large_pages_broken_state,
+            "large page broken: release": c.large_pages_broken_release,
+            "large page broken: other": c.large_pages_broken_other,
+            "large page released whole": c.large_pages_released,
+            "compression": vm.zip.counters.compressed,
+            "decompression": vm.zip.counters.decompressed,
+            "swap-out": vm.swapfile.counters.swap_outs,
+            "swap-in": c.swap_in_faults,
+        })
+    return paths
 
 
 def run(ops, n_frames):
     host, vms = host_with(n_frames=n_frames, vm_pages=(N_VM_PAGES,) * len(VMS))
     expected: dict[tuple[int, int], int] = {}
     written_by: dict[int, set[int]] = {0: set(VMS)}
-    stamp = 0
     for step, op in enumerate(ops):
         host.now_ns = step
         kind, v = op[0], op[1]
         vm = vms[v]
         rng = np.random.default_rng(step)
-        if kind == "touch":
-            ppns = np.unique(op[2])
-            if op[3]:
-                stamp += 1
-                value = stamp % 5 if stamp % 3 == 0 else stamp << 8  # some repeat: shareable
-                write(vm, ppns, value)
-                for p in ppns.tolist():
+        if kind in ("touch", "fill", "write_shared"):
+            if kind == "touch":
+                ppns = np.unique(op[2])
+                values = np.full(ppns.size, value_of(v, op[4]), dtype=np.uint64)
+                write_it = op[3]
+            elif kind == "write_shared":
+                shared = np.flatnonzero(vm.pmap.state == Backing.SHARED)
+                ppns = shared[op[2] % max(1, shared.size):][:1]
+                values = np.full(ppns.size, value_of(v, op[3]), dtype=np.uint64)
+                write_it = ppns.size > 0
+            else:
+                ppns = np.arange(op[2] * LP, min(N_VM_PAGES, (op[2] + 1) * LP))
+                values = ((v + 1) << 40 | step << 24 | ppns << 8
+                          | np.array(BANDS)[ppns % len(BANDS)]).astype(np.uint64)
+                write_it = True
+            if write_it:
+                write(vm, ppns, values)
+                for p, value in zip(ppns.tolist(), values.tolist(), strict=True):
                     expected[(v, p)] = value
-                written_by.setdefault(value, set()).add(v)
+                    written_by.setdefault(value, set()).add(v)
             else:
                 vm.read_pages(ppns)
         elif kind == "share":
@@ -391,7 +509,7 @@ def run(ops, n_frames):
         elif kind == "swap":
             vm.swap_out(op[2], op[3], rng)
         elif kind == "reclaim":
-            vm.reclaim(op[2], "random", rng)
+            vm.reclaim(op[2], "random", rng, share_first=op[3])
         elif kind == "remap":
             vm.remap(np.array([op[2]]))
         elif kind == "break":
@@ -402,19 +520,63 @@ def run(ops, n_frames):
         for other in vms:
             check_ept(other)
     # Every page's content survives, and nobody reads another VM's data.
+    read_written = 0
     for v, vm in enumerate(vms):
         got = vm.read_pages(np.arange(N_VM_PAGES))[0]
         for p in range(N_VM_PAGES):
             if (v, p) in expected:
                 assert got[p] == expected[(v, p)], "data lost"
+                read_written += 1
             else:
                 assert v in written_by.get(int(got[p]), ()), "data leaked"
     host.check_invariants()
-    return host
+    return paths_of(host, vms, read_written)
 
 
-@settings(max_examples=60, deadline=None)
-@given(ops=st.lists(op_st, min_size=4, max_size=30),
+def touch(v, pages, value):
+    return ("touch", v, pages, True, value)
+
+
+#: Equal values in both VMs' small pages, shared, then written again.
+SHARE_AND_BREAK = [touch(0, [3 * LP + 1, 3 * LP + 3], 0), touch(1, [3 * LP + 1], 0),
+                   ("share", 0, 800, 1), ("share", 1, 800, 1), touch(1, [3 * LP + 1], 4),
+                   touch(0, [3 * LP + 3], 1)]
+#: A filled large page reclaimed (broken, compressed, swapped), then read back.
+RECLAIM_AND_BACK = [("fill", 0, 1), ("reclaim", 0, 40, True), ("swap", 0, 40, "lru"),
+                    touch(1, [5], 0), ("reclaim", 1, 40, False)]
+#: Large pages broken by the memory state, by ballooning and by a remap; one released.
+BREAKING = [touch(0, [0, LP, 2 * LP], 1), ("remap", 0, 2 * LP + 7), ("balloon", 0, LP + 5, 20),
+            ("state", 0, "active"), touch(1, [0], 2), ("release_region", 1, 0),
+            ("share", 0, 600, 1)]
+
+#: Share of examples that must take each path.
+LARGE_REACH = {
+    "large page backed": 0.9,
+    "large page fallback": 0.1,
+    "large page broken: reclaim": 0.3,
+    "large page broken: state": 0.1,
+    "large page broken: release": 0.1,
+    "large page broken: other": 0.1,
+    "large page released whole": 0.05,
+    "hashed inside a large page": 0.06,
+    "page shared": 0.15,
+    "copy-on-write break": 0.06,
+    "compression": 0.2,
+    "decompression": 0.2,
+    "swap-in": 0.2,
+    "read of a written page": 0.5,
+}
+
+
+@settings(max_examples=examples(200), deadline=None)
+@example(ops=SHARE_AND_BREAK, n_frames=16 * LP)
+@example(ops=RECLAIM_AND_BACK, n_frames=12 * LP)
+@example(ops=BREAKING, n_frames=6 * LP)
+@given(ops=st.lists(op_st, min_size=10, max_size=40),
        n_frames=st.sampled_from([6 * LP, 12 * LP, 16 * LP]))
-def test_large_pages_never_lose_leak_or_double_map(ops, n_frames):
-    run(ops, n_frames)
+def large_page_property(ops, n_frames):
+    took(run(ops, n_frames))
+
+
+def test_large_pages_never_lose_leak_or_double_map():
+    assert_reached(large_page_property, LARGE_REACH)

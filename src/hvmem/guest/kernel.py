@@ -24,8 +24,9 @@ out and writing a swapped-in page are touches the hypervisor sees and may have
 to serve (first touch, its own swap-in: double paging).
 
 Invariants: free + anon + file + table + balloon = configured pages; every
-mapped page's reverse map names the entry that maps it; a swap slot is held by
-exactly one swap entry.
+mapped page's reverse map names the entry that maps it, and every present entry
+is one of those; a swap slot is held by exactly one swap entry; the TABLE pages
+are the page-table pages.
 """
 
 from __future__ import annotations
@@ -207,19 +208,33 @@ class GuestKernel(KernelState):
         free = self.kind == PageKind.FREE
         if not np.array_equal(free, ~self.allocator.allocated):
             raise InvariantViolation("guest: page kinds and the free list disagree")
+        if not np.array_equal(self.kind == PageKind.TABLE, self.tables.is_table_frame):
+            raise InvariantViolation("guest: page-table pages and page kinds disagree")
+        in_use = (self.kind == PageKind.ANON) | (self.kind == PageKind.FILE)
+        n_mapped = []
         for proc in self.processes:
-            mapped = np.flatnonzero((self.proc == proc.index)
-                                    & ((self.kind == PageKind.ANON) | (self.kind == PageKind.FILE)))
+            mapped = np.flatnonzero((self.proc == proc.index) & in_use)
             ptes = proc.space.page_table.leaf_entries(self.vpn[mapped])
             if np.any((ptes & PTE_PRESENT) == 0) or np.any(pte_frames(ptes) != mapped):
                 raise InvariantViolation(f"guest: process {proc.index} reverse map is stale")
-        swap_entries = 0
+            n_mapped.append(mapped.size)
+        # Every present entry is one the reverse map names (no page mapped twice or
+        # mapped free), and every swap entry holds a slot of its own.
+        slots = [np.zeros(0, dtype=np.int64)]
         for proc in self.processes:
+            n_present = 0
             for start, end in zip(proc.vma_start.tolist(), proc.vma_end.tolist(), strict=True):
                 ptes = proc.space.page_table.leaf_entries(np.arange(start, end))
-                swap_entries += int(np.count_nonzero(((ptes & PTE_SWAP) != 0)
-                                                     & ((ptes & PTE_PRESENT) == 0)))
-        if swap_entries != self.swap.n_used:
+                present = (ptes & PTE_PRESENT) != 0
+                n_present += int(np.count_nonzero(present))
+                slots.append(pte_frames(ptes[((ptes & PTE_SWAP) != 0) & ~present]))
+            if n_present != n_mapped[proc.index]:
+                raise InvariantViolation(f"guest: process {proc.index} has {n_present} pages "
+                                         f"mapped, its reverse map names {n_mapped[proc.index]}")
+        held = np.concatenate(slots)
+        if held.size != self.swap.n_used:
             raise InvariantViolation(
-                f"guest: {swap_entries} swap entries but {self.swap.n_used} slots in use"
+                f"guest: {held.size} swap entries but {self.swap.n_used} slots in use"
             )
+        if not np.array_equal(np.sort(held), np.flatnonzero(self.swap.used)):
+            raise InvariantViolation("guest: swap entries and the slots in use disagree")

@@ -25,7 +25,9 @@ is what makes re-using a VM's own freed memory cheap. Frames that were never
 used are zero already (the host scrubbed them at boot).
 
 Invariants: every frame is either on the free list (owner FREE) or owned, never
-both; a frame is on the free list at most once; ``free + owned == total``.
+both; a frame is on the free list at most once; ``free + owned == total``; a
+free frame has no mappings and names no guest page; a frame held by a VM or the
+hypervisor has it as its last owner.
 
 Host large pages: :meth:`MachineMemory.alloc_runs` takes whole 2 MiB-aligned
 blocks of free frames (512 at a time), as a host large page needs contiguous,
@@ -220,6 +222,13 @@ class MachineMemory:
             raise InvariantViolation("free list and frame owners disagree")
         if np.any(self.refcount[marked_free] != 0):
             raise InvariantViolation("a free frame has mappings")
+        if np.any(self.ppn[marked_free] != -1):
+            raise InvariantViolation("a free frame still names a guest page")
+        # Zeroing is decided by the last owner: one that differs from the holder would
+        # hand the holder's data to the VM it names, unzeroed, once the frame is freed.
+        held = (self.owner >= 0) | (self.owner == HYPERVISOR)
+        if np.any(self.last_owner[held] != self.owner[held]):
+            raise InvariantViolation("a held frame's last owner is someone else")
 
 
 @njit(cache=True)

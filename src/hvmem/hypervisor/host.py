@@ -245,4 +245,4 @@ class Host:
 
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` unless every frame is accounted for exactly once."""
-        check_invariants(self.frames, self.vms)
+        check_invariants(self.frames, self.vms, self.sharing)

@@ -8,7 +8,9 @@ What is checked
   pmap entry (and its reverse map names that page), shared with a refcount
   equal to its sharers, one of a VM's compression-cache frames, or a
   hypervisor table page;
-* no VM's pmap names a frame another VM owns;
+* no VM's pmap names a frame another VM owns; an unshared frame has one
+  mapping, and only a private frame names a guest page;
+* the sharing table holds each shared frame once;
 * each VM's swap file holds exactly its SWAPPED pages and its compression
   cache exactly its COMPRESSED ones, in exactly the frames its slots need;
 * no VM consumes more frames than it has guest pages;
@@ -33,15 +35,20 @@ from hvmem.hardware.frames import FREE, HYPERVISOR, MachineMemory
 from hvmem.hypervisor.large_pages import nested, pages_of
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim.sharing import SHARED_OWNER
+from hvmem.hypervisor.reclaim.sharing import SHARED_OWNER, SharingTable
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES, LARGE_PAGE_SHIFT, VmState
 
 
-def check_invariants(frames: MachineMemory, vms: Sequence[VmState]) -> None:
-    """Raise :class:`InvariantViolation` unless every frame is accounted for exactly once."""
+def check_invariants(frames: MachineMemory, vms: Sequence[VmState],
+                     sharing: SharingTable | None = None) -> None:
+    """Raise :class:`InvariantViolation` unless every frame is accounted for exactly once.
+
+    With ``sharing``, also that the sharing table holds each shared frame once.
+    """
     frames.check_invariants()
     claimed = np.zeros(frames.n_frames, dtype=np.int64)
     sharers = np.zeros(frames.n_frames, dtype=np.int64)
+    n_private = 0
     for vm in vms:
         np.add.at(sharers, vm.pmap.mpn[vm.pmap.state == Backing.SHARED], 1)
         vm.pmap.check_invariants()
@@ -65,6 +72,7 @@ def check_invariants(frames: MachineMemory, vms: Sequence[VmState]) -> None:
         if np.any(frames.owner[mpns] != vm.vm_id):
             raise InvariantViolation(f"{vm.name}: pmap names a frame the VM does not own")
         np.add.at(claimed, mpns, 1)
+        n_private += mpns.size
         if np.any(frames.ppn[mpns] != np.flatnonzero(vm.pmap.state == Backing.PRIVATE)):
             raise InvariantViolation(f"{vm.name}: frame reverse map is stale")
         check_large_pages(vm)
@@ -84,6 +92,17 @@ def check_invariants(frames: MachineMemory, vms: Sequence[VmState]) -> None:
     leaked = np.flatnonzero(owned & (claimed == 0))
     if leaked.size:
         raise InvariantViolation(f"frame {int(leaked[0])} is owned but mapped by nobody")
+    # A frame of one holder (page, table, cache) has one mapping; only a private
+    # frame names a guest page, or a stale sharing hint on it could hold.
+    if np.any(frames.refcount[owned & ~is_shared] != 1):
+        raise InvariantViolation("an unshared frame's refcount is not 1")
+    if np.count_nonzero(frames.ppn >= 0) != n_private:
+        raise InvariantViolation("a frame that backs no private page has a reverse map")
+    # Each shared frame is in the sharing table once, or a later scan would map a
+    # page onto whatever frame a leftover entry names.
+    if sharing is not None and not np.array_equal(sharing.shared_frames(),
+                                                  np.flatnonzero(is_shared)):
+        raise InvariantViolation("the sharing table and the shared frames disagree")
 
 
 def check_large_pages(vm: VmState) -> None:

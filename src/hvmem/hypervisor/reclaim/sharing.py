@@ -407,6 +407,12 @@ class SharingTable:
         bit = KIND_HINT if kind == HINT else KIND_SHARED
         return int(np.count_nonzero(live & ((self.table[:, 1] & bit) != 0)))
 
+    def shared_frames(self) -> np.ndarray:
+        """The frames of the live shared entries, sorted (for checks, not hot paths)."""
+        entries = self.table[(self.table[:, 0] > KEY_TOMBSTONE)
+                             & ((self.table[:, 1] & KIND_SHARED) != 0), 1]
+        return np.sort((entries & FRAME_MASK).astype(np.int64))
+
     def forget(self, token: int, salt: int, frame: int) -> int:
         """Drop the shared entry of ``frame`` (holding ``token``); returns 1 if it was there."""
         key = np.uint64(table_key(np.uint64(token), salt))  # keep it unsigned across the call
