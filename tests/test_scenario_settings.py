@@ -433,8 +433,8 @@ OUTPUT_ONLY: dict[tuple[str, str], str] = {
 #: Fields no case shows yet; may only shrink. Among them, three that no run can show as
 #: the simulator stands: timing.vmexit_ns and timing.balloon_page_ns are read by no code,
 #: timing.tlb_hit_ns is subtracted from every stall (the lookup overlaps the L1 access,
-#: so it is not lost time), and host.compression.max_frac never reaches the per-VM
-#: compression cache (hypervisor/host.py builds it with the default cap).
+#: so it is not lost time). host.compression.max_frac sizes each VM's cache (shown in
+#: tests/hypervisor/test_compression.py) but has no case here yet.
 NOT_YET: set[tuple[str, str]] = {
     ('backend.file_backed', ''),
     ('backend.kind', ''),
