@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from hvmem.backends.qemu.config import BackendOptions
@@ -70,7 +71,7 @@ _PAGE_MIB = 4 / 1024
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def read_guest(g: GuestState, proc_root: os.PathLike[str] | str) -> None:
+def read_guest(g: GuestState, proc_root: Path) -> None:
     """Refresh one guest's balloon, guest stats and /proc readings."""
     if g.balloon_path is not None:
         actual = g.client.call("query-balloon")["actual"] / MIB
