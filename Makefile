@@ -19,15 +19,15 @@ demo: $(STAMP)
 	$(BIN)/hvmem demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff check src tests
 
 test: lint
 	$(BIN)/python -m pytest -q
 
-# Plant each bug of tools/mutants.toml in a scratch copy and expect its tests to fail
+# Plant each bug of tests/mutants/mutants.toml in a scratch copy and expect its tests to fail
 # (a few minutes; not part of `make test`).
 mutants: $(STAMP)
-	$(BIN)/python tools/mutants.py
+	$(BIN)/python tests/mutants/mutants.py
 
 bench: $(STAMP)
 	$(BIN)/hvmem bench translate --json

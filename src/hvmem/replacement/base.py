@@ -45,6 +45,7 @@ layout of the state it carries between chunks are below.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
@@ -55,7 +56,7 @@ NO_BITS = np.zeros(0, dtype=np.bool_)
 NO_PAGES = np.zeros(0, dtype=np.int64)
 
 
-class ReplacementPolicy:
+class ReplacementPolicy(ABC):
     """Victim choice over pages 0..n-1, with the replacement data as arrays by page.
 
     Subclasses allocate the arrays they need and implement :meth:`victims`.
@@ -87,6 +88,7 @@ class ReplacementPolicy:
         if self.use_bit.size:
             self.use_bit[pages] = False
 
+    @abstractmethod
     def victims(self, n_pages: int, kinds: np.ndarray, evictable: np.ndarray,
                 now_stamp: int | None = None) -> np.ndarray:
         """Up to ``n_pages`` candidates to evict, in the order to evict them (int64).
@@ -102,10 +104,10 @@ class ReplacementPolicy:
             Distinct candidates: ``n_pages`` of them, or every candidate (in
             page order, unless the policy says otherwise) when there are no more.
         """
-        raise NotImplementedError
 
     def keep(self, pages: np.ndarray) -> None:
         """Pages handed out by :meth:`victims` stay in memory after all."""
+        return  # a policy that keeps no selection between calls has nothing to undo
 
 
 def candidates(kinds: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -124,7 +126,7 @@ RNG = 4  # splitmix64 state (bits of a uint64) for the random policy
 STATE_SLOTS = 5
 
 
-class FrameReplay:
+class FrameReplay(ABC):
     """One policy's side of a replay: its per-frame data and its kernel.
 
     The replay (``replay.py``) keeps the page-to-frame maps, the id map and the
@@ -135,14 +137,16 @@ class FrameReplay:
 
     def start(self, state: np.ndarray, kernel_seed: int) -> None:
         """Set the state slots this policy reads before the first chunk."""
+        return  # most policies start from zeroed slots
 
     def grow(self, n_frames: int) -> None:
         """Make room for ``n_frames`` frames."""
+        return  # a policy with no per-frame data has nothing to grow
 
+    @abstractmethod
     def run(self, ids: np.ndarray, n_frames: int, frame_of: np.ndarray, page_in: np.ndarray,
             state: np.ndarray) -> None:
         """Replay one chunk of dense page ids."""
-        raise NotImplementedError
 
 
 def grow(arr: np.ndarray, size: int, fill: int) -> np.ndarray:

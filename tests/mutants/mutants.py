@@ -1,6 +1,6 @@
 """Mutation testing from a list: plant one small bug at a time, expect the tests to fail.
 
-Each mutant in ``tools/mutants.toml`` names a file under ``src/``, an exact piece of
+Each mutant in ``tests/mutants/mutants.toml`` names a file under ``src/``, an exact piece of
 its text (which must occur exactly once), what to put in its place, and the tests
 that should catch it. For each mutant this script copies ``src/`` and ``tests/`` to
 a scratch directory, plants the bug there (never in the working tree), runs the
@@ -39,8 +39,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-LIST = ROOT / "tools" / "mutants.toml"
+ROOT = Path(__file__).resolve().parents[2]
+LIST = Path(__file__).resolve().parent / "mutants.toml"
 #: Longest a mutant's test run may take before it counts as an error.
 TIMEOUT_S = 900
 
