@@ -26,7 +26,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import event, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hvmem.core.stamps import STAMP_MAX
@@ -39,6 +39,7 @@ from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim.balloon import BalloonHost
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
+from path_tally import assert_reached, examples, took
 
 
 def make_guest(memory_pages=256, swap_pages=None, policy="lru", host_pages=2048,
@@ -265,40 +266,6 @@ def test_swap_entries_live_in_non_present_ptes():
 GUEST_VALUES = (0x21 << 16 | 0x10, 0x22 << 16 | 0x70, 0x23 << 16 | 0xF0, 0x24 << 16 | 0xF0)
 N_REGIONS = 8
 REGION_STRIDE = 64  # region r starts at VPN r * 64
-
-
-def examples(n):
-    """``n`` examples, scaled by the profile (100 by default and in CI; ``long``: 1000)."""
-    return max(1, n * settings.default.max_examples // 100)
-
-
-#: Examples that took each path (and "examples"), and times each was taken, per run.
-REACHED: Counter = Counter()
-TAKEN: Counter = Counter()
-
-
-def took(paths):
-    """Record the paths one example took: a hypothesis event each, and in the tallies."""
-    REACHED["examples"] += 1
-    for name, n in sorted(paths.items()):
-        if n > 0:
-            event(name)
-            REACHED[name] += 1
-            TAKEN[name] += n
-
-
-def assert_reached(run_property, minima):
-    """Run a property's examples; each path must be taken in ``minima[path]`` of them."""
-    REACHED.clear()
-    TAKEN.clear()
-    run_property()
-    n = REACHED["examples"]
-    taken = "\n".join(f"  {path}: in {REACHED[path]} of {n} examples, {TAKEN[path]} times"
-                      for path in sorted(TAKEN))
-    print(f"paths taken:\n{taken}")
-    short = [f"{path}: {REACHED[path]} of {n} examples, want {share:.0%}"
-             for path, share in minima.items() if REACHED[path] < share * n]
-    assert not short, "paths too rarely reached:\n" + "\n".join(short) + f"\nall:\n{taken}"
 
 
 touch_st = st.tuples(st.integers(0, N_REGIONS - 1), st.integers(0, 39), st.booleans(),

@@ -33,7 +33,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import event, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError
@@ -55,6 +55,7 @@ from hvmem.policy.state_tracker import large_page_breaking
 from hvmem.policy.states import MemState
 from hvmem.scenario.schema import HostConfig
 from hvmem.units import MIB
+from path_tally import assert_reached, examples, took
 
 LP = LARGE_PAGE_PAGES
 
@@ -366,40 +367,6 @@ def value_of(v, index):
     if index < len(COMMON):
         return COMMON[index]
     return (v + 1) << 40 | COMMON[index - len(COMMON)]
-
-
-def examples(n):
-    """``n`` examples, scaled by the profile (100 by default and in CI; ``long``: 1000)."""
-    return max(1, n * settings.default.max_examples // 100)
-
-
-#: Examples that took each path (and "examples"), and times each was taken, per run.
-REACHED: Counter = Counter()
-TAKEN: Counter = Counter()
-
-
-def took(paths):
-    """Record the paths one example took: a hypothesis event each, and in the tallies."""
-    REACHED["examples"] += 1
-    for name, n in sorted(paths.items()):
-        if n > 0:
-            event(name)
-            REACHED[name] += 1
-            TAKEN[name] += n
-
-
-def assert_reached(run_property, minima):
-    """Run a property's examples; each path must be taken in ``minima[path]`` of them."""
-    REACHED.clear()
-    TAKEN.clear()
-    run_property()
-    n = REACHED["examples"]
-    taken = "\n".join(f"  {path}: in {REACHED[path]} of {n} examples, {TAKEN[path]} times"
-                      for path in sorted(TAKEN))
-    print(f"paths taken:\n{taken}")
-    short = [f"{path}: {REACHED[path]} of {n} examples, want {share:.0%}"
-             for path, share in minima.items() if REACHED[path] < share * n]
-    assert not short, "paths too rarely reached:\n" + "\n".join(short) + f"\nall:\n{taken}"
 
 
 page_st = st.integers(0, N_VM_PAGES - 1)

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from hypothesis import event, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hvmem.hardware.page_table import (
@@ -59,6 +59,7 @@ from hvmem.hardware.walker import FaultKind
 from hvmem.hypervisor.pmap import Backing
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import MIB
+from path_tally import assert_reached, examples, took
 
 # Regions of 4 pages whose starts differ at each table level: same PT, other PD
 # entry, other PDPT entry, other PML4 entry. Operations name a region and a page
@@ -84,43 +85,6 @@ def value_of(vm: str, index: int) -> int:
     if index < len(COMMON):
         return COMMON[index]
     return (VMS.index(vm) + 1) << 40 | COMMON[1]
-
-
-def examples(n: int) -> int:
-    """``n`` examples, scaled by the profile (100 by default and in CI; ``long``: 1000)."""
-    return max(1, n * settings.default.max_examples // 100)
-
-
-# -- paths reached -----------------------------------------------------------------------
-
-#: Examples that took each path (and "examples": how many ran), over one property run.
-REACHED: Counter[str] = Counter()
-#: Times each path was taken, over the same run.
-TAKEN: Counter[str] = Counter()
-
-
-def took(paths: Counter) -> None:
-    """Record the paths one example took: a hypothesis event each, and in the tallies."""
-    REACHED["examples"] += 1
-    for name, n in sorted(paths.items()):
-        if n > 0:
-            event(name)
-            REACHED[name] += 1
-            TAKEN[name] += n
-
-
-def assert_reached(run_property, minima: dict[str, float]) -> None:
-    """Run a property's examples; each path must be taken in ``minima[path]`` of them."""
-    REACHED.clear()
-    TAKEN.clear()
-    run_property()
-    n = REACHED["examples"]
-    taken = "\n".join(f"  {path}: in {REACHED[path]} of {n} examples, {TAKEN[path]} times"
-                      for path in sorted(TAKEN))
-    print(f"paths taken:\n{taken}")
-    short = [f"{path}: {REACHED[path]} of {n} examples, want {share:.0%}"
-             for path, share in minima.items() if REACHED[path] < share * n]
-    assert not short, "paths too rarely reached:\n" + "\n".join(short) + f"\nall:\n{taken}"
 
 
 # -- the machine and the actions ---------------------------------------------------------
