@@ -21,7 +21,8 @@ Work with a period of its own is checked once a tick at its place in this
 order, and runs when its period has come (``core/period.py``).
 
 A VM's *throughput* is the fraction of the tick it spent doing its own work:
-the time its faults, disk reads and hypervisor services stalled it is lost
+the time its faults, disk reads, hypervisor services and balloon driver (each
+page it inflates or deflates, ``balloon_page_ns``) stalled it is lost
 (``throughput = max(0, 1 - stall / tick)``, ``slowdown = (tick + stall) / tick``).
 
 Two fidelities (``scenario.fidelity``). In page fidelity each VM touches its
@@ -69,6 +70,7 @@ from hvmem.hypervisor.sampling import ActiveMemorySampler
 from hvmem.policy.controller import PolicyController
 from hvmem.policy.minfree import thresholds
 from hvmem.policy.policies import make_policy
+from hvmem.policy.samples import SharingMode
 from hvmem.policy.state_tracker import StateTracker, large_page_breaking
 from hvmem.policy.states import MemState, actions
 from hvmem.results import RunResult
@@ -227,8 +229,11 @@ class Simulation:
             report = self._page_report.due(now)
             if report:
                 self._page_report.start(now)
-            for vm in self.vms.values():
-                vm.driver.poll(now)
+            for name, vm in self.vms.items():
+                # The driver's work runs on the VM's vCPU: time it does not run its own.
+                moved = vm.driver.poll(now)
+                if moved:
+                    stall[name] = stall.get(name, 0.0) + moved * sc.timing.balloon_page_ns
                 if report:
                     vm.driver.report_free_pages()
                 vm.balloon.collect(now)
@@ -240,8 +245,12 @@ class Simulation:
             drawn = vm.sampler.advance(now)
             if drawn is not None and self.mmu_fidelity:
                 vm.host_vm.arm_sampling(drawn)  # their next touch traps [OSDI02 §5.3]
-        if sc.host.sharing.enabled:
-            host.scan_for_sharing(tick_ns, self._share_rng, sc.host.sharing.scan_rate_pages_per_s)
+        if sc.host.sharing.enabled:  # as the latest plan has the scanner run
+            mode, rate = self.backend.sharing(sc.host.sharing.scan_rate_pages_per_s)
+            if mode is SharingMode.RUN:
+                host.scan_for_sharing(tick_ns, self._share_rng, rate)
+            elif mode is SharingMode.UNMERGE:
+                self.backend.unmerge()
         self.state = self.tracker.update(pages_to_mib(host.frames.n_free))
         # ESXi 6 breaks large pages by state: at the next scan below HIGH's threshold,
         # a bounded number per tick from CLEAR down (Host docs) [YB-STATES6][YB-LP6].

@@ -11,6 +11,13 @@ tally and the swapper's random stream) it is given when it is made.
 Applying a plan sets each VM's balloon target and takes what the VM must give
 up beyond its balloon at once: shared first, then compressed, then swapped, as
 the host's memory state allows (:meth:`SimulatedBackend.swap_to_target`).
+
+The plan's host part drives the sharing scanner as it drives KSM on a real host
+(:meth:`SimulatedBackend.sharing`): run, stop, or unmerge, at the policy's
+``pages_to_scan`` per ``sleep_millisecs`` where it sets them. KSM's rate is
+host-wide, the scanner's per VM, so a host-wide rate is split evenly among the
+running VMs [LINUX-KSM]. A policy that leaves sharing alone (``sharing=None``)
+and one that sets no rate leave the scenario's ``[host.sharing]`` rate.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import numpy as np
 
 from hvmem.guest.pages import PageKind
 from hvmem.hardware.frames import MachineMemory
+from hvmem.hypervisor.pmap import Backing
 from hvmem.policy.minfree import Thresholds
-from hvmem.policy.samples import HostSample, VmPlan, VmSample
+from hvmem.policy.samples import HostPlan, HostSample, Plans, SharingMode, VmPlan, VmSample
 from hvmem.policy.states import MemState, actions
 from hvmem.scenario.schema import HostConfig
 from hvmem.sim_rows import SharingTally
@@ -73,6 +81,7 @@ class SimulatedBackend:
         self.thresholds = thresholds
         self.tally = tally
         self.reclaim_rng = reclaim_rng
+        self.host_plan: HostPlan | None = None  # the latest plan's host part
 
     def sample(self) -> tuple[HostSample, list[VmSample]]:
         """Observe the simulated host and its running VMs."""
@@ -81,6 +90,9 @@ class SimulatedBackend:
             time_s=ns_to_s(sim.now_ns), total_mib=pages_to_mib(frames.n_frames),
             free_mib=pages_to_mib(frames.n_free), state=sim.state,
             minfree_mib=self.thresholds.minfree_mib, profile=self.host.profile,
+            shared_saved_mib=sum(pages_to_mib(self.tally(vm.host_vm.pmap, frames)[1])
+                                 for vm in sim.vms.values()),
+            sharing_pages_to_scan=None if self.host_plan is None else self.host_plan.scan_pages,
         )
         vms = []
         for vm in sim.vms.values():
@@ -109,6 +121,8 @@ class SimulatedBackend:
     def apply(self, plans: Mapping[str, VmPlan]) -> None:
         """Balloon targets to the devices; take what must go beyond that."""
         sim = self.sim
+        if isinstance(plans, Plans):
+            self.host_plan = plans.host
         for name, plan in plans.items():
             vm = sim.vms.get(name)
             if vm is None:
@@ -117,6 +131,34 @@ class SimulatedBackend:
             done = self.swap_to_target(vm, plan)
             if done:
                 sim.event("reclaim", name, ", ".join(f"{k} {v}" for k, v in done.items()))
+
+    def sharing(self, default_rate_pages_per_s: float | None
+                ) -> tuple[SharingMode, float | None]:
+        """What the sharing scanner does now: its mode and per-VM rate (None: the default)."""
+        plan = self.host_plan
+        if plan is None or plan.sharing is None:
+            return SharingMode.RUN, default_rate_pages_per_s
+        rate = plan.scan_rate_pages_s
+        if rate is None or not self.sim.vms:
+            return plan.sharing, default_rate_pages_per_s
+        return plan.sharing, rate / len(self.sim.vms)
+
+    def unmerge(self) -> int:
+        """KSM ``run=2``: give shared pages private copies again, as free frames allow.
+
+        Returns the pages unshared. Copies are made from free frames only, never by
+        reclaiming others (the kernel's unmerge fails on memory it cannot get).
+        """
+        done = 0
+        for vm in self.sim.vms.values():
+            hv = vm.host_vm
+            shared = np.flatnonzero(hv.pmap.state == Backing.SHARED)
+            room = self.frames.n_free - int(self.thresholds.minfree_mib * PAGES_PER_MIB)
+            take = shared[: max(0, min(shared.size, room))]
+            if take.size:
+                hv.break_cow(take)
+                done += int(take.size)
+        return done
 
     def swap_to_target(self, vm: SimVm, plan: VmPlan, *, refill: bool = False
                        ) -> dict[str, int]:

@@ -105,10 +105,16 @@ class BalloonDriver:
         """Pages in the balloon now."""
         return int(self.pages.size)
 
-    def poll(self, now_ns: int) -> None:
-        """One cycle: move towards the target, write ``actual``, post statistics."""
+    def poll(self, now_ns: int) -> int:
+        """One cycle: move towards the target, write ``actual``, post statistics.
+
+        Returns the pages inflated or deflated in the cycle, each a page the guest's
+        vCPU spent allocating or freeing and passing to the device (the caller
+        charges ``balloon_page_ns`` apiece).
+        """
         if not self.enabled:
-            return
+            return 0
+        moved_before = self.counters.inflated + self.counters.deflated
         target = self.device.target_pages
         if target > self.size_pages:
             self._inflate(target - self.size_pages)
@@ -116,6 +122,7 @@ class BalloonDriver:
             self._deflate(self.size_pages - target)
         self.device.update_actual(self.size_pages)
         self.device.post_stats(self.kernel.stats())
+        return self.counters.inflated + self.counters.deflated - moved_before
 
     def _inflate(self, wanted: int) -> None:
         kernel = self.kernel

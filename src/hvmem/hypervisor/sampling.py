@@ -40,7 +40,8 @@ when a period starts, the sampled pages' mappings are taken from the hardware
 (:func:`arm_sampling`: nested leaves cleared and INVEPT, or shadow leaves
 zapped), so the next access to each exits to the hypervisor, whether it comes
 through the MMU or from the guest's own touches of the page over the memory
-bus. The exit is counted (``sampling_traps``), charged as a hypervisor fault,
+bus. The exit is counted (``sampling_traps``), charged as one VM exit (``vmexit_ns``:
+the frame is in place, only its mapping comes back),
 reported to the sampler, and the mapping comes back before the access is
 retried (:func:`sampling_trap`). Under page fidelity nothing is armed and the
 sampler watches the memory bus. (A sampled page inside a host large page keeps
@@ -185,7 +186,8 @@ def sampling_trap(vm: VmState, ppns: np.ndarray) -> None:
     vm.paging.clear_traps(ppns)
     vm.n_armed -= int(ppns.size)
     vm.counters.sampling_traps += int(ppns.size)
-    vm.counters.fault_time_ns += ppns.size * vm.costs.hypervisor_fault_ns
+    # An exit and back: the frame is there, only its mapping is restored.
+    vm.counters.fault_time_ns += ppns.size * vm.costs.vmexit_ns
     vm.last_touch_stamp[ppns] = vm.clock.stamp
     if vm.sampler is not None:
         vm.sampler.observe(ppns)
