@@ -85,16 +85,19 @@ def test_report_is_self_contained_and_has_every_part(demo_results):
 
 
 def test_report_of_several_directories_side_by_side(demo_results, tmp_path):
+    # A list of directories, one of them a folder of runs (a sweep's) standing for its runs.
     results = demo_results[0]
-    twin = tmp_path / "twin"
-    shutil.copytree(results, twin)
-    out = tmp_path / "both.html"
-    done = runner.invoke(app, ["report", str(results), str(twin), "--out", str(out)])
+    sweep = tmp_path / "sweep"
+    for name in ("b-run", "a-run"):
+        shutil.copytree(results, sweep / name)
+    out = tmp_path / "all.html"
+    done = runner.invoke(app, ["report", str(results), str(sweep), "--out", str(out)])
     assert done.exit_code == 0, done.output
     page = out.read_text()
     assert "summary metrics side by side" in page
     host = re.search(r"id='chart-host'>(.*?)</section>", page, re.S).group(1)
-    assert ">twin<" in host and ">results<" in host  # one column per run, titled
+    # One column per run, titled, in the order given and then by name.
+    assert host.index(">results<") < host.index(">a-run<") < host.index(">b-run<")
     assert page.count("<svg") == len(CHARTS)
 
 

@@ -18,10 +18,25 @@ from hvmem.ui.exits import user_errors
 REPORT_NAME = "report.html"
 
 
+def results_dirs(paths: list[Path]) -> list[Path]:
+    """``paths``, each directory that holds no results replaced by the results dirs in it.
+
+    So the folder of a sweep, or of a comparison written as one directory per run,
+    stands for its runs (in name order).
+    """
+    found: list[Path] = []
+    for path in paths:
+        runs = ([] if (path / "summary.json").exists() or not path.is_dir() else
+                sorted(p for p in path.iterdir() if (p / "summary.json").is_file()))
+        found.extend(runs or [path])
+    return found
+
+
 @user_errors
 def report_command(
     results: Annotated[list[Path], typer.Argument(
-        help="Results directories (of hvmem run, hvmem qemu control, a sweep, ...).")],
+        help="Results directories (of hvmem run, hvmem qemu control, ...), or folders of "
+             "them (a sweep's).")],
     out: Annotated[Path | None, typer.Option(
         help="The HTML file [default: RESULTS/report.html for one directory, "
              "report.html for several].")] = None,
@@ -38,9 +53,10 @@ def report_command(
     from hvmem.ui.report import write_report
     from hvmem.ui.report_data import load_run
 
-    runs = [load_run(path) for path in results]
+    dirs = results_dirs(results)
+    runs = [load_run(path) for path in dirs]
     if out is None:
-        out = results[0] / REPORT_NAME if len(results) == 1 else Path(REPORT_NAME)
+        out = dirs[0] / REPORT_NAME if len(dirs) == 1 else Path(REPORT_NAME)
     typer.echo(f"report: {write_report(runs, out)}")
 
 
