@@ -42,3 +42,10 @@ def test_make_demo_from_a_fresh_clone(tmp_path):
     used = [m for m, held in summary["mechanisms"].items() if held["peak_mib"] > 1]
     assert len(used) >= 2, summary["mechanisms"]
     assert f"results: {Path('results') / 'demo-esx-seed42'} (complete)" in out.replace("\n", "")
+    # It ends with the path of its report: the states, and every mechanism, over time.
+    report = Path("results") / "demo-esx-seed42" / "report.html"
+    assert out.strip().splitlines()[-1] == f"report: {report}"
+    page = (clone / report).read_text()
+    for chart in ("host", "composition", "targets", "performance", "events"):
+        assert f"id='chart-{chart}'" in page
+    assert "host memory states: high" in page and "hard" in page

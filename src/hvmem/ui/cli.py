@@ -37,6 +37,16 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+# Reports and figures of results (hvmem.ui.report_cli): report, plot.
+from hvmem.ui.report_cli import (  # noqa: E402
+    plot_command,
+    report_command,
+    report_of_directory,
+    report_of_runs,
+)
+
+app.command("report")(report_command)
+app.command("plot")(plot_command)
 
 
 class Paging(StrEnum):
@@ -203,6 +213,9 @@ def run(
     no_live: Annotated[
         bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
     ] = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write RESULTS/report.html (hvmem report) and print its path.")
+    ] = False,
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
@@ -221,9 +234,11 @@ def run(
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
-        run_scenario_on_qemu(scenario, policy, out, no_live)
+        path = run_scenario_on_qemu(scenario, policy, out, no_live)
+        if report:
+            typer.echo(f"report: {report_of_directory(path)}")
         return
-    _simulate(scenario, policy, out, check_invariants, no_live)
+    _simulate(scenario, policy, out, check_invariants, no_live, report=report)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
@@ -236,7 +251,7 @@ def _scenario_path(scenario_file: Path) -> Path:
 
 
 def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: bool,
-              no_live: bool) -> None:
+              no_live: bool, *, report: bool = False) -> None:
     """Run ``scenario`` with a live view or a progress bar, write results, print the summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -269,6 +284,8 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
     console.print(render_summary(result.summary()))
     state = "complete" if result.complete else "INCOMPLETE (interrupted)"
     console.print(f"results: {path} ({state})")
+    if report:
+        typer.echo(f"report: {report_of_directory(path)}")
 
 
 @app.command()
@@ -282,6 +299,8 @@ def compare(
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="Also write an HTML report of the runs side by side to this file.")] = None,
 ) -> None:
     """Run one scenario under several policies, same seed, and compare them side by side."""
     import dataclasses
@@ -299,11 +318,14 @@ def compare(
     scenario = load_scenario(_scenario_path(scenario_file))
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
-    summaries = {name: Simulation(scenario, policy=name).run().summary() for name in names}
+    runs = {name: Simulation(scenario, policy=name).run() for name in names}
+    summaries = {name: run.summary() for name, run in runs.items()}
     if as_json:
         typer.echo(json.dumps(summaries))
-        return
-    _console().print(render_comparison(summaries))
+    else:
+        _console().print(render_comparison(summaries))
+    if report is not None:
+        typer.echo(f"report: {report_of_runs(runs, report)}", err=as_json)
 
 
 @app.command()
@@ -315,6 +337,8 @@ def demo(
     no_live: Annotated[
         bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
     ] = False,
+    report: Annotated[bool, typer.Option(
+        help="Write RESULTS/report.html (hvmem report) and print its path.")] = True,
 ) -> None:
     """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
@@ -330,7 +354,8 @@ def demo(
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenarios import builtin_scenario_path
 
-    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live)
+    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live,
+              report=report)
 
 
 @app.command()
