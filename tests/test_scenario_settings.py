@@ -501,7 +501,7 @@ def test_demand_reads_each_format_and_column_mapping():
 
 
 @covers(*(_demand_field(k) for k in ("over", "region", "free_frac", "shape_min_frac",
-                                     "shape_max_frac")))
+                                     "shape_max_frac", "shape_span")))
 def test_demand_size_limits_frees_and_shape():
     """Above the region: an error naming file and line, or clipped; frees go back; reshaping.
 
@@ -524,6 +524,11 @@ def test_demand_size_limits_frees_and_shape():
     assert high_floor[0] == pytest.approx(96.0, abs=0.5)
     low_top = _grant(_demand(("shape_min_frac", 0.25), ("shape_max_frac", 0.5)))
     assert max(low_top) == pytest.approx(96.0, abs=0.5)
+    # the shape over the first 20 s only (16 to 64 MiB): 64 MiB is the top at 5 s
+    span = _grant(_demand(("shape_min_frac", 0.25), ("shape_max_frac", 0.75),
+                          ("shape_span", "20s")))
+    assert span[5] == pytest.approx(144.0, abs=0.5)
+    assert span[5] > wide[5] + 20.0
 
 
 # A flat working set of 96 MiB (a shape of one level), sampled for three minutes: what

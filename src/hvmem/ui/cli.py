@@ -37,6 +37,11 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+# Scenarios and traces from real data (hvmem.ui.traces_cli): scenario from-traces, trace record.
+from hvmem.ui.traces_cli import scenario_app, trace_app  # noqa: E402
+
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(trace_app, name="trace")
 
 
 class Paging(StrEnum):

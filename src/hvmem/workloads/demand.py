@@ -37,11 +37,12 @@ last sample it holds the last value.
 
 Size. Usage is in bytes (or a share of ``trace_memory``, default the VM's
 memory). ``shape_min_frac``/``shape_max_frac`` instead rescale the played part
-of the curve so that its lowest value is that share of the region and its
-highest this one: the curve gives the shape, the scenario the size (for
-datacentre-wide aggregates, which are no VM's size). Usage above the region
-(the VM's memory unless ``region`` says less) is an error naming the trace's
-file and line, or is clipped (``over = "clip"``).
+of the curve (from the offset to the end, or for ``shape_span``) so that its
+lowest value is that share of the region and its highest this one (values past
+the span are clipped to the region): the curve gives the shape, the scenario
+the size, as for datacentre-wide aggregates, which are no VM's size. Usage
+above the region (the VM's memory unless ``region`` says less) is an error
+naming the trace's file and line, or is clipped (``over = "clip"``).
 
 Generation is vectorised: one NumPy draw per tick for the references, one for
 their write flags, ``np.unique`` to aggregate them in page fidelity.
@@ -133,6 +134,10 @@ class DemandParams:
                                         none="usage as the trace gives it")
     shape_max_frac: float | None = frac(None, "rescale: its highest this share", optional=True,
                                         none="usage as the trace gives it")
+    shape_span_s: float | None = time(None, "rescale: the trace time from the offset whose "
+                                      "lowest and highest values are taken", unit="s",
+                                      lo=0.0, lo_open=True, hi=_MAX_TRACE_S, optional=True,
+                                      none="to the trace's end")
     fidelity: str = choice(Fidelity.PAGE, tuple(str(f) for f in Fidelity), "'page' or 'mmu'",
                            key=None, owner="fidelity")
     content: ContentParams = table(ContentParams, "what writes store", factory=ContentParams,
@@ -226,7 +231,9 @@ class DemandWorkload(RegionWorkload):
         first = max(0, int(np.searchsorted(t, p.offset_s, side="right")) - 1)
         region_bytes = p.region_pages << PAGE_SHIFT  # type: ignore[operator]
         if p.shape_min_frac is not None:
-            lo, hi = float(u[first:].min()), float(u[first:].max())
+            stop = t.shape[0] if p.shape_span_s is None else max(
+                first + 1, int(np.searchsorted(t, p.offset_s + p.shape_span_s, side="right")))
+            lo, hi = float(u[first:stop].min()), float(u[first:stop].max())
             span = (u - lo) / (hi - lo) if hi > lo else np.ones_like(u)
             u = region_bytes * (p.shape_min_frac + (p.shape_max_frac - p.shape_min_frac) * span)
             return t, np.clip(u, 0.0, region_bytes)
