@@ -242,9 +242,9 @@ class DemandWorkload(RegionWorkload):
             i = first + int(above[0])
             where = (f"{tr.source}:{int(tr.line[i])}" if tr.line is not None
                      else f"{tr.source} at {t[i]:g} s")
-            raise ConfigError(f"{where}: usage {size_text(int(u[i]))} is above the VM's region "
-                              f"({size_text(region_bytes)}); set over = \"clip\" to clip it, "
-                              f"or give the VM more memory")
+            raise ConfigError(f"{where}: usage {size_text(int(u[i]))} is above the region of "
+                              f"{self.name} ({size_text(region_bytes)}); set over = \"clip\" "
+                              f"to clip it, or give the VM more memory")
         return t, np.minimum(u, region_bytes)
 
     def demand_pages(self, sim_s: float) -> int:
