@@ -91,6 +91,8 @@ def test_trace_record_ls_writes_a_trace_that_tlb_reads(tmp_path):
     assert 0 < trace.stat().st_size <= 64 * 1024
     assert trace.read_bytes().endswith(b"\n")
     assert invoke("paging", trace, "--frames", 16, "--policy", "lru").exit_code == 0
+    missing = invoke("trace", "record", "--out", trace, "--", tmp_path / "no-such-program")
+    assert missing.exit_code == 1 and "nothing recorded" in missing.stderr
 
 
 def test_trace_record_without_a_command_is_one_line():

@@ -104,6 +104,9 @@ def record(
 
     cap = _size(max_size, "--max-size")
     result = record_trace(list(ctx.args), out, max_size_bytes=cap, progress=sys.stderr)
+    if result.records == 0:
+        raise HvmemError(f"trace record: nothing recorded: valgrind exited {result.exit_status} "
+                         f"(can it run {ctx.args[0]!r}?)")
     if result.capped:
         raise HvmemError(f"trace record: the trace reached --max-size {max_size} and the "
                          f"program was stopped; {out} holds its first {result.records} "
