@@ -22,9 +22,11 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from hvmem.errors import ConfigError, TraceError
 from hvmem.scenario.fields import scenario_fields
 from hvmem.scenario.loader import parse_scenario
 from settings_runs import (
@@ -251,6 +253,138 @@ def test_shares_weigh_targets():
     """Without the tax, targets follow shares: high shares, higher target [OSDI02 §3]."""
     r = run(("policy.idle_tax_frac", 0.0), ("vm.1.shares", "high"))
     assert r.last("busy")["SZTGT"] > r.last("idle")["SZTGT"] + 10.0
+
+
+# -- demand workloads: a working set that follows a usage trace ---------------------------
+# plain.csv: time_s 0..120 every 10 s, mem_mib 16 32 64 96 128 96 64 32 16 16 64 64 64.
+# time_scale 4 plays its 120 s in 30 simulated seconds; GRANT counts what was allocated.
+TRACES = Path(__file__).parent / "data" / "traces"
+DEMAND = copy.deepcopy(ONE)
+DEMAND["vm"][0]["memory"] = "192MiB"  # room beside the guest's own pages for the peak
+DEMAND["vm"][0]["workload"] = {"kind": "demand", "path": str(TRACES / "plain.csv"),
+                               "time_scale": 4, "refs_per_s": 1_000}
+D = "vm.0.workload"
+
+
+def _demand(*changes: tuple[str, object], base: dict = DEMAND) -> Run:
+    return run(*((f"{D}.{k}" if not k.startswith(("vm.", "duration", "host")) else k, v)
+                 for k, v in changes), base=base)
+
+
+def _grant(r: Run) -> list[float]:
+    return r.column("vm", "GRANT")
+
+
+def _demand_field(key: str) -> tuple[str, str]:
+    return (f"vm[].workload.{key}", 'kind = "demand"')
+
+
+@covers(*(_demand_field(k) for k in ("path", "time_scale", "offset", "interpolate")))
+def test_demand_follows_the_trace_in_time():
+    """GRANT rises with the curve and stays at its peak (a guest keeps what it used).
+
+    At 4x the curve peaks (128 MiB) at trace time 40 s, simulated 10 s; at 2x the
+    5th second reads trace time 10 s (32 MiB) instead of 20 s (64 MiB); an offset of
+    40 s starts at the peak; held samples lag interpolated ones on the way up; another
+    file (a slow Bitbrains ramp from 24 MiB) is another curve.
+    """
+    base = _grant(_demand())
+    assert base[0] == pytest.approx(16.0, abs=0.5)
+    assert max(base) == pytest.approx(128.0, abs=0.5) and base[-1] == max(base)
+    assert base.index(max(base)) == 10
+    assert _grant(_demand(("time_scale", 2)))[5] < base[5]
+    assert _grant(_demand(("offset", "40s")))[0] == pytest.approx(128.0, abs=0.5)
+    assert _grant(_demand(("interpolate", "step")))[1] < base[1]
+    ramp = _grant(_demand(("path", str(TRACES / "bitbrains" / "2.csv"))))
+    assert max(ramp) < 30.0 < max(base)
+
+
+@covers(*(_demand_field(k) for k in ("format", "time_column", "usage_column", "usage_unit",
+                                     "trace_memory", "trace_id")))
+def test_demand_reads_each_format_and_column_mapping():
+    """A format named reads as detected, a wrong one fails; columns, units and sizes scale.
+
+    columns.csv holds the same curve as plain.csv to 112 MiB, as MiB (``rss``) and as a
+    percentage (``rss_percent``: 87.5 at the peak, of the VM's memory unless trace_memory
+    says otherwise); the Alibaba file's two machines use 60-89 %
+    and 20-22 % of their memory, which the trace gives only normalised.
+    """
+    plain = _grant(_demand(("format", "csv")))
+    assert plain == _grant(_demand())
+    with pytest.raises(TraceError, match="no column 'Timestamp"):
+        _demand(("format", "bitbrains"))
+    cols = [("path", str(TRACES / "columns.csv")), ("time_column", "clock")]
+    mib = _grant(_demand(*cols, ("usage_column", "rss"), ("usage_unit", "MiB")))
+    assert max(mib) == pytest.approx(112.0, abs=0.5)
+    kib = _grant(_demand(*cols, ("usage_column", "rss"), ("usage_unit", "KiB")))
+    assert max(kib) < 1.0
+    share = _grant(_demand(*cols, ("usage_column", "rss_percent")))  # of the VM's memory
+    assert max(share) == pytest.approx(0.875 * 192, abs=0.5)
+    half = _grant(_demand(*cols, ("usage_column", "rss_percent"), ("trace_memory", "64MiB")))
+    assert max(half) == pytest.approx(56.0, abs=0.5)
+    ali = [("path", str(TRACES / "alibaba_machine_usage.csv")), ("trace_memory", "128MiB"),
+           ("time_scale", 10)]
+    first = _grant(_demand(*ali))
+    other = _grant(_demand(*ali, ("trace_id", "m_1933")))
+    assert max(first) == pytest.approx(0.89 * 128, abs=0.5)
+    assert max(other) == pytest.approx(0.22 * 128, abs=0.5)
+
+
+@covers(*(_demand_field(k) for k in ("over", "region", "free_frac", "shape_min_frac",
+                                     "shape_max_frac", "shape_span")))
+def test_demand_size_limits_frees_and_shape():
+    """Above the region: an error naming file and line, or clipped; frees go back; reshaping.
+
+    With free page reporting, a free_frac of 1 gives back what the fall (128 to 16 MiB)
+    leaves, so GRANT ends near the curve's end (64 MiB) instead of at its peak; a shape
+    maps the curve's lowest and highest samples to those shares of the region (192 MiB).
+    """
+    with pytest.raises(ConfigError, match=r"plain\.csv:6: usage 128MiB is above"):
+        _demand(("region", "96MiB"))
+    clipped = _grant(_demand(("region", "96MiB"), ("over", "clip")))
+    assert max(clipped) == pytest.approx(96.0, abs=0.5)
+    fpr = ("vm.0.guest.free_page_reporting", True)
+    kept = _grant(_demand(fpr))
+    freed = _grant(_demand(fpr, ("free_frac", 1.0)))
+    assert kept[-1] == pytest.approx(128.0, abs=0.5)
+    assert freed[-1] < 80.0 and max(freed) == pytest.approx(128.0, abs=0.5)
+    wide = _grant(_demand(("shape_min_frac", 0.25), ("shape_max_frac", 0.75)))
+    assert wide[0] == pytest.approx(48.0, abs=0.5) and max(wide) == pytest.approx(144.0, abs=0.5)
+    high_floor = _grant(_demand(("shape_min_frac", 0.5), ("shape_max_frac", 0.75)))
+    assert high_floor[0] == pytest.approx(96.0, abs=0.5)
+    low_top = _grant(_demand(("shape_min_frac", 0.25), ("shape_max_frac", 0.5)))
+    assert max(low_top) == pytest.approx(96.0, abs=0.5)
+    # the shape over the first 20 s only (16 to 64 MiB): 64 MiB is the top at 5 s
+    span = _grant(_demand(("shape_min_frac", 0.25), ("shape_max_frac", 0.75),
+                          ("shape_span", "20s")))
+    assert span[5] == pytest.approx(144.0, abs=0.5)
+    assert span[5] > wide[5] + 20.0
+
+
+# A flat working set of 96 MiB (a shape of one level), sampled for three minutes: what
+# the references touch inside it moves the sampled active memory.
+FLAT = copy.deepcopy(DEMAND)
+FLAT["duration"] = "190s"
+FLAT["vm"][0]["workload"].update({"shape_min_frac": 0.5, "shape_max_frac": 0.5,
+                                  "refs_per_s": 100})
+#: (key, low, high, direction of ACTV at the end from low to high, other changes).
+ACTIVE_EFFECTS = [
+    ("refs_per_s", 20, 500, +1, ()),
+    ("popularity", "zipf", "uniform", +1, (("alpha", 1.5),)),
+    ("alpha", 0.5, 2.0, -1, (("popularity", "zipf"),)),
+    ("hot_pages_frac", 0.02, 0.5, +1, (("popularity", "hotcold"), ("hot_refs_frac", 1.0))),
+    ("hot_refs_frac", 0.5, 1.0, -1, (("popularity", "hotcold"), ("hot_pages_frac", 0.02))),
+]
+
+
+@covers(*(_demand_field(e[0]) for e in ACTIVE_EFFECTS))
+@pytest.mark.parametrize(("key", "low", "high", "sign", "other"), ACTIVE_EFFECTS,
+                         ids=[e[0] for e in ACTIVE_EFFECTS])
+def test_demand_popularity_moves_active_memory(key, low, high, sign, other):
+    lo = _demand(*other, (key, low), base=FLAT).last("vm")
+    hi = _demand(*other, (key, high), base=FLAT).last("vm")
+    assert lo["GRANT"] == pytest.approx(96.0, abs=0.5)
+    assert (hi["ACTV"] - lo["ACTV"]) * sign > 0, (lo["ACTV"], hi["ACTV"])
 
 
 # -- coverage -------------------------------------------------------------------------------

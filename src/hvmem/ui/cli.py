@@ -47,6 +47,11 @@ from hvmem.ui.report_cli import (  # noqa: E402
 
 app.command("report")(report_command)
 app.command("plot")(plot_command)
+# Scenarios and traces from real data (hvmem.ui.traces_cli): scenario from-traces, trace record.
+from hvmem.ui.traces_cli import scenario_app, trace_app  # noqa: E402
+
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(trace_app, name="trace")
 
 
 class Paging(StrEnum):

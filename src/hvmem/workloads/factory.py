@@ -14,6 +14,7 @@ import numpy as np
 from hvmem.errors import ConfigError
 from hvmem.workloads.base import Workload
 from hvmem.workloads.churn import ChurnWorkload
+from hvmem.workloads.demand import DemandParams, DemandWorkload
 from hvmem.workloads.generators import GENERATOR_WORKLOADS
 from hvmem.workloads.phases import PhasesWorkload
 from hvmem.workloads.replay import ReplayParams, ReplayWorkload
@@ -26,6 +27,7 @@ _WORKLOAD_OF: dict[type, type] = {
     PhasesParams: PhasesWorkload,
     ChurnParams: ChurnWorkload,
     ReplayParams: ReplayWorkload,
+    DemandParams: DemandWorkload,
 }
 
 
