@@ -138,7 +138,9 @@ def _page_shift(page_size: str) -> int:
 
     size_bytes = parse_size_bytes(page_size, what="--page-size")
     if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
-        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+        from hvmem.params import show_raw
+
+        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {show_raw(page_size)}")
     return size_bytes.bit_length() - 1
 
 
@@ -164,13 +166,12 @@ def tlb(
     detected automatically. A page maps to set (page number mod sets).
     """
     from hvmem.hardware.tlb import Tlb
+    from hvmem.ui.options import check_tlb, check_trace_format
     from hvmem.workloads.trace import iter_page_numbers
 
     page_shift = _page_shift(page_size)
-    if entries <= 0 or ways <= 0 or entries % ways:
-        raise HvmemError(
-            f"--entries {entries} --ways {ways}: need positive values, entries a multiple of ways"
-        )
+    check_tlb(entries, ways)
+    check_trace_format(pages, trace_format.value)
     fmt = "pages" if pages else trace_format.value
     sim = Tlb(entries, ways, "tlb")
     for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift):
@@ -203,6 +204,8 @@ def run(
     no_live: Annotated[
         bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
     ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
@@ -214,8 +217,13 @@ def run(
     import dataclasses
 
     from hvmem.scenario.loader import load_scenario
+    from hvmem.scenario.work_estimate import check_run, host_memory_errors
+    from hvmem.ui.options import check_policy, check_seed
 
-    scenario = load_scenario(_scenario_path(scenario_file))
+    check_seed(seed)
+    check_policy(policy)
+    file = _scenario_path(scenario_file)
+    scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
@@ -223,14 +231,20 @@ def run(
 
         run_scenario_on_qemu(scenario, policy, out, no_live)
         return
-    _simulate(scenario, policy, out, check_invariants, no_live)
+    check_run(scenario, str(file), force=force)
+    with host_memory_errors(str(file), scenario):
+        _simulate(scenario, policy, out, check_invariants, no_live)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
     """``scenario_file`` itself, or the shipped scenario of that name if no such file exists."""
     from hvmem.scenarios import builtin_scenario_names, builtin_scenario_path
 
-    if not scenario_file.exists() and str(scenario_file) in builtin_scenario_names():
+    try:
+        exists = scenario_file.exists()
+    except OSError:  # a name too long for a file: the loader says so
+        exists = False
+    if not exists and str(scenario_file) in builtin_scenario_names():
         return builtin_scenario_path(str(scenario_file))
     return scenario_file
 
@@ -260,11 +274,20 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
         columns = (TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total} s simulated"),
                    TimeRemainingColumn())
+        from hvmem.ui.progress import ProgressLine
+
+        line = None if console.is_terminal else ProgressLine(name, total_s)
+
+        def on_tick(s) -> None:
+            done_s = (s.now_ns + scenario.tick_ns) / 10**9
+            progress.update(task, completed=done_s)
+            if line is not None:  # nobody sees the bar: a line on stderr now and then
+                line.update(done_s)
+
         with Progress(*columns, console=console, transient=True,
                       disable=not console.is_terminal) as progress:
             task = progress.add_task(name, total=total_s)
-            result = sim.run(on_tick=lambda s: progress.update(
-                task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
+            result = sim.run(on_tick=on_tick)
     path = write_results(result, out_dir, overwrite=True)
     console.print(render_summary(result.summary()))
     state = "complete" if result.complete else "INCOMPLETE (interrupted)"
@@ -282,6 +305,8 @@ def compare(
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
 ) -> None:
     """Run one scenario under several policies, same seed, and compare them side by side."""
     import dataclasses
@@ -296,10 +321,21 @@ def compare(
     if unknown or not names:
         raise HvmemError(f"--policies: unknown {', '.join(unknown) or 'empty list'}; "
                          f"choose from {', '.join(POLICIES)}")
-    scenario = load_scenario(_scenario_path(scenario_file))
+    from hvmem.scenario.work_estimate import check_run, host_memory_errors
+    from hvmem.ui.options import check_seed
+
+    check_seed(seed)
+    file = _scenario_path(scenario_file)
+    scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
-    summaries = {name: Simulation(scenario, policy=name).run().summary() for name in names}
+    check_run(scenario, str(file), force=force)
+    from hvmem.ui.progress import tick_progress
+
+    with host_memory_errors(str(file), scenario):
+        summaries = {name: Simulation(scenario, policy=name).run(on_tick=tick_progress(
+            f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks)).summary()
+            for name in names}
     if as_json:
         typer.echo(json.dumps(summaries))
         return
@@ -341,10 +377,15 @@ def minfree(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show minFree and the free-memory threshold of each host memory state."""
+    from hvmem.params import show_raw
     from hvmem.policy.minfree import minfree_report
+    from hvmem.scenario.schema import HostConfig
+    from hvmem.ui.options import check_field
     from hvmem.units import parse_size_bytes
 
-    report = minfree_report(parse_size_bytes(memory, what="--memory"), profile)
+    memory_bytes = parse_size_bytes(memory, what="--memory")
+    check_field("--memory", memory_bytes, HostConfig, "memory_bytes", show_raw(memory))
+    report = minfree_report(memory_bytes, profile)
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -375,9 +416,10 @@ def bench_translate(
 ) -> None:
     """TLB only, nested and shadow translation, and pycachesim, over one Zipf stream."""
     from hvmem.bench import bench_translate as run
+    from hvmem.ui.options import check_count, check_seed
 
-    if refs <= 0:
-        raise HvmemError(f"--refs: expected a positive count, found {refs}")
+    check_count("--refs", refs)
+    check_seed(seed)
     result = run(refs, seed)
     if _print_bench(result, as_json):
         typer.echo(f"{'counts_match':40s} {result['counts_match']}")
@@ -429,6 +471,9 @@ def paging(
         raise HvmemError(f"--frames: expected a positive count, found {frames}")
     if seed < 0:
         raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    from hvmem.ui.options import check_trace_format
+
+    check_trace_format(pages, trace_format.value)
     page_shift = _page_shift(page_size)
     fmt = "pages" if pages else trace_format.value
     chunks = (vpns for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift))
@@ -472,6 +517,10 @@ def bench_host_command(
             raise HvmemError(f"--duration: expected a positive time, found {duration}")
     if scenario != "none":
         builtin_scenario_path(scenario)  # an unknown name fails before the long part
+    from hvmem.ui.options import MAX_BENCH_PAGES, check_count, check_seed
+
+    check_count("--scan-pages", scan_pages, MAX_BENCH_PAGES)
+    check_seed(seed)
     result = bench_host(seed, scan_pages)
     if scenario != "none":
         run = bench_scenario(scenario, duration_s)
@@ -491,13 +540,11 @@ def bench_guest(
 ) -> None:
     """Guest paging (LRU over a Zipf stream) and streaming Lackey trace parsing."""
     from hvmem.bench import bench_guest as run
+    from hvmem.ui.options import check_count, check_seed
 
-    if refs <= 0:
-        raise HvmemError(f"--refs: expected a positive count, found {refs}")
-    if lines <= 0:
-        raise HvmemError(f"--lines: expected a positive count, found {lines}")
-    if seed < 0:
-        raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    check_count("--refs", refs)
+    check_count("--lines", lines)
+    check_seed(seed)
     result = run(refs, lines, seed)
     if not _print_bench(result, as_json):
         return
