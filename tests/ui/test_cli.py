@@ -279,7 +279,7 @@ def test_tlb_bad_arguments(tmp_path):
     assert "--page-size" in user_error("tlb", path, "--page-size", "8KiB")
     assert "--page-size" in user_error("tlb", path, "--page-size", "huge")
     assert "--entries" in user_error("tlb", path, "--entries", "6", "--ways", "4")
-    assert "--entries" in user_error("tlb", path, "--ways", "0")
+    assert "--ways" in user_error("tlb", path, "--ways", "0")
     assert "no such file" in user_error("tlb", tmp_path / "absent.txt")
 
 

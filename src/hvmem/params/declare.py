@@ -291,14 +291,24 @@ class Param:
             if isinstance(raw, bool) or not isinstance(raw, str | int | float):
                 raise ConfigError(f"expected {self.type_phrase()}, found {show_raw(raw)}")
             time_ns = self._parse(parse_time_ns, raw)
-            return time_ns if self.unit == "ns" else time_ns / _TIME_SCALE[self.unit]
+            if self.unit == "ns":
+                return time_ns
+            return self._finite(raw, lambda: time_ns / _TIME_SCALE[self.unit])
         if kind is Kind.COST:
             if isinstance(raw, str):
-                return float(self._parse(parse_time_ns, raw))
+                time_ns = self._parse(parse_time_ns, raw)
+                return self._finite(raw, lambda: float(time_ns))
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"expected {self.type_phrase()}, found {show_raw(raw)}")
-            return float(raw)
+            return self._finite(raw, lambda: float(raw))
         return raw
+
+    def _finite(self, raw: Any, convert: Any) -> float:
+        """``convert()``, a float; a value too large for one is out of bounds, not a crash."""
+        try:
+            return convert()
+        except OverflowError:
+            raise ConfigError(f"expected {self.expected()}, found {show_raw(raw)}") from None
 
     def _parse(self, parser: Any, raw: Any) -> int:
         try:
@@ -491,12 +501,21 @@ def _is_int(value: object) -> bool:
 
 
 def _is_real(value: object) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float (10**400): no number a field takes
+        return False
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python prints
+        return f"an integer of about {int(value).bit_length() * 0.30103:.0f} digits"  # type: ignore[call-overload]
+    except RecursionError:
+        return "a value nested too deeply to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -28,7 +28,13 @@ integer counts bytes), times strings such as `"15s"`, `"250ms"` or `"10min"`
 (ns, us, ms, s, min, h). A `[[vm]]` table may stand for several VMs (`count`).
 A wrong value, an unknown key or a missing required one is one line naming the
 file and the TOML path (`demo.toml: vm[2].workload.alpha: expected ..., found
-...`); `vm[2]` is the third `[[vm]]` table of the file.
+...`); `vm[2]` is the third `[[vm]]` table of the file. The file is UTF-8 (a
+byte-order mark is allowed), at most 1 MiB, nested at most 32 tables or arrays
+deep. Every number has bounds a real host could need (below); before a run
+starts, `hvmem run` and `hvmem compare` estimate the RAM it needs (against
+`MemAvailable`) and its work (ticks x VMs x references, at most 10^11), and
+refuse a larger run with the field to change, unless `--force`
+(`hvmem/scenario/work_estimate.py`).
 
 `[policy.params]` holds the parameters of the policy `[policy] name` names (a
 key of another policy is refused as unknown); the idle tax and the balance

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from typing import Any
 from hvmem.errors import ConfigError
 from hvmem.params import Kind, Param, declared, read, relocate, show_raw, write
 from hvmem.scenario.schema import BackendConfig, Scenario, VmConfig
+from hvmem.scenario.toml_file import MAX_DEPTH, depth_of, read_toml, show_path
 from hvmem.scenario.workload_table import WORKLOAD_KINDS, read_workload, write_workload
 from hvmem.workloads.content import ContentParams
 
@@ -60,19 +60,12 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read a scenario file.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or a field is wrong (one line
+        ConfigError: the file is missing, not a UTF-8 TOML file of at most 1 MiB
+            (:mod:`hvmem.scenario.toml_file`), or a field is wrong (one line
             naming the file, the TOML path, what was expected and what was found).
     """
     file = os.fspath(path)
-    try:
-        with open(file, "rb") as handle:
-            doc = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a directory, not a scenario file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+    doc = read_toml(file, "scenario file")
     return parse_scenario(doc, file)
 
 
@@ -87,10 +80,16 @@ def parse_scenario(doc: Mapping[str, Any], file: str = "<scenario>") -> Scenario
     Raises:
         ConfigError: as :func:`load_scenario`.
     """
+    shown = show_path(file)
+    if depth_of(doc) > MAX_DEPTH:  # before anything walks it, or shows a part of it
+        raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels of arrays or "
+                          "tables)", file=shown)
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"expected a document (a table), found {show_raw(doc)}", file=shown)
     try:
         return _scenario(doc, Path(file))
     except ConfigError as err:
-        raise ConfigError(err.message, path=err.path, file=file) from None
+        raise ConfigError(err.message, path=err.path, file=shown) from None
 
 
 def _scenario(doc: Mapping[str, Any], file: Path) -> Scenario:

@@ -23,18 +23,32 @@ its VMs and, per VM, guest processes with the regions they map::
 Every field has a default except the region addresses and sizes. A wrong field
 is reported on one line naming the file, the path of the field
 (``vm[0].process[1].regions[2].gva``), what was expected and what was found.
+Memory sizes have a scenario's bounds (a host up to 64 TiB, a VM up to 6 TiB,
+``HostConfig`` and ``VmConfig``), and the machine must fit the RAM this
+computer has available (:mod:`hvmem.scenario.work_estimate`), both checked
+before anything is allocated. The file itself is read as a scenario file is
+(:mod:`hvmem.scenario.toml_file`: UTF-8, at most 1 MiB).
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from hvmem.errors import ConfigError
+from hvmem.hardware.frames import MAX_OWNERS
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.machine import Machine, MachineConfig
-from hvmem.units import PAGE_SHIFT, PAGE_SIZE_BYTES, parse_size_bytes
+from hvmem.params import declared, show_raw
+from hvmem.scenario.schema import HostConfig, VmConfig
+from hvmem.scenario.toml_file import read_toml, show_path
+from hvmem.scenario.work_estimate import (
+    BASE_BYTES,
+    HOST_BYTES_PER_PAGE,
+    VM_BYTES_PER_PAGE,
+    check_ram,
+)
+from hvmem.units import PAGE_SHIFT, PAGE_SIZE_BYTES, parse_size_bytes, size_text
 
 
 class _Fields:
@@ -55,11 +69,12 @@ class _Fields:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, expected: str) -> ConfigError:
-        return ConfigError(
-            f"{self.file}: {self.where(key)}: expected {expected}, found {self.table[key]!r}"
-        )
+        found = show_raw(self.table[key])
+        return ConfigError(f"{self.file}: {self.where(key)}: expected {expected}, found {found}")
 
-    def size(self, key: str, default: str | None = None) -> int:
+    def size(self, key: str, default: str | None = None, *, bound: tuple[type, str] | None = None
+             ) -> int:
+        """A size; ``bound`` is the (class, field) of a scenario whose bounds it has."""
         if key not in self.table:
             if default is None:
                 raise ConfigError(
@@ -72,6 +87,10 @@ class _Fields:
             raise ConfigError(f"{self.file}: {err}") from None
         if size_bytes % PAGE_SIZE_BYTES or size_bytes == 0:
             raise self.error(key, "a positive whole number of 4 KiB pages")
+        if bound is not None:
+            wanted = declared(*bound).param.problem(size_bytes)
+            if wanted is not None:
+                raise self.error(key, wanted)
         return size_bytes
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
@@ -121,14 +140,8 @@ def load_machine(path: str | Path) -> Machine:
     Raises:
         ConfigError: the file is missing, not TOML, or a field is wrong.
     """
-    file = str(path)
-    try:
-        with open(path, "rb") as handle:
-            doc = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+    file = show_path(path)
+    doc = read_toml(path, "machine file")
     top = _Fields(file, "", doc, {"host", "vm"})
     host = _Fields(file, "host", doc.get("host", {}), {"memory", "paging", "tlb", "pwc_entries"})
     tlb = _Fields(file, "host.tlb", host.table.get("tlb", {}), {"entries", "ways"})
@@ -136,16 +149,23 @@ def load_machine(path: str | Path) -> Machine:
     ways = tlb.integer("ways", 4, 1, 1 << 16)
     if entries % ways:
         raise ConfigError(f"{file}: host.tlb: {entries} entries do not split into sets of {ways}")
+    host_bytes = host.size("memory", "64MiB", bound=(HostConfig, "memory_bytes"))
+    vms = top.array("vm")
+    if not vms:
+        raise ConfigError(f"{file}: vm: the machine needs at least one [[vm]]")
+    if len(vms) > MAX_OWNERS:
+        raise ConfigError(f"{file}: vm: expected at most {MAX_OWNERS} [[vm]] tables (a host's "
+                          f"frame owners), found {len(vms)}")
+    vm_bytes = [_Fields(file, f"vm[{i}]", t, {"name", "memory", "process"}).size(
+        "memory", "16MiB", bound=(VmConfig, "memory_bytes")) for i, t in enumerate(vms)]
+    _check_ram(file, host_bytes, vm_bytes)
     machine = Machine(MachineConfig(
-        host_memory_bytes=host.size("memory", "64MiB"),
+        host_memory_bytes=host_bytes,
         paging=host.choice("paging", "nested", PAGING_MODES),
         tlb_entries=entries,
         tlb_ways=ways,
         pwc_entries=host.integer("pwc_entries", 0, 0, 1 << 12),
     ))
-    vms = top.array("vm")
-    if not vms:
-        raise ConfigError(f"{file}: vm: the machine needs at least one [[vm]]")
     for i, vm_table in enumerate(vms):
         vm = _Fields(file, f"vm[{i}]", vm_table, {"name", "memory", "process"})
         name = vm.table.get("name", f"vm{i}")
@@ -153,7 +173,7 @@ def load_machine(path: str | Path) -> Machine:
             raise vm.error("name", "a non-empty string")
         if name in machine.vms:
             raise vm.error("name", "a name no other vm has")
-        machine.add_vm(name, vm.size("memory", "16MiB"))
+        machine.add_vm(name, vm_bytes[i])
         for j, proc_table in enumerate(vm.array("process")):
             proc = _Fields(file, f"vm[{i}].process[{j}]", proc_table, {"asid", "regions"})
             asid = proc.integer("asid", j + 1, 1, 4094)
@@ -175,3 +195,17 @@ def load_machine(path: str | Path) -> Machine:
                 except ConfigError as err:
                     raise ConfigError(f"{file}: {region.path}: {err}") from None
     return machine
+
+
+def _check_ram(file: str, host_bytes: int, vm_bytes: list[int]) -> None:
+    """The machine's frame table and VMs fit the RAM available, or an error naming the field."""
+    host_ram = (host_bytes >> PAGE_SHIFT) * HOST_BYTES_PER_PAGE
+    vm_ram = [(b >> PAGE_SHIFT) * VM_BYTES_PER_PAGE["mmu"] for b in vm_bytes]
+    if host_ram >= sum(vm_ram):
+        where: tuple[str | int, ...] = ("host", "memory")
+        what = f"a host of {size_text(host_bytes)}"
+    else:
+        i = max(range(len(vm_ram)), key=vm_ram.__getitem__)
+        where = ("vm", i, "memory")
+        what = f"a VM of {size_text(vm_bytes[i])}"
+    check_ram(BASE_BYTES + host_ram + sum(vm_ram), where, what, file=file, forced_by=None)

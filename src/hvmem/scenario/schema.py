@@ -152,9 +152,10 @@ WorkloadParams = (UniformParams | ZipfParams | HotColdParams | ScanParams | Idle
 WORKLOAD_TYPES = (UniformParams, ZipfParams, HotColdParams, ScanParams, IdleParams,
                   PhasesParams, ChurnParams, ReplayParams, DemandParams)
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# At most 128 characters: a scenario's name goes into its results directory's name.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _NAME_EXPECT = ("a name of letters, digits, '-', '_' and '.' (not starting with a punctuation "
-                "mark)")
+                "mark), at most 128 characters")
 _MAX_SALT = (1 << 63) - 1
 # Bounds a real host fits in (assumed: ESXi 8 takes 24 TB hosts and 24 TB VMs; the model
 # keeps frame numbers of a VM in int32, so a VM stays below 8 TiB).

@@ -26,7 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from hvmem.errors import ConfigError
-from hvmem.params import Kind, Param, construct, keys, read, refuse_unknown, show_raw, write
+from hvmem.params import (
+    Kind,
+    Param,
+    construct,
+    declared,
+    keys,
+    read,
+    refuse_unknown,
+    show_raw,
+    write,
+)
+from hvmem.scenario.toml_file import show_path
 from hvmem.units import PAGE_SHIFT, size_text
 from hvmem.workloads.content import ContentParams
 from hvmem.workloads.demand import DemandParams
@@ -129,6 +140,10 @@ def _phases(table: Mapping[str, Any], path: tuple[str | int, ...],
             given: dict[str, Any]) -> PhasesParams:
     kwargs = read(PhasesParams, table, path, skip=("phases", "base"), extra=("kind",))
     region = kwargs["region_pages"]
+    wanted = declared(PhasesParams, "region_pages").param.problem(region)
+    if wanted is not None:  # before the phases are placed in it
+        raise ConfigError(f"expected {wanted}, found {show_raw(table['region'])}",
+                          path=(*path, "region"))
     first_vpn = kwargs.get("first_vpn", DEFAULT_FIRST_VPN)
     inherit = {**given, "process": kwargs.get("process", 0),
                "file_backed": kwargs.get("file_backed", False)}
@@ -200,12 +215,23 @@ def _replay(table: Mapping[str, Any], path: tuple[str | int, ...], given: dict[s
         raise ConfigError(f"expected a trace file name, found {show_raw(trace)}",
                           path=(*path, "path"))
     if trace != "-":
-        resolved = Path(trace).expanduser()
+        shown = repr(show_path(trace))
+        try:
+            resolved = Path(trace).expanduser()
+        except RuntimeError:  # ~user of no user: no home directory to expand to
+            raise ConfigError(f"expected a trace file name whose ~ names a home directory, "
+                              f"found {shown}", path=(*path, "path")) from None
         if not resolved.is_absolute():
             resolved = base_dir / resolved
-        if not resolved.is_file():
+        try:
+            exists = resolved.is_file()
+        except (OSError, ValueError) as err:  # a name too long; a NUL byte
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise ConfigError(f"expected a trace file name, found {shown} ({why})",
+                              path=(*path, "path")) from None
+        if not exists:
             raise ConfigError(f"expected an existing trace file (looked for "
-                              f"{str(resolved)!r}), found {trace!r}", path=(*path, "path"))
+                              f"{show_path(resolved)!r}), found {shown}", path=(*path, "path"))
         trace = str(resolved)
     return construct(ReplayParams, {**kwargs, **given, "path": trace}, path)
 

@@ -153,7 +153,9 @@ def _page_shift(page_size: str) -> int:
 
     size_bytes = parse_size_bytes(page_size, what="--page-size")
     if size_bytes not in (PAGE_SIZE_BYTES, 2 * MIB, GIB):
-        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {page_size!r}")
+        from hvmem.params import show_raw
+
+        raise HvmemError(f"--page-size: expected 4KiB, 2MiB or 1GiB, found {show_raw(page_size)}")
     return size_bytes.bit_length() - 1
 
 
@@ -179,13 +181,12 @@ def tlb(
     detected automatically. A page maps to set (page number mod sets).
     """
     from hvmem.hardware.tlb import Tlb
+    from hvmem.ui.options import check_tlb, check_trace_format
     from hvmem.workloads.trace import iter_page_numbers
 
     page_shift = _page_shift(page_size)
-    if entries <= 0 or ways <= 0 or entries % ways:
-        raise HvmemError(
-            f"--entries {entries} --ways {ways}: need positive values, entries a multiple of ways"
-        )
+    check_tlb(entries, ways)
+    check_trace_format(pages, trace_format.value)
     fmt = "pages" if pages else trace_format.value
     sim = Tlb(entries, ways, "tlb")
     for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift):
@@ -221,6 +222,8 @@ def run(
     report: Annotated[bool, typer.Option(
         "--report", help="Also write RESULTS/report.html (hvmem report) and print its path.")
     ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
@@ -232,8 +235,13 @@ def run(
     import dataclasses
 
     from hvmem.scenario.loader import load_scenario
+    from hvmem.scenario.work_estimate import check_run, host_memory_errors
+    from hvmem.ui.options import check_policy, check_seed
 
-    scenario = load_scenario(_scenario_path(scenario_file))
+    check_seed(seed)
+    check_policy(policy)
+    file = _scenario_path(scenario_file)
+    scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
@@ -243,14 +251,20 @@ def run(
         if report:
             typer.echo(f"report: {report_of_directory(path)}")
         return
-    _simulate(scenario, policy, out, check_invariants, no_live, report=report)
+    check_run(scenario, str(file), force=force)
+    with host_memory_errors(str(file), scenario):
+        _simulate(scenario, policy, out, check_invariants, no_live, report=report)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
     """``scenario_file`` itself, or the shipped scenario of that name if no such file exists."""
     from hvmem.scenarios import builtin_scenario_names, builtin_scenario_path
 
-    if not scenario_file.exists() and str(scenario_file) in builtin_scenario_names():
+    try:
+        exists = scenario_file.exists()
+    except OSError:  # a name too long for a file: the loader says so
+        exists = False
+    if not exists and str(scenario_file) in builtin_scenario_names():
         return builtin_scenario_path(str(scenario_file))
     return scenario_file
 
@@ -280,11 +294,20 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
         columns = (TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total} s simulated"),
                    TimeRemainingColumn())
+        from hvmem.ui.progress import ProgressLine
+
+        line = None if console.is_terminal else ProgressLine(name, total_s)
+
+        def on_tick(s) -> None:
+            done_s = (s.now_ns + scenario.tick_ns) / 10**9
+            progress.update(task, completed=done_s)
+            if line is not None:  # nobody sees the bar: a line on stderr now and then
+                line.update(done_s)
+
         with Progress(*columns, console=console, transient=True,
                       disable=not console.is_terminal) as progress:
             task = progress.add_task(name, total=total_s)
-            result = sim.run(on_tick=lambda s: progress.update(
-                task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
+            result = sim.run(on_tick=on_tick)
     path = write_results(result, out_dir, overwrite=True)
     console.print(render_summary(result.summary()))
     state = "complete" if result.complete else "INCOMPLETE (interrupted)"
@@ -306,6 +329,8 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     report: Annotated[Path | None, typer.Option(
         help="Also write an HTML report of the runs side by side to this file.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
 ) -> None:
     """Run one scenario under several policies, same seed, and compare them side by side."""
     import dataclasses
@@ -320,10 +345,20 @@ def compare(
     if unknown or not names:
         raise HvmemError(f"--policies: unknown {', '.join(unknown) or 'empty list'}; "
                          f"choose from {', '.join(POLICIES)}")
-    scenario = load_scenario(_scenario_path(scenario_file))
+    from hvmem.scenario.work_estimate import check_run, host_memory_errors
+    from hvmem.ui.options import check_seed
+
+    check_seed(seed)
+    file = _scenario_path(scenario_file)
+    scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
-    runs = {name: Simulation(scenario, policy=name).run() for name in names}
+    check_run(scenario, str(file), force=force)
+    from hvmem.ui.progress import tick_progress
+
+    with host_memory_errors(str(file), scenario):
+        runs = {name: Simulation(scenario, policy=name).run(on_tick=tick_progress(
+            f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks)) for name in names}
     summaries = {name: run.summary() for name, run in runs.items()}
     if as_json:
         typer.echo(json.dumps(summaries))
@@ -371,10 +406,15 @@ def minfree(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show minFree and the free-memory threshold of each host memory state."""
+    from hvmem.params import show_raw
     from hvmem.policy.minfree import minfree_report
+    from hvmem.scenario.schema import HostConfig
+    from hvmem.ui.options import check_field
     from hvmem.units import parse_size_bytes
 
-    report = minfree_report(parse_size_bytes(memory, what="--memory"), profile)
+    memory_bytes = parse_size_bytes(memory, what="--memory")
+    check_field("--memory", memory_bytes, HostConfig, "memory_bytes", show_raw(memory))
+    report = minfree_report(memory_bytes, profile)
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -405,9 +445,10 @@ def bench_translate(
 ) -> None:
     """TLB only, nested and shadow translation, and pycachesim, over one Zipf stream."""
     from hvmem.bench import bench_translate as run
+    from hvmem.ui.options import check_count, check_seed
 
-    if refs <= 0:
-        raise HvmemError(f"--refs: expected a positive count, found {refs}")
+    check_count("--refs", refs)
+    check_seed(seed)
     result = run(refs, seed)
     if _print_bench(result, as_json):
         typer.echo(f"{'counts_match':40s} {result['counts_match']}")
@@ -459,6 +500,9 @@ def paging(
         raise HvmemError(f"--frames: expected a positive count, found {frames}")
     if seed < 0:
         raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    from hvmem.ui.options import check_trace_format
+
+    check_trace_format(pages, trace_format.value)
     page_shift = _page_shift(page_size)
     fmt = "pages" if pages else trace_format.value
     chunks = (vpns for vpns, _ in iter_page_numbers(str(trace), fmt, page_shift))
@@ -502,6 +546,10 @@ def bench_host_command(
             raise HvmemError(f"--duration: expected a positive time, found {duration}")
     if scenario != "none":
         builtin_scenario_path(scenario)  # an unknown name fails before the long part
+    from hvmem.ui.options import MAX_BENCH_PAGES, check_count, check_seed
+
+    check_count("--scan-pages", scan_pages, MAX_BENCH_PAGES)
+    check_seed(seed)
     result = bench_host(seed, scan_pages)
     if scenario != "none":
         run = bench_scenario(scenario, duration_s)
@@ -521,13 +569,11 @@ def bench_guest(
 ) -> None:
     """Guest paging (LRU over a Zipf stream) and streaming Lackey trace parsing."""
     from hvmem.bench import bench_guest as run
+    from hvmem.ui.options import check_count, check_seed
 
-    if refs <= 0:
-        raise HvmemError(f"--refs: expected a positive count, found {refs}")
-    if lines <= 0:
-        raise HvmemError(f"--lines: expected a positive count, found {lines}")
-    if seed < 0:
-        raise HvmemError(f"--seed: expected a non-negative integer, found {seed}")
+    check_count("--refs", refs)
+    check_count("--lines", lines)
+    check_seed(seed)
     result = run(refs, lines, seed)
     if not _print_bench(result, as_json):
         return
