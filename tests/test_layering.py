@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "sim_batches": 5,
     "sim_rows": 5,
     "sim_backend": 5,
+    "sim_events": 5,
     "results": 5,
     "machine": 5,
     "bench": 5,
@@ -67,7 +68,8 @@ ROOT_PACKAGE_LAYER = 7
 SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hypervisor"})}
 # Importer package -> modules it must not import, although their layer allows it.
 KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim", "hvmem.sim_vm", "hvmem.sim_batches",
-                                       "hvmem.sim_rows", "hvmem.sim_backend")}
+                                       "hvmem.sim_rows", "hvmem.sim_backend",
+                                       "hvmem.sim_events")}
 
 
 def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:

@@ -83,8 +83,8 @@ def test_balloon_max_caps_the_balloon_and_the_plan():
     The uncapped run shows the policy would balloon the idle VM further, so the cap
     is what holds both the balloon and the plan.
     """
-    cap_mib = 8.0
-    capped = run(("vm.0.guest.balloon_max", "8MiB"))
+    cap_mib = 4.0
+    capped = run(("vm.0.guest.balloon_max", "4MiB"))
     uncapped = run()
     assert _all(capped.column("idle", "MCTLMAX")) == pytest.approx(cap_mib)
     assert max(capped.column("idle", "MCTLSZ")) <= cap_mib + MIB_EPS
@@ -385,6 +385,121 @@ def test_demand_popularity_moves_active_memory(key, low, high, sign, other):
     hi = _demand(*other, (key, high), base=FLAT).last("vm")
     assert lo["GRANT"] == pytest.approx(96.0, abs=0.5)
     assert (hi["ACTV"] - lo["ACTV"]) * sign > 0, (lo["ACTV"], hi["ACTV"])
+# -- sampling, scan caps, page content, events -------------------------------------------
+def _first(r: Run, vm: str, column: str) -> float:
+    """The time of the first row of ``vm`` whose ``column`` is above zero."""
+    return next(row["time_s"] for row in r.vm_rows[vm] if row[column] > 0)
+
+
+@covers("host.sampling.period")
+def test_sampling_period_sets_when_the_averages_move():
+    """A period ends, and the slow average (%ACTVS) first moves, at 30 s instead of 60 s."""
+    assert _first(run(("host.sampling.period", "30s")), "idle", "ACTVS") == 30.0
+    assert _first(run(), "idle", "ACTVS") == 60.0
+
+
+@covers("host.sampling.sample_pages")
+def test_sample_pages_sets_the_estimates_resolution():
+    """One page a period: the touched fraction is 0 or 1, so TCHD is 0 or all of memory."""
+    coarse = {row["TCHD"] for row in run(("host.sampling.sample_pages", 1)).vm_rows["busy"]}
+    assert coarse <= {0.0, 192.0}
+    assert len({row["TCHD"] for row in run().vm_rows["busy"]}) > 2
+
+
+@covers("host.sampling.fast_time_constant", "host.sampling.slow_time_constant")
+def test_time_constants_set_how_fast_the_averages_move():
+    """Longer time constants: smaller steps, so lower averages while the busy VM grows."""
+    base = run()
+    slow = run(("host.sampling.fast_time_constant", "10min"),
+               ("host.sampling.slow_time_constant", "30min"))
+    assert slow.last("busy")["ACTVF"] < base.last("busy")["ACTVF"] - 5.0
+    assert slow.last("busy")["ACTVS"] < base.last("busy")["ACTVS"] - 5.0
+
+
+@covers("host.sampling.min_active_frac")
+def test_min_active_frac_floors_the_estimate():
+    """ACTV never below the floor: 10 % of 192 MiB, against the profile's 1 %."""
+    floored = run(("host.sampling.min_active_frac", 0.1))
+    assert min(floored.column("busy", "ACTV")) == pytest.approx(19.2, abs=0.01)
+    assert min(run().column("busy", "ACTV")) == pytest.approx(1.92, abs=0.01)
+
+
+# The scanner at 2000 pages/s per VM goes over each VM's 192 MiB in 25 s, so what sharing
+# finds shows within the run (by default it takes an hour per VM).
+FAST_SCAN = ("host.sharing.scan_rate_pages_per_s", 2000.0)
+
+
+@covers("host.sharing.scan_total_pages_per_s", "host.sharing.cpu_ghz")
+def test_host_scan_cap_limits_what_sharing_finds():
+    """A host cap of 1 page/s (set, or as Mem.ShareScanGHz of a 1 MHz host) shares less.
+
+    Seen at 9 s, while the scanner alone shares: later, share-before-swap shares too.
+    """
+    base = at_time(run(FAST_SCAN), "idle", 9.0)["SHRD"]
+    assert base > 2.0
+    for change in (("host.sharing.scan_total_pages_per_s", 1.0),
+                   ("host.sharing.cpu_ghz", 0.001)):
+        assert at_time(run(FAST_SCAN, change), "idle", 9.0)["SHRD"] < 0.1 * base
+
+
+@covers("vm[].content.dup_frac")
+def test_dup_frac_makes_a_vm_share_with_itself():
+    """Pages held twice share within the VM (salting within): SHRD up."""
+    assert run(FAST_SCAN, ("vm.0.content.dup_frac", 0.5)).last("idle")["SHRD"] > (
+        run(FAST_SCAN).last("idle")["SHRD"] + 20.0)
+
+
+@covers("vm[].guest.kernel_bytes_per_page")
+def test_kernel_memory_is_taken_at_boot():
+    """64 B per 4 KiB page of a 192 MiB guest: 3 MiB the guest's programs never get."""
+    none = run(("vm.0.guest.kernel_bytes_per_page", 0))
+    assert none.vm_rows["idle"][0]["guest_free_mib"] == pytest.approx(
+        run().vm_rows["idle"][0]["guest_free_mib"] + 3.0)
+
+
+@covers(("vm[].workload.phases[].content", 'kind = "phases"'))
+def test_a_phase_sets_its_content():
+    """The idle VM's first phase writes zeroes (a guest zeroing memory at boot): ZERO up."""
+    zeroed = run(FAST_SCAN, ("vm.0.workload.phases.0.content",
+                             {"zero_frac": 1.0, "image_frac": 0.0}))
+    assert zeroed.last("idle")["ZERO"] > run(FAST_SCAN).last("idle")["ZERO"] + 50.0
+
+
+def at_time(r: Run, vm: str, time_s: float) -> dict:
+    return next(row for row in r.vm_rows[vm] if row["time_s"] == time_s)
+
+
+def _events(*events: dict) -> dict:
+    doc = copy.deepcopy(BASE)
+    doc["event"] = list(events)
+    return doc
+
+
+TAX_OFF_AT_60S = _events({"at": "60s", "set": {"policy.idle_tax_frac": 0.0}})
+BUSY_OFF_AT_60S = _events({"at": "60s", "vm": "busy", "power": "off"})
+IDLE_PHASE_1_AT_4S = _events({"at": "4s", "vm": "idle", "phase": 1})
+
+
+@covers("event[].at", "event[].set")
+def test_an_event_sets_a_field_at_its_time():
+    """The tax switched off at 60 s: the idle VM ends with a higher target than taxed."""
+    r = run(base=TAX_OFF_AT_60S)
+    assert r.last("idle")["SZTGT"] > run().last("idle")["SZTGT"] + 10.0
+    assert at_time(r, "idle", 45.0)["SZTGT"] == at_time(run(), "idle", 45.0)["SZTGT"]
+
+
+@covers("event[].vm", "event[].power")
+def test_an_event_powers_a_vm_off():
+    """busy powered off at 60 s: its last row is the tick before."""
+    assert run(base=BUSY_OFF_AT_60S).vm_rows["busy"][-1]["time_s"] == 59.0
+    assert run().vm_rows["busy"][-1]["time_s"] == 149.0
+
+
+@covers("event[].phase")
+def test_an_event_starts_a_phase():
+    """The idle VM's scan stops at 4 s instead of 8 s: about half the memory written by 9 s."""
+    assert at_time(run(base=IDLE_PHASE_1_AT_4S), "idle", 9.0)["GRANT"] < (
+        at_time(run(), "idle", 9.0)["GRANT"] - 40.0)
 
 
 # -- coverage -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 What happens each tick (``scenario.tick_ns``, 1 s by default)::
 
+    scheduled events whose time has come (scenario/events.py, sim_events.py)
     power on VMs whose time has come (admission control), power off others
     every running VM: its workload's accesses for the tick, served by its guest
         kernel (faults, guest reclaim and swap) over the host's memory bus
@@ -51,6 +52,7 @@ of it) and ``sim_rows.py`` (each tick's rows and the per-VM sharing tally).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -74,9 +76,11 @@ from hvmem.policy.samples import SharingMode
 from hvmem.policy.state_tracker import StateTracker, large_page_breaking
 from hvmem.policy.states import MemState, actions
 from hvmem.results import RunResult
+from hvmem.scenario.events import EventConfig
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend
 from hvmem.sim_batches import tick_batches
+from hvmem.sim_events import EventSchedule, describe
 from hvmem.sim_rows import SharingTally, TickRows
 from hvmem.sim_vm import SimVm
 from hvmem.units import MIB, ns_to_s, pages_to_mib
@@ -122,6 +126,7 @@ class Simulation:
                              self.sharing_tally)
         self._share_rng = self.streams.stream("hypervisor/sharing")
         self._large_page_rng = self.streams.stream("hypervisor/large_pages")
+        self.schedule = EventSchedule(scenario)
         # The balloon drivers poll, and report free pages, on the host's clock.
         self._balloon_poll = Period(POLL_PERIOD_NS)
         self._page_report = Period(REPORT_PERIOD_NS)
@@ -148,7 +153,8 @@ class Simulation:
                                free_page_reporting=g.free_page_reporting)
         driver = BalloonDriver(kernel, device, enabled=g.balloon_enabled)
         balloon = BalloonHost(host_vm, device, max_pages=cfg.balloon_max_pages)
-        sampler = ActiveMemorySampler(n, self.streams.stream(f"sampling/{cfg.name}"))
+        sampler = ActiveMemorySampler(n, self.streams.stream(f"sampling/{cfg.name}"),
+                                      self.scenario.host.sampling)
         host_vm.sampler = sampler
         workload = make_workload(cfg.workload, self.streams.stream(f"workload/{cfg.name}"),
                                  name=cfg.name,
@@ -170,6 +176,32 @@ class Simulation:
         hv.paging = _PoweredOff()
         del self.vms[vm.config.name]
         self.event("power_off", vm.config.name, "")
+
+    def _run_event(self, event: EventConfig) -> None:
+        """Carry out a scheduled event (``sim_events.py``), before the tick's VMs run."""
+        schedule = self.schedule
+        self.event("scheduled", event.vm or "", describe(event, self.scenario))
+        for path, value in event.changes:
+            part = schedule.set(path, value)
+            if part == "policy" and hasattr(self.policy, "params"):
+                self.policy.params = schedule.policy.for_policy(self.policy.name).params
+            elif part == "host":
+                self.backend.host = schedule.host
+            elif path[3:path.rindex(".")] in self.vms:  # vm.NAME.KEY; a name may hold dots
+                vm = self.vms[path[3:path.rindex(".")]]
+                vm.config = schedule.vm(vm.config.name)
+        running = self.vms.get(event.vm or "")
+        if event.power == "off" and running is not None:
+            self._power_off(running)
+        elif event.power == "on" and running is None:
+            cfg = schedule.vm(event.vm or "")
+            if cfg.power_off_ns is not None and cfg.power_off_ns <= self.now_ns:
+                schedule.replace_vm(replace(cfg, power_off_ns=None))  # on again for good
+            self._power_on(schedule.vm(event.vm or ""))
+        if event.phase is not None and running is not None:
+            start_phase = getattr(running.workload, "start_phase", None)
+            if start_phase is not None:
+                start_phase(event.phase, self.now_ns)
 
     def event(self, kind: str, vm: str, detail: str) -> None:
         """Record an event of the run at the current time."""
@@ -196,7 +228,10 @@ class Simulation:
     def _tick(self, tick_ns: int) -> None:
         sc, host, now = self.scenario, self.host, self.now_ns
         host.now_ns = now
-        for cfg in sc.vms:
+        for event in self.schedule.due(now):
+            self._run_event(event)
+        sharing = self.schedule.host.sharing
+        for cfg in map(self.schedule.vm, (c.name for c in sc.vms)):
             if cfg.power_on_ns <= now < cfg.power_on_ns + tick_ns and cfg.name not in self.vms:
                 self._power_on(cfg)
         for vm in list(self.vms.values()):
@@ -245,10 +280,11 @@ class Simulation:
             drawn = vm.sampler.advance(now)
             if drawn is not None and self.mmu_fidelity:
                 vm.host_vm.arm_sampling(drawn)  # their next touch traps [OSDI02 §5.3]
-        if sc.host.sharing.enabled:  # as the latest plan has the scanner run
-            mode, rate = self.backend.sharing(sc.host.sharing.scan_rate_pages_per_s)
+        if sharing.enabled:  # as the latest plan has the scanner run
+            mode, rate = self.backend.sharing(sharing.scan_rate_pages_per_s)
             if mode is SharingMode.RUN:
-                host.scan_for_sharing(tick_ns, self._share_rng, rate)
+                host.scan_for_sharing(tick_ns, self._share_rng, rate,
+                                      sharing.scan_total_pages_per_s)
             elif mode is SharingMode.UNMERGE:
                 self.backend.unmerge()
         self.state = self.tracker.update(pages_to_mib(host.frames.n_free))
@@ -256,7 +292,7 @@ class Simulation:
         # a bounded number per tick from CLEAR down (Host docs) [YB-STATES6][YB-LP6].
         host.break_large_pages_for_state(
             large_page_breaking(self.state, pages_to_mib(host.frames.n_free), self.thresholds),
-            tick_ns, self._large_page_rng, share=sc.host.sharing.enabled)
+            tick_ns, self._large_page_rng, share=sharing.enabled)
         plans = self.controller.step(ns_to_s(now))
         if plans is not None:
             for name, plan in plans.items():

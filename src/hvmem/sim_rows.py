@@ -6,14 +6,16 @@ Columns carry esxtop's names ([TECHNICLOUD][TECHJOCKEY][MIQUEL][SLOWE-ESXTOP];
 Sizes are MiB, rates MiB per second of the tick::
 
     host  time_s tick_s total_mib free_mib minfree_mib state
-    vm    time_s tick_s vm MEMSZ GRANT SZTGT TCHD ACTV MCTLSZ MCTLTGT MCTLMAX
+    vm    time_s tick_s vm MEMSZ GRANT SZTGT TCHD ACTV ACTVS ACTVF ACTVN MCTLSZ MCTLTGT MCTLMAX
           SWCUR SWTGT SWR/s SWW/s ZIP/s UNZIP/s CACHEUSD ZIPPED SHRD ZERO SHRDSVD
           LPAGE guest_free_mib guest_swap_mib throughput slowdown
           [TLBMISS/s WALKREF/s HIDFLT/s in mmu fidelity]
 
-GRANT is what machine memory backs (private and shared pages); TCHD and ACTV
-are both the sampled working set; a rate is the growth of its counter since
-the VM's previous row. ``throughput`` is the share of the tick the VM did its
+GRANT is what machine memory backs (private and shared pages); TCHD what the
+running sample says the guest touches now, ACTV the estimate the idle tax uses,
+ACTVS, ACTVF and ACTVN its slow, fast and current averages (esxtop's %ACTVS,
+%ACTVF, %ACTVN as MiB; ``hypervisor/sampling.py``); a rate is the growth of its
+counter since the VM's previous row. ``throughput`` is the share of the tick the VM did its
 own work (``max(0, 1 - stall / tick)``) and ``slowdown`` ``(tick + stall) / tick``.
 
 Page sharing per VM (SHRD, ZERO, SHRDSVD) comes from :class:`SharingTally`,
@@ -113,14 +115,17 @@ class TickRows:
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall = stall_ns.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall / tick_ns)
-            plan = vm.plan
+            plan, sampler = vm.plan, vm.sampler
             self.result.vm_rows.append({
                 "time_s": now_s, "tick_s": tick_s, "vm": name,
                 "MEMSZ": pages_to_mib(hv.n_ppns),
                 "GRANT": pages_to_mib(n_private + n_shared),
                 "SZTGT": plan.target_mib if plan else pages_to_mib(hv.n_ppns),
-                "TCHD": pages_to_mib(vm.sampler.active_pages),
-                "ACTV": pages_to_mib(vm.sampler.active_pages),
+                "TCHD": pages_to_mib(sampler.pages(sampler.touched_frac)),
+                "ACTV": pages_to_mib(sampler.active_pages),
+                "ACTVS": pages_to_mib(sampler.pages(sampler.slow)),
+                "ACTVF": pages_to_mib(sampler.pages(sampler.fast)),
+                "ACTVN": pages_to_mib(sampler.pages(sampler.current)),
                 "MCTLSZ": pages_to_mib(vm.balloon.size_pages),
                 "MCTLTGT": pages_to_mib(vm.balloon.target_pages),
                 "MCTLMAX": pages_to_mib(vm.balloon.max_pages),

@@ -6,7 +6,7 @@ from hvmem.guest.kernel import GuestConfig, GuestKernel
 from hvmem.guest.pages import PageKind
 from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.tlb import Tlb
-from hvmem.hypervisor.sampling import ActiveMemorySampler, SamplerConfig
+from hvmem.hypervisor.sampling import ActiveMemorySampler, SamplerConfig, time_constant_ns
 from hvmem.units import NS_PER_S
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
 
@@ -51,9 +51,11 @@ def test_current_period_counts_incrementally():
     sample = s.advance(0)
     assert s.active_frac == pytest.approx(0.01)  # the floor
     s.observe(sample[:50])
-    assert s.current == pytest.approx(0.25)  # fast 0 + 0.5 * (0.5 - 0)
+    gain = s.config.fast_gain  # 0.75 a 60 s period: 1 - exp(-60 / 43.3)
+    assert gain == pytest.approx(0.75, abs=1e-3)
+    assert s.current == pytest.approx(0.5 * gain)  # fast 0 + gain * (0.5 - 0)
     s.observe(sample[:50])  # repeats count once
-    assert s.current == pytest.approx(0.25)
+    assert s.current == pytest.approx(0.5 * gain)
 
 
 def test_periods_roll_on_time():
@@ -66,8 +68,10 @@ def test_periods_roll_on_time():
 def test_bad_config():
     with pytest.raises(ConfigError, match="sample_pages"):
         SamplerConfig(sample_pages=0)
-    with pytest.raises(ConfigError, match="fast_gain"):
-        SamplerConfig(fast_gain=1.5)
+    with pytest.raises(ConfigError, match="fast_time_constant"):
+        SamplerConfig(fast_time_constant_ns=0)
+    with pytest.raises(ConfigError, match="slow_time_constant"):
+        SamplerConfig(slow_time_constant_ns=NS_PER_S)
 
 
 # -- sampling by traps (mmu fidelity) --------------------------------------------------
@@ -85,7 +89,10 @@ def trapping_guest(make_host, make_vm, paging):
     kernel = GuestKernel(GuestConfig(memory_pages=N_PPNS), host_vm, tables,
                          np.random.default_rng(0), mmu=mmu)
     kernel.apply_op(MemoryOp(MemoryOpKind.MAP, 0, 0, REGION))
-    s = sampler(N_PPNS, sample_pages=400, period_ns=NS_PER_S)
+    # 1 s periods, with the averages' gains per period those of ESX's 30 s (0.5, 0.2).
+    s = sampler(N_PPNS, sample_pages=400, period_ns=NS_PER_S,
+                fast_time_constant_ns=time_constant_ns(0.5, NS_PER_S),
+                slow_time_constant_ns=time_constant_ns(0.2, NS_PER_S))
     host_vm.sampler = s
     return host, host_vm, kernel, s
 

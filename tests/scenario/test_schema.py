@@ -82,7 +82,8 @@ def test_guest_config_matches_the_settings():
                                       reclaim_policy="clock", n_processes=3))
     assert vm.guest_config() == GuestConfig(memory_pages=GIB // 4096,
                                             swap_pages=256 * MIB // 4096, swap_device="hdd",
-                                            reclaim_policy="clock", n_processes=3)
+                                            reclaim_policy="clock", n_processes=3,
+                                            kernel_bytes_per_page=64)
 
 
 def test_running_at():

@@ -59,8 +59,10 @@ def test_idle_tax_has_equal_shares_and_a_switchable_tax():
     s = load_scenario(path)
     assert len(s.vms) == 2
     assert s.vms[0].shares == s.vms[1].shares
-    assert s.policy.idle_tax_frac == 0.75
-    assert "idle_tax_frac = 0.0" in path.read_text()  # the comment says how to switch it off
+    assert s.policy.idle_tax_frac == 0.0  # off at first, switched on by an event mid-run
+    [event] = s.events
+    assert event.changes == (("policy.idle_tax_frac", 0.75),)
+    assert 0 < event.at_ns < s.duration_ns
 
 
 def test_sharing_guests_share_an_image_across_vms():

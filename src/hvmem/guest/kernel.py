@@ -113,6 +113,23 @@ class GuestKernel(KernelState):
             Process(i, AddressSpace(i + 1, tables, self._alloc_table_page))
             for i in range(config.n_processes)
         ]
+        if config.kernel_pages:
+            self._boot_kernel_memory(config.kernel_pages)
+
+    def _boot_kernel_memory(self, n_pages: int) -> None:
+        """Take and write the kernel's memory sized by configured memory (struct pages).
+
+        It stays whatever the balloon takes later, so a guest ballooned down to
+        N MiB has less left for its programs than one configured with N MiB
+        [OSDI02 §3.2]. Its contents are this guest's own data: tokens keyed by a
+        draw from the guest's stream, incompressible (size code 255).
+        """
+        n_pages = min(n_pages, self.allocator.n_free)
+        ppns = self.allocator.alloc(n_pages)
+        self.kind[ppns] = PageKind.KERNEL
+        key = np.uint64(self.rng.integers(1, 1 << 62)) << np.uint64(8)
+        tokens = (key ^ (ppns.astype(np.uint64) << np.uint64(9))) | np.uint64(0xFF)
+        self.memory.write_pages(ppns, tokens)
 
     # -- allocation ------------------------------------------------------------------
     def _alloc_table_page(self) -> int:

@@ -37,6 +37,7 @@ class PageKind(IntEnum):
     FILE = 2  # page cache of a file mapping; dropped (or written back) on eviction
     TABLE = 3  # a page-table page; never evicted
     BALLOON = 4  # pinned by the balloon driver
+    KERNEL = 5  # the kernel's own, sized by configured memory (struct page); never freed
 
 
 def pte_frames(ptes: np.ndarray) -> np.ndarray:

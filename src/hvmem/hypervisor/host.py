@@ -185,13 +185,15 @@ class Host:
         return vm
 
     def scan_for_sharing(self, elapsed_ns: int, rng: np.random.Generator,
-                         rate_pages_per_s: float | None = None) -> int:
+                         rate_pages_per_s: float | None = None,
+                         total_pages_per_s: float | None = None) -> int:
         """Run the page-sharing scanner for ``elapsed_ns``: random pages of every VM.
 
         Each VM is scanned at ``rate_pages_per_s`` (by default a whole VM per
-        Mem.ShareScanTime, capped at Mem.ShareRateMax). Returns frames freed.
+        Mem.ShareScanTime, capped at Mem.ShareRateMax), the host at most at
+        ``total_pages_per_s`` in all (Mem.ShareScanTotal). Returns frames freed.
         """
-        return scan_vms(self.vms, elapsed_ns, rng, rate_pages_per_s)
+        return scan_vms(self.vms, elapsed_ns, rng, rate_pages_per_s, total_pages_per_s)
 
     def break_large_pages_for_state(self, breaking: str, elapsed_ns: int,
                                     rng: np.random.Generator, share: bool = True) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hvmem.params import Declared, Kind, Param, declarations
 from hvmem.policy.policies import POLICIES
+from hvmem.scenario.events import SET, EventConfig
 from hvmem.scenario.loader import COUNT
 from hvmem.scenario.schema import PolicyConfig, Scenario, VmConfig
 from hvmem.scenario.workload_table import GENERATOR_KINDS, KIND, WORKLOAD_KINDS
@@ -76,6 +77,8 @@ def _fields(cls: type, table: str, when: str, *,
             yield ScenarioField(table, d.key, when, cls, d.name, p)
         if cls is VmConfig and d.name == "name":
             yield ScenarioField(table, "count", when, None, "", COUNT)
+        if cls is EventConfig and d.name == "at_ns":
+            yield ScenarioField(table, "set", when, None, "", SET)
     for d in nested:
         sub = _join(table, d.key or "")
         if cls is VmConfig and d.name == "workload":

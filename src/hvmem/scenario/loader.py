@@ -11,6 +11,7 @@ default, bounds, meaning, source), generated from the same declarations by
     [policy]                      # name, balance_period, idle_tax_frac
     [policy.params]               # the named policy's own parameters
     [backend]                     # where the VMs run (default: the simulator)
+    [[event]]                     # at = "31min", set = { "policy.idle_tax_frac" = 0.75 }
     [timing]                      # cost overrides: a number of ns or a time
     [[vm]]                        # one or more: name and memory required;
     count = 3                     #   web-1, web-2, web-3
@@ -39,11 +40,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hvmem.errors import ConfigError
 from hvmem.params import Kind, Param, declared, read, relocate, show_raw, write
+from hvmem.scenario.events import EventConfig, read_set, write_set
 from hvmem.scenario.schema import BackendConfig, Scenario, VmConfig
 from hvmem.scenario.toml_file import MAX_DEPTH, depth_of, read_toml, show_path
 from hvmem.scenario.workload_table import WORKLOAD_KINDS, read_workload, write_workload
@@ -93,7 +96,7 @@ def parse_scenario(doc: Mapping[str, Any], file: str = "<scenario>") -> Scenario
 
 
 def _scenario(doc: Mapping[str, Any], file: Path) -> Scenario:
-    kwargs = read(Scenario, doc, (), skip=("vms",))
+    kwargs = read(Scenario, doc, (), skip=("vms", "events"))
     if "name" not in doc:
         kwargs["name"] = re.sub(r"[^A-Za-z0-9_.-]+", "-", file.stem).strip("-._") or "scenario"
     fidelity = kwargs.get("fidelity", "page")
@@ -115,13 +118,36 @@ def _scenario(doc: Mapping[str, Any], file: Path) -> Scenario:
             origin.append(i)
     kwargs["vms"] = tuple(vms)
     try:
-        return Scenario(**kwargs)
+        scenario = Scenario(**kwargs)
+        return _with_events(scenario, doc.get("event", []))
     except ConfigError as err:
         moved = relocate(err, Scenario, kwargs, ())
         path = list(moved.path)
         if path[:1] == ["vm"] and len(path) > 1 and isinstance(path[1], int):
             path[1] = origin[path[1]]
         raise ConfigError(moved.message, path=path) from None
+
+
+def _with_events(scenario: Scenario, tables: Any) -> Scenario:
+    """``scenario`` with the ``[[event]]`` tables (read once the VMs they name are known)."""
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"expected an array of tables ([[event]]), found {show_raw(tables)}",
+                          path=("event",))
+    events = []
+    for i, table in enumerate(tables):
+        kwargs = read(EventConfig, table, ("event", i), extra=("set",))
+        if "set" in table:
+            try:
+                kwargs["changes"] = read_set(scenario, table["set"])
+            except ConfigError as err:
+                raise ConfigError(err.message, path=("event", i, "set", *err.path)) from None
+        try:
+            events.append(EventConfig(**kwargs))
+        except ConfigError as err:
+            raise relocate(err, EventConfig, kwargs, ("event", i)) from None
+    if not events:
+        return scenario
+    return replace(scenario, events=tuple(events))
 
 
 def _vms(table: Mapping[str, Any], path: tuple[str | int, ...], fidelity: str,
@@ -159,9 +185,12 @@ def dump_scenario(scenario: Scenario) -> dict[str, Any]:
     strings, numbers and booleans only (ready for JSON or a TOML writer). The
     ``[backend]`` table is left out while it is the default (the simulator).
     """
-    doc = write(scenario, skip=("vms", "backend"))
+    doc = write(scenario, skip=("vms", "backend", "events"))
     doc["vm"] = [{**write(vm, skip=("workload",)), "workload": write_workload(vm.workload)}
                  for vm in scenario.vms]
     if scenario.backend != BackendConfig():
         doc["backend"] = write(scenario.backend)
+    if scenario.events:
+        doc["event"] = [{**write(e), **({"set": write_set(scenario, e.changes)}
+                                         if e.changes else {})} for e in scenario.events]
     return doc

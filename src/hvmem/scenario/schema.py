@@ -31,6 +31,7 @@ Defaults resolved on construction (so a built object is always explicit):
 * ``GuestSettings.swap_bytes`` None -> the VM's configured memory.
 * ``CompressionConfig.enabled`` None -> as the profile: yes for esxi5/esxi6,
   no for esx4 (compression arrived in ESX 4.1 [VI-41]).
+* ``SamplerConfig.period_ns``, ``min_active_frac`` None -> as the profile.
 * ``GuestSettings.balloon_max_bytes`` stays None: the host's cap applies,
   ``Mem.CtlMaxPercent`` = 65 % of configured memory ([LAMW], as
   ``sched.mem.maxmemctl`` = -1 [NERDBLURT]).
@@ -61,13 +62,15 @@ from hvmem.guest.config import GuestConfig
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC
-from hvmem.hypervisor.reclaim.sharing import SALTING_MODES
+from hvmem.hypervisor.reclaim.sharing import SALTING_MODES, profile_scan_rates
+from hvmem.hypervisor.sampling import SamplerConfig
 from hvmem.params import check, choice, fail, flag, frac, number, size, table, text, time, whole
 from hvmem.policy.entitlement import DEFAULT_TAX_FRAC, MAX_TAX_FRAC
 from hvmem.policy.policies import POLICY_NAMES, PolicyConfig
 from hvmem.policy.samples import SHARES_PER_MIB
 from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
 from hvmem.replacement.names import RECLAIM_POLICIES, SWAP_SELECTIONS
+from hvmem.scenario.events import EventConfig, check_events
 from hvmem.units import (
     GIB,
     MIB,
@@ -246,8 +249,16 @@ class SharingConfig:
                           source="[KB2097593]")
     scan_rate_pages_per_s: float | None = number(
         None, "pages scanned per second per VM", lo=0.0, lo_open=True, hi=1e6, unit="1/s",
-        optional=True, none="as ESX: a whole VM per 60 min (Mem.ShareScanTime), at most 1024/s",
-        source="[LAMW]")
+        optional=True, none="as the profile: esx4 50/s (ShareScanVM); esxi5, esxi6 a whole VM "
+        "per 60 min (Mem.ShareScanTime), at most 1024/s", source="[ESX25-p343][LAMW]")
+    scan_total_pages_per_s: float | None = number(
+        None, "pages scanned per second by the whole host (Mem.ShareScanTotal)", lo=0.0,
+        lo_open=True, hi=1e8, unit="1/s", optional=True, none="as the profile: esx4 200/s; "
+        "esxi5, esxi6 Mem.ShareScanGHz 4 MB/s per GHz of cpu_ghz",
+        source="[ESX25-p343][VS4-ATTR][LAMW]")
+    cpu_ghz: float = number(20.0, "host CPU capacity Mem.ShareScanGHz scales the host's scan "
+                            "cap with (cores x clock)", lo=0.0, lo_open=True, hi=1e5,
+                            unit="GHz", source="assumed: 8 cores at 2.5 GHz")
 
     def __post_init__(self) -> None:
         check(self)
@@ -287,6 +298,8 @@ class HostConfig:
     sharing: SharingConfig = table(SharingConfig, "page sharing", factory=SharingConfig)
     compression: CompressionConfig = table(CompressionConfig, "memory compression",
                                            factory=CompressionConfig)
+    sampling: SamplerConfig = table(SamplerConfig, "active-memory sampling",
+                                    factory=SamplerConfig)
     tlb_entries: int = whole(64, "TLB entries per vCPU (mmu fidelity)", lo=1, hi=1 << 16,
                              key="tlb.entries")
     tlb_ways: int = whole(4, "TLB associativity (entries split into sets of this many)", lo=1,
@@ -309,6 +322,12 @@ class HostConfig:
             raise ConfigError(f"expected false with profile {self.profile!r} (memory compression "
                               "arrived in ESX 4.1), found true",
                               path=("HostConfig", "compression", "enabled"))
+        _set(self, "sampling", self.sampling.for_profile(self.profile))
+        sh = self.sharing
+        rates = profile_scan_rates(self.profile, sh.scan_rate_pages_per_s,
+                                   sh.scan_total_pages_per_s, sh.cpu_ghz)
+        _set(self, "sharing", replace(sh, scan_rate_pages_per_s=rates[0],
+                                      scan_total_pages_per_s=rates[1]))
         if self.tlb_ways > self.tlb_entries or self.tlb_entries % self.tlb_ways:
             raise fail(self, "tlb_ways", f"a divisor of the {self.tlb_entries} TLB entries")
         if self.large_pages is None:
@@ -375,6 +394,9 @@ class GuestSettings:
     balloon_max_bytes: int | None = _bytes(
         None, "the largest balloon (sched.mem.maxmemctl)", hi=_MAX_VM_BYTES, optional=True,
         none="the host's cap, Mem.CtlMaxPercent 65 % of memory", source="[VS4-ATTR][LAMW]")
+    kernel_bytes_per_page: int = whole(64, "kernel memory per 4 KiB page of memory (page-frame "
+                                       "array), kept when ballooned; 0: none", lo=0, hi=4096,
+                                       source="Linux struct page; [OSDI02 §3.2]")
 
     def __post_init__(self) -> None:
         check(self)
@@ -481,7 +503,8 @@ class VmConfig:
         return GuestConfig(memory_pages=self.memory_pages,
                            swap_pages=(g.swap_bytes or 0) >> PAGE_SHIFT,
                            swap_device=g.swap_device, reclaim_policy=g.reclaim_policy,
-                           n_processes=g.n_processes)
+                           n_processes=g.n_processes,
+                           kernel_bytes_per_page=g.kernel_bytes_per_page)
 
     def running_at(self, t_ns: int) -> bool:
         """True if the VM is powered on at ``t_ns``."""
@@ -516,6 +539,9 @@ class Scenario:
                               default=DEFAULT_COSTS)
     backend: BackendConfig = table(BackendConfig, "where the VMs run: the simulator or real "
                                    "QEMU guests", factory=BackendConfig)
+    events: tuple[EventConfig, ...] = table(EventConfig, "scheduled changes, one [[event]] "
+                                            "table each (scenario/events.py)", factory=tuple,
+                                            array=True, key="event")
 
     def __post_init__(self) -> None:
         check(self)
@@ -543,6 +569,8 @@ class Scenario:
             vms.append(vm)
         _set(self, "vms", tuple(vms))
         self._check_admission()
+        _set(self, "events", tuple(self.events))
+        check_events(self)
 
     def _check_admission(self) -> None:
         """Admission control at time 0: reservations + overheads must fit [OSDI02 §6.2]."""

@@ -20,6 +20,7 @@ parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,9 +167,14 @@ def _phases(table: Mapping[str, Any], path: tuple[str | int, ...],
                               + ("both" if "kind" in item else "neither"), path=at)
         timing = {k: v for k, v in item.items() if k in ("duration", "offset")}
         if "working_set" in item:
-            refuse_unknown(item, ("duration", "working_set", "offset"), at)
+            refuse_unknown(item, ("duration", "working_set", "offset", "content"), at)
             timing["working_set"] = item["working_set"]
         phase_kw = read(Phase, timing, at)
+        if "content" in item:  # the phase's own mix, over the VM's
+            own_mix = read(ContentParams, _table(item["content"], (*at, "content")),
+                           (*at, "content"))
+            phase_kw["content"] = construct(ContentParams, {**_fields_of(given["content"]),
+                                                            **own_mix}, (*at, "content"))
         offset = phase_kw.get("offset_pages", 0)
         if offset >= region:
             raise ConfigError(f"expected an offset inside the phased region "
@@ -184,7 +190,7 @@ def _phases(table: Mapping[str, Any], path: tuple[str | int, ...],
                                   path=(*at, "working_set"))
             phases.append(construct(Phase, phase_kw, at))
             continue
-        own = {k: v for k, v in item.items() if k not in ("duration", "offset")}
+        own = {k: v for k, v in item.items() if k not in ("duration", "offset", "content")}
         pages = read(RegionParams, {"region": own["region"]}, at)["region_pages"] \
             if "region" in own else rest
         if pages > rest:
@@ -257,6 +263,11 @@ def _demand(table: Mapping[str, Any], path: tuple[str | int, ...], given: dict[s
                               f"{str(resolved)!r}), found {trace!r}", path=(*path, "path"))
         trace = str(resolved)
     return construct(DemandParams, {**kwargs, **given, "path": trace}, path)
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as constructor arguments."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def _pages_text(pages: int) -> str:

@@ -285,9 +285,15 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
     total_s = scenario.n_ticks * scenario.tick_ns / 10**9
     if console.is_terminal and not no_live:
         # The esxtop-style screen, refreshed as simulated time passes.
+        from hvmem.sim_events import latest_note
         from hvmem.ui.top import LiveTop
 
-        with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s) as view:
+        def status(row: dict) -> str:  # the default, and the latest scheduled event
+            done_s = row["time_s"] + row["tick_s"]
+            return f"   simulated {done_s:.0f} s of {total_s:.0f}{latest_note(sim.result.events)}"
+
+        with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s,
+                     status) as view:
             result = sim.run(on_tick=lambda s: view.update(s.result.host_rows,
                                                            s.result.vm_rows))
     else:

@@ -23,6 +23,13 @@ Three kinds of page, after what the ESX papers find worth sharing
   percent of memory, while a more diverse workload might result in savings of
   less than five percent" [VS41-TPS]; sharing excluding zero pages is
   generally below 15 % [BARKER12].
+* **duplicate pages**: data this VM holds twice, at two page numbers (a
+  library or a file in the page cache loaded twice, the same buffer copied):
+  the pages come in pairs, VPNs ``2j`` and ``2j + 1``, whose tokens are equal
+  and keyed by the workload's key, so they share within the VM but with no
+  other VM. Sharing within one VM is most of what sharing finds: about 90 % of
+  it in [BARKER12]; before this class a single VM shared only zero pages.
+  ``dup_frac`` is the share of pages in such pairs (0 by default).
 * **private pages**: data only this VM has. Every write stores a fresh token, a
   hash of the workload's key (one per VM and workload), the page and a running
   count of the entries the model has served, so a private page changes content
@@ -30,12 +37,14 @@ Three kinds of page, after what the ESX papers find worth sharing
   hint frames of [OSDI02 §4.2] expect.
 
 Which kind a page is depends only on (image, page number) and the workload's
-fractions: the page's class hash ``u`` in [0, 1) puts it in ``image`` if
-``u < image_frac``, in ``zero`` if ``u < image_frac + zero_frac``, else
-``private``. Two VMs of the same image and fractions agree page by page, and a
-VM with a smaller ``image_frac`` has a subset of the image pages of one with a
-larger fraction. Page numbers are guest-virtual page numbers (VPNs), so "the
-same region" means the same VPNs.
+fractions: a hash of the page's pair ``v // 2`` makes both pages of the pair
+``duplicate`` with probability ``dup_frac``; otherwise the page's class hash
+``u`` in [0, 1) puts it in ``image`` if ``u < image_frac / (1 - dup_frac)``,
+in ``zero`` below ``(image_frac + zero_frac) / (1 - dup_frac)``, else
+``private`` (so each fraction is a share of all pages). Two VMs of the same
+image and fractions agree page by page, and a VM with a smaller ``image_frac``
+has a subset of the image pages of one with a larger fraction. Page numbers are
+guest-virtual page numbers (VPNs), so "the same region" means the same VPNs.
 
 Compressibility
 ---------------
@@ -125,6 +134,8 @@ _SALT_CLASS = np.uint64(0x3C6E_F372_FE94_F82B)
 _SALT_IMAGE = np.uint64(0xA54F_F53A_5F1D_36F1)
 _SALT_PRIVATE = np.uint64(0x510E_527F_ADE6_82D1)
 _SALT_SIZE = np.uint64(0x9B05_688C_2B3E_6C1F)
+_SALT_DUP = np.uint64(0x1F83_D9AB_FB41_BD6B)
+_PAIR = np.uint64(1)
 _S32 = np.uint64(32)
 _S9 = np.uint64(9)
 _S16 = np.uint64(16)
@@ -141,6 +152,7 @@ class PageClass(IntEnum):
     PRIVATE = 0
     IMAGE = 1
     ZERO = 2
+    DUPLICATE = 3
 
 
 def name_key(kind: str, name: str) -> int:
@@ -209,15 +221,21 @@ class ContentParams:
     zero_frac: float = frac(0.10, "share of pages written with zeroes",
                             source="about 11 % in one zswap workload [MAGENHEIMER13] "
                             "(module essay)")
+    dup_frac: float = frac(0.0, "share of pages this VM holds twice (pairs of equal "
+                           "pages: libraries, page cache loaded twice)",
+                           source="assumed; sharing is mostly within a VM [BARKER12]")
     private_compressibility: Compressibility = table(
         Compressibility, "how the private pages compress", factory=Compressibility)
 
     def __post_init__(self) -> None:
         check(self)
-        i, z = self.image_frac, self.zero_frac
+        i, z, d = self.image_frac, self.zero_frac, self.dup_frac
         if i + z > 1.0 + 1e-12:
             raise fail(self, "zero_frac", "image_frac + zero_frac at most 1",
                        f"{i} + {z} = {i + z}")
+        if i + z + d > 1.0 + 1e-12:
+            raise fail(self, "dup_frac", "image_frac + zero_frac + dup_frac at most 1",
+                       f"{i} + {z} + {d} = {i + z + d}")
 
 
 # ------------------------------------------------------------------------- kernels
@@ -237,23 +255,27 @@ def _select(mask, a, b):
 
 @njit(cache=True, nogil=True)
 def _tokens_kernel(vpn, is_write, counter0, image_key, vm_key, image_cut, zero_cut,
-                   img_c1, img_c2, prv_c1, prv_c2, out):
+                   dup_cut, img_c1, img_c2, prv_c1, prv_c2, out):
     """Tokens for the written entries (0 where not written).
 
     Branch-free and without a loop-carried counter on purpose: the class, the
     size band and the write flag are random per entry, so branches on them
     mispredict often, and independent iterations let LLVM vectorise the hashing.
     The private counter is the entry's index, so it is unique per write too.
+    A duplicate page (``dup_cut`` 0: none) is keyed by its pair, not its write.
     """
     for i in range(vpn.shape[0]):
         v = np.uint64(vpn[i])
         w = np.uint64(is_write[i])
+        pair = v >> _PAIR
+        dup = _U64_0 - np.uint64(_class_hash(image_key ^ _SALT_DUP, pair) < dup_cut)
         u = _class_hash(image_key, v)
-        img = _U64_0 - np.uint64(u < image_cut)  # all ones for an image page
-        nonzero = _U64_0 - (np.uint64(u >= zero_cut) | np.uint64(u < image_cut))
+        img = ~dup & (_U64_0 - np.uint64(u < image_cut))  # all ones for an image page
+        nonzero = dup | (_U64_0 - (np.uint64(u >= zero_cut) | np.uint64(u < image_cut)))
         base_img = mix64(image_key ^ mix64(v ^ _SALT_IMAGE))
         base_prv = mix64(vm_key ^ mix64(v ^ mix64((counter0 + np.uint64(i)) ^ _SALT_PRIVATE)))
-        base = _select(img, base_img, base_prv)
+        base_dup = mix64(vm_key ^ mix64(pair ^ _SALT_DUP))
+        base = _select(dup, base_dup, _select(img, base_img, base_prv))
         c1 = _select(img, img_c1, prv_c1)
         c2 = _select(img, img_c2, prv_c2)
         # Size code: band [0, 64), [64, 128) or [128, 256) by 32 hash bits, then
@@ -272,9 +294,13 @@ def _tokens_kernel(vpn, is_write, counter0, image_key, vm_key, image_cut, zero_c
 
 
 @njit(cache=True)
-def _classes_kernel(vpn, image_key, image_cut, zero_cut, out):
+def _classes_kernel(vpn, image_key, image_cut, zero_cut, dup_cut, out):
     for i in range(vpn.shape[0]):
-        u = _class_hash(image_key, np.uint64(vpn[i]))
+        v = np.uint64(vpn[i])
+        if _class_hash(image_key ^ _SALT_DUP, v >> _PAIR) < dup_cut:
+            out[i] = 3
+            continue
+        u = _class_hash(image_key, v)
         out[i] = 1 if u < image_cut else (2 if u < zero_cut else 0)
 
 
@@ -323,9 +349,11 @@ class ContentModel:
         self.params = params
         self.vm_key = int(vm_key) & ((1 << 64) - 1)
         self.image_key = name_key("image", params.image.name)
-        cut_i = int(round(params.image_frac * _U32))
-        cut_z = int(round(min(1.0, params.image_frac + params.zero_frac) * _U32))
-        self._cuts = (cut_i, cut_z)
+        rest = 1.0 - params.dup_frac  # the others are shares of all pages (module essay)
+        scale = 1.0 / rest if rest > 0 else 0.0
+        cut_i = int(round(min(1.0, params.image_frac * scale) * _U32))
+        cut_z = int(round(min(1.0, (params.image_frac + params.zero_frac) * scale) * _U32))
+        self._cuts = (cut_i, cut_z, int(round(params.dup_frac * _U32)))
         self._img = params.image.compressibility._cuts()
         self._prv = params.private_compressibility._cuts()
         #: Entries served so far; entry ``k`` of the model's life has counter ``k``,
@@ -354,7 +382,8 @@ class ContentModel:
         out = np.empty(vpn.shape[0], dtype=np.uint64)
         _tokens_kernel(vpn, is_write, np.uint64(self.counter), np.uint64(self.image_key),
                            np.uint64(self.vm_key), np.uint64(self._cuts[0]),
-                           np.uint64(self._cuts[1]), np.uint64(self._img[0]),
+                           np.uint64(self._cuts[1]), np.uint64(self._cuts[2]),
+                           np.uint64(self._img[0]),
                            np.uint64(self._img[1]), np.uint64(self._prv[0]),
                            np.uint64(self._prv[1]), out)
         self.counter += vpn.shape[0]
@@ -365,5 +394,5 @@ class ContentModel:
         vpn = np.ascontiguousarray(vpn, dtype=np.int64)
         out = np.empty(vpn.shape[0], dtype=np.int8)
         _classes_kernel(vpn, np.uint64(self.image_key), np.uint64(self._cuts[0]),
-                        np.uint64(self._cuts[1]), out)
+                        np.uint64(self._cuts[1]), np.uint64(self._cuts[2]), out)
         return out

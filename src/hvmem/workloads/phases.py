@@ -69,6 +69,15 @@ class PhasesWorkload:
         i = int(np.searchsorted(bounds, r, side="right"))
         return i, cycle * self._cycle_ns + int(bounds[i])
 
+    def start_phase(self, index: int, now_ns: int) -> None:
+        """Run phase ``index`` from ``now_ns`` on (a scheduled event).
+
+        The schedule's clock moves so that the phase begins now, and goes on
+        from there as usual.
+        """
+        begin = int(self._bounds_ns[index - 1]) if index else 0
+        self._start_ns = now_ns - begin
+
     def next_batch(self, now_ns: int, tick_ns: int) -> AccessBatch:
         """The tick's references, split at phase boundaries."""
         if self._start_ns is None:

@@ -267,6 +267,10 @@ class Phase:
                                          none="the phase's own generator")
     offset_pages: int = size(0, "where the phase's pages start within the phased region",
                              unit="pages", lo=0, hi=_MAX_REGION_SIZE_PAGES)
+    content: ContentParams | None = table(
+        ContentParams, "the page mix this phase's writes store, over the VM's (a guest zeroing "
+        "its memory at boot: zero_frac = 1.0)", default=None, optional=True,
+        none="the VM's content")
 
     def __post_init__(self) -> None:
         check(self, skip=("params",))  # the schedule checks it, knowing the phase's index
@@ -334,6 +338,8 @@ class PhasesParams:
                                              first_vpn=self.first_vpn + off, process=self.process)
             if params.fidelity != self.fidelity:
                 params = dataclasses.replace(params, fidelity=self.fidelity)
+            if phase.content is not None and params.content != phase.content:
+                params = dataclasses.replace(params, content=phase.content)
             out.append((duration_ns, params))
         return tuple(out)
 

@@ -30,7 +30,14 @@ each VM's configured salt (ShareForceSalting=1: equal salts share)
 [KB2097593][LAMW]. Zero pages follow the same rule.
 
 Scan rate: by default a whole VM per ``Mem.ShareScanTime`` = 60 minutes, capped
-at ``Mem.ShareRateMax`` = 1024 pages/s per VM [VS4-ATTR][LAMW].
+at ``Mem.ShareRateMax`` = 1024 pages/s per VM [VS4-ATTR][LAMW]. Besides the
+per-VM rate the host caps its total scan rate, as ESX always has
+[OSDI02 §4.3]: ESX 2.5's ``ShareScanTotal`` = 200 pages/s (with ``ShareScanVM``
+= 50 pages/s per VM) [ESX25-p343], vSphere's ``Mem.ShareScanGHz`` = 4 MB/s per
+GHz of host CPU [VS4-ATTR][LAMW] (1024 pages/s per GHz). When the VMs' rates add
+up to more than the cap, each VM's is scaled down by the same factor, so the
+scanner's time is divided among the VMs as their own rates would divide it
+(how ESX divides it is not published).
 
 Data layout: open addressing over one array of two-word slots (key; frame and
 kind), indexed by the key's high bits, so a probe costs one cache line; a Numba
@@ -95,6 +102,9 @@ from hvmem.units import ns_to_s
 SALTING_MODES = ("across", "within", "explicit")
 SHARE_SCAN_TIME_S = 3600  # Mem.ShareScanTime: scan a whole VM per 60 minutes [VS4-ATTR]
 SHARE_RATE_MAX_PAGES_PER_S = 1024  # Mem.ShareRateMax, per VM [VS4-ATTR][LAMW]
+SHARE_SCAN_VM_PAGES_PER_S = 50  # ESX 2.5 ShareScanVM, per VM [ESX25-p343]
+SHARE_SCAN_TOTAL_PAGES_PER_S = 200  # ESX 2.5 ShareScanTotal, per host [ESX25-p343]
+SHARE_SCAN_MIB_S_PER_GHZ = 4  # Mem.ShareScanGHz: MB/s per GHz of host CPU [VS4-ATTR][LAMW]
 
 SHARED_OWNER = -4  # frames.owner of a shared frame: it belongs to no single VM
 
@@ -427,6 +437,25 @@ def _reinsert(live, table, shift):
         table[slot, 1] = live[i, 1]
 
 
+def profile_scan_rates(profile: str, per_vm_pages_per_s: float | None,
+                       total_pages_per_s: float | None, cpu_ghz: float
+                       ) -> tuple[float | None, float]:
+    """(per-VM rate, host cap) with what is None taken from ``profile``'s defaults.
+
+    esx4: ShareScanVM 50 and ShareScanTotal 200 pages/s [ESX25-p343]; esxi5, esxi6:
+    the per-VM rate stays None (a whole VM per ShareScanTime, at most ShareRateMax,
+    :func:`default_scan_rate_pages_per_s`), the cap is ShareScanGHz times
+    ``cpu_ghz`` [VS4-ATTR][LAMW].
+    """
+    if profile == "esx4":
+        per_vm = SHARE_SCAN_VM_PAGES_PER_S if per_vm_pages_per_s is None else per_vm_pages_per_s
+        total = SHARE_SCAN_TOTAL_PAGES_PER_S if total_pages_per_s is None else total_pages_per_s
+        return float(per_vm), float(total)
+    if total_pages_per_s is None:
+        total_pages_per_s = SHARE_SCAN_MIB_S_PER_GHZ * 256 * cpu_ghz  # 256 pages a MiB
+    return per_vm_pages_per_s, float(total_pages_per_s)
+
+
 def default_scan_rate_pages_per_s(n_ppns: int) -> float:
     """Pages per second that scan a VM once per ShareScanTime, capped at ShareRateMax."""
     return min(SHARE_RATE_MAX_PAGES_PER_S, n_ppns / SHARE_SCAN_TIME_S)
@@ -436,16 +465,23 @@ def default_scan_rate_pages_per_s(n_ppns: int) -> float:
 
 
 def scan_vms(vms: Sequence[VmState], elapsed_ns: int, rng: np.random.Generator,
-             rate_pages_per_s: float | None = None) -> int:
+             rate_pages_per_s: float | None = None,
+             total_pages_per_s: float | None = None) -> int:
     """Run the page-sharing scanner for ``elapsed_ns``: random pages of every VM.
 
     Each VM is scanned at ``rate_pages_per_s`` (by default a whole VM per
-    Mem.ShareScanTime, capped at Mem.ShareRateMax). Returns frames freed.
+    Mem.ShareScanTime, capped at Mem.ShareRateMax), all of them scaled down alike
+    when they add up to more than ``total_pages_per_s`` (None: no host cap).
+    Returns frames freed.
     """
+    rates = [rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns) for vm in vms]
+    total = sum(rates)
+    scale = 1.0
+    if total_pages_per_s is not None and total > total_pages_per_s:
+        scale = total_pages_per_s / total
     freed = 0
-    for vm in vms:
-        rate = rate_pages_per_s or default_scan_rate_pages_per_s(vm.n_ppns)
-        n = min(vm.n_ppns, int(ns_to_s(rate * elapsed_ns) + rng.random()))
+    for vm, rate in zip(vms, rates, strict=True):
+        n = min(vm.n_ppns, int(ns_to_s(rate * scale * elapsed_ns) + rng.random()))
         if n:
             freed += vm.services.share(vm, np.sort(rng.choice(vm.n_ppns, n, replace=False)))
     return freed
