@@ -37,6 +37,10 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+# A results directory on the esxtop-style screen (hvmem.ui.replay).
+from hvmem.ui.replay import top_command  # noqa: E402 -- registered with the other command groups
+
+app.command("top")(top_command)
 
 
 class Paging(StrEnum):
