@@ -41,6 +41,10 @@ app.add_typer(qemu_app, name="qemu")
 from hvmem.ui.replay import top_command  # noqa: E402 -- registered with the other command groups
 
 app.command("top")(top_command)
+# A results directory as CSV, esxtop's batch layout or plain (hvmem.ui.export).
+from hvmem.ui.export import export_command  # noqa: E402 -- registered with the other commands
+
+app.command("export")(export_command)
 
 
 class Paging(StrEnum):
