@@ -126,3 +126,14 @@ def test_chosen_fields_wider_than_the_screen_run_off_its_edge(make_scenario):
     assert len(header) == 80 and header.startswith("NAME  MEMSZ  GRANT  SZTGT  TCHD  ACTV")
     assert "\u2026" not in text and all(len(line) <= 80 for line in lines)
     assert any(line.startswith("a ") for line in lines)
+
+
+def test_live_top_fits_the_terminal(make_scenario):
+    result = Simulation(make_scenario(TINY.format(duration="2s"), "tiny")).run()
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None, force_terminal=True)
+    with LiveTop(console, "tiny  policy esx", 2) as view:
+        view.update(result.host_rows, result.vm_rows)
+    text = out.getvalue()
+    assert "NAME  MEMSZ  GRANT  SZTGT" in text and "\u2026" not in text
+    assert "CACHEUSD" not in text  # the compression group does not fit 80 columns
