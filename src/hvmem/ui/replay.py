@@ -26,6 +26,7 @@ tick's or that of ``--at``, and ends.
 
 from __future__ import annotations
 
+import bisect
 import os
 import select
 import sys
@@ -247,13 +248,14 @@ def top_command(
     ticks = ticks_of(results.host.to_pylist(), results.vms.to_pylist())
     if not ticks:
         raise ConfigError(f"{results_dir}: the results directory holds no ticks")
-    tick_s = ticks[0][0]["tick_s"]
-    total_s = ticks[-1][0]["time_s"] + tick_s
+    total_s = ticks[-1][0]["time_s"] + ticks[-1][0]["tick_s"]
+    # A real host's ticks are about, not exactly, its interval apart: play at their mean.
+    tick_s = total_s / len(ticks)
     index = len(ticks) - 1
     if at is not None:
         if not 0 <= at <= total_s:
             raise ConfigError(f"--at {at}: outside the run (0 to {total_s:g} s)")
-        index = min(int(at / tick_s), len(ticks) - 1)
+        index = max(bisect.bisect_right([host["time_s"] for host, _ in ticks], at) - 1, 0)
     title = f"{results.summary.get('scenario', results_dir.name)}  replay"
     console = Console(highlight=False, soft_wrap=False)
     if not (console.is_terminal and sys.stdin.isatty()):
