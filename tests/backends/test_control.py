@@ -111,10 +111,11 @@ def test_metrics_endpoint_serves_the_rows(fake_host):
                                       timeout=5).read().decode()
     finally:
         metrics.close()
-    assert 'hvmem_vm_memsz_mib{vm="g1"} 512.0' in text
-    assert 'hvmem_host_total_mib 880.0' in text
+    assert 'hvmem_vm_memsz_bytes{vm="g1"} 5.36870912e+08' in text  # 512 MiB
+    assert 'hvmem_host_total_bytes 9.2274688e+08' in text  # 880 MiB
     assert 'hvmem_decisions_total' in text and 'hvmem_events_total{event="attach"} 2.0' in text
-    assert metric_name("SWR/s") == "hvmem_vm_swr_mib_per_second"
+    assert metric_name("SWR/s") == "hvmem_vm_swr_bytes_per_second"
+    assert 'hvmem_vm_cpu_ratio{vm="g2"}' in text and "_mib" not in text
     assert any(f'hvmem_host_state{{state="{s}"}} 1.0' in text
                for s in ("clear", "soft", "hard", "low"))
 

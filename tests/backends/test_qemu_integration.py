@@ -209,9 +209,9 @@ def test_cli_control_serves_metrics_and_stops_on_sigterm(anon_guests, qemu_dirs,
     assert proc.returncode == 0, rest
     assert "stopped by SIGTERM; guests left running" in rest
     for g in anon_guests:
-        assert f'hvmem_vm_memsz_mib{{vm="{g.name}"}} 384.0' in text
+        assert f'hvmem_vm_memsz_bytes{{vm="{g.name}"}} 4.02653184e+08' in text  # 384 MiB
         assert alive(g.pid)
-    assert "hvmem_host_free_mib" in text and "hvmem_decisions_total" in text
+    assert "hvmem_host_free_bytes" in text and "hvmem_decisions_total" in text
     assert (out / "summary.json").is_file()
     ksm = Ksm().counters()  # restored by the command's backend on SIGTERM
     assert (ksm.run, ksm.pages_to_scan, ksm.sleep_millisecs) == (

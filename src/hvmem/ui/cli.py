@@ -52,6 +52,14 @@ from hvmem.ui.traces_cli import scenario_app, trace_app  # noqa: E402
 
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(trace_app, name="trace")
+# A results directory on the esxtop-style screen (hvmem.ui.replay).
+from hvmem.ui.replay import top_command  # noqa: E402 -- registered with the other command groups
+
+app.command("top")(top_command)
+# A results directory as CSV, esxtop's batch layout or plain (hvmem.ui.export).
+from hvmem.ui.export import export_command  # noqa: E402 -- registered with the other commands
+
+app.command("export")(export_command)
 
 
 class Paging(StrEnum):
