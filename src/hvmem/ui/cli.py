@@ -37,6 +37,8 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+#: --force, as hvmem run and hvmem demo explain it.
+FORCE_HELP = "Replace the earlier results in --out (only the files hvmem wrote there)."
 
 
 class Paging(StrEnum):
@@ -203,13 +205,16 @@ def run(
     no_live: Annotated[
         bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
     SCENARIO_FILE is a TOML file, or the name of a shipped scenario (demo,
     idle-tax, sharing, ...). On a terminal an esxtop-style memory screen follows
     the run; with --no-live, or when output is not a terminal, a progress bar,
-    then a summary table.
+    then a summary table. --out must be new, empty or earlier results (--force);
+    a run stopped by a signal or an error keeps what it simulated, marked
+    incomplete, and exits 128 + the signal's number or 1.
     """
     import dataclasses
 
@@ -221,9 +226,9 @@ def run(
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
-        run_scenario_on_qemu(scenario, policy, out, no_live)
+        run_scenario_on_qemu(scenario, policy, out, no_live, force)
         return
-    _simulate(scenario, policy, out, check_invariants, no_live)
+    _simulate(scenario, policy, out, check_invariants, no_live, force)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
@@ -236,39 +241,48 @@ def _scenario_path(scenario_file: Path) -> Path:
 
 
 def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: bool,
-              no_live: bool) -> None:
-    """Run ``scenario`` with a live view or a progress bar, write results, print the summary."""
+              no_live: bool, force: bool = False) -> None:
+    """Run ``scenario`` with a live view or a progress bar, write results, print the summary.
+
+    The results directory is checked and locked before the run (``ui/run_guard.py``).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hvmem.results import write_results
     from hvmem.sim import Simulation
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.summary_view import render_summary
 
-    sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
-    name = f"{scenario.name}-{sim.policy.name}-seed{scenario.seed}"
+    name = f"{scenario.name}-{scenario.policy.for_policy(policy).name}-seed{scenario.seed}"
     out_dir = out if out is not None else Path("results") / name
-    console = _console()
-    total_s = scenario.n_ticks * scenario.tick_ns / 10**9
-    if console.is_terminal and not no_live:
-        # The esxtop-style screen, refreshed as simulated time passes.
-        from hvmem.ui.top import LiveTop
+    # hvmem's own default place is replaced freely; a named one only with --force.
+    with RunGuard(out_dir, replace=force or out is None,
+                  label="--out" if out is not None else None) as guard:
+        sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
+        console = _console()
+        total_s = scenario.n_ticks * scenario.tick_ns / 10**9
+        with guard.running(sim.result, lambda: sim.now_ns / 10**9):
+            if console.is_terminal and not no_live:
+                # The esxtop-style screen, refreshed as simulated time passes.
+                from hvmem.ui.top import LiveTop
 
-        with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s) as view:
-            result = sim.run(on_tick=lambda s: view.update(s.result.host_rows,
-                                                           s.result.vm_rows))
-    else:
-        columns = (TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} s simulated"),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            task = progress.add_task(name, total=total_s)
-            result = sim.run(on_tick=lambda s: progress.update(
-                task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
-    path = write_results(result, out_dir, overwrite=True)
-    console.print(render_summary(result.summary()))
-    state = "complete" if result.complete else "INCOMPLETE (interrupted)"
-    console.print(f"results: {path} ({state})")
+                with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}",
+                             total_s) as view:
+                    sim.run(on_tick=lambda s: view.update(s.result.host_rows,
+                                                          s.result.vm_rows))
+            else:
+                columns = (TextColumn("{task.description}"), BarColumn(),
+                           TextColumn("{task.completed}/{task.total} s simulated"),
+                           TimeRemainingColumn())
+                with Progress(*columns, console=console, transient=True,
+                              disable=not console.is_terminal) as progress:
+                    task = progress.add_task(name, total=total_s)
+                    sim.run(on_tick=lambda s: progress.update(
+                        task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
+        result = sim.result
+        path = guard.write(result)
+        console.print(render_summary(result.summary()))
+        console.print(f"results: {path} ({guard.state(result)})")
+    guard.finish()
 
 
 @app.command()
@@ -283,12 +297,18 @@ def compare(
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Run one scenario under several policies, same seed, and compare them side by side."""
+    """Run one scenario under several policies, same seed, and compare them side by side.
+
+    A signal or an error stops it after printing the policies run so far (the
+    last one incomplete, with the reason), then exits 128 + the signal or 1.
+    """
     import dataclasses
 
     from hvmem.policy.policies import POLICIES
+    from hvmem.results import strict_json
     from hvmem.scenario.loader import load_scenario
-    from hvmem.sim import Simulation
+    from hvmem.ui.exits import StopSignals
+    from hvmem.ui.run_guard import run_policies
     from hvmem.ui.summary_view import render_comparison
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -299,11 +319,16 @@ def compare(
     scenario = load_scenario(_scenario_path(scenario_file))
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
-    summaries = {name: Simulation(scenario, policy=name).run().summary() for name in names}
-    if as_json:
-        typer.echo(json.dumps(summaries))
-        return
-    _console().print(render_comparison(summaries))
+    with StopSignals() as signals:
+        summaries, error = run_policies(scenario, names)
+        with signals.held():  # a signal now waits until the comparison is printed
+            if as_json:
+                typer.echo(strict_json(summaries))
+            else:
+                _console().print(render_comparison(summaries))
+    if error is not None:
+        raise error
+    signals.exit_if_stopped()
 
 
 @app.command()
@@ -315,6 +340,7 @@ def demo(
     no_live: Annotated[
         bool, typer.Option("--no-live", help="A progress bar instead of the esxtop-style view.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
@@ -330,7 +356,7 @@ def demo(
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenarios import builtin_scenario_path
 
-    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live)
+    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live, force)
 
 
 @app.command()
@@ -387,9 +413,9 @@ def main() -> None:
     """Entry point of the ``hvmem`` script."""
     try:
         app()
-    except KeyboardInterrupt:
-        typer.echo("hvmem: interrupted", err=True)
-        raise SystemExit(ExitStatus.INTERRUPTED) from None
+    except KeyboardInterrupt as stop:  # before a run began, or outside one: nothing to keep
+        typer.echo(f"hvmem: {stop or 'interrupted'}", err=True)
+        raise SystemExit(getattr(stop, "exit_status", ExitStatus.INTERRUPTED)) from None
 
 
 @app.command()
