@@ -186,3 +186,9 @@ def test_json_files_are_strict(tmp_path, result):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and summary["stop_reason"] == "stopped by SIGTERM"
     assert strict_json({"a": [math.inf, -math.inf, 1.5]}) == '{"a": [null, null, 1.5]}'
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, result):
+    (tmp_path / ".r.lock").write_text("999999\n")  # its holder died: the kernel dropped the flock
+    assert read_results(write_results(result, tmp_path / "r")).complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
