@@ -118,15 +118,16 @@ def kept(result: RunResult, now_s: Callable[[], float]) -> Iterator[Outcome]:
         yield outcome
     except (HvmemError, OSError) as err:
         outcome.error = err
-        _stop(result, error_line(err).removeprefix("hvmem: error: "), now_s, "error")
+        mark_incomplete(result, error_line(err).removeprefix("hvmem: error: "), now_s(), "error")
     except KeyboardInterrupt as stop:
-        _stop(result, str(stop) or "interrupted", now_s, "interrupted")
+        mark_incomplete(result, str(stop) or "interrupted", now_s(), "interrupted")
 
 
-def _stop(result: RunResult, reason: str, now_s: Callable[[], float], kind: str) -> None:
+def mark_incomplete(result: RunResult, reason: str, time_s: float, kind: str) -> None:
+    """``result`` did not finish, for ``reason``: recorded with an event ``kind`` at ``time_s``."""
     result.complete = False
     result.stop_reason = reason
-    result.events.append({"time_s": now_s(), "event": kind, "vm": "",
+    result.events.append({"time_s": time_s, "event": kind, "vm": "",
                           "detail": f"{reason}; results are partial"})
 
 
