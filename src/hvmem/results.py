@@ -177,7 +177,7 @@ def strict_json(value: object, **dumps_options: object) -> str:
     """``value`` as JSON that every parser reads: NaN and the infinities become ``null``.
 
     Python's ``json`` writes ``NaN`` and ``Infinity``, which are not JSON
-    (RFC 8259 §6): JavaScript's ``JSON.parse`` and strict readers refuse them.
+    [RFC8259 §6]: JavaScript's ``JSON.parse`` and strict readers refuse them.
     """
     return json.dumps(_finite(value), allow_nan=False, **dumps_options)
 

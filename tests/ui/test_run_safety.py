@@ -160,6 +160,21 @@ def test_an_error_mid_run_keeps_the_results_and_exits_1(tmp_path, monkeypatch, e
     assert summaries["static"]["stop_reason"] == str(error)
 
 
+def test_a_signal_before_the_run_began_leaves_an_empty_incomplete_run(tmp_path, monkeypatch):
+    from hvmem.ui.exits import Stopped
+
+    def stopped_while_building(self, *args, **kwargs):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(Simulation, "__init__", stopped_while_building)
+    out = tmp_path / "r"
+    done = cli("run", scenario(tmp_path), "--no-live", "--out", out)
+    assert done.exit_code == 143, done.output
+    back = read_results(out)
+    assert not back.complete and back.summary["ticks"] == 0
+    assert back.summary["stop_reason"] == "stopped by SIGTERM"
+
+
 # -- signals and concurrent runs: real processes ----------------------------------------------
 
 def hvmem(*args: object, cwd: Path) -> subprocess.Popen:

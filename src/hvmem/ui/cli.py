@@ -248,6 +248,7 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from hvmem.results import RunResult
     from hvmem.sim import Simulation
     from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.summary_view import render_summary
@@ -257,10 +258,11 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
     # hvmem's own default place is replaced freely; a named one only with --force.
     with RunGuard(out_dir, replace=force or out is None,
                   label="--out" if out is not None else None) as guard:
-        sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
+        sim = None
         console = _console()
         total_s = scenario.n_ticks * scenario.tick_ns / 10**9
-        with guard.running(sim.result, lambda: sim.now_ns / 10**9):
+        with guard.running():
+            sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
             if console.is_terminal and not no_live:
                 # The esxtop-style screen, refreshed as simulated time passes.
                 from hvmem.ui.top import LiveTop
@@ -278,8 +280,11 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
                     task = progress.add_task(name, total=total_s)
                     sim.run(on_tick=lambda s: progress.update(
                         task, completed=(s.now_ns + scenario.tick_ns) / 10**9))
-        result = sim.result
-        path = guard.write(result)
+        if sim is None and guard.outcome.error is not None:
+            raise guard.outcome.error  # the simulation could not be built: nothing ran
+        # Stopped before the simulation was built: an empty run, kept all the same.
+        result = sim.result if sim is not None else RunResult(scenario)
+        path = guard.write(result, sim.now_ns / 10**9 if sim is not None else 0.0)
         console.print(render_summary(result.summary()))
         console.print(f"results: {path} ({guard.state(result)})")
     guard.finish()
@@ -320,14 +325,14 @@ def compare(
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
     with StopSignals() as signals:
-        summaries, error = run_policies(scenario, names)
+        summaries, outcome = run_policies(scenario, names)
         with signals.held():  # a signal now waits until the comparison is printed
             if as_json:
                 typer.echo(strict_json(summaries))
             else:
                 _console().print(render_comparison(summaries))
-    if error is not None:
-        raise error
+    if outcome.error is not None:
+        raise outcome.error
     signals.exit_if_stopped()
 
 

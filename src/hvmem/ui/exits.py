@@ -14,7 +14,7 @@ Exit statuses (after HTTPie's ``ExitStatus``)::
 A run stopped by any of the three signals, or by an error in its middle,
 keeps what it simulated: the results directory is written, marked incomplete
 with the reason, and then the command exits with the status above (128 + the
-signal's number, as a shell reports it) or 1 for the error. While the results
+signal's number, as a shell reports it [BASH-EXIT]) or 1 for the error. While the results
 are being written a further signal is held back, so the directory is whole.
 
 The errors made one line are hvmem's own (:class:`~hvmem.errors.HvmemError`:
@@ -109,14 +109,22 @@ class StopSignals:
             signal.signal(sig, handler)
         self._old.clear()
 
+    def hold(self) -> None:
+        """From now on a signal is remembered, not raised (until :meth:`release`)."""
+        self._holding = True
+
+    def release(self) -> None:
+        """Signals raise :class:`Stopped` again."""
+        self._holding = False
+
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Signals are remembered, not raised, inside this block."""
-        self._holding = True
+        self.hold()
         try:
             yield
         finally:
-            self._holding = False
+            self.release()
 
     def exit_if_stopped(self) -> None:
         """Exit with 128 + the signal's number if one was received."""

@@ -21,8 +21,8 @@ from typing import Annotated
 import typer
 
 from hvmem.errors import ConfigError, HvmemError
-from hvmem.ui.exits import error_line, status_of_stop, user_errors
-from hvmem.ui.run_guard import RunGuard, mark_incomplete
+from hvmem.ui.exits import status_of_stop, user_errors
+from hvmem.ui.run_guard import RunGuard
 from hvmem.units import MIB, NS_PER_S, ns_to_s, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
@@ -270,7 +270,7 @@ def control_cmd(
             console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
         with LiveTop(console, title, enabled=live, status=lambda host_row: (
                 f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                f"{interval_s:g} s")) as view, guard.running(loop.result, loop.backend.now_s):
+                f"{interval_s:g} s")) as view, guard.running():
             loop.run(duration_s, on_tick=on_tick)
     finally:
         restore()
@@ -280,7 +280,7 @@ def control_cmd(
     result = loop.result
     # Without --duration a signal is how the run ends; with one, it cuts the run short.
     kept_stop(result, loop.stop_reason, cut_short=duration_s is not None)
-    path = guard.write(result)
+    path = guard.write(result, loop.backend.now_s())
     for event in result.events:
         if event["event"] in ("guest_dropped", "balloon_stuck", "swap_refused", "swap_failed",
                               "ksm_refused"):
@@ -329,12 +329,9 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
                 lp.result.host_rows, lp.result.vm_rows))
         result = run.result
         if run.error is not None:  # kept with what ran; raised once the results are written
-            guard.error = run.error
-            mark_incomplete(result, error_line(run.error).removeprefix("hvmem: error: "),
-                            result.host_rows[-1]["time_s"] if result.host_rows else 0.0,
-                            "error")
+            guard.outcome.fail(run.error)
         kept_stop(result, run.stop_reason, cut_short=True)
-        path = guard.write(result)
+        path = guard.write(result, result.host_rows[-1]["time_s"] if result.host_rows else 0.0)
         console.print(render_summary(result.summary()))
         console.print(f"results: {path} ({guard.state(result)}); real guests, stopped",
                       markup=False)

@@ -6,23 +6,25 @@ same shape: check and lock the results directory before anything runs
 only then end the command the way it has to end::
 
     with RunGuard(out_dir, replace=force, label="--out") as guard:   # checked, locked
-        with guard.running(result, now_s):     # SIGINT/SIGTERM/SIGHUP, errors kept
-            ...run...
-        path = guard.write(result)             # further signals held back meanwhile
+        with guard.running():                  # SIGINT/SIGTERM/SIGHUP and errors caught
+            ...build, run...
+        path = guard.write(result, now_s)      # marked incomplete if stopped; signals held
         ...print the summary...
     guard.finish()                             # the error's line (1), or 128 + signal
 
 An error in the middle of a run (a malformed trace line, the simulated host out
 of memory, an invariant violated under ``--check-invariants``, a QEMU guest
 that fails) marks the run incomplete with the error's line as the reason and an
-``error`` event; a signal marks it ``stopped by SIG...`` (the run itself records
-that, as it does for Ctrl-C).
+``error`` event; a signal marks it ``stopped by SIG...`` (inside its tick loop
+the run records that itself, as it does for Ctrl-C). A signal that comes while
+the run is still being built leaves a results directory with no ticks, marked
+incomplete all the same.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -32,6 +34,44 @@ from hvmem.outdir import OutputDir
 from hvmem.results import RunResult, summary_with_stop, write_results
 from hvmem.scenario.schema import Scenario
 from hvmem.ui.exits import Stopped, StopSignals, error_line, status_of_stop
+
+
+class Outcome:
+    """How a block under :func:`kept` ended: the error or the signal that ended it, if any."""
+
+    def __init__(self) -> None:
+        self.error: HvmemError | OSError | None = None
+        self.reason = ""  # "stopped by SIGTERM", or the error's line; empty: it ran through
+
+    def fail(self, err: HvmemError | OSError) -> None:
+        """The run ended with ``err``: the reason is its one line."""
+        self.error = err
+        self.reason = error_line(err).removeprefix("hvmem: error: ")
+
+    def apply(self, result: RunResult, time_s: float) -> None:
+        """Mark ``result`` incomplete with the reason (and an event at ``time_s``), if any."""
+        if not self.reason or result.stop_reason == self.reason:
+            return  # ran through, or the run recorded this stop itself
+        result.complete = False
+        result.stop_reason = self.reason
+        result.events.append({"time_s": time_s,
+                              "event": "error" if self.error else "interrupted", "vm": "",
+                              "detail": f"{self.reason}; results are partial"})
+
+
+@contextlib.contextmanager
+def kept(outcome: Outcome) -> Iterator[Outcome]:
+    """Catch what ends a run early into ``outcome``: hvmem's and the OS's errors, signals.
+
+    The error is raised by the caller once the results are written; a signal
+    (``KeyboardInterrupt``, :class:`~hvmem.ui.exits.Stopped`) becomes the reason.
+    """
+    try:
+        yield outcome
+    except (HvmemError, OSError) as err:
+        outcome.fail(err)
+    except KeyboardInterrupt as stop:
+        outcome.reason = str(stop) or "interrupted"
 
 
 class RunGuard:
@@ -46,7 +86,7 @@ class RunGuard:
     def __init__(self, out_dir: Path, *, replace: bool, label: str | None = "--out"):
         self.target = OutputDir(out_dir, replace=replace, label=label)
         self.signals = StopSignals()
-        self.error: HvmemError | OSError | None = None
+        self.outcome = Outcome()
         self.stop_status: int | None = None
         self.stop_line = ""
 
@@ -66,17 +106,26 @@ class RunGuard:
             self.target.close()
 
     @contextlib.contextmanager
-    def running(self, result: RunResult, now_s: Callable[[], float]) -> Iterator[None]:
-        """Keep ``result`` however the block ends: an error or a signal marks it incomplete."""
-        with kept(result, now_s) as outcome:
-            yield
-        self.error = outcome.error
+    def running(self) -> Iterator[Outcome]:
+        """The run's block: whatever ends it early is kept in :attr:`outcome`.
 
-    def write(self, result: RunResult) -> Path:
-        """Write ``result`` into the checked directory; signals wait until it is done."""
-        with self.signals.held():
+        From its end until the results are written (:meth:`write`) a signal
+        waits, so a second Ctrl-C cannot lose what the first one kept.
+        """
+        with kept(self.outcome):
+            yield self.outcome
+        self.signals.hold()
+
+    def write(self, result: RunResult, time_s: float = 0.0) -> Path:
+        """Write ``result`` (marked as the run ended) into the checked directory.
+
+        ``time_s`` is when the run stopped, for the event that records an error.
+        Signals wait until the files are in place.
+        """
+        with self.signals.held():  # held already since the run's block ended
+            self.outcome.apply(result, time_s)
             path = write_results(result, self.target)
-        if not result.complete and self.error is None:
+        if not result.complete and self.outcome.error is None:
             self.stop_status = status_of_stop(result.stop_reason)
             self.stop_line = f"hvmem: {result.stop_reason}; results kept in {path}, incomplete"
         return path
@@ -88,8 +137,8 @@ class RunGuard:
 
     def finish(self) -> None:
         """End the command as the run ended: the error's line and 1, or 128 + the signal."""
-        if self.error is not None:
-            raise self.error
+        if self.outcome.error is not None:
+            raise self.outcome.error
         status = self.stop_status
         if status is None and self.signals.received is not None:  # while results were written
             status = 128 + self.signals.received
@@ -99,56 +148,27 @@ class RunGuard:
             raise typer.Exit(status)
 
 
-class Outcome:
-    """How a block under :func:`kept` ended: the error that ended it, if one did."""
-
-    error: HvmemError | OSError | None = None
-
-
-@contextlib.contextmanager
-def kept(result: RunResult, now_s: Callable[[], float]) -> Iterator[Outcome]:
-    """Keep ``result`` however the block ends: an error or a signal marks it incomplete.
-
-    The error is caught and left in the outcome, for the caller to raise once
-    the results are written; a signal outside the run's own loop is taken as
-    the run takes one inside it.
-    """
-    outcome = Outcome()
-    try:
-        yield outcome
-    except (HvmemError, OSError) as err:
-        outcome.error = err
-        mark_incomplete(result, error_line(err).removeprefix("hvmem: error: "), now_s(), "error")
-    except KeyboardInterrupt as stop:
-        mark_incomplete(result, str(stop) or "interrupted", now_s(), "interrupted")
-
-
-def mark_incomplete(result: RunResult, reason: str, time_s: float, kind: str) -> None:
-    """``result`` did not finish, for ``reason``: recorded with an event ``kind`` at ``time_s``."""
-    result.complete = False
-    result.stop_reason = reason
-    result.events.append({"time_s": time_s, "event": kind, "vm": "",
-                          "detail": f"{reason}; results are partial"})
-
-
-def run_policies(scenario: Scenario, names: list[str]
-                 ) -> tuple[dict[str, dict], HvmemError | OSError | None]:
+def run_policies(scenario: Scenario, names: list[str]) -> tuple[dict[str, dict], Outcome]:
     """``hvmem compare``'s runs: each policy's summary, until one does not finish.
 
     A run stopped by a signal (under :class:`~hvmem.ui.exits.StopSignals`) or an
     error ends the comparison there; its summary is kept, incomplete, with its
-    ``stop_reason``. Returns the summaries and the error, if one ended it.
+    ``stop_reason`` (a run stopped before it began has none). Returns the
+    summaries and how the last run ended.
     """
     from hvmem.sim import Simulation
 
     summaries: dict[str, dict] = {}
+    outcome = Outcome()
     for name in names:
-        sim = Simulation(scenario, policy=name)
-        with kept(sim.result, lambda s=sim: s.now_ns / 10**9) as outcome:
+        sim = None
+        with kept(outcome):
+            sim = Simulation(scenario, policy=name)
             sim.run()
+        if sim is None:
+            break
+        outcome.apply(sim.result, sim.now_ns / 10**9)
         summaries[name] = summary_with_stop(sim.result)
-        if outcome.error is not None:
-            return summaries, outcome.error
         if not sim.result.complete:
             break
-    return summaries, None
+    return summaries, outcome
