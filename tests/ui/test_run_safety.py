@@ -216,6 +216,19 @@ def test_a_signal_keeps_what_was_simulated_marked_incomplete(tmp_path, sig, stat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "tiny-2h.toml"]
 
 
+def test_sigterm_while_the_run_is_prepared_still_leaves_results(tmp_path):
+    """``timeout -s TERM`` early: the signal waits for the run, which keeps zero or more ticks."""
+    out = tmp_path / "r"
+    child = hvmem("run", "demo", "--no-live", "--out", out, cwd=tmp_path)
+    wait_for(lambda: lock_of(out).exists())
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=300)
+    assert child.returncode == 143, stderr
+    back = read_results(out)
+    assert not back.complete and back.summary["stop_reason"] == "stopped by SIGTERM"
+    assert back.host.num_rows >= back.summary["ticks"] >= 0
+
+
 def test_compare_stopped_by_sigterm_prints_what_ran_and_exits_143(tmp_path):
     child = hvmem("compare", scenario(tmp_path, "2h", 2_000_000), "--policies", "static,esx",
                   "--json", cwd=tmp_path)

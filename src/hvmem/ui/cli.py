@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from signal import SIGINT
 from typing import Annotated
 
 import typer
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from hvmem import __version__
 from hvmem.errors import HvmemError
-from hvmem.ui.exits import ExitStatus, user_errors
+from hvmem.ui.exits import STOPS, ExitStatus, Stopped, user_errors
 
 app = typer.Typer(
     name="hvmem",
@@ -216,6 +217,7 @@ def run(
     a run stopped by a signal or an error keeps what it simulated, marked
     incomplete, and exits 128 + the signal's number or 1.
     """
+    STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
     import dataclasses
 
     from hvmem.scenario.loader import load_scenario
@@ -226,6 +228,7 @@ def run(
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
+        STOPS.raise_if_stopped()  # the guests' control loop takes signals itself
         run_scenario_on_qemu(scenario, policy, out, no_live, force)
         return
     _simulate(scenario, policy, out, check_invariants, no_live, force)
@@ -262,6 +265,7 @@ def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: 
         console = _console()
         total_s = scenario.n_ticks * scenario.tick_ns / 10**9
         with guard.running():
+            guard.raise_if_stopped()
             sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
             if console.is_terminal and not no_live:
                 # The esxtop-style screen, refreshed as simulated time passes.
@@ -358,6 +362,7 @@ def demo(
 
         run_demo(_console())
         return
+    STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenarios import builtin_scenario_path
 
@@ -417,10 +422,18 @@ def bench_translate(
 def main() -> None:
     """Entry point of the ``hvmem`` script."""
     try:
-        app()
+        with STOPS:  # SIGTERM and SIGHUP as Ctrl-C, from the start
+            app()
     except KeyboardInterrupt as stop:  # before a run began, or outside one: nothing to keep
         typer.echo(f"hvmem: {stop or 'interrupted'}", err=True)
         raise SystemExit(getattr(stop, "exit_status", ExitStatus.INTERRUPTED)) from None
+    except SystemExit as done:
+        # Typer ends any KeyboardInterrupt outside a command with 130; SIGTERM is 143.
+        if done.code == ExitStatus.INTERRUPTED and STOPS.received not in (None, SIGINT):
+            stop = Stopped(STOPS.received)
+            typer.echo(f"hvmem: {stop}", err=True)
+            raise SystemExit(stop.exit_status) from None
+        raise
 
 
 @app.command()

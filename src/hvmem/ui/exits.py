@@ -21,7 +21,8 @@ The errors made one line are hvmem's own (:class:`~hvmem.errors.HvmemError`:
 ``ConfigError``, ``TraceError``, ``BackendError``, ...) and the operating
 system's (:class:`OSError`: a file that cannot be read or written, a socket
 that refuses), named by the file they concern. Every command of ``hvmem`` and
-``hvmem qemu`` is wrapped in :func:`user_errors`.
+``hvmem qemu`` is wrapped in :func:`user_errors`, which also ends a command
+that a signal stopped outside a run (``hvmem: stopped by SIGTERM``, 143).
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ class StopSignals:
         self._holding = False
         self._old: dict[int, object] = {}
 
+    @property
+    def installed(self) -> bool:
+        """Whether the handlers are in place."""
+        return bool(self._old)
+
     def _handler(self, signum: int, _frame: object) -> None:
         if self.received is None:
             self.received = signum
@@ -126,6 +132,12 @@ class StopSignals:
         finally:
             self.release()
 
+    def raise_if_stopped(self) -> None:
+        """Release held signals, and raise :class:`Stopped` if one came meanwhile."""
+        self.release()
+        if self.received is not None:
+            raise Stopped(self.received)
+
     def exit_if_stopped(self) -> None:
         """Exit with 128 + the signal's number if one was received."""
         if self.received is not None:
@@ -150,5 +162,14 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except (HvmemError, OSError) as err:
             typer.echo(error_line(err), err=True)
             raise typer.Exit(ExitStatus.ERROR) from None
+        except Stopped as stop:  # before a run began or after its results: nothing to keep
+            typer.echo(f"hvmem: {stop}", err=True)
+            raise typer.Exit(stop.exit_status) from None
 
     return wrapper
+
+
+#: The process's stop signals, installed by ``hvmem``'s entry point (``ui/cli.py``
+#: ``main``) before any command runs; a command that writes results holds them
+#: from its first line, so a signal while it prepares still leaves its results.
+STOPS = StopSignals()

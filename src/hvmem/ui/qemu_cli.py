@@ -22,7 +22,6 @@ import typer
 
 from hvmem.errors import ConfigError, HvmemError
 from hvmem.ui.exits import status_of_stop, user_errors
-from hvmem.ui.run_guard import RunGuard
 from hvmem.units import MIB, NS_PER_S, ns_to_s, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
@@ -191,6 +190,7 @@ def control_cmd(
     from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
     from hvmem.backends.qemu.metrics import Metrics
     from hvmem.policy.policies import POLICIES
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.top import LiveTop
 
     if policy not in POLICIES:
@@ -313,6 +313,7 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
             something behind (after the results are written).
     """
     from hvmem.backends.qemu.scenario_run import run_scenario
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.summary_view import render_summary
     from hvmem.ui.top import LiveTop
 

@@ -33,7 +33,7 @@ from hvmem.errors import HvmemError
 from hvmem.outdir import OutputDir
 from hvmem.results import RunResult, summary_with_stop, write_results
 from hvmem.scenario.schema import Scenario
-from hvmem.ui.exits import Stopped, StopSignals, error_line, status_of_stop
+from hvmem.ui.exits import STOPS, Stopped, StopSignals, error_line, status_of_stop
 
 
 class Outcome:
@@ -85,7 +85,9 @@ class RunGuard:
 
     def __init__(self, out_dir: Path, *, replace: bool, label: str | None = "--out"):
         self.target = OutputDir(out_dir, replace=replace, label=label)
-        self.signals = StopSignals()
+        # The process's, when hvmem's entry point installed them; else (in process) its own.
+        self._own_signals = not STOPS.installed
+        self.signals = StopSignals() if self._own_signals else STOPS
         self.outcome = Outcome()
         self.stop_status: int | None = None
         self.stop_line = ""
@@ -93,7 +95,8 @@ class RunGuard:
     def __enter__(self) -> RunGuard:
         self.target.open()
         try:
-            self.signals.__enter__()
+            if self._own_signals:
+                self.signals.__enter__()
         except BaseException:
             self.target.close()
             raise
@@ -101,7 +104,10 @@ class RunGuard:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.signals.__exit__()
+            if self._own_signals:
+                self.signals.__exit__()
+            else:
+                self.signals.release()
         finally:
             self.target.close()
 
@@ -113,8 +119,17 @@ class RunGuard:
         waits, so a second Ctrl-C cannot lose what the first one kept.
         """
         with kept(self.outcome):
+            self.signals.release()  # held while the run was prepared: see raise_if_stopped
             yield self.outcome
         self.signals.hold()
+
+    def raise_if_stopped(self) -> None:
+        """Stop a held run here if a signal came while it was prepared.
+
+        The first line of the block of :meth:`running`: a with-block cannot be
+        skipped from its context manager.
+        """
+        self.signals.raise_if_stopped()
 
     def write(self, result: RunResult, time_s: float = 0.0) -> Path:
         """Write ``result`` (marked as the run ended) into the checked directory.
