@@ -343,11 +343,12 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
 
 
 def kept_stop(result, reason: str, *, cut_short: bool) -> None:
-    """Mark a real run that a signal or an error cut short incomplete, with the reason.
+    """Mark a real run that a signal cut short incomplete; give an unfinished run its reason.
 
     The control loop counts any end with guests left as complete; a signal is
     the planned end of ``hvmem qemu control`` without ``--duration``, but cuts a
-    timed run short.
+    timed run short. (An error is marked when the results are written,
+    ``RunGuard.write``.)
     """
     if cut_short and status_of_stop(reason) is not None:
         result.complete = False
