@@ -55,6 +55,8 @@ LAYERS: dict[str, int] = {
     "sim_backend": 5,
     "sim_events": 5,
     "results": 5,
+    # Output directories: checked, locked and staged before a run, committed after.
+    "outdir": 5,
     "machine": 5,
     "bench": 5,
     "backends": 6,

@@ -11,9 +11,14 @@ Layout of a results directory::
     events.jsonl    one JSON object per event (power on/off, reclaim, refusals)
     summary.json    per-VM and host totals, and "complete": true or false
 
-A directory is written to a temporary sibling and renamed into place when
-every file is there, so a reader never sees a half-written one; a run that was
-interrupted is still written, with ``"complete": false`` in its summary.
+    hvmem-manifest.json  the files above: what hvmem wrote, and may replace
+
+A directory is written to a temporary sibling of its own and renamed into
+place when every file is there, so a reader never sees a half-written one, and
+it never replaces anything but earlier results (``outdir.py``). A run that was
+interrupted or failed is still written, with ``"complete": false`` and its
+``"stop_reason"`` in the summary. The JSON files are strict JSON: a number
+that is not finite is written as ``null``.
 Everything that reads results (reports, plots, comparisons) goes through
 :func:`read_results`.
 
@@ -25,7 +30,7 @@ fill the same rows, so neither depends on the other and one writer serves both.
 from __future__ import annotations
 
 import json
-import shutil
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +39,7 @@ import pyarrow.parquet as pq
 
 from hvmem.core.rows import RowLog
 from hvmem.errors import ConfigError
+from hvmem.outdir import OutputDir
 from hvmem.scenario.loader import dump_scenario
 from hvmem.scenario.schema import Scenario
 
@@ -49,6 +55,8 @@ class RunResult:
     events: list[dict] = field(default_factory=list)
     complete: bool = False
     ticks_done: int = 0
+    # Why a run that did not finish stopped ("stopped by SIGTERM", an error's line).
+    stop_reason: str = ""
 
     def summary(self) -> dict:
         """What reclaimed how much, and what it cost each VM: JSON-ready totals.
@@ -113,34 +121,76 @@ _MECHANISMS = ("sharing", "ballooning", "compression", "swapping")
 
 
 
-def write_results(result: RunResult, out_dir: str | Path, overwrite: bool = False) -> Path:
+def write_results(result: RunResult, out_dir: str | Path | OutputDir,
+                  overwrite: bool = False) -> Path:
     """Write ``result`` to ``out_dir`` atomically; returns the directory.
 
+    ``out_dir`` is a path, or an :class:`~hvmem.outdir.OutputDir` the caller
+    opened (checked, locked and staged) before the run. A path that holds
+    anything but earlier results is refused, and earlier results are replaced
+    only with ``overwrite``. A run that did not finish is written all the same,
+    with ``"complete": false`` and its ``stop_reason`` in the summary.
+
     Raises:
-        ConfigError: ``out_dir`` exists (and ``overwrite`` is off) or is not writable.
+        ConfigError: ``out_dir`` is refused (``outdir.py``) or cannot be written.
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: exists already (choose another --out, or remove it)")
-    tmp = out.with_name(out.name + ".partial")
+    if isinstance(out_dir, OutputDir):
+        return _write_into(result, out_dir)
+    with OutputDir(out_dir, replace=overwrite) as target:
+        return _write_into(result, target)
+
+
+def _write_into(result: RunResult, target: OutputDir) -> Path:
+    """The files of ``result`` in ``target``'s staging directory, then committed."""
+    tmp = target.staging
+    if tmp is None:
+        raise RuntimeError("results written to an output directory that is not open")
+    summary = summary_with_stop(result)
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
         (tmp / "scenario.json").write_text(
-            json.dumps(dump_scenario(result.scenario), indent=2, default=str) + "\n")
+            strict_json(dump_scenario(result.scenario), indent=2, default=str) + "\n")
         pq.write_table(_table(result.host_rows), tmp / "host.parquet")
         pq.write_table(_table(result.vm_rows), tmp / "vms.parquet")
         with open(tmp / "events.jsonl", "w") as handle:
             for event in result.events:
-                handle.write(json.dumps(event) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+                handle.write(strict_json(event) + "\n")
+        (tmp / "summary.json").write_text(strict_json(summary, indent=2) + "\n")
+        return target.commit(list(RESULTS_FILES))
     except OSError as err:
-        raise ConfigError(f"{out}: cannot write results ({err.strerror})") from None
-    return out
+        raise ConfigError(f"{target.path}: cannot write results ({err.strerror})") from None
+
+
+def summary_with_stop(result: RunResult) -> dict:
+    """``result.summary()``, with ``stop_reason`` when the run did not finish."""
+    summary = result.summary()
+    if not result.complete:
+        summary["stop_reason"] = result.stop_reason or "interrupted"
+    return summary
+
+
+#: The files of a results directory, in the order they replace earlier ones (summary last).
+RESULTS_FILES = ("scenario.json", "host.parquet", "vms.parquet", "events.jsonl",
+                 "summary.json")
+
+
+def strict_json(value: object, **dumps_options: object) -> str:
+    """``value`` as JSON that every parser reads: NaN and the infinities become ``null``.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which are not JSON
+    [RFC8259 §6]: JavaScript's ``JSON.parse`` and strict readers refuse them.
+    """
+    return json.dumps(_finite(value), allow_nan=False, **dumps_options)
+
+
+def _finite(value: object) -> object:
+    """``value`` with every float that is not finite replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _table(rows: RowLog) -> pa.Table:

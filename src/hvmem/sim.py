@@ -221,8 +221,9 @@ class Simulation:
                 if on_tick is not None:
                     on_tick(self)
             self.result.complete = True
-        except KeyboardInterrupt:
-            self.event("interrupted", "", "the run was stopped; results are partial")
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
+            self.result.stop_reason = str(stop) or "interrupted"
+            self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         return self.result
 
     def _tick(self, tick_ns: int) -> None:

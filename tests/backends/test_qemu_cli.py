@@ -186,3 +186,83 @@ def test_launch_without_qemu_says_what_to_install(monkeypatch):
     code, out = run("launch", "--count", "1")
     assert code == 1
     assert "apt-get install qemu-system-x86 busybox-static" in one_line_error(out)
+
+
+def control_over_fake_guest(fake_host, monkeypatch, *args):
+    """``hvmem qemu control`` over one fake guest, as above; returns the CliRunner result."""
+    from hvmem.backends.qemu import config as config_module
+
+    fake_host.add_guest("g1", 4001)
+    opts = fake_host.options()
+    real = config_module.BackendOptions
+
+    def fake_options(**kw):
+        return real(proc_root=opts.proc_root, ksm_root=opts.ksm_root,
+                    cgroup_root=opts.cgroup_root, **kw)
+
+    monkeypatch.setattr(config_module, "BackendOptions", fake_options)
+    return runner.invoke(app, ["qemu", "control", "--qmp", str(fake_host.spec("g1").qmp),
+                               "--interval", "1s", "--host-memory", "600MiB", "--dry-run",
+                               "--no-live", *map(str, args)])
+
+
+def test_control_refuses_a_users_directory_before_touching_a_guest(fake_host, tmp_path,
+                                                                   monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("1,2")
+    done = control_over_fake_guest(fake_host, monkeypatch, "--duration", "2s", "--out", mine)
+    assert done.exit_code == 1
+    assert one_line_error(done.output) == (
+        f"hvmem: error: --out '{mine}': exists and is not an hvmem results directory (no "
+        "hvmem-manifest.json); nothing in it was touched; name a new directory")
+    assert fake_host.guests["g1"].commands == []
+    assert [p.name for p in mine.iterdir()] == ["data.csv"]
+
+
+def test_control_cut_short_by_sigterm_keeps_results_and_exits_143(fake_host, tmp_path,
+                                                                  monkeypatch):
+    import os
+    import signal
+
+    from hvmem.backends.qemu.control import ControlLoop
+    from hvmem.results import read_results
+
+    real_tick = ControlLoop.tick
+
+    def tick_then_sigterm(self):
+        plans = real_tick(self)
+        if len(self.result.host_rows) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's own handler takes it
+        return plans
+
+    monkeypatch.setattr(ControlLoop, "tick", tick_then_sigterm)
+    out = tmp_path / "res"
+    done = control_over_fake_guest(fake_host, monkeypatch, "--duration", "30s", "--out", out)
+    assert done.exit_code == 143, done.output
+    assert done.stderr.strip() == f"hvmem: stopped by SIGTERM; results kept in {out}, incomplete"
+    back = read_results(out)
+    assert not back.complete and back.summary["stop_reason"] == "stopped by SIGTERM"
+    assert back.host.num_rows == 2
+
+
+def test_control_error_mid_run_keeps_results_and_exits_1(fake_host, tmp_path, monkeypatch):
+    from hvmem.backends.qemu.control import ControlLoop
+    from hvmem.errors import BackendError
+    from hvmem.results import read_results
+
+    real_tick = ControlLoop.tick
+
+    def tick_then_fail(self):
+        if len(self.result.host_rows) == 2:
+            raise BackendError("g1: QMP socket closed")
+        return real_tick(self)
+
+    monkeypatch.setattr(ControlLoop, "tick", tick_then_fail)
+    out = tmp_path / "res"
+    done = control_over_fake_guest(fake_host, monkeypatch, "--duration", "30s", "--out", out)
+    assert done.exit_code == 1, done.output
+    assert done.stderr.strip() == "hvmem: error: g1: QMP socket closed"
+    back = read_results(out)
+    assert not back.complete and back.summary["stop_reason"] == "g1: QMP socket closed"
+    assert back.host.num_rows == 2 and back.events[-1]["event"] == "error"

@@ -59,3 +59,44 @@ def test_qemu_scenario_refuses_late_power_on(tmp_path):
     assert result.output.strip().splitlines() == [
         "hvmem: error: qemu-small: vm[0] (web): the qemu backend runs every guest for the "
         "whole scenario; leave power_on and power_off out"]
+
+
+def test_qemu_scenario_results_are_checked_first_and_kept_however_the_run_ends(tmp_path,
+                                                                              monkeypatch):
+    """``hvmem run`` of a qemu scenario: --out refused before any guest starts; a run that
+    a signal or an error ended is written, incomplete, and the exit says which."""
+    from hvmem.backends.qemu import scenario_run
+    from hvmem.errors import BackendError
+    from hvmem.results import RunResult, read_results
+
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO)
+    ends = []
+
+    def fake_run(scenario, policy=None, on_tick=None):
+        reason, error = ends.pop(0)
+        return scenario_run.ScenarioRun(RunResult(scenario, complete=True, ticks_done=4),
+                                        "esx", reason, [], error)
+
+    monkeypatch.setattr(scenario_run, "run_scenario", fake_run)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.txt").write_text("a")
+    refused = CliRunner().invoke(app, ["run", str(path), "--no-live", "--out", str(mine)])
+    assert refused.exit_code == 1 and "not an hvmem results directory" in refused.output
+    out = tmp_path / "r"
+    ends.extend([("stopped by SIGTERM", None),
+                 ("stopped", BackendError("web: guest exited")),
+                 ("duration reached", None)])
+    stopped = CliRunner().invoke(app, ["run", str(path), "--no-live", "--out", str(out)])
+    assert stopped.exit_code == 143, stopped.output
+    assert read_results(out).summary["stop_reason"] == "stopped by SIGTERM"
+    failed = CliRunner().invoke(app, ["run", str(path), "--no-live", "--out", str(out),
+                                      "--force"])
+    assert failed.exit_code == 1 and failed.stderr.strip() == "hvmem: error: web: guest exited"
+    back = read_results(out)
+    assert not back.complete and back.summary["stop_reason"] == "web: guest exited"
+    done = CliRunner().invoke(app, ["run", str(path), "--no-live", "--out", str(out),
+                                    "--force"])
+    assert done.exit_code == 0, done.output
+    assert read_results(out).complete

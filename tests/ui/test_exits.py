@@ -43,3 +43,14 @@ def test_other_exceptions_are_bugs_and_propagate():
 
     result = CliRunner().invoke(app, [])
     assert isinstance(result.exception, KeyError)
+
+
+def test_a_signal_outside_a_run_ends_the_command_with_its_status():
+    import signal
+
+    from hvmem.ui.exits import Stopped
+
+    code, output = run(Stopped(signal.SIGTERM))
+    assert code == 143 and output.strip() == "hvmem: stopped by SIGTERM"
+    code, output = run(Stopped(signal.SIGHUP))
+    assert code == 129 and output.strip() == "hvmem: stopped by SIGHUP"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from signal import SIGINT
 from typing import Annotated
 
 import typer
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from hvmem import __version__
 from hvmem.errors import HvmemError
-from hvmem.ui.exits import ExitStatus, user_errors
+from hvmem.ui.exits import STOPS, ExitStatus, Stopped, user_errors
 
 app = typer.Typer(
     name="hvmem",
@@ -60,6 +61,9 @@ app.command("top")(top_command)
 from hvmem.ui.export import export_command  # noqa: E402 -- registered with the other commands
 
 app.command("export")(export_command)
+#: --force, as hvmem run, compare and demo explain it.
+FORCE_HELP = ("Replace the earlier results in --out (only the files hvmem wrote there), and "
+              "run even beyond the work ceiling or the RAM this machine has.")
 
 
 class Paging(StrEnum):
@@ -230,16 +234,18 @@ def run(
     report: Annotated[bool, typer.Option(
         "--report", help="Also write RESULTS/report.html (hvmem report) and print its path.")
     ] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Simulate a scenario and write a results directory (Parquet time series, summary).
 
     SCENARIO_FILE is a TOML file, or the name of a shipped scenario (demo,
     idle-tax, sharing, ...). On a terminal an esxtop-style memory screen follows
     the run; with --no-live, or when output is not a terminal, a progress bar,
-    then a summary table.
+    then a summary table. --out must be new, empty or earlier results (--force);
+    a run stopped by a signal or an error keeps what it simulated, marked
+    incomplete, and exits 128 + the signal's number or 1.
     """
+    STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
     import dataclasses
 
     from hvmem.scenario.loader import load_scenario
@@ -255,13 +261,14 @@ def run(
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
-        path = run_scenario_on_qemu(scenario, policy, out, no_live)
+        STOPS.raise_if_stopped()  # the guests' control loop takes signals itself
+        path = run_scenario_on_qemu(scenario, policy, out, no_live, force)
         if report:
             typer.echo(f"report: {report_of_directory(path)}")
         return
     check_run(scenario, str(file), force=force)
     with host_memory_errors(str(file), scenario):
-        _simulate(scenario, policy, out, check_invariants, no_live, report=report)
+        _simulate(scenario, policy, out, check_invariants, no_live, force, report=report)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
@@ -278,56 +285,71 @@ def _scenario_path(scenario_file: Path) -> Path:
 
 
 def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: bool,
-              no_live: bool, *, report: bool = False) -> None:
-    """Run ``scenario`` with a live view or a progress bar, write results, print the summary."""
+              no_live: bool, force: bool = False, *, report: bool = False) -> None:
+    """Run ``scenario`` with a live view or a progress bar, write results, print the summary.
+
+    The results directory is checked and locked before the run (``ui/run_guard.py``).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hvmem.results import write_results
+    from hvmem.results import RunResult
     from hvmem.sim import Simulation
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.summary_view import render_summary
 
-    sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
-    name = f"{scenario.name}-{sim.policy.name}-seed{scenario.seed}"
+    name = f"{scenario.name}-{scenario.policy.for_policy(policy).name}-seed{scenario.seed}"
     out_dir = out if out is not None else Path("results") / name
-    console = _console()
-    total_s = scenario.n_ticks * scenario.tick_ns / 10**9
-    if console.is_terminal and not no_live:
-        # The esxtop-style screen, refreshed as simulated time passes.
-        from hvmem.sim_events import latest_note
-        from hvmem.ui.top import LiveTop
+    # hvmem's own default place is replaced freely; a named one only with --force.
+    with RunGuard(out_dir, replace=force or out is None,
+                  label="--out" if out is not None else None) as guard:
+        sim = None
+        console = _console()
+        total_s = scenario.n_ticks * scenario.tick_ns / 10**9
+        with guard.running():
+            guard.raise_if_stopped()
+            sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
+            if console.is_terminal and not no_live:
+                # The esxtop-style screen, refreshed as simulated time passes.
+                from hvmem.sim_events import latest_note
+                from hvmem.ui.top import LiveTop
 
-        def status(row: dict) -> str:  # the default, and the latest scheduled event
-            done_s = row["time_s"] + row["tick_s"]
-            return f"   simulated {done_s:.0f} s of {total_s:.0f}{latest_note(sim.result.events)}"
+                def status(row: dict) -> str:  # the default, and the latest scheduled event
+                    done_s = row["time_s"] + row["tick_s"]
+                    return (f"   simulated {done_s:.0f} s of {total_s:.0f}"
+                            f"{latest_note(sim.result.events)}")
 
-        with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s,
-                     status) as view:
-            result = sim.run(on_tick=lambda s: view.update(s.result.host_rows,
-                                                           s.result.vm_rows))
-    else:
-        columns = (TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} s simulated"),
-                   TimeRemainingColumn())
-        from hvmem.ui.progress import ProgressLine
+                with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s,
+                             status) as view:
+                    sim.run(on_tick=lambda s: view.update(s.result.host_rows,
+                                                          s.result.vm_rows))
+            else:
+                columns = (TextColumn("{task.description}"), BarColumn(),
+                           TextColumn("{task.completed}/{task.total} s simulated"),
+                           TimeRemainingColumn())
+                from hvmem.ui.progress import ProgressLine
 
-        line = None if console.is_terminal else ProgressLine(name, total_s)
+                line = None if console.is_terminal else ProgressLine(name, total_s)
 
-        def on_tick(s) -> None:
-            done_s = (s.now_ns + scenario.tick_ns) / 10**9
-            progress.update(task, completed=done_s)
-            if line is not None:  # nobody sees the bar: a line on stderr now and then
-                line.update(done_s)
+                def on_tick(s) -> None:
+                    done_s = (s.now_ns + scenario.tick_ns) / 10**9
+                    progress.update(task, completed=done_s)
+                    if line is not None:  # nobody sees the bar: a line on stderr now and then
+                        line.update(done_s)
 
-        with Progress(*columns, console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            task = progress.add_task(name, total=total_s)
-            result = sim.run(on_tick=on_tick)
-    path = write_results(result, out_dir, overwrite=True)
-    console.print(render_summary(result.summary()))
-    state = "complete" if result.complete else "INCOMPLETE (interrupted)"
-    console.print(f"results: {path} ({state})")
-    if report:
-        typer.echo(f"report: {report_of_directory(path)}")
+                with Progress(*columns, console=console, transient=True,
+                              disable=not console.is_terminal) as progress:
+                    task = progress.add_task(name, total=total_s)
+                    sim.run(on_tick=on_tick)
+        if sim is None and guard.outcome.error is not None:
+            raise guard.outcome.error  # the simulation could not be built: nothing ran
+        # Stopped before the simulation was built: an empty run, kept all the same.
+        result = sim.result if sim is not None else RunResult(scenario)
+        path = guard.write(result, sim.now_ns / 10**9 if sim is not None else 0.0)
+        console.print(render_summary(result.summary()))
+        console.print(f"results: {path} ({guard.state(result)})")
+        if report:
+            typer.echo(f"report: {report_of_directory(path)}")
+    guard.finish()
 
 
 @app.command()
@@ -346,12 +368,18 @@ def compare(
     force: Annotated[bool, typer.Option(
         "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
 ) -> None:
-    """Run one scenario under several policies, same seed, and compare them side by side."""
+    """Run one scenario under several policies, same seed, and compare them side by side.
+
+    A signal or an error stops it after printing the policies run so far (the
+    last one incomplete, with the reason), then exits 128 + the signal or 1.
+    """
     import dataclasses
 
     from hvmem.policy.policies import POLICIES
+    from hvmem.results import strict_json
     from hvmem.scenario.loader import load_scenario
-    from hvmem.sim import Simulation
+    from hvmem.ui.exits import StopSignals
+    from hvmem.ui.run_guard import run_policies
     from hvmem.ui.summary_view import render_comparison
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -370,16 +398,22 @@ def compare(
     check_run(scenario, str(file), force=force)
     from hvmem.ui.progress import tick_progress
 
+    runs: dict = {}
     with host_memory_errors(str(file), scenario):
-        runs = {name: Simulation(scenario, policy=name).run(on_tick=tick_progress(
-            f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks)) for name in names}
-    summaries = {name: run.summary() for name, run in runs.items()}
-    if as_json:
-        typer.echo(json.dumps(summaries))
-    else:
-        _console().print(render_comparison(summaries))
-    if report is not None:
-        typer.echo(f"report: {report_of_runs(runs, report)}", err=as_json)
+        with StopSignals() as signals:
+            summaries, outcome = run_policies(
+                scenario, names, runs=runs, on_tick=lambda name: tick_progress(
+                    f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks))
+            with signals.held():  # a signal now waits until the comparison is printed
+                if as_json:
+                    typer.echo(strict_json(summaries))
+                else:
+                    _console().print(render_comparison(summaries))
+                if report is not None and runs:
+                    typer.echo(f"report: {report_of_runs(runs, report)}", err=as_json)
+        if outcome.error is not None:
+            raise outcome.error
+    signals.exit_if_stopped()
 
 
 @app.command()
@@ -393,6 +427,7 @@ def demo(
     ] = False,
     report: Annotated[bool, typer.Option(
         help="Write RESULTS/report.html (hvmem report) and print its path.")] = True,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
@@ -405,10 +440,11 @@ def demo(
 
         run_demo(_console())
         return
+    STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenarios import builtin_scenario_path
 
-    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live,
+    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live, force,
               report=report)
 
 
@@ -471,10 +507,18 @@ def bench_translate(
 def main() -> None:
     """Entry point of the ``hvmem`` script."""
     try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("hvmem: interrupted", err=True)
-        raise SystemExit(ExitStatus.INTERRUPTED) from None
+        with STOPS:  # SIGTERM and SIGHUP as Ctrl-C, from the start
+            app()
+    except KeyboardInterrupt as stop:  # before a run began, or outside one: nothing to keep
+        typer.echo(f"hvmem: {stop or 'interrupted'}", err=True)
+        raise SystemExit(getattr(stop, "exit_status", ExitStatus.INTERRUPTED)) from None
+    except SystemExit as done:
+        # Typer ends any KeyboardInterrupt outside a command with 130; SIGTERM is 143.
+        if done.code == ExitStatus.INTERRUPTED and STOPS.received not in (None, SIGINT):
+            stop = Stopped(STOPS.received)
+            typer.echo(f"hvmem: {stop}", err=True)
+            raise SystemExit(stop.exit_status) from None
+        raise
 
 
 @app.command()

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from hvmem.errors import ConfigError, HvmemError
-from hvmem.ui.exits import user_errors
+from hvmem.ui.exits import status_of_stop, user_errors
 from hvmem.units import MIB, NS_PER_S, ns_to_s, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
@@ -155,6 +155,7 @@ def stop_cmd(
 @qemu_app.command("control")
 @user_errors
 def control_cmd(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(
         help="A guests file (guests.toml from launch, or written by hand).")] = None,
     qmp: Annotated[list[Path] | None, typer.Option(
@@ -170,6 +171,8 @@ def control_cmd(
     duration: Annotated[str | None, typer.Option(
         help="Stop after this long (default: run until SIGINT/SIGTERM).")] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the earlier results in --out (only hvmem's files).")] = False,
     metrics_port: Annotated[int | None, typer.Option(
         help="Serve Prometheus metrics on this port.")] = None,
     metrics_addr: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = (
@@ -187,6 +190,7 @@ def control_cmd(
     from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
     from hvmem.backends.qemu.metrics import Metrics
     from hvmem.policy.policies import POLICIES
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.top import LiveTop
 
     if policy not in POLICIES:
@@ -217,9 +221,12 @@ def control_cmd(
     if options.get("profile", "esxi6") not in PROFILES:
         raise ConfigError(f"--profile: expected one of {', '.join(PROFILES)}, found "
                           f"{options['profile']!r}")
+    name = f"qemu-{policy}" + ("-dry-run" if dry_run else "")
+    # Checked and locked before any guest is touched; closed with the command.
+    guard = ctx.with_resource(RunGuard(out or Path("results") / name, replace=force or out is None,
+                                       label="--out" if out is not None else None))
     backend = QemuBackend(list(specs), BackendOptions(**options))
     metrics = Metrics(COLUMNS) if metrics_port is not None else None
-    name = f"qemu-{policy}" + ("-dry-run" if dry_run else "")
     try:
         loop = ControlLoop(backend, policy, interval_s, dry_run=dry_run, name=name,
                            metrics=metrics)
@@ -263,17 +270,17 @@ def control_cmd(
             console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
         with LiveTop(console, title, enabled=live, status=lambda host_row: (
                 f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                f"{interval_s:g} s")) as view:
-            result = loop.run(duration_s, on_tick=on_tick)
+                f"{interval_s:g} s")) as view, guard.running():
+            loop.run(duration_s, on_tick=on_tick)
     finally:
         restore()
         if metrics is not None:
             metrics.close()
     print_new_plans()
-    from hvmem.results import write_results
-
-    out_dir = out if out is not None else Path("results") / name
-    path = write_results(result, out_dir, overwrite=True)
+    result = loop.result
+    # Without --duration a signal is how the run ends; with one, it cuts the run short.
+    kept_stop(result, loop.stop_reason, cut_short=duration_s is not None)
+    path = guard.write(result, loop.backend.now_s())
     for event in result.events:
         if event["event"] in ("guest_dropped", "balloon_stuck", "swap_refused", "swap_failed",
                               "ksm_refused"):
@@ -281,6 +288,7 @@ def control_cmd(
                           f"{event['detail']}", markup=False)
     console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "
                   f"results: {path}", markup=False)
+    guard.finish()
 
 
 def _console():
@@ -289,37 +297,60 @@ def _console():
     return Console(highlight=False, soft_wrap=False)
 
 
-def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live: bool) -> Path:
+def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live: bool,
+                         force: bool = False) -> Path:
     """``hvmem run`` for a scenario with ``[backend] kind = "qemu"``: its VMs as real guests.
 
     The run itself is ``backends/qemu/scenario_run.py``'s; here it is followed
     on the esxtop-style screen, written to ``out`` (default
-    ``results/<scenario>-<policy>-qemu``) and summed up. Returns the results
-    directory.
+    ``results/<scenario>-<policy>-qemu``, checked and locked before any guest
+    starts) and summed up. A run stopped by a signal or an error is written,
+    incomplete, before the command ends (``ui/run_guard.py``). Returns the
+    results directory.
 
     Raises:
-        HvmemError: the run could not start, or stopping its guests left
+        HvmemError: the run could not start, failed, or stopping its guests left
             something behind (after the results are written).
     """
     from hvmem.backends.qemu.scenario_run import run_scenario
-    from hvmem.results import write_results
+    from hvmem.ui.run_guard import RunGuard
     from hvmem.ui.summary_view import render_summary
     from hvmem.ui.top import LiveTop
 
     console = _console()
     duration_s = ns_to_s(scenario.duration_ns)
+    name = f"{scenario.name}-{scenario.policy.for_policy(policy).name}-qemu"
     title = f"{scenario.name}  policy {policy or scenario.policy.name}  (real guests)"
-    with LiveTop(console, title, enabled=console.is_terminal and not no_live,
-                 status=lambda host_row: f"   {host_row['time_s']:.0f} s of {duration_s:.0f}"
-                 ) as view:
-        run = run_scenario(scenario, policy, on_tick=lambda lp: view.update(
-            lp.result.host_rows, lp.result.vm_rows))
-    result = run.result
-    out_dir = out if out is not None else Path("results") / f"{scenario.name}-{run.policy}-qemu"
-    path = write_results(result, out_dir, overwrite=True)
-    console.print(render_summary(result.summary()))
-    state = "complete" if result.complete else f"INCOMPLETE ({run.stop_reason})"
-    console.print(f"results: {path} ({state}); real guests, stopped", markup=False)
+    with RunGuard(out or Path("results") / name, replace=force or out is None,
+                  label="--out" if out is not None else None) as guard:
+        with LiveTop(console, title, enabled=console.is_terminal and not no_live,
+                     status=lambda host_row: f"   {host_row['time_s']:.0f} s of "
+                     f"{duration_s:.0f}") as view:
+            run = run_scenario(scenario, policy, on_tick=lambda lp: view.update(
+                lp.result.host_rows, lp.result.vm_rows))
+        result = run.result
+        if run.error is not None:  # kept with what ran; raised once the results are written
+            guard.outcome.fail(run.error)
+        kept_stop(result, run.stop_reason, cut_short=True)
+        path = guard.write(result, result.host_rows[-1]["time_s"] if result.host_rows else 0.0)
+        console.print(render_summary(result.summary()))
+        console.print(f"results: {path} ({guard.state(result)}); real guests, stopped",
+                      markup=False)
     if run.problems:
         raise HvmemError("; ".join(run.problems))
+    guard.finish()
     return path
+
+
+def kept_stop(result, reason: str, *, cut_short: bool) -> None:
+    """Mark a real run that a signal cut short incomplete; give an unfinished run its reason.
+
+    The control loop counts any end with guests left as complete; a signal is
+    the planned end of ``hvmem qemu control`` without ``--duration``, but cuts a
+    timed run short. (An error is marked when the results are written,
+    ``RunGuard.write``.)
+    """
+    if cut_short and status_of_stop(reason) is not None:
+        result.complete = False
+    if not result.complete and not result.stop_reason:
+        result.stop_reason = reason

@@ -190,13 +190,13 @@ class ControlLoop:
         self.stop_requested.set()
 
     def install_signal_handlers(self) -> Callable[[], None]:
-        """SIGINT and SIGTERM stop the loop; returns a function restoring the old handlers."""
+        """SIGINT, SIGTERM and SIGHUP stop the loop; returns what restores the old handlers."""
         old = {}
 
         def handler(signum: int, _frame: object) -> None:
             self.request_stop(f"stopped by {signal.Signals(signum).name}")
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             old[sig] = signal.signal(sig, handler)
 
         def restore() -> None:

@@ -11,7 +11,8 @@ What ``hvmem run`` does for such a scenario, from launch to cleanup::
     control  a QemuBackend over them with the host's memory as its budget, and
              the controller loop (control.py) for the scenario's duration, its
              balance period as the interval, ticks of 1 s (or the period, if
-             shorter); SIGINT and SIGTERM end the loop early
+             shorter); SIGINT, SIGTERM and SIGHUP end the loop early, and an
+             error in it ends it with what ran kept (``ScenarioRun.error``)
     clean    stop the guests, remove their files, cgroups and run directory,
              whatever ended the run
 
@@ -32,7 +33,7 @@ from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.control import ControlLoop
 from hvmem.backends.qemu.guest_image import WorkloadParams, build_image, default_cache_dir
 from hvmem.backends.qemu.launcher import launch, require_tools, stop, wait_for_marker
-from hvmem.errors import ConfigError
+from hvmem.errors import ConfigError, HvmemError
 from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario
 from hvmem.units import MIB, NS_PER_S, ns_to_s
@@ -50,12 +51,15 @@ class ScenarioRun:
         policy: the policy that ran.
         stop_reason: why the loop ended ("duration reached", a signal, ...).
         problems: what stopping the guests could not do (empty: all clean).
+        error: the error that ended the loop, if one did; ``result`` holds what
+            ran until then, for the caller to write before it raises the error.
     """
 
     result: RunResult
     policy: str
     stop_reason: str
     problems: list[str]
+    error: HvmemError | OSError | None = None
 
 
 def run_scenario(scenario: Scenario, policy: str | None = None,
@@ -105,11 +109,14 @@ def run_scenario(scenario: Scenario, policy: str | None = None,
         loop = ControlLoop(backend, policy_config, interval_s, tick_s=min(1.0, interval_s),
                            name=scenario.name, scenario=scenario)
         restore = loop.install_signal_handlers()
+        error = None
         try:
             result = loop.run(ns_to_s(scenario.duration_ns), on_tick=on_tick)
+        except (HvmemError, OSError) as err:  # what ran is kept; the caller raises it
+            result, error = loop.result, err
         finally:
             restore()
     finally:
         problems = stop(guests)
         shutil.rmtree(run_dir, ignore_errors=True)
-    return ScenarioRun(result, name, loop.stop_reason, problems)
+    return ScenarioRun(result, name, loop.stop_reason, problems, error)
