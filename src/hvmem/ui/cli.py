@@ -251,6 +251,7 @@ def run(
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenario.work_estimate import check_run, host_memory_errors
     from hvmem.ui.options import check_policy, check_seed
+    from hvmem.ui.simulate import simulate
 
     check_seed(seed)
     check_policy(policy)
@@ -268,7 +269,8 @@ def run(
         return
     check_run(scenario, str(file), force=force)
     with host_memory_errors(str(file), scenario):
-        _simulate(scenario, policy, out, check_invariants, no_live, force, report=report)
+        simulate(_console(), scenario, policy, out, check_invariants, no_live, force,
+                 report=report)
 
 
 def _scenario_path(scenario_file: Path) -> Path:
@@ -282,74 +284,6 @@ def _scenario_path(scenario_file: Path) -> Path:
     if not exists and str(scenario_file) in builtin_scenario_names():
         return builtin_scenario_path(str(scenario_file))
     return scenario_file
-
-
-def _simulate(scenario, policy: str | None, out: Path | None, check_invariants: bool,
-              no_live: bool, force: bool = False, *, report: bool = False) -> None:
-    """Run ``scenario`` with a live view or a progress bar, write results, print the summary.
-
-    The results directory is checked and locked before the run (``ui/run_guard.py``).
-    """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from hvmem.results import RunResult
-    from hvmem.sim import Simulation
-    from hvmem.ui.run_guard import RunGuard
-    from hvmem.ui.summary_view import render_summary
-
-    name = f"{scenario.name}-{scenario.policy.for_policy(policy).name}-seed{scenario.seed}"
-    out_dir = out if out is not None else Path("results") / name
-    # hvmem's own default place is replaced freely; a named one only with --force.
-    with RunGuard(out_dir, replace=force or out is None,
-                  label="--out" if out is not None else None) as guard:
-        sim = None
-        console = _console()
-        total_s = scenario.n_ticks * scenario.tick_ns / 10**9
-        with guard.running():
-            guard.raise_if_stopped()
-            sim = Simulation(scenario, policy=policy, check_invariants=check_invariants)
-            if console.is_terminal and not no_live:
-                # The esxtop-style screen, refreshed as simulated time passes.
-                from hvmem.sim_events import latest_note
-                from hvmem.ui.top import LiveTop
-
-                def status(row: dict) -> str:  # the default, and the latest scheduled event
-                    done_s = row["time_s"] + row["tick_s"]
-                    return (f"   simulated {done_s:.0f} s of {total_s:.0f}"
-                            f"{latest_note(sim.result.events)}")
-
-                with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s,
-                             status) as view:
-                    sim.run(on_tick=lambda s: view.update(s.result.host_rows,
-                                                          s.result.vm_rows))
-            else:
-                columns = (TextColumn("{task.description}"), BarColumn(),
-                           TextColumn("{task.completed}/{task.total} s simulated"),
-                           TimeRemainingColumn())
-                from hvmem.ui.progress import ProgressLine
-
-                line = None if console.is_terminal else ProgressLine(name, total_s)
-
-                def on_tick(s) -> None:
-                    done_s = (s.now_ns + scenario.tick_ns) / 10**9
-                    progress.update(task, completed=done_s)
-                    if line is not None:  # nobody sees the bar: a line on stderr now and then
-                        line.update(done_s)
-
-                with Progress(*columns, console=console, transient=True,
-                              disable=not console.is_terminal) as progress:
-                    task = progress.add_task(name, total=total_s)
-                    sim.run(on_tick=on_tick)
-        if sim is None and guard.outcome.error is not None:
-            raise guard.outcome.error  # the simulation could not be built: nothing ran
-        # Stopped before the simulation was built: an empty run, kept all the same.
-        result = sim.result if sim is not None else RunResult(scenario)
-        path = guard.write(result, sim.now_ns / 10**9 if sim is not None else 0.0)
-        console.print(render_summary(result.summary()))
-        console.print(f"results: {path} ({guard.state(result)})")
-        if report:
-            typer.echo(f"report: {report_of_directory(path)}")
-    guard.finish()
 
 
 @app.command()
@@ -443,9 +377,10 @@ def demo(
     STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenarios import builtin_scenario_path
+    from hvmem.ui.simulate import simulate
 
-    _simulate(load_scenario(builtin_scenario_path("demo")), None, out, False, no_live, force,
-              report=report)
+    simulate(_console(), load_scenario(builtin_scenario_path("demo")), None, out, False,
+             no_live, force, report=report)
 
 
 @app.command()
