@@ -6,7 +6,9 @@ Subcommands (each a thin shell over ``hvmem.backends.qemu``):
 * ``launch``: start N guests (TCG unless hardware KVM works), write guests.toml;
 * ``control``: the controller loop with the esxtop-style live view, a results
   directory like a simulated run's, ``--dry-run`` and a Prometheus endpoint;
-* ``stop``: stop the guests a launch started and remove their files and cgroups.
+* ``stop``: stop the guests a launch started and remove their files and cgroups;
+* ``restore``: undo what a controller that crashed (or was SIGKILLed) changed,
+  from its state file under ``/run/hvmem`` (KSM, cgroup limits, balloons).
 
 Errors are one line on stderr with a non-zero exit (``ui/exits.py``), and the
 esxtop-style screen is the simulator's (``LiveTop`` in ``ui/top.py``).
@@ -152,6 +154,29 @@ def stop_cmd(
     typer.echo(f"stopped {len(guests)} guest(s)")
 
 
+@qemu_app.command("restore")
+@user_errors
+def restore_cmd(
+    state_dir: Annotated[Path | None, typer.Option(
+        help="The state directory (default $HVMEM_STATE_DIR or /run/hvmem).")] = None,
+) -> None:
+    """Undo what a controller that did not exit cleanly changed: KSM, cgroup limits, balloons.
+
+    Reads the state files of controllers no longer running; a running
+    controller's file is left alone.
+    """
+    from hvmem.backends.qemu.state_file import default_state_dir, restore_stale
+
+    directory = state_dir if state_dir is not None else default_state_dir()
+    done, problems = restore_stale(directory)
+    for line in done:
+        typer.echo(line)
+    if problems:
+        raise HvmemError("; ".join(problems))
+    if not done:
+        typer.echo(f"nothing to restore in {directory}")
+
+
 @qemu_app.command("control")
 @user_errors
 def control_cmd(
@@ -177,10 +202,17 @@ def control_cmd(
     qmp_timeout: Annotated[str, typer.Option(help="Timeout of each QMP call.")] = "2s",
     no_live: Annotated[bool, typer.Option(
         "--no-live", help="No esxtop-style view; one line per decision.")] = False,
+    deflate_on_exit: Annotated[bool, typer.Option(
+        help="Give the balloons back when the controller stops.")] = True,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where the crash-safe state file goes (default $HVMEM_STATE_DIR or "
+        "/run/hvmem).")] = None,
 ) -> None:
     """Run a memory policy over real QEMU guests until stopped (SIGINT, SIGTERM, --duration).
 
-    Guests are left running; KSM settings and cgroup limits are restored on exit.
+    Guests are left running; KSM settings, cgroup limits and (unless
+    --no-deflate-on-exit) balloons are restored on exit, and after a crash by the
+    next control or by hvmem qemu restore.
     """
     from hvmem.backends.qemu.backend import QemuBackend
     from hvmem.backends.qemu.config import BackendOptions, load_guests_config, specs_from_sockets
@@ -209,7 +241,8 @@ def control_cmd(
     timeout_s = ns_to_s(parse_time_ns(qmp_timeout, what="--qmp-timeout"))
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port: expected 0-65535, found {metrics_port}")
-    options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run)
+    options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run,
+                   deflate_on_exit=deflate_on_exit, state_dir=state_dir)
     if profile or profile_name:
         options["profile"] = profile or profile_name
     from hvmem.policy.states import PROFILES

@@ -90,8 +90,12 @@ class BackendOptions:
         guest_reserve_mib: memory a guest keeps above what it uses, at least.
         guest_reserve_frac: ... or this fraction of its configured memory.
         swap_headroom_mib: kept above QEMU's anonymous memory under a limit.
-        max_failures: samples in a row a guest may fail before it is dropped.
+        max_failures: timed-out samples in a row before a running guest is stalled.
+        stall_retry_s: a stalled guest's QMP is tried again after this long.
         manage_ksm: tune KSM from the host plan (and restore it on close).
+        deflate_on_exit: return the balloons the controller set when it closes.
+        state_dir: where the crash-safe state file goes (state_file.py); None:
+            ``$HVMEM_STATE_DIR`` or ``/run/hvmem``.
         sample_cache_s: a sample younger than this is reused.
         proc_root: /proc.
         ksm_root: /sys/kernel/mm/ksm.
@@ -110,7 +114,10 @@ class BackendOptions:
     guest_reserve_frac: float = 0.05
     swap_headroom_mib: float = DEFAULT_HEADROOM_MIB
     max_failures: int = 3
+    stall_retry_s: float = 5.0
     manage_ksm: bool = True
+    deflate_on_exit: bool = True
+    state_dir: Path | None = None
     sample_cache_s: float = 0.5
     proc_root: Path = Path("/proc")
     ksm_root: Path = DEFAULT_KSM_DIR
@@ -123,7 +130,7 @@ class BackendOptions:
             raise ConfigError(f"host memory budget: expected a positive size, found "
                               f"{self.host_memory_mib} MiB")
         for name in ("qmp_timeout_s", "balloon_stuck_after_s", "balloon_timeout_s",
-                     "balloon_retry_s"):
+                     "balloon_retry_s", "stall_retry_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name}: expected a positive time, found {value}")

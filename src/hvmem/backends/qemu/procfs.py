@@ -19,7 +19,9 @@ What is read, and why
 * ``/proc/<pid>/ksm_merging_pages``: pages of this process that KSM merged
   ([QEMU-PROBE]: 42-44k per guest for two identical guests). VmRSS
   does not drop when KSM merges, so sharing is accounted from these counters.
-* ``/proc/<pid>/stat``: utime + stime, for the QEMU process's CPU share.
+* ``/proc/<pid>/stat``: utime + stime, for the QEMU process's CPU share, and
+  the process state: ``T`` (stopped by SIGSTOP) or ``t`` (traced) is a QEMU
+  that will answer again once continued, ``Z``/``X`` or no entry a dead one.
 
 Every reader takes the ``/proc`` root as an argument so tests can point it at a
 directory of fixture files.
@@ -37,6 +39,7 @@ __all__ = [
     "HostMemInfo",
     "ProcessMemory",
     "find_pid_by_arg",
+    "process_state",
     "read_meminfo",
     "read_process",
 ]
@@ -191,6 +194,22 @@ def read_process(pid: int, ram_mib: float, ram_file: str | None = None,
         swap_mib=status.get("VmSwap", 0) / KIB_PER_MIB,
         ram_rss_mib=ram_rss, ram_size_mib=ram_size, ram_file=ram_file,
         ksm_merging_pages=merging, cpu_ticks=cpu)
+
+
+#: Process states of a QEMU that is alive but cannot answer until continued.
+STOPPED_STATES = frozenset("Tt")
+#: Process states of a QEMU that has exited (a zombie waits only to be reaped).
+DEAD_STATES = frozenset("ZX")
+
+
+def process_state(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The state letter of ``/proc/PID/stat`` (``R``, ``S``, ``T``, ``Z``...); None: gone."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    after = stat.rpartition(")")[2].split()
+    return after[0] if after else None
 
 
 def find_pid_by_arg(needle: str, proc: Path = Path("/proc")) -> int | None:

@@ -65,7 +65,7 @@ from hvmem.policy.samples import HostSample, VmSample
 from hvmem.policy.state_tracker import StateTracker
 from hvmem.units import MIB
 
-__all__ = ["HostSampler", "read_guest", "update_rates", "vm_samples"]
+__all__ = ["HostSampler", "read_guest", "read_stalled", "update_rates", "vm_samples"]
 
 _PAGE_MIB = 4 / 1024
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -81,6 +81,15 @@ def read_guest(g: GuestState, proc_root: Path) -> None:
     g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
     g.balloon_mib = max(0.0, g.configured_mib - actual)
     _take_stats(g, stats)
+
+
+def read_stalled(g: GuestState, proc_root: Path) -> None:
+    """Refresh a stalled guest's /proc readings; its balloon and stats keep their values.
+
+    A stopped QEMU still has its /proc entry, so what it holds stays current while
+    QMP cannot be asked.
+    """
+    g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
 
 
 def update_rates(g: GuestState, now: float) -> None:
@@ -170,7 +179,8 @@ def _vm_sample(g: GuestState) -> VmSample:
         consumed_mib=consumed, active_mib=active, balloon_max_mib=g.balloon_max_mib,
         reservation_mib=min(spec.reservation_mib, g.configured_mib),
         limit_mib=spec.limit_mib, balloon_mib=min(g.balloon_mib, g.configured_mib),
-        balloon_target_mib=g.last_set_mib, balloon_stuck=g.stuck or g.balloon_path is None,
+        balloon_target_mib=g.last_set_mib,
+        balloon_stuck=g.stuck or g.stalled or g.balloon_path is None,
         swapped_mib=g.swapped_mib, shared_saved_mib=g.saved_mib,
         overhead_mib=proc.overhead_mib, guest_free_mib=g.guest_free_mib,
         guest_available_mib=g.guest_available_mib, swap_in_rate_mib_s=g.swap_in_mib_s)
