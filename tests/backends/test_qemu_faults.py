@@ -203,3 +203,11 @@ def test_sigkilled_controller_is_undone_by_restore(two_kinds, tmp_path):
     assert "nothing to restore" in again.stdout
     for g in two_kinds:
         assert alive(g.pid)
+
+
+def test_operators_have_a_monitor_of_their_own_while_the_controller_holds_qmp(two_kinds):
+    g = two_kinds[0]
+    with QmpClient(g.qmp, 2.0) as controller, QmpClient(g.operator_qmp, 2.0) as operator:
+        controller.call("query-balloon")  # the controller's connection stays open
+        assert operator.call("query-status")["status"] == "running"
+        assert controller.call("query-status")["status"] == "running"

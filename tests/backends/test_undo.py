@@ -140,3 +140,27 @@ def test_balloon_that_frees_memory_goes_on(fake_host, clock):
     assert not vm.balloon_stuck
     assert "balloon_no_gain" not in [e["event"] for e in backend.events]
     backend.close()
+
+
+def test_pressure_sets_the_budget_from_the_guests(fake_host, clock):
+    fake_host.add_guest("g1", 4001)
+    fake_host.add_guest("g2", 4002)
+    backend = QemuBackend([fake_host.spec("g1"), fake_host.spec("g2")],
+                          fake_host.options(clock=clock, pressure=2.0))
+    host, _ = backend.sample()
+    assert host.total_mib == 1024 / 2 + 2 * 80  # configured / pressure + QEMU's own
+    assert host.free_mib == 0 and host.state == MemState.LOW  # 2 x 480 MiB used
+    clock.advance(1)
+    assert backend.sample()[0].total_mib == 672  # fixed for the run
+    backend.close()
+
+
+def test_pressure_and_a_budget_are_one_too_many(fake_host):
+    import pytest
+
+    from hvmem.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="give one"):
+        fake_host.options(pressure=2.0, host_memory_mib=1024)
+    with pytest.raises(ConfigError, match="--pressure: expected a factor"):
+        fake_host.options(pressure=0.5)

@@ -190,6 +190,9 @@ def control_cmd(
         "--dry-run", help="Print the plans; apply nothing.")] = False,
     host_memory: Annotated[str | None, typer.Option(
         help="Host memory budget (default: the guests file's, else the real host).")] = None,
+    pressure: Annotated[float | None, typer.Option(
+        help="Set the budget from the guests instead: their configured memory is FACTOR "
+        "times the budget, QEMU's own memory on top (e.g. 2).", metavar="FACTOR")] = None,
     profile: Annotated[str | None, typer.Option(
         help="Memory-state profile: esx4, esxi5 or esxi6.")] = None,
     duration: Annotated[str | None, typer.Option(
@@ -235,14 +238,19 @@ def control_cmd(
         specs = specs_from_sockets(list(qmp or []))
     if host_memory is not None:
         budget = _mib(host_memory, "--host-memory")
+    if pressure is not None:
+        if host_memory is not None:
+            raise ConfigError("--pressure and --host-memory both set the host's memory; "
+                              "give one")
+        budget = None  # the guests file's budget gives way to the pressure
     interval_s = ns_to_s(parse_time_ns(interval, what="--interval"))
     duration_s = (ns_to_s(parse_time_ns(duration, what="--duration"))
                   if duration is not None else None)
     timeout_s = ns_to_s(parse_time_ns(qmp_timeout, what="--qmp-timeout"))
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port: expected 0-65535, found {metrics_port}")
-    options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run,
-                   deflate_on_exit=deflate_on_exit, state_dir=state_dir)
+    options = dict(host_memory_mib=budget, pressure=pressure, qmp_timeout_s=timeout_s,
+                   manage_ksm=not dry_run, deflate_on_exit=deflate_on_exit, state_dir=state_dir)
     if profile or profile_name:
         options["profile"] = profile or profile_name
     from hvmem.policy.states import PROFILES

@@ -181,6 +181,11 @@ class QemuBackend:
                 self._event("attach_failed", spec.name, failed[-1])
         if not self.guests:
             raise BackendError("no guest could be attached: " + "; ".join(failed))
+        if self._ksm_on and all(g.ram_file is not None for g in self.guests.values()):
+            # KSM does not merge file-backed shared RAM: scanning it would only cost CPU.
+            self._ksm_on = False
+            self._event("ksm_left_alone", "", "every guest's RAM is file-backed, which KSM "
+                        "does not merge")
         self._save_originals()
 
     def _save_originals(self) -> None:

@@ -16,10 +16,11 @@ can write one for guests started any other way. Layout::
     limit = "512MiB"                  # optional
     balloon_max = "256MiB"            # optional; default 65 % of memory
 
-Keys ``memory``, ``serial_log``, ``ram_file`` and ``cgroup`` are what a launch
-recorded; the controller reads those facts from QEMU and /proc itself. Any
-other key, or a bad value, is a :class:`~hvmem.errors.ConfigError` naming the
-file, the key's path and the value.
+Keys ``memory``, ``serial_log``, ``ram_file``, ``cgroup`` and ``operator_qmp``
+(the second QMP monitor, for people) are what a launch recorded; the controller
+reads those facts from QEMU and /proc itself. Any other key, or a bad value, is
+a :class:`~hvmem.errors.ConfigError` naming the file, the key's path and the
+value.
 
 Each ``[[guest]]`` is a :class:`GuestSpec`, as the command line's QMP sockets
 are; :class:`BackendOptions` holds the backend's knobs, the ``[host]`` settings
@@ -81,6 +82,8 @@ class BackendOptions:
 
     Attributes:
         host_memory_mib: the host memory budget; None = the real MemTotal.
+        pressure: set the budget from the guests instead (sampling.py): their
+            configured memory is ``pressure`` times the budget, beside QEMU's own.
         profile: memory-state profile (``esx4``, ``esxi5``, ``esxi6``).
         qmp_timeout_s: bound on every QMP call.
         stats_interval_s: ``guest-stats-polling-interval`` set on each balloon.
@@ -104,6 +107,7 @@ class BackendOptions:
     """
 
     host_memory_mib: float | None = None
+    pressure: float | None = None
     profile: str = DEFAULT_PROFILE
     qmp_timeout_s: float = DEFAULT_TIMEOUT_S
     stats_interval_s: int = 2
@@ -129,6 +133,13 @@ class BackendOptions:
                 math.isfinite(self.host_memory_mib) and self.host_memory_mib > 0):
             raise ConfigError(f"host memory budget: expected a positive size, found "
                               f"{self.host_memory_mib} MiB")
+        if self.pressure is not None and not (math.isfinite(self.pressure)
+                                              and 1.0 <= self.pressure <= 100.0):
+            raise ConfigError(f"--pressure: expected a factor from 1 to 100, found "
+                              f"{self.pressure}")
+        if self.pressure is not None and self.host_memory_mib is not None:
+            raise ConfigError("--pressure and --host-memory both set the host's memory; "
+                              "give one")
         for name in ("qmp_timeout_s", "balloon_stuck_after_s", "balloon_timeout_s",
                      "balloon_retry_s", "stall_retry_s"):
             value = getattr(self, name)
@@ -142,7 +153,7 @@ class BackendOptions:
 
 
 _GUEST_KEYS = {"name", "qmp", "pid_file", "shares", "reservation", "limit", "balloon_max",
-               "memory", "serial_log", "ram_file", "cgroup"}
+               "memory", "serial_log", "ram_file", "cgroup", "operator_qmp"}
 _HOST_KEYS = {"memory", "profile"}
 
 

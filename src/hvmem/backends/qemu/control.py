@@ -35,6 +35,10 @@ real host: the memory budget (or the real memory), the policy and one VM per
 guest with its configured memory; the VMs' workloads are the guests' own and
 the scenario's default stands in for them.
 
+Decisions fall on the tick grid (the sample's time rounded to a whole tick), so
+a 15 s balance period with 1 s ticks decides every 15 s, not every 16 s when a
+sample ends a few hundred milliseconds after its tick.
+
 Stopping: SIGINT and SIGTERM set a flag that the loop checks between ticks (a
 tick never blocks longer than the QMP timeouts), then the backend restores the
 host (KSM settings, cgroup limits) and the guests are left running.
@@ -165,6 +169,8 @@ class ControlLoop:
             return self._given_scenario
         b = self.backend
         total = b.options.host_memory_mib
+        if total is None and b.options.pressure is not None:
+            total = b._host.pressure_budget_mib
         if total is None and b._last is not None:
             total = b._last.host.total_mib
         if total is None:
@@ -209,7 +215,9 @@ class ControlLoop:
         """One tick: observe, decide if due, record. Returns the plans if any were made."""
         b = self.backend
         obs = b.observe()
-        plans = self.controller.step(obs.time_s)
+        # Decide on the tick grid: a sample that ends a little late (QMP answers take
+        # a few hundred ms) must not push every later decision back by a tick.
+        plans = self.controller.step(round(obs.time_s / self.tick_s) * self.tick_s)
         if plans is not None:
             self.plans = dict(plans.items())
             if self.dry_run:

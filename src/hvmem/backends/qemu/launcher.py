@@ -5,7 +5,11 @@ What it does
 :func:`launch` starts N guests from the cached image (guest_image.py), each a
 daemonized ``qemu-system-x86_64`` with:
 
-* a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file;
+* a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file, and a
+  second QMP monitor for operators (``NAME.op.qmp``): a QMP socket serves one
+  client at a time, and the controller keeps its connection open, so without a
+  second monitor an operator's ``qmp-shell`` would wait until the controller
+  exits;
 * ``virtio-balloon-pci`` with ``deflate-on-oom=on`` (over-inflation stalls the
   balloon instead of panicking the guest) and ``free-page-reporting=on`` (freed
   guest memory goes back to the host within seconds: RSS fell from 502 to
@@ -69,6 +73,8 @@ __all__ = [
 ]
 
 GUESTS_FILE = "guests.toml"
+#: The operators' QMP socket of guest NAME is NAME + this, beside the controller's.
+OPERATOR_QMP = ".op.qmp"
 QEMU_BINARY = "qemu-system-x86_64"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Unix socket paths must fit in sockaddr_un.sun_path (108 bytes with the NUL).
@@ -88,6 +94,11 @@ class LaunchedGuest:
     cgroup: Path | None = None
     accel: str = "tcg"
     fallback: str | None = None  # why KVM was given up for TCG, if it was
+
+    @property
+    def operator_qmp(self) -> Path:
+        """The second QMP monitor, for operators while the controller holds the first."""
+        return self.qmp.with_name(self.qmp.stem + OPERATOR_QMP)
 
     @property
     def pid(self) -> int | None:
@@ -160,6 +171,7 @@ def qemu_command(name: str, image: GuestImage, memory_mib: int, run_dir: Path,
         "-serial", f"file:{run_dir / (name + '.log')}",
         "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
         "-qmp", f"unix:{run_dir / (name + '.qmp')},server=on,wait=off",
+        "-qmp", f"unix:{run_dir / (name + OPERATOR_QMP)},server=on,wait=off",
         "-pidfile", str(run_dir / (name + ".pid")), "-daemonize",
     ]
     if ram_file is not None:
@@ -178,6 +190,7 @@ def _guests_toml(guests: list[LaunchedGuest], accel: str, host_memory_mib: float
         lines += ["[host]", f"memory = {q(f'{host_memory_mib:g}MiB')}", ""]
     for g in guests:
         lines += ["[[guest]]", f"name = {q(g.name)}", f"qmp = {q(g.qmp)}",
+                  f"operator_qmp = {q(g.operator_qmp)}",
                   f"pid_file = {q(g.pid_file)}", f"serial_log = {q(g.serial_log)}",
                   f"memory = {q(f'{g.memory_mib}MiB')}"]
         if g.ram_file is not None:
@@ -235,7 +248,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
                               "the guest itself")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if len(str(run_dir / f"{max(names, key=len)}.qmp")) > _MAX_SOCKET_PATH:
+    if len(str(run_dir / f"{max(names, key=len)}{OPERATOR_QMP}")) > _MAX_SOCKET_PATH:
         raise ConfigError(f"--dir: {run_dir} is too long for a unix socket path "
                           f"({_MAX_SOCKET_PATH} bytes at most); choose a shorter directory")
     if file_backed:
@@ -262,7 +275,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
                 ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
                 cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
                 argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
-                for stale in (".qmp", ".pid"):
+                for stale in (".qmp", OPERATOR_QMP, ".pid"):
                     (run_dir / (name + stale)).unlink(missing_ok=True)
                 guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
                                       run_dir / f"{name}.log", memory, ram_file,
@@ -470,7 +483,7 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
         child = _CHILDREN.pop(pid, None) if pid is not None else None
         if child is not None:
             child.wait()
-        for path in (g.qmp, g.pid_file, g.ram_file if remove_files else None,
+        for path in (g.qmp, g.operator_qmp, g.pid_file, g.ram_file if remove_files else None,
                      g.serial_log.with_suffix(".err")):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):

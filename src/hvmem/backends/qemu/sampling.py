@@ -41,7 +41,20 @@ The host sample comes from ``/proc/meminfo`` and KSM. With a *host memory
 budget* (``host_memory_mib``) the host is as large as the budget and its free
 memory is the budget less what the VMs use (consumed + overhead), never more
 than the real MemAvailable: a small test host can be put under pressure without
-filling a 24 GiB machine. The memory state comes from
+filling a 24 GiB machine.
+
+``pressure`` sets the budget from the guests, at the first sample, as ESX
+states overcommitment: the guests' configured memory is ``pressure`` times the
+host memory left to them, and QEMU's own memory (measured, the VMs' overhead)
+comes on top::
+
+    budget = sum(configured) / pressure + sum(overhead)
+
+Guests use only part of what they are configured with (two 384 MiB guests of
+the launcher's default workload keep about 185 MiB of RAM resident each), so
+reclamation starts once ``sum(configured) / pressure`` falls below what they
+hold plus minFree; the state bands are then ESX's for a host of the budget's
+size (policy/minfree.py). The memory state comes from
 :class:`~hvmem.policy.state_tracker.StateTracker` on that free memory, as in the
 simulator.
 
@@ -196,13 +209,21 @@ class HostSampler:
     def __init__(self) -> None:
         self.tracker: StateTracker | None = None
         self._tracker_total: float | None = None
+        self.pressure_budget_mib: float | None = None
 
     def sample(self, now: float, opts: BackendOptions, mem: HostMemInfo,
                ksm: KsmCounters | None, vms: Sequence[VmSample],
                guests: Sequence[GuestState]) -> HostSample:
         """The host sample over ``vms``, as ``opts`` size the host (see the module docs)."""
-        if opts.host_memory_mib is not None:
-            total = opts.host_memory_mib
+        budget = opts.host_memory_mib
+        if opts.pressure is not None:
+            if self.pressure_budget_mib is None and vms:
+                self.pressure_budget_mib = (sum(vm.configured_mib for vm in vms)
+                                            / opts.pressure
+                                            + sum(vm.overhead_mib for vm in vms))
+            budget = self.pressure_budget_mib
+        if budget is not None:
+            total = budget
             used = sum(vm.consumed_mib + vm.overhead_mib for vm in vms)
             free = min(max(0.0, total - used), mem.available_mib)
             cache = 0.0
