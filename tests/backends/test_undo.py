@@ -164,3 +164,43 @@ def test_pressure_and_a_budget_are_one_too_many(fake_host):
         fake_host.options(pressure=2.0, host_memory_mib=1024)
     with pytest.raises(ConfigError, match="--pressure: expected a factor"):
         fake_host.options(pressure=0.5)
+
+
+def test_pressure_stall_information_reaches_samples_rows_and_metrics(fake_host, tmp_path):
+    import urllib.request
+
+    from hvmem.backends.qemu.control import COLUMNS, ControlLoop
+    from hvmem.backends.qemu.metrics import Metrics
+
+    (fake_host.proc / "pressure").mkdir()
+    (fake_host.proc / "pressure" / "memory").write_text(
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=99\n"
+        "full avg10=2.00 avg60=0.50 avg300=0.10 total=9\n")
+    ram = tmp_path / "g1.vswp"
+    ram.write_bytes(b"")
+    guest = fake_host.add_guest("g1", 4001, ram_file=str(ram))
+    cg = fake_host.add_cgroup(guest, usage_mib=480)
+    (cg / "memory.pressure").write_text("some avg10=4.00 avg60=1.00 avg300=0.00 total=7\n"
+                                        "full avg10=1.00 avg60=0.00 avg300=0.00 total=2\n")
+    fake_host.add_guest("g2", 4002)
+    backend = QemuBackend([fake_host.spec("g1"), fake_host.spec("g2")], fake_host.options())
+    host, vms = backend.sample()
+    assert (host.psi_some_frac, host.psi_full_frac) == (0.125, 0.02)
+    assert vms[0].psi_some_frac == 0.04 and vms[1].psi_some_frac is None
+    metrics = Metrics(COLUMNS)
+    metrics.serve(0)
+    try:
+        loop = ControlLoop(backend, "esx", interval_s=0.2, tick_s=0.1, metrics=metrics)
+        fake_host.server("g2").kill()
+        result = loop.run(duration_s=0.9)  # past the cached first sample
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics",
+                                      timeout=5).read().decode()
+    finally:
+        metrics.close()
+    assert result.vm_rows[0]["psi_some_frac"] == 0.04
+    assert result.host_rows[0]["psi_full_frac"] == 0.02
+    assert 'hvmem_vm_up{vm="g1"} 1.0' in text and 'hvmem_vm_up{vm="g2"} 0.0' in text
+    assert 'hvmem_vm_memory_pressure_some_ratio{vm="g1"} 0.04' in text
+    assert "hvmem_host_memory_pressure_some_ratio 0.125" in text
+    assert 'hvmem_vm_cgroup_limit_bytes{vm="g1"} +Inf' in text
+    assert "hvmem_ksm_pages_to_scan" in text and "hvmem_ksm_sleep_seconds 0.02" in text

@@ -66,7 +66,7 @@ from hvmem.backends.qemu.balloon import (
     set_balloon,
     track_balloon,
 )
-from hvmem.backends.qemu.cgroups import exclusive_to, memory_cgroup_of, on_tmpfs
+from hvmem.backends.qemu.cgroups import exclusive_to, memory_cgroup_of, on_tmpfs, pressure_file
 from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.guest_state import GuestState
 from hvmem.backends.qemu.ksm import Ksm, KsmCounters
@@ -286,7 +286,9 @@ class QemuBackend:
                           balloon_max_mib=balloon_max, balloon_path=balloon_path,
                           ram_file=ram_file, ram_on_disk=ram_on_disk, cgroup=cgroup,
                           cgroup_exclusive=exclusive, original_balloon_mib=original_balloon,
-                          last_set_mib=original_balloon)
+                          last_set_mib=original_balloon,
+                          pressure_path=pressure_file(pid, cgroup if exclusive else None,
+                                                      opts.cgroup_root, opts.proc_root))
 
     @staticmethod
     def _find_balloon(client: QmpClient) -> str | None:

@@ -51,6 +51,7 @@ __all__ = [
     "MemoryCgroup",
     "create_cgroup",
     "memory_cgroup_of",
+    "pressure_file",
 ]
 
 DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -211,6 +212,25 @@ def create_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     except OSError as err:
         raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
     return MemoryCgroup(path, version)
+
+
+def pressure_file(pid: int, cgroup: MemoryCgroup | None, root: Path = DEFAULT_CGROUP_ROOT,
+                  proc: Path = Path("/proc")) -> Path | None:
+    """The ``memory.pressure`` that describes ``pid``'s own cgroup, None if there is none.
+
+    Its memory cgroup's file where the kernel has one there (v2, or v1 with PSI for
+    cgroup v1), else the one of its cgroup in the unified hierarchy; never the
+    root's, which is the whole host's (``/proc/pressure/memory`` says that).
+    """
+    if cgroup is not None and (cgroup.path / "memory.pressure").is_file():
+        return cgroup.path / "memory.pressure"
+    for unified in (root / "unified", root):
+        if (unified / "cgroup.controllers").is_file():
+            rel = (_own_path(pid, 2, proc) or "/").strip("/")
+            if rel and (unified / rel / "memory.pressure").is_file():
+                return unified / rel / "memory.pressure"
+            return None
+    return None
 
 
 def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:

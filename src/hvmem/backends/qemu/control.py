@@ -26,7 +26,11 @@ VM did per tick, but from outside a real guest its lost work is not observable
 (the share of CPU its QEMU process used is, and is recorded as ``cpu_frac``).
 Extra columns: ``cpu_frac``, ``qemu_rss_mib``, ``overhead_mib``,
 ``guest_available_mib``, ``cgroup_limit_mib`` (NaN when unlimited),
-``balloon_stuck``.
+``balloon_stuck``, ``stalled`` (QEMU stopped or silent, backend.py).
+``psi_some_frac`` is the guest cgroup's memory pressure (PSI some, avg10; NaN
+where its QEMU has no cgroup of its own with a ``memory.pressure``), the
+simulator's column of the same name; the host rows add the host's
+(``psi_some_frac``, ``psi_full_frac``) and KSM's settings.
 
 The results directory is the simulator's (results.py: scenario.json, Parquet
 rows, events.jsonl, summary.json), so ``read_results`` and every tool built on
@@ -284,6 +288,9 @@ class ControlLoop:
             "ksm_run": ksm.run if ksm else -1,
             "ksm_pages_to_scan": ksm.pages_to_scan if ksm else -1,
             "ksm_pages_sharing": ksm.pages_sharing if ksm else -1,
+            "ksm_sleep_ms": ksm.sleep_millisecs if ksm else -1,
+            "psi_some_frac": _nan(host.psi_some_frac),
+            "psi_full_frac": _nan(host.psi_full_frac),
         }
         self.result.host_rows.append(host_row)
         vm_rows = []
@@ -318,6 +325,8 @@ class ControlLoop:
                 if vm.guest_available_mib is not None else math.nan,
                 "cgroup_limit_mib": limit if limit is not None else math.nan,
                 "balloon_stuck": vm.balloon_stuck,
+                "psi_some_frac": _nan(vm.psi_some_frac),
+                "stalled": g.stalled if g is not None else False,
             }
             vm_rows.append(row)
         self.result.vm_rows.extend(vm_rows)
@@ -326,12 +335,23 @@ class ControlLoop:
             self.metrics.update(host_row, vm_rows, self.backend.decisions, new)
 
 
-def plans_lines(time_s: float, plans: Mapping[str, VmPlan]) -> list[str]:
-    """One line per VM plan, for ``--dry-run`` output."""
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def plans_lines(time_s: float, plans: Mapping[str, VmPlan], *, can_compress: bool = False,
+                can_block: bool = False) -> list[str]:
+    """One line per VM plan, for ``--dry-run`` output.
+
+    A real host has no compression cache and QEMU cannot hold a guest's
+    allocations, so ``compress`` and ``BLOCKED`` are printed only for a backend
+    that can (``can_compress``, ``can_block``).
+    """
     state = ""
     if isinstance(plans, Plans) and plans.host.state is not None:
         state = f" (host {plans.host.state.label})"
     return [f"t={time_s:7.1f}s {name}: target {p.target_mib:7.1f} MiB  balloon "
             f"{p.balloon_target_mib:7.1f} MiB  swap {p.swap_target_mib:7.1f} MiB"
-            f"{'  compress' if p.compress else ''}{'  BLOCKED' if p.blocked else ''}{state}"
+            f"{'  compress' if p.compress and can_compress else ''}"
+            f"{'  BLOCKED' if p.blocked and can_block else ''}{state}"
             for name, p in plans.items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hvmem.backends.qemu.cgroups import MemoryCgroup
 from hvmem.backends.qemu.config import GuestSpec
@@ -62,6 +63,9 @@ class GuestState:
     guest_free_mib: float | None = None
     guest_available_mib: float | None = None
     guest_used_mib: float | None = None
+    # pressure stall information of the guest's own cgroup (None: none to read)
+    pressure_path: Path | None = None
+    psi_some_frac: float | None = None
     # rates
     last_cpu: tuple[float, int] | None = None
     cpu_frac: float = 0.0

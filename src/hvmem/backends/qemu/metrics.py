@@ -13,15 +13,24 @@ the newest of them, through ``prometheus_client``, under the same names:
   view (ui/top.py ``COLUMNS``), sizes in MiB and rates in MiB/s: ``MEMSZ``
   becomes ``hvmem_vm_memsz_mib``, ``SWR/s`` ``hvmem_vm_swr_mib_per_second``;
   plus ``hvmem_vm_cpu_frac`` (the QEMU process's CPU share);
-* ``hvmem_decisions_total`` and ``hvmem_events_total{event=...}``: counters.
+* ``hvmem_decisions_total`` and ``hvmem_events_total{event=...}``: counters;
+* the controller's own state, named by Prometheus' conventions (``_bytes``,
+  ``_seconds``, ``_ratio``): ``hvmem_vm_up`` (1 while the guest answers, 0 once
+  it is stalled or dropped), ``hvmem_vm_cgroup_limit_bytes`` (+Inf unlimited),
+  ``hvmem_vm_guest_available_bytes``, ``hvmem_vm_balloon_stuck``,
+  ``hvmem_vm_memory_pressure_some_ratio`` and
+  ``hvmem_host_memory_pressure_{some,full}_ratio`` (PSI avg10),
+  ``hvmem_ksm_run``, ``hvmem_ksm_pages_to_scan``, ``hvmem_ksm_sleep_seconds``.
 
-A VM that leaves control disappears from the gauges. The server binds to
+A VM that leaves control disappears from the gauges, except ``hvmem_vm_up``,
+which drops to 0. The server binds to
 127.0.0.1 unless told otherwise: the numbers describe the host's guests, which
 is nothing to publish to a network by default.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -29,6 +38,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 __all__ = ["Metrics", "metric_name"]
 
+MIB = 1 << 20
+_VM_CONTROL = (
+    ("hvmem_vm_up", "1 while the guest is under control and answers, else 0"),
+    ("hvmem_vm_cgroup_limit_bytes", "Memory-cgroup limit the controller set (+Inf: none)"),
+    ("hvmem_vm_guest_available_bytes", "Memory the guest could free easily (MemAvailable)"),
+    ("hvmem_vm_balloon_stuck", "1 while the balloon counts as stuck or gains nothing"),
+    ("hvmem_vm_memory_pressure_some_ratio", "PSI memory some avg10 of the guest's cgroup"),
+)
+_HOST_CONTROL = (
+    ("hvmem_host_memory_pressure_some_ratio", "PSI memory some avg10 of the host"),
+    ("hvmem_host_memory_pressure_full_ratio", "PSI memory full avg10 of the host"),
+    ("hvmem_ksm_run", "KSM run setting (0 stop, 1 run, 2 unmerge)"),
+    ("hvmem_ksm_pages_to_scan", "KSM pages scanned per wake-up"),
+    ("hvmem_ksm_sleep_seconds", "KSM sleep between wake-ups"),
+)
 HOST_FIELDS = ("total_mib", "free_mib", "minfree_mib", "shared_saved_mib")
 STATES = ("high", "clear", "soft", "hard", "low")
 
@@ -62,6 +86,10 @@ class Metrics:
                                  registry=self.registry)
         self.events = Counter("hvmem_events", "Backend events by kind", ["event"],
                               registry=self.registry)
+        self.control = {name: Gauge(name, text, ["vm"], registry=self.registry)
+                        for name, text in _VM_CONTROL}
+        self.host_control = {name: Gauge(name, text, registry=self.registry)
+                             for name, text in _HOST_CONTROL}
         self._vms: set[str] = set()
         self._decisions = 0
         self._server = None
@@ -89,15 +117,47 @@ class Metrics:
             for c in self.columns:
                 self.vm[c].labels(vm=row["vm"]).set(row[c])
             self.throughput.labels(vm=row["vm"]).set(row["cpu_frac"])
+        self._control(host_row, vm_rows)
         for gone in self._vms - seen:
             for gauge in (*self.vm.values(), self.throughput):
                 gauge.remove(gone)
+            for name, gauge in self.control.items():
+                if name == "hvmem_vm_up":
+                    gauge.labels(vm=gone).set(0.0)
+                else:
+                    gauge.remove(gone)
         self._vms = seen
         if decisions > self._decisions:
             self.decisions.inc(decisions - self._decisions)
             self._decisions = decisions
         for event in new_events:
             self.events.labels(event=event["event"]).inc()
+            if event["event"] in ("guest_dropped", "attach_failed"):
+                self.control["hvmem_vm_up"].labels(vm=event["vm"]).set(0.0)
+
+    def _control(self, host_row: dict, vm_rows: list[dict]) -> None:
+        """The controller's own gauges (module docs)."""
+        for row in vm_rows:
+            vm = row["vm"]
+            limit = row.get("cgroup_limit_mib", math.nan)
+            values = {
+                "hvmem_vm_up": 0.0 if row.get("stalled") else 1.0,
+                "hvmem_vm_cgroup_limit_bytes": math.inf if math.isnan(limit) else limit * MIB,
+                "hvmem_vm_guest_available_bytes": row.get("guest_available_mib", math.nan)
+                * MIB,
+                "hvmem_vm_balloon_stuck": float(bool(row.get("balloon_stuck"))),
+                "hvmem_vm_memory_pressure_some_ratio": row.get("psi_some_frac", math.nan),
+            }
+            for name, value in values.items():
+                self.control[name].labels(vm=vm).set(value)
+        ksm_sleep = host_row.get("ksm_sleep_ms", -1)
+        for name, value in (
+                ("hvmem_host_memory_pressure_some_ratio", host_row.get("psi_some_frac")),
+                ("hvmem_host_memory_pressure_full_ratio", host_row.get("psi_full_frac")),
+                ("hvmem_ksm_run", host_row.get("ksm_run")),
+                ("hvmem_ksm_pages_to_scan", host_row.get("ksm_pages_to_scan")),
+                ("hvmem_ksm_sleep_seconds", ksm_sleep / 1000 if ksm_sleep >= 0 else None)):
+            self.host_control[name].set(math.nan if value is None or value == -1 else value)
 
     def close(self) -> None:
         """Stop the endpoint."""

@@ -23,6 +23,9 @@ swapped_mib        file-backed RAM: blocks of the RAM file on disk less its
                    resident part (pages written back and dropped; an estimate,
                    since pages resident *and* on disk count once); anonymous RAM
                    on a host with swap: VmSwap
+psi_some_frac      the guest cgroup's ``memory.pressure`` (some, avg10), where its
+                   QEMU has a cgroup of its own with one (cgroups.py); the host's
+                   from ``/proc/pressure/memory``
 guest_free_mib,    virtio-balloon ``guest-stats`` (``stat-free-memory``,
 guest_available    ``stat-available-memory``), polled by QEMU every
                    ``stats_interval_s`` (``guest-stats-polling-interval``)
@@ -71,7 +74,7 @@ from typing import Any
 from hvmem.backends.qemu.config import BackendOptions
 from hvmem.backends.qemu.guest_state import GuestState
 from hvmem.backends.qemu.ksm import KsmCounters
-from hvmem.backends.qemu.procfs import HostMemInfo, read_process
+from hvmem.backends.qemu.procfs import HostMemInfo, read_pressure, read_process
 from hvmem.errors import BackendError
 from hvmem.policy.minfree import thresholds
 from hvmem.policy.samples import HostSample, VmSample
@@ -94,6 +97,13 @@ def read_guest(g: GuestState, proc_root: Path) -> None:
     g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
     g.balloon_mib = max(0.0, g.configured_mib - actual)
     _take_stats(g, stats)
+    _take_pressure(g)
+
+
+def _take_pressure(g: GuestState) -> None:
+    if g.pressure_path is not None:
+        reading = read_pressure(g.pressure_path)
+        g.psi_some_frac = reading.some_frac if reading is not None else None
 
 
 def read_stalled(g: GuestState, proc_root: Path) -> None:
@@ -103,6 +113,7 @@ def read_stalled(g: GuestState, proc_root: Path) -> None:
     QMP cannot be asked.
     """
     g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
+    _take_pressure(g)
 
 
 def update_rates(g: GuestState, now: float) -> None:
@@ -196,7 +207,8 @@ def _vm_sample(g: GuestState) -> VmSample:
         balloon_stuck=g.stuck or g.stalled or g.balloon_path is None,
         swapped_mib=g.swapped_mib, shared_saved_mib=g.saved_mib,
         overhead_mib=proc.overhead_mib, guest_free_mib=g.guest_free_mib,
-        guest_available_mib=g.guest_available_mib, swap_in_rate_mib_s=g.swap_in_mib_s)
+        guest_available_mib=g.guest_available_mib, swap_in_rate_mib_s=g.swap_in_mib_s,
+        psi_some_frac=g.psi_some_frac)
 
 
 class HostSampler:
@@ -236,10 +248,13 @@ class HostSampler:
             self.tracker = StateTracker(thresholds(total, opts.profile))
             self._tracker_total = total
         state = self.tracker.update(free)
+        psi = read_pressure(opts.proc_root / "pressure" / "memory")
         return HostSample(
             time_s=now, total_mib=total, free_mib=free, state=state,
             minfree_mib=self.tracker.thresholds.minfree_mib, profile=opts.profile,
             cache_mib=cache, shared_saved_mib=ksm.saved_mib if ksm else 0.0,
             sharing_pages_to_scan=ksm.pages_to_scan if ksm else None,
             swap_in_rate_mib_s=sum(vm.swap_in_rate_mib_s for vm in vms),
-            swap_out_rate_mib_s=sum(g.swap_out_mib_s for g in guests))
+            swap_out_rate_mib_s=sum(g.swap_out_mib_s for g in guests),
+            psi_some_frac=psi.some_frac if psi else None,
+            psi_full_frac=psi.full_frac if psi else None)
