@@ -16,6 +16,7 @@ esxtop-style screen is the simulator's (``LiveTop`` in ``ui/top.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -105,6 +106,9 @@ def launch_cmd(
         wait_for_marker,
     )
 
+    if memory.strip().isdigit():
+        raise ConfigError(f"--memory: {memory!r} has no unit; write it with one, "
+                          f"e.g. {memory.strip()}MiB")
     memory_mib = _mib(memory, "--memory")
     if memory_mib != int(memory_mib):
         raise ConfigError(f"--memory: expected whole MiB, found {memory!r}")
@@ -151,6 +155,8 @@ def stop_cmd(
         raise HvmemError("; ".join(problems))
     if not keep_logs:
         config.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the run directory, if nothing else is in it
+            config.parent.rmdir()
     typer.echo(f"stopped {len(guests)} guest(s)")
 
 
@@ -277,6 +283,9 @@ def control_cmd(
     restore = loop.install_signal_handlers()
     console = _console()
     printed = 0
+    for event in backend.events:
+        if event["event"] in ("attach_failed", "restored", "restore_failed"):
+            console.print(f"{event['event']} {event['vm']}: {event['detail']}", markup=False)
 
     def print_new_plans() -> None:
         nonlocal printed
@@ -304,7 +313,7 @@ def control_cmd(
             console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
         with LiveTop(console, title, enabled=live, status=lambda host_row: (
                 f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                f"{interval_s:g} s")) as view:
+                f"{interval_s:g} s{_psi_status(host_row)}")) as view:
             result = loop.run(duration_s, on_tick=on_tick)
     finally:
         restore()
@@ -316,12 +325,21 @@ def control_cmd(
     out_dir = out if out is not None else Path("results") / name
     path = write_results(result, out_dir, overwrite=True)
     for event in result.events:
-        if event["event"] in ("guest_dropped", "balloon_stuck", "swap_refused", "swap_failed",
-                              "ksm_refused"):
+        if event["event"] in ("attach_failed", "guest_dropped", "guest_stalled",
+                              "guest_resumed", "balloon_stuck", "balloon_no_gain",
+                              "swap_refused", "swap_failed", "ksm_refused", "restore_pending"):
             console.print(f"{event['time_s']:8.1f}s {event['event']} {event['vm']}: "
                           f"{event['detail']}", markup=False)
     console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "
                   f"results: {path}", markup=False)
+
+
+def _psi_status(host_row: dict) -> str:
+    """The host's memory pressure (PSI avg10) for the live view's status line."""
+    some, full = host_row.get("psi_some_frac"), host_row.get("psi_full_frac")
+    if some is None or some != some:  # absent, or NaN
+        return ""
+    return f", memory pressure some {some:.1%} full {full:.1%}"
 
 
 def _console():

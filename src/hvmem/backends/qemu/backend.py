@@ -455,7 +455,7 @@ class QemuBackend:
 
     def can_swap(self, g: GuestState, meminfo: HostMemInfo | None = None) -> str | None:
         """None if the VM may be put under a memory limit, else why not (one line)."""
-        return swap_refusal(g, self.options.proc_root, meminfo)
+        return swap_refusal(g, self.options.proc_root, meminfo, self.options.file_backed_hint)
 
     # -- the end -------------------------------------------------------------------------
     def _drop(self, g: GuestState, why: str) -> None:

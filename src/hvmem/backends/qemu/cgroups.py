@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_HEADROOM_MIB",
     "MemoryCgroup",
     "create_cgroup",
+    "create_pressure_cgroup",
     "memory_cgroup_of",
     "pressure_file",
 ]
@@ -231,6 +232,30 @@ def pressure_file(pid: int, cgroup: MemoryCgroup | None, root: Path = DEFAULT_CG
                 return unified / rel / "memory.pressure"
             return None
     return None
+
+
+def create_pressure_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                           proc: Path = Path("/proc")) -> Path | None:
+    """A cgroup ``name`` in a unified hierarchy mounted beside v1 controllers, for PSI.
+
+    Every cgroup of the unified hierarchy has a ``memory.pressure``, whichever
+    controllers it has, so a QEMU placed in one of its own has its memory stalls
+    counted apart from the host's [LINUX-PSI]. Only where the memory controller is
+    v1 and the unified hierarchy is a second mount (``root/unified``): where memory
+    is v2, the QEMU's memory cgroup is that cgroup already. None where there is
+    none to make (or it cannot be made): the guest's pressure is then not read.
+    """
+    unified = root / "unified"
+    found = _memory_hierarchy(root)
+    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+        return None
+    rel = (_own_path("self", 2, proc) or "/").strip("/")
+    path = unified / rel / name if rel else unified / name
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:

@@ -97,6 +97,8 @@ class BackendOptions:
         stall_retry_s: a stalled guest's QMP is tried again after this long.
         manage_ksm: tune KSM from the host plan (and restore it on close).
         deflate_on_exit: return the balloons the controller set when it closes.
+        file_backed_hint: how the user gives a guest file-backed RAM, for the advice
+            when an anonymous-RAM guest cannot be limited.
         state_dir: where the crash-safe state file goes (state_file.py); None:
             ``$HVMEM_STATE_DIR`` or ``/run/hvmem``.
         sample_cache_s: a sample younger than this is reused.
@@ -121,6 +123,7 @@ class BackendOptions:
     stall_retry_s: float = 5.0
     manage_ksm: bool = True
     deflate_on_exit: bool = True
+    file_backed_hint: str = "launch it with file-backed RAM: hvmem qemu launch --file-backed"
     state_dir: Path | None = None
     sample_cache_s: float = 0.5
     proc_root: Path = Path("/proc")

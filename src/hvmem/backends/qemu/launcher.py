@@ -20,7 +20,11 @@ daemonized ``qemu-system-x86_64`` with:
   file (the VM's swap file, ``NAME.vswp``) and QEMU in a memory cgroup of its
   own (cgroups.py), created before exec so that all of QEMU's memory is charged
   to it. Such a guest can be swapped by the host but not shared by KSM (41
-  pages merged [QEMU-PROBE]): a VM gets one or the other.
+  pages merged [QEMU-PROBE]): a VM gets one or the other;
+* where memory cgroups are v1 and the unified hierarchy is mounted beside them,
+  QEMU in a unified cgroup of its own too (``hvmem-...-NAME``), whose
+  ``memory.pressure`` counts the guest's memory stalls apart from the host's
+  (cgroups.py ``create_pressure_cgroup``); :func:`stop` removes it.
 
 The launch writes ``guests.toml`` in the run directory, which
 ``hvmem qemu control --config`` and :func:`stop` read.
@@ -54,6 +58,7 @@ from hvmem.backends.qemu.cgroups import (
     DEFAULT_CGROUP_ROOT,
     MemoryCgroup,
     create_cgroup,
+    create_pressure_cgroup,
     on_tmpfs,
 )
 from hvmem.backends.qemu.guest_image import GuestImage, WorkloadParams
@@ -274,13 +279,14 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
             for name, memory in zip(names, memories, strict=True):
                 ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
                 cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
+                psi_cgroup = create_pressure_cgroup(f"{tag}-{name}", cgroup_root)
                 argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
                 for stale in (".qmp", OPERATOR_QMP, ".pid"):
                     (run_dir / (name + stale)).unlink(missing_ok=True)
                 guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
                                       run_dir / f"{name}.log", memory, ram_file,
                                       cgroup.path if cgroup else None, accel)
-                _start(argv, cgroup, guest, die_with_parent)
+                _start(argv, cgroup, guest, die_with_parent, psi_cgroup)
                 started.append(guest)
         except BaseException:
             stop(started)
@@ -318,10 +324,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest,
-           die_with_parent: bool = False) -> None:
+           die_with_parent: bool = False, psi_cgroup: Path | None = None) -> None:
     def enter_cgroup() -> None:  # runs in the child, before exec
         if cgroup is not None:
             (cgroup.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        if psi_cgroup is not None:
+            with contextlib.suppress(OSError):  # pressure unread, nothing worse
+                (psi_cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
         if die_with_parent:
             import ctypes
 
@@ -333,7 +342,8 @@ def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest,
 
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, preexec_fn=enter_cgroup if cgroup else None,
+                              timeout=60, preexec_fn=enter_cgroup if cgroup or psi_cgroup
+                              else None,
                               check=False)
     except FileNotFoundError:
         if cgroup is not None:
@@ -440,6 +450,19 @@ def _is_guest(pid: int, g: LaunchedGuest) -> bool:
     return b"qemu" in cmdline.split(b"\0")[0] and str(g.qmp).encode() in cmdline
 
 
+def _pressure_cgroup(pid: int, root: Path = DEFAULT_CGROUP_ROOT) -> Path | None:
+    """The unified cgroup a launch made for a QEMU's pressure (None: not one of ours)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path(path).name.startswith("hvmem-"):
+            return root / "unified" / path.strip("/")
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -465,6 +488,7 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
     problems: list[str] = []
     for g in guests:
         pid = g.pid
+        psi_cgroup = _pressure_cgroup(pid) if pid is not None and _is_guest(pid, g) else None
         if pid is not None and _alive(pid) and _is_guest(pid, g):
             with contextlib.suppress(BackendError), QmpClient(g.qmp, 2.0, g.name) as qmp:
                 qmp.call_once("quit")
@@ -491,6 +515,15 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
         if remove_files:
             with contextlib.suppress(FileNotFoundError):
                 g.serial_log.unlink()
+        for _ in range(20 if psi_cgroup is not None else 0):
+            try:  # an exiting process leaves its cgroup a moment later
+                psi_cgroup.rmdir()
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+                continue
+            break
         if g.cgroup is not None and g.cgroup.exists():
             for attempt in range(20):  # an exiting process leaves its cgroup a moment later
                 try:
