@@ -204,3 +204,24 @@ def test_pressure_stall_information_reaches_samples_rows_and_metrics(fake_host, 
     assert "hvmem_host_memory_pressure_some_ratio 0.125" in text
     assert 'hvmem_vm_cgroup_limit_bytes{vm="g1"} +Inf' in text
     assert "hvmem_ksm_pages_to_scan" in text and "hvmem_ksm_sleep_seconds 0.02" in text
+
+
+def test_balloon_held_for_no_gain_deflates_once_the_host_is_out_of_reclamation(fake_host,
+                                                                               clock):
+    from hvmem.policy.controller import PolicyController
+    from hvmem.policy.policies import make_policy
+
+    fake_host.add_guest("g2", 4002, ram_rss_mib=200, balloon_frees=False)
+    backend = QemuBackend([fake_host.spec("g2")], fake_host.options(clock=clock))
+    backend.sample()
+    backend.apply(plans(MemState.SOFT, g2=(60.0, 0.0)))
+    clock.advance(1)
+    assert backend.sample()[1][0].balloon_stuck  # held: it freed nothing
+    backend.apply(plans(MemState.HIGH, g2=(60.0, 0.0)))
+    clock.advance(1)
+    assert not backend.sample()[1][0].balloon_stuck
+    controller = PolicyController(make_policy("esx"), backend, balance_period_s=1)
+    controller.step(10.0)  # a roomy host: the esx planner gives the balloon back
+    sizes = [a["value"] / MIB for c, a in fake_host.guests["g2"].commands if c == "balloon"]
+    assert sizes[-1] > 452
+    backend.close()

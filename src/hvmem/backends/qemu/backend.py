@@ -104,7 +104,7 @@ from hvmem.policy.samples import (
     balloon_max_for,
     shares_for,
 )
-from hvmem.policy.states import MemState
+from hvmem.policy.states import MemState, actions
 
 __all__ = ["Observation", "QemuBackend"]
 
@@ -424,11 +424,19 @@ class QemuBackend:
         host_plan = plans.host if isinstance(plans, Plans) else None
         state = (host_plan.state if host_plan is not None and host_plan.state is not None
                  else self._last.host.state if self._last is not None else MemState.HIGH)
+        acts = actions(state, self.options.profile)
+        reclaiming = acts.balloon or acts.swap or acts.swap_fallback
         for name, plan in plans.items():
             g = self.guests.get(name)
             if g is None:
                 continue
             g.plan = plan
+            if g.no_gain and not reclaiming:
+                # Held because inflating freed nothing; with the host out of reclamation
+                # it may deflate again (the planner gives stuck balloons nothing back).
+                g.no_gain, g.stuck_since_s = False, None
+                self._event("balloon_retry", name, f"host {state.label}: the balloon that "
+                            "gained nothing may deflate")
             try:
                 if not g.stalled:  # a stopped QEMU cannot be asked; its limit still can
                     apply_balloon(g, plan, now, self.options, self._event)
