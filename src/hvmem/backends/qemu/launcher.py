@@ -515,12 +515,14 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
         if remove_files:
             with contextlib.suppress(FileNotFoundError):
                 g.serial_log.unlink()
-        for _ in range(20 if psi_cgroup is not None else 0):
-            try:  # an exiting process leaves its cgroup a moment later
+        for attempt in range(50 if psi_cgroup is not None else 0):
+            try:  # an exiting process leaves its cgroup a moment later (longer when busy)
                 psi_cgroup.rmdir()
             except FileNotFoundError:
                 break
-            except OSError:
+            except OSError as err:
+                if attempt == 49:
+                    problems.append(f"{psi_cgroup}: cannot remove cgroup ({err.strerror})")
                 time.sleep(0.1)
                 continue
             break
