@@ -82,6 +82,7 @@ class SimulatedBackend:
         self.tally = tally
         self.reclaim_rng = reclaim_rng
         self.host_plan: HostPlan | None = None  # the latest plan's host part
+        self._psi_marks: dict[str, tuple[int, float]] = {}  # VM -> (time, stall) at sample
 
     def sample(self) -> tuple[HostSample, list[VmSample]]:
         """Observe the simulated host and its running VMs."""
@@ -115,8 +116,22 @@ class SimulatedBackend:
                 guest_free_mib=pages_to_mib(vm.kernel.allocator.n_free),
                 guest_available_mib=pages_to_mib(vm.kernel.allocator.n_free
                                                  + vm.kernel.count(PageKind.FILE)),
+                psi_some_frac=self._psi_some_frac(cfg.name, hv.counters.reclaim_stall_ns),
             ))
         return host, vms
+
+    def _psi_some_frac(self, name: str, stall_ns: float) -> float | None:
+        """A VM's stall share on swap-in and decompression since its last sample.
+
+        A PSI ``some`` reading (policy/psi.py); None at the VM's first sample.
+        """
+        marks = self._psi_marks
+        now = self.sim.now_ns
+        last = marks.get(name)
+        marks[name] = (now, stall_ns)
+        if last is None or now <= last[0]:
+            return None
+        return min(1.0, (stall_ns - last[1]) / (now - last[0]))
 
     def apply(self, plans: Mapping[str, VmPlan]) -> None:
         """Balloon targets to the devices; take what must go beyond that."""

@@ -8,7 +8,7 @@ Sizes are MiB, rates MiB per second of the tick::
     host  time_s tick_s total_mib free_mib minfree_mib state
     vm    time_s tick_s vm MEMSZ GRANT SZTGT TCHD ACTV ACTVS ACTVF ACTVN MCTLSZ MCTLTGT MCTLMAX
           SWCUR SWTGT SWR/s SWW/s ZIP/s UNZIP/s CACHEUSD ZIPPED SHRD ZERO SHRDSVD
-          LPAGE guest_free_mib guest_swap_mib throughput slowdown
+          LPAGE guest_free_mib guest_swap_mib throughput slowdown psi_some_frac
           [TLBMISS/s WALKREF/s HIDFLT/s in mmu fidelity]
 
 GRANT is what machine memory backs (private and shared pages); TCHD what the
@@ -17,6 +17,11 @@ ACTVS, ACTVF and ACTVN its slow, fast and current averages (esxtop's %ACTVS,
 %ACTVF, %ACTVN as MiB; ``hypervisor/sampling.py``); a rate is the growth of its
 counter since the VM's previous row. ``throughput`` is the share of the tick the VM did its
 own work (``max(0, 1 - stall / tick)``) and ``slowdown`` ``(tick + stall) / tick``.
+``psi_some_frac`` is the share of the tick the VM stalled bringing back memory the
+host reclaimed (swap-in and decompression), as Linux's pressure stall information
+counts time stalled on memory (``some``: at least one task waiting [LINUX-PSI]); a
+real run records its cgroup's ``memory.pressure`` under the same name, so the two
+compare on one measure.
 
 Page sharing per VM (SHRD, ZERO, SHRDSVD) comes from :class:`SharingTally`,
 which the simulated backend also uses for its samples.
@@ -145,7 +150,10 @@ class TickRows:
                 "guest_swap_mib": pages_to_mib(vm.kernel.swap.n_used),
                 "throughput": throughput,
                 "slowdown": (tick_ns + stall) / tick_ns,
+                "psi_some_frac": min(1.0, (hv.counters.reclaim_stall_ns
+                                           - vm.last_reclaim_stall_ns) / tick_ns),
                 **(vm.kernel.mmu.rate_columns(tick_s) if vm.kernel.mmu else {}),
             })
             vm.last_swap_ins, vm.last_swap_outs = sw.swap_ins, sw.swap_outs
             vm.last_zips, vm.last_unzips = z.compressed, z.decompressed
+            vm.last_reclaim_stall_ns = hv.counters.reclaim_stall_ns

@@ -40,6 +40,10 @@ class FakeGuest:
     has_balloon: bool = True
     hang: bool = False  # accept connections, greet, answer nothing
     commands: list[tuple[str, Any]] = field(default_factory=list)
+    # Called when the balloon moved (FakeHost: resident RAM follows it, as without
+    # free page reporting; tests that model reporting set balloon_frees False).
+    on_balloon: Any = None
+    balloon_frees: bool = True
     _moved_at: float = field(default_factory=time.monotonic)
 
     def step_balloon(self) -> None:
@@ -48,11 +52,17 @@ class FakeGuest:
         if self.balloon_target_mib is None or self.balloon_rate_mib_s == 0:
             return
         if self.balloon_rate_mib_s is None:
-            self.actual_mib = self.balloon_target_mib
+            self.move(self.balloon_target_mib)
             return
         step = self.balloon_rate_mib_s * dt
         delta = self.balloon_target_mib - self.actual_mib
-        self.actual_mib += max(-step, min(step, delta))
+        self.move(self.actual_mib + max(-step, min(step, delta)))
+
+    def move(self, actual_mib: float) -> None:
+        """The balloon is now at guest size ``actual_mib``."""
+        if actual_mib != self.actual_mib and self.on_balloon is not None and self.balloon_frees:
+            self.on_balloon(self.actual_mib - actual_mib)
+        self.actual_mib = actual_mib
 
     def answer(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         self.commands.append((cmd, args))
@@ -179,6 +189,7 @@ class FakeHost:
         self.sock_dir = Path(tempfile.mkdtemp(prefix="hvq"))
         self.servers: list[FakeQmpServer] = []
         self.guests: dict[str, FakeGuest] = {}
+        self.ram_rss: dict[str, float] = {}
 
     def set_meminfo(self, total_mib: float, free_mib: float, swap_mib: float = 0) -> None:
         (self.proc / "meminfo").write_text(
@@ -188,6 +199,7 @@ class FakeHost:
 
     def set_process(self, guest: FakeGuest, ram_rss_mib: float, qemu_mib: float = 80,
                     merging_pages: int = 0) -> None:
+        self.ram_rss[guest.name] = ram_rss_mib
         base = self.proc / str(guest.pid)
         base.mkdir(exist_ok=True)
         ram_kib = guest.configured_mib * 1024
@@ -224,6 +236,12 @@ class FakeHost:
         guest = FakeGuest(name=name, pid=pid, **kw)
         self.guests[name] = guest
         self.set_process(guest, ram_rss_mib)
+
+        def balloon_moved(grown_mib: float) -> None:
+            rss = self.ram_rss[name]
+            self.set_process(guest, max(0.0, rss - grown_mib) if grown_mib > 0 else rss)
+
+        guest.on_balloon = balloon_moved
         sock = self.sock_dir / f"{name}.qmp"
         self.servers.append(FakeQmpServer(sock, guest))
         return guest
@@ -241,6 +259,7 @@ class FakeHost:
         from hvmem.backends.qemu.config import BackendOptions
 
         kw.setdefault("qmp_timeout_s", 0.5)
+        kw.setdefault("state_dir", self.root / "state")
         return BackendOptions(proc_root=self.proc, ksm_root=self.ksm,
                               cgroup_root=self.cgroup, **kw)
 
@@ -248,6 +267,13 @@ class FakeHost:
         for server in self.servers:
             server.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory, monkeypatch):
+    """Controllers started by these tests (and their child processes) keep their
+    state files in a temporary directory, never in this host's /run/hvmem."""
+    monkeypatch.setenv("HVMEM_STATE_DIR", str(tmp_path_factory.mktemp("hvmem-state")))
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ def test_slow_balloon_times_out(fake_host, clock):
     backend.apply(plans(MemState.SOFT, g1=(100.0, 0.0)))
     guest = fake_host.guests["g1"]
     guest.balloon_rate_mib_s = 0  # moves once, then stalls: no longer progress
-    guest.actual_mib = 480
+    guest.move(480)
     for _ in range(3):
         clock.advance(1.1)
         backend.sample()
@@ -263,21 +263,72 @@ def test_dead_process_is_dropped(fake_host, clock):
     backend.close()
 
 
-def test_silent_qmp_is_retried_then_dropped_without_hanging(fake_host, clock):
+def test_silent_qmp_is_stalled_not_dropped_and_tried_again(fake_host, clock):
     fake_host.add_guest("g1", 4001)
     guest = fake_host.add_guest("g2", 4002)
     backend = QemuBackend([fake_host.spec("g1"), fake_host.spec("g2")],
-                          fake_host.options(clock=clock, qmp_timeout_s=0.2, max_failures=3))
+                          fake_host.options(clock=clock, qmp_timeout_s=0.2, max_failures=3,
+                                            stall_retry_s=5))
+    assert len(backend.sample()[1]) == 2
     guest.hang = True
     for _n in range(1, 4):
         clock.advance(1)
         start = time.monotonic()
         _, vms = backend.sample()
         assert time.monotonic() - start < 2.0  # a timeout and one retry, no more
-        assert [vm.name for vm in vms] == ["g1"]
+        # Its memory still counts: the last reading, with its balloon not relied on.
+        assert [vm.name for vm in vms] == ["g1", "g2"]
+        assert vms[1].balloon_stuck == (_n == 3)  # stalled at the third
     kinds = [(e["event"], e["vm"]) for e in backend.events]
     assert kinds.count(("qmp_timeout", "g2")) == 3
-    assert ("guest_dropped", "g2") in kinds
+    assert ("guest_stalled", "g2") in kinds and ("guest_dropped", "g2") not in kinds
+    clock.advance(1)
+    start = time.monotonic()
+    backend.sample()  # stalled: QMP is not tried before stall_retry_s
+    assert time.monotonic() - start < 0.15
+    guest.hang = False
+    clock.advance(5)
+    _, vms = backend.sample()
+    assert not vms[1].balloon_stuck and "g2" in backend.guests
+    assert backend.events[-1]["event"] == "guest_resumed"
+    backend.close()
+
+
+def _set_state(fake_host, pid: int, state: str) -> None:
+    stat = fake_host.proc / str(pid) / "stat"
+    text = stat.read_text()
+    stat.write_text(text.replace(") S ", f") {state} ").replace(") T ", f") {state} "))
+
+
+def test_stopped_qemu_is_kept_and_never_connected_to(fake_host, clock):
+    fake_host.add_guest("g1", 4001)
+    guest = fake_host.add_guest("g2", 4002)
+    backend = QemuBackend([fake_host.spec("g1"), fake_host.spec("g2")],
+                          fake_host.options(clock=clock))
+    backend.sample()
+    _set_state(fake_host, 4002, "T")
+    asked = len(guest.commands)
+    for _ in range(4):
+        clock.advance(1)
+        _, vms = backend.sample()
+        assert [vm.name for vm in vms] == ["g1", "g2"]
+    backend.apply(plans(MemState.SOFT, g1=(50.0, 0.0), g2=(50.0, 0.0)))
+    assert len(guest.commands) == asked  # nothing asked of a stopped QEMU
+    stalled = [e for e in backend.events if e["event"] == "guest_stalled"]
+    assert len(stalled) == 1 and "stopped (state T)" in stalled[0]["detail"]
+    _set_state(fake_host, 4002, "S")
+    clock.advance(1)
+    _, vms = backend.sample()
+    assert backend.events[-1]["event"] == "guest_resumed" and not backend.guests["g2"].stalled
+    backend.close()
+
+
+def test_zombie_qemu_is_dropped(fake_host, clock):
+    fake_host.add_guest("g1", 4001)
+    backend = QemuBackend([fake_host.spec("g1")], fake_host.options(clock=clock))
+    _set_state(fake_host, 4001, "Z")
+    assert backend.sample()[1] == []
+    assert backend.events[-1]["event"] == "guest_dropped"
     backend.close()
 
 

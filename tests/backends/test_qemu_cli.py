@@ -266,3 +266,35 @@ def test_control_error_mid_run_keeps_results_and_exits_1(fake_host, tmp_path, mo
     back = read_results(out)
     assert not back.complete and back.summary["stop_reason"] == "g1: QMP socket closed"
     assert back.host.num_rows == 2 and back.events[-1]["event"] == "error"
+
+
+def test_small_cli_matters(tmp_path, fake_host, monkeypatch):
+    # A size without a unit says so.
+    code, out = run("launch", "--memory", "384")
+    assert code == 1 and "--memory: '384' has no unit" in one_line_error(out)
+    # A second QMP monitor for operators, beside the controller's.
+    from hvmem.backends.qemu.guest_image import GuestImage
+
+    image = GuestImage(tmp_path / "vmlinuz", tmp_path / "initrd", "6.1")
+    line = " ".join(qemu_command("vm1", image, 384, tmp_path, WorkloadParams()))
+    assert f"-qmp unix:{tmp_path}/vm1.op.qmp,server=on,wait=off" in line
+    # Stop removes the run directory it leaves empty.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "guests.toml").write_text('[[guest]]\nname = "a"\nqmp = "/nonexistent/a.qmp"\n')
+    code, out = run("stop", "--config", str(run_dir / "guests.toml"))
+    assert code == 0, out
+    assert not run_dir.exists()
+    # Guests that failed to attach are on the screen; the others are controlled.
+    from hvmem.backends.qemu import config as config_module
+
+    fake_host.add_guest("g1", 4001)
+    opts = fake_host.options()
+    real = config_module.BackendOptions
+    monkeypatch.setattr(config_module, "BackendOptions", lambda **kw: real(
+        proc_root=opts.proc_root, ksm_root=opts.ksm_root, cgroup_root=opts.cgroup_root, **kw))
+    code, out = run("control", "--qmp", str(fake_host.spec("g1").qmp), "--qmp",
+                    str(tmp_path / "gone.qmp"), "--duration", "1s", "--dry-run", "--no-live",
+                    "--out", str(tmp_path / "res"))
+    assert code == 0, out
+    assert "attach_failed gone: gone: QMP socket" in out

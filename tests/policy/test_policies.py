@@ -61,7 +61,7 @@ def vm(name: str, **overrides: object) -> VmSample:
 
 
 def test_registry_names_and_protocol():
-    assert list(POLICIES) == ["esx", "static", "mom", "proxmox"]
+    assert list(POLICIES) == ["esx", "static", "mom", "proxmox", "psi"]
     assert DEFAULT_POLICY == "esx"
     for name in POLICIES:
         policy = make_policy(name)

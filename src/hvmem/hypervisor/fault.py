@@ -123,6 +123,7 @@ def swap_in(vm: VmState, ppns: np.ndarray) -> None:
     vm.counters.swap_in_faults += int(ppns.size)
     device_ns = vm.swapfile.counters.time_ns - before
     vm.counters.fault_time_ns += device_ns + ppns.size * vm.costs.hypervisor_fault_ns
+    vm.counters.reclaim_stall_ns += device_ns + ppns.size * vm.costs.hypervisor_fault_ns
 
 
 def decompress(vm: VmState, ppns: np.ndarray) -> None:
@@ -140,6 +141,7 @@ def decompress(vm: VmState, ppns: np.ndarray) -> None:
     vm.zip.counters.decompressed += int(ppns.size)
     costs = vm.costs
     vm.counters.fault_time_ns += ppns.size * (costs.decompress_ns + costs.hypervisor_fault_ns)
+    vm.counters.reclaim_stall_ns += ppns.size * (costs.decompress_ns + costs.hypervisor_fault_ns)
 
 
 def break_cow(vm: VmState, ppns: np.ndarray) -> None:

@@ -149,6 +149,7 @@ class VmCounters:
     swap_in_faults: int = 0  # touches of pages in the swap file
     sampling_traps: int = 0  # first touches of sampled pages, trapped (mmu fidelity)
     fault_time_ns: float = 0.0  # time charged for hypervisor faults
+    reclaim_stall_ns: float = 0.0  # ... of which bringing back swapped and compressed pages
 
 
 @dataclass

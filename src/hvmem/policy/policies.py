@@ -3,7 +3,7 @@
 What is modelled
 ----------------
 A policy turns one host sample and the VM samples into :class:`Plans`
-(docs/architecture.md, the policy interface). Four are registered in :data:`POLICIES`:
+(docs/architecture.md, the policy interface). Five are registered in :data:`POLICIES`:
 
 * ``esx`` (default, :class:`~hvmem.policy.esx.EsxPolicy`): share-based
   entitlement with the idle memory tax, the host memory states and the
@@ -11,7 +11,9 @@ A policy turns one host sample and the VM samples into :class:`Plans`
 * ``static`` (:class:`~hvmem.policy.esx.StaticPolicy`): no reclamation at all,
   the control run of a comparison;
 * ``mom`` and ``proxmox`` (:mod:`hvmem.policy.kvm`): oVirt MOM's rules and
-  Proxmox VE auto-ballooning, the KVM baselines [MOM][PVE-BALLOON].
+  Proxmox VE auto-ballooning, the KVM baselines [MOM][PVE-BALLOON];
+* ``psi`` (:class:`~hvmem.policy.psi.PsiPolicy`): each VM's memory pressure
+  held near a target, as senpai does [SENPAI]; no parameters.
 
 The policy configuration
 ------------------------
@@ -65,6 +67,7 @@ from hvmem.policy.planner import (
     MAX_BALANCE_PERIOD_S,
     MIN_BALANCE_PERIOD_S,
 )
+from hvmem.policy.psi import PsiPolicy
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
 from hvmem.units import NS_PER_S, ns_to_s
 
@@ -104,13 +107,15 @@ class Policy(Protocol):
 DEFAULT_POLICY = "esx"
 
 #: Name -> policy class; each takes its ``params_type`` instance (or None for defaults).
-POLICIES: Mapping[str, type[EsxPolicy | StaticPolicy | MomPolicy | ProxmoxPolicy]] = (
+POLICIES: Mapping[str, type[EsxPolicy | StaticPolicy | MomPolicy | ProxmoxPolicy
+                            | PsiPolicy]] = (
     MappingProxyType(
         {
             "esx": EsxPolicy,
             "static": StaticPolicy,
             "mom": MomPolicy,
             "proxmox": ProxmoxPolicy,
+            "psi": PsiPolicy,
         }
     )
 )
@@ -133,7 +138,7 @@ class PolicyConfig:
     """
 
     name: str = choice(DEFAULT_POLICY, POLICY_NAMES, "the policy that decides (esx, static, "
-                       "mom, proxmox)")
+                       "mom, proxmox, psi)")
     balance_period_ns: int = time(
         round(DEFAULT_BALANCE_PERIOD_S * NS_PER_S), "Mem.BalancePeriod: time between plans",
         lo=round(MIN_BALANCE_PERIOD_S * NS_PER_S), hi=round(MAX_BALANCE_PERIOD_S * NS_PER_S),

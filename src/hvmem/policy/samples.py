@@ -184,6 +184,10 @@ class VmSample:
         guest_available_mib: memory the guest could free easily (MemAvailable);
             None if unknown.
         swap_in_rate_mib_s: host swap-in rate of this VM over the last period.
+        psi_some_frac: share of recent time at least one of the VM's tasks stalled
+            on memory (Linux PSI ``some``, avg10 of its cgroup's memory.pressure;
+            simulated: swap-in and decompression time since the last sample);
+            None where nothing measures it.
     """
 
     name: str
@@ -205,6 +209,7 @@ class VmSample:
     guest_available_mib: float | None = None
     swap_in_rate_mib_s: float = 0.0
     powered_on: bool = True
+    psi_some_frac: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -297,6 +302,9 @@ class HostSample:
             (KSM ``pages_to_scan``) where the backend has one, else None.
         swap_in_rate_mib_s: host-wide swap-in rate over the last period.
         swap_out_rate_mib_s: host-wide swap-out rate over the last period.
+        psi_some_frac, psi_full_frac: the host's memory pressure (Linux PSI
+            ``/proc/pressure/memory``, avg10 as a fraction: some task stalled,
+            all non-idle tasks stalled); None where nothing measures it.
     """
 
     time_s: float
@@ -310,6 +318,8 @@ class HostSample:
     sharing_pages_to_scan: int | None = None
     swap_in_rate_mib_s: float = 0.0
     swap_out_rate_mib_s: float = 0.0
+    psi_some_frac: float | None = None
+    psi_full_frac: float | None = None
 
     def __post_init__(self) -> None:
         owner = "host sample"

@@ -6,7 +6,9 @@ Subcommands (each a thin shell over ``hvmem.backends.qemu``):
 * ``launch``: start N guests (TCG unless hardware KVM works), write guests.toml;
 * ``control``: the controller loop with the esxtop-style live view, a results
   directory like a simulated run's, ``--dry-run`` and a Prometheus endpoint;
-* ``stop``: stop the guests a launch started and remove their files and cgroups.
+* ``stop``: stop the guests a launch started and remove their files and cgroups;
+* ``restore``: undo what a controller that crashed (or was SIGKILLed) changed,
+  from its state file under ``/run/hvmem`` (KSM, cgroup limits, balloons).
 
 Errors are one line on stderr with a non-zero exit (``ui/exits.py``), and the
 esxtop-style screen is the simulator's (``LiveTop`` in ``ui/top.py``).
@@ -14,6 +16,7 @@ esxtop-style screen is the simulator's (``LiveTop`` in ``ui/top.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -103,6 +106,9 @@ def launch_cmd(
         wait_for_marker,
     )
 
+    if memory.strip().isdigit():
+        raise ConfigError(f"--memory: {memory!r} has no unit; write it with one, "
+                          f"e.g. {memory.strip()}MiB")
     memory_mib = _mib(memory, "--memory")
     if memory_mib != int(memory_mib):
         raise ConfigError(f"--memory: expected whole MiB, found {memory!r}")
@@ -149,7 +155,32 @@ def stop_cmd(
         raise HvmemError("; ".join(problems))
     if not keep_logs:
         config.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the run directory, if nothing else is in it
+            config.parent.rmdir()
     typer.echo(f"stopped {len(guests)} guest(s)")
+
+
+@qemu_app.command("restore")
+@user_errors
+def restore_cmd(
+    state_dir: Annotated[Path | None, typer.Option(
+        help="The state directory (default $HVMEM_STATE_DIR or /run/hvmem).")] = None,
+) -> None:
+    """Undo what a controller that did not exit cleanly changed: KSM, cgroup limits, balloons.
+
+    Reads the state files of controllers no longer running; a running
+    controller's file is left alone.
+    """
+    from hvmem.backends.qemu.state_file import default_state_dir, restore_stale
+
+    directory = state_dir if state_dir is not None else default_state_dir()
+    done, problems = restore_stale(directory)
+    for line in done:
+        typer.echo(line)
+    if problems:
+        raise HvmemError("; ".join(problems))
+    if not done:
+        typer.echo(f"nothing to restore in {directory}")
 
 
 @qemu_app.command("control")
@@ -166,6 +197,9 @@ def control_cmd(
         "--dry-run", help="Print the plans; apply nothing.")] = False,
     host_memory: Annotated[str | None, typer.Option(
         help="Host memory budget (default: the guests file's, else the real host).")] = None,
+    pressure: Annotated[float | None, typer.Option(
+        help="Set the budget from the guests instead: their configured memory is FACTOR "
+        "times the budget, QEMU's own memory on top (e.g. 2).", metavar="FACTOR")] = None,
     profile: Annotated[str | None, typer.Option(
         help="Memory-state profile: esx4, esxi5 or esxi6.")] = None,
     duration: Annotated[str | None, typer.Option(
@@ -180,10 +214,17 @@ def control_cmd(
     qmp_timeout: Annotated[str, typer.Option(help="Timeout of each QMP call.")] = "2s",
     no_live: Annotated[bool, typer.Option(
         "--no-live", help="No esxtop-style view; one line per decision.")] = False,
+    deflate_on_exit: Annotated[bool, typer.Option(
+        help="Give the balloons back when the controller stops.")] = True,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where the crash-safe state file goes (default $HVMEM_STATE_DIR or "
+        "/run/hvmem).")] = None,
 ) -> None:
     """Run a memory policy over real QEMU guests until stopped (SIGINT, SIGTERM, --duration).
 
-    Guests are left running; KSM settings and cgroup limits are restored on exit.
+    Guests are left running; KSM settings, cgroup limits and (unless
+    --no-deflate-on-exit) balloons are restored on exit, and after a crash by the
+    next control or by hvmem qemu restore.
     """
     from hvmem.backends.qemu.backend import QemuBackend
     from hvmem.backends.qemu.config import BackendOptions, load_guests_config, specs_from_sockets
@@ -207,13 +248,19 @@ def control_cmd(
         specs = specs_from_sockets(list(qmp or []))
     if host_memory is not None:
         budget = _mib(host_memory, "--host-memory")
+    if pressure is not None:
+        if host_memory is not None:
+            raise ConfigError("--pressure and --host-memory both set the host's memory; "
+                              "give one")
+        budget = None  # the guests file's budget gives way to the pressure
     interval_s = ns_to_s(parse_time_ns(interval, what="--interval"))
     duration_s = (ns_to_s(parse_time_ns(duration, what="--duration"))
                   if duration is not None else None)
     timeout_s = ns_to_s(parse_time_ns(qmp_timeout, what="--qmp-timeout"))
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port: expected 0-65535, found {metrics_port}")
-    options = dict(host_memory_mib=budget, qmp_timeout_s=timeout_s, manage_ksm=not dry_run)
+    options = dict(host_memory_mib=budget, pressure=pressure, qmp_timeout_s=timeout_s,
+                   manage_ksm=not dry_run, deflate_on_exit=deflate_on_exit, state_dir=state_dir)
     if profile or profile_name:
         options["profile"] = profile or profile_name
     from hvmem.policy.states import PROFILES
@@ -243,6 +290,9 @@ def control_cmd(
     restore = loop.install_signal_handlers()
     console = _console()
     printed = 0
+    for event in backend.events:
+        if event["event"] in ("attach_failed", "restored", "restore_failed"):
+            console.print(f"{event['event']} {event['vm']}: {event['detail']}", markup=False)
 
     def print_new_plans() -> None:
         nonlocal printed
@@ -270,7 +320,7 @@ def control_cmd(
             console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
         with LiveTop(console, title, enabled=live, status=lambda host_row: (
                 f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                f"{interval_s:g} s")) as view, guard.running():
+                f"{interval_s:g} s{_psi_status(host_row)}")) as view, guard.running():
             loop.run(duration_s, on_tick=on_tick)
     finally:
         restore()
@@ -282,13 +332,22 @@ def control_cmd(
     kept_stop(result, loop.stop_reason, cut_short=duration_s is not None)
     path = guard.write(result, loop.backend.now_s())
     for event in result.events:
-        if event["event"] in ("guest_dropped", "balloon_stuck", "swap_refused", "swap_failed",
-                              "ksm_refused"):
+        if event["event"] in ("attach_failed", "guest_dropped", "guest_stalled",
+                              "guest_resumed", "balloon_stuck", "balloon_no_gain",
+                              "swap_refused", "swap_failed", "ksm_refused", "restore_pending"):
             console.print(f"{event['time_s']:8.1f}s {event['event']} {event['vm']}: "
                           f"{event['detail']}", markup=False)
     console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "
                   f"results: {path}", markup=False)
     guard.finish()
+
+
+def _psi_status(host_row: dict) -> str:
+    """The host's memory pressure (PSI avg10) for the live view's status line."""
+    some, full = host_row.get("psi_some_frac"), host_row.get("psi_full_frac")
+    if some is None or some != some:  # absent, or NaN
+        return ""
+    return f", memory pressure some {some:.1%} full {full:.1%}"
 
 
 def _console():

@@ -30,10 +30,26 @@ Applying a plan
 * **Sharing** (the host plan): KSM run/scan rate (ksm.py); original settings
   are restored by :meth:`QemuBackend.close`.
 
-Faults: a guest whose QMP socket is gone or whose process died is dropped from
-control with an event; a QMP call that times out is retried once on a fresh
-connection (qmp.py), and a guest that fails ``max_failures`` samples in a row
-is dropped; a sample never waits longer than the QMP timeouts allow.
+Undo: before anything is changed, the originals (KSM's settings, each guest's
+balloon and cgroup limit) are in a state file (state_file.py), and a state file
+a crashed controller left is undone first. :meth:`QemuBackend.close` puts back
+KSM, every cgroup limit it set (of dropped guests too) and, with
+``deflate_on_exit``, every balloon it moved; it removes the state file only if
+nothing was left (a guest stopped at exit keeps its balloon until ``hvmem qemu
+restore`` finds it running).
+
+Faults: only a guest whose QEMU process has exited (no ``/proc/PID``, or a
+zombie), or whose QMP socket file is gone, is dropped from control, with an
+event. A QEMU that is stopped (``kill -STOP``: state ``T``) or does not answer
+is *stalled*, not dead: it stays under control with its last balloon and stats
+and its current /proc readings (its memory still counts on the host), its
+balloon counts as stuck (the planner does not rely on it) and nothing is asked
+of it over QMP. A stopped process is not even connected to (qmp.py: its socket
+queues one connection and then refuses); a silent one that is running is
+stalled after ``max_failures`` timed-out samples in a row and tried again every
+``stall_retry_s``. The first answer ends the stall (``guest_resumed``). A QMP
+call that times out is retried once on a fresh connection (qmp.py); a sample
+never waits longer than the QMP timeouts allow.
 """
 
 from __future__ import annotations
@@ -44,14 +60,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvmem.backends.qemu.balloon import apply_balloon, balloon_ceiling_mib, track_balloon
-from hvmem.backends.qemu.cgroups import exclusive_to, memory_cgroup_of, on_tmpfs
+from hvmem.backends.qemu.balloon import (
+    apply_balloon,
+    balloon_ceiling_mib,
+    set_balloon,
+    track_balloon,
+)
+from hvmem.backends.qemu.cgroups import exclusive_to, memory_cgroup_of, on_tmpfs, pressure_file
 from hvmem.backends.qemu.config import BackendOptions, GuestSpec
 from hvmem.backends.qemu.guest_state import GuestState
 from hvmem.backends.qemu.ksm import Ksm, KsmCounters
-from hvmem.backends.qemu.procfs import HostMemInfo, find_pid_by_arg, read_meminfo
+from hvmem.backends.qemu.procfs import (
+    DEAD_STATES,
+    STOPPED_STATES,
+    HostMemInfo,
+    find_pid_by_arg,
+    process_state,
+    read_meminfo,
+)
 from hvmem.backends.qemu.qmp import QmpClient, QmpCommandError, QmpGone, QmpTimeout
-from hvmem.backends.qemu.sampling import HostSampler, read_guest, update_rates, vm_samples
+from hvmem.backends.qemu.sampling import (
+    HostSampler,
+    read_guest,
+    read_stalled,
+    update_rates,
+    vm_samples,
+)
+from hvmem.backends.qemu.state_file import (
+    SavedGuest,
+    StateFile,
+    default_state_dir,
+    restore_stale,
+    start_time,
+)
 from hvmem.backends.qemu.swap_limit import apply_swap_limit, swap_refusal
 from hvmem.errors import BackendError, ConfigError
 from hvmem.policy.samples import (
@@ -63,7 +104,7 @@ from hvmem.policy.samples import (
     balloon_max_for,
     shares_for,
 )
-from hvmem.policy.states import MemState
+from hvmem.policy.states import MemState, actions
 
 __all__ = ["Observation", "QemuBackend"]
 
@@ -110,6 +151,17 @@ class QemuBackend:
         self._t0 = self.options.clock()
         self.events: list[dict[str, Any]] = []
         self.guests: dict[str, GuestState] = {}
+        self.dropped: list[GuestState] = []
+        opts = self.options
+        state_dir = opts.state_dir if opts.state_dir is not None else default_state_dir()
+        # A controller that crashed left its changes behind: undo them before any
+        # original is read, or its settings would be saved as the host's.
+        done, problems = restore_stale(state_dir, opts.proc_root)
+        for line in done:
+            self._event("restored", "", line)
+        for line in problems:
+            self._event("restore_failed", "", line)
+        self.state = StateFile(state_dir, opts.proc_root, opts.ksm_root)
         self.ksm = Ksm(self.options.ksm_root)
         self._ksm_on = self.options.manage_ksm and self.ksm.available
         self._host = HostSampler()
@@ -129,6 +181,40 @@ class QemuBackend:
                 self._event("attach_failed", spec.name, failed[-1])
         if not self.guests:
             raise BackendError("no guest could be attached: " + "; ".join(failed))
+        if self._ksm_on and all(g.ram_file is not None for g in self.guests.values()):
+            # KSM does not merge file-backed shared RAM: scanning it would only cost CPU.
+            self._ksm_on = False
+            self._event("ksm_left_alone", "", "every guest's RAM is file-backed, which KSM "
+                        "does not merge")
+        self._save_originals()
+
+    def _save_originals(self) -> None:
+        """Write the originals to the state file, before anything is changed."""
+        if self._ksm_on:
+            self.ksm.save()
+            self.state.ksm = dict(self.ksm.original or {})
+        for g in self.guests.values():
+            cgroup = g.cgroup if g.cgroup is not None and g.cgroup_exclusive else None
+            limit = None
+            if cgroup is not None:
+                try:
+                    limit = cgroup.limit_mib()
+                except BackendError:
+                    cgroup = None
+            g.original_limit_mib = limit
+            self.state.guests.append(SavedGuest(
+                name=g.name, qmp=str(g.spec.qmp), pid=g.pid,
+                pid_start=start_time(g.pid, self.options.proc_root),
+                configured_mib=g.configured_mib,
+                balloon_mib=g.original_balloon_mib if g.balloon_path else None,
+                cgroup=str(cgroup.path) if cgroup else None,
+                cgroup_version=cgroup.version if cgroup else 1, limit_mib=limit))
+        try:
+            self.state.write()
+        except BackendError:
+            for g in self.guests.values():
+                g.client.close()
+            raise
 
     # -- bookkeeping ---------------------------------------------------------------------
     def now_s(self) -> float:
@@ -167,11 +253,13 @@ class QemuBackend:
         opts = self.options
         if not Path(spec.qmp).exists():
             raise BackendError(f"{spec.name}: QMP socket {spec.qmp} does not exist")
-        client = QmpClient(spec.qmp, opts.qmp_timeout_s, name=spec.name)
+        pid = self._find_pid(spec)
+        if not (opts.proc_root / str(pid)).exists():
+            raise BackendError(f"{spec.name}: QEMU process {pid} does not exist")
+        proc_root = opts.proc_root
+        client = QmpClient(spec.qmp, opts.qmp_timeout_s, name=spec.name,
+                           stalled=lambda: process_state(pid, proc_root) in STOPPED_STATES)
         try:
-            pid = self._find_pid(spec)
-            if not (opts.proc_root / str(pid)).exists():
-                raise BackendError(f"{spec.name}: QEMU process {pid} does not exist")
             summary = client.call("query-memory-size-summary")
             configured = summary["base-memory"] / MIB
             balloon_path = self._find_balloon(client)
@@ -180,6 +268,8 @@ class QemuBackend:
                                         "property": "guest-stats-polling-interval",
                                         "value": opts.stats_interval_s})
             ram_file = self._find_ram_file(client)
+            original_balloon = (max(0.0, configured - client.call("query-balloon")["actual"]
+                                    / MIB) if balloon_path is not None else 0.0)
         except BaseException:
             client.close()
             raise
@@ -195,7 +285,10 @@ class QemuBackend:
                           shares=shares_for(spec.shares, configured),
                           balloon_max_mib=balloon_max, balloon_path=balloon_path,
                           ram_file=ram_file, ram_on_disk=ram_on_disk, cgroup=cgroup,
-                          cgroup_exclusive=exclusive)
+                          cgroup_exclusive=exclusive, original_balloon_mib=original_balloon,
+                          last_set_mib=original_balloon,
+                          pressure_path=pressure_file(pid, cgroup if exclusive else None,
+                                                      opts.cgroup_root, opts.proc_root))
 
     @staticmethod
     def _find_balloon(client: QmpClient) -> str | None:
@@ -236,25 +329,75 @@ class QemuBackend:
         meminfo = read_meminfo(self.options.proc_root)
         readings: list[GuestState] = []
         for g in list(self.guests.values()):
-            try:
-                self._read_guest(g, now)
-            except (QmpGone, ProcessLookupError) as err:
-                why = str(err) if isinstance(err, QmpGone) else "QEMU process is gone"
-                self._drop(g, f"guest died: {why}")
-                continue
-            except QmpTimeout as err:
-                g.failures += 1
-                self._event("qmp_timeout", g.name, f"{err} (failure {g.failures} of "
-                            f"{self.options.max_failures})")
-                if g.failures >= self.options.max_failures:
-                    self._drop(g, f"QMP did not answer {g.failures} samples in a row")
-                continue
-            g.failures = 0
-            readings.append(g)
+            if self._observe_guest(g, now):
+                readings.append(g)
         vms = vm_samples(readings, ksm)
         host = self._host_sample(now, meminfo, ksm, vms)
         self._last = Observation(now, host, tuple(vms), meminfo, ksm)
         return self._last
+
+    def _observe_guest(self, g: GuestState, now: float) -> bool:
+        """Read one guest, or stall or drop it (module docs); True if it has a reading."""
+        opts = self.options
+        state = process_state(g.pid, opts.proc_root)
+        if state is None or state in DEAD_STATES:
+            self._drop(g, "guest died: QEMU process is gone")
+            return False
+        if state in STOPPED_STATES:
+            self._stall(g, now, f"QEMU (pid {g.pid}) is stopped (state {state})")
+            g.qmp_retry_s = 0.0  # ask again as soon as it runs
+            return self._read_stalled(g, now)
+        if g.stalled and now < g.qmp_retry_s:
+            return self._read_stalled(g, now)
+        try:
+            self._read_guest(g, now)
+        except ProcessLookupError:
+            self._drop(g, "guest died: QEMU process is gone")
+            return False
+        except QmpGone as err:
+            if not Path(g.spec.qmp).exists() or process_state(
+                    g.pid, opts.proc_root) in (None, *DEAD_STATES):
+                self._drop(g, f"guest died: {err}")
+                return False
+            self._stall(g, now, str(err))  # refused, but QEMU runs: try again later
+            g.qmp_retry_s = now + opts.stall_retry_s
+            return self._read_stalled(g, now)
+        except QmpTimeout as err:
+            g.failures += 1
+            if not g.stalled:
+                self._event("qmp_timeout", g.name, f"{err} (failure {g.failures} of "
+                            f"{opts.max_failures})")
+                if g.failures >= opts.max_failures:
+                    self._stall(g, now, f"QMP did not answer {g.failures} samples in a row")
+            if g.stalled:
+                g.qmp_retry_s = now + opts.stall_retry_s
+            return self._read_stalled(g, now)
+        if g.stalled:
+            self._event("guest_resumed", g.name, f"answers again after "
+                        f"{now - g.stalled_since_s:.1f} s")
+            g.stalled_since_s = None
+        g.failures = 0
+        return True
+
+    def _stall(self, g: GuestState, now: float, why: str) -> None:
+        if g.stalled:
+            return
+        g.stalled_since_s = now
+        self._event("guest_stalled", g.name, f"{why}; kept under control, tried again")
+
+    def _read_stalled(self, g: GuestState, now: float) -> bool:
+        """A stalled guest's /proc readings (True), or False with no reading yet."""
+        if g.proc is None:
+            return False
+        try:
+            read_stalled(g, self.options.proc_root)
+        except ProcessLookupError:
+            self._drop(g, "guest died: QEMU process is gone")
+            return False
+        except BackendError:
+            return True  # the last reading stands
+        update_rates(g, now)
+        return True
 
     def _read_guest(self, g: GuestState, now: float) -> None:
         """Refresh one guest's readings, its balloon's progress and its rates."""
@@ -281,13 +424,22 @@ class QemuBackend:
         host_plan = plans.host if isinstance(plans, Plans) else None
         state = (host_plan.state if host_plan is not None and host_plan.state is not None
                  else self._last.host.state if self._last is not None else MemState.HIGH)
+        acts = actions(state, self.options.profile)
+        reclaiming = acts.balloon or acts.swap or acts.swap_fallback
         for name, plan in plans.items():
             g = self.guests.get(name)
             if g is None:
                 continue
             g.plan = plan
+            if g.no_gain and not reclaiming:
+                # Held because inflating freed nothing; with the host out of reclamation
+                # it may deflate again (the planner gives stuck balloons nothing back).
+                g.no_gain, g.stuck_since_s = False, None
+                self._event("balloon_retry", name, f"host {state.label}: the balloon that "
+                            "gained nothing may deflate")
             try:
-                apply_balloon(g, plan, now, self.options, self._event)
+                if not g.stalled:  # a stopped QEMU cannot be asked; its limit still can
+                    apply_balloon(g, plan, now, self.options, self._event)
                 meminfo = self._last.meminfo if self._last is not None else None
                 apply_swap_limit(g, plan, state, self.options, meminfo, self._event)
             except (QmpGone, ProcessLookupError) as err:
@@ -311,35 +463,70 @@ class QemuBackend:
 
     def can_swap(self, g: GuestState, meminfo: HostMemInfo | None = None) -> str | None:
         """None if the VM may be put under a memory limit, else why not (one line)."""
-        return swap_refusal(g, self.options.proc_root, meminfo)
+        return swap_refusal(g, self.options.proc_root, meminfo, self.options.file_backed_hint)
 
     # -- the end -------------------------------------------------------------------------
     def _drop(self, g: GuestState, why: str) -> None:
         self.guests.pop(g.name, None)
+        self.dropped.append(g)
         g.client.close()
         self._event("guest_dropped", g.name, why)
         log.warning("%s dropped from control: %s", g.name, why)
+        try:
+            self._lift_limit(g, "guest dropped")
+        except BackendError as err:
+            self._event("restore_failed", g.name, f"{err} (tried again at exit)")
+
+    def _lift_limit(self, g: GuestState, why: str) -> None:
+        """Put a limit this backend set back to the original (a removed cgroup needs none)."""
+        if not (g.limit_set and g.cgroup is not None):
+            return
+        if g.cgroup.path.is_dir():
+            g.cgroup.set_limit_mib(g.original_limit_mib)
+            self._event("swap_limit_lifted", g.name, why)
+        g.limit_set = False
 
     def close(self) -> None:
-        """Restore what the backend changed on the host: KSM settings and cgroup limits.
+        """Undo what the backend changed: KSM settings, cgroup limits, balloons.
 
-        Guests keep running with their balloons where they are.
+        Cgroup limits are lifted for every guest this backend limited, dropped ones
+        too; with ``deflate_on_exit`` the balloons it moved go back to where they
+        were when it attached. Guests keep running. The state file is removed
+        once nothing is left to undo.
+
+        Raises:
+            BackendError: something could not be put back (each reason is in the
+                message; the state file stays for ``hvmem qemu restore``).
         """
         errors = []
+        pending = []
         if self._ksm_on:
             try:
                 self.ksm.restore()
                 self._event("ksm_restored", "", f"{self.ksm.original}")
             except BackendError as err:
                 errors.append(str(err))
-        for g in list(self.guests.values()):
-            if g.limit_set and g.cgroup is not None:
-                try:
-                    g.cgroup.set_limit_mib(g.original_limit_mib)
-                    g.limit_set = False
-                    self._event("swap_limit_lifted", g.name, "controller stopped")
-                except BackendError as err:
-                    errors.append(str(err))
+        for g in [*self.guests.values(), *self.dropped]:
+            try:
+                self._lift_limit(g, "controller stopped")
+            except BackendError as err:
+                errors.append(str(err))
+            if g.name in self.guests and self.options.deflate_on_exit and g.balloon_set:
+                if g.stalled:
+                    pending.append(g.name)
+                    self._event("restore_pending", g.name,
+                                f"QEMU does not answer: its balloon stays at "
+                                f"{g.balloon_mib:.0f} MiB until hvmem qemu restore")
+                else:
+                    try:
+                        set_balloon(g, g.original_balloon_mib)
+                        self._event("balloon_returned", g.name,
+                                    f"balloon back to {g.original_balloon_mib:.0f} MiB")
+                    except BackendError as err:
+                        pending.append(g.name)
+                        self._event("restore_pending", g.name, f"{err}")
             g.client.close()
+        if not errors and not pending:
+            self.state.remove()
         if errors:
             raise BackendError("; ".join(errors))

@@ -18,6 +18,20 @@ stats ``balloon_stuck_after_s`` after it was attached has no running driver
 (the driver sends its first stats as soon as it starts [QEMU-PROBE]) and is
 stuck too.
 
+Balloons that gain nothing
+--------------------------
+A balloon is worth inflating only if it lowers what the host backs. With free
+page reporting on (the launcher turns it on), the guest has already handed its
+free pages back: they are not resident in the QEMU process, and a balloon that
+takes them frees nothing. So each inflation is measured: the guest RAM's
+resident size (smaps, procfs.py) is marked when a larger target is set, and once
+the balloon has grown by at least :data:`GAIN_CHECK_MIB` the drop in resident
+memory is compared with the growth. If less than :data:`MIN_GAIN_FRAC` of it
+came off the host, the balloon is held where it is (``balloon_no_gain``) and
+counts as stuck until ``balloon_retry_s`` has passed, so the planner neither
+ratchets it further toward the guest's floor nor counts on it, and swaps where
+it may instead.
+
 Sources: the keys in brackets resolve in ``docs/references.md``.
 """
 
@@ -31,7 +45,13 @@ from hvmem.backends.qemu.qmp import QmpTimeout
 from hvmem.policy.samples import VmPlan
 from hvmem.units import MIB
 
-__all__ = ["apply_balloon", "balloon_ceiling_mib", "set_balloon", "track_balloon"]
+__all__ = ["GAIN_CHECK_MIB", "MIN_GAIN_FRAC", "apply_balloon", "balloon_ceiling_mib",
+           "set_balloon", "track_balloon"]
+
+#: Balloon growth (MiB) after which its gain on the host is judged.
+GAIN_CHECK_MIB = 8.0
+#: Least share of a balloon's growth that must leave the host's resident memory.
+MIN_GAIN_FRAC = 0.25
 
 
 def _tolerance(g: GuestState) -> float:
@@ -42,7 +62,10 @@ def track_balloon(g: GuestState, now: float, opts: BackendOptions, event: EventS
     """Check one guest's balloon progress at a sample: reached, still moving, or stuck."""
     if g.stuck_since_s is not None and now - g.stuck_since_s >= opts.balloon_retry_s:
         g.stuck_since_s = None
+        g.no_gain = False
         event("balloon_retry", g.name, "trying the balloon again")
+    if _judge_gain(g, now, event):
+        return
     if (g.stats_update is None and g.stuck_since_s is None and g.balloon_path is not None
             and now - g.attached_s >= opts.balloon_stuck_after_s):
         # The driver sends its first stats as soon as it starts: none means no driver.
@@ -77,9 +100,40 @@ def track_balloon(g: GuestState, now: float, opts: BackendOptions, event: EventS
         set_balloon(g, g.balloon_mib)
 
 
+def _resident_mib(g: GuestState) -> float | None:
+    if g.proc is None:
+        return None
+    return g.proc.ram_rss_mib if g.proc.ram_rss_mib is not None else g.proc.rss_mib
+
+
+def _judge_gain(g: GuestState, now: float, event: EventSink) -> bool:
+    """Hold a balloon whose growth freed nothing on the host; True if it was held."""
+    rss = _resident_mib(g)
+    if g.gain_mark is None or rss is None:
+        return False
+    mark_balloon, mark_rss = g.gain_mark
+    grown = g.balloon_mib - mark_balloon
+    if grown < GAIN_CHECK_MIB:
+        return False
+    g.gain_mark = None
+    freed = mark_rss - rss
+    if freed >= MIN_GAIN_FRAC * grown:
+        return False
+    event("balloon_no_gain", g.name, f"balloon grew {grown:.0f} MiB but the host backs only "
+          f"{max(0.0, freed):.0f} MiB less (free pages were already returned); holding it "
+          f"at {g.balloon_mib:.0f} MiB")
+    g.no_gain = True
+    g.stuck_since_s = now
+    g.target_mib = None
+    with contextlib.suppress(QmpTimeout):
+        set_balloon(g, g.balloon_mib)
+    return True
+
+
 def set_balloon(g: GuestState, balloon_mib: float) -> None:
     """Ask QEMU for a balloon of ``balloon_mib`` (the guest size is what is left)."""
     size = int(round(g.configured_mib - balloon_mib)) * MIB
+    g.balloon_set = True  # before the call: a timed-out one may still arrive
     g.client.call("balloon", {"value": size})
     g.last_set_mib = balloon_mib
 
@@ -118,6 +172,12 @@ def apply_balloon(g: GuestState, plan: VmPlan, now: float, opts: BackendOptions,
     if abs(want - g.last_set_mib) < 1.0 and (g.target_mib is not None
                                              or abs(want - g.balloon_mib) < 1.0):
         return
+    if want > g.balloon_mib + 1.0 and g.gain_mark is None:
+        rss = _resident_mib(g)
+        if rss is not None:
+            g.gain_mark = (g.balloon_mib, rss)
+    elif want < g.balloon_mib:
+        g.gain_mark = None
     set_balloon(g, want)
     if abs(want - g.balloon_mib) > _tolerance(g):
         g.target_mib = want

@@ -50,7 +50,9 @@ __all__ = [
     "DEFAULT_HEADROOM_MIB",
     "MemoryCgroup",
     "create_cgroup",
+    "create_pressure_cgroup",
     "memory_cgroup_of",
+    "pressure_file",
 ]
 
 DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -211,6 +213,49 @@ def create_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     except OSError as err:
         raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
     return MemoryCgroup(path, version)
+
+
+def pressure_file(pid: int, cgroup: MemoryCgroup | None, root: Path = DEFAULT_CGROUP_ROOT,
+                  proc: Path = Path("/proc")) -> Path | None:
+    """The ``memory.pressure`` that describes ``pid``'s own cgroup, None if there is none.
+
+    Its memory cgroup's file where the kernel has one there (v2, or v1 with PSI for
+    cgroup v1), else the one of its cgroup in the unified hierarchy; never the
+    root's, which is the whole host's (``/proc/pressure/memory`` says that).
+    """
+    if cgroup is not None and (cgroup.path / "memory.pressure").is_file():
+        return cgroup.path / "memory.pressure"
+    for unified in (root / "unified", root):
+        if (unified / "cgroup.controllers").is_file():
+            rel = (_own_path(pid, 2, proc) or "/").strip("/")
+            if rel and (unified / rel / "memory.pressure").is_file():
+                return unified / rel / "memory.pressure"
+            return None
+    return None
+
+
+def create_pressure_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                           proc: Path = Path("/proc")) -> Path | None:
+    """A cgroup ``name`` in a unified hierarchy mounted beside v1 controllers, for PSI.
+
+    Every cgroup of the unified hierarchy has a ``memory.pressure``, whichever
+    controllers it has, so a QEMU placed in one of its own has its memory stalls
+    counted apart from the host's [LINUX-PSI]. Only where the memory controller is
+    v1 and the unified hierarchy is a second mount (``root/unified``): where memory
+    is v2, the QEMU's memory cgroup is that cgroup already. None where there is
+    none to make (or it cannot be made): the guest's pressure is then not read.
+    """
+    unified = root / "unified"
+    found = _memory_hierarchy(root)
+    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+        return None
+    rel = (_own_path("self", 2, proc) or "/").strip("/")
+    path = unified / rel / name if rel else unified / name
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:

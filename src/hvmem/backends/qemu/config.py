@@ -16,10 +16,11 @@ can write one for guests started any other way. Layout::
     limit = "512MiB"                  # optional
     balloon_max = "256MiB"            # optional; default 65 % of memory
 
-Keys ``memory``, ``serial_log``, ``ram_file`` and ``cgroup`` are what a launch
-recorded; the controller reads those facts from QEMU and /proc itself. Any
-other key, or a bad value, is a :class:`~hvmem.errors.ConfigError` naming the
-file, the key's path and the value.
+Keys ``memory``, ``serial_log``, ``ram_file``, ``cgroup`` and ``operator_qmp``
+(the second QMP monitor, for people) are what a launch recorded; the controller
+reads those facts from QEMU and /proc itself. Any other key, or a bad value, is
+a :class:`~hvmem.errors.ConfigError` naming the file, the key's path and the
+value.
 
 Each ``[[guest]]`` is a :class:`GuestSpec`, as the command line's QMP sockets
 are; :class:`BackendOptions` holds the backend's knobs, the ``[host]`` settings
@@ -81,6 +82,8 @@ class BackendOptions:
 
     Attributes:
         host_memory_mib: the host memory budget; None = the real MemTotal.
+        pressure: set the budget from the guests instead (sampling.py): their
+            configured memory is ``pressure`` times the budget, beside QEMU's own.
         profile: memory-state profile (``esx4``, ``esxi5``, ``esxi6``).
         qmp_timeout_s: bound on every QMP call.
         stats_interval_s: ``guest-stats-polling-interval`` set on each balloon.
@@ -90,8 +93,14 @@ class BackendOptions:
         guest_reserve_mib: memory a guest keeps above what it uses, at least.
         guest_reserve_frac: ... or this fraction of its configured memory.
         swap_headroom_mib: kept above QEMU's anonymous memory under a limit.
-        max_failures: samples in a row a guest may fail before it is dropped.
+        max_failures: timed-out samples in a row before a running guest is stalled.
+        stall_retry_s: a stalled guest's QMP is tried again after this long.
         manage_ksm: tune KSM from the host plan (and restore it on close).
+        deflate_on_exit: return the balloons the controller set when it closes.
+        file_backed_hint: how the user gives a guest file-backed RAM, for the advice
+            when an anonymous-RAM guest cannot be limited.
+        state_dir: where the crash-safe state file goes (state_file.py); None:
+            ``$HVMEM_STATE_DIR`` or ``/run/hvmem``.
         sample_cache_s: a sample younger than this is reused.
         proc_root: /proc.
         ksm_root: /sys/kernel/mm/ksm.
@@ -100,6 +109,7 @@ class BackendOptions:
     """
 
     host_memory_mib: float | None = None
+    pressure: float | None = None
     profile: str = DEFAULT_PROFILE
     qmp_timeout_s: float = DEFAULT_TIMEOUT_S
     stats_interval_s: int = 2
@@ -110,7 +120,11 @@ class BackendOptions:
     guest_reserve_frac: float = 0.05
     swap_headroom_mib: float = DEFAULT_HEADROOM_MIB
     max_failures: int = 3
+    stall_retry_s: float = 5.0
     manage_ksm: bool = True
+    deflate_on_exit: bool = True
+    file_backed_hint: str = "launch it with file-backed RAM: hvmem qemu launch --file-backed"
+    state_dir: Path | None = None
     sample_cache_s: float = 0.5
     proc_root: Path = Path("/proc")
     ksm_root: Path = DEFAULT_KSM_DIR
@@ -122,8 +136,15 @@ class BackendOptions:
                 math.isfinite(self.host_memory_mib) and self.host_memory_mib > 0):
             raise ConfigError(f"host memory budget: expected a positive size, found "
                               f"{self.host_memory_mib} MiB")
+        if self.pressure is not None and not (math.isfinite(self.pressure)
+                                              and 1.0 <= self.pressure <= 100.0):
+            raise ConfigError(f"--pressure: expected a factor from 1 to 100, found "
+                              f"{self.pressure}")
+        if self.pressure is not None and self.host_memory_mib is not None:
+            raise ConfigError("--pressure and --host-memory both set the host's memory; "
+                              "give one")
         for name in ("qmp_timeout_s", "balloon_stuck_after_s", "balloon_timeout_s",
-                     "balloon_retry_s"):
+                     "balloon_retry_s", "stall_retry_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name}: expected a positive time, found {value}")
@@ -135,7 +156,7 @@ class BackendOptions:
 
 
 _GUEST_KEYS = {"name", "qmp", "pid_file", "shares", "reservation", "limit", "balloon_max",
-               "memory", "serial_log", "ram_file", "cgroup"}
+               "memory", "serial_log", "ram_file", "cgroup", "operator_qmp"}
 _HOST_KEYS = {"memory", "profile"}
 
 

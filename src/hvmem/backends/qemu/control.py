@@ -26,7 +26,11 @@ VM did per tick, but from outside a real guest its lost work is not observable
 (the share of CPU its QEMU process used is, and is recorded as ``cpu_frac``).
 Extra columns: ``cpu_frac``, ``qemu_rss_mib``, ``overhead_mib``,
 ``guest_available_mib``, ``cgroup_limit_mib`` (NaN when unlimited),
-``balloon_stuck``.
+``balloon_stuck``, ``stalled`` (QEMU stopped or silent, backend.py).
+``psi_some_frac`` is the guest cgroup's memory pressure (PSI some, avg10; NaN
+where its QEMU has no cgroup of its own with a ``memory.pressure``), the
+simulator's column of the same name; the host rows add the host's
+(``psi_some_frac``, ``psi_full_frac``) and KSM's settings.
 
 The results directory is the simulator's (results.py: scenario.json, Parquet
 rows, events.jsonl, summary.json), so ``read_results`` and every tool built on
@@ -34,6 +38,10 @@ it read a real run as they read a simulated one. Its scenario describes the
 real host: the memory budget (or the real memory), the policy and one VM per
 guest with its configured memory; the VMs' workloads are the guests' own and
 the scenario's default stands in for them.
+
+Decisions fall on the tick grid (the sample's time rounded to a whole tick), so
+a 15 s balance period with 1 s ticks decides every 15 s, not every 16 s when a
+sample ends a few hundred milliseconds after its tick.
 
 Stopping: SIGINT and SIGTERM set a flag that the loop checks between ticks (a
 tick never blocks longer than the QMP timeouts), then the backend restores the
@@ -165,6 +173,8 @@ class ControlLoop:
             return self._given_scenario
         b = self.backend
         total = b.options.host_memory_mib
+        if total is None and b.options.pressure is not None:
+            total = b._host.pressure_budget_mib
         if total is None and b._last is not None:
             total = b._last.host.total_mib
         if total is None:
@@ -209,7 +219,9 @@ class ControlLoop:
         """One tick: observe, decide if due, record. Returns the plans if any were made."""
         b = self.backend
         obs = b.observe()
-        plans = self.controller.step(obs.time_s)
+        # Decide on the tick grid: a sample that ends a little late (QMP answers take
+        # a few hundred ms) must not push every later decision back by a tick.
+        plans = self.controller.step(round(obs.time_s / self.tick_s) * self.tick_s)
         if plans is not None:
             self.plans = dict(plans.items())
             if self.dry_run:
@@ -276,6 +288,9 @@ class ControlLoop:
             "ksm_run": ksm.run if ksm else -1,
             "ksm_pages_to_scan": ksm.pages_to_scan if ksm else -1,
             "ksm_pages_sharing": ksm.pages_sharing if ksm else -1,
+            "ksm_sleep_ms": ksm.sleep_millisecs if ksm else -1,
+            "psi_some_frac": _nan(host.psi_some_frac),
+            "psi_full_frac": _nan(host.psi_full_frac),
         }
         self.result.host_rows.append(host_row)
         vm_rows = []
@@ -310,6 +325,8 @@ class ControlLoop:
                 if vm.guest_available_mib is not None else math.nan,
                 "cgroup_limit_mib": limit if limit is not None else math.nan,
                 "balloon_stuck": vm.balloon_stuck,
+                "psi_some_frac": _nan(vm.psi_some_frac),
+                "stalled": g.stalled if g is not None else False,
             }
             vm_rows.append(row)
         self.result.vm_rows.extend(vm_rows)
@@ -318,12 +335,23 @@ class ControlLoop:
             self.metrics.update(host_row, vm_rows, self.backend.decisions, new)
 
 
-def plans_lines(time_s: float, plans: Mapping[str, VmPlan]) -> list[str]:
-    """One line per VM plan, for ``--dry-run`` output."""
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def plans_lines(time_s: float, plans: Mapping[str, VmPlan], *, can_compress: bool = False,
+                can_block: bool = False) -> list[str]:
+    """One line per VM plan, for ``--dry-run`` output.
+
+    A real host has no compression cache and QEMU cannot hold a guest's
+    allocations, so ``compress`` and ``BLOCKED`` are printed only for a backend
+    that can (``can_compress``, ``can_block``).
+    """
     state = ""
     if isinstance(plans, Plans) and plans.host.state is not None:
         state = f" (host {plans.host.state.label})"
     return [f"t={time_s:7.1f}s {name}: target {p.target_mib:7.1f} MiB  balloon "
             f"{p.balloon_target_mib:7.1f} MiB  swap {p.swap_target_mib:7.1f} MiB"
-            f"{'  compress' if p.compress else ''}{'  BLOCKED' if p.blocked else ''}{state}"
+            f"{'  compress' if p.compress and can_compress else ''}"
+            f"{'  BLOCKED' if p.blocked and can_block else ''}{state}"
             for name, p in plans.items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hvmem.backends.qemu.cgroups import MemoryCgroup
 from hvmem.backends.qemu.config import GuestSpec
@@ -42,6 +43,9 @@ class GuestState:
     limit_set: bool = False
     failures: int = 0
     attached_s: float = 0.0
+    # a QEMU that is stopped or does not answer (backend.py): kept, tried again
+    stalled_since_s: float | None = None
+    qmp_retry_s: float = 0.0  # no QMP before this time while stalled
     # balloon tracking (MiB, seconds)
     balloon_mib: float = 0.0
     target_mib: float | None = None  # balloon target outstanding (None: none)
@@ -50,11 +54,18 @@ class GuestState:
     progress_s: float = 0.0
     stuck_since_s: float | None = None
     last_set_mib: float = 0.0  # balloon size last asked of QEMU
+    gain_mark: tuple[float, float] | None = None  # (balloon, resident RAM) at an inflation
+    no_gain: bool = False  # the last inflation freed nothing on the host
+    balloon_set: bool = False  # a balloon target was sent (close() returns it)
+    original_balloon_mib: float = 0.0  # the balloon when attached (what close() restores)
     # guest stats
     stats_update: float | None = None
     guest_free_mib: float | None = None
     guest_available_mib: float | None = None
     guest_used_mib: float | None = None
+    # pressure stall information of the guest's own cgroup (None: none to read)
+    pressure_path: Path | None = None
+    psi_some_frac: float | None = None
     # rates
     last_cpu: tuple[float, int] | None = None
     cpu_frac: float = 0.0
@@ -73,6 +84,11 @@ class GuestState:
     def name(self) -> str:
         """The VM's name."""
         return self.spec.name
+
+    @property
+    def stalled(self) -> bool:
+        """QEMU is stopped or silent: readings are stale and nothing is asked of it."""
+        return self.stalled_since_s is not None
 
     @property
     def stuck(self) -> bool:

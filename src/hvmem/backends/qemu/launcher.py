@@ -5,7 +5,11 @@ What it does
 :func:`launch` starts N guests from the cached image (guest_image.py), each a
 daemonized ``qemu-system-x86_64`` with:
 
-* a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file;
+* a QMP socket (``-qmp unix:PATH,server=on,wait=off``) and a pid file, and a
+  second QMP monitor for operators (``NAME.op.qmp``): a QMP socket serves one
+  client at a time, and the controller keeps its connection open, so without a
+  second monitor an operator's ``qmp-shell`` would wait until the controller
+  exits;
 * ``virtio-balloon-pci`` with ``deflate-on-oom=on`` (over-inflation stalls the
   balloon instead of panicking the guest) and ``free-page-reporting=on`` (freed
   guest memory goes back to the host within seconds: RSS fell from 502 to
@@ -16,7 +20,11 @@ daemonized ``qemu-system-x86_64`` with:
   file (the VM's swap file, ``NAME.vswp``) and QEMU in a memory cgroup of its
   own (cgroups.py), created before exec so that all of QEMU's memory is charged
   to it. Such a guest can be swapped by the host but not shared by KSM (41
-  pages merged [QEMU-PROBE]): a VM gets one or the other.
+  pages merged [QEMU-PROBE]): a VM gets one or the other;
+* where memory cgroups are v1 and the unified hierarchy is mounted beside them,
+  QEMU in a unified cgroup of its own too (``hvmem-...-NAME``), whose
+  ``memory.pressure`` counts the guest's memory stalls apart from the host's
+  (cgroups.py ``create_pressure_cgroup``); :func:`stop` removes it.
 
 The launch writes ``guests.toml`` in the run directory, which
 ``hvmem qemu control --config`` and :func:`stop` read.
@@ -50,6 +58,7 @@ from hvmem.backends.qemu.cgroups import (
     DEFAULT_CGROUP_ROOT,
     MemoryCgroup,
     create_cgroup,
+    create_pressure_cgroup,
     on_tmpfs,
 )
 from hvmem.backends.qemu.guest_image import GuestImage, WorkloadParams
@@ -69,6 +78,8 @@ __all__ = [
 ]
 
 GUESTS_FILE = "guests.toml"
+#: The operators' QMP socket of guest NAME is NAME + this, beside the controller's.
+OPERATOR_QMP = ".op.qmp"
 QEMU_BINARY = "qemu-system-x86_64"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Unix socket paths must fit in sockaddr_un.sun_path (108 bytes with the NUL).
@@ -88,6 +99,11 @@ class LaunchedGuest:
     cgroup: Path | None = None
     accel: str = "tcg"
     fallback: str | None = None  # why KVM was given up for TCG, if it was
+
+    @property
+    def operator_qmp(self) -> Path:
+        """The second QMP monitor, for operators while the controller holds the first."""
+        return self.qmp.with_name(self.qmp.stem + OPERATOR_QMP)
 
     @property
     def pid(self) -> int | None:
@@ -160,6 +176,7 @@ def qemu_command(name: str, image: GuestImage, memory_mib: int, run_dir: Path,
         "-serial", f"file:{run_dir / (name + '.log')}",
         "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
         "-qmp", f"unix:{run_dir / (name + '.qmp')},server=on,wait=off",
+        "-qmp", f"unix:{run_dir / (name + OPERATOR_QMP)},server=on,wait=off",
         "-pidfile", str(run_dir / (name + ".pid")), "-daemonize",
     ]
     if ram_file is not None:
@@ -178,6 +195,7 @@ def _guests_toml(guests: list[LaunchedGuest], accel: str, host_memory_mib: float
         lines += ["[host]", f"memory = {q(f'{host_memory_mib:g}MiB')}", ""]
     for g in guests:
         lines += ["[[guest]]", f"name = {q(g.name)}", f"qmp = {q(g.qmp)}",
+                  f"operator_qmp = {q(g.operator_qmp)}",
                   f"pid_file = {q(g.pid_file)}", f"serial_log = {q(g.serial_log)}",
                   f"memory = {q(f'{g.memory_mib}MiB')}"]
         if g.ram_file is not None:
@@ -235,7 +253,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
                               "the guest itself")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if len(str(run_dir / f"{max(names, key=len)}.qmp")) > _MAX_SOCKET_PATH:
+    if len(str(run_dir / f"{max(names, key=len)}{OPERATOR_QMP}")) > _MAX_SOCKET_PATH:
         raise ConfigError(f"--dir: {run_dir} is too long for a unix socket path "
                           f"({_MAX_SOCKET_PATH} bytes at most); choose a shorter directory")
     if file_backed:
@@ -261,13 +279,14 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
             for name, memory in zip(names, memories, strict=True):
                 ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
                 cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
+                psi_cgroup = create_pressure_cgroup(f"{tag}-{name}", cgroup_root)
                 argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
-                for stale in (".qmp", ".pid"):
+                for stale in (".qmp", OPERATOR_QMP, ".pid"):
                     (run_dir / (name + stale)).unlink(missing_ok=True)
                 guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
                                       run_dir / f"{name}.log", memory, ram_file,
                                       cgroup.path if cgroup else None, accel)
-                _start(argv, cgroup, guest, die_with_parent)
+                _start(argv, cgroup, guest, die_with_parent, psi_cgroup)
                 started.append(guest)
         except BaseException:
             stop(started)
@@ -305,10 +324,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest,
-           die_with_parent: bool = False) -> None:
+           die_with_parent: bool = False, psi_cgroup: Path | None = None) -> None:
     def enter_cgroup() -> None:  # runs in the child, before exec
         if cgroup is not None:
             (cgroup.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        if psi_cgroup is not None:
+            with contextlib.suppress(OSError):  # pressure unread, nothing worse
+                (psi_cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
         if die_with_parent:
             import ctypes
 
@@ -320,7 +342,8 @@ def _start(argv: list[str], cgroup: MemoryCgroup | None, guest: LaunchedGuest,
 
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, preexec_fn=enter_cgroup if cgroup else None,
+                              timeout=60, preexec_fn=enter_cgroup if cgroup or psi_cgroup
+                              else None,
                               check=False)
     except FileNotFoundError:
         if cgroup is not None:
@@ -427,6 +450,19 @@ def _is_guest(pid: int, g: LaunchedGuest) -> bool:
     return b"qemu" in cmdline.split(b"\0")[0] and str(g.qmp).encode() in cmdline
 
 
+def _pressure_cgroup(pid: int, root: Path = DEFAULT_CGROUP_ROOT) -> Path | None:
+    """The unified cgroup a launch made for a QEMU's pressure (None: not one of ours)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path(path).name.startswith("hvmem-"):
+            return root / "unified" / path.strip("/")
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -452,6 +488,7 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
     problems: list[str] = []
     for g in guests:
         pid = g.pid
+        psi_cgroup = _pressure_cgroup(pid) if pid is not None and _is_guest(pid, g) else None
         if pid is not None and _alive(pid) and _is_guest(pid, g):
             with contextlib.suppress(BackendError), QmpClient(g.qmp, 2.0, g.name) as qmp:
                 qmp.call_once("quit")
@@ -470,7 +507,7 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
         child = _CHILDREN.pop(pid, None) if pid is not None else None
         if child is not None:
             child.wait()
-        for path in (g.qmp, g.pid_file, g.ram_file if remove_files else None,
+        for path in (g.qmp, g.operator_qmp, g.pid_file, g.ram_file if remove_files else None,
                      g.serial_log.with_suffix(".err")):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -478,6 +515,17 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
         if remove_files:
             with contextlib.suppress(FileNotFoundError):
                 g.serial_log.unlink()
+        for attempt in range(50 if psi_cgroup is not None else 0):
+            try:  # an exiting process leaves its cgroup a moment later (longer when busy)
+                psi_cgroup.rmdir()
+            except FileNotFoundError:
+                break
+            except OSError as err:
+                if attempt == 49:
+                    problems.append(f"{psi_cgroup}: cannot remove cgroup ({err.strerror})")
+                time.sleep(0.1)
+                continue
+            break
         if g.cgroup is not None and g.cgroup.exists():
             for attempt in range(20):  # an exiting process leaves its cgroup a moment later
                 try:

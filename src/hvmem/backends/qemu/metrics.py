@@ -20,6 +20,12 @@ out), ``_total`` on counters, and the esxtop column in the name:
   rate (``SWR/s``: ``hvmem_vm_swr_bytes_per_second``); the memory-cgroup limit
   ``hvmem_vm_cgroup_limit_bytes`` (NaN while none is set), the QEMU process's
   resident memory ``hvmem_vm_qemu_rss_bytes`` and CPU share ``hvmem_vm_cpu_ratio``;
+* the controller's own state: ``hvmem_vm_up`` (1 while the guest answers, 0 once
+  it is stalled, dropped or failed to attach; it stays, at 0, when the VM leaves),
+  ``hvmem_vm_guest_available_bytes``, ``hvmem_vm_balloon_stuck``, pressure stall
+  information as ``hvmem_vm_memory_pressure_some_ratio`` and
+  ``hvmem_host_memory_pressure_{some,full}_ratio`` (PSI avg10), and KSM's
+  ``hvmem_host_ksm_sleep_seconds``;
 * ``hvmem_decisions_total`` and ``hvmem_events_total{event=...}``: counters.
 
 These names replaced MiB-valued ones (``hvmem_host_free_mib``,
@@ -27,7 +33,8 @@ These names replaced MiB-valued ones (``hvmem_host_free_mib``,
 docs/changes.md lists the old and the new. ``dashboards/hvmem-controller.json``
 is a Grafana dashboard over them.
 
-A VM that leaves control disappears from the gauges. The server binds to
+A VM that leaves control disappears from the gauges but ``hvmem_vm_up``. The server
+binds to
 127.0.0.1 unless told otherwise: the numbers describe the host's guests, which
 is nothing to publish to a network by default.
 """
@@ -53,6 +60,11 @@ HOST_GAUGES = (
     ("ksm_pages_sharing", "hvmem_host_ksm_pages_sharing", "KSM pages_sharing", 1),
     ("ksm_pages_to_scan", "hvmem_host_ksm_pages_to_scan", "KSM pages_to_scan", 1),
     ("ksm_run", "hvmem_host_ksm_run", "KSM run (0 stopped, 1 merging, 2 unmerging)", 1),
+    ("ksm_sleep_ms", "hvmem_host_ksm_sleep_seconds", "KSM sleep between wake-ups", 1e-3),
+    ("psi_some_frac", "hvmem_host_memory_pressure_some_ratio",
+     "PSI memory some avg10 of the host", 1),
+    ("psi_full_frac", "hvmem_host_memory_pressure_full_ratio",
+     "PSI memory full avg10 of the host", 1),
 )
 #: VM gauges beyond the esxtop columns: row key, metric name, help, factor.
 VM_GAUGES = (
@@ -61,6 +73,12 @@ VM_GAUGES = (
     ("qemu_rss_mib", "hvmem_vm_qemu_rss_bytes", "Resident memory of the VM's QEMU process",
      MIB_BYTES),
     ("cpu_frac", "hvmem_vm_cpu_ratio", "CPU share of the VM's QEMU process", 1),
+    ("guest_available_mib", "hvmem_vm_guest_available_bytes",
+     "Memory the guest could free easily (MemAvailable)", MIB_BYTES),
+    ("balloon_stuck", "hvmem_vm_balloon_stuck",
+     "1 while the balloon counts as stuck or gains nothing", 1),
+    ("psi_some_frac", "hvmem_vm_memory_pressure_some_ratio",
+     "PSI memory some avg10 of the guest's cgroup", 1),
 )
 STATES = ("high", "clear", "soft", "hard", "low")
 
@@ -91,6 +109,9 @@ class Metrics:
                              registry=self.registry), MIB_BYTES) for c in self.columns}
         self.vm.update({key: (Gauge(name, doc, ["vm"], registry=self.registry), factor)
                         for key, name, doc, factor in VM_GAUGES})
+        # Stays, at 0, when a VM leaves control: the one gauge that says so.
+        self.up = Gauge("hvmem_vm_up", "1 while the guest is under control and answers, else 0",
+                        ["vm"], registry=self.registry)
         self.decisions = Counter("hvmem_decisions", "Policy decisions applied",
                                  registry=self.registry)
         self.events = Counter("hvmem_events", "Backend events by kind", ["event"],
@@ -113,24 +134,30 @@ class Metrics:
         """Publish one tick's rows."""
         for key, (gauge, factor) in self.host.items():
             # KSM's figures are -1 while hvmem does not drive KSM: no sample then.
-            if key in host_row and not (key.startswith("ksm_") and host_row[key] < 0):
-                gauge.set(host_row[key] * factor)
+            value = host_row.get(key)
+            if value is not None and not (key.startswith("ksm_") and value < 0):
+                gauge.set(value * factor)
         for state in STATES:
             self.state.labels(state=state).set(1.0 if host_row["state"] == state else 0.0)
         seen = set()
         for row in vm_rows:
             seen.add(row["vm"])
             for key, (gauge, factor) in self.vm.items():
-                gauge.labels(vm=row["vm"]).set(row.get(key, math.nan) * factor)
+                value = row.get(key)
+                gauge.labels(vm=row["vm"]).set(math.nan if value is None else value * factor)
+            self.up.labels(vm=row["vm"]).set(0.0 if row.get("stalled") else 1.0)
         for gone in self._vms - seen:
             for gauge, _ in self.vm.values():
                 gauge.remove(gone)
+            self.up.labels(vm=gone).set(0.0)
         self._vms = seen
         if decisions > self._decisions:
             self.decisions.inc(decisions - self._decisions)
             self._decisions = decisions
         for event in new_events:
             self.events.labels(event=event["event"]).inc()
+            if event["event"] in ("guest_dropped", "attach_failed"):
+                self.up.labels(vm=event["vm"]).set(0.0)
 
     def close(self) -> None:
         """Stop the endpoint."""

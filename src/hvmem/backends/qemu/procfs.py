@@ -19,7 +19,14 @@ What is read, and why
 * ``/proc/<pid>/ksm_merging_pages``: pages of this process that KSM merged
   ([QEMU-PROBE]: 42-44k per guest for two identical guests). VmRSS
   does not drop when KSM merges, so sharing is accounted from these counters.
-* ``/proc/<pid>/stat``: utime + stime, for the QEMU process's CPU share.
+* ``/proc/<pid>/stat``: utime + stime, for the QEMU process's CPU share, and
+  the process state: ``T`` (stopped by SIGSTOP) or ``t`` (traced) is a QEMU
+  that will answer again once continued, ``Z``/``X`` or no entry a dead one.
+
+* ``/proc/pressure/memory`` and a cgroup's ``memory.pressure``: pressure stall
+  information [LINUX-PSI], two lines ``some avg10=0.12 avg60=... total=US``
+  and ``full ...``: the share of the last 10 s in which some task (or every
+  non-idle task) waited for memory, and the total stall in microseconds.
 
 Every reader takes the ``/proc`` root as an argument so tests can point it at a
 directory of fixture files.
@@ -35,8 +42,11 @@ from hvmem.errors import BackendError
 
 __all__ = [
     "HostMemInfo",
+    "Pressure",
     "ProcessMemory",
     "find_pid_by_arg",
+    "process_state",
+    "read_pressure",
     "read_meminfo",
     "read_process",
 ]
@@ -191,6 +201,50 @@ def read_process(pid: int, ram_mib: float, ram_file: str | None = None,
         swap_mib=status.get("VmSwap", 0) / KIB_PER_MIB,
         ram_rss_mib=ram_rss, ram_size_mib=ram_size, ram_file=ram_file,
         ksm_merging_pages=merging, cpu_ticks=cpu)
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """One reading of a PSI file: avg10 shares (0-1) and the total stall (µs)."""
+
+    some_frac: float
+    full_frac: float
+    some_total_us: int
+
+
+def read_pressure(path: Path) -> Pressure | None:
+    """Parse a PSI file (``/proc/pressure/memory``, ``memory.pressure``); None: absent."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    values: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        values[kind] = dict(f.split("=", 1) for f in fields if "=" in f)
+    try:
+        some = values["some"]
+        full = values.get("full", {"avg10": "0"})
+        return Pressure(float(some["avg10"]) / 100, float(full["avg10"]) / 100,
+                        int(some.get("total", 0)))
+    except (KeyError, ValueError):
+        return None
+
+
+#: Process states of a QEMU that is alive but cannot answer until continued.
+STOPPED_STATES = frozenset("Tt")
+#: Process states of a QEMU that has exited (a zombie waits only to be reaped).
+DEAD_STATES = frozenset("ZX")
+
+
+def process_state(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The state letter of ``/proc/PID/stat`` (``R``, ``S``, ``T``, ``Z``...); None: gone."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    after = stat.rpartition(")")[2].split()
+    return after[0] if after else None
 
 
 def find_pid_by_arg(needle: str, proc: Path = Path("/proc")) -> int | None:

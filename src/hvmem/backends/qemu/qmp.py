@@ -18,7 +18,20 @@ under :func:`asyncio.wait_for`. Nothing here ever waits without a bound:
 * the failure is typed: :class:`QmpGone` when nothing listens any more (the
   socket file is gone or refuses connections: the guest died),
   :class:`QmpTimeout` when QEMU does not answer in time (hung, or stopped with
-  SIGSTOP), :class:`QmpCommandError` when QEMU answers with an error.
+  SIGSTOP), :class:`QmpStalled` (a timeout) when the caller's check says the
+  QEMU process is stopped, so no connection is even tried,
+  :class:`QmpCommandError` when QEMU answers with an error.
+
+A stopped QEMU is not a dead one. QEMU's QMP socket accepts one client at a
+time and queues at most one more: while QEMU is stopped the kernel queues a new
+connection without QEMU ever greeting it, and once that queue is full a connect
+fails at once (EINVAL on this kind of host, EAGAIN elsewhere) [QEMU-PROBE].
+Only a refused connection or a missing socket file means the guest is gone;
+any other connect error is a timeout. Every abandoned connection is closed at
+the socket (``transport.abort()``), not only asked to close, so a stalled QEMU
+finds no pile of dead clients when it runs again; and with ``stalled`` given,
+the client does not connect (nor retry) while the process is stopped, so
+nothing is queued at all.
 
 All three are :class:`~hvmem.errors.BackendError`, so the command line prints
 them as one line. ``qemu.qmp`` logs connection failures on its own loggers;
@@ -33,7 +46,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +54,8 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from hvmem.errors import BackendError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "QmpClient", "QmpCommandError", "QmpGone", "QmpTimeout"]
+__all__ = ["DEFAULT_TIMEOUT_S", "QmpClient", "QmpCommandError", "QmpGone", "QmpStalled",
+           "QmpTimeout"]
 
 #: Bound on connecting and on every command, in seconds.
 DEFAULT_TIMEOUT_S = 2.0
@@ -58,6 +72,10 @@ class QmpTimeout(BackendError):
     """QEMU did not answer within the timeout."""
 
 
+class QmpStalled(QmpTimeout):
+    """The QEMU process is stopped (SIGSTOP): no connection was tried."""
+
+
 class QmpCommandError(BackendError):
     """QEMU answered a command with an error."""
 
@@ -69,6 +87,9 @@ class QmpClient:
         path: the QMP unix socket.
         timeout_s: bound on connecting and on each command.
         name: used in error messages (the VM's name).
+        stalled: a check run before connecting and before a retry: True when the
+            QEMU process is stopped (procfs.py ``process_state``), so the client
+            raises :class:`QmpStalled` instead of queuing a connection.
 
     Attributes:
         calls: commands that got an answer (an event count).
@@ -77,12 +98,14 @@ class QmpClient:
     """
 
     def __init__(self, path: str | Path, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 name: str | None = None) -> None:
+                 name: str | None = None,
+                 stalled: Callable[[], bool] | None = None) -> None:
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise BackendError(f"QMP timeout must be positive, found {timeout_s}")
         self.path = Path(path)
         self.timeout_s = float(timeout_s)
         self.name = name or self.path.name
+        self.stalled = stalled
         self._loop = asyncio.new_event_loop()
         self._client: QMPClient | None = None
         self._connected_once = False
@@ -102,12 +125,14 @@ class QmpClient:
         # The connection is broken either way; errors while closing it are moot.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             self._run(client.disconnect(), self.timeout_s)
+        _abort(client)
 
     def _connect(self) -> QMPClient:
         if self._client is not None:
             return self._client
         if not self.path.exists():
             raise QmpGone(f"{self.name}: QMP socket {self.path} does not exist (guest gone?)")
+        self._check_stalled()
         client = QMPClient(self.name)
         # Events (BALLOON_CHANGE, up to one a second) are not used: the default listener
         # refuses them, so they are dropped instead of queuing up while the loop runs.
@@ -124,13 +149,25 @@ class QmpClient:
             cause = err.__cause__ or err
             with contextlib.suppress(Exception):  # nothing to close after a failed connect
                 self._run(client.disconnect(), self.timeout_s)
-            raise QmpGone(f"{self.name}: cannot connect to QMP socket {self.path} "
-                          f"({_describe(cause)})") from None
+            _abort(client)
+            if isinstance(cause, ConnectionRefusedError | FileNotFoundError):
+                raise QmpGone(f"{self.name}: cannot connect to QMP socket {self.path} "
+                              f"({_describe(cause)})") from None
+            # The socket is there and its queue is full: QEMU is not accepting (stopped
+            # or busy), which is no answer yet, not a death.
+            self.timeouts += 1
+            raise QmpTimeout(f"{self.name}: QMP socket {self.path} does not accept "
+                             f"connections ({_describe(cause)}): QEMU stopped or "
+                             "busy") from None
         if self._connected_once:
             self.reconnects += 1
         self._connected_once = True
         self._client = client
         return client
+
+    def _check_stalled(self) -> None:
+        if self.stalled is not None and self.stalled():
+            raise QmpStalled(f"{self.name}: QEMU is stopped; QMP not tried")
 
     # -- calls -------------------------------------------------------------------------
     def call_once(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
@@ -167,9 +204,12 @@ class QmpClient:
         for attempt in range(retries + 1):
             try:
                 return self.call_once(command, arguments)
+            except QmpStalled:
+                raise
             except QmpTimeout:
                 if attempt == retries:
                     raise
+                self._check_stalled()  # stopped while waiting: queue no connection
             except QmpGone:
                 if attempt == retries or not self.path.exists():
                     raise
@@ -185,6 +225,15 @@ class QmpClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _abort(client: QMPClient) -> None:
+    """Close the connection's socket now, whatever state the protocol is in."""
+    writer = getattr(client, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.abort()
 
 
 def _no_events(_event: object) -> bool:

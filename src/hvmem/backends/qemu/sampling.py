@@ -23,6 +23,9 @@ swapped_mib        file-backed RAM: blocks of the RAM file on disk less its
                    resident part (pages written back and dropped; an estimate,
                    since pages resident *and* on disk count once); anonymous RAM
                    on a host with swap: VmSwap
+psi_some_frac      the guest cgroup's ``memory.pressure`` (some, avg10), where its
+                   QEMU has a cgroup of its own with one (cgroups.py); the host's
+                   from ``/proc/pressure/memory``
 guest_free_mib,    virtio-balloon ``guest-stats`` (``stat-free-memory``,
 guest_available    ``stat-available-memory``), polled by QEMU every
                    ``stats_interval_s`` (``guest-stats-polling-interval``)
@@ -41,7 +44,20 @@ The host sample comes from ``/proc/meminfo`` and KSM. With a *host memory
 budget* (``host_memory_mib``) the host is as large as the budget and its free
 memory is the budget less what the VMs use (consumed + overhead), never more
 than the real MemAvailable: a small test host can be put under pressure without
-filling a 24 GiB machine. The memory state comes from
+filling a 24 GiB machine.
+
+``pressure`` sets the budget from the guests, at the first sample, as ESX
+states overcommitment: the guests' configured memory is ``pressure`` times the
+host memory left to them, and QEMU's own memory (measured, the VMs' overhead)
+comes on top::
+
+    budget = sum(configured) / pressure + sum(overhead)
+
+Guests use only part of what they are configured with (two 384 MiB guests of
+the launcher's default workload keep about 185 MiB of RAM resident each), so
+reclamation starts once ``sum(configured) / pressure`` falls below what they
+hold plus minFree; the state bands are then ESX's for a host of the budget's
+size (policy/minfree.py). The memory state comes from
 :class:`~hvmem.policy.state_tracker.StateTracker` on that free memory, as in the
 simulator.
 
@@ -58,14 +74,14 @@ from typing import Any
 from hvmem.backends.qemu.config import BackendOptions
 from hvmem.backends.qemu.guest_state import GuestState
 from hvmem.backends.qemu.ksm import KsmCounters
-from hvmem.backends.qemu.procfs import HostMemInfo, read_process
+from hvmem.backends.qemu.procfs import HostMemInfo, read_pressure, read_process
 from hvmem.errors import BackendError
 from hvmem.policy.minfree import thresholds
 from hvmem.policy.samples import HostSample, VmSample
 from hvmem.policy.state_tracker import StateTracker
 from hvmem.units import MIB
 
-__all__ = ["HostSampler", "read_guest", "update_rates", "vm_samples"]
+__all__ = ["HostSampler", "read_guest", "read_stalled", "update_rates", "vm_samples"]
 
 _PAGE_MIB = 4 / 1024
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -81,6 +97,23 @@ def read_guest(g: GuestState, proc_root: Path) -> None:
     g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
     g.balloon_mib = max(0.0, g.configured_mib - actual)
     _take_stats(g, stats)
+    _take_pressure(g)
+
+
+def _take_pressure(g: GuestState) -> None:
+    if g.pressure_path is not None:
+        reading = read_pressure(g.pressure_path)
+        g.psi_some_frac = reading.some_frac if reading is not None else None
+
+
+def read_stalled(g: GuestState, proc_root: Path) -> None:
+    """Refresh a stalled guest's /proc readings; its balloon and stats keep their values.
+
+    A stopped QEMU still has its /proc entry, so what it holds stays current while
+    QMP cannot be asked.
+    """
+    g.proc = read_process(g.pid, g.configured_mib, g.ram_file, proc_root)
+    _take_pressure(g)
 
 
 def update_rates(g: GuestState, now: float) -> None:
@@ -170,10 +203,12 @@ def _vm_sample(g: GuestState) -> VmSample:
         consumed_mib=consumed, active_mib=active, balloon_max_mib=g.balloon_max_mib,
         reservation_mib=min(spec.reservation_mib, g.configured_mib),
         limit_mib=spec.limit_mib, balloon_mib=min(g.balloon_mib, g.configured_mib),
-        balloon_target_mib=g.last_set_mib, balloon_stuck=g.stuck or g.balloon_path is None,
+        balloon_target_mib=g.last_set_mib,
+        balloon_stuck=g.stuck or g.stalled or g.balloon_path is None,
         swapped_mib=g.swapped_mib, shared_saved_mib=g.saved_mib,
         overhead_mib=proc.overhead_mib, guest_free_mib=g.guest_free_mib,
-        guest_available_mib=g.guest_available_mib, swap_in_rate_mib_s=g.swap_in_mib_s)
+        guest_available_mib=g.guest_available_mib, swap_in_rate_mib_s=g.swap_in_mib_s,
+        psi_some_frac=g.psi_some_frac)
 
 
 class HostSampler:
@@ -186,13 +221,21 @@ class HostSampler:
     def __init__(self) -> None:
         self.tracker: StateTracker | None = None
         self._tracker_total: float | None = None
+        self.pressure_budget_mib: float | None = None
 
     def sample(self, now: float, opts: BackendOptions, mem: HostMemInfo,
                ksm: KsmCounters | None, vms: Sequence[VmSample],
                guests: Sequence[GuestState]) -> HostSample:
         """The host sample over ``vms``, as ``opts`` size the host (see the module docs)."""
-        if opts.host_memory_mib is not None:
-            total = opts.host_memory_mib
+        budget = opts.host_memory_mib
+        if opts.pressure is not None:
+            if self.pressure_budget_mib is None and vms:
+                self.pressure_budget_mib = (sum(vm.configured_mib for vm in vms)
+                                            / opts.pressure
+                                            + sum(vm.overhead_mib for vm in vms))
+            budget = self.pressure_budget_mib
+        if budget is not None:
+            total = budget
             used = sum(vm.consumed_mib + vm.overhead_mib for vm in vms)
             free = min(max(0.0, total - used), mem.available_mib)
             cache = 0.0
@@ -205,10 +248,13 @@ class HostSampler:
             self.tracker = StateTracker(thresholds(total, opts.profile))
             self._tracker_total = total
         state = self.tracker.update(free)
+        psi = read_pressure(opts.proc_root / "pressure" / "memory")
         return HostSample(
             time_s=now, total_mib=total, free_mib=free, state=state,
             minfree_mib=self.tracker.thresholds.minfree_mib, profile=opts.profile,
             cache_mib=cache, shared_saved_mib=ksm.saved_mib if ksm else 0.0,
             sharing_pages_to_scan=ksm.pages_to_scan if ksm else None,
             swap_in_rate_mib_s=sum(vm.swap_in_rate_mib_s for vm in vms),
-            swap_out_rate_mib_s=sum(g.swap_out_mib_s for g in guests))
+            swap_out_rate_mib_s=sum(g.swap_out_mib_s for g in guests),
+            psi_some_frac=psi.some_frac if psi else None,
+            psi_full_frac=psi.full_frac if psi else None)

@@ -104,7 +104,9 @@ def run_scenario(scenario: Scenario, policy: str | None = None,
                            else vm.guest.balloon_max_bytes / MIB)
                  for vm, g in zip(scenario.vms, guests, strict=True)]
         backend = QemuBackend(specs, BackendOptions(
-            host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile))
+            host_memory_mib=scenario.host.memory_bytes / MIB, profile=scenario.host.profile,
+            file_backed_hint="give the VMs file-backed RAM: [backend] file_backed = true "
+            "in the scenario"))
         interval_s = ns_to_s(scenario.policy.balance_period_ns)
         loop = ControlLoop(backend, policy_config, interval_s, tick_s=min(1.0, interval_s),
                            name=scenario.name, scenario=scenario)

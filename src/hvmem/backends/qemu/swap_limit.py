@@ -26,16 +26,16 @@ from hvmem.policy.states import MemState, actions
 __all__ = ["apply_swap_limit", "swap_refusal"]
 
 
-def swap_refusal(g: GuestState, proc_root: Path,
-                 meminfo: HostMemInfo | None = None) -> str | None:
+def swap_refusal(g: GuestState, proc_root: Path, meminfo: HostMemInfo | None = None,
+                 file_backed_hint: str = "launch it with file-backed RAM: hvmem qemu launch "
+                 "--file-backed") -> str | None:
     """None if the VM may be put under a memory limit, else why not (one line)."""
     if g.ram_file is None:
         mem = meminfo or read_meminfo(proc_root)
         if mem.swap_total_mib <= 0:
             return (f"{g.name}: refusing to limit its memory: its RAM is anonymous and "
                     "the host has no swap, so a memory-cgroup limit would get QEMU "
-                    "OOM-killed (launch it with file-backed RAM: hvmem qemu launch "
-                    "--file-backed)")
+                    f"OOM-killed ({file_backed_hint})")
     elif not g.ram_on_disk:
         return (f"{g.name}: not limiting its memory: its RAM file {g.ram_file} is on "
                 "tmpfs, so there is no disk to page it to")
@@ -70,7 +70,7 @@ def apply_swap_limit(g: GuestState, plan: VmPlan, state: MemState, opts: Backend
         return
     if more < 1.0:
         return
-    why = swap_refusal(g, opts.proc_root, meminfo)
+    why = swap_refusal(g, opts.proc_root, meminfo, opts.file_backed_hint)
     if why is not None:
         if why not in g.refused:
             g.refused.add(why)
