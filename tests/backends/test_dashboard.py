@@ -55,8 +55,9 @@ def test_metric_names_follow_prometheus_conventions(fake_host):
         assert "_mib" not in name and "_frac" not in name, name
         if name.endswith(("_total", "_created")):
             continue  # counters (and the creation time prometheus_client adds to each)
-        assert name.endswith(("_bytes", "_bytes_per_second", "_ratio", "_pages_sharing",
-                              "_pages_to_scan", "_ksm_run", "_state")), name
+        assert name.endswith(("_bytes", "_bytes_per_second", "_ratio", "_seconds",
+                              "_pages_sharing", "_pages_to_scan", "_ksm_run", "_state",
+                              "_vm_up", "_balloon_stuck")), name  # the last two: 0 or 1
 
 
 def test_panels_are_well_formed():
