@@ -75,9 +75,15 @@ from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend
 from hvmem.sim_batches import tick_batches
-from hvmem.sim_rows import SharingTally, TickRows
+from hvmem.sim_rows import (
+    SharingTally,
+    TickRows,
+    blocked_causes,
+    stall_causes,
+    stall_snapshot,
+)
 from hvmem.sim_vm import SimVm
-from hvmem.units import MIB, ns_to_s, pages_to_mib
+from hvmem.units import MIB, PAGE_SIZE_BYTES, ns_to_s, pages_to_mib
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.factory import make_workload
 
@@ -101,6 +107,7 @@ class Simulation:
         self.host = Host(hc.memory_pages, hc.paging, scenario.timing, hc.swap_device,
                          hc.sharing.salting, large_pages=bool(hc.large_pages),
                          compression_max_frac=hc.compression.max_frac)
+        self.host.swap_selection = hc.swap_selection
         total_mib = pages_to_mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)
@@ -137,6 +144,8 @@ class Simulation:
         n = cfg.memory_pages
         tables = TableStore(n, f"{cfg.name} guest-physical")
         host_vm = self.host.add_vm(cfg.name, n, tables)
+        if cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes:
+            host_vm.cap_pages = cfg.limit_bytes // PAGE_SIZE_BYTES  # held in every state
         if self.host.salting == "explicit":
             self.host.explicit_salts[host_vm.vm_id] = cfg.salt or 0
         kernel = GuestKernel(cfg.guest_config(), host_vm, tables,
@@ -202,6 +211,7 @@ class Simulation:
             if off is not None and now >= off:
                 self._power_off(vm)
         stall: dict[str, float] = {}
+        causes: dict[str, dict[str, float]] = {}
         running = list(self.vms.items())
         batches = tick_batches([vm.workload for _, vm in running], now, tick_ns)
         for (name, vm), batch in zip(running, batches, strict=True):
@@ -216,12 +226,15 @@ class Simulation:
             # [OSDI02 §6.3], without waiting for the next balance period.
             if vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW:
                 stall[name] = float(tick_ns)  # descheduled until the host recovers
+                causes[name] = blocked_causes(tick_ns)
                 continue
+            before = stall_snapshot(vm)
             if self.mmu_fidelity:
                 result = vm.kernel.access_mmu(batch, now, vm.host_vm)
             else:
                 result = vm.kernel.access(batch, now)
             stall[name] = result.time_ns
+            causes[name] = stall_causes(before, stall_snapshot(vm), result.time_ns)
         if self._balloon_poll.due(now):
             self._balloon_poll.start(now)
             report = self._page_report.due(now)
@@ -260,7 +273,7 @@ class Simulation:
             host.check_invariants()
             for vm in self.vms.values():
                 vm.kernel.check_invariants()
-        self.rows.record(now, tick_ns, self.state, self.vms, stall)
+        self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
 
 
 class _PoweredOff:
