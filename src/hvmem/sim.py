@@ -9,12 +9,15 @@ What happens each tick (``scenario.tick_ns``, 1 s by default)::
         blocked (LOW state, above target) makes no progress this tick
     once a second: balloon drivers move towards their targets; the host drains
         the balloon queues; every two seconds: free page reporting
-    in HARD and LOW: the swapper keeps each planned VM at its swap target
+    in HARD and LOW: the swapper moves each planned VM back to its swap
+        target, at most one page per swap-device operation
     active-memory sampling (a new sample once a sampling period); the
         page-sharing scanner
     the host memory state (minFree thresholds, hysteresis); large pages broken by it
-    once a balance period: sample -> policy -> plans -> apply (balloon
-        targets; share, compress and swap what a VM must give up beyond that)
+    once a balance period, and at once when free memory falls into a more
+        severe state than the plans were made for (at most once a second):
+        sample -> policy -> plans -> apply (balloon targets; share, compress
+        and swap what a VM must give up beyond that)
     record one row of esxtop-named metrics per VM and one for the host
 
 Work with a period of its own is checked once a tick at its place in this
@@ -248,7 +251,7 @@ class Simulation:
         swapping = actions(self.state, sc.host.profile)
         for vm in self.vms.values():
             if vm.plan is not None and swapping.swap:  # HARD, LOW: keep VMs at target
-                self.backend.swap_to_target(vm, vm.plan, refill=True)
+                self.backend.swap_to_target(vm, vm.plan, refill_ns=tick_ns)
         for vm in self.vms.values():
             drawn = vm.sampler.advance(now)
             if drawn is not None and self.mmu_fidelity:
@@ -262,6 +265,10 @@ class Simulation:
             large_page_breaking(self.state, pages_to_mib(host.frames.n_free), self.thresholds),
             tick_ns, self._large_page_rng, share=sc.host.sharing.enabled)
         plans = self.controller.step(ns_to_s(now))
+        if plans is None:  # free memory crossed into a worse state: replan now
+            plans = self.controller.react(ns_to_s(now), self.state)
+            if plans is not None:
+                self.event("rebalance", "", f"free memory fell into {self.state.label}")
         if plans is not None:
             for name, plan in plans.items():
                 if name in self.vms:
