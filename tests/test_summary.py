@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from hvmem import RunResult, load_scenario
+from hvmem.results import STALL_CAUSES
 
 #: Any scenario will do: the summary takes only its name from it.
 SCENARIO = load_scenario(Path(__file__).resolve().parent / "golden" / "sharing.toml")
@@ -52,6 +53,11 @@ def hand_result(vm_rows=VM_ROWS, host_states=HOST_STATES, *, complete=True) -> R
     return result
 
 
+#: The rows above have no guest paging or stall-cause columns (a real guest's rows
+#: lack them too): those fields sum nothing.
+NO_GUEST_PAGING = {"guest_swap_in_mib": 0.0, "guest_swap_out_mib": 0.0,
+                   **{f"stall_{cause}_s": 0.0 for cause in STALL_CAUSES}}
+
 #: Worked out by hand from the rows above.
 EXPECTED_VMS = {
     "a": {
@@ -69,6 +75,7 @@ EXPECTED_VMS = {
         "swap_out_mib": 20.0,
         "compress_mib": 16.0,
         "decompress_mib": 5.0,
+        **NO_GUEST_PAGING,
     },
     "b": {
         "ticks": 2,
@@ -83,6 +90,7 @@ EXPECTED_VMS = {
         "swap_out_mib": 0.0,
         "compress_mib": 8.0,
         "decompress_mib": 0.0,
+        **NO_GUEST_PAGING,
     },
     "c": {
         "ticks": 1,
@@ -97,6 +105,7 @@ EXPECTED_VMS = {
         "swap_out_mib": 50.0,
         "compress_mib": 0.0,
         "decompress_mib": 0.0,
+        **NO_GUEST_PAGING,
     },
 }
 
@@ -194,3 +203,27 @@ def test_hand_numbers_are_finite_and_consistent():
     for name, vm in EXPECTED_VMS.items():
         lost = vm["ticks"] * TICK_S * (1.0 - vm["mean_throughput"])
         assert math.isclose(vm["stall_s"], lost, abs_tol=1e-12), name
+
+
+def test_guest_paging_and_stall_causes_add_up_over_ticks():
+    # Guest paging is a rate x tick; each cause is seconds of the tick, summed.
+    rows = [(0.0, "a", (0.5, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+            (2.0, "a", (0.75, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))]
+    result = hand_result(vm_rows=rows)
+    extra = [{"guest_swap_in_mib_s": 3.0, "guest_swap_out_mib_s": 1.0,
+              "stall_guest_paging_s": 0.75, "stall_host_swap_in_s": 0.25},
+             {"guest_swap_in_mib_s": 0.5, "guest_swap_out_mib_s": float("nan"),
+              "stall_guest_paging_s": 0.25, "stall_blocked_s": 0.25}]
+    rebuilt = RunResult(scenario=SCENARIO)
+    rebuilt.host_rows.extend(result.host_rows)
+    for row, more in zip(result.vm_rows, extra, strict=True):
+        rebuilt.vm_rows.append({**row, **dict.fromkeys(
+            (f"stall_{cause}_s" for cause in STALL_CAUSES), 0.0), **more,
+            **({"guest_swap_out_mib_s": more["guest_swap_out_mib_s"]} if more else {})})
+    vm = rebuilt.summary()["vms"]["a"]
+    assert vm["guest_swap_in_mib"] == pytest.approx(3.0 * 2 + 0.5 * 2)
+    assert vm["guest_swap_out_mib"] == pytest.approx(2.0)  # NaN counts nothing
+    assert vm["stall_guest_paging_s"] == pytest.approx(1.0)
+    assert vm["stall_host_swap_in_s"] == pytest.approx(0.25)
+    assert vm["stall_blocked_s"] == pytest.approx(0.25)
+    assert vm["stall_other_s"] == 0.0

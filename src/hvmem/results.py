@@ -64,9 +64,12 @@ class RunResult:
         Per VM: the peak of each mechanism's holding (balloon, compressed and
         swapped MiB, MiB saved by sharing), swap and compression traffic, and
         the cost: mean throughput, worst tick's slowdown and the seconds of
-        work lost to stalls. ``mechanisms``: machine memory each mechanism
-        holds back, summed over the VMs each tick (compression net of its
-        cache's frames), at its host-wide peak and at the end of the run.
+        work lost to stalls, split by cause (``stall_<cause>_s``), and the
+        guest's own paging (``guest_swap_in_mib``, ``guest_swap_out_mib``: what
+        ballooning costs a guest that has to page to give memory up).
+        ``mechanisms``: machine memory each mechanism holds back, summed
+        over the VMs each tick (compression net of its cache's frames), at its
+        host-wide peak and at the end of the run.
         """
         vms: dict[str, dict] = {}
         totals: dict[float, dict[str, float]] = {}
@@ -75,7 +78,9 @@ class RunResult:
                 "ticks": 0, "throughput_sum": 0.0, "balloon_peak_mib": 0.0,
                 "swapped_peak_mib": 0.0, "compressed_peak_mib": 0.0,
                 "shared_saved_peak_mib": 0.0, "swap_in_mib": 0.0, "swap_out_mib": 0.0,
-                "compress_mib": 0.0, "decompress_mib": 0.0, "stall_s": 0.0,
+                "compress_mib": 0.0, "decompress_mib": 0.0, "guest_swap_in_mib": 0.0,
+                "guest_swap_out_mib": 0.0, "stall_s": 0.0,
+                **{f"stall_{cause}_s": 0.0 for cause in STALL_CAUSES},
                 "worst_slowdown": 1.0})
             tick_s = row["tick_s"]
             s["ticks"] += 1
@@ -89,6 +94,11 @@ class RunResult:
             s["compress_mib"] += row["ZIP/s"] * tick_s
             s["decompress_mib"] += row["UNZIP/s"] * tick_s
             s["stall_s"] += (1.0 - row["throughput"]) * tick_s
+            # Real guests have no such columns (NaN or absent): they count nothing.
+            s["guest_swap_in_mib"] += _number(row.get("guest_swap_in_mib_s")) * tick_s
+            s["guest_swap_out_mib"] += _number(row.get("guest_swap_out_mib_s")) * tick_s
+            for cause in STALL_CAUSES:
+                s[f"stall_{cause}_s"] += _number(row.get(f"stall_{cause}_s"))
             s["worst_slowdown"] = max(s["worst_slowdown"], row["slowdown"])
             t = totals.setdefault(row["time_s"], dict.fromkeys(_MECHANISMS, 0.0))
             t["ballooning"] += row["MCTLSZ"]
@@ -118,6 +128,17 @@ class RunResult:
 
 #: The reclamation mechanisms, in the order ESX turns to them.
 _MECHANISMS = ("sharing", "ballooning", "compression", "swapping")
+
+#: What a VM's stall is split into (the ``stall_<cause>_s`` columns of the
+#: simulator's rows, ``sim_rows.py``): its own paging, the host's swap-ins,
+#: decompression, copy-on-write, zeroing, blocked in LOW, the rest.
+STALL_CAUSES = ("guest_paging", "host_swap_in", "decompress", "cow", "zeroing", "blocked",
+                "other")
+
+
+def _number(value: float | None) -> float:
+    """A row's value as a number to add: absent or NaN counts nothing."""
+    return 0.0 if value is None or value != value else float(value)
 
 
 

@@ -10,12 +10,15 @@ What happens each tick (``scenario.tick_ns``, 1 s by default)::
         blocked (LOW state, above target) makes no progress this tick
     once a second: balloon drivers move towards their targets; the host drains
         the balloon queues; every two seconds: free page reporting
-    in HARD and LOW: the swapper keeps each planned VM at its swap target
+    in HARD and LOW: the swapper moves each planned VM back to its swap
+        target, at most one page per swap-device operation
     active-memory sampling (a new sample once a sampling period); the
         page-sharing scanner
     the host memory state (minFree thresholds, hysteresis); large pages broken by it
-    once a balance period: sample -> policy -> plans -> apply (balloon
-        targets; share, compress and swap what a VM must give up beyond that)
+    once a balance period, and at once when free memory falls into a more
+        severe state than the plans were made for (at most once a second):
+        sample -> policy -> plans -> apply (balloon targets; share, compress
+        and swap what a VM must give up beyond that)
     record one row of esxtop-named metrics per VM and one for the host
 
 Work with a period of its own is checked once a tick at its place in this
@@ -81,9 +84,15 @@ from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend
 from hvmem.sim_batches import tick_batches
 from hvmem.sim_events import EventSchedule, describe
-from hvmem.sim_rows import SharingTally, TickRows
+from hvmem.sim_rows import (
+    SharingTally,
+    TickRows,
+    blocked_causes,
+    stall_causes,
+    stall_snapshot,
+)
 from hvmem.sim_vm import SimVm
-from hvmem.units import MIB, ns_to_s, pages_to_mib
+from hvmem.units import MIB, PAGE_SIZE_BYTES, ns_to_s, pages_to_mib
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.factory import make_workload
 
@@ -107,6 +116,7 @@ class Simulation:
         self.host = Host(hc.memory_pages, hc.paging, scenario.timing, hc.swap_device,
                          hc.sharing.salting, large_pages=bool(hc.large_pages),
                          compression_max_frac=hc.compression.max_frac)
+        self.host.swap_selection = hc.swap_selection
         total_mib = pages_to_mib(hc.memory_pages)
         self.thresholds = thresholds(total_mib, hc.profile, min_free_frac=hc.min_free_frac)
         self.tracker = StateTracker(self.thresholds)
@@ -144,6 +154,8 @@ class Simulation:
         n = cfg.memory_pages
         tables = TableStore(n, f"{cfg.name} guest-physical")
         host_vm = self.host.add_vm(cfg.name, n, tables)
+        if cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes:
+            host_vm.cap_pages = cfg.limit_bytes // PAGE_SIZE_BYTES  # held in every state
         if self.host.salting == "explicit":
             self.host.explicit_salts[host_vm.vm_id] = cfg.salt or 0
         kernel = GuestKernel(cfg.guest_config(), host_vm, tables,
@@ -240,6 +252,7 @@ class Simulation:
             if off is not None and now >= off:
                 self._power_off(vm)
         stall: dict[str, float] = {}
+        causes: dict[str, dict[str, float]] = {}
         running = list(self.vms.items())
         batches = tick_batches([vm.workload for _, vm in running], now, tick_ns)
         for (name, vm), batch in zip(running, batches, strict=True):
@@ -254,12 +267,15 @@ class Simulation:
             # [OSDI02 §6.3], without waiting for the next balance period.
             if vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW:
                 stall[name] = float(tick_ns)  # descheduled until the host recovers
+                causes[name] = blocked_causes(tick_ns)
                 continue
+            before = stall_snapshot(vm)
             if self.mmu_fidelity:
                 result = vm.kernel.access_mmu(batch, now, vm.host_vm)
             else:
                 result = vm.kernel.access(batch, now)
             stall[name] = result.time_ns
+            causes[name] = stall_causes(before, stall_snapshot(vm), result.time_ns)
         if self._balloon_poll.due(now):
             self._balloon_poll.start(now)
             report = self._page_report.due(now)
@@ -276,7 +292,7 @@ class Simulation:
         swapping = actions(self.state, sc.host.profile)
         for vm in self.vms.values():
             if vm.plan is not None and swapping.swap:  # HARD, LOW: keep VMs at target
-                self.backend.swap_to_target(vm, vm.plan, refill=True)
+                self.backend.swap_to_target(vm, vm.plan, refill_ns=tick_ns)
         for vm in self.vms.values():
             drawn = vm.sampler.advance(now)
             if drawn is not None and self.mmu_fidelity:
@@ -295,6 +311,10 @@ class Simulation:
             large_page_breaking(self.state, pages_to_mib(host.frames.n_free), self.thresholds),
             tick_ns, self._large_page_rng, share=sharing.enabled)
         plans = self.controller.step(ns_to_s(now))
+        if plans is None:  # free memory crossed into a worse state: replan now
+            plans = self.controller.react(ns_to_s(now), self.state)
+            if plans is not None:
+                self.event("rebalance", "", f"free memory fell into {self.state.label}")
         if plans is not None:
             for name, plan in plans.items():
                 if name in self.vms:
@@ -306,7 +326,7 @@ class Simulation:
             host.check_invariants()
             for vm in self.vms.values():
                 vm.kernel.check_invariants()
-        self.rows.record(now, tick_ns, self.state, self.vms, stall)
+        self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
 
 
 class _PoweredOff:

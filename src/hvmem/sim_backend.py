@@ -41,6 +41,16 @@ from hvmem.units import MIB, PAGE_SIZE_BYTES, ns_to_s, pages_to_mib
 PAGES_PER_MIB = MIB // PAGE_SIZE_BYTES
 
 
+def refill_pages(tick_ns: int, device_op_ns: float) -> int:
+    """Pages the swapper may write in a tick between plans: one per device operation.
+
+    The cost table's swap latency is a random 4 KiB read; ESX's swapper
+    writes asynchronously and in clusters [OSDI02 §3.3], so one page per
+    operation is the least it manages: the rate that bounds it, not a cost.
+    """
+    return max(1, int(tick_ns // max(1.0, device_op_ns)))
+
+
 class SimulationView(Protocol):
     """What the backend reads of a running simulation, and the one thing it writes."""
 
@@ -175,20 +185,26 @@ class SimulatedBackend:
                 done += int(take.size)
         return done
 
-    def swap_to_target(self, vm: SimVm, plan: VmPlan, *, refill: bool = False
+    def swap_to_target(self, vm: SimVm, plan: VmPlan, *, refill_ns: int | None = None
                        ) -> dict[str, int]:
         """Share, compress or swap ``vm``'s pages up to ``plan``'s swap target.
 
         When a plan is applied, the whole difference between the target and
         what the host holds swapped or compressed is taken. Between balance
-        periods (``refill``, every tick while the host is in HARD or LOW), a
-        page the guest touched back in is replaced by another, as far as the
-        VM is still short of the target, so the VM stays where the plan put it
-        instead of faulting its way back up until the next plan; ESX's swapper
-        likewise works asynchronously towards the target [OSDI02 §3.3]. Only
-        returned pages are replaced, not pages the target was short by because
-        they were shared instead (share-before-swap frees them without adding
-        to what is held): that would take more from the VM every tick.
+        periods (``refill_ns``, the tick, every tick while the host is in HARD
+        or LOW), pages the guest touched back in are replaced by others, as far
+        as the VM is still short of the target, at a bounded rate: ESX's
+        swapper works asynchronously towards the target [OSDI02 §3.3], and
+        it writes no faster than the swap device takes pages, one 4 KiB page
+        per device operation (:func:`refill_pages`). A VM whose working set is
+        larger than its target then pays each page it touches back in with the
+        device's latency, and the swapper cannot take pages back faster than
+        the device gives them: the VM's throughput falls with its target as
+        its stall grows, never in a loop that replaces at once every page the
+        VM touches, whatever the rate. Only returned pages are replaced, not
+        pages the target was short by because they were shared instead
+        (share-before-swap frees them without adding to what is held): that
+        would take more from the VM every tick.
 
         Returns:
             Pages reclaimed by each mechanism, empty if nothing was wanted.
@@ -196,8 +212,9 @@ class SimulatedBackend:
         hv = vm.host_vm
         returned = hv.swapfile.counters.swap_ins + hv.zip.counters.decompressed
         want = int(plan.swap_target_mib * PAGES_PER_MIB) - (hv.swapfile.n_used + hv.zip.n_pages)
-        if refill:
-            want = min(want, returned - vm.returned_seen)
+        if refill_ns is not None:
+            want = min(want, returned - vm.returned_seen,
+                       refill_pages(refill_ns, hv.swapfile.op_ns))
         vm.returned_seen = returned
         if want <= 0:
             return {}

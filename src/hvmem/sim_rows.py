@@ -8,7 +8,8 @@ Sizes are MiB, rates MiB per second of the tick::
     host  time_s tick_s total_mib free_mib minfree_mib state
     vm    time_s tick_s vm MEMSZ GRANT SZTGT TCHD ACTV ACTVS ACTVF ACTVN MCTLSZ MCTLTGT MCTLMAX
           SWCUR SWTGT SWR/s SWW/s ZIP/s UNZIP/s CACHEUSD ZIPPED SHRD ZERO SHRDSVD
-          LPAGE guest_free_mib guest_swap_mib throughput slowdown psi_some_frac
+          LPAGE guest_free_mib guest_swap_mib guest_swap_in_mib_s guest_swap_out_mib_s
+          throughput slowdown stall_<cause>_s ... psi_some_frac
           [TLBMISS/s WALKREF/s HIDFLT/s in mmu fidelity]
 
 GRANT is what machine memory backs (private and shared pages); TCHD what the
@@ -25,6 +26,22 @@ compare on one measure.
 
 Page sharing per VM (SHRD, ZERO, SHRDSVD) comes from :class:`SharingTally`,
 which the simulated backend also uses for its samples.
+
+Stall by cause
+--------------
+A VM's stall is split by what it waited for (``stall_<cause>_s``, seconds of
+the tick, :data:`STALL_CAUSES`): ``guest_paging`` (its own swap device and
+file reads: the price of a balloon that made the guest page), ``host_swap_in``
+(pages the hypervisor had swapped, double paging included), ``decompress``,
+``cow`` (copy-on-write breaks of shared pages), ``zeroing`` (frames scrubbed
+on their way from another owner), ``blocked`` (descheduled in LOW) and
+``other`` (first touches, the guest's demand-zero faults, translation). Each
+cause is read from the time counters of the guest and the hypervisor around
+the VM's accesses (:func:`stall_snapshot`), so the causes add up to the stall
+(scaled to the tick when a tick's stall is longer: they split the work lost).
+Guest swap-outs and host swap-outs are asynchronous writes and stall no one;
+what a guest's page-out costs the VM is the host swap-in it forces when the
+page was swapped by the host too (double paging [OSDI02 §3.1]).
 """
 
 from __future__ import annotations
@@ -37,9 +54,36 @@ from numba import njit
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Pmap
 from hvmem.policy.states import MemState
-from hvmem.results import RunResult
+from hvmem.results import STALL_CAUSES, RunResult
 from hvmem.sim_vm import SimVm
 from hvmem.units import ns_to_s, pages_to_mib
+
+
+def stall_snapshot(vm: SimVm) -> tuple[float, float, float, float, float]:
+    """The time counters the stall causes are differences of (guest paging first).
+
+    Each guest disk read (swap-in, file read, dirty write-back) is charged the
+    guest swap device's latency (``guest/fault.py``, ``guest/reclaim.py``).
+    """
+    c, h = vm.kernel.counters, vm.host_vm.counters
+    guest_io = (c.swap_ins + c.file_reads + c.writebacks) * vm.kernel.swap.op_ns
+    return (guest_io, h.swap_in_time_ns, h.decompress_time_ns, h.cow_time_ns, h.zero_time_ns)
+
+
+def stall_causes(before: tuple, after: tuple, stall_ns: float) -> dict[str, float]:
+    """Nanoseconds of ``stall_ns`` by cause between two :func:`stall_snapshot` readings."""
+    causes = dict(zip(STALL_CAUSES[:5], (b - a for a, b in zip(before, after, strict=True)),
+                      strict=True))
+    causes["blocked"] = 0.0
+    causes["other"] = max(0.0, stall_ns - sum(causes.values()))
+    return causes
+
+
+def blocked_causes(tick_ns: float) -> dict[str, float]:
+    """A tick the VM spent descheduled in LOW."""
+    causes = dict.fromkeys(STALL_CAUSES, 0.0)
+    causes["blocked"] = float(tick_ns)
+    return causes
 
 
 class SharingTally:
@@ -104,8 +148,13 @@ class TickRows:
         self.tally = tally
 
     def record(self, now_ns: int, tick_ns: int, state: MemState, vms: Mapping[str, SimVm],
-               stall_ns: Mapping[str, float]) -> None:
-        """The rows of the tick that started at ``now_ns``; ``stall_ns``: each VM's lost time."""
+               stall_ns: Mapping[str, float],
+               causes_ns: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """The rows of the tick that started at ``now_ns``.
+
+        ``stall_ns``: each VM's lost time; ``causes_ns``: the same split by cause
+        (:data:`STALL_CAUSES`; a VM without an entry lost its time to ``other``).
+        """
         tick_s = ns_to_s(tick_ns)
         now_s = ns_to_s(now_ns)
         frames = self.frames
@@ -121,6 +170,10 @@ class TickRows:
             stall = stall_ns.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall / tick_ns)
             plan, sampler = vm.plan, vm.sampler
+            causes = (causes_ns or {}).get(name) or {"other": stall}
+            # Causes split the lost time: a stall past the tick loses one tick.
+            lost_frac = 1.0 if stall <= tick_ns else tick_ns / stall
+            gc = vm.kernel.counters
             self.result.vm_rows.append({
                 "time_s": now_s, "tick_s": tick_s, "vm": name,
                 "MEMSZ": pages_to_mib(hv.n_ppns),
@@ -148,8 +201,13 @@ class TickRows:
                 "LPAGE": pages_to_mib(hv.large_page_ppns),
                 "guest_free_mib": pages_to_mib(vm.kernel.allocator.n_free),
                 "guest_swap_mib": pages_to_mib(vm.kernel.swap.n_used),
+                "guest_swap_in_mib_s": pages_to_mib(gc.swap_ins - vm.last_guest_swap_ins) / tick_s,
+                "guest_swap_out_mib_s": pages_to_mib(gc.swap_outs - vm.last_guest_swap_outs)
+                / tick_s,
                 "throughput": throughput,
                 "slowdown": (tick_ns + stall) / tick_ns,
+                **{f"stall_{cause}_s": ns_to_s(causes.get(cause, 0.0)) * lost_frac
+                   for cause in STALL_CAUSES},
                 "psi_some_frac": min(1.0, (hv.counters.reclaim_stall_ns
                                            - vm.last_reclaim_stall_ns) / tick_ns),
                 **(vm.kernel.mmu.rate_columns(tick_s) if vm.kernel.mmu else {}),
@@ -157,3 +215,4 @@ class TickRows:
             vm.last_swap_ins, vm.last_swap_outs = sw.swap_ins, sw.swap_outs
             vm.last_zips, vm.last_unzips = z.compressed, z.decompressed
             vm.last_reclaim_stall_ns = hv.counters.reclaim_stall_ns
+            vm.last_guest_swap_ins, vm.last_guest_swap_outs = gc.swap_ins, gc.swap_outs

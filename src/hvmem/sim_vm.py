@@ -42,4 +42,6 @@ class SimVm:
     last_zips: int = 0
     last_unzips: int = 0
     last_reclaim_stall_ns: float = 0.0
+    last_guest_swap_ins: int = 0
+    last_guest_swap_outs: int = 0
     returned_seen: int = 0  # swap-ins + decompressions the swapper has answered

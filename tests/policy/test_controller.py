@@ -153,3 +153,25 @@ def test_plans_for_unknown_vms_are_rejected():
 def test_bad_controller_config(period, history):
     with pytest.raises(ConfigError):
         PolicyController(StaticPolicy(), FakeBackend(), period, history_len=history)
+
+
+def test_react_replans_only_on_a_fall_into_a_worse_state_and_not_too_soon():
+    backend = FakeBackend()  # 16 GiB host, 15.8 GiB consumed: SOFT at the first sample
+    ctl = PolicyController(EsxPolicy(), backend, 15.0)
+    assert ctl.react(0.0, MemState.HARD) is None  # no decision yet: the period's first comes
+    ctl.step(0.0)
+    seen = ctl.last.host.state
+    assert ctl.react(0.5, MemState.LOW) is None  # worse, but within a second of the decision
+    assert ctl.react(2.0, seen) is None  # not worse than the plans were made for
+    assert ctl.react(3.0, MemState.HIGH) is None  # better: the plans hold until the period
+    backend.vms["web"]["consumed_mib"] += 300.0
+    assert ctl.react(4.0, MemState.LOW) is not None  # worse, a second later: replan now
+    assert ctl.reactions == 1 and ctl.steps == 2
+    assert not ctl.due(5.0) and ctl.due(19.0)  # the forced decision started a new period
+
+
+def test_react_is_only_for_policies_that_rebalance_on_crossings():
+    ctl = PolicyController(StaticPolicy(), FakeBackend(), 15.0)
+    ctl.step(0.0)
+    assert ctl.react(5.0, MemState.LOW) is None
+    assert ctl.reactions == 0

@@ -94,11 +94,23 @@ def test_soft_leaves_vms_at_or_below_target_alone():
 
 
 def test_hard_swaps_and_compresses_and_holds_the_balloon():
-    sample = vm(balloon_mib=300.0, balloon_target_mib=500.0, swapped_mib=10.0)
+    sample = vm(balloon_mib=300.0, balloon_target_mib=300.0, swapped_mib=10.0)
     plan = plan_vms(host(MemState.HARD), [sample], {"a": 2000.0})["a"]
     assert plan.balloon_target_mib == 300.0  # "the balloon driver stops" [YB-STATES6]
     assert plan.swap_target_mib == 1010.0  # 10 held + 1000 excess
     assert plan.compress and not plan.blocked
+
+
+def test_hard_lets_a_balloon_in_flight_finish_and_swaps_only_the_rest():
+    # An earlier plan asked for 500 MiB; 300 are in: the 200 to come are not swapped.
+    sample = vm(balloon_mib=300.0, balloon_target_mib=500.0, swapped_mib=10.0)
+    plan = plan_vms(host(MemState.HARD), [sample], {"a": 2000.0})["a"]
+    assert plan.balloon_target_mib == 500.0  # no new inflation beyond the earlier target
+    assert plan.swap_target_mib == 810.0  # 10 held + 1000 excess - 200 still to balloon
+    stuck = vm(balloon_mib=300.0, balloon_target_mib=500.0, swapped_mib=10.0,
+               balloon_stuck=True)
+    plan = plan_vms(host(MemState.HARD), [stuck], {"a": 2000.0})["a"]
+    assert plan.balloon_target_mib == 300.0 and plan.swap_target_mib == 1010.0
 
 
 def test_swap_rate_limit():

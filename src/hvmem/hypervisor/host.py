@@ -64,7 +64,7 @@ from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Pmap
 from hvmem.hypervisor.reclaim.compression import ZIP_MAX_FRAC, CompressionCache
-from hvmem.hypervisor.reclaim.reclaimer import make_room
+from hvmem.hypervisor.reclaim.reclaimer import hold_to_cap, make_room
 from hvmem.hypervisor.reclaim.sharing import (
     SALTING_MODES,
     SharingTable,
@@ -107,7 +107,10 @@ class Host:
         self.paging = paging
         # What the VMs may ask of the host; it also holds the large-page settings.
         self.services = HostServices(make_room=self.make_room, share=self._share,
-                                     leave_shared=self._leave_shared, large_pages=large_pages)
+                                     leave_shared=self._leave_shared,
+                                     hold_to_cap=self.hold_to_cap, large_pages=large_pages)
+        # How the host picks pages to swap ([host] swap_selection): random, as ESX.
+        self.swap_selection = "random"
         self.costs = costs
         self.frames = MachineMemory(memory_pages)
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
@@ -117,6 +120,7 @@ class Host:
         # Time, set by whoever drives it (the simulator); stamp 0 means "never touched".
         self.clock = StampClock("host", first_stamp=1)
         self._emergency_rng = np.random.default_rng(0x5EED)
+        self._cap_rng = np.random.default_rng(0xCA95)
         # Sized for a hint per frame at load 1/2.
         self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
         if salting not in SALTING_MODES:
@@ -224,6 +228,18 @@ class Host:
         the VMs whose pages go, and is counted as ``emergency_swaps``.
         """
         make_room(self.vms, self.frames, self._emergency_rng, n_frames, requester, busy_ppns)
+
+    def hold_to_cap(self, vm: VmState, n_frames: int, busy_ppns: np.ndarray | None = None
+                    ) -> None:
+        """Keep ``vm`` within its limit as it backs ``n_frames`` more: swap its own pages.
+
+        ESX never gives a VM more machine memory than its limit [VS-ALLOC]; a
+        VM at its limit that touches a page without a frame gives one of its
+        own for it, chosen by the host's swap selection (random, as ESX's
+        swapper [OSDI02 §3.3]), never the pages being served. Counted as
+        ``limit_swaps``; the swap-in that follows is the VM's stall.
+        """
+        hold_to_cap(vm, n_frames, self.swap_selection, self._cap_rng, busy_ppns)
 
     def _share(self, vm: VmState, ppns: np.ndarray) -> int:
         """Offer ``vm``'s distinct ``ppns`` to the host-wide sharing table; returns frames freed."""

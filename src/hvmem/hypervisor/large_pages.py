@@ -137,6 +137,7 @@ def back_large(vm: VmState, todo: np.ndarray) -> np.ndarray:
     vm.counters.zeroed_frames += zeroed
     vm.counters.fault_time_ns += got.size * costs.hypervisor_fault_ns + zeroed * (
         costs.zero_page_ns)
+    vm.counters.zero_time_ns += zeroed * costs.zero_page_ns
     return todo[~vm.large[todo >> LARGE_PAGE_SHIFT]]
 
 

@@ -125,6 +125,9 @@ class HostServices:
     share: Callable[[VmState, np.ndarray], int]
     # A VM's pages left these shared frames (copied: by a copy-on-write break).
     leave_shared: Callable[[VmState, np.ndarray, bool], None]
+    # A VM with a cap (its limit) is about to back n_frames more: swap its own
+    # pages first so it stays within the cap; never the busy_ppns.
+    hold_to_cap: Callable[[VmState, int, np.ndarray | None], None] | None = None
     # Back guest memory with 2 MiB host pages where a whole region is touched first.
     large_pages: bool = False
     # How large pages are broken by memory state: "off", "lazy" or "active".
@@ -136,6 +139,7 @@ class VmCounters:
     """Event tallies of the hypervisor for one VM."""
 
     emergency_swaps: int = 0  # pages swapped synchronously because the host ran out
+    limit_swaps: int = 0  # pages swapped synchronously to keep the VM within its limit
     first_touch_faults: int = 0  # first touches served (a 4 KiB page each, or a large page)
     large_pages_backed: int = 0  # 2 MiB regions backed by one large page on first touch
     large_page_fallbacks: int = 0  # regions that qualified but got 4 KiB pages (no 2 MiB run)
@@ -149,7 +153,16 @@ class VmCounters:
     swap_in_faults: int = 0  # touches of pages in the swap file
     sampling_traps: int = 0  # first touches of sampled pages, trapped (mmu fidelity)
     fault_time_ns: float = 0.0  # time charged for hypervisor faults
-    reclaim_stall_ns: float = 0.0  # ... of which bringing back swapped and compressed pages
+    # ... of which, by cause (the rest is first touches and sampling traps):
+    swap_in_time_ns: float = 0.0  # reading swapped pages back (device and exit)
+    decompress_time_ns: float = 0.0  # decompressing pages (codec and exit)
+    cow_time_ns: float = 0.0  # copy-on-write breaks (exit and copy)
+    zero_time_ns: float = 0.0  # zeroing frames that came from another owner
+
+    @property
+    def reclaim_stall_ns(self) -> float:
+        """Time spent bringing back swapped and compressed pages (what PSI counts)."""
+        return self.swap_in_time_ns + self.decompress_time_ns
 
 
 @dataclass
@@ -174,6 +187,8 @@ class VmState:
     # ordered as the times are, half the memory of nanoseconds); 0 for never.
     last_touch_stamp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     sampler: TouchSampler | None = None
+    # The most machine memory the VM may hold, in pages (its limit), or None.
+    cap_pages: int | None = None
     n_armed: int = 0  # sampled pages whose mappings still trap (mmu fidelity)
     # Per 2 MiB guest-physical region (ppn >> 9, a partial last one included):
     # backed by one host large page.

@@ -16,6 +16,22 @@ policy speaks them, and are rounded to nanoseconds once, here: a simulated
 time (integer nanoseconds) comes back exactly, so "a period has passed" needs
 no float tolerance.
 
+Rebalancing when free memory crosses a threshold
+------------------------------------------------
+ESX also recomputes allocations when free memory crosses a state threshold,
+not only periodically [OSDI02 §6.3]. On a small host the band in which
+ballooning acts (SOFT) is a few tens of MiB wide and a growing VM crosses it
+within seconds: waiting for the period lets the host fall into HARD and swap
+what a balloon could have taken. :meth:`PolicyController.react` is that
+trigger, for a policy that asks for it (``rebalances_on_crossing``, the
+``esx`` policy). Two rate limits keep it from flapping: it fires only when the
+host is in a *more severe* state than the one the plans in force were made
+for (a host that oscillates between that state and a better one keeps its
+plans: they were made for the worse), and never sooner than
+``min_react_gap_s`` after the previous decision (default 1 s, the balloon
+driver's poll period [OSDI02 §3.2][LINUX-BALLOON]: a new balloon target could
+not be read sooner). A decision it forces starts a new balance period.
+
 Invariants: time never goes backwards; decisions are at least one balance
 period apart unless forced; a plan never names a VM the sample did not; the
 history holds the latest ``history_len`` decisions, oldest first.
@@ -36,12 +52,17 @@ from hvmem.policy.planner import DEFAULT_BALANCE_PERIOD_S
 from hvmem.policy.policies import Policy
 from hvmem.policy.ports import MemoryBackend
 from hvmem.policy.samples import HostSample, VmPlan, VmSample
+from hvmem.policy.states import MemState
 from hvmem.units import NS_PER_S, ns_to_s
 
 __all__ = ["DEFAULT_HISTORY_LEN", "Decision", "PolicyController"]
 
 #: Decisions kept for reports: one hour at the 15 s balance period.
 DEFAULT_HISTORY_LEN = 240
+
+#: Shortest time from one decision to one a threshold crossing forces: the
+#: balloon driver polls for its target once a second [OSDI02 §3.2][LINUX-BALLOON].
+DEFAULT_MIN_REACT_GAP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +90,12 @@ class PolicyController:
         backend: the host it controls (:class:`~hvmem.policy.ports.MemoryBackend`).
         balance_period_s: time between decisions (``Mem.BalancePeriod`` 15 s).
         history_len: decisions kept in :attr:`history`.
+        min_react_gap_s: shortest time from a decision to one :meth:`react` forces.
 
     Attributes:
         history: the latest decisions, oldest first.
         steps: decisions taken so far (an event count).
+        reactions: of those, decisions a threshold crossing forced.
 
     Raises:
         ConfigError: a non-positive period or history length.
@@ -85,6 +108,7 @@ class PolicyController:
         balance_period_s: float = DEFAULT_BALANCE_PERIOD_S,
         *,
         history_len: int = DEFAULT_HISTORY_LEN,
+        min_react_gap_s: float = DEFAULT_MIN_REACT_GAP_S,
     ) -> None:
         if not (math.isfinite(balance_period_s) and _ns(balance_period_s) > 0):
             raise ConfigError(f"balance_period_s: must be a positive number of nanoseconds, "
@@ -95,6 +119,8 @@ class PolicyController:
         self.backend = backend
         self.balance_period_s = float(balance_period_s)
         self.history: deque[Decision] = deque(maxlen=history_len)
+        self.min_react_gap_s = float(min_react_gap_s)
+        self.reactions = 0
         self.steps = 0
         self._last_call_s: float | None = None
         self._period = Period(_ns(balance_period_s))
@@ -147,6 +173,25 @@ class PolicyController:
         self.steps += 1
         self._period.start(_ns(now_s))  # a forced decision starts a new period too
         return plans
+
+
+    def react(self, now_s: float, state: MemState) -> Mapping[str, VmPlan] | None:
+        """Free memory crossed into ``state``: decide now if the plans are stale.
+
+        A decision is forced when the policy rebalances on crossings, ``state``
+        is more severe than the state the latest decision saw, and at least
+        ``min_react_gap_s`` has passed since it (module docs). Returns the plans
+        applied, or None.
+        """
+        if not getattr(self.policy, "rebalances_on_crossing", False):
+            return None
+        last = self.last
+        if last is None or MemState(state) <= last.host.state:
+            return None
+        if now_s - last.time_s < self.min_react_gap_s:
+            return None
+        self.reactions += 1
+        return self.step(now_s, force=True)
 
 
 def _ns(time_s: float) -> int:

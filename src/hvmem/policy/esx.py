@@ -81,6 +81,9 @@ class EsxPolicy:
 
     name = "esx"
     params_type: type = EsxParams
+    #: Replan at once when free memory falls into a more severe state [OSDI02 §6.3]
+    #: (``PolicyController.react``).
+    rebalances_on_crossing = True
 
     def __init__(self, params: EsxParams | None = None) -> None:
         self.params = params or EsxParams()

@@ -21,7 +21,10 @@ SOFT        balloon the excess; swap what the balloon cannot take: the driver is
             stuck or missing, or the balloon would pass its maximum [OSDI02 §6.3]
             [VS-SWAPWHEN]
 HARD        compress (ESX 4.1+) and swap the excess; ballooning stops, inflated
-            balloons are held [YB-STATES6] [OSDI02 Fig. 8]
+            balloons are held [YB-STATES6] [OSDI02 Fig. 8]; a balloon still short of
+            the target an earlier plan gave it keeps that target, and only the
+            excess it will not cover is swapped (**derived**: swapping is the
+            fallback where the balloon cannot keep up [OSDI02 §3.3][VS-SWAPWHEN])
 LOW         as HARD, and VMs above their target may not allocate [OSDI02 §6.3]
 ==========  ==========================================================================
 
@@ -70,6 +73,19 @@ target the entitlement was computed for, and cannot drive the host straight back
 into reclamation. Swapped pages are not read back proactively: they return when
 touched (``swap_target`` is a ceiling, see :class:`~hvmem.policy.samples.VmPlan`).
 Stuck drivers get no share of the budget.
+
+Limits (every state)
+--------------------
+A VM never holds more machine memory than its limit, whatever the host's
+state [VS-ALLOC]: the hypervisor holds it there between plans by swapping the
+VM's own pages as it touches new ones (``hypervisor/reclaim/reclaimer.py``
+``hold_to_cap``). In HIGH and CLEAR, where nothing else is reclaimed, the plan
+balloons a VM whose wants pass its limit (held + swapped + compressed - limit,
+at the inflation rate, up to the balloon's maximum) so that the guest gives
+the memory up by its own choice and the host's swapping at the limit stops,
+"ballooned, then swapped" as ESX reclaims; deflation never gives such a VM
+back more than its limit leaves room for. In SOFT, HARD and LOW the target is
+at most the limit, so the excess over it is reclaimed as any other.
 
 Compression: in HARD and LOW per :func:`~hvmem.policy.states.actions`; when SOFT
 falls back to swapping, swap candidates are compressed too wherever the profile
@@ -203,13 +219,26 @@ def plan_vms(
         balloon_now = min(vm.balloon_mib, vm.balloon_max_mib)
         balloon = balloon_now
         swap_more = 0.0
-        if reclaiming and excess > _EPS_MIB:
+        over_limit = _over_limit_mib(vm)
+        if not reclaiming and over_limit > _EPS_MIB:
+            # A limit holds in every state [VS-ALLOC]: balloon down to it; what the
+            # balloon cannot take stays with the host's swapping at the limit.
+            if not vm.balloon_stuck:
+                room = max(0.0, vm.balloon_max_mib - balloon_now)
+                balloon = balloon_now + min(over_limit, room, inflate_step)
+        elif reclaiming and excess > _EPS_MIB:
             rest = excess
             if acts.balloon and not vm.balloon_stuck:
                 room = max(0.0, vm.balloon_max_mib - balloon_now)
                 balloon_part = min(excess, room)
                 balloon = balloon_now + min(balloon_part, inflate_step)
                 rest = excess - balloon_part  # beyond the maximum: swap fallback
+            elif not acts.balloon and not vm.balloon_stuck:
+                # No new inflation in HARD and LOW, but a balloon already asked
+                # for keeps inflating: swap only what it will not cover.
+                pending = max(0.0, min(vm.balloon_target_mib, vm.balloon_max_mib) - balloon_now)
+                balloon = balloon_now + min(pending, excess)
+                rest = excess - min(pending, excess)
             if (acts.swap or acts.swap_fallback) and rest > _EPS_MIB:
                 swap_more = min(rest, swap_step)
         elif not reclaiming:
@@ -224,6 +253,18 @@ def plan_vms(
     return plans
 
 
+def _over_limit_mib(vm: VmSample) -> float:
+    """What a VM with a limit wants beyond it: held, swapped and compressed, less the limit.
+
+    Memory the host swapped or compressed to hold the VM at its limit is
+    memory the VM wants; the balloon takes it instead (the guest chooses what
+    to give up), so swapping at the limit stops once the balloon holds it.
+    """
+    if vm.limit_mib is None or vm.limit_mib >= vm.configured_mib:
+        return -math.inf  # no limit: nothing is ever over it
+    return vm.consumed_mib + vm.swapped_mib + vm.compressed_mib - vm.ceiling_mib
+
+
 def _deflation(
     host: HostSample,
     vms: Sequence[VmSample],
@@ -234,7 +275,8 @@ def _deflation(
     """Balloon MiB to give back per VM in a state without reclamation (module docs)."""
     wants = {}
     for vm in vms:
-        headroom = targets_mib[vm.name] - vm.consumed_mib
+        # Never deflate a VM with a limit back over it (it would swap at once).
+        headroom = min(targets_mib[vm.name] - vm.consumed_mib, -_over_limit_mib(vm))
         balloon_now = min(vm.balloon_mib, vm.balloon_max_mib)
         if vm.balloon_stuck or headroom <= _EPS_MIB or balloon_now <= 0:
             continue

@@ -24,6 +24,12 @@ the spot from the VM consuming the most, never the pages being served, then
 empties compression caches into swap. This is what ESX's LOW state stands for
 [OSDI02 §6.3]; it is counted as ``emergency_swaps``.
 
+A VM's limit (:func:`hold_to_cap`): a VM with a cap that is about to back more
+pages than its limit leaves room swaps as many of its own pages first, by the
+host's selection, never the pages being served ([VS-ALLOC]: a VM never gets
+more machine memory than its limit). The balloon is the graceful way down to
+a limit (the policy's plan); this is what keeps the limit between plans.
+
 Invariants: a victim is a PRIVATE page of its VM when chosen; a shared frame
 goes back to the free list only when its last sharer has left; the compression
 cache always holds exactly the frames its slots need.
@@ -146,6 +152,34 @@ def reclaim(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator,
     swap_pages(vm, victims)
     done["swapped"] = int(victims.size)
     return done
+
+
+def held_pages(vm: VmState) -> int:
+    """Machine memory ``vm`` holds against its limit: mapped pages and its cache's frames."""
+    return (vm.pmap.count(Backing.PRIVATE) + vm.pmap.count(Backing.SHARED)
+            + int(vm.zip.frames.size))
+
+
+def hold_to_cap(vm: VmState, n_frames: int, selection: str, rng: np.random.Generator,
+                busy_ppns: np.ndarray | None = None) -> int:
+    """Swap ``vm``'s own pages so that backing ``n_frames`` more keeps it within its cap.
+
+    Victims are private pages by the host's selection, never ``busy_ppns``;
+    returns the pages swapped (``limit_swaps``).
+    """
+    if vm.cap_pages is None:
+        return 0
+    over = held_pages(vm) + n_frames - vm.cap_pages
+    if over <= 0:
+        return 0
+    state = vm.pmap.state
+    if busy_ppns is not None and busy_ppns.size:
+        state = state.copy()
+        state[busy_ppns] = Backing.UNBACKED  # not candidates: they are being served
+    victims = swap_victims(over, selection, state, vm.last_touch_stamp, rng)
+    swap_pages(vm, victims)
+    vm.counters.limit_swaps += int(victims.size)
+    return int(victims.size)
 
 
 def zip_to_swap(vm: VmState, ppns: np.ndarray) -> None:
