@@ -297,6 +297,43 @@ class FakeClock:
 
 
 @pytest.fixture
+def fake_launch(fake_host, tmp_path, monkeypatch) -> list[dict]:
+    """``hvmem run`` of a qemu scenario over one fake guest "web" (pid 4001).
+
+    What ``backends/qemu/scenario_run.py`` uses to launch and control guests is
+    faked; returns the list that each ``launch`` call's keyword arguments go to.
+    """
+    from hvmem.backends.qemu import config as config_module
+    from hvmem.backends.qemu import launcher, scenario_run
+
+    fake_host.add_guest("web", 4001)
+    pid_file = tmp_path / "web.pid"
+    pid_file.write_text("4001\n")
+    guest = launcher.LaunchedGuest(name="web", qmp=fake_host.spec("web").qmp, pid_file=pid_file,
+                                   serial_log=tmp_path / "web.log", memory_mib=256)
+    opts = fake_host.options()
+    real_options = config_module.BackendOptions
+
+    def fake_options(**kw):
+        return real_options(proc_root=opts.proc_root, ksm_root=opts.ksm_root,
+                            cgroup_root=opts.cgroup_root, **kw)
+
+    calls: list[dict] = []
+
+    def launch(image, run_dir, **kw):
+        calls.append(kw)
+        return [guest]
+
+    monkeypatch.setattr(scenario_run, "require_tools", lambda: None)
+    monkeypatch.setattr(scenario_run, "build_image", lambda *a, **k: None)
+    monkeypatch.setattr(scenario_run, "launch", launch)
+    monkeypatch.setattr(scenario_run, "wait_for_marker", lambda *a, **k: "HVMEM-READY")
+    monkeypatch.setattr(scenario_run, "stop", lambda guests, **k: [])
+    monkeypatch.setattr(scenario_run, "BackendOptions", fake_options)
+    return calls
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -43,23 +43,10 @@ def test_control_loop_runs_the_given_configuration(fake_host):
         backend.close()
 
 
-def test_hvmem_run_on_real_guests_keeps_the_idle_tax_and_the_params(fake_host, tmp_path,
+def test_hvmem_run_on_real_guests_keeps_the_idle_tax_and_the_params(fake_launch, tmp_path,
                                                                      monkeypatch):
     """``[backend] kind = "qemu"`` runs [policy] as the simulator would (guests faked)."""
-    from hvmem.backends.qemu import config as config_module
-    from hvmem.backends.qemu import launcher, scenario_run
-
-    fake_host.add_guest("web", 4001)
-    pid_file = tmp_path / "web.pid"
-    pid_file.write_text("4001\n")
-    guest = launcher.LaunchedGuest(name="web", qmp=fake_host.spec("web").qmp, pid_file=pid_file,
-                                   serial_log=tmp_path / "web.log", memory_mib=256)
-    opts = fake_host.options()
-    real_options = config_module.BackendOptions
-
-    def fake_options(**kw):
-        return real_options(proc_root=opts.proc_root, ksm_root=opts.ksm_root,
-                            cgroup_root=opts.cgroup_root, **kw)
+    from hvmem.backends.qemu import scenario_run
 
     loops: list[ControlLoop] = []
 
@@ -68,13 +55,6 @@ def test_hvmem_run_on_real_guests_keeps_the_idle_tax_and_the_params(fake_host, t
             super().__init__(*args, **kw)
             loops.append(self)
 
-    # What scenario_run uses to launch and control guests, faked.
-    monkeypatch.setattr(scenario_run, "require_tools", lambda: None)
-    monkeypatch.setattr(scenario_run, "build_image", lambda *a, **k: None)
-    monkeypatch.setattr(scenario_run, "launch", lambda *a, **k: [guest])
-    monkeypatch.setattr(scenario_run, "wait_for_marker", lambda *a, **k: "HVMEM-READY")
-    monkeypatch.setattr(scenario_run, "stop", lambda guests, **k: [])
-    monkeypatch.setattr(scenario_run, "BackendOptions", fake_options)
     monkeypatch.setattr(scenario_run, "ControlLoop", Recorded)
     path = tmp_path / "s.toml"
     path.write_text(SCENARIO)

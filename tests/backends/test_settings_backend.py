@@ -35,35 +35,9 @@ memory = "256MiB"
 
 
 @pytest.fixture
-def launched(fake_host, tmp_path, monkeypatch):
+def launched(fake_launch, tmp_path):
     """Run a scenario with ``[backend]`` values; returns what ``launch`` was asked for."""
-    from hvmem.backends.qemu import config as config_module
-    from hvmem.backends.qemu import launcher, scenario_run
-
-    fake_host.add_guest("web", 4001)
-    pid_file = tmp_path / "web.pid"
-    pid_file.write_text("4001\n")
-    guest = launcher.LaunchedGuest(name="web", qmp=fake_host.spec("web").qmp, pid_file=pid_file,
-                                   serial_log=tmp_path / "web.log", memory_mib=256)
-    opts = fake_host.options()
-    real_options = config_module.BackendOptions
-
-    def fake_options(**kw):
-        return real_options(proc_root=opts.proc_root, ksm_root=opts.ksm_root,
-                            cgroup_root=opts.cgroup_root, **kw)
-
-    calls: list[dict] = []
-
-    def fake_launch(image, run_dir, **kw):
-        calls.append(kw)
-        return [guest]
-
-    monkeypatch.setattr(scenario_run, "require_tools", lambda: None)
-    monkeypatch.setattr(scenario_run, "build_image", lambda *a, **k: None)
-    monkeypatch.setattr(scenario_run, "launch", fake_launch)
-    monkeypatch.setattr(scenario_run, "wait_for_marker", lambda *a, **k: "HVMEM-READY")
-    monkeypatch.setattr(scenario_run, "stop", lambda guests, **k: [])
-    monkeypatch.setattr(scenario_run, "BackendOptions", fake_options)
+    calls = fake_launch
 
     def run(kind="qemu", shared="64MiB", private="32MiB", touch="5s", file_backed="false"):
         calls.clear()
