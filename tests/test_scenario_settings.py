@@ -261,6 +261,8 @@ def test_shares_weigh_targets():
 TRACES = Path(__file__).parent / "data" / "traces"
 DEMAND = copy.deepcopy(ONE)
 DEMAND["vm"][0]["memory"] = "192MiB"  # room beside the guest's own pages for the peak
+# No guest kernel memory, so that GRANT counts the workload's pages alone.
+DEMAND["vm"][0]["guest"] = {"kernel_bytes_per_page": 0}
 DEMAND["vm"][0]["workload"] = {"kind": "demand", "path": str(TRACES / "plain.csv"),
                                "time_scale": 4, "refs_per_s": 1_000}
 D = "vm.0.workload"

@@ -235,7 +235,7 @@ def test_seed_out_of_range_names_the_flag(tmp_path):
 def test_an_empty_policy_is_an_error(tmp_path):
     path = write(tmp_path, "s.toml", SCENARIO)
     assert error_line("run", path, "--policy", "") == (
-        "hvmem: error: --policy: expected one of esx, static, mom, proxmox, found ''")
+        "hvmem: error: --policy: expected one of esx, static, mom, proxmox, psi, found ''")
 
 
 # --- work before a run --------------------------------------------------------------------------
