@@ -26,9 +26,11 @@ def test_make_demo_from_a_fresh_clone(tmp_path):
         pytest.skip("not a git checkout: nothing to clone")
     clone = tmp_path / "hvmem"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+    # Not a sub-make of `make test`: no inherited flags, no "Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("VIRTUAL_ENV") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["PYTHON"] = sys.executable  # the interpreter the tests run under (3.11+)
-    done = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True,
+    done = subprocess.run(["make", "--no-print-directory", "demo"], cwd=clone, env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

@@ -23,7 +23,10 @@ compression cache (ZIP/s, UNZIP/s, ZIPPED, CACHEUSD are 0), no large pages are
 tracked (LPAGE 0), and KSM does not tell zero pages per process (ZERO is 0).
 ``throughput`` and ``slowdown`` are NaN: the simulator knows how much work each
 VM did per tick, but from outside a real guest its lost work is not observable
-(the share of CPU its QEMU process used is, and is recorded as ``cpu_frac``).
+(the share of CPU its QEMU process used is, and is recorded as ``cpu_frac``);
+so are the stall by cause (``stall_<cause>_s``), the guest's own paging rates
+(``guest_swap_in_mib_s``, ``guest_swap_out_mib_s``) and the sampler's averages
+(ACTVS, ACTVF, ACTVN), which a real host has no sampler for.
 Extra columns: ``cpu_frac``, ``qemu_rss_mib``, ``overhead_mib``,
 ``guest_available_mib``, ``cgroup_limit_mib`` (NaN when unlimited),
 ``balloon_stuck``, ``stalled`` (QEMU stopped or silent, backend.py).
@@ -65,7 +68,7 @@ from hvmem.policy.controller import PolicyController
 from hvmem.policy.policies import POLICIES, PolicyConfig, make_policy
 from hvmem.policy.samples import HostSample, Plans, VmPlan, VmSample
 from hvmem.policy.states import MemState
-from hvmem.results import RunResult
+from hvmem.results import STALL_CAUSES, RunResult
 from hvmem.scenario.schema import HostConfig, Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, PAGE_SIZE_BYTES
 
@@ -318,6 +321,10 @@ class ControlLoop:
                 else math.nan,
                 "guest_swap_mib": math.nan,
                 "throughput": math.nan, "slowdown": math.nan,
+                # Not observable from outside a real guest (module docs): NaN.
+                "ACTVS": math.nan, "ACTVF": math.nan, "ACTVN": math.nan,
+                "guest_swap_in_mib_s": math.nan, "guest_swap_out_mib_s": math.nan,
+                **{f"stall_{cause}_s": math.nan for cause in STALL_CAUSES},
                 "cpu_frac": g.cpu_frac if g is not None else math.nan,
                 "qemu_rss_mib": proc.rss_mib if proc else math.nan,
                 "overhead_mib": vm.overhead_mib,
