@@ -27,11 +27,12 @@ def test_make_demo_from_a_fresh_clone(tmp_path):
     clone = tmp_path / "hvmem"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     # Not a sub-make of `make test`: no inherited flags, no "Leaving directory" lines.
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("VIRTUAL_ENV") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+           if not k.startswith("VIRTUAL_ENV") and k not in inherited}
     env["PYTHON"] = sys.executable  # the interpreter the tests run under (3.11+)
-    done = subprocess.run(["make", "--no-print-directory", "demo"], cwd=clone, env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(["make", "--no-print-directory", "demo"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "what each mechanism reclaimed" in out
