@@ -97,14 +97,6 @@ class SimulatedBackend:
     def sample(self) -> tuple[HostSample, list[VmSample]]:
         """Observe the simulated host and its running VMs."""
         sim, frames = self.sim, self.frames
-        host = HostSample(
-            time_s=ns_to_s(sim.now_ns), total_mib=pages_to_mib(frames.n_frames),
-            free_mib=pages_to_mib(frames.n_free), state=sim.state,
-            minfree_mib=self.thresholds.minfree_mib, profile=self.host.profile,
-            shared_saved_mib=sum(pages_to_mib(self.tally(vm.host_vm.pmap, frames)[1])
-                                 for vm in sim.vms.values()),
-            sharing_pages_to_scan=None if self.host_plan is None else self.host_plan.scan_pages,
-        )
         vms = []
         for vm in sim.vms.values():
             hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
@@ -128,6 +120,14 @@ class SimulatedBackend:
                                                  + vm.kernel.count(PageKind.FILE)),
                 psi_some_frac=self._psi_some_frac(cfg.name, hv.counters.reclaim_stall_ns),
             ))
+        # The host's sharing savings are the VMs' (one tally pass over each pmap).
+        host = HostSample(
+            time_s=ns_to_s(sim.now_ns), total_mib=pages_to_mib(frames.n_frames),
+            free_mib=pages_to_mib(frames.n_free), state=sim.state,
+            minfree_mib=self.thresholds.minfree_mib, profile=self.host.profile,
+            shared_saved_mib=sum(vm.shared_saved_mib for vm in vms),
+            sharing_pages_to_scan=None if self.host_plan is None else self.host_plan.scan_pages,
+        )
         return host, vms
 
     def _psi_some_frac(self, name: str, stall_ns: float) -> float | None:
