@@ -235,9 +235,10 @@ def plan_vms(
                 rest = excess - balloon_part  # beyond the maximum: swap fallback
             elif not acts.balloon and not vm.balloon_stuck:
                 # No new inflation in HARD and LOW, but a balloon already asked
-                # for keeps inflating: swap only what it will not cover.
+                # for keeps inflating, at the same rate limit: swap only what it
+                # will not cover.
                 pending = max(0.0, min(vm.balloon_target_mib, vm.balloon_max_mib) - balloon_now)
-                balloon = balloon_now + min(pending, excess)
+                balloon = balloon_now + min(pending, excess, inflate_step)
                 rest = excess - min(pending, excess)
             if (acts.swap or acts.swap_fallback) and rest > _EPS_MIB:
                 swap_more = min(rest, swap_step)
