@@ -292,3 +292,19 @@ def test_two_runs_started_together_never_mix(tmp_path):
             assert "is being written by process" in err, err
     same_run(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "tiny-20s.toml"]
+
+
+def test_a_signal_whose_exception_was_lost_still_stops_the_run_at_the_next_tick(tmp_path):
+    """A handler's exception raised inside a finalizer is only printed ("Exception ignored");
+    the flag it set stops the run at the next tick all the same."""
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.ui.exits import StopSignals
+    from hvmem.ui.run_guard import run_policies
+
+    signals = StopSignals()
+    signals.received = signal.SIGTERM  # what the handler leaves when its exception is lost
+    summaries, outcome = run_policies(load_scenario(scenario(tmp_path)), ["esx", "static"],
+                                      signals=signals)
+    assert list(summaries) == ["esx"]  # the comparison ends with the stopped run
+    assert summaries["esx"]["stop_reason"] == "stopped by SIGTERM"
+    assert summaries["esx"]["ticks"] == 1 and outcome.error is None  # checked after a tick

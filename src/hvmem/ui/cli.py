@@ -337,7 +337,8 @@ def compare(
         with StopSignals() as signals:
             summaries, outcome = run_policies(
                 scenario, names, runs=runs, on_tick=lambda name: tick_progress(
-                    f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks))
+                    f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks),
+                signals=signals)
             with signals.held():  # a signal now waits until the comparison is printed
                 if as_json:
                     typer.echo(strict_json(summaries))

@@ -132,6 +132,17 @@ class StopSignals:
         finally:
             self.release()
 
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a signal came and is not held; a run calls it every tick.
+
+        The handler's exception is lost when it lands inside a finalizer (a
+        ``__del__``, a weakref callback: Python prints "Exception ignored" and
+        goes on), and the run would go on to its end. The flag it set is not
+        lost: checked at the next tick, the signal still stops the run.
+        """
+        if self.received is not None and not self._holding:
+            raise Stopped(self.received)
+
     def raise_if_stopped(self) -> None:
         """Release held signals, and raise :class:`Stopped` if one came meanwhile."""
         self.release()

@@ -166,6 +166,7 @@ class RunGuard:
 def run_policies(scenario: Scenario, names: list[str], *,
                  runs: dict[str, RunResult] | None = None,
                  on_tick: Callable[[str], Callable | None] | None = None,
+                 signals: StopSignals | None = None,
                  ) -> tuple[dict[str, dict], Outcome]:
     """``hvmem compare``'s runs: each policy's summary, until one does not finish.
 
@@ -173,7 +174,8 @@ def run_policies(scenario: Scenario, names: list[str], *,
     error ends the comparison there; its summary is kept, incomplete, with its
     ``stop_reason`` (a run stopped before it began has none). Returns the
     summaries and how the last run ended; ``runs``, when given, receives each
-    policy's result (for a report), ``on_tick(name)`` a tick callback per run.
+    policy's result (for a report), ``on_tick(name)`` a tick callback per run;
+    ``signals``, the handlers installed, are checked every tick.
     """
     from hvmem.sim import Simulation
 
@@ -183,7 +185,7 @@ def run_policies(scenario: Scenario, names: list[str], *,
         sim = None
         with kept(outcome):
             sim = Simulation(scenario, policy=name)
-            sim.run(on_tick=on_tick(name) if on_tick is not None else None)
+            sim.run(on_tick=_checked(on_tick(name) if on_tick is not None else None, signals))
         if sim is None:
             break
         outcome.apply(sim.result, sim.now_ns / 10**9)
@@ -193,3 +195,15 @@ def run_policies(scenario: Scenario, names: list[str], *,
         if not sim.result.complete:
             break
     return summaries, outcome
+
+
+def _checked(on_tick: Callable | None, signals: StopSignals | None) -> Callable | None:
+    """``on_tick`` after the check of ``signals`` (see :meth:`StopSignals.check`)."""
+    if signals is None:
+        return on_tick
+
+    def tick(sim) -> None:
+        signals.check()
+        if on_tick is not None:
+            on_tick(sim)
+    return tick

@@ -50,8 +50,11 @@ def simulate(console: Console, scenario, policy: str | None, out: Path | None,
 
                 with LiveTop(console, f"{scenario.name}  policy {sim.policy.name}", total_s,
                              status) as view:
-                    sim.run(on_tick=lambda s: view.update(s.result.host_rows,
-                                                          s.result.vm_rows))
+                    def update(s) -> None:
+                        guard.signals.check()
+                        view.update(s.result.host_rows, s.result.vm_rows)
+
+                    sim.run(on_tick=update)
             else:
                 columns = (TextColumn("{task.description}"), BarColumn(),
                            TextColumn("{task.completed}/{task.total} s simulated"),
@@ -61,6 +64,7 @@ def simulate(console: Console, scenario, policy: str | None, out: Path | None,
                 line = None if console.is_terminal else ProgressLine(name, total_s)
 
                 def on_tick(s) -> None:
+                    guard.signals.check()
                     done_s = (s.now_ns + scenario.tick_ns) / 10**9
                     progress.update(task, completed=done_s)
                     if line is not None:  # nobody sees the bar: a line on stderr now and then
