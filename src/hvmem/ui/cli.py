@@ -38,6 +38,9 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+from hvmem.ui.libvirt_cli import libvirt_app  # noqa: E402 -- libvirt domains: control, restore
+
+app.add_typer(libvirt_app, name="libvirt")
 # Reports and figures of results (hvmem.ui.report_cli): report, plot.
 from hvmem.ui.report_cli import (  # noqa: E402
     plot_command,
