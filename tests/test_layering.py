@@ -72,6 +72,7 @@ SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hyper
 KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim", "hvmem.sim_vm", "hvmem.sim_batches",
                                        "hvmem.sim_rows", "hvmem.sim_backend",
                                        "hvmem.sim_events")}
+KEPT_APART["hvmem.backends.libvirt"] = KEPT_APART["hvmem.backends.qemu"]
 
 
 def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:
