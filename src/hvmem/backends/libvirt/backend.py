@@ -45,8 +45,10 @@ event.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from hvmem.backends.libvirt.connection import (
@@ -68,8 +70,8 @@ from hvmem.backends.libvirt.state_file import SavedDomain, StateFile, restore_st
 from hvmem.backends.qemu.backend import Observation
 from hvmem.backends.qemu.balloon import balloon_ceiling_mib
 from hvmem.backends.qemu.config import BackendOptions
-from hvmem.backends.qemu.ksm import Ksm
-from hvmem.backends.qemu.procfs import HostMemInfo, read_meminfo
+from hvmem.backends.qemu.ksm import Ksm, KsmCounters
+from hvmem.backends.qemu.procfs import HostMemInfo, find_pid_by_arg, read_meminfo, read_process
 from hvmem.backends.qemu.sampling import HostSampler
 from hvmem.backends.qemu.state_file import default_state_dir
 from hvmem.errors import BackendError, ConfigError
@@ -91,6 +93,21 @@ log = logging.getLogger("hvmem.libvirt")
 #: The lowest memtune hard_limit hvmem sets: QEMU's own memory (about 92 MiB under TCG
 #: [QEMU-PROBE]) with the QEMU backend's cgroup headroom (96 MiB) above it.
 LIMIT_FLOOR_MIB = 192.0
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PAGE_MIB = 4 / 1024
+
+
+def _share_savings(guests: Sequence[LibvirtGuest], ksm: KsmCounters | None) -> None:
+    """Each local domain's share of KSM's savings, as the QEMU backend splits them.
+
+    Of the pages KSM merged into one, all but one are saved: a process's merged
+    pages times ``pages_sharing / (pages_sharing + pages_shared)``.
+    """
+    frac = 0.0
+    if ksm is not None and ksm.pages_sharing + ksm.pages_shared > 0:
+        frac = ksm.pages_sharing / (ksm.pages_sharing + ksm.pages_shared)
+    for g in guests:
+        g.saved_mib = g.proc.ksm_merging_pages * frac * _PAGE_MIB if g.proc else 0.0
 
 
 @dataclass
@@ -233,6 +250,7 @@ class LibvirtBackend:
         except libvirt.libvirtError as err:
             raise BackendError(f"{spec.name}: {error_text(err)}") from None
         balloon = max(0.0, configured - actual / KIB_PER_MIB)
+        pid = self._qemu_pid(spec.name) if self.where.local else None
         g = LibvirtGuest(
             spec=spec, dom=dom, uuid=uuid, configured_mib=configured,
             shares=shares_for(spec.shares, configured),
@@ -240,8 +258,35 @@ class LibvirtBackend:
             if has_balloon else 0.0,
             has_balloon=has_balloon, original_balloon_mib=balloon,
             original_memtune=dict(memtune), original_stats_period_s=period or 0,
-            memtune=dict(memtune), balloon_mib=balloon, last_set_mib=balloon)
+            memtune=dict(memtune), balloon_mib=balloon, last_set_mib=balloon, pid=pid)
         return g
+
+    def _qemu_pid(self, name: str) -> int | None:
+        """The QEMU process of a local domain: libvirt's pid file, else ``-name guest=NAME``."""
+        for run_dir in (Path("/run/libvirt/qemu"),
+                        Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent"))
+                        / "libvirt/qemu/run"):
+            try:
+                return int((run_dir / f"{name}.pid").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        try:
+            return find_pid_by_arg(f"guest={name},", self.options.proc_root)
+        except BackendError:
+            return None
+
+    def _read_process(self, g: LibvirtGuest, now: float) -> None:
+        """The domain's QEMU process from /proc: resident RAM, overhead, KSM, CPU."""
+        if g.pid is None:
+            return
+        try:
+            g.proc = read_process(g.pid, g.configured_mib, None, self.options.proc_root)
+        except (ProcessLookupError, BackendError):
+            g.proc = None
+            return
+        if g.last_cpu is not None and now > g.last_cpu[0]:
+            g.cpu_frac = (g.proc.cpu_ticks - g.last_cpu[1]) / TICKS_PER_S / (now - g.last_cpu[0])
+        g.last_cpu = (now, g.proc.cpu_ticks)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def now_s(self) -> float:
@@ -265,8 +310,9 @@ class LibvirtBackend:
         if self._last is not None and now - self._last.time_s < self.options.sample_cache_s:
             return self._last
         ksm = self.ksm.counters() if self._ksm_on else None
-        vms = [self._vm_sample(g) for g in list(self.guests.values())
-               if self._observe_guest(g, now)]
+        read = [g for g in list(self.guests.values()) if self._observe_guest(g, now)]
+        _share_savings(read, ksm)
+        vms = [self._vm_sample(g) for g in read]
         meminfo = self._meminfo()
         host = self._host.sample(now, self.options, meminfo, ksm, vms, [])
         if not self.where.local:
@@ -307,6 +353,7 @@ class LibvirtBackend:
                                 "control, tried again")
                 return True  # its memory still counts: the last reading, or its size
             g.read()
+            self._read_process(g, now)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 self._drop(g, "domain is gone")
@@ -359,6 +406,8 @@ class LibvirtBackend:
             limit_mib=spec.limit_mib, balloon_mib=min(g.balloon_mib, g.configured_mib),
             balloon_target_mib=g.last_set_mib,
             balloon_stuck=g.stuck or g.stalled or not g.has_balloon,
+            shared_saved_mib=g.saved_mib,
+            overhead_mib=g.proc.overhead_mib if g.proc is not None else 0.0,
             guest_free_mib=g.guest_free_mib, guest_available_mib=g.guest_available_mib)
 
     def set_host_memory(self, host_memory_mib: float | None) -> None:

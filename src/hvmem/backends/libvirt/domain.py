@@ -12,8 +12,11 @@ sample field       memoryStats (libvirt's names)
 configured_mib     ``virDomainGetMaxMemory`` (``<memory>``)
 balloon_mib        configured - ``actual`` (the balloon's current guest size;
                    without it, ``virDomainGetInfo``'s current memory)
-consumed_mib       ``rss`` (the QEMU process's resident memory), else configured
-                   less the balloon
+consumed_mib       on this machine, the resident guest RAM of the QEMU process
+                   (/proc/PID/smaps, as for QEMU) less its share of KSM's savings;
+                   else ``rss`` (QEMU's resident memory, its own included), else
+                   configured less the balloon
+overhead_mib       on this machine, QEMU's resident memory besides guest RAM; else 0
 guest_free_mib     ``unused`` (the guest's MemFree)
 guest_available    ``usable`` (MemAvailable: what the balloon can take without the
                    guest swapping); libvirt's ``available`` is the guest's MemTotal
@@ -52,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvmem.backends.libvirt.connection import error_text, import_libvirt
+from hvmem.backends.qemu.procfs import ProcessMemory
 from hvmem.errors import BackendError
 from hvmem.policy.samples import VmPlan
 
@@ -129,8 +133,12 @@ class LibvirtGuest:
     paused_since_s: float | None = None
     limit_set: bool = False
     plan: VmPlan | None = None
-    # what the QEMU backend's rows read besides; not observable through libvirt alone
-    proc: None = None
+    # the QEMU process, where the domain runs on this machine (backend.py); the rows
+    # read it as they read a QEMU guest's
+    pid: int | None = None
+    proc: ProcessMemory | None = None
+    saved_mib: float = 0.0  # this domain's share of KSM's savings
+    last_cpu: tuple[float, int] | None = None
     cpu_frac: float = math.nan
     swap_out_mib_s: float = 0.0
 
@@ -186,7 +194,9 @@ class LibvirtGuest:
 
     @property
     def consumed_mib(self) -> float:
-        """Machine memory backing the domain: its QEMU's resident memory, else its size."""
+        """Machine memory backing the domain (module docs), less its KSM savings."""
+        if self.proc is not None and self.proc.ram_rss_mib is not None:
+            return max(0.0, self.proc.ram_rss_mib - self.saved_mib)
         if self.rss_mib is not None:
             return min(self.rss_mib, self.configured_mib)
         return max(0.0, self.configured_mib - self.balloon_mib)
