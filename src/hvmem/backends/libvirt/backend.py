@@ -13,10 +13,9 @@ budget and ``--pressure`` (sampling.py), the balloon floor (balloon.py) and KSM
 
 Applying a plan
 ---------------
-* **Balloon**: the plan's balloon target as the domain's live memory, above the
-  guest's floor; a balloon that stops moving for ``balloon_stuck_after_s``, or
-  misses its target for ``balloon_timeout_s``, is *stuck* (held where it is,
-  tried again after ``balloon_retry_s``), so the planner swaps instead.
+* **Balloon** (balloon.py): the plan's balloon target as the domain's live
+  memory, above the guest's floor; a balloon that stops moving, or that frees
+  nothing on the host, is held and counts as stuck, so the planner swaps instead.
 * **Swap** (``swap_target_mib``): memtune ``hard_limit`` = what the domain
   holds less its swap target, never below :data:`LIMIT_FLOOR_MIB`, with
   ``soft_limit`` at the policy's target, both while the host state allows
@@ -51,6 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hvmem.backends.libvirt.balloon import apply_balloon, track_balloon
 from hvmem.backends.libvirt.connection import (
     error_text,
     host_is_local,
@@ -68,7 +68,6 @@ from hvmem.backends.libvirt.domain import (
 )
 from hvmem.backends.libvirt.state_file import SavedDomain, StateFile, restore_stale, undo_domain
 from hvmem.backends.qemu.backend import Observation
-from hvmem.backends.qemu.balloon import balloon_ceiling_mib
 from hvmem.backends.qemu.config import BackendOptions
 from hvmem.backends.qemu.ksm import Ksm, KsmCounters
 from hvmem.backends.qemu.procfs import HostMemInfo, find_pid_by_arg, read_meminfo, read_process
@@ -353,6 +352,7 @@ class LibvirtBackend:
                                 "control, tried again")
                 return True  # its memory still counts: the last reading, or its size
             g.read()
+            g.update_rates(now)
             self._read_process(g, now)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -364,35 +364,8 @@ class LibvirtBackend:
             self._event("guest_resumed", g.name, f"running again after "
                         f"{now - g.paused_since_s:.1f} s")
             g.paused_since_s = None
-        self._track_balloon(g, now)
+        track_balloon(g, now, self.options, self._event)
         return True
-
-    def _track_balloon(self, g: LibvirtGuest, now: float) -> None:
-        opts = self.options
-        if g.stuck_since_s is not None and now - g.stuck_since_s >= opts.balloon_retry_s:
-            g.stuck_since_s = None
-            self._event("balloon_retry", g.name, "trying the balloon again")
-        if g.target_mib is None:
-            return
-        if abs(g.balloon_mib - g.target_mib) <= max(2.0, 0.01 * g.configured_mib):
-            self._event("balloon_reached", g.name, f"{g.balloon_mib:.0f} MiB after "
-                        f"{now - g.target_set_s:.1f} s")
-            g.target_mib = None
-            return
-        toward = (g.balloon_mib - g.progress_mark_mib) * (
-            1 if g.target_mib > g.progress_mark_mib else -1)
-        if toward >= 1.0:
-            g.progress_mark_mib, g.progress_s = g.balloon_mib, now
-        if (now - g.progress_s < opts.balloon_stuck_after_s
-                and now - g.target_set_s < opts.balloon_timeout_s):
-            return
-        self._event("balloon_stuck", g.name, f"at {g.balloon_mib:.0f} MiB of a "
-                    f"{g.target_mib:.0f} MiB target; holding it there")
-        g.stuck_since_s, g.target_mib = now, None
-        try:
-            g.set_balloon(g.balloon_mib)
-        except BackendError as err:
-            self._event("balloon_failed", g.name, str(err))
 
     def _vm_sample(self, g: LibvirtGuest) -> VmSample:
         consumed = g.consumed_mib
@@ -431,7 +404,7 @@ class LibvirtBackend:
             g.plan = plan
             try:
                 if not g.stalled:
-                    self._apply_balloon(g, plan, now)
+                    apply_balloon(g, plan, now, self.options, self._event)
                 self._apply_limit(g, plan, acts.swap or acts.swap_fallback)
             except BackendError as err:
                 self._event("apply_failed", name, str(err))
@@ -443,36 +416,6 @@ class LibvirtBackend:
                 except BackendError as err:
                     self._ksm_on = False
                     self._event("ksm_refused", "", f"{err}; page sharing left as it is")
-
-    def _apply_balloon(self, g: LibvirtGuest, plan: VmPlan, now: float) -> None:
-        if not g.has_balloon:
-            return
-        want = max(0.0, min(plan.balloon_target_mib, g.balloon_max_mib))
-        if want > g.balloon_mib:
-            if g.stuck:
-                return  # a stuck driver is not pushed; the planner swaps instead
-            ceiling = balloon_ceiling_mib(g, self.options)
-            if want > ceiling:
-                if "floor" not in g.refused:
-                    used = ("unknown (no guest stats yet)" if g.guest_used_mib is None
-                            else f"{g.guest_used_mib:.0f} MiB")
-                    self._event("balloon_floor", g.name, f"target {want:.0f} MiB limited "
-                                f"to {ceiling:.0f} MiB: the guest uses {used} and keeps "
-                                "a reserve")
-                    g.refused.add("floor")
-                want = max(g.balloon_mib, ceiling)
-            else:
-                g.refused.discard("floor")
-        want = float(round(want))
-        if abs(want - g.last_set_mib) < 1.0 and abs(want - g.balloon_mib) < 1.0:
-            return
-        g.set_balloon(want)
-        if abs(want - g.balloon_mib) > max(2.0, 0.01 * g.configured_mib):
-            g.target_mib = want
-            g.target_set_s = g.progress_s = now
-            g.progress_mark_mib = g.balloon_mib
-        else:
-            g.target_mib = None
 
     def limit_refusal(self, g: LibvirtGuest) -> str | None:
         """None if the domain may be given a hard limit, else why not (one line)."""

@@ -119,6 +119,7 @@ class LibvirtGuest:
     progress_mark_mib: float = 0.0
     progress_s: float = 0.0
     stuck_since_s: float | None = None
+    gain_mark: tuple[float, float] | None = None  # (balloon, resident RAM) at an inflation
     balloon_set: bool = False
     refused: set[str] = field(default_factory=set)
     # readings
@@ -127,9 +128,12 @@ class LibvirtGuest:
     guest_free_mib: float | None = None
     guest_available_mib: float | None = None
     guest_used_mib: float | None = None
-    guest_swap_in_mib: float = 0.0
+    guest_swap_in_mib: float = 0.0  # cumulative, as memoryStats counts
     guest_swap_out_mib: float = 0.0
     major_faults: int = 0
+    guest_swap_in_mib_s: float = 0.0
+    guest_swap_out_mib_s: float = 0.0
+    last_swap: tuple[float, float, float] | None = None  # (time, in, out)
     paused_since_s: float | None = None
     limit_set: bool = False
     plan: VmPlan | None = None
@@ -191,6 +195,15 @@ class LibvirtGuest:
         if self.guest_available_mib is not None:
             self.guest_used_mib = max(0.0, self.configured_mib - self.balloon_mib
                                       - self.guest_available_mib)
+
+    def update_rates(self, now: float) -> None:
+        """The guest's own swap-in and swap-out rates since the last reading (MiB/s)."""
+        last = self.last_swap
+        if last is not None and now > last[0]:
+            self.guest_swap_in_mib_s = max(0.0, self.guest_swap_in_mib - last[1]) / (now - last[0])
+            self.guest_swap_out_mib_s = max(0.0, self.guest_swap_out_mib - last[2]) / (
+                now - last[0])
+        self.last_swap = (now, self.guest_swap_in_mib, self.guest_swap_out_mib)
 
     @property
     def consumed_mib(self) -> float:
