@@ -231,3 +231,38 @@ def test_which_hosts_are_local(uri, local):
     from hvmem.backends.libvirt.connection import host_is_local
 
     assert host_is_local(uri) is local
+
+
+@pytest.mark.parametrize(("uri", "driver", "available", "reason"), [
+    ("qemu:///system", "qemu", True, None),
+    ("qemu:///system", "qemu", False, "this kernel has no KSM"),
+    ("qemu+ssh://kvm1/system", "qemu", True, "KSM is not reachable over the remote URI "
+     "qemu+ssh://kvm1/system: plans made without sharing"),
+    ("test:///default", "test", True, "the test driver's domains live in libvirt itself")])
+def test_ksm_is_driven_only_where_the_domains_run(uri, driver, available, reason):
+    from hvmem.backends.libvirt.backend import ksm_reason
+
+    why = ksm_reason(uri, driver, manage=True, available=available)
+    assert why is None if reason is None else why.startswith(reason)
+
+
+def test_metrics_of_a_domain(conn, tmp_path):
+    from hvmem.backends.libvirt.backend import LibvirtBackend
+    from hvmem.backends.libvirt.control import LibvirtControlLoop
+    from hvmem.backends.qemu.config import BackendOptions
+    from hvmem.backends.qemu.control import COLUMNS
+    from hvmem.backends.qemu.metrics import Metrics
+
+    metrics = Metrics(COLUMNS)
+    backend = LibvirtBackend(URI, None, BackendOptions(host_memory_mib=4200, state_dir=tmp_path))
+    loop = LibvirtControlLoop(backend, "esx", 15.0, metrics=metrics)
+    try:
+        loop.tick()
+    finally:
+        backend.close()
+    value = metrics.registry.get_sample_value
+    assert value("hvmem_vm_up", {"vm": "test"}) == 1.0
+    assert value("hvmem_vm_memsz_bytes", {"vm": "test"}) == 8 << 30
+    assert value("hvmem_vm_sztgt_bytes", {"vm": "test"}) < 4 << 30  # the plan's target
+    assert value("hvmem_host_state", {"state": "soft"}) == 1.0
+    assert "libvirt domains of test:///default" in loop._scenario(1).description

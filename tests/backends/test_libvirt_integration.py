@@ -6,7 +6,10 @@ balloon with free page reporting and stats every 5 s) is booted through
 under a 300 MiB budget, where the ``proxmox`` policy balloons it, and must put
 everything back on exit: the balloon, the stats period, KSM. Then a controller
 is SIGKILLed with its balloon inflated, and ``hvmem libvirt restore`` must put
-the same back. The domain is destroyed afterwards (being transient, it is gone).
+the same back. Under a 200 MiB budget the esx policy swaps it: a memtune
+hard_limit where the host has swap, a refusal where it has none, and memtune as
+it was afterwards. The domain is destroyed at the end (being transient, it is
+gone). About 45 s, most of it the boot.
 
 It needs root, QEMU, the guest image and a running libvirtd with the QEMU
 driver; ``.ci/run`` starts one (``.ci/libvirtd``). Elsewhere it skips with the
@@ -141,7 +144,7 @@ def test_control_balloons_the_domain_and_undoes_it_on_exit(domain, tmp_path):
     from hvmem.results import read_results
 
     ksm_before = ksm_settings()
-    done = subprocess.run(hvmem(*control_args(domain, tmp_path), "--duration", "10s"),
+    done = subprocess.run(hvmem(*control_args(domain, tmp_path), "--duration", "6s"),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr + done.stdout
     vms = read_results(tmp_path / "out").vms.to_pandas()
@@ -176,3 +179,23 @@ def test_restore_after_sigkill(domain, tmp_path):
     assert stats_period(domain) == STATS_PERIOD_S
     assert ksm_settings() == ksm_before
     assert not state.exists()
+
+
+def test_swapping_is_memtune_where_the_host_has_swap(domain, tmp_path):
+    """In LOW the esx policy swaps: a hard_limit where the host has swap, else a refusal
+    (QEMU would be OOM-killed); memtune is as it was once the controller exits."""
+    from hvmem.backends.qemu.procfs import read_meminfo
+
+    before = domain.memoryParameters()
+    args = control_args(domain, tmp_path)
+    args[args.index("proxmox")] = "esx"
+    args[args.index("300MiB")] = "200MiB"
+    done = subprocess.run(hvmem(*args, "--duration", "3s"), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    kinds = [json.loads(line)["event"] for line in
+             (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    has_swap = read_meminfo().swap_total_mib > 0
+    assert ("swap_limit" if has_swap else "swap_refused") in kinds
+    assert domain.memoryParameters() == before
+    assert memory_back(domain)

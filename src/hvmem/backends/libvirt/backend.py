@@ -85,7 +85,7 @@ from hvmem.policy.samples import (
 )
 from hvmem.policy.states import MemState, actions
 
-__all__ = ["LIMIT_FLOOR_MIB", "LibvirtBackend"]
+__all__ = ["LIMIT_FLOOR_MIB", "LibvirtBackend", "ksm_reason"]
 
 log = logging.getLogger("hvmem.libvirt")
 
@@ -116,6 +116,20 @@ class _Host:
     local: bool
     test_driver: bool
     ksm_reason: str | None  # why KSM is left alone (None: hvmem drives it)
+
+
+def ksm_reason(uri: str, driver: str, *, manage: bool, available: bool) -> str | None:
+    """Why KSM is left alone for a connection (None: hvmem drives it; module docs)."""
+    if not manage:
+        return "not managed (dry run)"
+    if driver == "test":
+        return ("the test driver's domains live in libvirt itself and share no host memory: "
+                "KSM left alone, plans made without sharing")
+    if not host_is_local(uri):
+        return f"KSM is not reachable over the remote URI {uri}: plans made without sharing"
+    if not available:
+        return "this kernel has no KSM: plans made without sharing"
+    return None
 
 
 class LibvirtBackend:
@@ -171,17 +185,8 @@ class LibvirtBackend:
         self.where = _Host(local=host_is_local(uri), test_driver=driver == "test",
                            ksm_reason=None)
         self.ksm = Ksm(opts.ksm_root)
-        if not opts.manage_ksm:
-            self.where.ksm_reason = "not managed (dry run)"
-        elif self.where.test_driver:
-            self.where.ksm_reason = ("the test driver's domains live in libvirt itself and "
-                                     "share no host memory: KSM left alone, plans made "
-                                     "without sharing")
-        elif not self.where.local:
-            self.where.ksm_reason = (f"KSM is not reachable over the remote URI {uri}: "
-                                     "plans made without sharing")
-        elif not self.ksm.available:
-            self.where.ksm_reason = "this kernel has no KSM: plans made without sharing"
+        self.where.ksm_reason = ksm_reason(uri, driver, manage=opts.manage_ksm,
+                                           available=self.ksm.available)
         if self.where.ksm_reason is not None and opts.manage_ksm:
             self._event("ksm_unreachable", "", self.where.ksm_reason)
         self._ksm_on = self.where.ksm_reason is None
