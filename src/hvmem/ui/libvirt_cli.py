@@ -84,6 +84,10 @@ def control_cmd(
     from hvmem.ui.control_run import follow_control
     from hvmem.ui.run_guard import RunGuard
 
+    if not uri.strip():
+        # libvirt takes an empty URI as "pick one": name the host rather than guess it.
+        raise ConfigError("--uri: expected a libvirt URI (qemu:///system, test:///default), "
+                          "found ''")
     if policy not in POLICIES:
         raise ConfigError(f"--policy: unknown policy {policy!r}; choose one of "
                           f"{', '.join(POLICIES)}")

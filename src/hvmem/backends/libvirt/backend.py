@@ -363,8 +363,12 @@ class LibvirtBackend:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 self._drop(g, "domain is gone")
                 return False
-            self._event("read_failed", g.name, error_text(err))
+            if "read" not in g.refused:  # once until it answers again
+                self._event("read_failed", g.name, f"{error_text(err)}; its last reading "
+                            "stands")
+                g.refused.add("read")
             return True
+        g.refused.discard("read")
         if g.paused_since_s is not None:
             self._event("guest_resumed", g.name, f"running again after "
                         f"{now - g.paused_since_s:.1f} s")
