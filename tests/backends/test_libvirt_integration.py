@@ -39,6 +39,8 @@ KSM = Path("/sys/kernel/mm/ksm")
 
 
 def _unavailable() -> str | None:
+    if os.environ.get("HVMEM_QEMU_TESTS") == "0":
+        return "HVMEM_QEMU_TESTS=0 (it boots a QEMU guest)"
     try:
         import libvirt
     except ImportError:
