@@ -163,6 +163,9 @@ def test_sigterm_stops_the_sweep_keeping_the_completed_runs_and_the_next_resumes
         assert time.monotonic() < end and child.poll() is None, child.communicate()
         time.sleep(0.1)
     time.sleep(1.0)  # the long runs are under way
+    second = cli("sweep", exp, "--out", out)  # locked as a run's --out is
+    assert second.exit_code == 1
+    assert second.stderr == f"hvmem: error: --out '{out}' is being written by process {child.pid}\n"
     child.send_signal(signal.SIGTERM)
     stdout, stderr = child.communicate(timeout=120)
     assert child.returncode == 143, stderr

@@ -112,7 +112,10 @@ def _sweep(experiment, path: Path, state, todo: list[int], signals: StopSignals,
             typer.echo(f"hvmem: sweep {experiment.name}: {total} runs, all complete already",
                        err=True)
         else:
-            runner = open_runner(dask, workers)
+            try:
+                runner = open_runner(dask, workers)
+            except OSError as err:  # no scheduler there, or it does not answer in time
+                raise ConfigError(f"--dask {dask}: cannot reach the scheduler ({err})") from None
             typer.echo(f"hvmem: sweep {experiment.name}: {total} runs, {earlier} complete "
                        f"already, {len(todo)} to run on {runner.where}", err=True)
             if getattr(runner, "dashboard", None):
