@@ -149,6 +149,18 @@ def test_out_is_checked_and_a_run_of_another_scenario_is_replaced_only_with_forc
     assert (out / "notes.txt").read_text() == "mine too"
 
 
+def test_workers_are_as_many_as_the_ram_holds(tmp_path, monkeypatch):
+    from hvmem.scenario import work_estimate
+
+    exp = write(tmp_path, 'scenario = "tiny.toml"\n')
+    need = work_estimate.estimate_run(load_experiment(exp).runs[0].scenario).ram_bytes
+    monkeypatch.setattr(work_estimate, "available_ram_bytes", lambda: 2 * need + 1)
+    refused = cli("sweep", exp, "--out", tmp_path / "out", "--workers", "3")
+    assert refused.exit_code == 1 and not (tmp_path / "out").exists()
+    assert refused.stderr.startswith("hvmem: error: --workers: 3 runs at a time would need ")
+    assert refused.stderr.endswith("use at most 2, or --force to try anyway\n")
+
+
 def test_sigterm_stops_the_sweep_keeping_the_completed_runs_and_the_next_resumes(tmp_path):
     exp = write(tmp_path, 'scenario = "tiny.toml"\nseeds = 2\n[grid]\n'
                           '"duration" = ["2s", "2h"]\n', refs_per_s=2_000_000)

@@ -1,13 +1,15 @@
 """``hvmem sweep EXPERIMENT.toml --out DIR``: every combination of a grid x every seed.
 
 The experiment file (``sweep/experiment.py``) is read and every combination
-checked before anything runs; then ``DIR`` is checked and locked like a run's
-``--out`` (``sweep/directory.py``), runs completed by an earlier invocation are
-left as they are, and the rest go to a process pool (``--workers N``, this
-machine's cores by default) or a Dask cluster (``--dask local`` starts a
-LocalCluster and prints its dashboard's address; ``--dask tcp://HOST:PORT``
-uses a running scheduler). Each run's directory is written the moment it ends;
-``summary.parquet`` at the end, however the sweep ends.
+checked before anything runs (its size too, as ``hvmem run`` checks a run's, and
+the RAM of the runs that share this machine at a time); then ``DIR`` is checked
+and locked like a run's ``--out`` (``sweep/directory.py``), runs completed by an
+earlier invocation are left as they are, and the rest go to a process pool
+(``--workers N``, this machine's cores by default, fewer if its RAM holds fewer
+runs) or a Dask cluster (``--dask local`` starts a LocalCluster and prints its
+dashboard's address; ``--dask tcp://HOST:PORT`` uses a running scheduler). Each
+run's directory is written the moment it ends; ``summary.parquet`` at the end,
+however the sweep ends.
 
 A progress bar covers the runs on a terminal; without one a line on stderr
 every 10 s (as ``ui/progress.py`` does for a run). SIGINT, SIGTERM and SIGHUP
@@ -75,11 +77,16 @@ def sweep_command(
         raise ConfigError(f"--dask: expected 'local' or a scheduler's address such as "
                           f"tcp://HOST:8786, found {dask!r}")
     experiment = load_experiment(experiment_file)
+    need_bytes = 0  # the RAM of the largest run
     checked: set[str] = set()
     for spec in experiment.runs:  # each combination's size, once
         if spec.combination not in checked:
             checked.add(spec.combination)
-            check_run(spec.scenario, f"{experiment.file}: {spec.combination}", force=force)
+            estimate = check_run(spec.scenario, f"{experiment.file}: {spec.combination}",
+                                 force=force)
+            need_bytes = max(need_bytes, estimate.ram_bytes)
+    if dask is None or dask == "local":  # the runs share this machine's RAM
+        workers = _workers_in_ram(workers, cores, need_bytes, force)
     own = not STOPS.installed
     signals = StopSignals() if own else STOPS
     with SweepDir(out, replace=force, label="--out") as target:
@@ -94,6 +101,26 @@ def sweep_command(
         finally:
             if own:
                 signals.__exit__()
+
+
+def _workers_in_ram(workers: int | None, cores: int, need_bytes: int, force: bool) -> int:
+    """Runs at a time on this machine: ``--workers``, or as many cores as the RAM has room for.
+
+    ``--workers`` beyond the available RAM is refused (``--force`` runs them anyway).
+    """
+    from hvmem.scenario.work_estimate import available_ram_bytes
+    from hvmem.units import format_size
+
+    have = available_ram_bytes()
+    room = cores if have is None or need_bytes <= 0 else max(1, have // need_bytes)
+    if workers is None:
+        return min(cores, room)
+    if workers > room and not force:
+        raise ConfigError(f"--workers: {workers} runs at a time would need about "
+                          f"{format_size(workers * need_bytes)} of RAM and this machine has "
+                          f"{format_size(have or 0)} available; use at most {room}, or --force "
+                          "to try anyway")
+    return workers
 
 
 def _sweep(experiment, path: Path, state, todo: list[int], signals: StopSignals,
