@@ -246,16 +246,20 @@ def _replace_file(target: Path, write: Callable[[Path], Any]) -> None:
 
 def run_sweep(experiment: Experiment, path: Path, state: SweepState, todo: list[int],
               runner: Runner, *, held: Callable[[], contextlib.AbstractContextManager],
+              check: Callable[[], None] | None = None,
               on_finished: Callable[[Finished], None] | None = None) -> None:
     """Run ``todo`` on ``runner``, writing each run's directory as it ends.
 
     ``held()`` is the block in which a stop signal waits (a run's files being
     written); a signal outside it (``KeyboardInterrupt``) ends the loop, after
-    which the caller closes the runner and writes the summary.
+    which the caller closes the runner and writes the summary. ``check()``,
+    called between polls, raises for a signal that came while one was held.
     """
     for index in todo:
         runner.submit(index, experiment.runs[index].scenario)
     while runner.pending:
+        if check is not None:
+            check()
         for finished in runner.poll():
             with held():
                 _record(experiment, path, state, finished)

@@ -150,7 +150,7 @@ def _sweep(experiment, path: Path, state, todo: list[int], signals: StopSignals,
             signals.raise_if_stopped()  # a signal while it was prepared stops it here
             with progress:
                 run_sweep(experiment, path, state, todo, runner, held=signals.held,
-                          on_finished=progress.advance)
+                          check=signals.check, on_finished=progress.advance)
     except Stopped as stopped:
         stop = stopped
     except KeyboardInterrupt:
