@@ -59,6 +59,8 @@ LAYERS: dict[str, int] = {
     "outdir": 5,
     "machine": 5,
     "bench": 5,
+    # Sweeps: experiment files expanded into runs, run on a process pool or Dask.
+    "sweep": 5,
     "backends": 6,
     "ui": 7,
 }

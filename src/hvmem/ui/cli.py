@@ -64,6 +64,10 @@ app.command("top")(top_command)
 from hvmem.ui.export import export_command  # noqa: E402 -- registered with the other commands
 
 app.command("export")(export_command)
+# A grid of scenario values x seeds, on a process pool or Dask (hvmem.ui.sweep_cli).
+from hvmem.ui.sweep_cli import sweep_command  # noqa: E402 -- registered with the other commands
+
+app.command("sweep")(sweep_command)
 #: --force, as hvmem run, compare and demo explain it.
 FORCE_HELP = ("Replace the earlier results in --out (only the files hvmem wrote there), and "
               "run even beyond the work ceiling or the RAM this machine has.")
