@@ -298,7 +298,7 @@ def control_cmd(
         nonlocal printed
         if dry_run:
             for t, plans in loop.port.plans[printed:]:
-                for line in plans_lines(t, plans):
+                for line in plans_lines(t, plans, notes=backend.plan_notes(plans)):
                     typer.echo(line)
             printed = len(loop.port.plans)
 
@@ -309,7 +309,7 @@ def control_cmd(
                 lp.controller.steps > on_tick.steps):
             on_tick.steps = lp.controller.steps
             d = lp.controller.last
-            for line in plans_lines(d.time_s, d.plans):
+            for line in plans_lines(d.time_s, d.plans, notes=backend.plan_notes(d.plans)):
                 typer.echo(line)
 
     on_tick.steps = 0
@@ -334,7 +334,8 @@ def control_cmd(
     for event in result.events:
         if event["event"] in ("attach_failed", "guest_dropped", "guest_stalled",
                               "guest_resumed", "balloon_stuck", "balloon_no_gain",
-                              "swap_refused", "swap_failed", "ksm_refused", "restore_pending"):
+                              "swap_refused", "swap_failed", "ksm_refused", "restore_pending",
+                              "swap_capped", "cgroup_oom"):
             console.print(f"{event['time_s']:8.1f}s {event['event']} {event['vm']}: "
                           f"{event['detail']}", markup=False)
     console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "

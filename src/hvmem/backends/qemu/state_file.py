@@ -78,7 +78,8 @@ class SavedGuest:
     balloon_mib: float | None = None  # None: no balloon device
     cgroup: str | None = None
     cgroup_version: int = 1
-    limit_mib: float | None = None  # the original limit (None: unlimited)
+    limit_mib: float | None = None  # the original v1 limit or v2 memory.max (None: unlimited)
+    high_mib: float | None = None  # the original v2 memory.high (None: unlimited)
 
 
 @dataclass
@@ -174,9 +175,13 @@ def _undo(record: dict, proc: Path, ksm_root: Path | None, done: list[str]) -> l
         g = SavedGuest(**raw)
         if g.cgroup is not None and Path(g.cgroup).is_dir():
             try:
-                MemoryCgroup(Path(g.cgroup), g.cgroup_version).set_limit_mib(g.limit_mib)
+                MemoryCgroup(Path(g.cgroup), g.cgroup_version).restore_limits(g.limit_mib,
+                                                                              g.high_mib)
+                high = "" if g.cgroup_version == 1 else (
+                    f", memory.high {'none' if g.high_mib is None else f'{g.high_mib:.0f} MiB'}")
                 done.append(f"{g.name}: cgroup {g.cgroup} limit back to "
-                            f"{'none' if g.limit_mib is None else f'{g.limit_mib:.0f} MiB'}")
+                            f"{'none' if g.limit_mib is None else f'{g.limit_mib:.0f} MiB'}"
+                            f"{high}")
             except BackendError as err:
                 problems.append(str(err))
         alive = g.pid_start is not None and start_time(g.pid, proc) == g.pid_start
