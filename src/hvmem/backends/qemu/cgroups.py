@@ -54,6 +54,8 @@ __all__ = [
     "create_cgroup",
     "create_pressure_cgroup",
     "memory_cgroup_of",
+    "new_cgroup_path",
+    "new_pressure_path",
     "pressure_file",
 ]
 
@@ -245,18 +247,28 @@ def create_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     Raises:
         BackendError: no usable memory controller, or the directory cannot be made.
     """
+    path, version = new_cgroup_path(name, root, proc)
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as err:
+        raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
+    return MemoryCgroup(path, version)
+
+
+def new_cgroup_path(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                    proc: Path = Path("/proc")) -> tuple[Path, int]:
+    """Where :func:`create_cgroup` makes cgroup ``name``, and the hierarchy's version.
+
+    Raises:
+        BackendError: no usable memory controller.
+    """
     found = _memory_hierarchy(root)
     if found is None:
         raise BackendError(f"{root}: no memory cgroup controller (neither v1 'memory' nor "
                            "'memory' in the v2 cgroup.controllers)")
     mount, version = found
     rel = (_own_path("self", version, proc) or "/").strip("/")
-    path = mount / rel / name if rel else mount / name
-    try:
-        path.mkdir(exist_ok=True)
-    except OSError as err:
-        raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
-    return MemoryCgroup(path, version)
+    return (mount / rel / name if rel else mount / name), version
 
 
 def pressure_file(pid: int, cgroup: MemoryCgroup | None, root: Path = DEFAULT_CGROUP_ROOT,
@@ -289,17 +301,25 @@ def create_pressure_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     is v2, the QEMU's memory cgroup is that cgroup already. None where there is
     none to make (or it cannot be made): the guest's pressure is then not read.
     """
-    unified = root / "unified"
-    found = _memory_hierarchy(root)
-    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+    path = new_pressure_path(name, root, proc)
+    if path is None:
         return None
-    rel = (_own_path("self", 2, proc) or "/").strip("/")
-    path = unified / rel / name if rel else unified / name
     try:
         path.mkdir(exist_ok=True)
     except OSError:
         return None
     return path
+
+
+def new_pressure_path(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                      proc: Path = Path("/proc")) -> Path | None:
+    """Where :func:`create_pressure_cgroup` makes cgroup ``name`` (None: it makes none)."""
+    unified = root / "unified"
+    found = _memory_hierarchy(root)
+    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+        return None
+    rel = (_own_path("self", 2, proc) or "/").strip("/")
+    return unified / rel / name if rel else unified / name
 
 
 def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:
