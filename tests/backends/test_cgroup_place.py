@@ -196,3 +196,32 @@ def test_real_directory_placement_made_and_removed(tmp_path, monkeypatch):
         where.psi_cgroup.rmdir()  # stop finds it from the live QEMU's /proc; this one is gone
     prune_launch_records(tmp_path / "state")
     assert not where.cgroup.path.exists() and not record.path.exists()
+
+
+def test_launch_in_a_scope_and_without_one_when_systemd_run_fails(tmp_path, monkeypatch):
+    """launch() with QEMU's start faked: the scope's command line, and the fall-back to a
+    directory of hvmem's own when systemd-run cannot make the scope."""
+    from hvmem.backends.qemu import launcher
+    from hvmem.backends.qemu.guest_image import GuestImage
+
+    monkeypatch.setenv("HVMEM_STATE_DIR", str(tmp_path / "state"))
+    root, _ = v1_host(tmp_path, unified=False)
+    runs: list[list[str]] = []
+
+    def fake_start(argv, cgroup, guest, die_with_parent=False, psi_cgroup=None):
+        runs.append(argv)
+        if argv[0] == "systemd-run" and len(runs) > 1:
+            raise BackendError(f"{guest.name}: QEMU failed to start: Failed to connect to bus")
+        guest.pid_file.write_text("4242\n")
+
+    monkeypatch.setattr(launcher, "_start", fake_start)
+    image = GuestImage(tmp_path / "vmlinuz", tmp_path / "initrd", "6.1")
+    [g] = launcher.launch(image, tmp_path / "run", count=1, accel="tcg", use_systemd=True,
+                          cgroup_root=root)
+    assert runs[0][:2] == ["systemd-run", "--scope"] and "qemu-system-x86_64" in runs[0]
+    assert g.scope is not None and g.scope.endswith("-vm1.scope")
+    assert 'scope = "' in (tmp_path / "run" / "guests.toml").read_text()
+    [g] = launcher.launch(image, tmp_path / "run2", count=1, accel="tcg", use_systemd=True,
+                          cgroup_root=root)
+    assert runs[2][0] == "qemu-system-x86_64"  # started again, without the scope
+    assert g.scope is None

@@ -284,8 +284,7 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
             for name, memory in zip(names, memories, strict=True):
                 ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
                 where = place(f"{tag}-{name}", file_backed, record, cgroup_root, use_systemd)
-                argv = where.prefix + qemu_command(name, image, memory, run_dir, workload,
-                                                   accel, ram_file)
+                argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
                 for stale in (".qmp", OPERATOR_QMP, ".pid"):
                     (run_dir / (name + stale)).unlink(missing_ok=True)
                 guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
@@ -293,7 +292,18 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
                                       where.cgroup.path if where.cgroup else None, accel,
                                       scope=where.scope)
                 try:
-                    _start(argv, where.cgroup, guest, die_with_parent, where.psi_cgroup)
+                    try:
+                        _start(where.prefix + argv, where.cgroup, guest, die_with_parent,
+                               where.psi_cgroup)
+                    except BackendError:
+                        if where.scope is None:
+                            raise
+                        # systemd-run could not make the scope (no bus, no permission):
+                        # a directory of hvmem's own, as on a host without systemd.
+                        where = place(f"{tag}-{name}", file_backed, record, cgroup_root, False)
+                        guest = dataclasses.replace(guest, scope=None, cgroup=where.cgroup.path
+                                                    if where.cgroup else None)
+                        _start(argv, where.cgroup, guest, die_with_parent, where.psi_cgroup)
                 except BaseException:
                     if where.psi_cgroup is not None:
                         with contextlib.suppress(OSError):
