@@ -221,6 +221,8 @@ def test_swap_room_from_swap_max_less_swap_current(tmp_path):
 
 def test_v2_guest_swapped_held_lifted_and_restored_on_close(v2_guest, fake_host):
     backend, memcg = v2_guest(high=str(900 * MIB))  # an operator's high, put back later
+    attach = next(e["detail"] for e in backend.events if e["event"] == "attach")
+    assert f"cgroup v2 {memcg.path}" in attach
     record = json.loads(backend.state.path.read_text())
     assert record["guests"][0]["cgroup_version"] == 2
     assert (record["guests"][0]["limit_mib"], record["guests"][0]["high_mib"]) == (None, 900)

@@ -230,7 +230,7 @@ class QemuBackend:
     @staticmethod
     def _describe(g: GuestState) -> str:
         ram = f"file {g.ram_file}" if g.ram_file else "anonymous"
-        cg = f", cgroup {g.cgroup.path}" if g.cgroup else ""
+        cg = f", cgroup v{g.cgroup.version} {g.cgroup.path}" if g.cgroup else ""
         balloon = "balloon" if g.balloon_path else "no balloon"
         return f"pid {g.pid}, {g.configured_mib:.0f} MiB, RAM {ram}{cg}, {balloon}"
 
