@@ -138,7 +138,8 @@ class StateFile:
         self.path.unlink(missing_ok=True)
 
 
-def _write_atomic(directory: Path, path: Path, record: dict, what: str) -> None:
+def _write_atomic(directory: Path, path: Path, record: dict, what: str,
+                  other: str = "--state-dir") -> None:
     tmp = path.with_suffix(".tmp")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def _write_atomic(directory: Path, path: Path, record: dict, what: str) -> None:
         tmp.replace(path)
     except OSError as err:
         raise BackendError(f"{directory}: cannot write {what} ({err.strerror}); "
-                           "--state-dir names another") from None
+                           f"{other} names another") from None
 
 
 @dataclass
@@ -196,7 +197,7 @@ class CgroupRecord:
             return
         _write_atomic(self.directory, self.path, {"pid": self.pid,
                       "pid_start": start_time(self.pid), "cgroups": self.cgroups},
-                      "the launch's record of its cgroups")
+                      "the launch's record of its cgroups", "HVMEM_STATE_DIR")
 
 
 def _records(directory: Path, kind: str = "control") -> list[tuple[Path, dict]]:
