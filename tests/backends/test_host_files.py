@@ -78,6 +78,7 @@ def test_cgroup_v2_files(tmp_path):
     (root / "cgroup.controllers").write_text("cpu io memory pids\n")
     cg_dir = root / "hv" / "vm1"
     (cg_dir / "memory.max").write_text("max\n")
+    (cg_dir / "memory.high").write_text("max\n")
     (cg_dir / "memory.current").write_text(f"{300 * MIB}\n")
     (cg_dir / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 0\n")
     (cg_dir / "memory.stat").write_text("anon 1\nworkingset_refault_file 12\n")

@@ -22,7 +22,8 @@ __all__ = ["console", "follow_control", "kept_stop"]
 #: Events printed when the run ends (and attach/restore lines when it starts).
 SHOWN_EVENTS = ("attach_failed", "guest_dropped", "guest_stalled", "guest_resumed",
                 "balloon_stuck", "balloon_no_gain", "swap_refused", "swap_failed",
-                "ksm_refused", "ksm_unreachable", "restore_pending", "apply_failed")
+                "ksm_refused", "ksm_unreachable", "restore_pending", "apply_failed",
+                "swap_capped", "cgroup_oom")
 
 
 def console():
@@ -44,6 +45,8 @@ def follow_control(guard: Any, loop: Any, metrics: Any, *, title: str, interval_
     from hvmem.ui.top import LiveTop
 
     backend, dry_run = loop.backend, loop.dry_run
+    # What limits a plan on this backend (memory.swap.max on cgroup v2), where it says.
+    plan_notes = getattr(backend, "plan_notes", lambda _plans: None)
     if metrics is not None:
         try:
             metrics.serve(metrics_port, metrics_addr)
@@ -63,7 +66,7 @@ def follow_control(guard: Any, loop: Any, metrics: Any, *, title: str, interval_
         nonlocal printed
         if dry_run:
             for t, plans in loop.port.plans[printed:]:
-                for line in plans_lines(t, plans):
+                for line in plans_lines(t, plans, notes=plan_notes(plans)):
                     typer.echo(line)
             printed = len(loop.port.plans)
 
@@ -74,7 +77,7 @@ def follow_control(guard: Any, loop: Any, metrics: Any, *, title: str, interval_
                 lp.controller.steps > on_tick.steps):
             on_tick.steps = lp.controller.steps
             d = lp.controller.last
-            for line in plans_lines(d.time_s, d.plans):
+            for line in plans_lines(d.time_s, d.plans, notes=plan_notes(d.plans)):
                 typer.echo(line)
 
     on_tick.steps = 0

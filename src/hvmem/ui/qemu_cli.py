@@ -134,8 +134,10 @@ def launch_cmd(
     for g in guests:
         if wait:
             wait_for_marker(g.serial_log, "HVMEM-READY", 120.0, g.pid)
-        ram = f"  ram {g.ram_file}  cgroup {g.cgroup}" if g.ram_file else ""
-        typer.echo(f"{g.name}: pid {g.pid}  qmp {g.qmp}  log {g.serial_log}{ram}")
+        ram = f"  ram {g.ram_file}" if g.ram_file else ""
+        cgroup = (f"  scope {g.scope}" if g.scope else "") + (
+            f"  cgroup {g.cgroup}" if g.cgroup else "  cgroup none (not limitable)")
+        typer.echo(f"{g.name}: pid {g.pid}  qmp {g.qmp}  log {g.serial_log}{ram}{cgroup}")
     config = Path(directory).resolve() / GUESTS_FILE
     typer.echo(f"guests: {config}")
     typer.echo(f"control them: hvmem qemu control --config {config}")
@@ -171,7 +173,8 @@ def restore_cmd(
     """Undo what a controller that did not exit cleanly changed: KSM, cgroup limits, balloons.
 
     Reads the state files of controllers no longer running; a running
-    controller's file is left alone.
+    controller's file is left alone. Also removes the empty cgroups of launches
+    that did not finish (a cgroup still holding its QEMU stays for ``stop``).
     """
     from hvmem.backends.qemu.state_file import default_state_dir, restore_stale
 

@@ -93,7 +93,7 @@ from hvmem.backends.qemu.state_file import (
     restore_stale,
     start_time,
 )
-from hvmem.backends.qemu.swap_limit import apply_swap_limit, swap_refusal
+from hvmem.backends.qemu.swap_limit import apply_swap_limit, lift_limit, swap_note, swap_refusal
 from hvmem.errors import BackendError, ConfigError
 from hvmem.policy.samples import (
     HostPlan,
@@ -195,20 +195,21 @@ class QemuBackend:
             self.state.ksm = dict(self.ksm.original or {})
         for g in self.guests.values():
             cgroup = g.cgroup if g.cgroup is not None and g.cgroup_exclusive else None
-            limit = None
+            limit = high = None
             if cgroup is not None:
                 try:
-                    limit = cgroup.limit_mib()
+                    limit, high = cgroup.saved_limits()
                 except BackendError:
                     cgroup = None
-            g.original_limit_mib = limit
+            g.original_limit_mib, g.original_high_mib = limit, high
             self.state.guests.append(SavedGuest(
                 name=g.name, qmp=str(g.spec.qmp), pid=g.pid,
                 pid_start=start_time(g.pid, self.options.proc_root),
                 configured_mib=g.configured_mib,
                 balloon_mib=g.original_balloon_mib if g.balloon_path else None,
                 cgroup=str(cgroup.path) if cgroup else None,
-                cgroup_version=cgroup.version if cgroup else 1, limit_mib=limit))
+                cgroup_version=cgroup.version if cgroup else 1, limit_mib=limit,
+                high_mib=high))
         try:
             self.state.write()
         except BackendError:
@@ -229,7 +230,7 @@ class QemuBackend:
     @staticmethod
     def _describe(g: GuestState) -> str:
         ram = f"file {g.ram_file}" if g.ram_file else "anonymous"
-        cg = f", cgroup {g.cgroup.path}" if g.cgroup else ""
+        cg = f", cgroup v{g.cgroup.version} {g.cgroup.path}" if g.cgroup else ""
         balloon = "balloon" if g.balloon_path else "no balloon"
         return f"pid {g.pid}, {g.configured_mib:.0f} MiB, RAM {ram}{cg}, {balloon}"
 
@@ -457,6 +458,16 @@ class QemuBackend:
                 else:
                     self.ksm_setting = (run, pages, sleep)
 
+    def plan_notes(self, plans: Mapping[str, VmPlan]) -> dict[str, str]:
+        """What each plan's line must add: swapping that ``memory.swap.max`` caps."""
+        notes = {}
+        for name, plan in plans.items():
+            g = self.guests.get(name)
+            note = swap_note(g, plan) if g is not None else None
+            if note is not None:
+                notes[name] = note
+        return notes
+
     def balloon_ceiling_mib(self, g: GuestState) -> float:
         """The largest balloon the guest's floor allows now (balloon.py)."""
         return balloon_ceiling_mib(g, self.options)
@@ -482,7 +493,7 @@ class QemuBackend:
         if not (g.limit_set and g.cgroup is not None):
             return
         if g.cgroup.path.is_dir():
-            g.cgroup.set_limit_mib(g.original_limit_mib)
+            lift_limit(g)
             self._event("swap_limit_lifted", g.name, why)
         g.limit_set = False
 

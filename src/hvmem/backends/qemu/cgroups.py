@@ -27,14 +27,15 @@ set below QEMU's anonymous memory plus a headroom (:data:`DEFAULT_HEADROOM_MIB`;
 [QEMU-PROBE] advises "at least about 100 MiB of headroom" above the guest
 data for QEMU/TCG itself).
 
-Hierarchies: cgroup v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``,
-``memory.stat``), the one this kind of machine has; and cgroup v2
-(``memory.max``, ``memory.current``) where ``memory`` is listed in the unified
-hierarchy's ``cgroup.controllers`` (not available here, so only the file
-handling is tested, on a directory of fixture files). New cgroups are created
-as children of the creating process's own memory cgroup, read from
-``/proc/self/cgroup`` [QEMU-PROBE], so they stay inside its
-accounting.
+Hierarchies (cgroup_v2.py ``hierarchy`` tells which a host has): cgroup v1
+(``memory.limit_in_bytes``, ``memory.usage_in_bytes``, ``memory.stat``,
+``memory.failcnt``), the one this kind of machine has, with or without a
+unified hierarchy beside it; and cgroup v2 where ``memory`` is listed in the
+unified hierarchy's ``cgroup.controllers``: ``memory.current``, ``memory.stat``,
+``memory.events``, and as the limit ``memory.high`` with ``memory.max`` above
+it (cgroup_v2.py says why and how). New cgroups are created as children of the
+creating process's own memory cgroup, read from ``/proc/self/cgroup``
+[QEMU-PROBE], so they stay inside its accounting.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import errno
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvmem.backends.qemu import cgroup_v2
 from hvmem.errors import BackendError
 
 __all__ = [
@@ -52,6 +54,8 @@ __all__ = [
     "create_cgroup",
     "create_pressure_cgroup",
     "memory_cgroup_of",
+    "new_cgroup_path",
+    "new_pressure_path",
     "pressure_file",
 ]
 
@@ -93,12 +97,54 @@ class MemoryCgroup:
         return int(self._read("memory.usage_in_bytes", "memory.current")) / MIB
 
     def limit_mib(self) -> float | None:
-        """The limit, None when unlimited."""
-        text = self._read("memory.limit_in_bytes", "memory.max")
-        if text == "max":
-            return None
-        value = int(text)
+        """The limit, None when unlimited (v2: the lower of ``memory.high`` and ``memory.max``)."""
+        if self.version == 2:
+            found = [v for v in self.saved_limits() if v is not None]
+            return min(found) if found else None
+        value = int(self._read("memory.limit_in_bytes", "memory.max"))
         return None if value >= _V1_UNLIMITED else value / MIB
+
+    def saved_limits(self) -> tuple[float | None, float | None]:
+        """What undoing a limit puts back: (v1 limit or v2 ``memory.max``, v2 ``memory.high``).
+
+        None stands for unlimited; v1 has no second value.
+        """
+        if self.version == 1:
+            return self.limit_mib(), None
+        try:
+            return cgroup_v2.limits(self.path)
+        except (OSError, ValueError) as err:
+            raise BackendError(f"{self.path}: cannot read memory.max/memory.high "
+                               f"({getattr(err, 'strerror', None) or err})") from None
+
+    def restore_limits(self, limit_mib: float | None, high_mib: float | None = None) -> None:
+        """Put back what :meth:`saved_limits` read (v2: ``memory.max``, then ``memory.high``).
+
+        Raises:
+            BackendError: the kernel refused.
+        """
+        if self.version == 1:
+            self.set_limit_mib(limit_mib)
+            return
+        try:
+            cgroup_v2.set_limits(self.path, limit_mib, high_mib)
+        except OSError as err:
+            raise BackendError(f"{self.path}: cannot put memory.max/memory.high back "
+                               f"({err.strerror})") from None
+
+    def events(self) -> dict[str, int]:
+        """Limit and OOM events: v2 ``memory.events``; v1 ``max`` from ``memory.failcnt``.
+
+        Raises:
+            BackendError: the file cannot be read.
+        """
+        if self.version == 1:
+            return {"max": self.failcnt()}
+        try:
+            return cgroup_v2.events(self.path)
+        except OSError as err:
+            raise BackendError(f"{self.path}/memory.events: cannot read "
+                               f"({err.strerror})") from None
 
     def stat(self) -> dict[str, int]:
         """``memory.stat`` as a dict (v1 ``pgpgin``, ``total_*``...; v2 ``workingset_*``...)."""
@@ -132,7 +178,10 @@ class MemoryCgroup:
             text = str(int(limit_mib * MIB) // 4096 * 4096)
         target = self._file("memory.limit_in_bytes", "memory.max")
         try:
-            target.write_text(text + "\n")
+            if self.version == 1:
+                target.write_text(text + "\n")
+            else:
+                cgroup_v2.write(target, text)
         except OSError as err:
             why = ("the kernel could not reclaim enough to meet it"
                    if err.errno == errno.EBUSY else err.strerror)
@@ -158,13 +207,10 @@ class MemoryCgroup:
 
 def _memory_hierarchy(root: Path) -> tuple[Path, int] | None:
     """(mount point, version) of the memory controller, None if there is none."""
-    if (root / "memory" / "memory.limit_in_bytes").is_file():
-        return root / "memory", 1
-    for unified in (root / "unified", root):
-        controllers = unified / "cgroup.controllers"
-        if controllers.is_file() and "memory" in controllers.read_text().split():
-            return unified, 2
-    return None
+    found = cgroup_v2.hierarchy(root)
+    if found.memory is None:
+        return None
+    return found.memory, 2 if found.kind == "v2" else 1
 
 
 def _own_path(pid: int | str, version: int, proc: Path) -> str | None:
@@ -201,18 +247,28 @@ def create_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     Raises:
         BackendError: no usable memory controller, or the directory cannot be made.
     """
+    path, version = new_cgroup_path(name, root, proc)
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as err:
+        raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
+    return MemoryCgroup(path, version)
+
+
+def new_cgroup_path(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                    proc: Path = Path("/proc")) -> tuple[Path, int]:
+    """Where :func:`create_cgroup` makes cgroup ``name``, and the hierarchy's version.
+
+    Raises:
+        BackendError: no usable memory controller.
+    """
     found = _memory_hierarchy(root)
     if found is None:
         raise BackendError(f"{root}: no memory cgroup controller (neither v1 'memory' nor "
                            "'memory' in the v2 cgroup.controllers)")
     mount, version = found
     rel = (_own_path("self", version, proc) or "/").strip("/")
-    path = mount / rel / name if rel else mount / name
-    try:
-        path.mkdir(exist_ok=True)
-    except OSError as err:
-        raise BackendError(f"{path}: cannot create cgroup ({err.strerror})") from None
-    return MemoryCgroup(path, version)
+    return (mount / rel / name if rel else mount / name), version
 
 
 def pressure_file(pid: int, cgroup: MemoryCgroup | None, root: Path = DEFAULT_CGROUP_ROOT,
@@ -245,17 +301,25 @@ def create_pressure_cgroup(name: str, root: Path = DEFAULT_CGROUP_ROOT,
     is v2, the QEMU's memory cgroup is that cgroup already. None where there is
     none to make (or it cannot be made): the guest's pressure is then not read.
     """
-    unified = root / "unified"
-    found = _memory_hierarchy(root)
-    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+    path = new_pressure_path(name, root, proc)
+    if path is None:
         return None
-    rel = (_own_path("self", 2, proc) or "/").strip("/")
-    path = unified / rel / name if rel else unified / name
     try:
         path.mkdir(exist_ok=True)
     except OSError:
         return None
     return path
+
+
+def new_pressure_path(name: str, root: Path = DEFAULT_CGROUP_ROOT,
+                      proc: Path = Path("/proc")) -> Path | None:
+    """Where :func:`create_pressure_cgroup` makes cgroup ``name`` (None: it makes none)."""
+    unified = root / "unified"
+    found = _memory_hierarchy(root)
+    if not (unified / "cgroup.controllers").is_file() or (found and found[1] == 2):
+        return None
+    rel = (_own_path("self", 2, proc) or "/").strip("/")
+    return unified / rel / name if rel else unified / name
 
 
 def exclusive_to(cgroup: MemoryCgroup, pid: int) -> bool:

@@ -347,13 +347,15 @@ def _nan(value: float | None) -> float:
 
 
 def plans_lines(time_s: float, plans: Mapping[str, VmPlan], *, can_compress: bool = False,
-                can_block: bool = False) -> list[str]:
+                can_block: bool = False, notes: Mapping[str, str] | None = None) -> list[str]:
     """One line per VM plan, for ``--dry-run`` output.
 
     A real host has no compression cache and QEMU cannot hold a guest's
     allocations, so ``compress`` and ``BLOCKED`` are printed only for a backend
-    that can (``can_compress``, ``can_block``).
+    that can (``can_compress``, ``can_block``). ``notes`` ends a VM's line with
+    what the backend cannot carry out as planned (``QemuBackend.plan_notes``).
     """
+    notes = notes or {}
     state = ""
     if isinstance(plans, Plans) and plans.host.state is not None:
         state = f" (host {plans.host.state.label})"
@@ -361,4 +363,5 @@ def plans_lines(time_s: float, plans: Mapping[str, VmPlan], *, can_compress: boo
             f"{p.balloon_target_mib:7.1f} MiB  swap {p.swap_target_mib:7.1f} MiB"
             f"{'  compress' if p.compress and can_compress else ''}"
             f"{'  BLOCKED' if p.blocked and can_block else ''}{state}"
+            f"{'  (' + notes[name] + ')' if name in notes else ''}"
             for name, p in plans.items()]

@@ -39,8 +39,11 @@ class GuestState:
     ram_on_disk: bool
     cgroup: MemoryCgroup | None
     cgroup_exclusive: bool
-    original_limit_mib: float | None = None
+    original_limit_mib: float | None = None  # v1 limit or v2 memory.max (None: unlimited)
+    original_high_mib: float | None = None  # v2 memory.high (None: unlimited)
     limit_set: bool = False
+    oom_kills: int | None = None  # the cgroup's OOM kills at the last reading
+    swap_capped_mib: float | None = None  # what memory.swap.max last allowed, when it capped
     failures: int = 0
     attached_s: float = 0.0
     # a QEMU that is stopped or does not answer (backend.py): kept, tried again

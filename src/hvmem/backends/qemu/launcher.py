@@ -16,15 +16,18 @@ daemonized ``qemu-system-x86_64`` with:
   208 MiB within 6 s [QEMU-PROBE]);
 * the serial console in a log file (the workload's markers, the checksums);
 * ``-no-reboot`` and ``panic=-1``, so a guest that panics exits instead of hanging;
+* QEMU in a cgroup of its own, entered before exec so that all of QEMU's
+  memory is charged to it (cgroup_place.py): a systemd scope where systemd
+  runs, else a memory cgroup directory ``hvmem-...-NAME`` that hvmem records
+  in a state file, makes, and :func:`stop` removes; where memory cgroups are
+  v1 and the unified hierarchy is mounted beside them, a unified cgroup of its
+  own too, whose ``memory.pressure`` counts the guest's memory stalls apart
+  from the host's (cgroups.py ``create_pressure_cgroup``);
 * with ``file_backed``: guest RAM as ``memory-backend-file,share=on`` on a disk
-  file (the VM's swap file, ``NAME.vswp``) and QEMU in a memory cgroup of its
-  own (cgroups.py), created before exec so that all of QEMU's memory is charged
-  to it. Such a guest can be swapped by the host but not shared by KSM (41
-  pages merged [QEMU-PROBE]): a VM gets one or the other;
-* where memory cgroups are v1 and the unified hierarchy is mounted beside them,
-  QEMU in a unified cgroup of its own too (``hvmem-...-NAME``), whose
-  ``memory.pressure`` counts the guest's memory stalls apart from the host's
-  (cgroups.py ``create_pressure_cgroup``); :func:`stop` removes it.
+  file (the VM's swap file, ``NAME.vswp``), which the host swaps by limiting
+  that cgroup (the launch fails where it cannot be made). Such a guest can be
+  swapped by the host but not shared by KSM (41 pages merged [QEMU-PROBE]): a
+  VM gets one or the other;
 
 The launch writes ``guests.toml`` in the run directory, which
 ``hvmem qemu control --config`` and :func:`stop` read.
@@ -54,15 +57,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvmem.backends.qemu.cgroups import (
-    DEFAULT_CGROUP_ROOT,
-    MemoryCgroup,
-    create_cgroup,
-    create_pressure_cgroup,
-    on_tmpfs,
-)
+from hvmem.backends.qemu.cgroup_place import place, settle
+from hvmem.backends.qemu.cgroups import DEFAULT_CGROUP_ROOT, MemoryCgroup, on_tmpfs
 from hvmem.backends.qemu.guest_image import GuestImage, WorkloadParams
 from hvmem.backends.qemu.qmp import QmpClient
+from hvmem.backends.qemu.state_file import CgroupRecord, default_state_dir, prune_launch_records
 from hvmem.errors import BackendError, ConfigError
 
 __all__ = [
@@ -99,6 +98,7 @@ class LaunchedGuest:
     cgroup: Path | None = None
     accel: str = "tcg"
     fallback: str | None = None  # why KVM was given up for TCG, if it was
+    scope: str | None = None  # the systemd scope QEMU runs in (systemd removes it)
 
     @property
     def operator_qmp(self) -> Path:
@@ -202,6 +202,8 @@ def _guests_toml(guests: list[LaunchedGuest], accel: str, host_memory_mib: float
             lines.append(f"ram_file = {q(g.ram_file)}")
         if g.cgroup is not None:
             lines.append(f"cgroup = {q(g.cgroup)}")
+        if g.scope is not None:
+            lines.append(f"scope = {q(g.scope)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -213,7 +215,8 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
            cgroup_root: Path = DEFAULT_CGROUP_ROOT,
            die_with_parent: bool = False, names: list[str] | None = None,
            memories_mib: list[int] | None = None,
-           kvm_boot_timeout_s: float = 30.0) -> list[LaunchedGuest]:
+           kvm_boot_timeout_s: float = 30.0,
+           use_systemd: bool | None = None) -> list[LaunchedGuest]:
     """Start ``count`` guests and write ``run_dir/guests.toml``.
 
     Guests are daemons that outlive the launching process, unless
@@ -223,7 +226,8 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     guests and size each one (default: PREFIX1..PREFIXn, ``memory_mib`` each).
     Under KVM, a guest that has not reached its init within ``kvm_boot_timeout_s``
     means KVM does not really work here: every guest is started again under TCG
-    (``LaunchedGuest.fallback`` says why).
+    (``LaunchedGuest.fallback`` says why). Each QEMU runs in a cgroup of its own
+    (cgroup_place.py; ``use_systemd`` None: a systemd scope where systemd runs).
 
     Raises:
         ConfigError: bad counts, sizes or names, a socket path too long, or
@@ -272,21 +276,42 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
     if accel is None:
         accel, _ = choose_accel()
     tag = f"hvmem-{os.getpid()}-{int(time.time())}"
+    record = CgroupRecord(default_state_dir())
 
     def start_all(accel: str) -> list[LaunchedGuest]:
         started: list[LaunchedGuest] = []
         try:
             for name, memory in zip(names, memories, strict=True):
                 ram_file = (swap_dir / f"{name}.vswp") if file_backed and swap_dir else None
-                cgroup = create_cgroup(f"{tag}-{name}", cgroup_root) if file_backed else None
-                psi_cgroup = create_pressure_cgroup(f"{tag}-{name}", cgroup_root)
+                where = place(f"{tag}-{name}", file_backed, record, cgroup_root, use_systemd)
                 argv = qemu_command(name, image, memory, run_dir, workload, accel, ram_file)
                 for stale in (".qmp", OPERATOR_QMP, ".pid"):
                     (run_dir / (name + stale)).unlink(missing_ok=True)
                 guest = LaunchedGuest(name, run_dir / f"{name}.qmp", run_dir / f"{name}.pid",
                                       run_dir / f"{name}.log", memory, ram_file,
-                                      cgroup.path if cgroup else None, accel)
-                _start(argv, cgroup, guest, die_with_parent, psi_cgroup)
+                                      where.cgroup.path if where.cgroup else None, accel,
+                                      scope=where.scope)
+                try:
+                    try:
+                        _start(where.prefix + argv, where.cgroup, guest, die_with_parent,
+                               where.psi_cgroup)
+                    except BackendError:
+                        if where.scope is None:
+                            raise
+                        # systemd-run could not make the scope (no bus, no permission):
+                        # a directory of hvmem's own, as on a host without systemd.
+                        where = place(f"{tag}-{name}", file_backed, record, cgroup_root, False)
+                        guest = dataclasses.replace(guest, scope=None, cgroup=where.cgroup.path
+                                                    if where.cgroup else None)
+                        _start(argv, where.cgroup, guest, die_with_parent, where.psi_cgroup)
+                except BaseException:
+                    if where.psi_cgroup is not None:
+                        with contextlib.suppress(OSError):
+                            where.psi_cgroup.rmdir()
+                    raise
+                if where.scope is not None:
+                    found = settle(where, guest.pid, cgroup_root)
+                    guest = dataclasses.replace(guest, cgroup=found.path if found else None)
                 started.append(guest)
         except BaseException:
             stop(started)
@@ -315,6 +340,8 @@ def launch(image: GuestImage, run_dir: Path, count: int = 2, memory_mib: int = 3
             stop(started)
             raise
     (run_dir / GUESTS_FILE).write_text(_guests_toml(started, accel, host_memory_mib))
+    with contextlib.suppress(OSError):
+        prune_launch_records(record.directory)
     return started
 
 
@@ -437,7 +464,9 @@ def read_guests_file(path: Path) -> tuple[list[LaunchedGuest], dict]:
         guests.append(LaunchedGuest(entry["name"], Path(entry["qmp"]),
                                     opt("pid_file") or Path(entry["qmp"] + ".pid"),
                                     opt("serial_log") or Path(entry["qmp"] + ".log"),
-                                    memory, opt("ram_file"), opt("cgroup")))
+                                    memory, opt("ram_file"), opt("cgroup"),
+                                    scope=entry.get("scope") if isinstance(
+                                        entry.get("scope"), str) else None))
     return guests, data
 
 
@@ -488,7 +517,9 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
     problems: list[str] = []
     for g in guests:
         pid = g.pid
-        psi_cgroup = _pressure_cgroup(pid) if pid is not None and _is_guest(pid, g) else None
+        # A scope's cgroups are systemd's: it removes them when QEMU exits.
+        psi_cgroup = (_pressure_cgroup(pid) if pid is not None and g.scope is None
+                      and _is_guest(pid, g) else None)
         if pid is not None and _alive(pid) and _is_guest(pid, g):
             with contextlib.suppress(BackendError), QmpClient(g.qmp, 2.0, g.name) as qmp:
                 qmp.call_once("quit")
@@ -526,7 +557,7 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
                 time.sleep(0.1)
                 continue
             break
-        if g.cgroup is not None and g.cgroup.exists():
+        if g.cgroup is not None and g.scope is None and g.cgroup.exists():
             for attempt in range(20):  # an exiting process leaves its cgroup a moment later
                 try:
                     MemoryCgroup(g.cgroup, 1).remove()
@@ -535,4 +566,6 @@ def stop(guests: list[LaunchedGuest], timeout_s: float = 10.0,
                     if attempt == 19:
                         problems.append(str(err))
                     time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        prune_launch_records()  # the cgroups removed leave the launches' records
     return problems

@@ -24,6 +24,17 @@ and ``hvmem qemu restore`` runs it on demand. Files are undone newest first, so
 where two crashed controllers recorded KSM, the oldest record, the host's real
 settings, is written last.
 
+Cgroups a launch made
+---------------------
+``hvmem qemu launch`` makes a cgroup directory per guest where no systemd
+scope holds it (cgroup_place.py), and writes each path to its own record,
+``/run/hvmem/launch-PID.json`` (:class:`CgroupRecord`), before the directory
+is made. The guests outlive the launch, and so do their cgroups: ``hvmem qemu
+stop`` removes them and drops them from the record (:func:`prune_launch_records`).
+After a crash, :func:`restore_stale` removes every recorded cgroup of a launch no
+longer running that is empty (its QEMU gone); one that still holds its QEMU is
+left, with its record, for the ``stop`` to come.
+
 The file is JSON, written to a temporary name, flushed to disk and renamed
 over the old one, so a crash while writing leaves the previous version whole.
 ``HVMEM_STATE_DIR`` moves the directory (tests use a temporary one).
@@ -31,6 +42,7 @@ over the old one, so a crash while writing leaves the previous version whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -42,7 +54,15 @@ from hvmem.backends.qemu.qmp import QmpClient
 from hvmem.errors import BackendError
 from hvmem.units import MIB
 
-__all__ = ["SavedGuest", "StateFile", "default_state_dir", "restore_stale", "start_time"]
+__all__ = [
+    "CgroupRecord",
+    "SavedGuest",
+    "StateFile",
+    "default_state_dir",
+    "prune_launch_records",
+    "restore_stale",
+    "start_time",
+]
 
 #: Where state files go unless HVMEM_STATE_DIR says otherwise.
 DEFAULT_STATE_DIR = Path("/run/hvmem")
@@ -78,7 +98,8 @@ class SavedGuest:
     balloon_mib: float | None = None  # None: no balloon device
     cgroup: str | None = None
     cgroup_version: int = 1
-    limit_mib: float | None = None  # the original limit (None: unlimited)
+    limit_mib: float | None = None  # the original v1 limit or v2 memory.max (None: unlimited)
+    high_mib: float | None = None  # the original v2 memory.high (None: unlimited)
 
 
 @dataclass
@@ -110,26 +131,78 @@ class StateFile:
         record = {"pid": self.pid, "pid_start": start_time(self.pid),
                   "ksm_root": str(self.ksm_root) if self.ksm_root else None,
                   "ksm": self.ksm, "guests": [asdict(g) for g in self.guests]}
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
-        except OSError as err:
-            raise BackendError(f"{self.directory}: cannot write the controller's state file "
-                               f"({err.strerror}); --state-dir names another") from None
+        _write_atomic(self.directory, self.path, record, "the controller's state file")
 
     def remove(self) -> None:
         """Remove the record (everything it lists was undone)."""
         self.path.unlink(missing_ok=True)
 
 
-def _records(directory: Path) -> list[tuple[Path, dict]]:
+def _write_atomic(directory: Path, path: Path, record: dict, what: str,
+                  other: str = "--state-dir") -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as err:
+        raise BackendError(f"{directory}: cannot write {what} ({err.strerror}); "
+                           f"{other} names another") from None
+
+
+@dataclass
+class CgroupRecord:
+    """The cgroup directories one launch made: ``launch-PID.json`` (module docs).
+
+    Args:
+        directory: where state files live (:func:`default_state_dir`).
+    """
+
+    directory: Path
+    cgroups: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        self.pid = os.getpid()
+        self.path = self.directory / f"launch-{self.pid}.json"
+
+    def add(self, path: Path) -> None:
+        """Record ``path``; call before making it.
+
+        Raises:
+            BackendError: the record cannot be written.
+        """
+        new = str(path) not in self.cgroups  # made again (a KVM launch retried under TCG)
+        if new:
+            self.cgroups.append(str(path))
+        try:
+            self._write()
+        except BackendError:
+            if new:
+                self.cgroups.pop()
+            raise
+
+    def forget(self, path: Path) -> None:
+        """Drop ``path`` (it was not made after all, or was removed)."""
+        if str(path) in self.cgroups:
+            self.cgroups.remove(str(path))
+            self._write()
+
+    def _write(self) -> None:
+        if not self.cgroups:
+            self.path.unlink(missing_ok=True)
+            return
+        _write_atomic(self.directory, self.path, {"pid": self.pid,
+                      "pid_start": start_time(self.pid), "cgroups": self.cgroups},
+                      "the launch's record of its cgroups", "HVMEM_STATE_DIR")
+
+
+def _records(directory: Path, kind: str = "control") -> list[tuple[Path, dict]]:
     out = []
-    for path in sorted(Path(directory).glob("control-*.json")):
+    for path in sorted(Path(directory).glob(f"{kind}-*.json")):
         try:
             out.append((path, json.loads(path.read_text())))
         except (OSError, ValueError):
@@ -164,7 +237,60 @@ def restore_stale(directory: Path | None = None, proc: Path = Path("/proc"),
         problems.extend(failed)
         if not failed:
             path.unlink(missing_ok=True)
+    for path, record in _records(directory, "launch"):
+        if not _owner_alive(record, Path("/proc")):
+            _remove_made(path, record, done, problems)
     return done, problems
+
+
+def prune_launch_records(directory: Path | None = None) -> None:
+    """Drop cgroups that no longer exist from the records of finished launches.
+
+    Records of launches no longer running, and of this process; a record left
+    with none is removed.
+    """
+    directory = Path(directory) if directory is not None else default_state_dir()
+    for path, record in _records(directory, "launch"):
+        if record.get("pid") != os.getpid() and _owner_alive(record, Path("/proc")):
+            continue  # a launch under way: its cgroups are recorded before they exist
+        left = [c for c in record.get("cgroups", []) if Path(c).is_dir()]
+        if left == record.get("cgroups"):
+            continue
+        if not left:
+            path.unlink(missing_ok=True)
+        else:
+            record["cgroups"] = left
+            with contextlib.suppress(BackendError):
+                _write_atomic(directory, path, record, "the launch's record of its cgroups")
+
+
+def _remove_made(path: Path, record: dict, done: list[str], problems: list[str]) -> None:
+    """Remove each empty cgroup a crashed launch recorded; keep the ones a QEMU is in."""
+    left = []
+    for raw in record.get("cgroups", []):
+        cgroup = Path(raw)
+        if not cgroup.is_dir():
+            continue
+        try:
+            busy = (cgroup / "cgroup.procs").read_text().split()
+        except OSError:
+            busy = []
+        if busy:
+            left.append(raw)  # its guest still runs: removed by hvmem qemu stop
+            continue
+        try:
+            cgroup.rmdir()
+            done.append(f"cgroup {cgroup} removed (made by launch pid {record.get('pid')})")
+        except OSError as err:
+            left.append(raw)
+            problems.append(f"launch pid {record.get('pid')}: {cgroup}: cannot remove "
+                            f"cgroup ({err.strerror})")
+    if not left:
+        path.unlink(missing_ok=True)
+    elif left != record.get("cgroups"):
+        record["cgroups"] = left
+        with contextlib.suppress(BackendError):
+            _write_atomic(path.parent, path, record, "the launch's record of its cgroups")
 
 
 def _undo(record: dict, proc: Path, ksm_root: Path | None, done: list[str]) -> list[str]:
@@ -174,9 +300,13 @@ def _undo(record: dict, proc: Path, ksm_root: Path | None, done: list[str]) -> l
         g = SavedGuest(**raw)
         if g.cgroup is not None and Path(g.cgroup).is_dir():
             try:
-                MemoryCgroup(Path(g.cgroup), g.cgroup_version).set_limit_mib(g.limit_mib)
+                MemoryCgroup(Path(g.cgroup), g.cgroup_version).restore_limits(g.limit_mib,
+                                                                              g.high_mib)
+                high = "" if g.cgroup_version == 1 else (
+                    f", memory.high {'none' if g.high_mib is None else f'{g.high_mib:.0f} MiB'}")
                 done.append(f"{g.name}: cgroup {g.cgroup} limit back to "
-                            f"{'none' if g.limit_mib is None else f'{g.limit_mib:.0f} MiB'}")
+                            f"{'none' if g.limit_mib is None else f'{g.limit_mib:.0f} MiB'}"
+                            f"{high}")
             except BackendError as err:
                 problems.append(str(err))
         alive = g.pid_start is not None and start_time(g.pid, proc) == g.pid_start
