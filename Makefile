@@ -21,9 +21,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
-# The tests run over every core (pytest-xdist), a module at a time per worker; the modules
-# that share this host (QEMU guests, KSM, cgroups) run together in one worker, first
-# (tests/conftest.py). TEST_WORKERS=0 runs them all in this process.
+# The tests run over every core (pytest-xdist); the modules that share this host (QEMU
+# guests, KSM, cgroups) run together in one worker, first (tests/conftest.py says how the
+# rest is spread). TEST_WORKERS=0 runs them all in this process.
 TEST_WORKERS ?= auto
 
 test: lint
