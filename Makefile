@@ -33,8 +33,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+# The tests run over every core (pytest-xdist); the modules that share this host (QEMU
+# guests, KSM, cgroups) run together in one worker, first (tests/conftest.py says how the
+# rest is spread). TEST_WORKERS=0 runs them all in this process.
+TEST_WORKERS ?= auto
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Plant each bug of tests/mutants/mutants.toml in a scratch copy and expect its tests to fail
 # (a few minutes; not part of `make test`).

@@ -16,11 +16,22 @@ reason, so a CI machine that lost QEMU or root cannot pass by skipping them:
   tests to mark, so it is reported as one failing test of its own.
 
 xfail is not a skip and is left alone.
+
+``make test`` runs the suite over every core (pytest-xdist, ``--dist loadfile``
+refined below): a module with a fixture that several of its tests share goes to
+one worker as a whole, so the fixture (a simulated run that several tests read)
+is built once; other tests are spread one by one. The modules whose tests share
+this host's state run as one unit in one worker, one after another, and before
+everything else (they are among the longest): every module with a test marked
+``integration`` (the QEMU guests share one guest image, KSM's settings and a
+lock held for the session) or ``host_state`` (fixed paths outside ``tmp_path``,
+fixed ports, real cgroups). Without ``-n`` none of this applies.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
@@ -30,6 +41,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+import numba_cache  # noqa: F401  (sets NUMBA_CACHE_DIR before hvmem imports numba)
 from hvmem.guest.config import GuestConfig
 from hvmem.guest.kernel import GuestKernel
 from hvmem.hardware.page_table import TableStore
@@ -124,6 +136,94 @@ def pytest_make_collect_report(collector: pytest.Collector):
             collector, name="module", reason=_skip_reason(report.longrepr))
         report = pytest.CollectReport(collector.nodeid, "passed", None, [item])
     return report
+
+
+# -- running in parallel (pytest-xdist) -----------------------------------------------
+
+#: The one xdist work unit of the modules that share this host's state.
+HOST_GROUP = "host"
+HOST_STATE_MARK = "host_state"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{HOST_STATE_MARK}: shares this host's state (KSM, cgroups, fixed paths or "
+        "ports): its module runs in the one xdist worker that runs all such modules")
+
+
+def _tree(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+@functools.cache
+def shares_host(path: Path) -> bool:
+    """Whether a test module marks any test ``integration`` or ``host_state``.
+
+    Read from the source: xdist's controller, which schedules the tests, sees
+    only node ids, never the items and their marks.
+    """
+    tree = _tree(path)
+    return tree is not None and any(
+        isinstance(n, ast.Attribute) and n.attr in (INTEGRATION_MARK, HOST_STATE_MARK)
+        and isinstance(n.value, ast.Attribute) and n.value.attr == "mark"
+        for n in ast.walk(tree))
+
+
+@functools.cache
+def has_wide_fixtures(path: Path) -> bool:
+    """Whether a test module declares a fixture wider than one test (``scope=...``)."""
+    tree = _tree(path)
+    return tree is None or any(
+        isinstance(n, ast.keyword) and n.arg == "scope"
+        and not (isinstance(n.value, ast.Constant) and n.value.value == "function")
+        for n in ast.walk(tree))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``, refined: the work units the workers are handed.
+
+    All modules that share the host are one unit; a module with a fixture shared
+    by several of its tests is one unit (the fixture is built once); every other
+    test is a unit of its own, so the long ones spread over the workers.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class HostModulesAsOneUnit(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if shares_host(config.rootpath / module):
+                return HOST_GROUP
+            return module if has_wide_fixtures(config.rootpath / module) else nodeid
+
+    return HostModulesAsOneUnit(config, log)
+
+
+#: Tests that take minutes on a two-core machine (shipped scenarios run with every
+#: invariant checked at every tick; a fresh clone's ``make demo``): started right after
+#: the host's modules, so that no worker is left running one of them alone at the end.
+LONG_TESTS = ("tests/test_sim.py::test_shipped_scenarios_run", "tests/ui/test_make_demo.py::")
+
+
+def _start_order(item: pytest.Item) -> int:
+    if shares_host(item.path):
+        return 0
+    return 1 if item.nodeid.startswith(LONG_TESTS) else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the host's modules first, then the long tests.
+
+    Every worker sorts alike, as their collections must match; with
+    ``--no-loadscope-reorder`` the scheduler hands out the units in this order.
+    """
+    if hasattr(config, "workerinput"):
+        items.sort(key=_start_order)
 
 
 # -- shared builders ------------------------------------------------------------------
