@@ -185,7 +185,7 @@ def hold_to_cap(vm: VmState, n_frames: int, selection: str, rng: np.random.Gener
 def zip_to_swap(vm: VmState, ppns: np.ndarray) -> None:
     """Move compressed pages to the swap file (cache eviction)."""
     vm.swapfile.store(ppns, vm.zip.take(ppns))
-    vm.pmap.state[ppns] = Backing.SWAPPED
+    vm.pmap.set_state(ppns, Backing.SWAPPED)
     vm.zip.counters.evicted += int(ppns.size)
     vm.zip.fit_frames(vm.frames, vm.vm_id)
 
@@ -211,13 +211,21 @@ def make_room(vms: Sequence[VmState], frames: MachineMemory, rng: np.random.Gene
                 need = want - frames.n_free
                 if need <= 0:
                     return
-                victims = np.flatnonzero(vm.pmap.state == state)
-                if vm is requester and busy_ppns is not None and victims.size:
+                if vm is requester and busy_ppns is not None and busy_ppns.size:
+                    victims = np.flatnonzero(vm.pmap.state == state)
                     victims = victims[~np.isin(victims, busy_ppns)]
-                if victims.size == 0:
-                    break
-                victims = victims[np.sort(rng.choice(
-                    victims.size, min(need, victims.size), replace=False))]
+                    if victims.size == 0:
+                        break
+                    victims = victims[np.sort(rng.choice(
+                        victims.size, min(need, victims.size), replace=False))]
+                else:
+                    # The same draw over the kept count, and only the pages drawn
+                    # looked up: no list of every page in the state.
+                    n_in_state = vm.pmap.count(state)
+                    if n_in_state == 0:
+                        break
+                    victims = vm.pmap.pages_at_ranks(state, np.sort(rng.choice(
+                        n_in_state, min(need, n_in_state), replace=False)))
                 split_before = vm.counters.large_pages_broken
                 swap_pages(vm, victims)
                 vm.counters.emergency_swaps += int(victims.size)
