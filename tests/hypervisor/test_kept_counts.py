@@ -114,3 +114,16 @@ def test_pages_at_ranks_is_flatnonzero_indexed():
         ranks = np.sort(rng.choice(every.size, min(50, every.size), replace=False))
         assert pmap.pages_at_ranks(state, ranks).tolist() == every[ranks].tolist()
     assert pmap.counts.tolist() == pmap.recount().tolist()
+
+
+def test_pages_at_ranks_leaves_out_the_pages_to_skip():
+    pmap = Pmap(500)
+    rng = np.random.default_rng(5)
+    pmap.set_state(rng.choice(500, 200, replace=False), Backing.PRIVATE)
+    busy = np.unique(rng.integers(0, 500, 80))
+    every = np.flatnonzero(pmap.state == Backing.PRIVATE)
+    every = every[~np.isin(every, busy)]
+    skip = busy[pmap.state[busy] == Backing.PRIVATE]
+    ranks = np.sort(rng.choice(every.size, 40, replace=False))
+    got = pmap.pages_at_ranks(Backing.PRIVATE, ranks, skip)
+    assert got.tolist() == every[ranks].tolist()

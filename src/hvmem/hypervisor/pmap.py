@@ -58,6 +58,7 @@ class Backing(IntEnum):
 STATE_PRIVATE = np.uint8(Backing.PRIVATE)
 STATE_SHARED = np.uint8(Backing.SHARED)
 N_STATES = len(Backing)
+_NO_PAGES = np.zeros(0, dtype=np.int64)
 
 
 class Pmap:
@@ -112,13 +113,15 @@ class Pmap:
         """Pages per state, counted over the whole map (what ``counts`` must equal)."""
         return counts_of(self.state, N_STATES)
 
-    def pages_at_ranks(self, state: Backing, ranks: np.ndarray) -> np.ndarray:
+    def pages_at_ranks(self, state: Backing, ranks: np.ndarray,
+                       skip: np.ndarray = _NO_PAGES) -> np.ndarray:
         """The pages in ``state`` at ascending ``ranks`` in PPN order, without listing all.
 
-        Equals ``np.flatnonzero(self.state == state)[ranks]``; the scan stops
-        at the last rank asked for.
+        Equals ``np.flatnonzero(self.state == state)[ranks]`` with the pages of
+        ``skip`` (ascending, distinct) left out of the list first; the scan
+        stops at the last rank asked for.
         """
-        return _pages_at_ranks(self.state, np.uint8(state), ranks)
+        return _pages_at_ranks(self.state, np.uint8(state), ranks, skip)
 
     def check_invariants(self) -> None:
         """Raise :class:`InvariantViolation` if states, MPNs and counts disagree."""
@@ -136,16 +139,24 @@ class Pmap:
 
 
 @njit(cache=True, nogil=True)
-def _pages_at_ranks(state, value, ranks):
-    """``np.flatnonzero(state == value)[ranks]`` for ascending ``ranks``, in one partial scan."""
+def _pages_at_ranks(state, value, ranks, skip):
+    """``flatnonzero(state == value)`` without ``skip`` (ascending), at ascending ``ranks``.
+
+    One partial scan, ending at the last rank.
+    """
     out = np.empty(ranks.size, dtype=np.int64)
     if ranks.size == 0:
         return out
     k = 0
     seen = 0
     want = ranks[0]
+    j = 0  # the next page of ``skip`` not behind the scan
     for p in range(state.size):
         if state[p] == value:
+            while j < skip.size and skip[j] < p:
+                j += 1
+            if j < skip.size and skip[j] == p:
+                continue
             while seen == want:
                 out[k] = p
                 k += 1

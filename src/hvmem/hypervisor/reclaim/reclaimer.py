@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hvmem.core.sets import sorted_unique
 from hvmem.errors import OutOfMemoryError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hypervisor.large_pages import break_covering, hashed_pages
@@ -211,21 +212,18 @@ def make_room(vms: Sequence[VmState], frames: MachineMemory, rng: np.random.Gene
                 need = want - frames.n_free
                 if need <= 0:
                     return
+                # A draw of ranks among the VM's pages in the state (the kept
+                # count, less the requester's busy pages), and only the pages
+                # drawn looked up: no list of every page in the state.
+                skip = np.zeros(0, dtype=np.int64)
                 if vm is requester and busy_ppns is not None and busy_ppns.size:
-                    victims = np.flatnonzero(vm.pmap.state == state)
-                    victims = victims[~np.isin(victims, busy_ppns)]
-                    if victims.size == 0:
-                        break
-                    victims = victims[np.sort(rng.choice(
-                        victims.size, min(need, victims.size), replace=False))]
-                else:
-                    # The same draw over the kept count, and only the pages drawn
-                    # looked up: no list of every page in the state.
-                    n_in_state = vm.pmap.count(state)
-                    if n_in_state == 0:
-                        break
-                    victims = vm.pmap.pages_at_ranks(state, np.sort(rng.choice(
-                        n_in_state, min(need, n_in_state), replace=False)))
+                    skip = sorted_unique(busy_ppns.astype(np.int64, copy=False))
+                    skip = skip[vm.pmap.state[skip] == state]
+                n_in_state = vm.pmap.count(state) - skip.size
+                if n_in_state == 0:
+                    break
+                victims = vm.pmap.pages_at_ranks(state, np.sort(rng.choice(
+                    n_in_state, min(need, n_in_state), replace=False)), skip)
                 split_before = vm.counters.large_pages_broken
                 swap_pages(vm, victims)
                 vm.counters.emergency_swaps += int(victims.size)
