@@ -56,7 +56,17 @@ from hvmem.hypervisor.vm_state import EMERGENCY_SLACK_FRAMES, LARGE_PAGE_SHIFT, 
 
 def choose_victims(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator
                    ) -> np.ndarray:
-    """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru"."""
+    """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru".
+
+    Random victims are the random policy's draw over the kept count of private
+    pages, and only the pages drawn are looked up (``Pmap.pages_at_ranks``):
+    the same pages, without a list of every private page.
+    """
+    if selection == "random" and n_pages > 0:
+        n_private = vm.pmap.count(Backing.PRIVATE)
+        if n_pages < n_private:
+            ranks = np.sort(rng.choice(n_private, n_pages, replace=False))
+            return vm.pmap.pages_at_ranks(Backing.PRIVATE, ranks)
     return swap_victims(n_pages, selection, vm.pmap.state, vm.last_touch_stamp, rng)
 
 
