@@ -12,9 +12,11 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
+from hvmem import bench
 from hvmem.ui.cli import app
 
 SCAN_PAGES = 65_536  # a 128th of the benchmark's sharing scan; swapping scales with it
@@ -43,6 +45,21 @@ def test_bench_host_for_one_simulated_minute():
     assert scenario["vms"] == 32
     assert scenario["simulated_s"] == 60.0
     assert all(math.isfinite(scenario[k]) and scenario[k] > 0 for k in ("setup_s", "run_s"))
+    # A minute never reaches the pressure window (simulated 300-420 s).
+    assert result["pressure_window_sim_seconds_per_wall_second"] is None
+
+
+def test_the_pressure_window_is_timed_from_the_ticks_that_reach_its_edges(monkeypatch):
+    clock = iter([10.0, 14.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    window = bench.PressureWindow((300.0, 420.0))
+    sim = SimpleNamespace(result=SimpleNamespace(ticks_done=0),
+                          scenario=SimpleNamespace(tick_ns=60 * 10**9))
+    for ticks in range(1, 9):  # minutes 1..8: the edges are reached after 5 and 7
+        sim.result.ticks_done = ticks
+        window.on_tick(sim)
+    assert window.sim_seconds_per_wall_second() == 120.0 / 4.0
+    assert bench.PressureWindow().sim_seconds_per_wall_second() is None
 
 
 def test_bench_host_rejects_a_scan_it_cannot_split_over_its_vms():

@@ -85,7 +85,7 @@ def fault_in(kernel: KernelState, proc: Process, vpns: np.ndarray) -> np.ndarray
     c.major_faults += int((~minor).sum())
     c.time_ns += ppns.size * kernel.costs.guest_fault_ns
     c.time_ns += kernel.memory.write_pages(ppns, contents)
-    kernel.kind[ppns[kinds_file]] = PageKind.FILE
+    kernel.set_kind(ppns[kinds_file], PageKind.FILE)
     kernel.proc[ppns] = proc.index
     kernel.vpn[ppns] = wanted
     kernel.replacement.reset(ppns, kernel.now_stamp)

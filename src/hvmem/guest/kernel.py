@@ -34,8 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from hvmem.core.counted import counts_of
 from hvmem.errors import ConfigError, InvariantViolation
 from hvmem.guest import access, fault, process, reclaim
 from hvmem.guest.address_space import AddressSpace
@@ -65,15 +65,6 @@ class AccessResult:
     major_faults: int
     dropped: int  # entries dropped (invalid or out of memory)
     dropped_mask: np.ndarray | None = None  # per batch entry, whether it was dropped
-
-
-@njit(cache=True, nogil=True)
-def _count_kind(kinds, kind):
-    """Entries of ``kinds`` equal to ``kind`` (one pass, no temporary)."""
-    n = 0
-    for i in range(kinds.size):
-        n += kinds[i] == kind
-    return n
 
 
 class GuestKernel(KernelState):
@@ -126,7 +117,7 @@ class GuestKernel(KernelState):
         """
         n_pages = min(n_pages, self.allocator.n_free)
         ppns = self.allocator.alloc(n_pages)
-        self.kind[ppns] = PageKind.KERNEL
+        self.set_kind(ppns, PageKind.KERNEL)
         key = np.uint64(self.rng.integers(1, 1 << 62)) << np.uint64(8)
         tokens = (key ^ (ppns.astype(np.uint64) << np.uint64(9))) | np.uint64(0xFF)
         self.memory.write_pages(ppns, tokens)
@@ -204,8 +195,8 @@ class GuestKernel(KernelState):
 
     # -- reports -----------------------------------------------------------------------
     def count(self, kind: PageKind) -> int:
-        """Pages of ``kind``."""
-        return int(_count_kind(self.kind, np.uint8(kind)))
+        """Pages of ``kind`` (kept at each change of kind, not counted)."""
+        return int(self.kind_counts[kind])
 
     def stats(self) -> GuestMemoryStats:
         """What the guest would put on the balloon's stats queue."""
@@ -253,5 +244,9 @@ class GuestKernel(KernelState):
             raise InvariantViolation(
                 f"guest: {held.size} swap entries but {self.swap.n_used} slots in use"
             )
+        recount = counts_of(self.kind, len(PageKind))
+        if not np.array_equal(recount, self.kind_counts):
+            raise InvariantViolation(f"guest: kept counts per page kind "
+                                     f"{self.kind_counts.tolist()}, recounted {recount.tolist()}")
         if not np.array_equal(np.sort(held), np.flatnonzero(self.swap.used)):
             raise InvariantViolation("guest: swap entries and the slots in use disagree")

@@ -6,7 +6,10 @@ A guest OS owns its "physical" memory (PPNs) and decides everything about it;
 the hypervisor sees only which guest-physical pages are touched. Per PPN the
 kernel keeps (arrays, never an object per page)::
 
-    kind[ppn]        what the page is used for (``pages.PageKind``)
+    kind[ppn]        what the page is used for (``pages.PageKind``); how many
+                     pages are of each kind is kept beside it (``kind_counts``,
+                     ``core/counted.py``): every change of kind goes through
+                     ``set_kind``
     proc[ppn]/vpn[ppn]   the process and virtual page that map it (reverse map;
                      meaningful while the page is ANON or FILE)
     dirty[ppn]       no clean copy on disk (written since loaded, or read back from swap)
@@ -40,9 +43,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hvmem.core.counted import assign_counted, counts_of
 from hvmem.core.stamps import StampClock
 from hvmem.guest.allocator import PageAllocator
 from hvmem.guest.config import GuestConfig
+from hvmem.guest.pages import PageKind
 from hvmem.guest.process import Process
 from hvmem.guest.swap import SwapDevice
 from hvmem.hardware.guest_memory import GuestPhysicalMemory
@@ -104,6 +109,16 @@ class KernelState:
     #: back (the balloon driver's deflate-on-oom hook).
     oom_notifier: Callable[[int], int] | None = None
     processes: list[Process] = field(default_factory=list)
+    # Pages of each kind, kept by set_kind (counted from ``kind`` when built).
+    kind_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        self.kind_counts = counts_of(self.kind, len(PageKind))
+
+    def set_kind(self, ppns: np.ndarray, kind: PageKind) -> None:
+        """Make ``ppns`` (indices) pages of ``kind``, the kept counts with them."""
+        if ppns.size:
+            assign_counted(self.kind, self.kind_counts, ppns, np.uint8(kind))
 
     @property
     def now_ns(self) -> int:

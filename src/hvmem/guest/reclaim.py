@@ -64,7 +64,7 @@ def alloc_table_page(kernel: KernelState) -> int:
     if kernel.allocator.n_free == 0:
         raise OutOfMemoryError("guest out of memory: no page left for a page table")
     ppn = kernel.allocator.alloc_one()
-    kernel.kind[ppn] = PageKind.TABLE
+    kernel.set_kind(np.array([ppn]), PageKind.TABLE)
     kernel.counters.time_ns += kernel.memory.write_pages(np.array([ppn]),
                                                          np.zeros(1, np.uint64))
     return ppn
@@ -85,13 +85,13 @@ def alloc_pages(kernel: KernelState, n: int, kind: PageKind,
         kernel.oom_notifier(n + reserve - kernel.allocator.n_free)
     got = max(0, min(n, kernel.allocator.n_free - reserve))
     ppns = kernel.allocator.alloc(got)
-    kernel.kind[ppns] = kind
+    kernel.set_kind(ppns, kind)
     return ppns
 
 
 def free_pages(kernel: KernelState, ppns: np.ndarray) -> None:
     """Return pages to the free list; they keep their contents (and host backing)."""
-    kernel.kind[ppns] = PageKind.FREE  # proc and vpn no longer mean anything
+    kernel.set_kind(ppns, PageKind.FREE)  # proc and vpn no longer mean anything
     kernel.replacement.invalidate(ppns)
     kernel.dirty[ppns] = False
     kernel.allocator.free(ppns)

@@ -39,6 +39,7 @@ from hvmem.hypervisor.vm_state import VmState
 _NO_TOKENS = np.zeros(0, dtype=np.uint64)
 _NO_SLOTS = np.zeros(0, dtype=np.int32)
 _NO_TOUCHED = np.zeros(0, dtype=np.bool_)
+_NO_STAMPS = np.zeros(0, dtype=np.int32)  # touch stamps not kept (no LRU swap selection)
 
 
 def read_pages(vm: VmState, ppns: np.ndarray, for_swap_out: bool = False
@@ -124,8 +125,9 @@ def _bus_touch(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool) -
         slot_of_ppn, touched = sampler.slot_of_ppn, sampler.touched
     else:
         slot_of_ppn, touched = _NO_SLOTS, _NO_TOUCHED
+    stamps = vm.last_touch_stamp if vm.services.touch_stamps else _NO_STAMPS
     _bus_touch_kernel(ppns, tokens, store, vm.pmap.mpn, vm.frames.content,
-                      vm.last_touch_stamp, vm.clock.stamp, slot_of_ppn, touched)
+                      stamps, vm.clock.stamp, slot_of_ppn, touched)
 
 
 @njit(cache=True, nogil=True)
@@ -149,13 +151,18 @@ def _bus_check(ppns, state):
 @njit(cache=True, nogil=True)
 def _bus_touch_kernel(ppns, tokens, store, mpn, content, last_touch_stamp, stamp, slot_of_ppn,
                       touched):
-    """Backed pages touched over the bus: stores (in order), LRU stamps, sampled touches."""
+    """Backed pages touched over the bus: stores (in order), LRU stamps, sampled touches.
+
+    An empty ``last_touch_stamp`` stamps nothing (no LRU swap selection to read it).
+    """
     sampled = slot_of_ppn.size > 0
+    stamped = last_touch_stamp.size > 0
     for i in range(ppns.size):
         p = ppns[i]
         if store:
             content[mpn[p]] = tokens[i]
-        last_touch_stamp[p] = stamp
+        if stamped:
+            last_touch_stamp[p] = stamp
         if sampled:
             slot = slot_of_ppn[p]
             if slot >= 0:

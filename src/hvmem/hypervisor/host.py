@@ -110,7 +110,9 @@ class Host:
                                      leave_shared=self._leave_shared,
                                      hold_to_cap=self.hold_to_cap, large_pages=large_pages)
         # How the host picks pages to swap ([host] swap_selection): random, as ESX.
-        self.swap_selection = "random"
+        # Set through the property, which keeps touch stamps only for LRU; a host
+        # built here keeps them until told its selection, so any may be asked for.
+        self._swap_selection = "random"
         self.costs = costs
         self.frames = MachineMemory(memory_pages)
         self.tables = TableStore(memory_pages, "machine")  # nested and shadow tables
@@ -146,6 +148,18 @@ class Host:
     @large_page_breaking.setter
     def large_page_breaking(self, value: str) -> None:
         self.services.large_page_breaking = value
+
+    @property
+    def swap_selection(self) -> str:
+        """How the host picks pages to swap: "random" (as ESX) or "lru"."""
+        return self._swap_selection
+
+    @swap_selection.setter
+    def swap_selection(self, value: str) -> None:
+        # Only LRU reads the touch stamps: under any other selection the VMs stop
+        # writing them (the stamp store was a scattered write per touched page).
+        self._swap_selection = value
+        self.services.touch_stamps = value == "lru"
 
     @property
     def now_ns(self) -> int:

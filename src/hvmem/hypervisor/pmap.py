@@ -15,8 +15,18 @@ The pmap is a struct of arrays indexed by PPN::
 Only PRIVATE and SHARED pages have a machine page; only PRIVATE ones may be
 written without a copy (a write to a SHARED page breaks the sharing first).
 
+Beside the arrays the pmap keeps how many pages are in each state
+(``counts``, ``core/counted.py``), updated at every transition: the host asks for them many times
+a tick (which VM consumes the most when ``make_room`` must swap at once, how
+much a capped VM holds at each fault), and a count over the whole array each
+time cost as much as the rest of a tick under pressure. Every state change
+therefore goes through :meth:`Pmap.set_state`, :meth:`Pmap.back`,
+:meth:`Pmap.unback` or, for pages a Numba kernel moved from PRIVATE to SHARED,
+:meth:`Pmap.moved`; ``check_invariants`` compares the counts with a recount.
+
 Invariants: ``mpn >= 0`` exactly where state is PRIVATE or SHARED; no two PRIVATE
-pages, of any VM, have the same MPN (checked by the host).
+pages, of any VM, have the same MPN (checked by the host); ``counts[s]`` is the
+number of pages in state ``s``.
 
 References: Waldspurger, OSDI 2002, §2 and §7.
 """
@@ -26,7 +36,9 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
+from numba import njit
 
+from hvmem.core.counted import assign_counted, counts_of
 from hvmem.errors import InvariantViolation
 from hvmem.hardware.frames import index_dtype
 
@@ -45,6 +57,8 @@ class Backing(IntEnum):
 #: The states as stored (``state`` is uint8), for the Numba kernels that compare them.
 STATE_PRIVATE = np.uint8(Backing.PRIVATE)
 STATE_SHARED = np.uint8(Backing.SHARED)
+N_STATES = len(Backing)
+_NO_PAGES = np.zeros(0, dtype=np.int64)
 
 
 class Pmap:
@@ -60,17 +74,31 @@ class Pmap:
         self.n_ppns = n_ppns
         self.state = np.zeros(n_ppns, dtype=np.uint8)
         self.mpn = np.full(n_ppns, -1, dtype=index_dtype(n_frames))
+        # Pages per state, kept at the transitions (module docs).
+        self.counts = np.zeros(N_STATES, dtype=np.int64)
+        self.counts[Backing.UNBACKED] = n_ppns
+
+    def set_state(self, ppns: np.ndarray, state: Backing) -> None:
+        """Put the distinct pages ``ppns`` (indices, not a mask) in ``state``."""
+        if ppns.size == 0:
+            return
+        assign_counted(self.state, self.counts, ppns, np.uint8(state))
+
+    def moved(self, n_pages: int, old: Backing, new: Backing) -> None:
+        """Count ``n_pages`` a kernel moved from ``old`` to ``new`` in ``state`` itself."""
+        self.counts[old] -= n_pages
+        self.counts[new] += n_pages
 
     def back(self, ppns: np.ndarray, mpns: np.ndarray, state: Backing = Backing.PRIVATE) -> None:
-        """Record that ``ppns`` are now backed by ``mpns``."""
+        """Record that the distinct ``ppns`` are now backed by ``mpns``."""
         self.mpn[ppns] = mpns
-        self.state[ppns] = state
+        self.set_state(ppns, state)
 
     def unback(self, ppns: np.ndarray, state: Backing = Backing.UNBACKED) -> np.ndarray:
-        """Drop the machine pages of ``ppns``; returns the MPNs they had."""
+        """Drop the machine pages of the distinct ``ppns``; returns the MPNs they had."""
         old = self.mpn[ppns].copy()
         self.mpn[ppns] = -1
-        self.state[ppns] = state
+        self.set_state(ppns, state)
         return old
 
     def backed(self) -> np.ndarray:
@@ -78,11 +106,25 @@ class Pmap:
         return np.flatnonzero(self.mpn >= 0)
 
     def count(self, state: Backing) -> int:
-        """Pages in ``state``."""
-        return int(np.count_nonzero(self.state == state))
+        """Pages in ``state`` (kept, not counted: see the module docs)."""
+        return int(self.counts[state])
+
+    def recount(self) -> np.ndarray:
+        """Pages per state, counted over the whole map (what ``counts`` must equal)."""
+        return counts_of(self.state, N_STATES)
+
+    def pages_at_ranks(self, state: Backing, ranks: np.ndarray,
+                       skip: np.ndarray = _NO_PAGES) -> np.ndarray:
+        """The pages in ``state`` at ascending ``ranks`` in PPN order, without listing all.
+
+        Equals ``np.flatnonzero(self.state == state)[ranks]`` with the pages of
+        ``skip`` (ascending, distinct) left out of the list first; the scan
+        stops at the last rank asked for.
+        """
+        return _pages_at_ranks(self.state, np.uint8(state), ranks, skip)
 
     def check_invariants(self) -> None:
-        """Raise :class:`InvariantViolation` if states and MPNs disagree."""
+        """Raise :class:`InvariantViolation` if states, MPNs and counts disagree."""
         has_mpn = self.mpn >= 0
         should = (self.state == Backing.PRIVATE) | (self.state == Backing.SHARED)
         if not np.array_equal(has_mpn, should):
@@ -90,3 +132,36 @@ class Pmap:
             raise InvariantViolation(
                 f"pmap: ppn {ppn} is {Backing(self.state[ppn]).name} with mpn {self.mpn[ppn]}"
             )
+        recount = self.recount()
+        if not np.array_equal(recount, self.counts):
+            raise InvariantViolation(f"pmap: kept counts per state {self.counts.tolist()}, "
+                                     f"recounted {recount.tolist()}")
+
+
+@njit(cache=True, nogil=True)
+def _pages_at_ranks(state, value, ranks, skip):
+    """``flatnonzero(state == value)`` without ``skip`` (ascending), at ascending ``ranks``.
+
+    One partial scan, ending at the last rank.
+    """
+    out = np.empty(ranks.size, dtype=np.int64)
+    if ranks.size == 0:
+        return out
+    k = 0
+    seen = 0
+    want = ranks[0]
+    j = 0  # the next page of ``skip`` not behind the scan
+    for p in range(state.size):
+        if state[p] == value:
+            while j < skip.size and skip[j] < p:
+                j += 1
+            if j < skip.size and skip[j] == p:
+                continue
+            while seen == want:
+                out[k] = p
+                k += 1
+                if k == ranks.size:
+                    return out
+                want = ranks[k]
+            seen += 1
+    return out[:k]

@@ -308,7 +308,8 @@ def sampling_trap(vm: VmState, ppns: np.ndarray) -> None:
     vm.counters.sampling_traps += int(ppns.size)
     # An exit and back: the frame is there, only its mapping is restored.
     vm.counters.fault_time_ns += ppns.size * vm.costs.vmexit_ns
-    vm.last_touch_stamp[ppns] = vm.clock.stamp
+    if vm.services.touch_stamps:
+        vm.last_touch_stamp[ppns] = vm.clock.stamp
     if vm.sampler is not None:
         vm.sampler.observe(ppns)
 
@@ -319,6 +320,7 @@ def observe_touches(vm: VmState, ppns: np.ndarray) -> None:
         armed = ppns[vm.paging.trap[ppns]]
         if armed.size:
             sampling_trap(vm, np.unique(armed))
-    vm.last_touch_stamp[ppns] = vm.clock.stamp
+    if vm.services.touch_stamps:
+        vm.last_touch_stamp[ppns] = vm.clock.stamp
     if vm.sampler is not None:
         vm.sampler.observe(ppns)

@@ -132,6 +132,10 @@ class HostServices:
     large_pages: bool = False
     # How large pages are broken by memory state: "off", "lazy" or "active".
     large_page_breaking: str = "off"
+    # Stamp touched pages (``VmState.last_touch_stamp``): only LRU swap selection
+    # reads the stamps, and under random selection they were a scattered store
+    # per touched page that nothing read (``Host.swap_selection`` sets it).
+    touch_stamps: bool = True
 
 
 @dataclass(slots=True)

@@ -81,7 +81,7 @@ def release(vm: VmState, ppns: np.ndarray, state: Backing = Backing.UNBACKED) ->
         vm.zip.fit_frames(vm.frames, vm.vm_id)
     others = ppns[(current != Backing.PRIVATE) & (current != Backing.SHARED)]
     old = vm.pmap.unback(backed, state)
-    vm.pmap.state[others] = state
+    vm.pmap.set_state(others, state)
     if backed.size:
         vm.paging.on_backing_changed(backed, np.ones(backed.size, dtype=bool))
         vm.frames.free(old)
@@ -150,9 +150,8 @@ class BalloonHost:
         deflated = self.device.take_deflated()
         if deflated.size:
             # Back to the guest: the next touch backs them like a first touch.
-            vm.pmap.state[deflated[vm.pmap.state[deflated] == Backing.BALLOONED]] = (
-                Backing.UNBACKED
-            )
+            vm.pmap.set_state(deflated[vm.pmap.state[deflated] == Backing.BALLOONED],
+                              Backing.UNBACKED)
             self.counters.deflated += int(deflated.size)
         reported = vm.release(self.device.take_reported(), Backing.UNBACKED)
         self.counters.reported_released += reported

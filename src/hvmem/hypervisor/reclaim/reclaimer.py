@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hvmem.core.sets import sorted_unique
 from hvmem.errors import OutOfMemoryError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hypervisor.large_pages import break_covering, hashed_pages
@@ -55,7 +56,17 @@ from hvmem.hypervisor.vm_state import EMERGENCY_SLACK_FRAMES, LARGE_PAGE_SHIFT, 
 
 def choose_victims(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator
                    ) -> np.ndarray:
-    """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru"."""
+    """Up to ``n_pages`` private pages to take away: "random" (as ESX) or "lru".
+
+    Random victims are the random policy's draw over the kept count of private
+    pages, and only the pages drawn are looked up (``Pmap.pages_at_ranks``):
+    the same pages, without a list of every private page.
+    """
+    if selection == "random" and n_pages > 0:
+        n_private = vm.pmap.count(Backing.PRIVATE)
+        if n_pages < n_private:
+            ranks = np.sort(rng.choice(n_private, n_pages, replace=False))
+            return vm.pmap.pages_at_ranks(Backing.PRIVATE, ranks)
     return swap_victims(n_pages, selection, vm.pmap.state, vm.last_touch_stamp, rng)
 
 
@@ -185,7 +196,7 @@ def hold_to_cap(vm: VmState, n_frames: int, selection: str, rng: np.random.Gener
 def zip_to_swap(vm: VmState, ppns: np.ndarray) -> None:
     """Move compressed pages to the swap file (cache eviction)."""
     vm.swapfile.store(ppns, vm.zip.take(ppns))
-    vm.pmap.state[ppns] = Backing.SWAPPED
+    vm.pmap.set_state(ppns, Backing.SWAPPED)
     vm.zip.counters.evicted += int(ppns.size)
     vm.zip.fit_frames(vm.frames, vm.vm_id)
 
@@ -211,13 +222,18 @@ def make_room(vms: Sequence[VmState], frames: MachineMemory, rng: np.random.Gene
                 need = want - frames.n_free
                 if need <= 0:
                     return
-                victims = np.flatnonzero(vm.pmap.state == state)
-                if vm is requester and busy_ppns is not None and victims.size:
-                    victims = victims[~np.isin(victims, busy_ppns)]
-                if victims.size == 0:
+                # A draw of ranks among the VM's pages in the state (the kept
+                # count, less the requester's busy pages), and only the pages
+                # drawn looked up: no list of every page in the state.
+                skip = np.zeros(0, dtype=np.int64)
+                if vm is requester and busy_ppns is not None and busy_ppns.size:
+                    skip = sorted_unique(busy_ppns.astype(np.int64, copy=False))
+                    skip = skip[vm.pmap.state[skip] == state]
+                n_in_state = vm.pmap.count(state) - skip.size
+                if n_in_state == 0:
                     break
-                victims = victims[np.sort(rng.choice(
-                    victims.size, min(need, victims.size), replace=False))]
+                victims = vm.pmap.pages_at_ranks(state, np.sort(rng.choice(
+                    n_in_state, min(need, n_in_state), replace=False)), skip)
                 split_before = vm.counters.large_pages_broken
                 swap_pages(vm, victims)
                 vm.counters.emergency_swaps += int(victims.size)

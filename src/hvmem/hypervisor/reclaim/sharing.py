@@ -544,13 +544,14 @@ def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
             # A hint made before its frame became part of a large page can still
             # match: that large page is broken first, as its page now shares.
             break_covering(owner_vm, pages, "other")
-            owner_vm.pmap.state[pages] = Backing.SHARED
+            owner_vm.pmap.set_state(pages, Backing.SHARED)
             owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
     # This VM's pages that now map a shared frame (the kernel remapped them
     # in the pmap) give their own frame back.
     n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
     if n_joined == 0:
         return 0
+    vm.pmap.moved(n_joined, Backing.PRIVATE, Backing.SHARED)  # the kernel's remapping
     # Used before any other scan can reuse the work arrays: no copies.
     sharers, old = joined[:n_joined], old[:n_joined]
     vm.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
