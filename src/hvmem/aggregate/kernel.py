@@ -57,8 +57,9 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SCAN_POS, V_BAL_TARGET, V_BAL_MAX, V_BAL_ON, V_SWAP_TARGET, V_COMPRESS, V_BLOCKED,
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
- V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN) = range(35)
-N_VM = 35
+ V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC
+ ) = range(36)
+N_VM = 36
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -79,7 +80,10 @@ H_LOWER = 26  # 5 values: the state below s
 H_HIGHER = 31  # 5 values: the state above s
 H_SWAP_OK = 36  # 5 values: swapping allowed in s
 H_ZIP_OK = 41  # 5 values: compression allowed in s
-N_HOST = 46
+H_LP_ACTIVE = 46  # 5 values: large pages broken actively in s
+H_LP_LAZY = 51  # the profile breaks the large pages the scanner visits below HIGH's threshold
+H_LP_BREAK = 52  # pages a VM's active breaking splits a tick
+N_HOST = 53
 LOW_STATE = 4
 SHARING_RUN, SHARING_STOP, SHARING_UNMERGE = 0, 1, 2
 
@@ -235,26 +239,33 @@ def _unzip(m, vm, cnt, h, v, n):
 
 @njit(cache=True)
 def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
-    """``n`` frames for VM ``v``: from the free list, else swapped from the largest consumer."""
-    if n <= 0:
-        return
-    host[h, H_FREE] -= n
-    if host[h, H_FREE] < 0:
+    """``n`` frames for VM ``v`` off the host's free list (``make_room`` settles a debt)."""
+    if n > 0:
+        host[h, H_FREE] -= n
+
+
+@njit(cache=True)
+def make_room(m, vm, cnt, host, heat, rng, h, lru):
+    """Free frames short: swap the largest consumers' private pages until none is owed.
+
+    The synchronous swap behind ESX's LOW state (``Host.make_room``), run once a
+    VM's touches of the tick are served rather than at each frame.
+    """
+    n_v = m.shape[1]
+    for _ in range(n_v):
+        if host[h, H_FREE] >= 0:
+            break
         need = int(math.ceil(-host[h, H_FREE]))
-        n_v = m.shape[1]
-        for _ in range(n_v):
-            best, best_used = -1, 0.0
-            for u in range(n_v):
-                if vm[h, u, V_ON] > 0:
-                    used = _used_frames(m, vm, h, u)
-                    if used > best_used:
-                        best, best_used = u, used
-            if best < 0:
-                break
-            got = _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False)
-            need -= got
-            if need <= 0 or got == 0:
-                break
+        best, best_used = -1, 0.0
+        for u in range(n_v):
+            if vm[h, u, V_ON] > 0:
+                used = _used_frames(m, vm, h, u)
+                if used > best_used:
+                    best, best_used = u, used
+        if best < 0:
+            break
+        if _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False) == 0:
+            break
 
 
 @njit(cache=True)
@@ -364,7 +375,7 @@ def _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
 
 
 @njit(cache=True)
-def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
+def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t):
     """One tick of VM ``v``'s workload over its classes."""
     n_c = m.shape[2]
     rate = vm[h, v, V_SCAN_RATE]
@@ -380,7 +391,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             mass += m[h, v, c, s]
         if mass == 0:
             continue
-        t = np.zeros(N_STATES, np.int64)
+        t[:] = 0
         lo = slo[h, v, c]
         if lo >= 0.0:  # swept: the pages the cursor passes this tick
             if rate <= 0:
@@ -501,23 +512,37 @@ def swap_to_target(m, vm, cnt, host, heat, rng, h, v, refill, lru):
 
 
 @njit(cache=True)
-def _share(m, ck, vm, host, rng, h, v):
-    """The sharing scanner's pass over VM ``v`` this tick."""
+def _share(m, ck, vm, host, rng, h, v, scan, breaking):
+    """The sharing scanner's pass over VM ``v`` this tick, and large pages broken for it.
+
+    ``breaking``: 0 off (the scanner hashes large pages but shares none of
+    them), 1 lazy (it breaks the large pages it visits), 2 active (besides,
+    ``H_LP_BREAK`` pages of large pages are broken and offered at once)
+    [YB-STATES6][YB-LP6]. ``V_LARGE_FRAC`` is the share of the VM's pages
+    still in large pages.
+    """
     pages = vm[h, v, V_PAGES]
-    f = min(1.0, vm[h, v, V_SHARE_RATE] / pages) if pages > 0 else 0.0
-    if f <= 0.0:
+    if pages <= 0:
+        return
+    large = vm[h, v, V_LARGE_FRAC]
+    f = min(1.0, vm[h, v, V_SHARE_RATE] / pages) if scan else 0.0
+    offered = f * (1.0 - large)
+    broken = 0.0
+    if breaking >= 1:
+        broken += f * large
+    if breaking == 2:
+        broken += min(large - broken, host[h, H_LP_BREAK] / pages)
+    broken = min(broken, large)
+    vm[h, v, V_LARGE_FRAC] = large - broken
+    offered = min(1.0, offered + broken)
+    if offered <= 0.0:
         return
     for c in range(FIRST_CLASS, m.shape[2]):
         kind = ck[h, v, c]
-        if kind == 0:
-            k = binomial(rng, h, m[h, v, c, PRIV], f)
+        if kind == 0 or (kind == 1 and vm[h, v, V_SHARE_IMAGE] > 0):
+            k = binomial(rng, h, m[h, v, c, PRIV], offered)
             m[h, v, c, PRIV] -= k
-            m[h, v, c, ZERO] += k
-            host[h, H_FREE] += k
-        elif kind == 1 and vm[h, v, V_SHARE_IMAGE] > 0:
-            k = binomial(rng, h, m[h, v, c, PRIV], f)
-            m[h, v, c, PRIV] -= k
-            m[h, v, c, SHR] += k
+            m[h, v, c, ZERO if kind == 0 else SHR] += k
             host[h, H_FREE] += k
 
 
@@ -617,6 +642,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
     """One tick of every host in the batch (``poll``: the balloon drivers poll this tick)."""
     n_h, n_v = m.shape[0], m.shape[1]
     stall[:] = 0.0
+    t = np.zeros(N_STATES, np.int64)
     for h in range(n_h):
         host[h, H_WORSENED] = 0.0
         settle(m, vm, host, h)
@@ -629,11 +655,13 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
                 stall[h, v, S_BLOCKED] = tick_ns
                 continue
             _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
-                      lru)
+                      lru, t)
+            make_room(m, vm, cnt, host, heat, rng, h, lru)
         if poll:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
                     _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
+                    make_room(m, vm, cnt, host, heat, rng, h, lru)
         if host[h, H_SWAP_OK + state] > 0:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
@@ -641,12 +669,14 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
         for v in range(n_v):
             if vm[h, v, V_ON] > 0:
                 _sample(m, q, vm, host, rng, h, v)
-        sharing = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
-        if sharing and host[h, H_LARGE_PAGES] > 0:
-            # Host large pages share nothing until broken: below HIGH's threshold.
-            sharing = (state > 0 or host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB])
-        if sharing:
+        scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
+        breaking = 0
+        if host[h, H_LP_ACTIVE + state] > 0:
+            breaking = 2
+        elif host[h, H_LP_LAZY] > 0 and host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB]:
+            breaking = 1
+        if host[h, H_SHARE_ON] > 0:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
-                    _share(m, ck, vm, host, rng, h, v)
+                    _share(m, ck, vm, host, rng, h, v, scan, breaking)
         settle(m, vm, host, h)

@@ -30,6 +30,7 @@ from hvmem.aggregate import kernel as k
 from hvmem.aggregate.classes import WorkloadClasses, workload_classes
 from hvmem.core.rng import RngStreams
 from hvmem.guest.reclaim import linux_watermarks_pages
+from hvmem.hypervisor.large_pages import LARGE_PAGE_BREAKS_PER_S
 from hvmem.hypervisor.reclaim.sharing import default_scan_rate_pages_per_s
 from hvmem.hypervisor.sampling import PROFILE_SAMPLING
 from hvmem.policy.minfree import thresholds as make_thresholds
@@ -37,6 +38,8 @@ from hvmem.policy.state_tracker import DEFAULT_EXIT_MARGIN_FRAC
 from hvmem.policy.states import ExitRule, MemState, actions, get_profile
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import NS_PER_S, PAGE_SHIFT, pages_to_mib
+
+LARGE_PAGE_PAGES = 512  # 4 KiB pages in a 2 MiB large page
 
 
 class VmSlot:
@@ -141,6 +144,9 @@ class HostBatch:
             act = actions(s, hc.profile)
             host[k.H_SWAP_OK + i] = float(act.swap)
             host[k.H_ZIP_OK + i] = float(act.compress)
+            host[k.H_LP_ACTIVE + i] = float(act.break_large_pages)
+        host[k.H_LP_LAZY] = float(get_profile(hc.profile).breaks_large_pages)
+        host[k.H_LP_BREAK] = LARGE_PAGE_BREAKS_PER_S * LARGE_PAGE_PAGES * sc.tick_ns / NS_PER_S
 
     def power_on(self, h: int, v: int, now_ns: int) -> None:
         """VM slot ``v`` of host ``h`` boots: its kernel's memory backed, the rest free."""
@@ -169,6 +175,7 @@ class HostBatch:
         vm[k.V_CACHE_MAX] = int(n * sc.host.compression.max_frac)
         vm[k.V_SAMPLE_N] = min(sc.host.sampling.sample_pages, n)
         vm[k.V_SAMPLE_LEFT] = self.host[h, k.H_SAMPLE_TICKS]
+        vm[k.V_LARGE_FRAC] = self.host[h, k.H_LARGE_PAGES]  # backed by large pages at first
         self.m[h, v, k.FREE_ROW, k.NEVER] = n - kernel_pages
         self.host[h, k.H_FREE] -= kernel_pages
         slot.phase = -1

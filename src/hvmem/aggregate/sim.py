@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.backend import AggregateBackend
 from hvmem.aggregate.model import HostBatch
@@ -67,7 +69,7 @@ class AggregateSimulation:
         self.result = RunResult(scenario)
         self.schedule = EventSchedule(scenario)
         self._poll = Period(POLL_PERIOD_NS)
-        self._last = {}
+        self._last_cnt = np.zeros_like(self.batch.cnt[0])
 
     @property
     def state(self) -> MemState:
@@ -114,7 +116,7 @@ class AggregateSimulation:
             return
         b.slots[0][v].config = cfg
         b.power_on(0, v, self.now_ns)
-        self._last[v] = b.cnt[0, v].copy()
+        self._last_cnt[v] = b.cnt[0, v]
         self.event("power_on", cfg.name, f"{cfg.memory_bytes / MIB:.0f} MiB")
 
     def _run_event(self, event: EventConfig) -> None:
@@ -163,59 +165,74 @@ class AggregateSimulation:
         self._rows(now, tick_ns)
 
     def _rows(self, now_ns: int, tick_ns: int) -> None:
+        """The tick's host row and VM rows, computed as arrays over the running VMs."""
         b, h = self.batch, 0
         tick_s = tick_ns / NS_PER_S
         now_s = ns_to_s(now_ns)
         host = b.host[h]
         mib = 1.0 / k.PAGES_PER_MIB
         self.result.host_rows.append({
-            "time_s": now_s, "tick_s": tick_s, "total_mib": host[k.H_TOTAL] * mib,
-            "free_mib": host[k.H_FREE] * mib, "minfree_mib": self.thresholds.minfree_mib,
+            "time_s": now_s, "tick_s": tick_s, "total_mib": float(host[k.H_TOTAL] * mib),
+            "free_mib": float(host[k.H_FREE] * mib), "minfree_mib": self.thresholds.minfree_mib,
             "state": MemState(int(host[k.H_STATE])).label,
         })
-        for name, v in self.vms.items():
-            m, vm, cnt = b.m[h, v], b.vm[h, v], b.cnt[h, v]
-            last = self._last[v]
-            d = (cnt - last) * mib / tick_s
-            plan = b.slots[h][v].plan
-            stall_ns = b.stall[h, v]
-            stall = float(stall_ns.sum())
-            lost_frac = 1.0 if stall <= tick_ns else tick_ns / stall
-            pages = vm[k.V_PAGES]
-            priv = vm[k.V_KERNEL] + m[:, k.PRIV].sum()
-            touched = max(vm[k.V_RUNNING], vm[k.V_LAST_FRAC])
-            self.result.vm_rows.append({
-                "time_s": now_s, "tick_s": tick_s, "vm": name,
-                "MEMSZ": pages * mib,
-                "GRANT": (priv + vm[k.V_SHARED]) * mib,
-                "SZTGT": plan.target_mib if plan else pages * mib,
-                "TCHD": round(touched * pages) * mib,
-                "ACTV": round(b.active_frac(h, v) * pages) * mib,
-                "ACTVS": round(vm[k.V_SLOW] * pages) * mib,
-                "ACTVF": round(vm[k.V_FAST] * pages) * mib,
-                "ACTVN": round(b.current_frac(h, v) * pages) * mib,
-                "MCTLSZ": m[k.BALLOON_ROW, k.BALL] * mib,
-                "MCTLTGT": int(vm[k.V_BAL_TARGET]) * mib,
-                "MCTLMAX": vm[k.V_BAL_MAX] * mib,
-                "SWCUR": m[:, k.SWP].sum() * mib,
-                "SWTGT": plan.swap_target_mib if plan else 0.0,
-                "SWR/s": d[k.K_SWAP_IN], "SWW/s": d[k.K_SWAP_OUT],
-                "ZIP/s": d[k.K_ZIP], "UNZIP/s": d[k.K_UNZIP],
-                "CACHEUSD": vm[k.V_CACHE_FRAMES] * mib,
-                "ZIPPED": m[:, k.ZIP].sum() * mib,
-                "SHRD": vm[k.V_SHARED] * mib,
-                "ZERO": vm[k.V_ZERO_SHARED] * mib,
-                "SHRDSVD": vm[k.V_SAVED] * mib,
-                "LPAGE": 0.0,
-                "guest_free_mib": m[k.FREE_ROW].sum() * mib,
-                "guest_swap_mib": m[:, k.GSWP].sum() * mib,
-                "guest_swap_in_mib_s": d[k.K_GSWAP_IN],
-                "guest_swap_out_mib_s": d[k.K_GSWAP_OUT],
-                "throughput": max(0.0, 1.0 - stall / tick_ns),
-                "slowdown": (tick_ns + stall) / tick_ns,
-                **{f"stall_{cause}_s": stall_ns[i] / NS_PER_S * lost_frac
-                   for i, cause in enumerate(STALL_CAUSES)},
-                "psi_some_frac": min(1.0, (cnt[k.K_RECLAIM_STALL_NS]
-                                           - last[k.K_RECLAIM_STALL_NS]) / tick_ns),
-            })
-            last[:] = cnt
+        running = self.vms
+        if not running:
+            return
+        idx = np.fromiter(running.values(), np.int64)
+        m, vm, cnt = b.m[h, idx], b.vm[h, idx], b.cnt[h, idx]
+        last = self._last_cnt[idx]
+        d = (cnt - last) * (mib / tick_s)
+        by_state = m.sum(axis=1)  # [VM, state]
+        stall_ns = b.stall[h, idx]
+        stall = stall_ns.sum(axis=1)
+        lost_frac = np.where(stall <= tick_ns, 1.0, tick_ns / np.maximum(stall, 1.0))
+        pages = vm[:, k.V_PAGES]
+        fast_gain, floor = host[k.H_FAST_GAIN], host[k.H_FLOOR]
+        current = vm[:, k.V_FAST] + fast_gain * (vm[:, k.V_RUNNING] - vm[:, k.V_FAST])
+        active = np.maximum.reduce([vm[:, k.V_SLOW], vm[:, k.V_FAST], current,
+                                    np.full(idx.size, floor)])
+        touched = np.maximum(vm[:, k.V_RUNNING], vm[:, k.V_LAST_FRAC])
+        plans = [b.slots[h][v].plan for v in idx.tolist()]
+
+        def frac_mib(frac: np.ndarray) -> np.ndarray:
+            return np.round(frac * pages) * mib
+
+        n = idx.size
+        cols = {
+            "time_s": [now_s] * n, "tick_s": [tick_s] * n, "vm": list(running),
+            "MEMSZ": (pages * mib),
+            "GRANT": ((vm[:, k.V_KERNEL] + by_state[:, k.PRIV] + vm[:, k.V_SHARED]) * mib
+                      ),
+            "SZTGT": [float(p.target_mib) if p else float(x * mib)
+                      for p, x in zip(plans, pages.tolist(), strict=True)],
+            "TCHD": frac_mib(touched), "ACTV": frac_mib(active),
+            "ACTVS": frac_mib(vm[:, k.V_SLOW]), "ACTVF": frac_mib(vm[:, k.V_FAST]),
+            "ACTVN": frac_mib(current),
+            "MCTLSZ": (by_state[:, k.BALL] * mib),
+            "MCTLTGT": (np.floor(vm[:, k.V_BAL_TARGET]) * mib),
+            "MCTLMAX": (vm[:, k.V_BAL_MAX] * mib),
+            "SWCUR": (by_state[:, k.SWP] * mib),
+            "SWTGT": [float(p.swap_target_mib) if p else 0.0 for p in plans],
+            "SWR/s": d[:, k.K_SWAP_IN], "SWW/s": d[:, k.K_SWAP_OUT],
+            "ZIP/s": d[:, k.K_ZIP], "UNZIP/s": d[:, k.K_UNZIP],
+            "CACHEUSD": (vm[:, k.V_CACHE_FRAMES] * mib),
+            "ZIPPED": (by_state[:, k.ZIP] * mib),
+            "SHRD": (vm[:, k.V_SHARED] * mib),
+            "ZERO": (vm[:, k.V_ZERO_SHARED] * mib),
+            "SHRDSVD": (vm[:, k.V_SAVED] * mib),
+            "LPAGE": [0.0] * n,
+            "guest_free_mib": (m[:, k.FREE_ROW].sum(axis=1) * mib),
+            "guest_swap_mib": (by_state[:, k.GSWP] * mib),
+            "guest_swap_in_mib_s": d[:, k.K_GSWAP_IN],
+            "guest_swap_out_mib_s": d[:, k.K_GSWAP_OUT],
+            "throughput": np.maximum(0.0, 1.0 - stall / tick_ns),
+            "slowdown": ((tick_ns + stall) / tick_ns),
+            **{f"stall_{cause}_s": (stall_ns[:, i] / NS_PER_S * lost_frac)
+               for i, cause in enumerate(STALL_CAUSES)},
+            "psi_some_frac": np.minimum(1.0, (cnt[:, k.K_RECLAIM_STALL_NS]
+                                              - last[:, k.K_RECLAIM_STALL_NS]) / tick_ns
+                                        ),
+        }
+        self.result.vm_rows.append_columns(cols, n)
+        self._last_cnt[idx] = cnt
