@@ -207,8 +207,8 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
     if t <= 0:
         return 0
     z = 0
-    if compress:
-        room = vm[h, v, V_CACHE_MAX] - _zipped(m, h, v)
+    if compress:  # the cache's frames are capped (Mem.MemZipMaxPct), not its pages
+        room = (vm[h, v, V_CACHE_MAX] - vm[h, v, V_CACHE_FRAMES]) / vm[h, v, V_FRAME_FRAC]
         if room > 0:
             z = min(binomial(rng, h, t, vm[h, v, V_COMP_FRAC]), int(room))
     m[h, v, c, PRIV] -= t

@@ -38,6 +38,9 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+from hvmem.ui.aggregate_cli import FIDELITY_HELP, bench_fleet, with_fidelity  # noqa: E402
+
+bench_app.command("fleet")(bench_fleet)
 # Reports and figures of results (hvmem.ui.report_cli): report, plot.
 from hvmem.ui.report_cli import (  # noqa: E402
     plot_command,
@@ -224,6 +227,7 @@ def run(
         None
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
     check_invariants: Annotated[
         bool, typer.Option("--check-invariants", help="Check every invariant after each tick.")
@@ -259,6 +263,7 @@ def run(
     scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    scenario = with_fidelity(scenario, fidelity)
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
@@ -296,6 +301,7 @@ def compare(
         "esx,mom,proxmox,static"
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     report: Annotated[Path | None, typer.Option(
         help="Also write an HTML report of the runs side by side to this file.")] = None,
@@ -329,6 +335,7 @@ def compare(
     scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    scenario = with_fidelity(scenario, fidelity)
     check_run(scenario, str(file), force=force)
     from hvmem.ui.progress import tick_progress
 
@@ -363,6 +370,7 @@ def demo(
     report: Annotated[bool, typer.Option(
         help="Write RESULTS/report.html (hvmem report) and print its path.")] = True,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
 ) -> None:
     """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
@@ -380,8 +388,8 @@ def demo(
     from hvmem.scenarios import builtin_scenario_path
     from hvmem.ui.simulate import simulate
 
-    simulate(_console(), load_scenario(builtin_scenario_path("demo")), None, out, False,
-             no_live, force, report=report)
+    simulate(_console(), with_fidelity(load_scenario(builtin_scenario_path("demo")), fidelity),
+             None, out, False, no_live, force, report=report)
 
 
 @app.command()
@@ -529,7 +537,7 @@ def bench_host_command(
     The scenario (bench-32vm: 32 VMs of 4 GiB on a 64 GiB host for one
     simulated hour) gives sim_seconds_per_wall_second and peak_rss_mib.
     """
-    from hvmem.bench import bench_host, bench_scenario
+    from hvmem.bench import bench_aggregate, bench_host, bench_scenario
     from hvmem.scenarios import builtin_scenario_path
     from hvmem.units import parse_time_ns
 
@@ -550,6 +558,8 @@ def bench_host_command(
         result["sim_seconds_per_wall_second"] = run.pop("sim_seconds_per_wall_second")
         result["peak_rss_mib"] = run.pop("peak_rss_mib")
         result["scenario"] = run
+        result["aggregate_sim_seconds_per_wall_second"] = bench_aggregate(
+            scenario, duration_s)["sim_seconds_per_wall_second"]
     _print_bench(result, as_json)
 
 
