@@ -22,7 +22,7 @@ import numpy as np
 
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.backend import AggregateBackend
-from hvmem.aggregate.model import HostBatch
+from hvmem.aggregate.model import HostBatch, VmSlot
 from hvmem.core.period import Period
 from hvmem.errors import ConfigError
 from hvmem.guest.balloon_driver import POLL_PERIOD_NS
@@ -77,8 +77,13 @@ class AggregateSimulation:
         return MemState(int(self.batch.host[0, k.H_STATE]))
 
     @property
-    def vms(self) -> dict[str, int]:
-        """The running VMs by name (their slots)."""
+    def vms(self) -> dict[str, VmSlot]:
+        """The running VMs by name: configuration, latest plan (as ``SimVm`` has them)."""
+        slots = self.batch.slots[0]
+        return {n: slots[v] for n, v in self._running().items()}
+
+    def _running(self) -> dict[str, int]:
+        """The running VMs' slot indices by name."""
         b = self.batch
         return {n: v for v, n in enumerate(self.names) if b.vm[0, v, k.V_ON] > 0}
 
@@ -106,7 +111,7 @@ class AggregateSimulation:
     def _power_on(self, v: int) -> None:
         b = self.batch
         cfg = self.schedule.vm(self.names[v])
-        running = [b.slots[0][u].config for u in self.vms.values()]
+        running = [b.slots[0][u].config for u in self._running().values()]
         need = sum(c.reservation_bytes + c.overhead_bytes for c in running)
         need += cfg.reservation_bytes + cfg.overhead_bytes
         if need > self.scenario.host.memory_bytes:
@@ -126,10 +131,10 @@ class AggregateSimulation:
             part = schedule.set(path, value)
             if part == "policy" and hasattr(self.policy, "params"):
                 self.policy.params = schedule.policy.for_policy(self.policy.name).params
-            elif path[3:path.rindex(".")] in self.vms:
-                v = self.vms[path[3:path.rindex(".")]]
+            elif path[3:path.rindex(".")] in self._running():
+                v = self._running()[path[3:path.rindex(".")]]
                 b.slots[0][v].config = schedule.vm(self.names[v])
-        running = self.vms.get(event.vm or "")
+        running = self._running().get(event.vm or "")
         if event.power == "off" and running is not None:
             b.power_off(0, running)
             self.event("power_off", event.vm or "", "")
@@ -176,7 +181,7 @@ class AggregateSimulation:
             "free_mib": float(host[k.H_FREE] * mib), "minfree_mib": self.thresholds.minfree_mib,
             "state": MemState(int(host[k.H_STATE])).label,
         })
-        running = self.vms
+        running = self._running()
         if not running:
             return
         idx = np.fromiter(running.values(), np.int64)
