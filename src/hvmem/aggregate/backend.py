@@ -53,28 +53,34 @@ class AggregateBackend:
         b, h = self.batch, self.h
         now = self.clock()
         vms = []
-        for v in self.running():
+        running = self.running()
+        mib = 1.0 / k.PAGES_PER_MIB
+        by_state = b.m[h].sum(axis=1) * mib  # [VM, state], MiB: one pass for all VMs
+        free = (b.m[h, :, k.FREE_ROW].sum(axis=1) * mib).tolist()
+        vmv = b.vm[h]
+        consumed = ((vmv[:, k.V_KERNEL] + vmv[:, k.V_CACHE_FRAMES]) * mib
+                    + by_state[:, k.PRIV]).tolist()
+        balloon, swapped, zipped = (by_state[:, s].tolist() for s in (k.BALL, k.SWP, k.ZIP))
+        for v in running:
             cfg = b.slots[h][v].config
-            vm, m = b.vm[h, v], b.m[h, v]
-            mib = 1.0 / k.PAGES_PER_MIB
-            free = int(m[k.FREE_ROW].sum())
+            vm = vmv[v]
             vms.append(VmSample(
                 name=cfg.name, configured_mib=vm[k.V_PAGES] * mib, shares=cfg.shares,
-                consumed_mib=(vm[k.V_KERNEL] + m[:, k.PRIV].sum() + vm[k.V_CACHE_FRAMES]) * mib,
+                consumed_mib=consumed[v],
                 active_mib=round(b.active_frac(h, v) * vm[k.V_PAGES]) * mib,
                 balloon_max_mib=cfg.balloon_max_pages * mib,
                 reservation_mib=cfg.reservation_bytes / MIB,
                 limit_mib=None if cfg.limit_bytes is None else cfg.limit_bytes / MIB,
-                balloon_mib=m[k.BALLOON_ROW, k.BALL] * mib,
+                balloon_mib=balloon[v],
                 balloon_target_mib=int(vm[k.V_BAL_TARGET]) * mib,
                 balloon_stuck=False,
-                swapped_mib=m[:, k.SWP].sum() * mib,
-                compressed_mib=m[:, k.ZIP].sum() * mib,
-                shared_saved_mib=vm[k.V_SAVED] * mib,
+                swapped_mib=swapped[v],
+                compressed_mib=zipped[v],
+                shared_saved_mib=float(vm[k.V_SAVED]) * mib,
                 overhead_mib=cfg.overhead_bytes / MIB,
-                guest_free_mib=free * mib,
-                guest_available_mib=free * mib,
-                psi_some_frac=self._psi(v, now, b.cnt[h, v, k.K_RECLAIM_STALL_NS]),
+                guest_free_mib=free[v],
+                guest_available_mib=free[v],
+                psi_some_frac=self._psi(v, now, float(b.cnt[h, v, k.K_RECLAIM_STALL_NS])),
             ))
         host = b.host[h]
         sample = HostSample(
@@ -108,6 +114,7 @@ class AggregateBackend:
             b.slots[h][v].plan = plan
             vm[k.V_BAL_TARGET] = int(plan.balloon_target_mib * k.PAGES_PER_MIB)
             vm[k.V_SWAP_TARGET] = plan.swap_target_mib
+            vm[k.V_SZTGT], vm[k.V_SWTGT] = plan.target_mib, plan.swap_target_mib
             vm[k.V_COMPRESS] = float(plan.compress)
             vm[k.V_BLOCKED] = float(plan.blocked)
             vm[k.V_PLANNED] = 1.0

@@ -33,9 +33,8 @@ order:
   share folds into the fast and slow averages.
 * the host's free frames and memory state, with the tracker's hysteresis.
 
-Random numbers: a SplitMix64 stream per host (``core/mix.py``), so a host's
-run does not depend on the hosts it is batched with. Binomials of small mean
-by inversion, of large mean by the normal approximation, clipped to [0, n].
+Random numbers: a stream per host (``draws.py``), so a host's run does not
+depend on the hosts it is batched with.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hvmem.core.mix import splitmix64_next
+from hvmem.aggregate.draws import binomial, part, stochastic_round
 
 # Backing states of a mass.
 NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL = range(8)
@@ -57,9 +56,9 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SCAN_POS, V_BAL_TARGET, V_BAL_MAX, V_BAL_ON, V_SWAP_TARGET, V_COMPRESS, V_BLOCKED,
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
- V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC
- ) = range(36)
-N_VM = 36
+ V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
+ V_NCLASS, V_SZTGT, V_SWTGT) = range(39)
+N_VM = 39
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -97,65 +96,16 @@ SAMPLE_PAGES = 100
 
 
 @njit(cache=True, inline="always")
-def _uniform(rng, h):
-    s, z = splitmix64_next(rng[h])
-    rng[h] = s
-    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True)
-def binomial(rng, h, n, p):
-    """A Binomial(n, p) draw from host ``h``'s stream."""
-    if n <= 0 or p <= 0.0:
-        return 0
-    if p >= 1.0:
-        return n
-    flip = p > 0.5
-    q = 1.0 - p if flip else p
-    mean = n * q
-    if mean < 12.0:  # inversion: O(mean) steps
-        r = q / (1.0 - q)
-        prob = (1.0 - q) ** n
-        u = _uniform(rng, h)
-        k = 0
-        while u > prob and k < n:
-            u -= prob
-            prob *= r * (n - k) / (k + 1)
-            k += 1
-    else:
-        u1 = max(_uniform(rng, h), 1e-300)
-        u2 = _uniform(rng, h)
-        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-        k = int(math.floor(mean + z * math.sqrt(mean * (1.0 - q)) + 0.5))
-        k = min(max(k, 0), n)
-    return n - k if flip else k
-
-
-@njit(cache=True)
-def part(rng, h, left, ms, rest):
-    """Of ``left`` pages drawn from ``rest``, how many come from a part of ``ms`` of them.
-
-    A binomial draw kept within what the part holds and what the parts after
-    it can still give (the sequential form of a multivariate hypergeometric).
-    """
-    if ms >= rest:
-        return min(left, ms)
-    k = min(ms, binomial(rng, h, left, ms / rest))
-    return max(k, left - (rest - ms))
-
-
-@njit(cache=True)
-def stochastic_round(rng, h, x):
-    """``x`` as a whole number, rounded up with the chance of its fraction."""
-    f = math.floor(x)
-    return int(f) + (1 if _uniform(rng, h) < x - f else 0)
+def _nc(vm, h, v):
+    """Rows VM ``v`` uses (its classes; the rest of the axis is padding)."""
+    return int(vm[h, v, V_NCLASS])
 
 
 @njit(cache=True)
 def _used_frames(m, vm, h, v):
     """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
     used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
-    for c in range(m.shape[2]):
+    for c in range(_nc(vm, h, v)):
         used += m[h, v, c, PRIV]
     return used
 
@@ -168,7 +118,7 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     proportion, the guest's free list included) or LRU (the free list, then
     the coldest classes first).
     """
-    n_c = m.shape[2]
+    n_c = _nc(vm, h, v)
     total = 0
     for c in range(n_c):
         total += m[h, v, c, PRIV]
@@ -221,14 +171,6 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
 
 
 @njit(cache=True)
-def _zipped(m, h, v):
-    z = 0
-    for c in range(m.shape[2]):
-        z += m[h, v, c, ZIP]
-    return z
-
-
-@njit(cache=True)
 def _unzip(m, vm, cnt, h, v, n):
     """``n`` pages leave the compression cache (its frames shrink in proportion)."""
     if n <= 0:
@@ -277,11 +219,11 @@ def _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """
     room = int(vm[h, v, V_GSWAP_CAP])
     used = 0
-    for c in range(FIRST_CLASS, m.shape[2]):
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
         used += m[h, v, c, GSWP]
     n = min(n, room - used)
     freed = 0
-    for j in range(m.shape[2]):
+    for j in range(_nc(vm, h, v)):
         c = heat[h, v, j]
         if c < 0 or freed >= n:
             break
@@ -377,7 +319,7 @@ def _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
 @njit(cache=True)
 def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t):
     """One tick of VM ``v``'s workload over its classes."""
-    n_c = m.shape[2]
+    n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
     a = b = 0.0
     if rate > 0:
@@ -496,7 +438,7 @@ def swap_to_target(m, vm, cnt, host, heat, rng, h, v, refill, lru):
     most ``host[H_REFILL]`` a tick (``SimulatedBackend.swap_to_target``).
     """
     held = 0
-    for c in range(m.shape[2]):
+    for c in range(_nc(vm, h, v)):
         held += m[h, v, c, SWP] + m[h, v, c, ZIP]
     want = int(vm[h, v, V_SWAP_TARGET] * PAGES_PER_MIB) - held
     returned = cnt[h, v, K_SWAP_IN] + cnt[h, v, K_UNZIP]
@@ -537,7 +479,7 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     offered = min(1.0, offered + broken)
     if offered <= 0.0:
         return
-    for c in range(FIRST_CLASS, m.shape[2]):
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
         kind = ck[h, v, c]
         if kind == 0 or (kind == 1 and vm[h, v, V_SHARE_IMAGE] > 0):
             k = binomial(rng, h, m[h, v, c, PRIV], offered)
@@ -566,7 +508,7 @@ def settle(m, vm, host, h):
         used += _used_frames(m, vm, h, v)
         shr = 0
         zero = 0
-        for c in range(m.shape[2]):
+        for c in range(_nc(vm, h, v)):
             shr += m[h, v, c, SHR]
             zero += m[h, v, c, ZERO]
         vm[h, v, V_SHARED] = shr + zero
@@ -616,7 +558,7 @@ def _sample(m, q, vm, host, rng, h, v):
     """Active-memory sampling: the running share touched, and a period's end folded in."""
     pages = vm[h, v, V_PAGES]
     touched = 0.0
-    for c in range(FIRST_CLASS, m.shape[2]):
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
         mass = 0
         for s in range(N_STATES):
             mass += m[h, v, c, s]
@@ -632,7 +574,7 @@ def _sample(m, q, vm, host, rng, h, v):
         vm[h, v, V_LAST_FRAC] = drawn
         vm[h, v, V_RUNNING] = 0.0
         vm[h, v, V_SAMPLE_LEFT] = host[h, H_SAMPLE_TICKS]
-        for c in range(m.shape[2]):
+        for c in range(_nc(vm, h, v)):
             q[h, v, c] = 0.0
 
 

@@ -100,6 +100,7 @@ class HostBatch:
                                t.cow_copy_ns, t.decompress_ns, t.balloon_page_ns])
         self.lru = sc0.host.swap_selection == "lru"
         self.thresholds = []
+        self._next_phase_ns = math.inf  # the soonest phase change of any running VM
         for h, sc in enumerate(scenarios):
             self._init_host(h, sc)
 
@@ -175,6 +176,8 @@ class HostBatch:
         vm[k.V_CACHE_MAX] = int(n * sc.host.compression.max_frac)
         vm[k.V_SAMPLE_N] = min(sc.host.sampling.sample_pages, n)
         vm[k.V_SAMPLE_LEFT] = self.host[h, k.H_SAMPLE_TICKS]
+        vm[k.V_SZTGT] = pages_to_mib(n)  # no plan yet: the VM's configured memory
+        vm[k.V_NCLASS] = k.FIRST_CLASS + max(p.pages.size for p in wc.phases)
         vm[k.V_LARGE_FRAC] = self.host[h, k.H_LARGE_PAGES]  # backed by large pages at first
         self.m[h, v, k.FREE_ROW, k.NEVER] = n - kernel_pages
         self.host[h, k.H_FREE] -= kernel_pages
@@ -219,6 +222,9 @@ class HostBatch:
     # -- phases ---------------------------------------------------------------------
     def advance_phases(self, now_ns: int) -> None:
         """Start the phases whose time has come (Python, but only at phase changes)."""
+        if now_ns < self._next_phase_ns:
+            return
+        soonest = math.inf
         for h, row in enumerate(self.slots):
             for v, slot in enumerate(row):
                 if self.vm[h, v, k.V_ON] > 0 and now_ns >= slot.phase_end_ns:
@@ -230,6 +236,9 @@ class HostBatch:
                             continue
                         nxt = 0
                     self._enter_phase(h, v, nxt, now_ns)
+                if self.vm[h, v, k.V_ON] > 0:
+                    soonest = min(soonest, slot.phase_end_ns)
+        self._next_phase_ns = soonest
 
     def _enter_phase(self, h: int, v: int, index: int, now_ns: int, fresh: bool = False
                      ) -> None:
@@ -294,6 +303,7 @@ class HostBatch:
         vm[k.V_SCAN_POS] = ph.scan_start
         slot.phase = index
         slot.phase_end_ns = now_ns + ph.duration_ns
+        self._next_phase_ns = min(self._next_phase_ns, slot.phase_end_ns)
 
     # -- the tick -------------------------------------------------------------------
     def step(self, now_ns: int, poll: bool) -> None:

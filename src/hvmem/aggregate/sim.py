@@ -23,13 +23,14 @@ import numpy as np
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.backend import AggregateBackend
 from hvmem.aggregate.model import HostBatch, VmSlot
+from hvmem.aggregate.rows import VmRowBuffer, fill_vm_rows
 from hvmem.core.period import Period
 from hvmem.errors import ConfigError
 from hvmem.guest.balloon_driver import POLL_PERIOD_NS
 from hvmem.policy.controller import PolicyController
 from hvmem.policy.policies import make_policy
 from hvmem.policy.states import MemState
-from hvmem.results import STALL_CAUSES, RunResult
+from hvmem.results import RunResult
 from hvmem.scenario.events import EventConfig
 from hvmem.scenario.schema import Scenario
 from hvmem.sim_events import EventSchedule, describe
@@ -70,6 +71,7 @@ class AggregateSimulation:
         self.schedule = EventSchedule(scenario)
         self._poll = Period(POLL_PERIOD_NS)
         self._last_cnt = np.zeros_like(self.batch.cnt[0])
+        self._buffer = VmRowBuffer(len(self.names))
 
     @property
     def state(self) -> MemState:
@@ -101,11 +103,14 @@ class AggregateSimulation:
                 self._tick(sc.tick_ns)
                 self.result.ticks_done = i + 1
                 if on_tick is not None:
+                    self._buffer.flush(self.result.vm_rows)  # a watcher reads the rows now
                     on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
+        finally:
+            self._buffer.flush(self.result.vm_rows)
         return self.result
 
     def _power_on(self, v: int) -> None:
@@ -170,12 +175,11 @@ class AggregateSimulation:
         self._rows(now, tick_ns)
 
     def _rows(self, now_ns: int, tick_ns: int) -> None:
-        """The tick's host row and VM rows, computed as arrays over the running VMs."""
+        """The tick's host row, and its VM rows into the buffer (``rows.py``)."""
         b, h = self.batch, 0
-        tick_s = tick_ns / NS_PER_S
-        now_s = ns_to_s(now_ns)
         host = b.host[h]
         mib = 1.0 / k.PAGES_PER_MIB
+        now_s, tick_s = ns_to_s(now_ns), tick_ns / NS_PER_S
         self.result.host_rows.append({
             "time_s": now_s, "tick_s": tick_s, "total_mib": float(host[k.H_TOTAL] * mib),
             "free_mib": float(host[k.H_FREE] * mib), "minfree_mib": self.thresholds.minfree_mib,
@@ -184,60 +188,13 @@ class AggregateSimulation:
         running = self._running()
         if not running:
             return
-        idx = np.fromiter(running.values(), np.int64)
-        m, vm, cnt = b.m[h, idx], b.vm[h, idx], b.cnt[h, idx]
-        last = self._last_cnt[idx]
-        d = (cnt - last) * (mib / tick_s)
-        by_state = m.sum(axis=1)  # [VM, state]
-        stall_ns = b.stall[h, idx]
-        stall = stall_ns.sum(axis=1)
-        lost_frac = np.where(stall <= tick_ns, 1.0, tick_ns / np.maximum(stall, 1.0))
-        pages = vm[:, k.V_PAGES]
-        fast_gain, floor = host[k.H_FAST_GAIN], host[k.H_FLOOR]
-        current = vm[:, k.V_FAST] + fast_gain * (vm[:, k.V_RUNNING] - vm[:, k.V_FAST])
-        active = np.maximum.reduce([vm[:, k.V_SLOW], vm[:, k.V_FAST], current,
-                                    np.full(idx.size, floor)])
-        touched = np.maximum(vm[:, k.V_RUNNING], vm[:, k.V_LAST_FRAC])
-        plans = [b.slots[h][v].plan for v in idx.tolist()]
-
-        def frac_mib(frac: np.ndarray) -> np.ndarray:
-            return np.round(frac * pages) * mib
-
-        n = idx.size
-        cols = {
-            "time_s": [now_s] * n, "tick_s": [tick_s] * n, "vm": list(running),
-            "MEMSZ": (pages * mib),
-            "GRANT": ((vm[:, k.V_KERNEL] + by_state[:, k.PRIV] + vm[:, k.V_SHARED]) * mib
-                      ),
-            "SZTGT": [float(p.target_mib) if p else float(x * mib)
-                      for p, x in zip(plans, pages.tolist(), strict=True)],
-            "TCHD": frac_mib(touched), "ACTV": frac_mib(active),
-            "ACTVS": frac_mib(vm[:, k.V_SLOW]), "ACTVF": frac_mib(vm[:, k.V_FAST]),
-            "ACTVN": frac_mib(current),
-            "MCTLSZ": (by_state[:, k.BALL] * mib),
-            "MCTLTGT": (np.floor(vm[:, k.V_BAL_TARGET]) * mib),
-            "MCTLMAX": (vm[:, k.V_BAL_MAX] * mib),
-            "SWCUR": (by_state[:, k.SWP] * mib),
-            "SWTGT": [float(p.swap_target_mib) if p else 0.0 for p in plans],
-            "SWR/s": d[:, k.K_SWAP_IN], "SWW/s": d[:, k.K_SWAP_OUT],
-            "ZIP/s": d[:, k.K_ZIP], "UNZIP/s": d[:, k.K_UNZIP],
-            "CACHEUSD": (vm[:, k.V_CACHE_FRAMES] * mib),
-            "ZIPPED": (by_state[:, k.ZIP] * mib),
-            "SHRD": (vm[:, k.V_SHARED] * mib),
-            "ZERO": (vm[:, k.V_ZERO_SHARED] * mib),
-            "SHRDSVD": (vm[:, k.V_SAVED] * mib),
-            "LPAGE": [0.0] * n,
-            "guest_free_mib": (m[:, k.FREE_ROW].sum(axis=1) * mib),
-            "guest_swap_mib": (by_state[:, k.GSWP] * mib),
-            "guest_swap_in_mib_s": d[:, k.K_GSWAP_IN],
-            "guest_swap_out_mib_s": d[:, k.K_GSWAP_OUT],
-            "throughput": np.maximum(0.0, 1.0 - stall / tick_ns),
-            "slowdown": ((tick_ns + stall) / tick_ns),
-            **{f"stall_{cause}_s": (stall_ns[:, i] / NS_PER_S * lost_frac)
-               for i, cause in enumerate(STALL_CAUSES)},
-            "psi_some_frac": np.minimum(1.0, (cnt[:, k.K_RECLAIM_STALL_NS]
-                                              - last[:, k.K_RECLAIM_STALL_NS]) / tick_ns
-                                        ),
-        }
-        self.result.vm_rows.append_columns(cols, n)
-        self._last_cnt[idx] = cnt
+        buf = self._buffer
+        if not buf.room(len(running)):
+            buf.flush(self.result.vm_rows)
+        idx = np.fromiter(running.values(), np.int64, len(running))
+        fill_vm_rows(b.m, b.vm, b.cnt, self._last_cnt, b.stall, b.host, h, idx,
+                     float(tick_ns), buf.out, buf.n)
+        buf.n += idx.size
+        buf.times.extend([now_s] * idx.size)
+        buf.tick_s.extend([tick_s] * idx.size)
+        buf.names.extend(running)
