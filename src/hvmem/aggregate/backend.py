@@ -55,7 +55,7 @@ class AggregateBackend:
         vms = []
         running = self.running()
         mib = 1.0 / k.PAGES_PER_MIB
-        by_state = b.m[h].sum(axis=1) * mib  # [VM, state], MiB: one pass for all VMs
+        by_state = b.m[h].sum(axis=1) * mib  # MiB by VM and state: one pass for all VMs
         free = (b.m[h, :, k.FREE_ROW].sum(axis=1) * mib).tolist()
         vmv = b.vm[h]
         consumed = ((vmv[:, k.V_KERNEL] + vmv[:, k.V_CACHE_FRAMES]) * mib
