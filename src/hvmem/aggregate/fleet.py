@@ -22,6 +22,7 @@ so nothing large travels back.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -140,7 +141,7 @@ def run_fleet(hosts: int, duration_s: int, *, workers: int | None = None,
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         client = Client(scheduler)

@@ -101,22 +101,37 @@ def run(name: str, duration_s: int | None, seed: int, fidelity: str) -> RunResul
     return Simulation(scenario_of(name, duration_s, seed, fidelity)).run()
 
 
-def page_statistics(seeds: list[int], names: list[str] | None = None) -> dict:
+def page_run(name: str, duration_s: int | None, seed: int, cache: Path | None = None
+             ) -> dict:
+    """One page-fidelity run's metrics and series (kept in ``cache``, if given, by seed)."""
+    path = None if cache is None else cache / f"{name}-seed{seed}.json"
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    result = run(name, duration_s, seed, "page")
+    out = {"metrics": metrics(result), "series": series(result),
+           "vm_mib": float(np.mean([vm.memory_bytes / MIB for vm in result.scenario.vms])),
+           "duration_s": result.scenario.duration_ns / NS_PER_S}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out))
+    return out
+
+
+def page_statistics(seeds: list[int], names: list[str] | None = None,
+                    cache: Path | None = None) -> dict:
     """Page-fidelity statistics of every scenario (or of ``names``) over ``seeds``."""
     out = {}
     for name, duration_s in SCENARIOS:
         if names and name not in names:
             continue
-        runs = [run(name, duration_s, seed, "page") for seed in seeds]
-        per = [metrics(r) for r in runs]
+        runs = [page_run(name, duration_s, seed, cache) for seed in seeds]
+        per = [r["metrics"] for r in runs]
         keys = sorted(set().union(*per))
-        sc = runs[0].scenario
-        vm_mib = float(np.mean([vm.memory_bytes / MIB for vm in sc.vms]))
-        all_series = [series(r) for r in runs]
+        all_series = [r["series"] for r in runs]
         mean_series = {vm: {c: np.mean([s[vm][c] for s in all_series if vm in s], axis=0
                                        ).tolist() for c in SERIES}
                        for vm in all_series[0]}
-        out[name] = {"duration_s": sc.duration_ns / NS_PER_S, "vm_mib": vm_mib,
+        out[name] = {"duration_s": runs[0]["duration_s"], "vm_mib": runs[0]["vm_mib"],
                      "seeds": seeds, "fingerprint": fingerprint(name, duration_s),
                      "metrics": {k: [p.get(k, 0.0) for p in per] for k in keys},
                      "series": mean_series}
@@ -179,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="run page fidelity too and rewrite the statistics file")
     ap.add_argument("--fixture", type=Path, default=FIXTURE)
     ap.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep each page-fidelity run here, reused by the next invocation")
     args = ap.parse_args(argv)
     seeds = list(range(1, args.seeds + 1))
     if args.regenerate or not args.fixture.exists():
         stats = json.loads(args.fixture.read_text()) if args.fixture.exists() else {}
-        stats.update(page_statistics(seeds, args.scenario))
+        stats.update(page_statistics(seeds, args.scenario, args.cache))
         args.fixture.parent.mkdir(parents=True, exist_ok=True)
         args.fixture.write_text(json.dumps(stats, separators=(",", ":")) + "\n")
     stats = json.loads(args.fixture.read_text())
