@@ -13,7 +13,19 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory libvirt-binding
 	touch $(STAMP)
+
+# libvirt's Python binding, where Debian's python3-libvirt is installed: its two files
+# (not the rest of dist-packages) linked into .venv; the PyPI package builds from source
+# against libvirt-dev. `hvmem libvirt` says what to install when it is missing.
+LIBVIRT_BINDING_DIR ?= /usr/lib/python3/dist-packages
+.PHONY: libvirt-binding
+libvirt-binding:
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	for f in $(LIBVIRT_BINDING_DIR)/libvirt.py $(LIBVIRT_BINDING_DIR)/libvirtmod.cpython-*.so; do \
+	  if [ -e "$$f" ]; then ln -sf "$$f" "$$site/"; fi; \
+	done
 
 demo: $(STAMP)
 	$(BIN)/hvmem demo

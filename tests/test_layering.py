@@ -61,6 +61,8 @@ LAYERS: dict[str, int] = {
     "outdir": 5,
     "machine": 5,
     "bench": 5,
+    # Sweeps: experiment files expanded into runs, run on a process pool or Dask.
+    "sweep": 5,
     "backends": 6,
     "ui": 7,
 }
@@ -74,6 +76,7 @@ SIBLINGS_APART = {frozenset({"policy", "workloads"}), frozenset({"guest", "hyper
 KEPT_APART = {"hvmem.backends.qemu": ("hvmem.sim", "hvmem.sim_vm", "hvmem.sim_batches",
                                        "hvmem.sim_rows", "hvmem.sim_backend",
                                        "hvmem.sim_events")}
+KEPT_APART["hvmem.backends.libvirt"] = KEPT_APART["hvmem.backends.qemu"]
 
 
 def module_name_of(path: Path, package_dir: Path) -> tuple[str, bool]:

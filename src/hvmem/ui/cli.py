@@ -38,6 +38,9 @@ app.add_typer(bench_app, name="bench")
 from hvmem.ui.qemu_cli import qemu_app  # noqa: E402 -- registered right after the bench app
 
 app.add_typer(qemu_app, name="qemu")
+from hvmem.ui.libvirt_cli import libvirt_app  # noqa: E402 -- libvirt domains: control, restore
+
+app.add_typer(libvirt_app, name="libvirt")
 from hvmem.ui.aggregate_cli import FIDELITY_HELP, bench_fleet, with_fidelity  # noqa: E402
 
 bench_app.command("fleet")(bench_fleet)
@@ -64,6 +67,10 @@ app.command("top")(top_command)
 from hvmem.ui.export import export_command  # noqa: E402 -- registered with the other commands
 
 app.command("export")(export_command)
+# A grid of scenario values x seeds, on a process pool or Dask (hvmem.ui.sweep_cli).
+from hvmem.ui.sweep_cli import sweep_command  # noqa: E402 -- registered with the other commands
+
+app.command("sweep")(sweep_command)
 #: --force, as hvmem run, compare and demo explain it.
 FORCE_HELP = ("Replace the earlier results in --out (only the files hvmem wrote there), and "
               "run even beyond the work ceiling or the RAM this machine has.")

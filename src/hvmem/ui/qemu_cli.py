@@ -24,7 +24,9 @@ from typing import Annotated
 import typer
 
 from hvmem.errors import ConfigError, HvmemError
-from hvmem.ui.exits import status_of_stop, user_errors
+from hvmem.ui.control_run import console as _console
+from hvmem.ui.control_run import follow_control, kept_stop
+from hvmem.ui.exits import user_errors
 from hvmem.units import MIB, NS_PER_S, ns_to_s, parse_size_bytes, parse_time_ns
 
 qemu_app = typer.Typer(help="Real QEMU guests under the same memory policy as the simulator.",
@@ -228,11 +230,10 @@ def control_cmd(
     """
     from hvmem.backends.qemu.backend import QemuBackend
     from hvmem.backends.qemu.config import BackendOptions, load_guests_config, specs_from_sockets
-    from hvmem.backends.qemu.control import COLUMNS, ControlLoop, plans_lines
+    from hvmem.backends.qemu.control import COLUMNS, ControlLoop
     from hvmem.backends.qemu.metrics import Metrics
     from hvmem.policy.policies import POLICIES
     from hvmem.ui.run_guard import RunGuard
-    from hvmem.ui.top import LiveTop
 
     if policy not in POLICIES:
         raise ConfigError(f"--policy: unknown policy {policy!r}; choose one of "
@@ -280,80 +281,10 @@ def control_cmd(
     except BaseException:
         backend.close()
         raise
-    if metrics is not None:
-        try:
-            metrics.serve(metrics_port, metrics_addr)
-        except OSError as err:
-            backend.close()
-            raise HvmemError(f"--metrics-port: cannot listen on {metrics_addr}:{metrics_port} "
-                             f"({err.strerror})") from None
-    restore = loop.install_signal_handlers()
-    console = _console()
-    printed = 0
-    for event in backend.events:
-        if event["event"] in ("attach_failed", "restored", "restore_failed"):
-            console.print(f"{event['event']} {event['vm']}: {event['detail']}", markup=False)
-
-    def print_new_plans() -> None:
-        nonlocal printed
-        if dry_run:
-            for t, plans in loop.port.plans[printed:]:
-                for line in plans_lines(t, plans):
-                    typer.echo(line)
-            printed = len(loop.port.plans)
-
-    def on_tick(lp: ControlLoop) -> None:
-        view.update(lp.result.host_rows, lp.result.vm_rows)
-        print_new_plans()
-        if not live and not dry_run and lp.controller.last is not None and (
-                lp.controller.steps > on_tick.steps):
-            on_tick.steps = lp.controller.steps
-            d = lp.controller.last
-            for line in plans_lines(d.time_s, d.plans):
-                typer.echo(line)
-
-    on_tick.steps = 0
-    live = console.is_terminal and not no_live
-    title = f"qemu  policy {loop.policy.name}" + ("  DRY RUN" if dry_run else "")
-    try:
-        if metrics is not None:
-            console.print(f"metrics: http://{metrics_addr}:{metrics.port}/metrics", markup=False)
-        with LiveTop(console, title, enabled=live, status=lambda host_row: (
-                f"   real guests, {host_row['time_s']:.0f} s, decision every "
-                f"{interval_s:g} s{_psi_status(host_row)}")) as view, guard.running():
-            loop.run(duration_s, on_tick=on_tick)
-    finally:
-        restore()
-        if metrics is not None:
-            metrics.close()
-    print_new_plans()
-    result = loop.result
-    # Without --duration a signal is how the run ends; with one, it cuts the run short.
-    kept_stop(result, loop.stop_reason, cut_short=duration_s is not None)
-    path = guard.write(result, loop.backend.now_s())
-    for event in result.events:
-        if event["event"] in ("attach_failed", "guest_dropped", "guest_stalled",
-                              "guest_resumed", "balloon_stuck", "balloon_no_gain",
-                              "swap_refused", "swap_failed", "ksm_refused", "restore_pending"):
-            console.print(f"{event['time_s']:8.1f}s {event['event']} {event['vm']}: "
-                          f"{event['detail']}", markup=False)
-    console.print(f"{loop.stop_reason or 'stopped'}; guests left running; "
-                  f"results: {path}", markup=False)
-    guard.finish()
-
-
-def _psi_status(host_row: dict) -> str:
-    """The host's memory pressure (PSI avg10) for the live view's status line."""
-    some, full = host_row.get("psi_some_frac"), host_row.get("psi_full_frac")
-    if some is None or some != some:  # absent, or NaN
-        return ""
-    return f", memory pressure some {some:.1%} full {full:.1%}"
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
+    follow_control(guard, loop, metrics, title=f"qemu  policy {loop.policy.name}"
+                   + ("  DRY RUN" if dry_run else ""), interval_s=interval_s,
+                   duration_s=duration_s, no_live=no_live, metrics_port=metrics_port,
+                   metrics_addr=metrics_addr)
 
 
 def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live: bool,
@@ -399,17 +330,3 @@ def run_scenario_on_qemu(scenario, policy: str | None, out: Path | None, no_live
         raise HvmemError("; ".join(run.problems))
     guard.finish()
     return path
-
-
-def kept_stop(result, reason: str, *, cut_short: bool) -> None:
-    """Mark a real run that a signal cut short incomplete; give an unfinished run its reason.
-
-    The control loop counts any end with guests left as complete; a signal is
-    the planned end of ``hvmem qemu control`` without ``--duration``, but cuts a
-    timed run short. (An error is marked when the results are written,
-    ``RunGuard.write``.)
-    """
-    if cut_short and status_of_stop(reason) is not None:
-        result.complete = False
-    if not result.complete and not result.stop_reason:
-        result.stop_reason = reason

@@ -178,13 +178,15 @@ def run_policies(scenario: Scenario, names: list[str], *,
     ``signals``, the handlers installed, are checked every tick.
     """
     from hvmem.sim import Simulation
+    from hvmem.sweep.experiment import policy_runs
 
     summaries: dict[str, dict] = {}
     outcome = Outcome()
-    for name in names:
+    for spec in policy_runs(scenario, names):  # a one-seed sweep over the policies
+        name = spec.params["policy.name"]
         sim = None
         with kept(outcome):
-            sim = Simulation(scenario, policy=name)
+            sim = Simulation(spec.scenario)
             sim.run(on_tick=_checked(on_tick(name) if on_tick is not None else None, signals))
         if sim is None:
             break
