@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean bench mutants
+.PHONY: demo test setup lint clean bench mutants validate
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ test: lint
 # (a few minutes; not part of `make test`).
 mutants: $(STAMP)
 	$(BIN)/python tests/mutants/mutants.py
+
+# The aggregate fidelity against page fidelity: 8 seeds of demo, idle-tax, sharing and the
+# first 10 minutes of bench-32vm at both fidelities, a table of every metric and its bound;
+# rewrites tests/data/aggregate_validation.json (about 40 min; not part of `make test`).
+validate: $(STAMP)
+	$(BIN)/python -m hvmem.aggregate.validate --regenerate --seeds 8
 
 bench: $(STAMP)
 	$(BIN)/hvmem bench translate --json

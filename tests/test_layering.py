@@ -49,6 +49,8 @@ LAYERS: dict[str, int] = {
     "hypervisor": 4,
     "scenario": 5,
     "sim": 5,
+    # The aggregate fidelity: masses of pages, beside the page-level simulation.
+    "aggregate": 5,
     "sim_vm": 5,
     "sim_batches": 5,
     "sim_rows": 5,

@@ -504,6 +504,27 @@ def test_an_event_starts_a_phase():
         at_time(run(), "idle", 9.0)["GRANT"] - 40.0)
 
 
+
+@covers("fidelity")
+def test_aggregate_fidelity_runs_the_same_scenario_over_masses_of_pages():
+    """aggregate: the same rows, summary and policy as page fidelity, over masses of pages.
+
+    The scenario switches fidelity and nothing else: the same columns and summary
+    keys, the same VMs planned by the same policy (the idle tax still gives the idle
+    VM the lower target), the host under pressure too; no page is kept.
+    """
+    page, agg = run(), run(("fidelity", "aggregate"))
+    assert type(agg.sim).__name__ == "AggregateSimulation"
+    assert type(page.sim).__name__ == "Simulation"
+    assert agg.vm_rows.keys() == page.vm_rows.keys()
+    assert agg.last("busy").keys() == page.last("busy").keys()
+    assert agg.summary.keys() == page.summary.keys()
+    assert agg.plans.keys() == page.plans.keys()
+    assert any(r["state"] != "high" for r in agg.host_rows)
+    assert agg.last("idle")["SZTGT"] < agg.last("busy")["SZTGT"]
+    busy_grant = agg.last("busy")["GRANT"]
+    assert abs(busy_grant - page.last("busy")["GRANT"]) < 0.25 * page.last("busy")["MEMSZ"]
+
 # -- coverage -------------------------------------------------------------------------------
 #: Fields that name or describe a run and change nothing in it.
 OUTPUT_ONLY: dict[tuple[str, str], str] = {

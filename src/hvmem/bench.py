@@ -360,6 +360,27 @@ def bench_scenario(name: str = BENCH_SCENARIO, duration_s: float | None = None
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def bench_aggregate(name: str = "bench-32vm", duration_s: float | None = None) -> dict:
+    """A shipped scenario at aggregate fidelity, timed in a child process of its own.
+
+    The figure ``hvmem bench host`` reports as
+    ``aggregate_sim_seconds_per_wall_second``: the same run as
+    :func:`bench_scenario`, but over masses of pages (``aggregate/``).
+    """
+    import json
+    import subprocess
+    import sys
+
+    args = json.dumps({"name": name, "duration_s": duration_s, "fidelity": "aggregate"})
+    code = f"from hvmem.bench import _scenario_child; _scenario_child({args!r})"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=False)
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HvmemError(f"bench scenario {name} at aggregate fidelity: {last}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def _scenario_child(args_json: str) -> None:
     """Body of :func:`bench_scenario`'s child: run, then print one JSON line."""
     import dataclasses
@@ -376,6 +397,8 @@ def _scenario_child(args_json: str) -> None:
     if args["duration_s"] is not None:
         ticks = max(1, round(args["duration_s"] * NS_PER_S / scenario.tick_ns))
         scenario = dataclasses.replace(scenario, duration_ns=ticks * scenario.tick_ns)
+    if args.get("fidelity"):
+        scenario = dataclasses.replace(scenario, fidelity=args["fidelity"])
     sim = Simulation(scenario)
     setup_s = time.perf_counter() - start
     window = PressureWindow()

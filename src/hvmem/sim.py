@@ -106,6 +106,14 @@ class Simulation:
         check_invariants: check every model invariant after every tick (slow).
     """
 
+    def __new__(cls, scenario: Scenario, policy: str | None = None,
+                check_invariants: bool = False):
+        """A page- or mmu-fidelity simulation, or an aggregate one (``aggregate/sim.py``)."""
+        if scenario.fidelity == "aggregate":  # the same run over masses of pages
+            from hvmem.aggregate.sim import AggregateSimulation
+            return AggregateSimulation(scenario, policy, check_invariants)
+        return super().__new__(cls)
+
     def __init__(self, scenario: Scenario, policy: str | None = None,
                  check_invariants: bool = False):
         self.scenario = scenario

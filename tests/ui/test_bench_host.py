@@ -30,7 +30,8 @@ def test_bench_host_for_one_simulated_minute():
     assert child.returncode == 0, child.stderr[-2000:]
     result = json.loads(child.stdout)
     for key in ("sharing_scan_pages_per_s", "sharing_scan_median_pages_per_s",
-                "swap_out_pages_per_s", "sim_seconds_per_wall_second", "peak_rss_mib"):
+                "swap_out_pages_per_s", "sim_seconds_per_wall_second", "peak_rss_mib",
+                "aggregate_sim_seconds_per_wall_second"):
         value = result[key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
     sharing = result["sharing"]

@@ -113,7 +113,9 @@ def _scenario(doc: Mapping[str, Any], file: Path) -> Scenario:
     vms: list[VmConfig] = []
     origin: list[int] = []  # the [[vm]] table of each VM, before count is expanded
     for i, table in enumerate(tables):
-        for vm in _vms(table, ("vm", i), fidelity, file.parent):
+        # An aggregate run's workloads keep their page-fidelity parameters (aggregate/).
+        workload_fidelity = "page" if fidelity == "aggregate" else fidelity
+        for vm in _vms(table, ("vm", i), workload_fidelity, file.parent):
             vms.append(vm)
             origin.append(i)
     kwargs["vms"] = tuple(vms)

@@ -136,6 +136,8 @@ OVERHEAD_FRAC = 0.01
 SWAP_DEVICES = ("hdd", "ssd", "nvme")
 #: Simulation fidelities (docs/architecture.md, data layout and speed).
 FIDELITIES = tuple(str(f) for f in Fidelity)
+#: A scenario's fidelities: a workload's, and masses of pages instead of pages (aggregate/).
+SCENARIO_FIDELITIES = (*FIDELITIES, "aggregate")
 #: Default tick: 1 simulated second (docs/architecture.md, data layout and speed).
 DEFAULT_TICK_NS = NS_PER_S
 #: ``Mem.BalancePeriod`` = 15 s (declared with :class:`PolicyConfig`).
@@ -527,8 +529,9 @@ class Scenario:
                         lo=_MIN_TICK_NS, hi=_MAX_TICK_NS)
     seed: int = whole(0, "the one seed every random stream derives from", lo=0,
                       hi=(1 << 63) - 1)
-    fidelity: str = choice(Fidelity.PAGE, FIDELITIES, "\"page\" (sampled pages per tick) or "
-                           "\"mmu\" (every reference through the vCPU's MMU)")
+    fidelity: str = choice(Fidelity.PAGE, SCENARIO_FIDELITIES, "\"page\" (sampled pages per "
+                           "tick), \"mmu\" (every reference through the vCPU's MMU) or "
+                           "\"aggregate\" (masses of pages by heat class and state)")
     host: HostConfig = table(HostConfig, "the physical host", factory=HostConfig,
                              required=True)
     policy: PolicyConfig = table(PolicyConfig, "the memory policy", factory=PolicyConfig)
@@ -564,8 +567,10 @@ class Scenario:
                 raise ConfigError(f"expected a time before the end of the run "
                                   f"({format_time(self.duration_ns)}), found "
                                   f"{format_time(vm.power_on_ns)}", path=(*where, "power_on_ns"))
-            if vm.workload.fidelity != self.fidelity:  # type: ignore[union-attr]
-                vm = replace(vm, workload=with_fidelity(vm.workload, self.fidelity))
+            # Aggregate runs keep their workloads' page-fidelity parameters as classes.
+            fidelity = Fidelity.PAGE if self.fidelity == "aggregate" else self.fidelity
+            if vm.workload.fidelity != fidelity:  # type: ignore[union-attr]
+                vm = replace(vm, workload=with_fidelity(vm.workload, fidelity))
             vms.append(vm)
         _set(self, "vms", tuple(vms))
         self._check_admission()

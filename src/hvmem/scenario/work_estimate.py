@@ -137,6 +137,9 @@ def estimate_run(scenario: Scenario) -> RunEstimate:
     """The RAM and work of simulating ``scenario`` (module essay)."""
     per_vm_page = VM_BYTES_PER_PAGE.get(scenario.fidelity, max(VM_BYTES_PER_PAGE.values()))
     host_ram = scenario.host.memory_pages * HOST_BYTES_PER_PAGE
+    aggregate = scenario.fidelity == "aggregate"  # masses: no page, no reference kept
+    if aggregate:
+        per_vm_page = host_ram = 0
     vm_ram = {vm.name: vm.memory_pages * per_vm_page for vm in scenario.vms}
     ticks = scenario.n_ticks
     vm_work = {}
@@ -144,7 +147,8 @@ def estimate_run(scenario: Scenario) -> RunEstimate:
         end_ns = scenario.duration_ns if vm.power_off_ns is None else min(
             vm.power_off_ns, scenario.duration_ns)
         vm_ticks = max(0, -(-(end_ns - vm.power_on_ns) // scenario.tick_ns))
-        vm_work[vm.name] = round(vm_ticks * (TICK_UNITS + _refs_per_tick(vm, scenario.tick_ns)))
+        refs = 0.0 if aggregate else _refs_per_tick(vm, scenario.tick_ns)
+        vm_work[vm.name] = round(vm_ticks * (TICK_UNITS + refs))
     return RunEstimate(ram_bytes=BASE_BYTES + host_ram + sum(vm_ram.values()),
                        host_ram_bytes=host_ram, vm_ram_bytes=vm_ram, ticks=ticks,
                        work_units=sum(vm_work.values()), vm_work_units=vm_work)

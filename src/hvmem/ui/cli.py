@@ -41,6 +41,9 @@ app.add_typer(qemu_app, name="qemu")
 from hvmem.ui.libvirt_cli import libvirt_app  # noqa: E402 -- libvirt domains: control, restore
 
 app.add_typer(libvirt_app, name="libvirt")
+from hvmem.ui.aggregate_cli import FIDELITY_HELP, bench_fleet, with_fidelity  # noqa: E402
+
+bench_app.command("fleet")(bench_fleet)
 # Reports and figures of results (hvmem.ui.report_cli): report, plot.
 from hvmem.ui.report_cli import (  # noqa: E402
     plot_command,
@@ -231,6 +234,7 @@ def run(
         None
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,
     check_invariants: Annotated[
         bool, typer.Option("--check-invariants", help="Check every invariant after each tick.")
@@ -266,6 +270,7 @@ def run(
     scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    scenario = with_fidelity(scenario, fidelity)
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 
@@ -303,6 +308,7 @@ def compare(
         "esx,mom,proxmox,static"
     ),
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     report: Annotated[Path | None, typer.Option(
         help="Also write an HTML report of the runs side by side to this file.")] = None,
@@ -336,6 +342,7 @@ def compare(
     scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    scenario = with_fidelity(scenario, fidelity)
     check_run(scenario, str(file), force=force)
     from hvmem.ui.progress import tick_progress
 
@@ -370,6 +377,7 @@ def demo(
     report: Annotated[bool, typer.Option(
         help="Write RESULTS/report.html (hvmem report) and print its path.")] = True,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
 ) -> None:
     """Run the built-in demo scenario: three VMs on a 1.5x overcommitted host.
 
@@ -387,8 +395,8 @@ def demo(
     from hvmem.scenarios import builtin_scenario_path
     from hvmem.ui.simulate import simulate
 
-    simulate(_console(), load_scenario(builtin_scenario_path("demo")), None, out, False,
-             no_live, force, report=report)
+    simulate(_console(), with_fidelity(load_scenario(builtin_scenario_path("demo")), fidelity),
+             None, out, False, no_live, force, report=report)
 
 
 @app.command()
@@ -536,7 +544,7 @@ def bench_host_command(
     The scenario (bench-32vm: 32 VMs of 4 GiB on a 64 GiB host for one
     simulated hour) gives sim_seconds_per_wall_second and peak_rss_mib.
     """
-    from hvmem.bench import bench_host, bench_scenario
+    from hvmem.bench import bench_aggregate, bench_host, bench_scenario
     from hvmem.scenarios import builtin_scenario_path
     from hvmem.units import parse_time_ns
 
@@ -559,6 +567,8 @@ def bench_host_command(
             "pressure_window_sim_seconds_per_wall_second")
         result["peak_rss_mib"] = run.pop("peak_rss_mib")
         result["scenario"] = run
+        result["aggregate_sim_seconds_per_wall_second"] = bench_aggregate(
+            scenario, duration_s)["sim_seconds_per_wall_second"]
     _print_bench(result, as_json)
 
 

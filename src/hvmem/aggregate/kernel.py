@@ -1,0 +1,624 @@
+"""One tick of many hosts at once: the aggregate model's Numba kernel.
+
+What is modelled
+----------------
+Per host ``h``, VM ``v`` and class ``c`` the kernel holds ``m[h, v, c, s]``,
+the pages in backing state ``s`` (below). Row 0 of the classes is the guest's
+free list, row 1 its balloon, rows 2.. the workload's heat classes
+(``aggregate/classes.py``); a workload page the guest never allocated is
+``NEVER``, one the guest swapped out ``GSWP``: the guest state is the row and
+those two states, the host state the rest. One tick, per VM, in ``sim.py``'s
+order:
+
+* touches: a random class's pages in each state are touched with the class's
+  probability (binomial draws, so seeds vary as page fidelity's do); a sweep
+  touches the pages its cursor passes, those never allocated first. Touched
+  ``NEVER`` and ``GSWP`` pages need guest pages: the guest takes them from its
+  free list (backed ones first, as its LIFO list hands out the pages it freed
+  last), reclaiming the coldest classes' pages to its swap below its low
+  watermark (to high, as Linux does). Every touched page the host does not
+  back (swapped, compressed, shared and written) is served: a frame, and the
+  service's cost in the VM's stall; a frame the host lacks is made room for by
+  swapping the largest consumer's private pages (``make_room``).
+* the balloon (each second): towards its target at vmw_balloon's rates, from
+  the guest's free list (the guest reclaims to give it more); inflated pages
+  free their frames.
+* in HARD and LOW, the swapper replaces the pages touched back in
+  (``SimulatedBackend.swap_to_target``), at most one per device operation.
+* the sharing scanner: a share of each private page of zero or (shared
+  across VMs) image content, the scan rate over the VM's memory, becomes
+  shared; with host large pages, only once the host has left HIGH.
+* active-memory sampling: each class's chance of a touch since the period
+  began; at each period's end a binomial sample of 100 pages of the touched
+  share folds into the fast and slow averages.
+* the host's free frames and memory state, with the tracker's hysteresis.
+
+Random numbers: a stream per host (``draws.py``), so a host's run does not
+depend on the hosts it is batched with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from hvmem.aggregate.draws import binomial, part, stochastic_round
+
+# Backing states of a mass.
+NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL = range(8)
+N_STATES = 8
+FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
+
+# Per-VM parameters and state (vm[h, v, k]).
+(V_ON, V_PAGES, V_KERNEL, V_LOW, V_HIGH, V_GSWAP_CAP, V_GSWAP_NS, V_SCAN_RATE, V_SCAN_LEN,
+ V_SCAN_POS, V_BAL_TARGET, V_BAL_MAX, V_BAL_ON, V_SWAP_TARGET, V_COMPRESS, V_BLOCKED,
+ V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
+ V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
+ V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
+ V_NCLASS, V_SZTGT, V_SWTGT) = range(39)
+N_VM = 39
+
+# Counters, cumulative (cnt[h, v, k]).
+(K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
+ K_BALLOON_MOVED) = range(8)
+N_CNT = 8
+
+# The tick's stall by cause (stall[h, v, k]), in results.STALL_CAUSES' order.
+(S_GUEST, S_SWAP_IN, S_DECOMPRESS, S_COW, S_ZEROING, S_BLOCKED, S_OTHER) = range(7)
+N_STALL = 7
+
+# Per-host parameters and state (host[h, k]); the five states' levels follow.
+(H_TOTAL, H_FREE, H_STATE, H_SHARING, H_LARGE_PAGES, H_SALT_ACROSS, H_SWAP_NS, H_REFILL,
+ H_WORSENED, H_HIGH_MIB, H_FAST_GAIN, H_SLOW_GAIN, H_FLOOR, H_SAMPLE_TICKS, H_ZIP_ON,
+ H_SHARE_ON) = range(16)
+H_ENTER = 16  # 5 values: free MiB below which the state below s is entered (-inf: none)
+H_EXIT = 21  # 5 values: free MiB above which s is left upward (inf: none)
+H_LOWER = 26  # 5 values: the state below s
+H_HIGHER = 31  # 5 values: the state above s
+H_SWAP_OK = 36  # 5 values: swapping allowed in s
+H_ZIP_OK = 41  # 5 values: compression allowed in s
+H_LP_ACTIVE = 46  # 5 values: large pages broken actively in s
+H_LP_LAZY = 51  # the profile breaks the large pages the scanner visits below HIGH's threshold
+H_LP_BREAK = 52  # pages a VM's active breaking splits a tick
+N_HOST = 53
+LOW_STATE = 4
+SHARING_RUN, SHARING_STOP, SHARING_UNMERGE = 0, 1, 2
+
+# Costs (costs[k], ns).
+C_GUEST_FAULT, C_HYP_FAULT, C_ZERO_PAGE, C_COW, C_DECOMPRESS, C_BALLOON = range(6)
+
+PAGES_PER_MIB = 256.0
+RATE_ALLOC_MAX_PAGES = 2048  # VMW_BALLOON_RATE_ALLOC_MAX (guest/balloon_driver.py)
+RATE_FREE_MAX_PAGES = 16384  # VMW_BALLOON_RATE_FREE_MAX
+SAMPLE_PAGES = 100
+
+
+@njit(cache=True, inline="always")
+def _nc(vm, h, v):
+    """Rows VM ``v`` uses (its classes; the rest of the axis is padding)."""
+    return int(vm[h, v, V_NCLASS])
+
+
+@njit(cache=True)
+def _used_frames(m, vm, h, v):
+    """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
+    used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
+    for c in range(_nc(vm, h, v)):
+        used += m[h, v, c, PRIV]
+    return used
+
+
+@njit(cache=True)
+def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
+    """Host reclaim of ``k`` of VM ``v``'s private pages: compressed or swapped; the number taken.
+
+    Victims by the host's selection: random (each row's private pages in
+    proportion, the guest's free list included) or LRU (the free list, then
+    the coldest classes first).
+    """
+    n_c = _nc(vm, h, v)
+    total = 0
+    for c in range(n_c):
+        total += m[h, v, c, PRIV]
+    k = min(k, total)
+    if k <= 0:
+        return 0
+    taken = 0
+    if lru:
+        for j in range(n_c):
+            c = FREE_ROW if j == 0 else heat[h, v, j - 1]
+            if c < 0:
+                break
+            t = min(k - taken, m[h, v, c, PRIV])
+            taken += _evict_private(m, vm, cnt, rng, h, v, c, t, compress)
+            if taken >= k:
+                break
+    else:
+        left, rest = k, total
+        for c in range(n_c):
+            mc = m[h, v, c, PRIV]
+            if mc <= 0:
+                continue
+            t = part(rng, h, left, mc, rest)
+            taken += _evict_private(m, vm, cnt, rng, h, v, c, t, compress)
+            left -= t
+            rest -= mc
+            if left <= 0 or rest <= 0:
+                break
+    host[h, H_FREE] += taken
+    return taken
+
+
+@njit(cache=True)
+def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
+    """``t`` private pages of row ``c`` to the compression cache or the swap file."""
+    if t <= 0:
+        return 0
+    z = 0
+    if compress:  # the cache's frames are capped (Mem.MemZipMaxPct), not its pages
+        room = (vm[h, v, V_CACHE_MAX] - vm[h, v, V_CACHE_FRAMES]) / vm[h, v, V_FRAME_FRAC]
+        if room > 0:
+            z = min(binomial(rng, h, t, vm[h, v, V_COMP_FRAC]), int(room))
+    m[h, v, c, PRIV] -= t
+    m[h, v, c, ZIP] += z
+    m[h, v, c, SWP] += t - z
+    vm[h, v, V_CACHE_FRAMES] += z * vm[h, v, V_FRAME_FRAC]
+    cnt[h, v, K_ZIP] += z
+    cnt[h, v, K_SWAP_OUT] += t - z
+    return t
+
+
+@njit(cache=True)
+def _unzip(m, vm, cnt, h, v, n):
+    """``n`` pages leave the compression cache (its frames shrink in proportion)."""
+    if n <= 0:
+        return
+    cnt[h, v, K_UNZIP] += n
+    vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES] - n * vm[h, v, V_FRAME_FRAC])
+
+
+@njit(cache=True)
+def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
+    """``n`` frames for VM ``v`` off the host's free list (``make_room`` settles a debt)."""
+    if n > 0:
+        host[h, H_FREE] -= n
+
+
+@njit(cache=True)
+def make_room(m, vm, cnt, host, heat, rng, h, lru):
+    """Free frames short: swap the largest consumers' private pages until none is owed.
+
+    The synchronous swap behind ESX's LOW state (``Host.make_room``), run once a
+    VM's touches of the tick are served rather than at each frame.
+    """
+    n_v = m.shape[1]
+    for _ in range(n_v):
+        if host[h, H_FREE] >= 0:
+            break
+        need = int(math.ceil(-host[h, H_FREE]))
+        best, best_used = -1, 0.0
+        for u in range(n_v):
+            if vm[h, u, V_ON] > 0:
+                used = _used_frames(m, vm, h, u)
+                if used > best_used:
+                    best, best_used = u, used
+        if best < 0:
+            break
+        if _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False) == 0:
+            break
+
+
+@njit(cache=True)
+def _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
+
+    A page the host had compressed or swapped is read back first (double
+    paging); the others keep their backing on the guest's free list.
+    """
+    room = int(vm[h, v, V_GSWAP_CAP])
+    used = 0
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        used += m[h, v, c, GSWP]
+    n = min(n, room - used)
+    freed = 0
+    for j in range(_nc(vm, h, v)):
+        c = heat[h, v, j]
+        if c < 0 or freed >= n:
+            break
+        resident = (m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZERO] + m[h, v, c, ZIP]
+                    + m[h, v, c, SWP])
+        t = min(n - freed, resident)
+        if t <= 0:
+            continue
+        left, rest = t, resident
+        for s in (PRIV, SHR, ZERO, ZIP, SWP):
+            ms = m[h, v, c, s]
+            if ms <= 0 or left <= 0:
+                rest -= ms
+                continue
+            k = part(rng, h, left, ms, rest)
+            m[h, v, c, s] -= k
+            m[h, v, c, GSWP] += k
+            if s in (ZIP, SWP):  # double paging: the host brings it back to be written
+                m[h, v, FREE_ROW, PRIV] += k
+                _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+                if s == ZIP:
+                    _unzip(m, vm, cnt, h, v, k)
+                    stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+                else:
+                    cnt[h, v, K_SWAP_IN] += k
+                    stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+            else:
+                m[h, v, FREE_ROW, s] += k
+            left -= k
+            rest -= ms
+        freed += t - left
+    cnt[h, v, K_GSWAP_OUT] += freed
+    return freed
+
+
+@njit(cache=True)
+def _free_pages(m, h, v):
+    f = 0
+    for s in range(N_STATES):
+        f += m[h, v, FREE_ROW, s]
+    return f
+
+
+@njit(cache=True)
+def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, lru):
+    """``n`` pages off the guest's free list, backed ones first; returns how many.
+
+    For the workload, each is written: a shared one is copied, a compressed or
+    swapped one brought back, an unbacked one given a frame. For the balloon,
+    each one's backing is released.
+    """
+    got = 0
+    for s in (PRIV, ZERO, SHR, ZIP, SWP, NEVER):
+        k = min(n - got, m[h, v, FREE_ROW, s])
+        if k <= 0:
+            continue
+        m[h, v, FREE_ROW, s] -= k
+        got += k
+        if for_balloon:
+            if s == PRIV:
+                host[h, H_FREE] += k
+            elif s == ZIP:
+                vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES]
+                                               - k * vm[h, v, V_FRAME_FRAC])
+        elif s != PRIV:
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s in (ZERO, SHR):
+                stall[h, v, S_COW] += k * costs[C_COW]
+            elif s == ZIP:
+                _unzip(m, vm, cnt, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            elif s == SWP:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+            else:
+                stall[h, v, S_ZEROING] += k * costs[C_ZERO_PAGE]
+                stall[h, v, S_OTHER] += k * costs[C_HYP_FAULT]
+        if got >= n:
+            break
+    return got
+
+
+@njit(cache=True)
+def _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
+    f = _free_pages(m, h, v)
+    if f - n < vm[h, v, V_LOW]:
+        want = int(n + vm[h, v, V_HIGH] - f)
+        g = _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, want, lru)
+        stall[h, v, S_GUEST] += 0.0 * g  # writes are asynchronous: they stall no one
+
+
+@njit(cache=True)
+def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t):
+    """One tick of VM ``v``'s workload over its classes."""
+    n_c = _nc(vm, h, v)
+    rate = vm[h, v, V_SCAN_RATE]
+    a = b = 0.0
+    if rate > 0:
+        a = vm[h, v, V_SCAN_POS]
+        b = a + rate
+        length = vm[h, v, V_SCAN_LEN]
+        vm[h, v, V_SCAN_POS] = b % length
+    for c in range(FIRST_CLASS, n_c):
+        mass = 0
+        for s in range(N_STATES):
+            mass += m[h, v, c, s]
+        if mass == 0:
+            continue
+        t[:] = 0
+        lo = slo[h, v, c]
+        if lo >= 0.0:  # swept: the pages the cursor passes this tick
+            if rate <= 0:
+                continue
+            hi = shi[h, v, c]
+            length = vm[h, v, V_SCAN_LEN]
+            cover = 0.0
+            # The window [a, b) wraps around the sweep's length.
+            for off in (0.0, length):
+                x0, x1 = max(a, lo + off), min(b, hi + off)
+                if x1 > x0:
+                    cover += x1 - x0
+            if cover <= 0.0:
+                continue
+            k = min(mass, stochastic_round(rng, h, cover * mass / (hi - lo)))
+            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - k / mass)
+            t[NEVER] = min(k, m[h, v, c, NEVER])
+            left = k - t[NEVER]
+            rest = mass - m[h, v, c, NEVER]
+            for s in (PRIV, SHR, ZERO, ZIP, SWP, GSWP):
+                ms = m[h, v, c, s]
+                if left <= 0 or rest <= 0:
+                    break
+                d = part(rng, h, left, ms, rest)
+                t[s] = d
+                left -= d
+                rest -= ms
+            w = wp[h, v, c]
+            t[SHR] = binomial(rng, h, t[SHR], w)
+            t[ZERO] = binomial(rng, h, t[ZERO], w)
+            t[PRIV] = 0
+        else:
+            p = tp[h, v, c]
+            if p <= 0.0:
+                continue
+            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - p)
+            for s in (NEVER, ZIP, SWP, GSWP):
+                t[s] = binomial(rng, h, m[h, v, c, s], p)
+            pw = p * wp[h, v, c]
+            t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
+            t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
+        # Held aside while the guest finds room, so reclaim cannot take them.
+        for s in (NEVER, SHR, ZERO, ZIP, SWP, GSWP):
+            m[h, v, c, s] -= t[s]
+        need = t[NEVER] + t[GSWP]
+        got = need
+        if need > 0:
+            _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
+            got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
+        # What the guest could not place stays where it was (the guest would OOM-kill).
+        short = need - got
+        back_gswp = min(short, t[GSWP])
+        back_never = short - back_gswp
+        m[h, v, c, GSWP] += back_gswp
+        m[h, v, c, NEVER] += back_never
+        t[GSWP] -= back_gswp
+        t[NEVER] -= back_never
+        stall[h, v, S_OTHER] += t[NEVER] * costs[C_GUEST_FAULT]
+        stall[h, v, S_GUEST] += t[GSWP] * vm[h, v, V_GSWAP_NS]
+        cnt[h, v, K_GSWAP_IN] += t[GSWP]
+        served = t[SWP] + t[ZIP] + t[SHR] + t[ZERO]
+        _frames(m, vm, cnt, host, heat, rng, h, v, served, lru)
+        cnt[h, v, K_SWAP_IN] += t[SWP]
+        swap_ns = t[SWP] * host[h, H_SWAP_NS]
+        stall[h, v, S_SWAP_IN] += swap_ns
+        _unzip(m, vm, cnt, h, v, t[ZIP])
+        unzip_ns = t[ZIP] * costs[C_DECOMPRESS]
+        stall[h, v, S_DECOMPRESS] += unzip_ns
+        cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns
+        stall[h, v, S_COW] += (t[SHR] + t[ZERO]) * costs[C_COW]
+        m[h, v, c, PRIV] += got + served
+
+
+@njit(cache=True)
+def _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
+    """One poll of the balloon driver: towards the target at vmw_balloon's rates."""
+    if vm[h, v, V_BAL_ON] <= 0:
+        return
+    size = m[h, v, BALLOON_ROW, BALL]
+    target = int(min(vm[h, v, V_BAL_TARGET], vm[h, v, V_BAL_MAX]))
+    moved = 0
+    if target > size:
+        k = min(target - size, RATE_ALLOC_MAX_PAGES)
+        _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, k, lru)
+        got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, k, True, lru)
+        m[h, v, BALLOON_ROW, BALL] += got
+        moved = got
+    elif target < size:
+        k = min(size - target, RATE_FREE_MAX_PAGES)
+        m[h, v, BALLOON_ROW, BALL] -= k
+        m[h, v, FREE_ROW, NEVER] += k
+        moved = k
+    cnt[h, v, K_BALLOON_MOVED] += moved
+    stall[h, v, S_OTHER] += moved * costs[C_BALLOON]
+
+
+@njit(cache=True)
+def swap_to_target(m, vm, cnt, host, heat, rng, h, v, refill, lru):
+    """Compress or swap VM ``v``'s pages up to its swap target; pages taken.
+
+    ``refill``: between plans, only pages touched back in are replaced, at
+    most ``host[H_REFILL]`` a tick (``SimulatedBackend.swap_to_target``).
+    """
+    held = 0
+    for c in range(_nc(vm, h, v)):
+        held += m[h, v, c, SWP] + m[h, v, c, ZIP]
+    want = int(vm[h, v, V_SWAP_TARGET] * PAGES_PER_MIB) - held
+    returned = cnt[h, v, K_SWAP_IN] + cnt[h, v, K_UNZIP]
+    if refill:
+        want = min(want, int(returned - vm[h, v, V_RETURNED_SEEN]), int(host[h, H_REFILL]))
+    vm[h, v, V_RETURNED_SEEN] = returned
+    if want <= 0:
+        return 0
+    state = int(host[h, H_STATE])
+    compress = (vm[h, v, V_COMPRESS] > 0 and host[h, H_ZIP_OK + state] > 0
+                and host[h, H_ZIP_ON] > 0)
+    return _swap_out(m, vm, cnt, host, heat, rng, h, v, want, lru, compress)
+
+
+@njit(cache=True)
+def _share(m, ck, vm, host, rng, h, v, scan, breaking):
+    """The sharing scanner's pass over VM ``v`` this tick, and large pages broken for it.
+
+    ``breaking``: 0 off (the scanner hashes large pages but shares none of
+    them), 1 lazy (it breaks the large pages it visits), 2 active (besides,
+    ``H_LP_BREAK`` pages of large pages are broken and offered at once)
+    [YB-STATES6][YB-LP6]. ``V_LARGE_FRAC`` is the share of the VM's pages
+    still in large pages.
+    """
+    pages = vm[h, v, V_PAGES]
+    if pages <= 0:
+        return
+    large = vm[h, v, V_LARGE_FRAC]
+    f = min(1.0, vm[h, v, V_SHARE_RATE] / pages) if scan else 0.0
+    offered = f * (1.0 - large)
+    broken = 0.0
+    if breaking >= 1:
+        broken += f * large
+    if breaking == 2:
+        broken += min(large - broken, host[h, H_LP_BREAK] / pages)
+    broken = min(broken, large)
+    vm[h, v, V_LARGE_FRAC] = large - broken
+    offered = min(1.0, offered + broken)
+    if offered <= 0.0:
+        return
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        kind = ck[h, v, c]
+        if kind == 0 or (kind == 1 and vm[h, v, V_SHARE_IMAGE] > 0):
+            k = binomial(rng, h, m[h, v, c, PRIV], offered)
+            m[h, v, c, PRIV] -= k
+            m[h, v, c, ZERO if kind == 0 else SHR] += k
+            host[h, H_FREE] += k
+
+
+@njit(cache=True)
+def settle(m, vm, host, h):
+    """Host ``h``'s free frames counted afresh, and its memory state with hysteresis.
+
+    Shared frames: one zero page per salt (each VM's own, or one for the host
+    when salting is across); image pages shared across VMs of one image take
+    as many frames as the VM sharing most of them. Each VM's SHRDSVD is its
+    shared pages less its share of those frames.
+    """
+    n_v = m.shape[1]
+    used = 0.0
+    zero_any = 0
+    groups = np.zeros(n_v + 1, np.float64)
+    group_total = np.zeros(n_v + 1, np.float64)
+    for v in range(n_v):
+        if vm[h, v, V_ON] <= 0:
+            continue
+        used += _used_frames(m, vm, h, v)
+        shr = 0
+        zero = 0
+        for c in range(_nc(vm, h, v)):
+            shr += m[h, v, c, SHR]
+            zero += m[h, v, c, ZERO]
+        vm[h, v, V_SHARED] = shr + zero
+        vm[h, v, V_ZERO_SHARED] = zero
+        g = int(vm[h, v, V_IMAGE_GROUP])
+        if g >= 0 and shr > 0:
+            groups[g] = max(groups[g], shr)
+            group_total[g] += shr
+        if zero > 0:
+            zero_any += 1
+    across = host[h, H_SALT_ACROSS] > 0
+    zero_frames = (1.0 if zero_any else 0.0) if across else float(zero_any)
+    used += zero_frames + groups.sum()
+    total_zero = 0.0
+    for v in range(n_v):
+        if vm[h, v, V_ON] > 0:
+            total_zero += vm[h, v, V_ZERO_SHARED]
+    for v in range(n_v):
+        if vm[h, v, V_ON] <= 0:
+            vm[h, v, V_SAVED] = 0.0
+            continue
+        zero = vm[h, v, V_ZERO_SHARED]
+        shr = vm[h, v, V_SHARED] - zero
+        saved = 0.0
+        if zero > 0:
+            saved += zero - (zero_frames * zero / total_zero if across else 1.0)
+        g = int(vm[h, v, V_IMAGE_GROUP])
+        if shr > 0:
+            saved += shr - (groups[g] * shr / group_total[g] if g >= 0 else shr)
+        vm[h, v, V_SAVED] = max(0.0, saved)
+    host[h, H_FREE] = host[h, H_TOTAL] - used
+    free_mib = host[h, H_FREE] / PAGES_PER_MIB
+    state = int(host[h, H_STATE])
+    before = state
+    while state != LOW_STATE and free_mib < host[h, H_ENTER + state]:
+        state = int(host[h, H_LOWER + state])
+    if state == before:
+        while free_mib > host[h, H_EXIT + state]:
+            state = int(host[h, H_HIGHER + state])
+    if state > before:
+        host[h, H_WORSENED] = 1.0
+    host[h, H_STATE] = state
+
+
+@njit(cache=True)
+def _sample(m, q, vm, host, rng, h, v):
+    """Active-memory sampling: the running share touched, and a period's end folded in."""
+    pages = vm[h, v, V_PAGES]
+    touched = 0.0
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        mass = 0
+        for s in range(N_STATES):
+            mass += m[h, v, c, s]
+        touched += mass * q[h, v, c]
+    frac = min(1.0, touched / pages)
+    vm[h, v, V_RUNNING] = frac
+    vm[h, v, V_SAMPLE_LEFT] -= 1
+    if vm[h, v, V_SAMPLE_LEFT] <= 0:
+        n = int(vm[h, v, V_SAMPLE_N])
+        drawn = binomial(rng, h, n, frac) / max(1, n)
+        vm[h, v, V_SLOW] += host[h, H_SLOW_GAIN] * (drawn - vm[h, v, V_SLOW])
+        vm[h, v, V_FAST] += host[h, H_FAST_GAIN] * (drawn - vm[h, v, V_FAST])
+        vm[h, v, V_LAST_FRAC] = drawn
+        vm[h, v, V_RUNNING] = 0.0
+        vm[h, v, V_SAMPLE_LEFT] = host[h, H_SAMPLE_TICKS]
+        for c in range(_nc(vm, h, v)):
+            q[h, v, c] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tick_ns,
+         poll, lru):
+    """One tick of every host in the batch (``poll``: the balloon drivers poll this tick)."""
+    n_h, n_v = m.shape[0], m.shape[1]
+    stall[:] = 0.0
+    t = np.zeros(N_STATES, np.int64)
+    for h in range(n_h):
+        host[h, H_WORSENED] = 0.0
+        settle(m, vm, host, h)
+        host[h, H_WORSENED] = 0.0
+        state = int(host[h, H_STATE])
+        for v in range(n_v):
+            if vm[h, v, V_ON] <= 0:
+                continue
+            if vm[h, v, V_BLOCKED] > 0 and state == LOW_STATE:
+                stall[h, v, S_BLOCKED] = tick_ns
+                continue
+            _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
+                      lru, t)
+            make_room(m, vm, cnt, host, heat, rng, h, lru)
+        if poll:
+            for v in range(n_v):
+                if vm[h, v, V_ON] > 0:
+                    _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
+                    make_room(m, vm, cnt, host, heat, rng, h, lru)
+        if host[h, H_SWAP_OK + state] > 0:
+            for v in range(n_v):
+                if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
+                    swap_to_target(m, vm, cnt, host, heat, rng, h, v, True, lru)
+        for v in range(n_v):
+            if vm[h, v, V_ON] > 0:
+                _sample(m, q, vm, host, rng, h, v)
+        scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
+        breaking = 0
+        if host[h, H_LP_ACTIVE + state] > 0:
+            breaking = 2
+        elif host[h, H_LP_LAZY] > 0 and host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB]:
+            breaking = 1
+        if host[h, H_SHARE_ON] > 0:
+            for v in range(n_v):
+                if vm[h, v, V_ON] > 0:
+                    _share(m, ck, vm, host, rng, h, v, scan, breaking)
+        settle(m, vm, host, h)

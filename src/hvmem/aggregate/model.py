@@ -1,0 +1,336 @@
+"""A batch of hosts as arrays: their VMs' masses, parameters and counters.
+
+Layout. Every array's first axes are (host, VM slot); a VM's classes follow
+(``aggregate/classes.py``: row 0 the guest's free list, row 1 its balloon,
+then the workload's classes), then the backing state (``kernel.py``)::
+
+    m      int64   [H, V, C, 8]   pages by class and state
+    tp wp  float64 [H, V, C]      touch and write probability per tick
+    ck     int8    [H, V, C]      content kind (zero, image, private; -1 none)
+    slo shi float64 [H, V, C]     a swept class's span in sweep coordinates
+    q      float64 [H, V, C]      chance of a touch since the sampling period began
+    heat   int64   [H, V, C]      the classes, coldest first (-1 pads)
+    vm     float64 [H, V, 35]     per-VM parameters and state (kernel.V_*)
+    cnt    float64 [H, V, 8]      per-VM counters (kernel.K_*)
+    host   float64 [H, 46]        per-host parameters and state (kernel.H_*)
+
+A host of 32 VMs with 20 classes each is 32 x 22 x 8 masses, 45 KiB: a
+thousand hosts fit in 50 MiB. The kernel walks them host by host; Python
+touches a VM only when its workload changes phase, it powers on or off, or
+the policy decides (``aggregate/backend.py``), never per tick.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hvmem.aggregate import kernel as k
+from hvmem.aggregate.classes import WorkloadClasses, workload_classes
+from hvmem.core.rng import RngStreams
+from hvmem.guest.reclaim import linux_watermarks_pages
+from hvmem.hypervisor.large_pages import LARGE_PAGE_BREAKS_PER_S
+from hvmem.hypervisor.reclaim.sharing import default_scan_rate_pages_per_s
+from hvmem.hypervisor.sampling import PROFILE_SAMPLING
+from hvmem.policy.minfree import thresholds as make_thresholds
+from hvmem.policy.state_tracker import DEFAULT_EXIT_MARGIN_FRAC
+from hvmem.policy.states import ExitRule, MemState, actions, get_profile
+from hvmem.scenario.schema import Scenario, VmConfig
+from hvmem.units import NS_PER_S, PAGE_SHIFT, pages_to_mib
+
+LARGE_PAGE_PAGES = 512  # 4 KiB pages in a 2 MiB large page
+
+
+class VmSlot:
+    """Python's side of one VM slot: its configuration, classes and phase clock."""
+
+    def __init__(self, cfg: VmConfig, classes: WorkloadClasses) -> None:
+        self.config = cfg
+        self.classes = classes
+        self.phase = -1
+        self.phase_end_ns = 0.0
+        self.started_ns = 0
+        self.plan = None
+
+
+class HostBatch:
+    """Hosts stepped together; each built from its own scenario (same tick and VM count).
+
+    Args:
+        scenarios: one per host, each with its own seed.
+    """
+
+    def __init__(self, scenarios: list[Scenario]) -> None:
+        sc0 = scenarios[0]
+        self.scenarios = scenarios
+        self.tick_ns = sc0.tick_ns
+        n_h = len(scenarios)
+        n_v = max(len(s.vms) for s in scenarios)
+        cache: dict[tuple, WorkloadClasses] = {}
+        self.slots: list[list[VmSlot]] = []
+        n_c = 3
+        for sc in scenarios:
+            row = []
+            for cfg in sc.vms:
+                key = (repr(cfg.workload), sc.tick_ns)
+                if key not in cache:
+                    cache[key] = workload_classes(cfg.workload, sc.tick_ns, cfg.name)
+                wc = cache[key]
+                n_c = max(n_c, k.FIRST_CLASS + max(p.pages.size for p in wc.phases))
+                row.append(VmSlot(cfg, wc))
+            self.slots.append(row)
+        shape = (n_h, n_v, n_c)
+        self.m = np.zeros((*shape, k.N_STATES), np.int64)
+        self.tp = np.zeros(shape)
+        self.wp = np.zeros(shape)
+        self.ck = np.full(shape, -1, np.int8)
+        self.slo = np.full(shape, -1.0)
+        self.shi = np.full(shape, -1.0)
+        self.q = np.zeros(shape)
+        self.heat = np.full(shape, -1, np.int64)
+        self.vm = np.zeros((n_h, n_v, k.N_VM))
+        self.cnt = np.zeros((n_h, n_v, k.N_CNT))
+        self.stall = np.zeros((n_h, n_v, k.N_STALL))
+        self.host = np.zeros((n_h, k.N_HOST))
+        self.rng = np.array([RngStreams(s.seed).seed_for("aggregate") for s in scenarios],
+                            dtype=np.uint64)
+        t = sc0.timing
+        self.costs = np.array([t.guest_fault_ns, t.hypervisor_fault_ns, t.zero_page_ns,
+                               t.cow_copy_ns, t.decompress_ns, t.balloon_page_ns])
+        self.lru = sc0.host.swap_selection == "lru"
+        self.thresholds = []
+        self._next_phase_ns = math.inf  # the soonest phase change of any running VM
+        for h, sc in enumerate(scenarios):
+            self._init_host(h, sc)
+
+    # -- set-up ---------------------------------------------------------------------
+    def _init_host(self, h: int, sc: Scenario) -> None:
+        hc = sc.host
+        host = self.host[h]
+        host[k.H_TOTAL] = hc.memory_pages
+        host[k.H_FREE] = hc.memory_pages
+        host[k.H_STATE] = int(MemState.HIGH)
+        host[k.H_LARGE_PAGES] = float(bool(hc.large_pages) and hc.paging == "nested")
+        host[k.H_SALT_ACROSS] = float(hc.sharing.salting == "across")
+        host[k.H_SWAP_NS] = sc.timing.swap_in_ns(hc.swap_device)
+        host[k.H_REFILL] = max(1, int(sc.tick_ns // max(1.0, host[k.H_SWAP_NS])))
+        host[k.H_SHARE_ON] = float(hc.sharing.enabled)
+        host[k.H_ZIP_ON] = float(bool(hc.compression.enabled))
+        thr = make_thresholds(pages_to_mib(hc.memory_pages), hc.profile,
+                              min_free_frac=hc.min_free_frac)
+        self.thresholds.append(thr)
+        host[k.H_HIGH_MIB] = thr.high_mib
+        smp = hc.sampling
+        period_ns = smp.period_ns or PROFILE_SAMPLING[hc.profile][0]
+        host[k.H_FAST_GAIN] = smp.fast_gain
+        host[k.H_SLOW_GAIN] = smp.slow_gain
+        host[k.H_FLOOR] = smp.min_active_frac or 0.0
+        host[k.H_SAMPLE_TICKS] = max(1, round(period_ns / sc.tick_ns))
+        rule = get_profile(hc.profile).exit_rule
+        for s in MemState:
+            i = int(s)
+            if s not in thr.states:
+                continue
+            lower = thr.lower(s)
+            higher = thr.higher(s)
+            host[k.H_LOWER + i] = int(lower)
+            host[k.H_HIGHER + i] = int(higher)
+            host[k.H_ENTER + i] = thr.level_mib(lower) if s != MemState.LOW else -math.inf
+            if s == MemState.HIGH:
+                host[k.H_EXIT + i] = math.inf
+            else:
+                base = s if ExitRule(rule) is ExitRule.OWN else higher
+                host[k.H_EXIT + i] = thr.level_mib(base) * (1.0 + DEFAULT_EXIT_MARGIN_FRAC)
+            act = actions(s, hc.profile)
+            host[k.H_SWAP_OK + i] = float(act.swap)
+            host[k.H_ZIP_OK + i] = float(act.compress)
+            host[k.H_LP_ACTIVE + i] = float(act.break_large_pages)
+        host[k.H_LP_LAZY] = float(get_profile(hc.profile).breaks_large_pages)
+        host[k.H_LP_BREAK] = LARGE_PAGE_BREAKS_PER_S * LARGE_PAGE_PAGES * sc.tick_ns / NS_PER_S
+
+    def power_on(self, h: int, v: int, now_ns: int) -> None:
+        """VM slot ``v`` of host ``h`` boots: its kernel's memory backed, the rest free."""
+        slot = self.slots[h][v]
+        cfg, wc = slot.config, slot.classes
+        sc = self.scenarios[h]
+        n = cfg.memory_pages
+        gc = cfg.guest_config()
+        kernel_pages = (n * gc.kernel_bytes_per_page) >> PAGE_SHIFT
+        _, low, high = linux_watermarks_pages(n)
+        vm = self.vm[h, v]
+        vm[:] = 0.0
+        self.cnt[h, v] = 0.0
+        self.m[h, v] = 0
+        self.q[h, v] = 0.0
+        vm[k.V_ON] = 1.0
+        vm[k.V_PAGES] = n
+        vm[k.V_KERNEL] = kernel_pages
+        vm[k.V_LOW], vm[k.V_HIGH] = low, high
+        vm[k.V_GSWAP_CAP] = gc.swap_pages
+        vm[k.V_GSWAP_NS] = sc.timing.swap_in_ns(gc.swap_device)
+        vm[k.V_BAL_MAX] = cfg.balloon_max_pages
+        vm[k.V_BAL_ON] = float(cfg.guest.balloon_enabled)
+        vm[k.V_COMP_FRAC] = wc.compressible_frac
+        vm[k.V_FRAME_FRAC] = wc.compressed_frame_frac
+        vm[k.V_CACHE_MAX] = int(n * sc.host.compression.max_frac)
+        vm[k.V_SAMPLE_N] = min(sc.host.sampling.sample_pages, n)
+        vm[k.V_SAMPLE_LEFT] = self.host[h, k.H_SAMPLE_TICKS]
+        vm[k.V_SZTGT] = pages_to_mib(n)  # no plan yet: the VM's configured memory
+        vm[k.V_NCLASS] = k.FIRST_CLASS + max(p.pages.size for p in wc.phases)
+        vm[k.V_LARGE_FRAC] = self.host[h, k.H_LARGE_PAGES]  # backed by large pages at first
+        self.m[h, v, k.FREE_ROW, k.NEVER] = n - kernel_pages
+        self.host[h, k.H_FREE] -= kernel_pages
+        slot.phase = -1
+        slot.started_ns = now_ns
+        slot.plan = None
+        self._enter_phase(h, v, 0, now_ns, fresh=True)
+        self.share_setup(h)
+
+    def power_off(self, h: int, v: int) -> None:
+        """The VM's frames go back to the host."""
+        self.vm[h, v, k.V_ON] = 0.0
+        self.m[h, v] = 0
+        self.vm[h, v, k.V_CACHE_FRAMES] = 0.0
+        self.share_setup(h)
+
+    def share_setup(self, h: int, rate_pages_per_s: float | None = None) -> None:
+        """Each running VM's scan rate (``rate``: the plan's per-VM rate) and image group."""
+        sc = self.scenarios[h]
+        sh = sc.host.sharing
+        on = [v for v in range(len(self.slots[h])) if self.vm[h, v, k.V_ON] > 0]
+        tick_s = sc.tick_ns / NS_PER_S
+        base = rate_pages_per_s if rate_pages_per_s is not None else sh.scan_rate_pages_per_s
+        rates = [base or default_scan_rate_pages_per_s(int(self.vm[h, v, k.V_PAGES]))
+                 for v in on]
+        total = sum(rates)
+        scale = 1.0
+        cap = sh.scan_total_pages_per_s
+        if cap is not None and total > cap:
+            scale = cap / total
+        images: dict[str, list[int]] = {}
+        for v, rate in zip(on, rates, strict=True):
+            self.vm[h, v, k.V_SHARE_RATE] = rate * scale * tick_s
+            images.setdefault(self.slots[h][v].classes.image, []).append(v)
+        across = sh.salting == "across"
+        for g, members in enumerate(images.values()):
+            for v in members:
+                ok = across and len(members) > 1
+                self.vm[h, v, k.V_SHARE_IMAGE] = float(ok)
+                self.vm[h, v, k.V_IMAGE_GROUP] = g if ok else -1
+
+    # -- phases ---------------------------------------------------------------------
+    def advance_phases(self, now_ns: int) -> None:
+        """Start the phases whose time has come (Python, but only at phase changes)."""
+        if now_ns < self._next_phase_ns:
+            return
+        soonest = math.inf
+        for h, row in enumerate(self.slots):
+            for v, slot in enumerate(row):
+                if self.vm[h, v, k.V_ON] > 0 and now_ns >= slot.phase_end_ns:
+                    phases = slot.classes.phases
+                    nxt = slot.phase + 1
+                    if nxt >= len(phases):
+                        if not slot.classes.loop:
+                            slot.phase_end_ns = math.inf
+                            continue
+                        nxt = 0
+                    self._enter_phase(h, v, nxt, now_ns)
+                if self.vm[h, v, k.V_ON] > 0:
+                    soonest = min(soonest, slot.phase_end_ns)
+        self._next_phase_ns = soonest
+
+    def _enter_phase(self, h: int, v: int, index: int, now_ns: int, fresh: bool = False
+                     ) -> None:
+        slot = self.slots[h][v]
+        ph = slot.classes.phases[index]
+        first, n = k.FIRST_CLASS, ph.pages.size
+        m = self.m[h, v]
+        old = slot.classes.phases[slot.phase] if slot.phase >= 0 else None
+        if fresh or old is None:
+            pools = {}
+            for seg, kind, pages in zip(ph.segment.tolist(), ph.content.tolist(),
+                                        ph.pages.tolist(), strict=True):
+                pool = pools.setdefault((seg, kind), np.zeros(k.N_STATES, np.int64))
+                pool[k.NEVER] += pages
+        else:
+            pools = {}
+            for i, (seg, kind) in enumerate(zip(old.segment.tolist(), old.content.tolist(),
+                                                strict=True)):
+                pool = pools.setdefault((seg, kind), np.zeros(k.N_STATES, np.int64))
+                pool += m[first + i]
+        m[first:] = 0
+        targets: dict[tuple[int, int], list[int]] = {}
+        for i, key in enumerate(zip(ph.segment.tolist(), ph.content.tolist(), strict=True)):
+            targets.setdefault(key, []).append(i)
+        for (seg, kind), pool in pools.items():
+            idx = targets.get((seg, kind)) or [i for (s2, _), ids in targets.items()
+                                               if s2 == seg for i in ids]
+            if not idx:  # a segment the phase does not describe keeps its pages cold
+                idx = [0]
+            weights = ph.pages[idx].astype(np.float64)
+            weights /= weights.sum()
+            for s in range(k.N_STATES):
+                total = int(pool[s])
+                if total:
+                    share = np.floor(weights * total).astype(np.int64)
+                    rest = total - int(share.sum())
+                    order = np.argsort(-(weights * total - share), kind="stable")
+                    share[order[:rest]] += 1
+                    m[first + np.array(idx), s] += share
+        sl = slice(first, first + n)
+        self.tp[h, v] = 0.0
+        self.tp[h, v, sl] = ph.touch_prob
+        self.wp[h, v] = 0.0
+        self.wp[h, v, sl] = ph.write_prob
+        self.ck[h, v, 2:] = -1
+        self.ck[h, v, sl] = ph.content
+        self.slo[h, v] = -1.0
+        self.shi[h, v] = -1.0
+        self.slo[h, v, sl] = ph.scan_lo
+        self.shi[h, v, sl] = ph.scan_hi
+        self.q[h, v, sl] = 0.0
+        heat = self.heat[h, v]
+        heat[:] = -1
+        # Coldest first: never-touched classes, then by touch probability (sweeps
+        # count as their pace over their length).
+        pace = np.where(ph.scan_lo >= 0, ph.scan_pages_per_tick / max(1.0, ph.scan_len),
+                        ph.touch_prob)
+        heat[:n] = first + np.argsort(pace, kind="stable")
+        vm = self.vm[h, v]
+        vm[k.V_SCAN_RATE] = ph.scan_pages_per_tick
+        vm[k.V_SCAN_LEN] = max(1.0, ph.scan_len)
+        vm[k.V_SCAN_POS] = ph.scan_start
+        slot.phase = index
+        slot.phase_end_ns = now_ns + ph.duration_ns
+        self._next_phase_ns = min(self._next_phase_ns, slot.phase_end_ns)
+
+    # -- the tick -------------------------------------------------------------------
+    def step(self, now_ns: int, poll: bool) -> None:
+        """One tick of every host."""
+        self.advance_phases(now_ns)
+        k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
+               self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
+               float(self.tick_ns), poll, self.lru)
+
+    def settle(self, h: int) -> None:
+        """Host ``h``'s free frames and state after a plan was applied."""
+        k.settle(self.m, self.vm, self.host, h)
+
+    # -- readings -------------------------------------------------------------------
+    def state_pages(self, h: int, v: int, state: int) -> int:
+        """Pages of VM ``v`` in a backing state, over every class."""
+        return int(self.m[h, v, :, state].sum())
+
+    def active_frac(self, h: int, v: int) -> float:
+        """The sampler's estimate (max of slow, fast and current, floored)."""
+        vm, host = self.vm[h, v], self.host[h]
+        current = vm[k.V_FAST] + host[k.H_FAST_GAIN] * (vm[k.V_RUNNING] - vm[k.V_FAST])
+        return max(vm[k.V_SLOW], vm[k.V_FAST], current, host[k.H_FLOOR])
+
+    def current_frac(self, h: int, v: int) -> float:
+        """%ACTVN: the fast average with the running period folded in."""
+        vm, host = self.vm[h, v], self.host[h]
+        return vm[k.V_FAST] + host[k.H_FAST_GAIN] * (vm[k.V_RUNNING] - vm[k.V_FAST])
+
+

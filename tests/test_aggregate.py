@@ -1,0 +1,148 @@
+"""The aggregate fidelity: masses conserved, the page-level run's results, fleets on Dask.
+
+The statistical check against page fidelity runs two aggregate seeds per validated
+scenario against the page-fidelity statistics of ``tests/data/aggregate_validation.json``
+(8 seeds, written by ``make validate``); the full comparison, 8 seeds at both
+fidelities, is ``make validate``. Metrics that are out of bounds today are listed in
+``KNOWN_GAPS``: the test fails on any other, and on a gap that has closed (so the list
+only shrinks).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hvmem.aggregate import kernel as k
+from hvmem.aggregate import validate
+from hvmem.aggregate.sim import AggregateSimulation
+from hvmem.errors import ConfigError
+from hvmem.scenario.loader import load_scenario
+from hvmem.scenarios import builtin_scenario_path
+from hvmem.sim import Simulation
+from hvmem.ui.cli import app
+from hvmem.units import NS_PER_S
+
+#: (scenario, metric) out of bounds today (``tests/data/aggregate_known_gaps.json``, kept
+#: by hand): what the aggregate model does not yet reproduce.
+KNOWN_GAPS: set[tuple[str, str]] = {
+    (name, metric)
+    for name, metrics in json.loads((Path(__file__).parent / "data" / "aggregate_known_gaps.json"
+                                     ).read_text())["gaps"].items()
+    for metric in metrics
+}
+
+
+def _aggregate(name: str, seconds: int | None = None, seed: int | None = None):
+    sc = load_scenario(builtin_scenario_path(name))
+    sc = replace(sc, fidelity="aggregate")
+    if seconds is not None:
+        sc = replace(sc, duration_ns=seconds * NS_PER_S)
+    if seed is not None:
+        sc = replace(sc, seed=seed)
+    return sc
+
+
+def test_simulation_builds_the_aggregate_model_for_an_aggregate_scenario():
+    sim = Simulation(_aggregate("demo", 5))
+    assert isinstance(sim, AggregateSimulation)
+    result = sim.run()
+    assert result.complete and result.ticks_done == 5
+    assert {r["vm"] for r in result.vm_rows} == {"web", "db", "batch"}
+
+
+def test_masses_are_conserved_and_never_negative():
+    """Each VM's workload pages and guest pages add up at every tick; no mass below zero."""
+    sim = AggregateSimulation(_aggregate("demo", 300))
+    b = sim.batch
+    region = {}
+
+    def check(s: AggregateSimulation) -> None:
+        assert (b.m >= 0).all()
+        for name, v in s._running().items():
+            m, vm = b.m[0, v], b.vm[0, v]
+            workload = int(m[k.FIRST_CLASS:].sum())
+            assert region.setdefault(name, workload) == workload
+            guest = (m[k.FREE_ROW].sum() + m[k.BALLOON_ROW, k.BALL]
+                     + m[k.FIRST_CLASS:, k.PRIV:k.GSWP].sum() + vm[k.V_KERNEL])
+            assert guest == vm[k.V_PAGES]
+        assert b.host[0, k.H_FREE] <= b.host[0, k.H_TOTAL]
+
+    sim.run(on_tick=check)
+    assert sim.result.complete
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    a = AggregateSimulation(_aggregate("demo", 300, seed=3)).run()
+    b = AggregateSimulation(_aggregate("demo", 300, seed=3)).run()
+    c = AggregateSimulation(_aggregate("demo", 300, seed=4)).run()
+    assert list(a.vm_rows) == list(b.vm_rows)
+    assert [r["GRANT"] for r in a.vm_rows] != [r["GRANT"] for r in c.vm_rows]
+
+
+def test_binomial_draws_have_the_right_mean_and_spread():
+    rng = np.array([12345], dtype=np.uint64)
+    for n, p in ((10, 0.3), (1000, 0.002), (100_000, 0.25), (50, 0.97)):
+        draws = np.array([k.binomial(rng, 0, n, p) for _ in range(4000)])
+        assert draws.min() >= 0 and draws.max() <= n
+        assert abs(draws.mean() - n * p) < 4 * np.sqrt(n * p * (1 - p) / 4000) + 0.05
+        assert draws.std() == pytest.approx(np.sqrt(n * p * (1 - p)), rel=0.15)
+
+
+def test_trace_demand_and_churn_workloads_are_refused_in_one_line():
+    sc = replace(load_scenario(builtin_scenario_path("trace-day")), fidelity="aggregate")
+    with pytest.raises(ConfigError, match="needs page fidelity"):
+        Simulation(sc)
+
+
+def test_fidelity_flag_switches_and_refuses_in_one_line(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(app, ["run", "mmu-small", "--fidelity", "aggregate", "--no-live",
+                              "--out", str(tmp_path / "r")])
+    assert out.exit_code == 1 and "mmu-fidelity scenario" in out.output
+    out = runner.invoke(app, ["run", "demo", "--fidelity", "coarse"])
+    assert out.exit_code == 1 and "--fidelity: expected one of" in out.output
+
+
+# -- against page fidelity ------------------------------------------------------------------
+def _fixture() -> dict:
+    return json.loads(validate.FIXTURE.read_text())
+
+
+def test_fixture_was_made_from_the_scenarios_as_they_are():
+    stats = _fixture()
+    for name, duration_s in validate.SCENARIOS:
+        assert name in stats, f"{name}: no page-fidelity statistics; run make validate"
+        assert stats[name]["fingerprint"] == validate.fingerprint(name, duration_s), (
+            f"{name} changed since its statistics were made: run make validate")
+        assert len(stats[name]["seeds"]) >= 2
+
+
+@pytest.mark.parametrize("name", [n for n, _ in validate.SCENARIOS])
+def test_two_aggregate_seeds_lie_within_the_page_fidelity_bounds(name):
+    stats = _fixture()
+    rows = validate.compare(stats, name, validate.aggregate_runs(name, [1, 2]))
+    failed = {(name, r["metric"]) for r in rows if not r["ok"]}
+    assert not failed - KNOWN_GAPS, sorted(failed - KNOWN_GAPS)
+    known = {m for s, m in KNOWN_GAPS if s == name}
+    assert not known - {m for _, m in failed}, f"closed, drop from KNOWN_GAPS: {known}"
+
+
+# -- fleets -----------------------------------------------------------------------------------
+def test_a_tiny_fleet_runs_on_a_local_dask_cluster():
+    runner = CliRunner()
+    out = runner.invoke(app, ["bench", "fleet", "--hosts", "4", "--duration", "2min",
+                              "--workers", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    for key in ("hosts", "vms", "simulated_s", "wall_s", "host_seconds_per_wall_second",
+                "peak_rss_mib"):
+        assert key in result
+    assert result["hosts"] == 4 and result["vms"] == 128 and result["simulated_s"] == 120.0
+    assert result["vm_rows"] == 4 * 32 * 2 and result["host_rows"] == 4 * 2
+    assert result["host_seconds_per_wall_second"] > 0 and result["peak_rss_mib"] > 0
