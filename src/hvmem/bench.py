@@ -384,6 +384,7 @@ def bench_aggregate(name: str = "bench-32vm", duration_s: float | None = None) -
 def _scenario_child(args_json: str) -> None:
     """Body of :func:`bench_scenario`'s child: run, then print one JSON line."""
     import dataclasses
+    import gc
     import json
     import resource
 
@@ -398,9 +399,13 @@ def _scenario_child(args_json: str) -> None:
         scenario = dataclasses.replace(scenario, duration_ns=ticks * scenario.tick_ns)
     if args.get("fidelity"):
         scenario = dataclasses.replace(scenario, fidelity=args["fidelity"])
-    # Numba compiles on first use (seconds; more where its cache is cold): one tick of
-    # the same scenario first, so the figures time the simulation and not the compiler.
-    Simulation(dataclasses.replace(scenario, duration_ns=scenario.tick_ns)).run()
+    if args.get("fidelity") == "aggregate":
+        # Numba compiles on first use, seconds against an aggregate hour's one: one tick
+        # of the same scenario first, so the figure times the model and not the compiler.
+        # (A page-fidelity warm-up would leave ~200 MiB in the peak RSS it reports, for
+        # a compile of a few seconds in its minutes.)
+        Simulation(dataclasses.replace(scenario, duration_ns=scenario.tick_ns)).run()
+        gc.collect()
     start = time.perf_counter()
     sim = Simulation(scenario)
     setup_s = time.perf_counter() - start
