@@ -21,6 +21,7 @@ sweep's loop stays in its own thread, where signals land.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import multiprocessing
 import os
@@ -97,7 +98,7 @@ def _ignore_stops() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-class Runner:
+class Runner(abc.ABC):
     """Where a sweep's runs go: :meth:`submit` them, :meth:`poll` the finished, :meth:`close`."""
 
     #: A line saying where the runs go (for the sweep's first lines).
@@ -110,8 +111,9 @@ class Runner:
         """Start run ``index`` (its scenario) when a worker is free."""
         self._pending[self._submit(index, scenario)] = index
 
+    @abc.abstractmethod
     def _submit(self, index: int, scenario: Scenario) -> Any:
-        raise NotImplementedError
+        """Hand the run to a worker; returns its future."""
 
     @property
     def pending(self) -> int:
@@ -135,6 +137,7 @@ class Runner:
                 finished.append(Finished(index, None, f"worker lost: {error_text(err)}", 0.0))
         return finished
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Stop the workers, the runs still going too (they are not kept)."""
 
