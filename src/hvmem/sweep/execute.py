@@ -21,7 +21,6 @@ sweep's loop stays in its own thread, where signals land.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import multiprocessing
 import os
@@ -98,7 +97,7 @@ def _ignore_stops() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-class Runner(abc.ABC):
+class Runner:
     """Where a sweep's runs go: :meth:`submit` them, :meth:`poll` the finished, :meth:`close`."""
 
     #: A line saying where the runs go (for the sweep's first lines).
@@ -111,9 +110,8 @@ class Runner(abc.ABC):
         """Start run ``index`` (its scenario) when a worker is free."""
         self._pending[self._submit(index, scenario)] = index
 
-    @abc.abstractmethod
     def _submit(self, index: int, scenario: Scenario) -> Any:
-        """Hand the run to a worker; returns its future."""
+        raise NotImplementedError
 
     @property
     def pending(self) -> int:
@@ -137,7 +135,6 @@ class Runner(abc.ABC):
                 finished.append(Finished(index, None, f"worker lost: {error_text(err)}", 0.0))
         return finished
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Stop the workers, the runs still going too (they are not kept)."""
 

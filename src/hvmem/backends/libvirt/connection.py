@@ -115,8 +115,8 @@ def host_memory(conn: Any) -> HostMemory:
                           free_mib=stats["free"] / KIB_PER_MIB,
                           cache_mib=(stats.get("buffers", 0) + stats.get("cached", 0))
                           / KIB_PER_MIB)
-    except libvirt.libvirtError:  # a driver without node memory stats (the test driver)
-        pass  # falls back to the node's size and free memory below
+    except libvirt.libvirtError:
+        pass
     try:
         return HostMemory(total_mib=float(conn.getInfo()[1]),
                           free_mib=conn.getFreeMemory() / (1 << 20))
