@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -445,6 +447,32 @@ def test_proxmox_moves_at_most_100_mib_per_10_seconds(frees, gaps):
     for (t0, size), (t1, _) in zip(changes, changes[1:], strict=False):
         assert size <= 100.0 + 1e-6
         assert t1 - t0 >= 10.0
+
+
+def test_proxmox_water_filling_ends_when_rounding_alone_moves_a_vm():
+    # demo at aggregate fidelity, seed 2, at 150 s: web's size came out as 1935.31328125
+    # and 1935.3132812499998 MiB on alternate rounds, each a "change", and the loop never
+    # ended. A round that moves no VM by a byte makes no progress, as in AutoBalloon.pm,
+    # whose sizes are whole bytes.
+    def seed_2_vm(name: str, shares: int, balloon_mib: float, free_mib: float) -> VmSample:
+        return vm(name, configured_mib=2048.0, shares=shares, balloon_mib=balloon_mib,
+                  balloon_max_mib=2048.0 - 716.80078125, guest_free_mib=free_mib)
+
+    vms = [seed_2_vm("web", 20480, 100.0, 656.06640625),
+           seed_2_vm("db", 40960, 0.0, 780.55078125),
+           seed_2_vm("batch", 10240, 400.0, 594.015625)]
+
+    def endless(*_: object) -> None:
+        raise TimeoutError("compute_alg1 did not end")
+
+    previous = signal.signal(signal.SIGALRM, endless)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        sizes = ProxmoxPolicy()._compute_alg1(vms, -334.6296874999998)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sizes == {"web": pytest.approx(1935.31328125), "batch": 1548.0}
 
 
 def test_mom_ksm_starts_from_the_reported_pages_to_scan():

@@ -48,6 +48,11 @@ _AUTOBALLOON = "proxmox/pve-manager:PVE/AutoBalloon.pm"
 # Bounds of KSM's page counts: the kernel takes any pages_to_scan; a million pages a
 # wake-up is already far beyond what MOM's rules reach (1250).
 _MAX_KSM_PAGES = 1_000_000
+# compute_alg1 counts whole bytes (int() in AutoBalloon.pm line 44), so a round that
+# moves no VM by a byte is no progress and ends its loop; sizes here are not truncated,
+# and float rounding alone can move a VM back and forth by 2e-13 MiB for ever (demo at
+# aggregate fidelity, seed 2: web between 1935.31328125 and 1935.3132812499998 MiB).
+_BYTE_MIB = 1.0 / (1 << 20)
 
 
 def _held_swap(vm: VmSample) -> float:
@@ -326,7 +331,8 @@ class ProxmoxPolicy:
     config value) = ``max(reservation, configured - balloon_max_mib)``, the
     smallest size the balloon can reach; ``freemem`` = ``guest_free_mib`` (0 when
     unknown); shares as sampled (0 opts out, as in Proxmox). Sizes are not
-    truncated to whole bytes (``int()`` in line 44). VMs ``compute_alg1`` leaves
+    truncated to whole bytes (``int()`` in line 44), but a round that moves no
+    VM by a byte ends the loop, as it does there. VMs ``compute_alg1`` leaves
     alone keep their balloon target.
     """
 
@@ -437,7 +443,7 @@ class ProxmoxPolicy:
                 if balloon != d.balloon:
                     change = balloon - res.get(d.name, d.balloon)
                     res[d.name] = balloon
-                    if change != 0:
+                    if abs(change) >= _BYTE_MIB:
                         changes += change
                         progress = repeat = True
             rest -= changes
