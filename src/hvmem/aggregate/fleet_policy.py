@@ -93,6 +93,8 @@ class FleetPolicy:
     def tick(self, now_ns: int) -> int:
         """Decide every host whose decision is due at ``now_ns``; how many decided."""
         b, s, p = self.batch, self.samples, self.plans
+        if now_ns < self.next_due_ns.min() and not b.host[:, k.H_WORSENED].any():
+            return 0  # most ticks: nobody due, nothing crossed; skip the call's dispatch
         inflate, deflate, swap = self.steps
         n, reacted = decide(now_ns, self.period_ns, self.gap_ns, self.next_due_ns,
                             self.last_state, self.last_ns, b.m, b.vm, b.cnt, b.host, b.heat,
