@@ -7,9 +7,9 @@ host of a batch at once: each VM's sample is a column of ``[hosts, VMs]``
 arrays instead of a :class:`~hvmem.policy.samples.VmSample`, each host's a
 slot of ``[hosts]`` arrays, and the plans come back in arrays of the same
 shape. A fleet of thousands of hosts (``aggregate/fleet.py``) plans its hosts
-due in a balance period without building a Python object per VM: a sample
-and a plan of 32 VMs cost about 23 ms through the objects, and tens of
-microseconds here.
+due in a balance period without building a Python object per VM: a host of
+32 VMs sampled, planned and applied costs about 2.7 ms of CPU through the
+objects, and about 0.2 ms over arrays, applying included.
 
 It is not a second policy. Each step below is the scalar rule it mirrors,
 named where it is, and ``tests/test_policy_batched.py`` holds the two to the
