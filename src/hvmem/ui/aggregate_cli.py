@@ -57,13 +57,21 @@ def bench_fleet(
     scheduler: Annotated[str | None, typer.Option(
         help="An existing Dask scheduler (tcp://HOST:8786) instead of a local cluster.")
     ] = None,
+    policy: Annotated[str, typer.Option(
+        help="The policy every host runs: esx is planned over arrays for all hosts at "
+             "once; the others (static, mom, proxmox, psi) run per host, much slower "
+             "(the JSON's policy_path says which).")] = "esx",
+    out: Annotated[str | None, typer.Option(
+        help="Directory for the rows (vm_rows/, host_rows/ as Parquet); a directory "
+             "every worker sees. Default: written to scratch and discarded.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """A fleet of bench-32vm hosts at aggregate fidelity on a Dask cluster.
 
     Each host has its own seed; 1 s ticks; per-VM and per-host rows every
-    simulated minute. Prints hosts, vms, simulated_s, wall_s,
-    host_seconds_per_wall_second and peak_rss_mib.
+    simulated minute, streamed to Parquet. Prints hosts, vms, simulated_s,
+    wall_s, host_seconds_per_wall_second and peak_rss_mib, with the workers'
+    CPU time (host_ticks_per_cpu_second) and the policy's path.
     """
     from hvmem.aggregate.fleet import run_fleet
     from hvmem.units import NS_PER_S, parse_time_ns
@@ -79,8 +87,14 @@ def bench_fleet(
     for flag, value in (("--workers", workers), ("--hosts-per-task", hosts_per_task)):
         if value is not None and not 1 <= value <= 10_000:
             raise HvmemError(f"{flag}: expected 1 to 10000, found {value}")
+    from hvmem.policy.policies import POLICY_NAMES
+
+    if policy not in POLICY_NAMES:
+        raise HvmemError(f"--policy: expected one of {', '.join(POLICY_NAMES)}, "
+                         f"found {policy!r}")
     result = run_fleet(hosts, duration_ns // NS_PER_S, workers=workers,
-                       hosts_per_task=hosts_per_task, scheduler=scheduler)
+                       hosts_per_task=hosts_per_task, scheduler=scheduler, policy=policy,
+                       out=out)
     if as_json:
         typer.echo(json.dumps(result))
         return
