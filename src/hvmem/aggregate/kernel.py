@@ -57,8 +57,8 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT) = range(39)
-N_VM = 39
+ V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED) = range(40)
+N_VM = 40
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -489,19 +489,38 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
 
 
 @njit(cache=True)
+def image_backed(m, ck, vm, h):
+    """Each VM's image pages the guest holds (``V_IMAGE_BACKED``): what its scanner can share."""
+    for v in range(m.shape[1]):
+        n = 0
+        if vm[h, v, V_ON] > 0:
+            for c in range(FIRST_CLASS, _nc(vm, h, v)):
+                if ck[h, v, c] == 1:
+                    n += m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZIP] + m[h, v, c, SWP]
+        vm[h, v, V_IMAGE_BACKED] = n
+
+
+@njit(cache=True)
 def settle(m, vm, host, h):
     """Host ``h``'s free frames counted afresh, and its memory state with hysteresis.
 
     Shared frames: one zero page per salt (each VM's own, or one for the host
-    when salting is across); image pages shared across VMs of one image take
-    as many frames as the VM sharing most of them. Each VM's SHRDSVD is its
-    shared pages less its share of those frames.
+    when salting is across). Image pages shared across VMs of one image: the
+    scanner visits each VM's pages in its own random order, so which of the
+    image's pages a VM has shared is independent of which the others have.
+    Of the ``U`` image pages the group's VMs hold (the most any of them
+    holds), a VM sharing ``x_v`` of them, a page has a shared frame unless no
+    VM shares it: ``U (1 - prod(1 - x_v / U))`` frames. (Aligned sets would
+    need only the largest ``x_v``, as many as half the frames page fidelity
+    counts once the scanner has been round each VM a few times.) Each VM's
+    SHRDSVD is its shared pages less its share of those frames.
     """
     n_v = m.shape[1]
     used = 0.0
     zero_any = 0
     groups = np.zeros(n_v + 1, np.float64)
     group_total = np.zeros(n_v + 1, np.float64)
+    universe = np.zeros(n_v + 1, np.float64)
     for v in range(n_v):
         if vm[h, v, V_ON] <= 0:
             continue
@@ -514,11 +533,19 @@ def settle(m, vm, host, h):
         vm[h, v, V_SHARED] = shr + zero
         vm[h, v, V_ZERO_SHARED] = zero
         g = int(vm[h, v, V_IMAGE_GROUP])
-        if g >= 0 and shr > 0:
-            groups[g] = max(groups[g], shr)
+        if g >= 0:
+            universe[g] = max(universe[g], vm[h, v, V_IMAGE_BACKED], float(shr))
             group_total[g] += shr
         if zero > 0:
             zero_any += 1
+    for g in range(n_v + 1):
+        groups[g] = 1.0
+    for v in range(n_v):
+        g = int(vm[h, v, V_IMAGE_GROUP])
+        if vm[h, v, V_ON] > 0 and g >= 0 and universe[g] > 0:
+            groups[g] *= 1.0 - (vm[h, v, V_SHARED] - vm[h, v, V_ZERO_SHARED]) / universe[g]
+    for g in range(n_v + 1):
+        groups[g] = universe[g] * (1.0 - groups[g]) if group_total[g] > 0 else 0.0
     across = host[h, H_SALT_ACROSS] > 0
     zero_frames = (1.0 if zero_any else 0.0) if across else float(zero_any)
     used += zero_frames + groups.sum()
@@ -587,6 +614,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
     t = np.zeros(N_STATES, np.int64)
     for h in range(n_h):
         host[h, H_WORSENED] = 0.0
+        image_backed(m, ck, vm, h)
         settle(m, vm, host, h)
         host[h, H_WORSENED] = 0.0
         state = int(host[h, H_STATE])
@@ -621,4 +649,5 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
                     _share(m, ck, vm, host, rng, h, v, scan, breaking)
+        image_backed(m, ck, vm, h)
         settle(m, vm, host, h)
