@@ -582,15 +582,23 @@ def settle(m, vm, host, h):
 
 @njit(cache=True)
 def _sample(m, q, vm, host, rng, h, v):
-    """Active-memory sampling: the running share touched, and a period's end folded in."""
+    """Active-memory sampling: the running share touched, and a period's end folded in.
+
+    The sampler looks at guest pages: a class's pages touched since the
+    period began, but never more than the guest pages that hold the
+    workload's data now (those ballooned, free or in the guest's swap are
+    pages it cannot find touched, however often the workload asks for them).
+    """
     pages = vm[h, v, V_PAGES]
     touched = 0.0
+    resident = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
         mass = 0
         for s in range(N_STATES):
             mass += m[h, v, c, s]
         touched += mass * q[h, v, c]
-    frac = min(1.0, touched / pages)
+        resident += mass - m[h, v, c, NEVER] - m[h, v, c, GSWP]
+    frac = min(1.0, min(touched, resident) / pages)
     vm[h, v, V_RUNNING] = frac
     vm[h, v, V_SAMPLE_LEFT] -= 1
     if vm[h, v, V_SAMPLE_LEFT] <= 0:
