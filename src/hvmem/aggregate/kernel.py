@@ -19,7 +19,8 @@ order:
   watermark (to high, as Linux does). Every touched page the host does not
   back (swapped, compressed, shared and written) is served: a frame, and the
   service's cost in the VM's stall; a frame the host lacks is made room for by
-  swapping the largest consumer's private pages (``make_room``).
+  swapping the largest consumer's private pages (``make_room``); a VM with a
+  limit that now holds more swaps its own pages back to it (``hold_to_cap``).
 * the balloon (each second): towards its target at vmw_balloon's rates, from
   the guest's free list (the guest reclaims to give it more); inflated pages
   free their frames.
@@ -57,8 +58,8 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED) = range(40)
-N_VM = 40
+ V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP) = range(41)
+N_VM = 41
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -208,6 +209,30 @@ def make_room(m, vm, cnt, host, heat, rng, h, lru):
             break
         if _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False) == 0:
             break
+
+
+@njit(cache=True)
+def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
+    """A VM with a limit (``V_CAP`` pages, 0: none) holding more swaps its own pages back to it.
+
+    What a VM holds is what the limit caps in page fidelity
+    (``reclaimer.held_pages``): its private and shared pages (the kernel's
+    among them) and its compression cache's frames. Victims by the host's
+    selection, swapped, never compressed (``reclaimer.hold_to_cap``): a VM
+    never holds more machine memory than its limit, whatever the host's
+    state [VS-ALLOC]. Run once the VM's touches of the tick are served, so
+    the pages it touched may be among them (page fidelity spares those).
+    """
+    cap = vm[h, v, V_CAP]
+    if cap <= 0:
+        return 0
+    held = _used_frames(m, vm, h, v)
+    for c in range(_nc(vm, h, v)):
+        held += m[h, v, c, SHR] + m[h, v, c, ZERO]
+    over = int(math.ceil(held - cap))
+    if over <= 0:
+        return 0
+    return _swap_out(m, vm, cnt, host, heat, rng, h, v, over, lru, False)
 
 
 @njit(cache=True)
@@ -634,6 +659,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
                 continue
             _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
                       lru, t)
+            hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
             make_room(m, vm, cnt, host, heat, rng, h, lru)
         if poll:
             for v in range(n_v):
