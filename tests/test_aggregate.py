@@ -133,6 +133,29 @@ def test_two_aggregate_seeds_lie_within_the_page_fidelity_bounds(name):
     assert not known - {m for _, m in failed}, f"closed, drop from KNOWN_GAPS: {known}"
 
 
+def test_a_limited_vm_holds_no_more_than_its_limit_as_at_page_fidelity():
+    """Hold-to-cap: the VM swaps its own pages at its limit, then the balloon takes the rest.
+
+    ``tests/fidelity/limit.toml`` (a 256 MiB VM capped at 128 MiB, its working set
+    240 MiB, the host in HIGH) at both fidelities: the aggregate run never holds
+    more than the limit and ends where the page-level run ends, within the
+    validation's floor of 5 % of the VM's memory.
+    """
+    sc = load_scenario(Path(__file__).parent / "fidelity" / "limit.toml")
+    runs = {}
+    for fidelity in ("page", "aggregate"):
+        result = Simulation(replace(sc, fidelity=fidelity)).run()
+        runs[fidelity] = ([r for r in result.vm_rows if r["vm"] == "capped"],
+                          result.summary()["vms"]["capped"])
+    (page, page_sum), (agg, agg_sum) = runs["page"], runs["aggregate"]
+    assert max(r["GRANT"] for r in agg) <= 128.0
+    floor_mib = 0.05 * 256
+    for col in ("GRANT", "MCTLSZ", "SWCUR"):
+        assert abs(agg[-1][col] - page[-1][col]) <= floor_mib, (col, agg[-1][col], page[-1][col])
+    assert abs(agg_sum["balloon_peak_mib"] - page_sum["balloon_peak_mib"]) <= floor_mib
+    assert abs(agg_sum["mean_throughput"] - page_sum["mean_throughput"]) <= 0.05
+
+
 # -- fleets -----------------------------------------------------------------------------------
 def test_a_tiny_fleet_runs_on_a_local_dask_cluster():
     runner = CliRunner()

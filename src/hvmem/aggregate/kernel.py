@@ -19,7 +19,8 @@ order:
   watermark (to high, as Linux does). Every touched page the host does not
   back (swapped, compressed, shared and written) is served: a frame, and the
   service's cost in the VM's stall; a frame the host lacks is made room for by
-  swapping the largest consumer's private pages (``make_room``).
+  swapping the largest consumer's private pages (``make_room``); a VM with a
+  limit that now holds more swaps its own pages back to it (``hold_to_cap``).
 * the balloon (each second): towards its target at vmw_balloon's rates, from
   the guest's free list (the guest reclaims to give it more); inflated pages
   free their frames.
@@ -57,8 +58,8 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT) = range(39)
-N_VM = 39
+ V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP) = range(41)
+N_VM = 41
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -208,6 +209,30 @@ def make_room(m, vm, cnt, host, heat, rng, h, lru):
             break
         if _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False) == 0:
             break
+
+
+@njit(cache=True)
+def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
+    """A VM with a limit (``V_CAP`` pages, 0: none) holding more swaps its own pages back to it.
+
+    What a VM holds is what the limit caps in page fidelity
+    (``reclaimer.held_pages``): its private and shared pages (the kernel's
+    among them) and its compression cache's frames. Victims by the host's
+    selection, swapped, never compressed (``reclaimer.hold_to_cap``): a VM
+    never holds more machine memory than its limit, whatever the host's
+    state [VS-ALLOC]. Run once the VM's touches of the tick are served, so
+    the pages it touched may be among them (page fidelity spares those).
+    """
+    cap = vm[h, v, V_CAP]
+    if cap <= 0:
+        return 0
+    held = _used_frames(m, vm, h, v)
+    for c in range(_nc(vm, h, v)):
+        held += m[h, v, c, SHR] + m[h, v, c, ZERO]
+    over = int(math.ceil(held - cap))
+    if over <= 0:
+        return 0
+    return _swap_out(m, vm, cnt, host, heat, rng, h, v, over, lru, False)
 
 
 @njit(cache=True)
@@ -489,19 +514,38 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
 
 
 @njit(cache=True)
+def image_backed(m, ck, vm, h):
+    """Each VM's image pages the guest holds (``V_IMAGE_BACKED``): what its scanner can share."""
+    for v in range(m.shape[1]):
+        n = 0
+        if vm[h, v, V_ON] > 0:
+            for c in range(FIRST_CLASS, _nc(vm, h, v)):
+                if ck[h, v, c] == 1:
+                    n += m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZIP] + m[h, v, c, SWP]
+        vm[h, v, V_IMAGE_BACKED] = n
+
+
+@njit(cache=True)
 def settle(m, vm, host, h):
     """Host ``h``'s free frames counted afresh, and its memory state with hysteresis.
 
     Shared frames: one zero page per salt (each VM's own, or one for the host
-    when salting is across); image pages shared across VMs of one image take
-    as many frames as the VM sharing most of them. Each VM's SHRDSVD is its
-    shared pages less its share of those frames.
+    when salting is across). Image pages shared across VMs of one image: the
+    scanner visits each VM's pages in its own random order, so which of the
+    image's pages a VM has shared is independent of which the others have.
+    Of the ``U`` image pages the group's VMs hold (the most any of them
+    holds), a VM sharing ``x_v`` of them, a page has a shared frame unless no
+    VM shares it: ``U (1 - prod(1 - x_v / U))`` frames. (Aligned sets would
+    need only the largest ``x_v``, as many as half the frames page fidelity
+    counts once the scanner has been round each VM a few times.) Each VM's
+    SHRDSVD is its shared pages less its share of those frames.
     """
     n_v = m.shape[1]
     used = 0.0
     zero_any = 0
     groups = np.zeros(n_v + 1, np.float64)
     group_total = np.zeros(n_v + 1, np.float64)
+    universe = np.zeros(n_v + 1, np.float64)
     for v in range(n_v):
         if vm[h, v, V_ON] <= 0:
             continue
@@ -514,11 +558,19 @@ def settle(m, vm, host, h):
         vm[h, v, V_SHARED] = shr + zero
         vm[h, v, V_ZERO_SHARED] = zero
         g = int(vm[h, v, V_IMAGE_GROUP])
-        if g >= 0 and shr > 0:
-            groups[g] = max(groups[g], shr)
+        if g >= 0:
+            universe[g] = max(universe[g], vm[h, v, V_IMAGE_BACKED], float(shr))
             group_total[g] += shr
         if zero > 0:
             zero_any += 1
+    for g in range(n_v + 1):
+        groups[g] = 1.0
+    for v in range(n_v):
+        g = int(vm[h, v, V_IMAGE_GROUP])
+        if vm[h, v, V_ON] > 0 and g >= 0 and universe[g] > 0:
+            groups[g] *= 1.0 - (vm[h, v, V_SHARED] - vm[h, v, V_ZERO_SHARED]) / universe[g]
+    for g in range(n_v + 1):
+        groups[g] = universe[g] * (1.0 - groups[g]) if group_total[g] > 0 else 0.0
     across = host[h, H_SALT_ACROSS] > 0
     zero_frames = (1.0 if zero_any else 0.0) if across else float(zero_any)
     used += zero_frames + groups.sum()
@@ -555,15 +607,23 @@ def settle(m, vm, host, h):
 
 @njit(cache=True)
 def _sample(m, q, vm, host, rng, h, v):
-    """Active-memory sampling: the running share touched, and a period's end folded in."""
+    """Active-memory sampling: the running share touched, and a period's end folded in.
+
+    The sampler looks at guest pages: a class's pages touched since the
+    period began, but never more than the guest pages that hold the
+    workload's data now (those ballooned, free or in the guest's swap are
+    pages it cannot find touched, however often the workload asks for them).
+    """
     pages = vm[h, v, V_PAGES]
     touched = 0.0
+    resident = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
         mass = 0
         for s in range(N_STATES):
             mass += m[h, v, c, s]
         touched += mass * q[h, v, c]
-    frac = min(1.0, touched / pages)
+        resident += mass - m[h, v, c, NEVER] - m[h, v, c, GSWP]
+    frac = min(1.0, min(touched, resident) / pages)
     vm[h, v, V_RUNNING] = frac
     vm[h, v, V_SAMPLE_LEFT] -= 1
     if vm[h, v, V_SAMPLE_LEFT] <= 0:
@@ -587,6 +647,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
     t = np.zeros(N_STATES, np.int64)
     for h in range(n_h):
         host[h, H_WORSENED] = 0.0
+        image_backed(m, ck, vm, h)
         settle(m, vm, host, h)
         host[h, H_WORSENED] = 0.0
         state = int(host[h, H_STATE])
@@ -598,6 +659,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
                 continue
             _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
                       lru, t)
+            hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
             make_room(m, vm, cnt, host, heat, rng, h, lru)
         if poll:
             for v in range(n_v):
@@ -621,4 +683,5 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
                     _share(m, ck, vm, host, rng, h, v, scan, breaking)
+        image_backed(m, ck, vm, h)
         settle(m, vm, host, h)

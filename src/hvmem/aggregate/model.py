@@ -171,6 +171,9 @@ class HostBatch:
         vm[k.V_GSWAP_NS] = sc.timing.swap_in_ns(gc.swap_device)
         vm[k.V_BAL_MAX] = cfg.balloon_max_pages
         vm[k.V_BAL_ON] = float(cfg.guest.balloon_enabled)
+        # A limit is held in every state; one at or above the VM's memory holds nothing.
+        limited = cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes
+        vm[k.V_CAP] = cfg.limit_bytes >> PAGE_SHIFT if limited else 0
         vm[k.V_COMP_FRAC] = wc.compressible_frac
         vm[k.V_FRAME_FRAC] = wc.compressed_frame_frac
         vm[k.V_CACHE_MAX] = int(n * sc.host.compression.max_frac)
