@@ -233,15 +233,22 @@ class Simulation:
         """Run to the scenario's end (or until interrupted); returns the result."""
         sc = self.scenario
         tick = sc.tick_ns
+        rows = self.result.host_rows, self.result.vm_rows
+        whole = (len(rows[0]), len(rows[1]))  # the rows of the ticks done
         try:
             for k in range(sc.n_ticks):
                 self.now_ns = k * tick
                 self._tick(tick)
                 self.result.ticks_done = k + 1
+                whole = (len(rows[0]), len(rows[1]))
                 if on_tick is not None:
                     on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
+            # A signal can land while a tick's rows are appended: without the cut, a
+            # host row and some of the VMs' rows of a tick not counted in ticks_done.
+            rows[0].truncate(whole[0])
+            rows[1].truncate(whole[1])
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         return self.result
