@@ -162,8 +162,7 @@ class Simulation:
         n = cfg.memory_pages
         tables = TableStore(n, f"{cfg.name} guest-physical")
         host_vm = self.host.add_vm(cfg.name, n, tables)
-        if cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes:
-            host_vm.cap_pages = cfg.limit_bytes // PAGE_SIZE_BYTES  # held in every state
+        host_vm.cap_pages = _cap_pages(cfg)  # held in every state
         if self.host.salting == "explicit":
             self.host.explicit_salts[host_vm.vm_id] = cfg.salt or 0
         kernel = GuestKernel(cfg.guest_config(), host_vm, tables,
@@ -210,6 +209,11 @@ class Simulation:
             elif path[3:path.rindex(".")] in self.vms:  # vm.NAME.KEY; a name may hold dots
                 vm = self.vms[path[3:path.rindex(".")]]
                 vm.config = schedule.vm(vm.config.name)
+                # A new limit holds from now on, as one set at power-on does: what the
+                # VM holds above it is swapped at once, and its balloon then inflates
+                # toward it so that the swapping stops (policy/planner.py).
+                vm.host_vm.cap_pages = _cap_pages(vm.config)
+                self.host.hold_to_cap(vm.host_vm, 0)
         running = self.vms.get(event.vm or "")
         if event.power == "off" and running is not None:
             self._power_off(running)
@@ -233,15 +237,22 @@ class Simulation:
         """Run to the scenario's end (or until interrupted); returns the result."""
         sc = self.scenario
         tick = sc.tick_ns
+        rows = self.result.host_rows, self.result.vm_rows
+        whole = (len(rows[0]), len(rows[1]))  # the rows of the ticks done
         try:
             for k in range(sc.n_ticks):
                 self.now_ns = k * tick
                 self._tick(tick)
                 self.result.ticks_done = k + 1
+                whole = (len(rows[0]), len(rows[1]))
                 if on_tick is not None:
                     on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
+            # A signal can land while a tick's rows are appended: without the cut, a
+            # host row and some of the VMs' rows of a tick not counted in ticks_done.
+            rows[0].truncate(whole[0])
+            rows[1].truncate(whole[1])
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         return self.result
@@ -335,6 +346,13 @@ class Simulation:
             for vm in self.vms.values():
                 vm.kernel.check_invariants()
         self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
+
+
+def _cap_pages(cfg: VmConfig) -> int | None:
+    """The pages a VM may hold under its limit; None when the limit does not bind."""
+    if cfg.limit_bytes is None or cfg.limit_bytes >= cfg.memory_bytes:
+        return None
+    return cfg.limit_bytes // PAGE_SIZE_BYTES
 
 
 class _PoweredOff:

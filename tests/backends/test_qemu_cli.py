@@ -98,6 +98,43 @@ def test_guests_file_errors_name_file_and_field(tmp_path):
         specs_from_sockets([tmp_path / "a" / "vm1.qmp", tmp_path / "b" / "vm1.qmp"])
 
 
+@pytest.mark.parametrize("read", [load_guests_config, read_guests_file],
+                         ids=["load_guests_config", "read_guests_file"])
+@pytest.mark.parametrize(("content", "message"), [
+    (b'[[guest]]\nname = "caf\xe9"\nqmp = "/x.qmp"\n',
+     r"g.toml: not UTF-8 text \(byte 0xe9 at line 2, column 12\)"),
+    ('[[guest]]\nname = "a"\n'.encode("utf-16"), "g.toml: is UTF-16 text"),
+    (b"\x00\xff\xfe\x80" * 8, "g.toml: not UTF-8 text"),
+    (b"x = " + b"[" * 5000 + b"]" * 5000, "g.toml: not valid TOML: nested too deeply"),
+])
+def test_guests_file_bytes_are_one_error_line(tmp_path, read, content, message):
+    # The guests file is read as scenario files are: whatever its bytes, one line
+    # naming the file, never a UnicodeDecodeError's traceback.
+    cfg = tmp_path / "g.toml"
+    cfg.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        read(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_guests_file_with_byte_order_mark_or_directory(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_bytes(b'\xef\xbb\xbf[[guest]]\nname = "vm1"\nqmp = "/r/vm1.qmp"\n')
+    assert load_guests_config(cfg).guests[0].name == "vm1"
+    with pytest.raises(ConfigError, match="is a directory, not a guests file"):
+        load_guests_config(tmp_path)
+
+
+def test_non_utf8_guests_file_from_the_command_line(tmp_path):
+    cfg = tmp_path / "g.toml"
+    cfg.write_bytes(b'[[guest]]\nname = "caf\xe9"\nqmp = "/x.qmp"\n')
+    for args in (["control", "--config", str(cfg), "--dry-run", "--no-live", "--duration", "1s"],
+                 ["stop", "--config", str(cfg)]):
+        code, out = run(*args)
+        assert code == 1 and "Traceback" not in out, out
+        assert "g.toml: not UTF-8 text" in out
+
+
 def test_guests_file_round_trip(tmp_path):
     cfg = tmp_path / "g.toml"
     cfg.write_text('[host]\nmemory = "2GiB"\n\n[[guest]]\nname = "vm1"\nqmp = "/r/vm1.qmp"\n'

@@ -97,16 +97,25 @@ class AggregateSimulation:
     def run(self, on_tick: Callable[[AggregateSimulation], None] | None = None) -> RunResult:
         """Run to the scenario's end (or until interrupted); returns the result."""
         sc = self.scenario
+        host_rows, vm_rows, buf = self.result.host_rows, self.result.vm_rows, self._buffer
+        whole = (len(host_rows), len(vm_rows) + buf.n)  # the rows of the ticks done
         try:
             for i in range(sc.n_ticks):
                 self.now_ns = i * sc.tick_ns
                 self._tick(sc.tick_ns)
                 self.result.ticks_done = i + 1
+                whole = (len(host_rows), len(vm_rows) + buf.n)
                 if on_tick is not None:
-                    self._buffer.flush(self.result.vm_rows)  # a watcher reads the rows now
+                    buf.flush(vm_rows)  # a watcher reads the rows now
                     on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:
+            # A signal can land while a tick's rows are appended: keep whole ticks only.
+            buf.n = keep = max(0, min(whole[1] - len(vm_rows), buf.n))
+            del buf.times[keep:], buf.tick_s[keep:], buf.names[keep:]
+            buf.flush(vm_rows)
+            host_rows.truncate(whole[0])
+            vm_rows.truncate(whole[1])
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         finally:

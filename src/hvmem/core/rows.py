@@ -82,6 +82,18 @@ class RowLog(Sequence[dict]):
         for row in rows:
             self.append(row)
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows only (every column cut to ``n`` values).
+
+        For a run stopped by a signal while a tick's rows were being appended:
+        cutting back to the rows of whole ticks leaves each column as long as the
+        others even if the signal landed inside :meth:`append` itself.
+        """
+        n = max(0, min(n, self._n))
+        for column in self._columns.values():
+            del column[n:]
+        self._n = n
+
     def __len__(self) -> int:
         return self._n
 

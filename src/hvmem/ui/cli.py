@@ -230,9 +230,8 @@ def run(
     scenario_file: Annotated[
         Path, typer.Argument(help="A scenario TOML file or a shipped scenario name.")
     ],
-    policy: Annotated[str | None, typer.Option(help="Policy: esx, static, mom or proxmox.")] = (
-        None
-    ),
+    policy: Annotated[str | None, typer.Option(
+        help="Policy: esx, static, mom, proxmox or psi.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory to write.")] = None,

@@ -196,7 +196,7 @@ def control_cmd(
         help="A guests file (guests.toml from launch, or written by hand).")] = None,
     qmp: Annotated[list[Path] | None, typer.Option(
         help="A guest's QMP socket (repeat for more guests); named by the file's stem.")] = None,
-    policy: Annotated[str, typer.Option(help="Policy: esx, mom, proxmox or static.")] = "esx",
+    policy: Annotated[str, typer.Option(help="Policy: esx, mom, proxmox, psi or static.")] = "esx",
     interval: Annotated[str, typer.Option(help="Balance period between decisions.")] = "15s",
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plans; apply nothing.")] = False,

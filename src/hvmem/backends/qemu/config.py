@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from hvmem.backends.qemu.ksm import DEFAULT_KSM_DIR
 from hvmem.backends.qemu.qmp import DEFAULT_TIMEOUT_S
 from hvmem.errors import ConfigError
 from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
+from hvmem.scenario.toml_file import read_toml
 from hvmem.units import MIB, parse_size_bytes
 
 __all__ = ["BackendOptions", "GuestSpec", "GuestsConfig", "load_guests_config",
@@ -187,14 +187,9 @@ def load_guests_config(path: str | Path) -> GuestsConfig:
             (the message names the file and the key's path).
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    # The scenario files' reader: a guests file in another encoding, a directory or
+    # /dev/zero is one line naming the file, not a traceback.
+    data = read_toml(path, "guests file")
     unknown = sorted(set(data) - {"host", "guest", "accel"})
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} (expected [host], [[guest]])")

@@ -53,7 +53,6 @@ import re
 import signal
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +62,7 @@ from hvmem.backends.qemu.guest_image import GuestImage, WorkloadParams
 from hvmem.backends.qemu.qmp import QmpClient
 from hvmem.backends.qemu.state_file import CgroupRecord, default_state_dir, prune_launch_records
 from hvmem.errors import BackendError, ConfigError
+from hvmem.scenario.toml_file import read_toml
 
 __all__ = [
     "GUESTS_FILE",
@@ -441,12 +441,7 @@ def read_guests_file(path: Path) -> tuple[list[LaunchedGuest], dict]:
         ConfigError: the file is missing or malformed (names the file and field).
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: not a guests file ({err})") from None
+    data = read_toml(path, "guests file")  # one ConfigError line whatever the bytes
     from hvmem.units import MIB, parse_size_bytes
 
     guests = []

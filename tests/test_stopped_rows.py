@@ -1,0 +1,98 @@
+"""A run stopped by a signal keeps the rows of whole ticks only.
+
+SIGTERM (``timeout``) and friends raise inside whatever the run is doing, which can
+be the middle of a tick's rows: a host row appended and one of three VMs' rows. The
+results then had a tick that ``ticks`` did not count, one VM a row longer than the
+others (``vms.parquet`` 259 rows for 86 ticks of three VMs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from hvmem.core.rows import RowLog
+from hvmem.scenario.loader import load_scenario, parse_scenario
+from hvmem.scenarios import builtin_scenario_path
+from hvmem.sim import Simulation
+from hvmem.units import NS_PER_S
+
+TWO_VMS = {
+    "name": "two", "duration": "20s", "seed": 3,
+    "host": {"memory": "320MiB", "profile": "esxi6"},
+    "vm": [
+        {"name": "a", "memory": "192MiB",
+         "workload": {"kind": "zipf", "region": "176MiB", "refs_per_s": 50_000}},
+        {"name": "b", "memory": "192MiB",
+         "workload": {"kind": "uniform", "region": "176MiB", "refs_per_s": 50_000}},
+    ],
+}
+
+
+def _stop_after(log: RowLog, method: str, calls: int) -> None:
+    """``log.method`` does its work, and its ``calls``-th call then raises as SIGTERM does."""
+    real = getattr(log, method)
+    count = 0
+
+    def wrapped(*args, **kwargs):
+        nonlocal count
+        real(*args, **kwargs)
+        count += 1
+        if count == calls:
+            raise KeyboardInterrupt("stopped by SIGTERM")
+
+    setattr(log, method, wrapped)
+
+
+def _assert_whole_ticks(result, n_vms: int) -> None:
+    assert not result.complete and result.stop_reason == "stopped by SIGTERM"
+    assert result.ticks_done > 0
+    assert len(result.host_rows) == result.ticks_done
+    assert len(result.vm_rows) == result.ticks_done * n_vms
+    per_vm = {name: s["ticks"] for name, s in result.summary()["vms"].items()}
+    assert set(per_vm.values()) == {result.ticks_done}, per_vm
+    for values in result.vm_rows.columns().values():
+        assert len(values) == len(result.vm_rows)
+
+
+@pytest.mark.parametrize(("log", "method", "calls"), [
+    ("vm_rows", "append", 2 * 7 + 1),  # the first VM's row of the 8th tick
+    ("host_rows", "append", 8),  # the 8th tick's host row, before any VM's
+])
+def test_page_fidelity_run_stopped_inside_a_ticks_rows(log, method, calls):
+    sim = Simulation(parse_scenario(TWO_VMS, "two.toml"))
+    _stop_after(getattr(sim.result, log), method, calls)
+    result = sim.run()
+    _assert_whole_ticks(result, 2)
+    assert result.ticks_done == 7
+
+
+def test_aggregate_run_stopped_inside_a_ticks_rows():
+    sc = load_scenario(builtin_scenario_path("demo"))
+    sc = replace(sc, fidelity="aggregate", duration_ns=30 * NS_PER_S)
+    sim = Simulation(sc)
+    _stop_after(sim.result.host_rows, "append", 12)  # its VMs' rows not yet buffered
+    result = sim.run()
+    _assert_whole_ticks(result, 3)
+    assert result.ticks_done == 11
+
+
+def test_truncate_cuts_every_column_even_after_a_torn_append():
+    log = RowLog([{"t": 0.0, "vm": "a"}, {"t": 1.0, "vm": "b"}])
+
+    class Torn(dict):
+        def get(self, key, default=None):
+            if key == "vm":
+                raise KeyboardInterrupt
+            return super().get(key, default)
+
+    with pytest.raises(KeyboardInterrupt):
+        log.append(Torn(t=2.0, vm="c"))  # "t" got its value, "vm" did not
+    assert len(log.columns()["t"]) == 3 and len(log) == 2
+    log.truncate(len(log))
+    assert list(log) == [{"t": 0.0, "vm": "a"}, {"t": 1.0, "vm": "b"}]
+    log.truncate(1)
+    assert list(log) == [{"t": 0.0, "vm": "a"}]
+    log.append({"t": 5.0, "vm": "z"})
+    assert list(log)[-1] == {"t": 5.0, "vm": "z"}
