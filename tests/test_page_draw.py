@@ -11,7 +11,9 @@ same distribution to first order but not the same draws. Two checks:
   ``demo``, 8 of ``idle-tax`` and ``sharing``, 3 of the first 420 s of
   ``bench-32vm``), and the mean of two seeds drawn the new way must lie
   within ``max(2 sd, floor)`` of the old mean (the aggregate fidelity's
-  bounds, ``aggregate/validate.py``). ``sharing`` (20 simulated minutes)
+  bounds, ``aggregate/validate.py``). At 2 sd about one metric in 20 lies
+  outside by chance, so up to 5 % of a scenario's metrics may (``bench-32vm``
+  has 237). ``sharing`` (20 simulated minutes)
   and ``bench-32vm`` take minutes of CPU a seed, so they run only with
   ``HVMEM_PAGE_DRAW_SLOW=1``.
 """
@@ -138,13 +140,19 @@ def _outside(name: str, seeds: list[int]) -> list[str]:
     return out
 
 
+def _check(name: str) -> None:
+    outside = _outside(name, [1, 2])
+    n_metrics = len(json.loads(REFERENCE.read_text())["scenarios"][name]["metrics"])
+    assert len(outside) <= int(0.05 * n_metrics), outside
+
+
 @pytest.mark.parametrize("name", ["demo", "idle-tax"])
 def test_two_seeds_lie_within_the_spread_of_the_reference_draws(name):
-    assert not _outside(name, [1, 2])
+    _check(name)
 
 
 @pytest.mark.skipif(not os.environ.get("HVMEM_PAGE_DRAW_SLOW"),
                     reason="minutes of CPU a seed: set HVMEM_PAGE_DRAW_SLOW=1")
 @pytest.mark.parametrize("name", ["sharing", "bench-32vm"])
 def test_two_seeds_of_the_long_runs_lie_within_the_spread_of_the_reference_draws(name):
-    assert not _outside(name, [1, 2])
+    _check(name)
