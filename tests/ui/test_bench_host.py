@@ -45,14 +45,18 @@ def test_bench_host_for_one_simulated_minute():
     assert scenario["scenario"] == "bench-32vm"
     assert scenario["vms"] == 32
     assert scenario["simulated_s"] == 60.0
-    assert all(math.isfinite(scenario[k]) and scenario[k] > 0 for k in ("setup_s", "run_s"))
+    assert all(math.isfinite(scenario[k]) and scenario[k] > 0
+               for k in ("setup_s", "run_s", "run_cpu_s"))
     # A minute never reaches the pressure window (simulated 300-420 s).
     assert result["pressure_window_sim_seconds_per_wall_second"] is None
+    assert scenario["pressure_window_cpu_s"] is None
 
 
 def test_the_pressure_window_is_timed_from_the_ticks_that_reach_its_edges(monkeypatch):
     clock = iter([10.0, 14.0])
+    cpu = iter([3.0, 9.5])
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench.time, "process_time", lambda: next(cpu))
     window = bench.PressureWindow((300.0, 420.0))
     sim = SimpleNamespace(result=SimpleNamespace(ticks_done=0),
                           scenario=SimpleNamespace(tick_ns=60 * 10**9))
@@ -60,6 +64,7 @@ def test_the_pressure_window_is_timed_from_the_ticks_that_reach_its_edges(monkey
         sim.result.ticks_done = ticks
         window.on_tick(sim)
     assert window.sim_seconds_per_wall_second() == 120.0 / 4.0
+    assert window.cpu_s() == 6.5
     assert bench.PressureWindow().sim_seconds_per_wall_second() is None
 
 

@@ -107,18 +107,22 @@ def test_mmu_mode_one_reference_per_entry(params):
      IdleParams(region_pages=1 << 20, refs_per_s=123_456.5, housekeeping_pages=64)],
     ids=["uniform", "zipf", "hotcold", "idle"],
 )
-def test_page_mode_aggregation_preserves_the_reference_count(params):
+def test_page_mode_draws_the_reference_count_on_average(params):
     page = batches(params, n_ticks=4)
     mmu = batches(with_fidelity(params, "mmu"), n_ticks=4)
     # 123456.5 refs/s over 1 s ticks: 123456 and 123457 alternate (the fraction carries).
-    assert [b.n_refs for b in page] == [123456, 123457, 123456, 123457]
     assert [len(b) for b in mmu] == [123456, 123457, 123456, 123457]
+    # Page mode draws each page's count (Poisson), so a tick's total is n on
+    # average, with a spread of sqrt(n): 5 of those is a bound no seed passes.
+    for b, n in zip(page, [123456, 123457, 123456, 123457], strict=True):
+        assert abs(b.n_refs - n) <= 5 * np.sqrt(n)
     assert all(len(b) <= min(b.n_refs, 1000 if not isinstance(params, IdleParams) else 64)
                for b in page)
 
 
 def test_low_rates_carry_fractions_across_ticks():
-    w = make_workload(UniformParams(region_pages=100, refs_per_s=5.0), stream())
+    # In mmu fidelity a batch is the references themselves, so it counts them exactly.
+    w = make_workload(UniformParams(region_pages=100, refs_per_s=5.0, fidelity="mmu"), stream())
     total = sum(w.next_batch(t * 1_000_000, 1_000_000).n_refs for t in range(1000))  # 1 s
     assert total == 5
     assert w.next_batch(0, 0).n_refs == 0
@@ -127,7 +131,7 @@ def test_low_rates_carry_fractions_across_ticks():
 def test_a_big_tick_over_a_small_region_produces_at_most_one_entry_per_page():
     w = make_workload(UniformParams(region_pages=100_000, refs_per_s=1e6), stream())
     b = w.next_batch(0, S)
-    assert b.n_refs == 1_000_000 and len(b) <= 100_000
+    assert abs(b.n_refs - 1_000_000) <= 5 * 1000 and len(b) <= 100_000
     assert len(b) > 99_000  # 10 references per page: nearly all pages touched
 
 
@@ -287,7 +291,7 @@ def test_phase_boundary_inside_a_tick_splits_and_reaggregates():
     ), base=UniformParams(region_pages=1, refs_per_s=100_000), loop=True)
     w = make_workload(p, stream())
     b = w.next_batch(0, S)
-    assert b.n_refs == 100_000
+    assert abs(b.n_refs - 100_000) <= 5 * np.sqrt(100_000)
     assert len(np.unique(b.vpn)) == len(b) == 150  # pages 50..99 touched in both halves
     mmu = make_workload(with_fidelity(p, "mmu"), stream()).next_batch(0, S)
     assert len(mmu) == 100_000
@@ -357,7 +361,7 @@ def test_churn_refuses_allocations_when_the_arena_is_full():
 def test_million_page_region_in_page_mode():
     w = make_workload(ZipfParams(region_pages=1 << 20, refs_per_s=1e6), stream())
     b = w.next_batch(0, S)
-    assert b.n_refs == 1_000_000 and len(b) < 400_000
+    assert abs(b.n_refs - 1_000_000) <= 5 * 1000 and len(b) < 400_000
     assert len(np.unique(b.vpn)) == len(b)
 
 
@@ -449,7 +453,6 @@ def test_bad_parameters_raise_config_error_naming_the_field(make, pattern):
 
 
 def test_sorted_merge_matches_the_general_merge():
-    from hvmem.workloads.samplers import _merge_pages
     from hvmem.workloads.samplers import merge_sorted as _merge_sorted
 
     rng = np.random.default_rng(3)
@@ -458,7 +461,11 @@ def test_sorted_merge_matches_the_general_merge():
         off = np.unique(rng.integers(0, 1000, size))
         parts.append((off, rng.integers(1, 9, off.shape[0]), rng.random(off.shape[0]) < 0.4))
     got = _merge_sorted(parts[0], parts[1])
-    want = _merge_pages(parts)
+    off = np.concatenate([p[0] for p in parts])
+    pages, inverse = np.unique(off, return_inverse=True)
+    refs = np.bincount(inverse, weights=np.concatenate([p[1] for p in parts]))
+    writes = np.bincount(inverse, weights=np.concatenate([p[2] for p in parts])) > 0
+    want = (pages, np.rint(refs).astype(np.int64), writes)
     assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 

@@ -48,7 +48,6 @@ class ChurnWorkload(RegionWorkload):
         self.expire_ns = np.zeros(self.n_slots, dtype=np.int64)
         self._allocs = Rate(params.allocs_per_s)
         self._refs = Rate(params.refs_per_s)
-        self._counts = np.zeros(params.region_pages, dtype=np.int32)  # reused every tick
         #: Chunks mapped so far.
         self.n_allocs = 0
         #: Chunks unmapped so far.
@@ -107,7 +106,6 @@ class ChurnWorkload(RegionWorkload):
         if n and slots.shape[0]:
             sampler = Sampler.ranges(np.ones(slots.shape[0]), slots * chunk,
                                       np.full(slots.shape[0], chunk), p.region_pages)
-            sampler._counts = self._counts  # all zero between ticks: _collect resets it
             if p.page_fidelity:
                 parts.append(sampler.draw_pages(self.rng, n, p.write_frac))
             else:

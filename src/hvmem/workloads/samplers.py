@@ -25,22 +25,41 @@ scenario seed (pass a named stream of :class:`~hvmem.core.rng.RngStreams`).
 The two fidelities
 ------------------
 :meth:`Sampler.draw` gives the references one by one, in order (mmu
-fidelity). :meth:`Sampler.draw_pages` draws them exactly so and aggregates
-them (page fidelity): one entry per distinct page, ``refs`` its count,
-``is_write`` whether any of its references wrote, drawn as
-``1 - (1 - write_frac) ** refs``, which is exact for independent writes. It
-counts references per *index* (not per page) in a reused ``int32`` buffer:
-the increment's address then depends on the random number alone, and for Zipf
-most increments hit the hot low ranks, in cache. A second pass collects the
-non-zero counts, maps them through the permutation and resets them. When a
-tick has far fewer references than the index space (an idle VM with a huge
-region) the drawn pages are sorted instead (``np.unique``), so nothing scales
-with the region.
+fidelity). :meth:`Sampler.draw_pages` gives a tick's distinct pages directly
+(page fidelity): one entry per page touched, ``refs`` its count, ``is_write``
+whether any of its references wrote, without drawing the references one by
+one. The tick's ``n`` references are taken as a Poisson process over the
+index space: index ``i`` of bucket ``t`` receives a Poisson number of
+references with mean ``lambda_t = n * P(bucket t) / width_t``, independently
+of the others. Its count is then what the ``n`` draws would give to first
+order (the draws' counts are binomial, ``n * p`` and ``n * p * (1 - p)``;
+these are Poisson, ``n * p`` both, a difference of ``p``, at most 1e-5 of a
+count on every bench workload's page); what is lost is only that the total
+over the tick is ``n`` on average instead of exactly ``n``, a spread of
+``sqrt(n)`` (0.2 % at 200 000 references). Two regimes, per bucket:
+
+* dense (``lambda_t >= 0.5``: Zipf's head, a hot set): every index gets a
+  Poisson count by inversion, one random number per index (a normal
+  approximation above a mean of 30, where inversion would walk too far);
+* sparse (Zipf's tail, a cold set, an idle region): the process jumps from
+  one reference to the next, an exponential gap in units of hazard (a
+  reference's worth per ``1 / lambda_t`` indices), carried across bucket
+  boundaries, so a bucket nothing falls in costs one subtraction and a
+  reference one random number and one logarithm.
+
+A tick thus costs the buckets plus the pages it touches, where drawing and
+counting every reference cost the references plus a pass over a count per
+index (786 432 of them for a 3 GiB region, for about 90 000 pages touched).
+Whether a page was written is drawn from its count, ``1 - (1 - write_frac)
+** refs``, which is exact for independent writes. Entries come in index
+order (bucket by bucket, and ascending within one), mapped through the
+permutation.
 
 Memory per sampler: 4 bytes per page for the permutation (Zipf, hot/cold),
-8 per page for an exact Zipf table (at most 1 MiB), plus 4 bytes per page for
-the page-mode count buffer. What these choices cost and what was measured
-against them: ``docs/design/workload-generation.md``.
+8 per page for an exact Zipf table (at most 1 MiB) and 8 per bucket for the
+page-mode rates; nothing per page is kept from tick to tick. What these
+choices cost and what was measured against them:
+``docs/design/workload-generation.md``.
 
 References: A. J. Walker, "An Efficient Method for Generating Discrete Random
 Variables with General Distributions", ACM TOMS 1977, and M. D. Vose, "A
@@ -52,6 +71,7 @@ Distributions", INFOCOM 1999 (Zipf popularity).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -70,12 +90,16 @@ __all__ = [
     "zipf_pages",
 ]
 
-#: Page mode sorts the drawn pages instead of counting into a region-sized
-#: buffer when a tick has fewer than region_pages / this many references.
-_SPARSE_FACTOR = 16
-#: Counts are int32: no page can reach 2**31 references in a tick of fewer draws.
-_MAX_DRAWS_PER_COUNT = (1 << 31) - 1
-#: Draws per block in the counting kernel (the block buffer stays in L1/L2).
+#: Page mode: a bucket whose indices get at least this many references each on
+#: average counts uniform draws over its indices; below, it jumps from reference
+#: to reference (a logarithm each: about 5 times a draw and a count, so counting
+#: wins once a bucket's references outnumber a fifth of its indices... with the
+#: pass that collects the counts, about from here).
+_DENSE_MEAN = 0.125
+#: Page mode: Poisson counts by inversion up to this mean, a normal
+#: approximation above (its relative error in the mean's tails is below 1 %).
+_INVERSION_MAX_MEAN = 30.0
+#: Draws per block when counting a dense bucket (the block buffer stays in L1/L2).
 _DRAW_BLOCK = 4096
 #: Output arrays are allocated in multiples of this many entries.
 _ALLOC_QUANTUM = 1 << 16
@@ -166,7 +190,10 @@ _S11 = np.uint64(11)
 _S32 = np.uint64(32)
 _U0 = np.uint64(0)
 _TWO_M53 = 1.0 / float(1 << 53)
+_INVERSION_STEPS = 4 * int(_INVERSION_MAX_MEAN) + 64
+_INV_K = 1.0 / np.maximum(np.arange(_INVERSION_STEPS + 1, dtype=np.float64), 1.0)
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
+_EMPTY_I32 = np.zeros(0, dtype=np.int32)
 
 
 @njit(cache=True, inline="always")
@@ -215,30 +242,6 @@ def _draw_ordered(n, seed, table, lo, width, perm, ranged, write_thr, out_off, o
     return state
 
 
-@njit(cache=True, nogil=True)
-def _draw_counts(n, seed, table, lo, width, ranged, counts):
-    """Add ``n`` draws to ``counts[index]``.
-
-    Counting by index, not by page, keeps the increment's address a function of
-    the random number alone (no dependent load through ``perm``), and for Zipf
-    keeps most increments on the hot low ranks, in cache. Draws go through a
-    small buffer, a block at a time: increments whose addresses are all known
-    overlap their cache misses, where interleaved with the draws each would
-    wait for the table loads before it.
-    """
-    state = seed
-    buf = np.empty(_DRAW_BLOCK, dtype=np.int64)
-    done = 0
-    while done < n:
-        m = min(_DRAW_BLOCK, n - done)
-        for i in range(m):
-            state, buf[i] = _pick(state, table, lo, width, ranged)
-        for i in range(m):
-            counts[buf[i]] += 1
-        done += m
-    return state
-
-
 @njit(cache=True, inline="always")
 def _write_flag(state, c, nowrite, log_nowrite):
     """Whether any of ``c`` references wrote: ``u >= (1 - w) ** c``."""
@@ -247,29 +250,126 @@ def _write_flag(state, c, nowrite, log_nowrite):
     return state, (r >> _S11) * _TWO_M53 >= p
 
 
-@njit(cache=True, nogil=True)
-def _collect(counts, perm, seed, nowrite, log_nowrite, out_off, out_refs, out_write):
-    """Move the non-zero counts out as pages (resetting them); returns how many.
+@njit(cache=True, inline="always")
+def _uniform(state):
+    """(state, a uniform double in [0, 1))."""
+    state, r = splitmix64_next(state)
+    return state, (r >> _S11) * _TWO_M53
 
-    The scan is branch-free: every index is written to slot ``k`` and ``k``
-    advances only when its count is non-zero, because a test on the count
-    mispredicts on about every other page of a half-touched region. The output
-    arrays need one spare slot. Write flags are drawn in a second pass over the
-    entries found only.
+
+@njit(cache=True, inline="always")
+def _poisson(state, mean):
+    """(state, a Poisson count of ``mean``).
+
+    Inversion (one random number, about ``1 + mean`` steps) up to
+    _INVERSION_MAX_MEAN; above, Numba's PTRS draw, from its own stream, which
+    ``_draw_distinct`` seeds from this one.
     """
-    mapped = perm.shape[0] > 0
+    if mean > _INVERSION_MAX_MEAN:
+        return state, np.int64(np.random.poisson(mean))
+    state, u = _uniform(state)
     k = 0
-    last = out_off.shape[0] - 1
-    for i in range(counts.shape[0]):
-        c = counts[i]
-        counts[i] = 0
-        j = min(k, last)
-        out_off[j] = perm[i] if mapped else i
-        out_refs[j] = c
-        k += c != 0
+    p = math.exp(-mean)
+    cdf = p
+    while u > cdf and k < _INVERSION_STEPS:  # the bound only stops rounding from looping
+        k += 1
+        p *= mean * _INV_K[k]  # a multiply: a division would be the loop's latency
+        cdf += p
+    return state, np.int64(k)
+
+
+@njit(cache=True, nogil=True)
+def _draw_distinct(n, seed, rate, lo, width, ranged, perm, nowrite, log_nowrite, counts,
+                   out_off, out_refs, out_write):
+    """A tick's distinct pages for ``n`` references, drawn directly; returns how many.
+
+    ``rate[t]`` is the share of the references one index of bucket ``t``
+    gets, so ``n * rate[t]`` is its mean count. A dense bucket draws its
+    Poisson total and counts that many uniform draws over its indices in
+    ``counts`` (all zero before and after); a sparse one walks the Poisson
+    process, carrying the hazard left of an exponential gap from one bucket
+    to the next (see the module essay). Returns -1 if the output arrays fill
+    up (the caller retries larger).
+    """
     state = seed
-    for j in range(k):
-        state, out_write[j] = _write_flag(state, out_refs[j], nowrite, log_nowrite)
+    state, r = splitmix64_next(state)
+    np.random.seed(np.uint32(r >> _S32))  # Numba's stream, for the large Poisson totals
+    mapped = perm.shape[0] > 0
+    cap = out_off.shape[0]
+    buf = np.empty(_DRAW_BLOCK, dtype=np.int64)
+    k = 0
+    gap = -1.0  # hazard left before the next reference of the sparse walk (-1: draw one)
+    for t in range(rate.shape[0]):
+        lam = n * rate[t]
+        if lam <= 0.0:
+            continue
+        base = lo[t] if ranged else t
+        g = width[t] if ranged else 1
+        if lam >= _DENSE_MEAN:
+            gap = -1.0
+            state, total = _poisson(state, lam * g)
+            if total == 0:
+                continue
+            if g == 1:
+                if k == cap:
+                    return -1
+                out_off[k] = perm[base] if mapped else base
+                out_refs[k] = total
+                state, out_write[k] = _write_flag(state, total, nowrite, log_nowrite)
+                k += 1
+                continue
+            # Draws go through a small buffer a block at a time: increments whose
+            # addresses are all known overlap their cache misses.
+            done = 0
+            while done < total:
+                m = min(_DRAW_BLOCK, total - done)
+                for i in range(m):
+                    state, r = splitmix64_next(state)
+                    buf[i] = np.int64(((r >> _S32) * np.uint64(g)) >> _S32)
+                for i in range(m):
+                    counts[buf[i]] += 1
+                done += m
+            # Branch-free: every index is stored at slot k, which advances only
+            # when its count is not 0 (a test mispredicts on a third of them).
+            k0 = k
+            last = cap - 1
+            for j in range(g):
+                c = counts[j]
+                counts[j] = 0
+                i = base + j
+                slot = min(k, last)  # past the end only if the outputs are too short
+                out_off[slot] = perm[i] if mapped else i
+                out_refs[slot] = c
+                k += c != 0
+            if k >= cap:
+                return -1
+            for j in range(k0, k):
+                state, out_write[j] = _write_flag(state, out_refs[j], nowrite, log_nowrite)
+            continue
+        if gap < 0.0:
+            state, u = _uniform(state)
+            gap = -math.log(1.0 - u)
+        span = lam * g
+        if gap >= span:  # no reference falls in this bucket
+            gap -= span
+            continue
+        inv_lam = 1.0 / lam
+        x = gap * inv_lam  # position of the next reference, in indices from the bucket's start
+        while x < g:
+            j = np.int64(x)
+            c = 0
+            while x < j + 1:  # every reference inside index j's unit
+                c += 1
+                state, u = _uniform(state)
+                x -= math.log(1.0 - u) * inv_lam
+            if k == cap:
+                return -1
+            i = base + j
+            out_off[k] = perm[i] if mapped else i
+            out_refs[k] = c
+            state, out_write[k] = _write_flag(state, c, nowrite, log_nowrite)
+            k += 1
+        gap = (x - g) * lam  # the hazard left over, into the next bucket
     return k
 
 
@@ -347,15 +447,16 @@ class Sampler:
     """Draws page offsets from an alias table over an index space (see the module essay).
 
     Args:
-        table: ``uint64`` per bucket, ``(threshold << 32) | alias``.
+        weights: each bucket's weight (non-negative, positive sum).
         n_offsets: pages in the region.
         lo, width: for a ranged sampler, the index range of each bucket.
         perm: maps an index to a page offset (``None``: the index is the offset).
     """
 
-    def __init__(self, table: np.ndarray, n_offsets: int, lo: np.ndarray | None = None,
+    def __init__(self, weights: np.ndarray, n_offsets: int, lo: np.ndarray | None = None,
                  width: np.ndarray | None = None, perm: np.ndarray | None = None) -> None:
-        self.table = table
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        self.table = self._table(weights)
         self.n_offsets = n_offsets
         self.ranged = lo is not None
         self.lo = _EMPTY_I64 if lo is None else np.ascontiguousarray(lo, dtype=np.int64)
@@ -363,13 +464,15 @@ class Sampler:
         self.perm = _EMPTY_I64 if perm is None else np.ascontiguousarray(perm)
         if self.ranged:
             self.n_index = int((self.lo + self.width).max()) if self.lo.shape[0] else 0
+            #: Share of the references one index of each bucket gets (page mode).
+            self.rate = weights / (weights.sum() * self.width)
         else:
-            self.n_index = int(table.shape[0])
-        self._counts: np.ndarray | None = None
+            self.n_index = int(weights.shape[0])
+            self.rate = weights / weights.sum()
+        self._expected: tuple[int, int] = (-1, 0)  # (n, output capacity for n references)
 
     @staticmethod
     def _table(weights: np.ndarray) -> np.ndarray:
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
         prob, alias = _build_alias(weights)
         thr = np.minimum(np.floor(prob * 2.0**32), 2.0**32 - 1).astype(np.uint64)
         return (thr << np.uint64(32)) | alias.astype(np.uint64)
@@ -377,14 +480,13 @@ class Sampler:
     @classmethod
     def singleton(cls, weights: np.ndarray, perm: np.ndarray | None = None) -> Sampler:
         """Index ``b`` (page offset ``perm[b]``) drawn with probability ~ ``weights[b]``."""
-        n = int(np.asarray(weights).shape[0])
-        return cls(cls._table(weights), n, perm=perm)
+        return cls(weights, int(np.asarray(weights).shape[0]), perm=perm)
 
     @classmethod
     def ranges(cls, weights: np.ndarray, lo: np.ndarray, width: np.ndarray, n_offsets: int,
                perm: np.ndarray | None = None) -> Sampler:
         """Range ``i`` = indices ``[lo[i], lo[i] + width[i])``, chosen with ``weights[i]``."""
-        return cls(cls._table(weights), n_offsets, lo, width, perm)
+        return cls(weights, n_offsets, lo, width, perm)
 
     def draw(self, rng: np.random.Generator, n: int,
              write_frac: float) -> tuple[np.ndarray, np.ndarray]:
@@ -396,42 +498,64 @@ class Sampler:
                           self.ranged, _write_threshold(write_frac), off, writes)
         return off, writes
 
+    def _capacity(self, n: int) -> tuple[int, int]:
+        """(output entries, count scratch) for ``n`` references.
+
+        The pages touched are a sum of independent Bernoulli trials, whose
+        spread is below the square root of their mean: 8 of those and the
+        rounding up (to sizes that repeat from tick to tick, which glibc then
+        serves from the memory the last tick freed) almost never fall short;
+        when they do, the draw is repeated with room for every index. A dense
+        bucket of several indices needs scratch counts for each.
+        """
+        if self._expected[0] != n:
+            width = self.width if self.ranged else np.ones(self.rate.shape[0], np.int64)
+            lam = n * self.rate
+            mean = float(np.sum(-np.expm1(-lam) * width))
+            cap = _round_up(int(mean + 8.0 * math.sqrt(mean) + 16.0))
+            dense = (lam >= _DENSE_MEAN) & (width > 1)
+            scratch = int(width[dense].max()) if dense.any() else 0
+            self._expected = (n, (min(self.n_index + 1, cap), scratch))
+        return self._expected[1]
+
     def draw_pages(self, rng: np.random.Generator, n: int,
                    write_frac: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` references aggregated: (distinct page offsets, refs, write flags).
+        """The distinct pages ``n`` references touch: (page offsets, refs, write flags).
 
-        Entries come in index order: page order for uniform and churn, popularity
-        rank order for Zipf, permuted order for hot/cold.
+        Drawn directly, not reference by reference (see the module essay); the
+        refs add up to ``n`` on average. Entries come in index order: page order
+        for uniform and churn, popularity rank order for Zipf, permuted order
+        for hot/cold.
         """
-        if n * _SPARSE_FACTOR < self.n_index:
-            off, _ = self.draw(rng, n, 0.0)
-            pages, refs = np.unique(off, return_counts=True)
-            refs = refs.astype(np.int64, copy=False)
-            return pages, refs, page_write_flags(rng, refs, write_frac)
-        if self._counts is None:
-            self._counts = np.zeros(self.n_index, dtype=np.int32)
-        parts = []
-        left = n
+        if n <= 0:
+            return _EMPTY_I64.copy(), _EMPTY_I64.copy(), np.zeros(0, dtype=np.bool_)
         nowrite, log_nowrite = _nowrite_table(write_frac)
-        while left > 0:
-            k = min(left, _MAX_DRAWS_PER_COUNT)
-            _draw_counts(k, _seed(rng), self.table, self.lo, self.width, self.ranged,
-                         self._counts)
-            # Outputs sized by a vectorised count (plus _collect's spare slot),
-            # rounded up so that successive ticks ask malloc for equal sizes:
-            # glibc then reuses the memory freed by the last tick instead of
-            # mapping (and zero-filling) fresh pages every time.
-            cap = _round_up(int(np.count_nonzero(self._counts)) + 1)
+        seed = _seed(rng)
+        cap, scratch = self._capacity(n)
+        counts = _scratch_counts(scratch)
+        while True:
             off = np.empty(cap, dtype=np.int64)
             refs = np.empty(cap, dtype=np.int64)
             writes = np.empty(cap, dtype=np.bool_)
-            m = _collect(self._counts, self.perm, _seed(rng), nowrite, log_nowrite,
-                         off, refs, writes)
-            parts.append((off[:m], refs[:m], writes[:m]))
-            left -= k
-        if len(parts) == 1:
-            return parts[0]
-        return _merge_pages(parts)
+            k = _draw_distinct(n, seed, self.rate, self.lo, self.width, self.ranged, self.perm,
+                               nowrite, log_nowrite, counts, off, refs, writes)
+            if k >= 0:
+                return off[:k], refs[:k], writes[:k]
+            cap = self.n_index + 1  # the same draw again, with room for every index
+
+
+#: Each thread's scratch counts for dense buckets (all zero between draws): workload
+#: batches are drawn on a worker thread, or on the main one for a single VM.
+_SCRATCH = threading.local()
+
+
+def _scratch_counts(n: int) -> np.ndarray:
+    """This thread's zeroed scratch of at least ``n`` int32 counts."""
+    counts = getattr(_SCRATCH, "counts", _EMPTY_I32)
+    if counts.shape[0] < n:
+        counts = np.zeros(n, dtype=np.int32)
+        _SCRATCH.counts = counts
+    return counts
 
 
 def merge_sorted(
@@ -460,23 +584,3 @@ def merge_sorted(
 def _round_up(n: int) -> int:
     """``n`` rounded up to a multiple of 2**16 (allocation sizes that repeat)."""
     return -(-n // _ALLOC_QUANTUM) * _ALLOC_QUANTUM
-
-
-def _merge_pages(
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Aggregate (offsets, refs, writes) parts into distinct sorted offsets."""
-    parts = [p for p in parts if p[0].shape[0]]
-    if not parts:
-        return _EMPTY_I64.copy(), _EMPTY_I64.copy(), np.zeros(0, dtype=np.bool_)
-    if len(parts) == 1:
-        return parts[0]
-    off = np.concatenate([p[0] for p in parts])
-    refs = np.concatenate([p[1] for p in parts])
-    writes = np.concatenate([p[2] for p in parts])
-    pages, inverse = np.unique(off, return_inverse=True)
-    total = np.bincount(inverse, weights=refs, minlength=pages.shape[0])
-    any_write = np.bincount(inverse, weights=writes, minlength=pages.shape[0]) > 0
-    return pages, np.rint(total).astype(np.int64), any_write
-
-
