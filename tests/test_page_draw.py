@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hvmem.aggregate.validate import metrics
 from hvmem.core.rng import RngStreams
-from hvmem.results import RunResult
 from hvmem.scenario.loader import load_scenario
 from hvmem.scenarios import builtin_scenario_path
 from hvmem.sim import Simulation
@@ -96,23 +96,6 @@ def test_a_tick_touches_the_pages_n_independent_draws_would(params):
 # -- per scenario, over seeds ----------------------------------------------------------------
 
 
-def _metrics(result: RunResult) -> dict[str, float]:
-    """A run's summary metrics (the aggregate validation's, ``aggregate/validate.py``)."""
-    s = result.summary()
-    out: dict[str, float] = {}
-    for mech, v in s["mechanisms"].items():
-        out[f"{mech}.peak_mib"] = v["peak_mib"]
-        out[f"{mech}.end_mib"] = v["end_mib"]
-    for vm, v in s["vms"].items():
-        for key in ("balloon_peak_mib", "swapped_peak_mib", "compressed_peak_mib",
-                    "shared_saved_peak_mib", "swap_in_mib", "swap_out_mib",
-                    "mean_throughput"):
-            out[f"{vm}.{key}"] = v[key]
-    for state in ("high", "clear", "soft", "hard", "low"):
-        out[f"state.{state}_s"] = s["time_in_state_s"].get(state, 0.0)
-    return out
-
-
 def _bound(key: str, values: list[float], vm_mib: float, duration_s: float) -> float:
     sd = float(np.std(values, ddof=1))
     if key.endswith("mean_throughput"):
@@ -128,7 +111,7 @@ def _outside(name: str, seeds: list[int]) -> list[str]:
     ref = json.loads(REFERENCE.read_text())["scenarios"][name]
     sc = load_scenario(builtin_scenario_path(name))
     sc = replace(sc, duration_ns=int(ref["duration_s"] * NS_PER_S))
-    runs = [_metrics(Simulation(replace(sc, seed=seed)).run()) for seed in seeds]
+    runs = [metrics(Simulation(replace(sc, seed=seed)).run()) for seed in seeds]
     vm_mib = float(np.mean([vm.memory_bytes / MIB for vm in sc.vms]))
     assert vm_mib == ref["vm_mib"]
     out = []
