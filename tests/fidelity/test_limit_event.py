@@ -46,3 +46,14 @@ def test_a_limit_lifted_by_an_event_no_longer_caps(new_limit):
     sim, result = _run(new_limit)
     assert sim.vms["capped"].host_vm.cap_pages is None
     assert result.complete
+
+
+def test_a_lowered_limit_holds_at_aggregate_fidelity_too():
+    doc = {**CAPPED, "fidelity": "aggregate",
+           "event": [{"at": "20s", "set": {"vm.capped.limit": "96MiB"}}]}
+    result = Simulation(parse_scenario(doc, "limit-event.toml")).run()
+    rows = [row for row in result.vm_rows if row["vm"] == "capped"]
+    assert max(row["GRANT"] for row in rows if row["time_s"] < 20) > 150
+    over = [(row["time_s"], row["GRANT"]) for row in rows
+            if row["time_s"] >= 20 and row["GRANT"] > 96.0]
+    assert not over, over[:5]

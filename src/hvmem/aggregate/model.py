@@ -171,9 +171,7 @@ class HostBatch:
         vm[k.V_GSWAP_NS] = sc.timing.swap_in_ns(gc.swap_device)
         vm[k.V_BAL_MAX] = cfg.balloon_max_pages
         vm[k.V_BAL_ON] = float(cfg.guest.balloon_enabled)
-        # A limit is held in every state; one at or above the VM's memory holds nothing.
-        limited = cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes
-        vm[k.V_CAP] = cfg.limit_bytes >> PAGE_SHIFT if limited else 0
+        self.set_cap(h, v)
         vm[k.V_COMP_FRAC] = wc.compressible_frac
         vm[k.V_FRAME_FRAC] = wc.compressed_frame_frac
         vm[k.V_CACHE_MAX] = int(n * sc.host.compression.max_frac)
@@ -189,6 +187,16 @@ class HostBatch:
         slot.plan = None
         self._enter_phase(h, v, 0, now_ns, fresh=True)
         self.share_setup(h)
+
+    def set_cap(self, h: int, v: int) -> None:
+        """Hold VM ``v`` of host ``h`` to its configured limit from the next step on.
+
+        A limit is held in every state; one at or above the VM's memory holds nothing
+        (0). Called at power-on and when a scheduled event changes the limit.
+        """
+        cfg = self.slots[h][v].config
+        limited = cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes
+        self.vm[h, v, k.V_CAP] = cfg.limit_bytes >> PAGE_SHIFT if limited else 0
 
     def power_off(self, h: int, v: int) -> None:
         """The VM's frames go back to the host."""

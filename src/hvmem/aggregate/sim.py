@@ -148,6 +148,7 @@ class AggregateSimulation:
             elif path[3:path.rindex(".")] in self._running():
                 v = self._running()[path[3:path.rindex(".")]]
                 b.slots[0][v].config = schedule.vm(self.names[v])
+                b.set_cap(0, v)  # a new limit holds from the next tick, as at page fidelity
         running = self._running().get(event.vm or "")
         if event.power == "off" and running is not None:
             b.power_off(0, running)
