@@ -42,9 +42,10 @@ test: lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Plant each bug of tests/mutants/mutants.toml in a scratch copy and expect its tests to fail
-# (a few minutes; not part of `make test`).
+# (a few minutes; not part of `make test`). MUTANT_TIMEOUT=SECONDS gives each more time on a busy machine.
+MUTANT_TIMEOUT ?= 900
 mutants: $(STAMP)
-	$(BIN)/python tests/mutants/mutants.py
+	$(BIN)/python tests/mutants/mutants.py --timeout $(MUTANT_TIMEOUT)
 
 # The aggregate fidelity against page fidelity: 8 seeds of demo, idle-tax, sharing and the
 # first 10 minutes of bench-32vm at both fidelities, a table of every metric and its bound;
