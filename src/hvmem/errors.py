@@ -56,6 +56,16 @@ class OutOfMemoryError(HvmemError):
     """A memory (machine frames, guest-physical pages, table storage) is exhausted."""
 
 
+class GuestOutOfMemoryError(OutOfMemoryError):
+    """A guest's own physical memory is exhausted: its VM is too small, not the host.
+
+    The guest kernel does not know its VM's name; the simulation that runs it sets
+    ``vm`` before the error leaves the tick, so the message can name ``vm[i].memory``.
+    """
+
+    vm: str | None = None
+
+
 class InvariantViolation(HvmemError):
     """A model invariant does not hold: a bug in hvmem, not a user error."""
 

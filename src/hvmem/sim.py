@@ -54,13 +54,15 @@ of it) and ``sim_rows.py`` (each tick's rows and the per-VM sharing tally).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 
 from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
+from hvmem.errors import GuestOutOfMemoryError
 from hvmem.guest.balloon_driver import POLL_PERIOD_NS, REPORT_PERIOD_NS, BalloonDriver
 from hvmem.guest.kernel import GuestKernel
 from hvmem.hardware.mmu import Mmu
@@ -289,10 +291,11 @@ class Simulation:
                 causes[name] = blocked_causes(tick_ns)
                 continue
             before = stall_snapshot(vm)
-            if self.mmu_fidelity:
-                result = vm.kernel.access_mmu(batch, now, vm.host_vm)
-            else:
-                result = vm.kernel.access(batch, now)
+            with _in_guest(name):
+                if self.mmu_fidelity:
+                    result = vm.kernel.access_mmu(batch, now, vm.host_vm)
+                else:
+                    result = vm.kernel.access(batch, now)
             stall[name] = result.time_ns
             causes[name] = stall_causes(before, stall_snapshot(vm), result.time_ns)
         if self._balloon_poll.due(now):
@@ -302,7 +305,8 @@ class Simulation:
                 self._page_report.start(now)
             for name, vm in self.vms.items():
                 # The driver's work runs on the VM's vCPU: time it does not run its own.
-                moved = vm.driver.poll(now)
+                with _in_guest(name):
+                    moved = vm.driver.poll(now)
                 if moved:
                     stall[name] = stall.get(name, 0.0) + moved * sc.timing.balloon_page_ns
                 if report:
@@ -346,6 +350,17 @@ class Simulation:
             for vm in self.vms.values():
                 vm.kernel.check_invariants()
         self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
+
+
+@contextmanager
+def _in_guest(name: str) -> Iterator[None]:
+    """Name the VM whose guest ran out of its own memory, which the guest cannot."""
+    try:
+        yield
+    except GuestOutOfMemoryError as err:
+        if err.vm is None:
+            err.vm = name
+        raise
 
 
 def _cap_pages(cfg: VmConfig) -> int | None:

@@ -71,3 +71,28 @@ def test_running_out_of_frames_is_an_error_naming_host_memory(make_scenario):
     assert str(err.value) == ("s.toml: host.memory: expected a host large enough for its VMs "
                               "and the hypervisor's own pages, found 256 MiB (3 frames needed, "
                               "1 free and nothing left to swap)")
+
+
+def test_a_guest_too_small_for_its_page_tables_names_its_vm_memory(make_scenario):
+    """The guest runs out of its own memory, not the host: the VM's field is named."""
+    from hvmem.sim import Simulation
+
+    scenario = make_scenario("""
+        duration = "5s"
+        [host]
+        memory = "1GiB"
+        [[vm]]
+        name = "a"
+        memory = "64MiB"
+        [[vm]]
+        name = "tiny"
+        memory = "16KiB"
+        [vm.workload]
+        kind = "uniform"
+        region = "8KiB"
+    """)
+    with pytest.raises(ConfigError) as err, host_memory_errors("s.toml", scenario):
+        Simulation(scenario).run()
+    assert str(err.value).startswith(
+        "s.toml: vm[1].memory: expected a VM large enough for its guest kernel's page tables "
+        "and its workload's pages, found 16 KiB (guest out of memory")

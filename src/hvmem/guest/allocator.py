@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from hvmem.errors import ConfigError, InvariantViolation, OutOfMemoryError
+from hvmem.errors import ConfigError, GuestOutOfMemoryError, InvariantViolation
 from hvmem.guest.free_stack import LazyFreeStack
 
 
@@ -73,7 +73,8 @@ class PageAllocator:
     def alloc(self, n: int) -> np.ndarray:
         """Take ``n`` pages off the free list (most recently freed first)."""
         if n > self.n_free:
-            raise OutOfMemoryError(f"guest memory exhausted: {n} pages asked, {self.n_free} free")
+            raise GuestOutOfMemoryError(
+                f"guest memory exhausted: {n} pages asked, {self.n_free} free")
         ppns = self.free_stack.pop(n, top_first=True)
         self.allocated[ppns] = True
         self.reported[ppns] = False

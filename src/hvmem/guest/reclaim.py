@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from hvmem.errors import OutOfMemoryError
+from hvmem.errors import GuestOutOfMemoryError
 from hvmem.guest.kernel_state import KernelState
 from hvmem.guest.pages import PTE_SWAP, PageKind
 from hvmem.hardware.page_table import PTE_FRAME_SHIFT
@@ -62,7 +62,7 @@ def alloc_table_page(kernel: KernelState) -> int:
     if kernel.allocator.n_free <= kernel.min_pages // 2:
         reclaim(kernel, SWAP_CLUSTER_PAGES)
     if kernel.allocator.n_free == 0:
-        raise OutOfMemoryError("guest out of memory: no page left for a page table")
+        raise GuestOutOfMemoryError("guest out of memory: no page left for a page table")
     ppn = kernel.allocator.alloc_one()
     kernel.set_kind(np.array([ppn]), PageKind.TABLE)
     kernel.counters.time_ns += kernel.memory.write_pages(np.array([ppn]),

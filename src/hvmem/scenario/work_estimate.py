@@ -56,7 +56,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvmem.errors import ConfigError, OutOfMemoryError
+from hvmem.errors import ConfigError, GuestOutOfMemoryError, OutOfMemoryError
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import MIB, NS_PER_S, format_size
 from hvmem.workloads.replay import ReplayParams
@@ -240,15 +240,24 @@ def check_run(scenario: Scenario, file: str | None = None, *, force: bool = Fals
 
 @contextlib.contextmanager
 def host_memory_errors(file: str | None, scenario: Scenario) -> Iterator[None]:
-    """A run whose host runs out of frames for good: an error naming ``host.memory``.
+    """A run that runs out of memory for good: an error naming the field to change.
 
     The model's :class:`~hvmem.errors.OutOfMemoryError` says which frames were
     missing; what the user can change is the host's memory (or the VMs'
-    overheads and reservations, which fill it).
+    overheads and reservations, which fill it). A guest that runs out of its own
+    memory (:class:`~hvmem.errors.GuestOutOfMemoryError`, say a VM too small for its
+    page tables) names that VM's ``memory`` instead.
     """
     try:
         yield
     except OutOfMemoryError as err:
+        names = [vm.name for vm in scenario.vms]
+        if isinstance(err, GuestOutOfMemoryError) and err.vm in names:
+            i = names.index(err.vm)
+            raise ConfigError(
+                f"expected a VM large enough for its guest kernel's page tables and its "
+                f"workload's pages, found {format_size(scenario.vms[i].memory_bytes)} ({err})",
+                path=("vm", i, "memory"), file=file) from None
         detail = str(err).removeprefix("host memory exhausted: ").split(" (")[0]
         raise ConfigError(
             f"expected a host large enough for its VMs and the hypervisor's own pages, found "
