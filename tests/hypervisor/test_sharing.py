@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim import sharing
 from hvmem.hypervisor.reclaim.sharing import SHARED_OWNER, SharingTable
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import MIB
@@ -128,6 +129,28 @@ def test_table_grows_and_keeps_entries():
     vm = machine.vm("a").host_vm
     vm.share_scan(data_ppns(machine, "a"))
     assert table.table.shape[0] >= 64 and table.n_entries(1) == 39
+
+
+@pytest.mark.parametrize("initial_slots", [8, 32, 256])
+def test_results_do_not_depend_on_the_arrays_size(monkeypatch, initial_slots):
+    # The array starts at ``initial_slots`` and doubles as entries come; the
+    # stale-hint clean-up still comes when the full 256 slots would pass load 1/2.
+    monkeypatch.setattr(sharing, "INITIAL_SLOTS", initial_slots)
+    table = SharingTable(capacity=256)
+    assert table.table.shape[0] == initial_slots
+    machine = machine_with({"a": list(range(1, 40))})
+    machine.host.sharing = table
+    vm = machine.vm("a").host_vm
+    ppns = data_ppns(machine, "a")
+    for rewrite in range(4):
+        machine.host.frames.content[vm.pmap.mpn[ppns]] = np.arange(1, 40) + 1000 * rewrite
+        vm.share_scan(ppns)
+        assert table.table.shape[0] <= 256 and table.t_used[0] * 4 <= table.table.shape[0] * 3
+    assert table.counters.stale_hints_dropped == 117 and table.n_entries(1) == 39
+    machine.host.frames.content[vm.pmap.mpn[ppns[1]]] = machine.host.frames.content[
+        vm.pmap.mpn[ppns[0]]]
+    vm.share_scan(ppns[1:2])
+    assert table.counters.hint_promotions == 1
 
 
 def test_stale_hints_are_dropped_instead_of_growing_the_table():

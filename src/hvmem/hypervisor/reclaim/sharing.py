@@ -56,7 +56,10 @@ branch on each probe's outcome mispredicts often, and a pending load would
 hold the pipeline while a prefetch retires at once. The table's memory is
 committed when it is allocated (host setup, or a growth) and the per-scan work
 arrays are kept from scan to scan, so no scan pays the first touch of their
-pages; the kernel hands back this VM's pages that joined a shared frame
+pages; the table's array starts small and doubles as entries come, so a run
+commits the slots it fills rather than a hint per host frame (results do not
+depend on the array's size, :class:`SharingTable`); the kernel hands back this
+VM's pages that joined a shared frame
 compacted, with their old frames, so nothing after it walks the whole batch
 again. The measurements behind these choices, and the alternatives that lost,
 are in ``docs/design/sharing-scan.md``.
@@ -129,6 +132,7 @@ A_PAGE_TABLE = 7  # a guest page-table page: not a candidate
 N_ACTIONS = 8  # the kernel's counts array has one more slot (spare, always 0)
 PREFETCH = 16  # candidates ahead whose table slot is prefetched (see the module docstring)
 PREFETCH_FRAME = 8  # candidates ahead whose slot's frame is prefetched
+INITIAL_SLOTS = 1 << 16  # the slot array's first size (1 MiB), doubled when 3/4 full
 
 
 @njit(cache=True, inline="always")
@@ -348,26 +352,47 @@ class SharingCounters:
 class SharingTable:
     """The host-wide table of shared frames and hints.
 
+    Two sizes: ``capacity`` is the table's size as the model has it, which
+    decides when stale hints are dropped (when the slots taken since the last
+    clean-up would pass half of it, :meth:`reserve`); the array holding the
+    slots starts at most ``INITIAL_SLOTS`` and doubles when 3/4 full, up to
+    ``capacity``. A lookup finds a key wherever it sits, so what the scan finds
+    does not depend on the array's size, only on ``capacity``: the host sizes
+    that for a hint per frame (512 MiB of slots on a 64 GiB host), most of
+    which a run never fills.
+
     Args:
-        capacity: initial slots (a power of two; grows to keep load below half).
+        capacity: slots (a power of two; grows to keep load below half).
     """
 
     def __init__(self, capacity: int = 1 << 16):
         if capacity & (capacity - 1) or capacity < 2:
             raise ConfigError("sharing table capacity must be a power of two")
-        self._alloc(capacity)
+        self.capacity = capacity
+        self.t_used = np.zeros(1, dtype=np.int64)  # slots taken since the last clean-up
+        self._alloc(min(capacity, INITIAL_SLOTS))
         self.counters = SharingCounters()
         self._scratch_size = -1
         self._scratch: tuple[np.ndarray, ...] = ()
 
-    def _alloc(self, capacity: int) -> None:
-        self.table = np.zeros((capacity, 2), dtype=np.uint64)
-        # Commit the table's memory now: left to the scans, the first touch of
+    def _alloc(self, slots: int) -> None:
+        self.table = np.zeros((slots, 2), dtype=np.uint64)
+        # Commit the array's memory now: left to the scans, the first touch of
         # each of its pages is a page fault in the middle of a probe (about half
         # of a first scan's time over a large host, docs/design/sharing-scan.md).
         self.table.fill(0)
-        self.shift = 64 - (capacity.bit_length() - 1)  # slot = key >> shift
-        self.t_used = np.zeros(1, dtype=np.int64)  # slots ever taken (tombstones included)
+        self.shift = 64 - (slots.bit_length() - 1)  # slot = key >> shift
+
+    def _rehash(self, live: np.ndarray, need: int) -> None:
+        """Hold ``live`` in the smallest array that keeps ``need`` slots below half of it.
+
+        The array has at least INITIAL_SLOTS slots and at most ``capacity``.
+        """
+        slots = min(self.capacity, max(INITIAL_SLOTS, 1 << (2 * need - 1).bit_length()))
+        # The old array goes before the new one is committed (a view of it would keep it).
+        self.table = np.zeros((0, 2), dtype=np.uint64)
+        self._alloc(slots)
+        _reinsert(live, self.table, self.shift)
 
     def scratch(self, n: int) -> tuple[np.ndarray, ...]:
         """Work arrays for a scan of up to ``n`` candidates, kept from scan to scan.
@@ -397,19 +422,25 @@ class SharingTable:
         rewrite) and grow the table past any bound. The table grows (doubling)
         only if the live entries need it.
         """
-        capacity = self.table.shape[0]
-        if (self.t_used[0] + extra) * 2 <= capacity:
-            return
-        if frames is not None and salts is not None:
-            self.counters.stale_hints_dropped += int(_drop_stale_hints(
-                self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
-                np.ascontiguousarray(salts(), dtype=np.int64)))
-        live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
-        while (live.shape[0] + extra) * 2 > capacity:
-            capacity *= 2
-        self._alloc(capacity)
-        _reinsert(live, self.table, self.shift)
-        self.t_used[0] = live.shape[0]
+        if (self.t_used[0] + extra) * 2 > self.capacity:
+            if frames is not None and salts is not None:
+                self.counters.stale_hints_dropped += int(_drop_stale_hints(
+                    self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
+                    np.ascontiguousarray(salts(), dtype=np.int64)))
+            live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
+            while (live.shape[0] + extra) * 2 > self.capacity:
+                self.capacity *= 2
+            self.t_used[0] = live.shape[0]
+            self._rehash(live, live.shape[0] + extra)
+        elif (self.t_used[0] + extra) * 4 > self.table.shape[0] * 3:
+            # Within ``capacity``: a bigger array (load 1/2 again), the same
+            # entries. The slots taken (tombstones included) stay counted, so
+            # the clean-up above comes when it would at full size. The array
+            # fills to 3/4 before it doubles: a probe past its home slot mostly
+            # stays in its cache line, and bench-32vm's first 420 s end with
+            # 11 Mi entries in 16 Mi slots rather than 32 Mi.
+            self._rehash(self.table[self.table[:, 0] > KEY_TOMBSTONE],
+                         int(self.t_used[0]) + extra)
 
     def n_entries(self, kind: int) -> int:
         """Live entries of ``kind`` (HINT or SHARED)."""
