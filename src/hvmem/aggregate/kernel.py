@@ -400,6 +400,9 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             pw = p * wp[h, v, c]
             t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
             t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
+        # Most classes most ticks touch no page the host must serve: nothing below to do.
+        if t[NEVER] + t[ZIP] + t[SWP] + t[GSWP] + t[SHR] + t[ZERO] == 0:
+            continue
         # Held aside while the guest finds room, so reclaim cannot take them.
         for s in (NEVER, SHR, ZERO, ZIP, SWP, GSWP):
             m[h, v, c, s] -= t[s]
