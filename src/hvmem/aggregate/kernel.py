@@ -38,6 +38,7 @@ Random numbers: a stream per host (``draws.py``), so a host's run does not
 depend on the hosts it is batched with.
 """
 
+# ruff: noqa: F405  (the layout's names come from layout.py's __all__)
 from __future__ import annotations
 
 import math
@@ -46,54 +47,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.aggregate.draws import binomial, part, stochastic_round
-
-# Backing states of a mass.
-NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL = range(8)
-N_STATES = 8
-FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
-
-# Per-VM parameters and state (vm[h, v, k]).
-(V_ON, V_PAGES, V_KERNEL, V_LOW, V_HIGH, V_GSWAP_CAP, V_GSWAP_NS, V_SCAN_RATE, V_SCAN_LEN,
- V_SCAN_POS, V_BAL_TARGET, V_BAL_MAX, V_BAL_ON, V_SWAP_TARGET, V_COMPRESS, V_BLOCKED,
- V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
- V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
- V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP) = range(41)
-N_VM = 41
-
-# Counters, cumulative (cnt[h, v, k]).
-(K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
- K_BALLOON_MOVED) = range(8)
-N_CNT = 8
-
-# The tick's stall by cause (stall[h, v, k]), in results.STALL_CAUSES' order.
-(S_GUEST, S_SWAP_IN, S_DECOMPRESS, S_COW, S_ZEROING, S_BLOCKED, S_OTHER) = range(7)
-N_STALL = 7
-
-# Per-host parameters and state (host[h, k]); the five states' levels follow.
-(H_TOTAL, H_FREE, H_STATE, H_SHARING, H_LARGE_PAGES, H_SALT_ACROSS, H_SWAP_NS, H_REFILL,
- H_WORSENED, H_HIGH_MIB, H_FAST_GAIN, H_SLOW_GAIN, H_FLOOR, H_SAMPLE_TICKS, H_ZIP_ON,
- H_SHARE_ON) = range(16)
-H_ENTER = 16  # 5 values: free MiB below which the state below s is entered (-inf: none)
-H_EXIT = 21  # 5 values: free MiB above which s is left upward (inf: none)
-H_LOWER = 26  # 5 values: the state below s
-H_HIGHER = 31  # 5 values: the state above s
-H_SWAP_OK = 36  # 5 values: swapping allowed in s
-H_ZIP_OK = 41  # 5 values: compression allowed in s
-H_LP_ACTIVE = 46  # 5 values: large pages broken actively in s
-H_LP_LAZY = 51  # the profile breaks the large pages the scanner visits below HIGH's threshold
-H_LP_BREAK = 52  # pages a VM's active breaking splits a tick
-N_HOST = 53
-LOW_STATE = 4
-SHARING_RUN, SHARING_STOP, SHARING_UNMERGE = 0, 1, 2
-
-# Costs (costs[k], ns).
-C_GUEST_FAULT, C_HYP_FAULT, C_ZERO_PAGE, C_COW, C_DECOMPRESS, C_BALLOON = range(6)
-
-PAGES_PER_MIB = 256.0
-RATE_ALLOC_MAX_PAGES = 2048  # VMW_BALLOON_RATE_ALLOC_MAX (guest/balloon_driver.py)
-RATE_FREE_MAX_PAGES = 16384  # VMW_BALLOON_RATE_FREE_MAX
-SAMPLE_PAGES = 100
+from hvmem.aggregate.layout import *  # noqa: F403  (the array layout; also read as k.NAME)
 
 
 @njit(cache=True, inline="always")
