@@ -94,7 +94,7 @@ from hvmem.sim_rows import (
     stall_snapshot,
 )
 from hvmem.sim_vm import SimVm
-from hvmem.units import MIB, PAGE_SIZE_BYTES, ns_to_s, pages_to_mib
+from hvmem.units import MIB, ns_to_s, pages_to_mib
 from hvmem.workloads.base import Fidelity
 from hvmem.workloads.factory import make_workload
 
@@ -164,7 +164,7 @@ class Simulation:
         n = cfg.memory_pages
         tables = TableStore(n, f"{cfg.name} guest-physical")
         host_vm = self.host.add_vm(cfg.name, n, tables)
-        host_vm.cap_pages = _cap_pages(cfg)  # held in every state
+        host_vm.cap_pages = cfg.cap_pages  # held in every state
         if self.host.salting == "explicit":
             self.host.explicit_salts[host_vm.vm_id] = cfg.salt or 0
         kernel = GuestKernel(cfg.guest_config(), host_vm, tables,
@@ -214,7 +214,7 @@ class Simulation:
                 # A new limit holds from now on, as one set at power-on does: what the
                 # VM holds above it is swapped at once, and its balloon then inflates
                 # toward it so that the swapping stops (policy/planner.py).
-                vm.host_vm.cap_pages = _cap_pages(vm.config)
+                vm.host_vm.cap_pages = vm.config.cap_pages
                 self.host.hold_to_cap(vm.host_vm, 0)
         running = self.vms.get(event.vm or "")
         if event.power == "off" and running is not None:
@@ -361,13 +361,6 @@ def _in_guest(name: str) -> Iterator[None]:
         if err.vm is None:
             err.vm = name
         raise
-
-
-def _cap_pages(cfg: VmConfig) -> int | None:
-    """The pages a VM may hold under its limit; None when the limit does not bind."""
-    if cfg.limit_bytes is None or cfg.limit_bytes >= cfg.memory_bytes:
-        return None
-    return cfg.limit_bytes // PAGE_SIZE_BYTES
 
 
 class _PoweredOff:

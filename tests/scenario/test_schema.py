@@ -165,3 +165,15 @@ def test_policy_config_owns_the_idle_tax_and_the_balance_period():
 def test_public_names_exist():
     for name in schema.__all__:
         assert hasattr(schema, name), name
+
+
+@pytest.mark.parametrize(("limit_bytes", "pages"), [
+    (None, None),            # unlimited
+    (GIB, None),             # at the VM's memory: binds nothing
+    (2 * GIB, None),         # above it
+    (GIB // 2, 131072),      # 512 MiB of 4 KiB pages
+    (GIB - 4096, 262143),
+])
+def test_cap_pages_is_the_limit_that_binds(limit_bytes, pages):
+    """Both fidelities read a VM's cap from this one rule."""
+    assert VmConfig(memory_bytes=GIB, limit_bytes=limit_bytes).cap_pages == pages

@@ -194,9 +194,7 @@ class HostBatch:
         A limit is held in every state; one at or above the VM's memory holds nothing
         (0). Called at power-on and when a scheduled event changes the limit.
         """
-        cfg = self.slots[h][v].config
-        limited = cfg.limit_bytes is not None and cfg.limit_bytes < cfg.memory_bytes
-        self.vm[h, v, k.V_CAP] = cfg.limit_bytes >> PAGE_SHIFT if limited else 0
+        self.vm[h, v, k.V_CAP] = self.slots[h][v].config.cap_pages or 0
 
     def power_off(self, h: int, v: int) -> None:
         """The VM's frames go back to the host."""

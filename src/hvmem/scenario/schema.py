@@ -493,6 +493,17 @@ class VmConfig:
         return self.memory_bytes >> PAGE_SHIFT
 
     @property
+    def cap_pages(self) -> int | None:
+        """The pages the VM may hold under its limit; None when the limit does not bind.
+
+        A limit at or above the VM's memory binds nothing. Both fidelities hold a VM to this
+        in every host state [VS-ALLOC].
+        """
+        if self.limit_bytes is None or self.limit_bytes >= self.memory_bytes:
+            return None
+        return self.limit_bytes >> PAGE_SHIFT
+
+    @property
     def balloon_max_pages(self) -> int:
         """Most pages the balloon may hold: the VM's own cap, else 65 % of memory."""
         if self.guest.balloon_max_bytes is not None:
