@@ -78,6 +78,39 @@ def test_aggregate_run_stopped_inside_a_ticks_rows():
     assert result.ticks_done == 11
 
 
+def _fail_after(log: RowLog, method: str, calls: int) -> None:
+    """``log.method``'s ``calls``-th call does its work, then fails as a bug would."""
+    real = getattr(log, method)
+    count = 0
+
+    def wrapped(*args, **kwargs):
+        nonlocal count
+        real(*args, **kwargs)
+        count += 1
+        if count == calls:
+            raise RuntimeError("failed mid-tick")
+
+    setattr(log, method, wrapped)
+
+
+def test_an_error_mid_tick_leaves_whole_ticks_to_its_caller():
+    """A run that fails inside a tick's rows is written incomplete: whole ticks only."""
+    sim = Simulation(parse_scenario(TWO_VMS, "two.toml"))
+    _fail_after(sim.result.vm_rows, "append", 2 * 4 + 1)
+    with pytest.raises(RuntimeError):
+        sim.run()
+    assert sim.result.ticks_done == 4
+    assert len(sim.result.host_rows) == 4 and len(sim.result.vm_rows) == 8
+    sc = replace(load_scenario(builtin_scenario_path("demo")), fidelity="aggregate",
+                 duration_ns=30 * NS_PER_S)
+    sim = Simulation(sc)
+    _fail_after(sim.result.host_rows, "append", 6)
+    with pytest.raises(RuntimeError):
+        sim.run()
+    assert sim.result.ticks_done == 5
+    assert len(sim.result.host_rows) == 5 and len(sim.result.vm_rows) == 15
+
+
 def test_truncate_cuts_every_column_even_after_a_torn_append():
     log = RowLog([{"t": 0.0, "vm": "a"}, {"t": 1.0, "vm": "b"}])
 

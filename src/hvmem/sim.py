@@ -257,6 +257,10 @@ class Simulation:
             rows[1].truncate(whole[1])
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
+        except BaseException:  # an error mid-tick: its caller keeps the whole ticks
+            rows[0].truncate(whole[0])
+            rows[1].truncate(whole[1])
+            raise
         return self.result
 
     def _tick(self, tick_ns: int) -> None:

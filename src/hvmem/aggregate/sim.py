@@ -111,16 +111,24 @@ class AggregateSimulation:
             self.result.complete = True
         except KeyboardInterrupt as stop:
             # A signal can land while a tick's rows are appended: keep whole ticks only.
-            buf.n = keep = max(0, min(whole[1] - len(vm_rows), buf.n))
-            del buf.times[keep:], buf.tick_s[keep:], buf.names[keep:]
-            buf.flush(vm_rows)
-            host_rows.truncate(whole[0])
-            vm_rows.truncate(whole[1])
+            self._cut_rows(whole)
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
+        except BaseException:  # an error mid-tick: its caller keeps the whole ticks
+            self._cut_rows(whole)
+            raise
         finally:
             self._buffer.flush(self.result.vm_rows)
         return self.result
+
+    def _cut_rows(self, whole: tuple[int, int]) -> None:
+        """Drop the rows of a tick cut short: ``whole`` counts host and VM rows of whole ticks."""
+        host_rows, vm_rows, buf = self.result.host_rows, self.result.vm_rows, self._buffer
+        buf.n = keep = max(0, min(whole[1] - len(vm_rows), buf.n))
+        del buf.times[keep:], buf.tick_s[keep:], buf.names[keep:]
+        buf.flush(vm_rows)
+        host_rows.truncate(whole[0])
+        vm_rows.truncate(whole[1])
 
     def _power_on(self, v: int) -> None:
         b = self.batch
