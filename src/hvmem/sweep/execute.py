@@ -12,6 +12,13 @@ summary: a few MiB for an hour of 32 VMs), and only the sweep's own process
 writes them, so the workers need hvmem installed and the scenario's trace files
 at the same paths, but no shared filesystem.
 
+A run may be given a wall-clock budget (``--run-timeout``). Its ticks check
+the budget as they end, so a run too slow for it stops at a tick's end and is
+recorded with what it simulated; a tick that never ends (a policy that loops)
+gets an exception raised into its thread a few seconds after the budget, which
+stops any Python code. Only code compiled by Numba cannot be stopped that way:
+a worker looping in a kernel holds its slot until the sweep is stopped.
+
 Runners ignore SIGINT and SIGTERM in their workers: a Ctrl-C at a terminal
 reaches every process of the group, and it is the sweep's process that
 decides (it stops the workers and keeps the completed runs). Each runner's
@@ -22,9 +29,11 @@ sweep's loop stays in its own thread, where signals land.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,8 +44,11 @@ from hvmem.errors import HvmemError
 from hvmem.results import RunResult
 from hvmem.scenario.schema import Scenario
 
-__all__ = ["DaskRunner", "Finished", "PoolRunner", "Runner", "error_text", "open_runner",
-           "simulate"]
+__all__ = ["DaskRunner", "Finished", "PoolRunner", "RunTimedOut", "Runner", "error_text",
+           "open_runner", "simulate"]
+
+#: Seconds past its budget before a run whose tick never ends is stopped inside the tick.
+STUCK_GRACE_S = 5.0
 
 
 @dataclass
@@ -66,20 +78,86 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
-def simulate(index: int, scenario: Scenario, on_tick: Callable | None = None) -> Finished:
+class RunTimedOut(HvmemError):
+    """A run went past its wall-clock budget (``--run-timeout``)."""
+
+    #: The message for an instance raised into a stuck tick, which gets no arguments.
+    pending = ""
+
+
+class _Watchdog:
+    """Stops the thread that started it when a run's tick outlasts the budget by the grace.
+
+    The exception is raised into the thread (``PyThreadState_SetAsyncExc``) only
+    while :meth:`armed`; leaving the block disarms it under the same lock, so it
+    cannot land once the run is over.
+    """
+
+    def __init__(self, after_s: float, message: Callable[[], str]) -> None:
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()
+        self._armed = False
+        self._message = message
+        self._timer = threading.Timer(after_s, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._armed:
+                RunTimedOut.pending = self._message()
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id),
+                                                           ctypes.py_object(RunTimedOut))
+
+    @contextlib.contextmanager
+    def armed(self):
+        self._armed = True
+        self._timer.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._armed = False
+            self._timer.cancel()
+
+
+def simulate(index: int, scenario: Scenario, on_tick: Callable | None = None,
+             timeout_s: float | None = None) -> Finished:
     """Run ``scenario`` to its end; an error ends it incomplete, with the error's line.
+
+    ``timeout_s`` is the run's wall-clock budget: past it the run stops at the
+    end of a tick, or inside one that is still going :data:`STUCK_GRACE_S` later,
+    and is recorded as failed with what it simulated.
 
     A ``KeyboardInterrupt`` (a signal in the process of ``hvmem compare``) is not
     an error of the run: the simulation records it itself and it goes on up.
     """
     from hvmem.sim import Simulation
+    from hvmem.units import format_time
 
     start = time.perf_counter()
     sim = None
     error = None
+
+    def timed_out() -> str:
+        done = "" if sim is None else (f", after {sim.result.ticks_done * scenario.tick_ns / 1e9:g}"
+                                       f" of {scenario.duration_ns / 1e9:g} simulated s")
+        return (f"run timed out: over its budget of {format_time(round(timeout_s * 1e9))} of "
+                f"wall time (--run-timeout){done}")
+
+    def each_tick(sim_: Simulation) -> None:
+        if on_tick is not None:
+            on_tick(sim_)
+        if time.perf_counter() - start > timeout_s:
+            raise RunTimedOut(timed_out())
+
+    watchdog = (contextlib.nullcontext() if timeout_s is None else
+                _Watchdog(timeout_s + STUCK_GRACE_S, timed_out).armed())
     try:
-        sim = Simulation(scenario)
-        sim.run(on_tick=on_tick)
+        with watchdog:
+            sim = Simulation(scenario)
+            sim.run(on_tick=on_tick if timeout_s is None else each_tick)
+    except RunTimedOut as err:  # raised as a class into a stuck tick: its message is pending
+        error = str(err) or RunTimedOut.pending
     except Exception as err:  # a failed run is recorded, whatever failed
         error = error_text(err)
     result = sim.result if sim is not None else None
@@ -105,6 +183,8 @@ class Runner:
 
     def __init__(self) -> None:
         self._pending: dict[Any, int] = {}
+        #: Each run's wall-clock budget in seconds (None: none).
+        self.run_timeout_s: float | None = None
 
     def submit(self, index: int, scenario: Scenario) -> None:
         """Start run ``index`` (its scenario) when a worker is free."""
@@ -152,7 +232,7 @@ class PoolRunner(Runner):
         self.where = f"{workers} worker process{'es' if workers != 1 else ''}"
 
     def _submit(self, index: int, scenario: Scenario) -> Future:
-        return self._pool.submit(simulate, index, scenario)
+        return self._pool.submit(simulate, index, scenario, None, self.run_timeout_s)
 
     def close(self) -> None:
         """Cancel what has not started and end the workers (a running run is not kept)."""
@@ -193,7 +273,8 @@ class DaskRunner(Runner):
         self.dashboard = self._client.dashboard_link
 
     def _submit(self, index: int, scenario: Scenario) -> Any:
-        return self._client.submit(simulate, index, scenario, pure=False,
+        return self._client.submit(simulate, index, scenario, None, self.run_timeout_s,
+                                   pure=False,
                                    key=f"hvmem-run-{index}-{os.getpid()}-{time.time_ns()}")
 
     def close(self) -> None:
@@ -207,9 +288,9 @@ class DaskRunner(Runner):
                 self._cluster.close()
 
 
-def open_runner(dask: str | None, workers: int) -> Runner:
-    """The runner a sweep's flags ask for (``--dask``, ``--workers``)."""
-    if dask is None:
-        return PoolRunner(workers)
-    return DaskRunner(dask, workers)
+def open_runner(dask: str | None, workers: int, run_timeout_s: float | None = None) -> Runner:
+    """The runner a sweep's flags ask for (``--dask``, ``--workers``, ``--run-timeout``)."""
+    runner = PoolRunner(workers) if dask is None else DaskRunner(dask, workers)
+    runner.run_timeout_s = run_timeout_s
+    return runner
 

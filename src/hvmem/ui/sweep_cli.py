@@ -53,6 +53,9 @@ def sweep_command(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace runs of another scenario in --out, and run beyond the work "
                         "ceiling or the RAM this machine has.")] = False,
+    run_timeout: Annotated[str | None, typer.Option(
+        help="Each run's wall-clock budget, such as 30min: a run past it is recorded as failed "
+             "with what it simulated, and the others go on [default: none].")] = None,
 ) -> None:
     """Run a scenario over a grid of values and seeds; one results directory per run.
 
@@ -76,6 +79,14 @@ def sweep_command(
     if dask is not None and dask != "local" and "://" not in dask:
         raise ConfigError(f"--dask: expected 'local' or a scheduler's address such as "
                           f"tcp://HOST:8786, found {dask!r}")
+    run_timeout_s = None
+    if run_timeout is not None:
+        from hvmem.units import parse_time_ns
+        run_timeout_ns = parse_time_ns(run_timeout, what="--run-timeout")
+        if run_timeout_ns <= 0:
+            raise ConfigError(f"--run-timeout: expected a time such as '30min', more than 0, "
+                              f"found {run_timeout!r}")
+        run_timeout_s = run_timeout_ns / 1e9
     experiment = load_experiment(experiment_file)
     need_bytes = 0  # the RAM of the largest run
     checked: set[str] = set()
@@ -97,7 +108,7 @@ def sweep_command(
             todo = plan(experiment, target.path, state, force=force)
             write_record(target.path, experiment, __version__)
             _sweep(experiment, target.path, state, todo, signals,
-                   min(workers or cores, max(1, len(todo))), dask)
+                   min(workers or cores, max(1, len(todo))), dask, run_timeout_s)
         finally:
             if own:
                 signals.__exit__()
@@ -124,7 +135,7 @@ def _workers_in_ram(workers: int | None, cores: int, need_bytes: int, force: boo
 
 
 def _sweep(experiment, path: Path, state, todo: list[int], signals: StopSignals,
-           workers: int, dask: str | None) -> None:
+           workers: int, dask: str | None, run_timeout_s: float | None = None) -> None:
     """Run ``todo``, write the summary however it ends, then exit as it ended."""
     from hvmem.sweep.directory import run_sweep, write_summary
     from hvmem.sweep.execute import open_runner
@@ -140,7 +151,7 @@ def _sweep(experiment, path: Path, state, todo: list[int], signals: StopSignals,
                        err=True)
         else:
             try:
-                runner = open_runner(dask, workers)
+                runner = open_runner(dask, workers, run_timeout_s)
             except OSError as err:  # no scheduler there, or it does not answer in time
                 raise ConfigError(f"--dask {dask}: cannot reach the scheduler ({err})") from None
             typer.echo(f"hvmem: sweep {experiment.name}: {total} runs, {earlier} complete "
