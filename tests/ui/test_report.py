@@ -246,3 +246,45 @@ def test_chromium_screenshot_shows_the_report(report, tmp_path):
     assert inked.mean() > 0.05  # text, axes and filled areas, not a white page
     colours = np.unique(pixels[::4, ::4].reshape(-1, 3), axis=0)
     assert len(colours) > 50  # the state bands and the stacked memory are in colour
+
+
+#: Appended to a copy of a report: the page's and each table's right edge, read by the test.
+WIDTH_PROBE = """<script>window.addEventListener("load", () => {
+  const right = [...document.querySelectorAll("table")].map(
+    t => Math.round(t.getBoundingClientRect().right));
+  document.body.dataset.widths = [document.documentElement.scrollWidth, ...right].join(" ");
+});</script>"""
+
+
+def page_widths(page: Path, tmp: Path, width_px: int) -> tuple[int, list[int]]:
+    """The page's scroll width and each table's right edge in a ``width_px`` window."""
+    probed = tmp / f"probed-{page.name}"
+    probed.write_text(page.read_text().replace("</body>", WIDTH_PROBE + "</body>"))
+    done = chromium(probed, tmp / "profile", "--dump-dom", f"--window-size={width_px},1000",
+                    "--virtual-time-budget=2000")
+    found = re.search(r'data-widths="([^"]*)"', done.stdout)
+    assert found, done.stderr[-2000:]
+    page_px, *tables = map(int, found.group(1).split())
+    return page_px, tables
+
+
+@pytest.mark.integration
+@needs_chromium
+@pytest.mark.parametrize("n_vms", [3, 32])
+def test_the_report_fits_a_1280_px_window(demo_results, tmp_path, n_vms):
+    """No table pushes the page sideways: a few VMs are columns, many scroll in their box."""
+    import dataclasses
+
+    from hvmem.ui.report import write_report
+
+    run = load_run(demo_results[0])
+    vms = run.summary["vms"]
+    if n_vms > len(vms):  # the demo's VMs repeated, as a host of many VMs would list them
+        many = {f"{name}{i}": vm for i in range(n_vms // len(vms) + 1) for name, vm in vms.items()}
+        run = dataclasses.replace(run, summary={**run.summary,
+                                                "vms": dict(list(many.items())[:n_vms])})
+    page = write_report([run], tmp_path / "r.html")
+    page_px, tables = page_widths(page, tmp_path, 1280)
+    assert page_px == 1280
+    if n_vms <= 8:
+        assert max(tables) <= 1280, tables  # every table fits on the page

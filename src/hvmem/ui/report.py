@@ -25,6 +25,7 @@ from hvmem import __version__
 from hvmem.errors import ConfigError
 from hvmem.ui.report_charts import CHARTS
 from hvmem.ui.report_data import RunData
+from hvmem.ui.summary_view import CAUSE_LABELS
 
 #: At most this many events are listed per run (all are drawn on the timeline).
 MAX_EVENT_ROWS = 500
@@ -42,8 +43,15 @@ VM_COLUMNS = {
     "mean_throughput": ("mean throughput", "{:.1%}"),
     "worst_slowdown": ("worst slowdown", "{:.2f}x"),
     "stall_s": ("work lost (s)", "{:.1f}"),
+    "guest_swap_in_mib": ("guest swap-in MiB", "{:.0f}"),
+    "guest_swap_out_mib": ("guest swap-out MiB", "{:.0f}"),
+    **{f"stall_{cause}_s": (f"lost to {label} (s)", "{:.1f}")
+       for cause, label in CAUSE_LABELS.items()},
     "ticks": ("ticks", "{:.0f}"),
 }
+
+#: Up to this many VMs, the per-VM table has a column per VM (it fits a page); more, a row each.
+VMS_AS_COLUMNS = 8
 
 #: Mechanism -> what its MiB are.
 MECHANISMS = {
@@ -62,7 +70,8 @@ nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tabular-nums; }
 th, td { padding: .2em .7em; border-bottom: 1px solid #e3e3e3; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-thead th { border-bottom: 2px solid #bbb; }
+thead th { border-bottom: 2px solid #bbb; vertical-align: bottom; max-width: 7em; }
+div.table { overflow-x: auto; }  /* a table wider than the page scrolls in its own box */
 figure { margin: .5em 0; } figure svg { width: 100%; height: auto; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 12px; }
 .incomplete { color: #c92a2a; font-weight: bold; }
@@ -92,7 +101,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], caption: str = ""
     cap = f"<caption>{_e(caption)}</caption>" if caption else ""
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table>{cap}<thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="table"><table>{cap}<thead><tr>{header}</tr></thead><tbody>{body}'
+            "</tbody></table></div>")
 
 
 def _vm_keys(runs: Sequence[RunData]) -> list[str]:
@@ -117,13 +127,20 @@ def run_summary_html(run: RunData) -> str:
                    _e(MECHANISMS.get(name, ""))]
                   for name, held in summary.get("mechanisms", {}).items()]
     keys = _vm_keys([run])
-    vms = [[_e(name)] + [_fmt(k, vm.get(k, "")) for k in keys]
-           for name, vm in summary.get("vms", {}).items()]
+    per_vm = summary.get("vms", {})
+    if len(per_vm) <= VMS_AS_COLUMNS:  # a few VMs: a column each, a row per metric
+        vm_table = _table(["metric", *per_vm],
+                          [[_e(_label(k))] + [_fmt(k, vm.get(k, "")) for vm in per_vm.values()]
+                           for k in keys], "what it cost each VM")
+    else:  # many: a row each, in a box that scrolls sideways
+        vm_table = _table(["vm"] + [_label(k) for k in keys],
+                          [[_e(name)] + [_fmt(k, vm.get(k, "")) for k in keys]
+                           for name, vm in per_vm.items()], "what it cost each VM")
     states = ", ".join(f"{_e(state)} {seconds:.0f} s"
                        for state, seconds in summary.get("time_in_state_s", {}).items())
     return (_table(["mechanism", "peak MiB", "end MiB", "what"], mechanisms,
                    "what each mechanism reclaimed")
-            + _table(["vm"] + [_label(k) for k in keys], vms, "what it cost each VM")
+            + vm_table
             + f"<p>host memory states: {states or 'none'}</p>")
 
 

@@ -68,7 +68,8 @@ def _stall_table(summary: dict) -> Table:
 
 
 #: Stall cause -> how the comparison names it.
-_CAUSE_LABELS = {"guest_paging": "guest paging", "host_swap_in": "host swap-in",
+#: Each stall cause (results.STALL_CAUSES) as the tables name it.
+CAUSE_LABELS = {"guest_paging": "guest paging", "host_swap_in": "host swap-in",
                  "decompress": "decompression", "cow": "copy-on-write", "zeroing": "zeroing",
                  "blocked": "blocked in low", "other": "other"}
 
@@ -107,7 +108,7 @@ def render_comparison(summaries: dict[str, dict]) -> Group:
         row(label, lambda s, key=key: f"{sum(v.get(key, 0.0) for v in s['vms'].values()):.0f}")
     for vm in vms:
         row(f"{vm} lost (s)", lambda s, vm=vm: f"{s['vms'][vm]['stall_s']:.1f}")
-    for cause, label in _CAUSE_LABELS.items():
+    for cause, label in CAUSE_LABELS.items():
         row(f"lost to {label} (s)", lambda s, cause=cause: f"{_lost_to(s, cause):.1f}")
     states = sorted({st for s in summaries.values() for st in s["time_in_state_s"]})
     for state in states:
