@@ -192,3 +192,25 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, result):
     (tmp_path / ".r.lock").write_text("999999\n")  # its holder died: the kernel dropped the flock
     assert read_results(write_results(result, tmp_path / "r")).complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_the_staging_left_by_a_killed_run_goes_with_the_next_run_and_nothing_else(
+        tmp_path, result):
+    """SIGKILL leaves ``.r.XXXXXXXX.partial``; the next run on ``r`` removes it, and only it."""
+    killed = tmp_path / ".r.k7_q2zx9.partial"
+    killed.mkdir()
+    (killed / "host.parquet").write_bytes(b"PAR1 cut short")
+    empty = tmp_path / ".r.a1b2c3d4.partial"
+    empty.mkdir()
+    theirs = tmp_path / ".r.notes123.partial"  # the name, but a file hvmem never writes
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("precious")
+    other = tmp_path / ".r.b.a1b2c3d4.partial"  # staging of the results directory 'r.b'
+    other.mkdir()
+    old = tmp_path / ".r.x9y8z7w6.old"  # a kill mid-commit: the earlier results
+    (old / "results").mkdir(parents=True)
+    (old / "results" / "summary.json").write_text("{}")
+    assert read_results(write_results(result, tmp_path / "r")).complete
+    assert not killed.exists() and not empty.exists()
+    assert (theirs / "notes.txt").read_text() == "precious"
+    assert other.is_dir() and (old / "results" / "summary.json").is_file()

@@ -36,7 +36,12 @@ commit
     run did not write are removed (only those the manifest lists).
 
 Closing without a commit (the run failed before it had anything to write)
-removes the staged directory and releases the lock.
+removes the staged directory and releases the lock. A run killed outright
+(SIGKILL, a power cut) cannot: its staged directory stays beside the target
+until the next run with the same name takes the lock, which proves no other
+process is writing there, and removes it if it holds nothing but files hvmem
+writes. A ``.<name>.<random>.old`` directory (a kill in the middle of a
+commit) holds the earlier results and is always left for the user.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ class OutputDir:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
             self._check_target()  # again, now that nobody else may change it
+            self._remove_stale_staging()
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial",
                                                  dir=self.path.parent))
         except OSError as err:
@@ -144,6 +150,26 @@ class OutputDir:
         except BaseException:
             self.close()
             raise
+
+    def _remove_stale_staging(self) -> None:
+        """Remove the staged directories of runs killed outright; called with the lock held.
+
+        Only ``mkdtemp``'s names for this target (``.<name>.`` + 8 random characters +
+        ``.partial``) holding nothing but results files are removed.
+        """
+        prefix, suffix = f".{self.path.name}.", ".partial"
+        for entry in os.scandir(self.path.parent):
+            middle = entry.name[len(prefix):-len(suffix)]
+            if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)
+                    and len(middle) == 8 and "." not in middle
+                    and entry.is_dir(follow_symlinks=False)):
+                continue
+            staged = Path(entry.path)
+            with contextlib.suppress(OSError):
+                names = {e.name for e in os.scandir(staged)}
+                if names <= LEGACY_FILES | {MANIFEST_NAME}:
+                    _remove_listed(staged, names)
+                    staged.rmdir()
 
     def _check_name(self) -> None:
         """Refuse the places whose loss no run is worth: /, home, here and its parents."""
