@@ -191,3 +191,57 @@ def test_sigterm_stops_the_sweep_keeping_the_completed_runs_and_the_next_resumes
     again = cli("sweep", exp, "--out", out)
     assert again.exit_code == 0 and summary_mtimes(out) == before
     assert "2 runs: 2 complete" in again.stdout
+
+
+def test_compare_out_keeps_each_policys_run_as_a_sweep_and_resumes(tmp_path):
+    """``compare --out`` is a one-seed sweep's directory; again, it runs only what is new."""
+    (tmp_path / "tiny.toml").write_text(TINY.format(refs_per_s=20_000))
+    out = tmp_path / "cmp"
+    done = cli("compare", tmp_path / "tiny.toml", "--policies", "esx,static", "--json",
+               "--out", out)
+    assert done.exit_code == 0, (done.stdout, done.stderr, done.exception)
+    first = json.loads(done.stdout)
+    assert list(first) == ["esx", "static"]
+    table = pq.read_table(out / "summary.parquet").to_pandas()
+    assert list(table["policy.name"]) == ["esx", "static"] and table["complete"].all()
+    for name, summary in first.items():
+        (run_dir,) = (out / "runs" / f"policy.name={name}").iterdir()  # seed=<its seed>
+        kept = read_results(run_dir)
+        assert kept.complete and json.loads(json.dumps(kept.summary)) == summary
+    # The same (and one more policy): esx and static are read back, only mom runs.
+    mtimes = summary_mtimes(out)
+    again = cli("compare", tmp_path / "tiny.toml", "--policies", "esx,mom,static", "--json",
+                "--out", out)
+    assert again.exit_code == 0, (again.stdout, again.stderr, again.exception)
+    assert "esx, static complete already in" in again.stderr
+    second = json.loads(again.stdout)
+    assert list(second) == ["esx", "mom", "static"]
+    assert {k: second[k] for k in first} == json.loads(json.dumps(first))
+    assert {k: v for k, v in summary_mtimes(out).items() if k in mtimes} == mtimes
+    table = pq.read_table(out / "summary.parquet").to_pandas()
+    assert sorted(table["policy.name"]) == ["esx", "mom", "static"]
+    # A directory that is not a sweep's is refused, untouched.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    refused = cli("compare", tmp_path / "tiny.toml", "--out", mine)
+    assert refused.exit_code == 1 and "not an hvmem sweep directory" in refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_compare_out_keeps_the_runs_that_ended_when_one_fails(tmp_path):
+    good = [hex(0x400000 + (i * 7919 % 2000) * 4096) for i in range(4000)]
+    (tmp_path / "bad.trace").write_text("\n".join(good[:3000] + ["garbage!"] + good) + "\n")
+    (tmp_path / "rep.toml").write_text(
+        'duration = "2s"\n[host]\nmemory = "320MiB"\n[[vm]]\nname = "a"\nmemory = "192MiB"\n'
+        'workload = { kind = "replay", path = "bad.trace", refs_per_s = 2000 }\n')
+    out = tmp_path / "cmp"
+    done = cli("compare", tmp_path / "rep.toml", "--policies", "static,esx", "--out", out)
+    assert done.exit_code == 1
+    assert "cannot read 'garbage!'" in done.stderr
+    table = pq.read_table(out / "summary.parquet").to_pandas().set_index("policy.name")
+    assert not table.loc["static", "complete"]
+    assert "cannot read 'garbage!'" in table.loc["static", "error"]
+    (run_dir,) = (out / "runs" / "policy.name=static").iterdir()
+    kept = read_results(run_dir)
+    assert not kept.complete and "garbage" in kept.summary["stop_reason"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hvmem.errors import ConfigError
 
-__all__ = ["builtin_scenario_names", "builtin_scenario_path"]
+__all__ = ["builtin_scenario_names", "builtin_scenario_path", "file_or_shipped"]
 
 
 def builtin_scenario_names() -> list[str]:
@@ -29,3 +29,14 @@ def builtin_scenario_path(name: str) -> Path:
                           f"choose one of {', '.join(builtin_scenario_names())}")
     with as_file(resource) as path:  # a real file for packages installed as directories
         return Path(path)
+
+
+def file_or_shipped(scenario_file: Path) -> Path:
+    """``scenario_file`` itself, or the shipped scenario of that name if no such file exists."""
+    try:
+        exists = scenario_file.exists()
+    except OSError:  # a name too long for a file: the loader says so
+        exists = False
+    if not exists and str(scenario_file) in builtin_scenario_names():
+        return builtin_scenario_path(str(scenario_file))
+    return scenario_file

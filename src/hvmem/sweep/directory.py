@@ -45,7 +45,8 @@ from hvmem.scenario.loader import dump_scenario
 from hvmem.sweep.execute import Finished, Runner
 from hvmem.sweep.experiment import Experiment, RunSpec, value_text
 
-__all__ = ["EXPERIMENT_NAME", "SUMMARY_NAME", "SweepDir", "SweepState", "plan", "run_sweep"]
+__all__ = ["EXPERIMENT_NAME", "SUMMARY_NAME", "SweepDir", "SweepState", "plan", "record_run",
+           "run_sweep"]
 
 #: The sweep's record of what it runs; its ``format`` marks a sweep's directory.
 EXPERIMENT_NAME = "experiment.json"
@@ -262,12 +263,12 @@ def run_sweep(experiment: Experiment, path: Path, state: SweepState, todo: list[
             check()
         for finished in runner.poll():
             with held():
-                _record(experiment, path, state, finished)
+                record_run(experiment, path, state, finished)
             if on_finished is not None:
                 on_finished(finished)
 
 
-def _record(experiment: Experiment, path: Path, state: SweepState, finished: Finished) -> None:
+def record_run(experiment: Experiment, path: Path, state: SweepState, finished: Finished) -> None:
     """One finished run: its directory written, its summary and error kept for the rows."""
     spec = experiment.runs[finished.index]
     state.errors[finished.index] = finished.error

@@ -52,8 +52,8 @@ from hvmem.scenario.schema import Scenario
 from hvmem.scenario.toml_file import read_toml, show_path
 from hvmem.scenarios import builtin_scenario_names, builtin_scenario_path
 
-__all__ = ["MAX_RUNS", "MAX_SEEDS", "Experiment", "RunSpec", "load_experiment", "value_text",
-           "parse_experiment", "policy_runs"]
+__all__ = ["MAX_RUNS", "MAX_SEEDS", "Experiment", "RunSpec", "load_experiment", "parse_experiment",
+           "policy_experiment", "policy_runs", "value_text"]
 
 #: The keys of an experiment file.
 KEYS = ("name", "scenario", "seeds", "grid")
@@ -180,6 +180,12 @@ def policy_runs(scenario: Scenario, names: Sequence[str]) -> list[RunSpec]:
     return [RunSpec(_names([{"policy.name": name}])[0], {"policy.name": name}, scenario.seed,
                     replace(scenario, policy=scenario.policy.for_policy(name)))
             for name in names]
+
+
+def policy_experiment(file: Path, scenario: Scenario, names: Sequence[str]) -> Experiment:
+    """``hvmem compare --out``: its runs as an experiment, so that its directory is a sweep's."""
+    return Experiment(str(file), scenario.name, str(file), Path(file), (scenario.seed,),
+                      {"policy.name": tuple(names)}, tuple(policy_runs(scenario, names)))
 
 
 def _base_file(scenario: str, here: Path, refuse: Any) -> Path:

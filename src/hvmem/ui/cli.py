@@ -49,7 +49,6 @@ from hvmem.ui.report_cli import (  # noqa: E402
     plot_command,
     report_command,
     report_of_directory,
-    report_of_runs,
 )
 
 app.command("report")(report_command)
@@ -71,6 +70,10 @@ app.command("export")(export_command)
 from hvmem.ui.sweep_cli import sweep_command  # noqa: E402 -- registered with the other commands
 
 app.command("sweep")(sweep_command)
+# One scenario under several policies, side by side (hvmem.ui.compare_cli).
+from hvmem.ui.compare_cli import compare_command  # noqa: E402 -- registered with the others
+
+app.command("compare")(compare_command)
 #: --force, as hvmem run, compare and demo explain it.
 FORCE_HELP = ("Replace the earlier results in --out (only the files hvmem wrote there), and "
               "run even beyond the work ceiling or the RAM this machine has.")
@@ -260,12 +263,13 @@ def run(
 
     from hvmem.scenario.loader import load_scenario
     from hvmem.scenario.work_estimate import check_run, host_memory_errors
+    from hvmem.scenarios import file_or_shipped
     from hvmem.ui.options import check_policy, check_seed
     from hvmem.ui.simulate import simulate
 
     check_seed(seed)
     check_policy(policy)
-    file = _scenario_path(scenario_file)
+    file = file_or_shipped(scenario_file)
     scenario = load_scenario(file)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
@@ -282,86 +286,6 @@ def run(
     with host_memory_errors(str(file), scenario):
         simulate(_console(), scenario, policy, out, check_invariants, no_live, force,
                  report=report)
-
-
-def _scenario_path(scenario_file: Path) -> Path:
-    """``scenario_file`` itself, or the shipped scenario of that name if no such file exists."""
-    from hvmem.scenarios import builtin_scenario_names, builtin_scenario_path
-
-    try:
-        exists = scenario_file.exists()
-    except OSError:  # a name too long for a file: the loader says so
-        exists = False
-    if not exists and str(scenario_file) in builtin_scenario_names():
-        return builtin_scenario_path(str(scenario_file))
-    return scenario_file
-
-
-@app.command()
-@user_errors
-def compare(
-    scenario_file: Annotated[
-        Path, typer.Argument(help="A scenario TOML file or a shipped scenario name.")
-    ],
-    policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
-        "esx,mom,proxmox,static"
-    ),
-    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
-    fidelity: Annotated[str | None, typer.Option(help=FIDELITY_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    report: Annotated[Path | None, typer.Option(
-        help="Also write an HTML report of the runs side by side to this file.")] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Run even beyond the work ceiling or the RAM this machine has.")] = False,
-) -> None:
-    """Run one scenario under several policies, same seed, and compare them side by side.
-
-    A signal or an error stops it after printing the policies run so far (the
-    last one incomplete, with the reason), then exits 128 + the signal or 1.
-    """
-    import dataclasses
-
-    from hvmem.policy.policies import POLICIES
-    from hvmem.results import strict_json
-    from hvmem.scenario.loader import load_scenario
-    from hvmem.ui.exits import StopSignals
-    from hvmem.ui.run_guard import run_policies
-    from hvmem.ui.summary_view import render_comparison
-
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
-    if unknown or not names:
-        raise HvmemError(f"--policies: unknown {', '.join(unknown) or 'empty list'}; "
-                         f"choose from {', '.join(POLICIES)}")
-    from hvmem.scenario.work_estimate import check_run, host_memory_errors
-    from hvmem.ui.options import check_seed
-
-    check_seed(seed)
-    file = _scenario_path(scenario_file)
-    scenario = load_scenario(file)
-    if seed is not None:
-        scenario = dataclasses.replace(scenario, seed=seed)
-    scenario = with_fidelity(scenario, fidelity)
-    check_run(scenario, str(file), force=force)
-    from hvmem.ui.progress import tick_progress
-
-    runs: dict = {}
-    with host_memory_errors(str(file), scenario):
-        with StopSignals() as signals:
-            summaries, outcome = run_policies(
-                scenario, names, runs=runs, on_tick=lambda name: tick_progress(
-                    f"{scenario.name}-{name}", scenario.tick_ns, scenario.n_ticks),
-                signals=signals)
-            with signals.held():  # a signal now waits until the comparison is printed
-                if as_json:
-                    typer.echo(strict_json(summaries))
-                else:
-                    _console().print(render_comparison(summaries))
-                if report is not None and runs:
-                    typer.echo(f"report: {report_of_runs(runs, report)}", err=as_json)
-        if outcome.error is not None:
-            raise outcome.error
-    signals.exit_if_stopped()
 
 
 @app.command()

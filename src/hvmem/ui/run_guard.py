@@ -167,6 +167,7 @@ def run_policies(scenario: Scenario, names: list[str], *,
                  runs: dict[str, RunResult] | None = None,
                  on_tick: Callable[[str], Callable | None] | None = None,
                  signals: StopSignals | None = None,
+                 on_result: Callable[[str, RunResult, str | None], None] | None = None,
                  ) -> tuple[dict[str, dict], Outcome]:
     """``hvmem compare``'s runs: each policy's summary, until one does not finish.
 
@@ -175,7 +176,9 @@ def run_policies(scenario: Scenario, names: list[str], *,
     ``stop_reason`` (a run stopped before it began has none). Returns the
     summaries and how the last run ended; ``runs``, when given, receives each
     policy's result (for a report), ``on_tick(name)`` a tick callback per run;
-    ``signals``, the handlers installed, are checked every tick.
+    ``signals``, the handlers installed, are checked every tick; ``on_result(name,
+    result, error)`` gets each run as it ends (its error's line, or None), with a
+    signal held off while it runs.
     """
     from hvmem.sim import Simulation
     from hvmem.sweep.experiment import policy_runs
@@ -194,6 +197,9 @@ def run_policies(scenario: Scenario, names: list[str], *,
         summaries[name] = summary_with_stop(sim.result)
         if runs is not None:
             runs[name] = sim.result
+        if on_result is not None:
+            with signals.held() if signals is not None else contextlib.nullcontext():
+                on_result(name, sim.result, outcome.reason if outcome.error else None)
         if not sim.result.complete:
             break
     return summaries, outcome
