@@ -30,8 +30,11 @@ TWO_VMS = {
 }
 
 
-def _stop_after(log: RowLog, method: str, calls: int) -> None:
-    """``log.method`` does its work, and its ``calls``-th call then raises as SIGTERM does."""
+SIGTERM = KeyboardInterrupt("stopped by SIGTERM")  # as the command line raises it
+
+
+def _stop_after(log: RowLog, method: str, calls: int, error: BaseException = SIGTERM) -> None:
+    """``log.method`` does its work, and its ``calls``-th call then raises ``error``."""
     real = getattr(log, method)
     count = 0
 
@@ -40,7 +43,7 @@ def _stop_after(log: RowLog, method: str, calls: int) -> None:
         real(*args, **kwargs)
         count += 1
         if count == calls:
-            raise KeyboardInterrupt("stopped by SIGTERM")
+            raise error
 
     setattr(log, method, wrapped)
 
@@ -78,25 +81,10 @@ def test_aggregate_run_stopped_inside_a_ticks_rows():
     assert result.ticks_done == 11
 
 
-def _fail_after(log: RowLog, method: str, calls: int) -> None:
-    """``log.method``'s ``calls``-th call does its work, then fails as a bug would."""
-    real = getattr(log, method)
-    count = 0
-
-    def wrapped(*args, **kwargs):
-        nonlocal count
-        real(*args, **kwargs)
-        count += 1
-        if count == calls:
-            raise RuntimeError("failed mid-tick")
-
-    setattr(log, method, wrapped)
-
-
 def test_an_error_mid_tick_leaves_whole_ticks_to_its_caller():
     """A run that fails inside a tick's rows is written incomplete: whole ticks only."""
     sim = Simulation(parse_scenario(TWO_VMS, "two.toml"))
-    _fail_after(sim.result.vm_rows, "append", 2 * 4 + 1)
+    _stop_after(sim.result.vm_rows, "append", 2 * 4 + 1, RuntimeError("failed mid-tick"))
     with pytest.raises(RuntimeError):
         sim.run()
     assert sim.result.ticks_done == 4
@@ -104,7 +92,7 @@ def test_an_error_mid_tick_leaves_whole_ticks_to_its_caller():
     sc = replace(load_scenario(builtin_scenario_path("demo")), fidelity="aggregate",
                  duration_ns=30 * NS_PER_S)
     sim = Simulation(sc)
-    _fail_after(sim.result.host_rows, "append", 6)
+    _stop_after(sim.result.host_rows, "append", 6, RuntimeError("failed mid-tick"))
     with pytest.raises(RuntimeError):
         sim.run()
     assert sim.result.ticks_done == 5

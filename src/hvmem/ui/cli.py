@@ -259,21 +259,13 @@ def run(
     incomplete, and exits 128 + the signal's number or 1.
     """
     STOPS.hold()  # a signal while the run is prepared waits for it (ui/run_guard.py)
-    import dataclasses
-
-    from hvmem.scenario.loader import load_scenario
     from hvmem.scenario.work_estimate import check_run, host_memory_errors
-    from hvmem.scenarios import file_or_shipped
-    from hvmem.ui.options import check_policy, check_seed
+    from hvmem.ui.options import check_policy, check_seed, scenario_of_flags
     from hvmem.ui.simulate import simulate
 
     check_seed(seed)
     check_policy(policy)
-    file = file_or_shipped(scenario_file)
-    scenario = load_scenario(file)
-    if seed is not None:
-        scenario = dataclasses.replace(scenario, seed=seed)
-    scenario = with_fidelity(scenario, fidelity)
+    file, scenario = scenario_of_flags(scenario_file, seed, fidelity)
     if scenario.backend.kind == "qemu":  # the scenario's VMs as real QEMU guests
         from hvmem.ui.qemu_cli import run_scenario_on_qemu
 

@@ -16,7 +16,6 @@ one incomplete, with the reason), then exits 128 + the signal or 1; with
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +23,7 @@ from typing import Annotated
 import typer
 
 from hvmem.errors import HvmemError
-from hvmem.ui.aggregate_cli import FIDELITY_HELP, with_fidelity
+from hvmem.ui.aggregate_cli import FIDELITY_HELP
 from hvmem.ui.exits import user_errors
 
 __all__ = ["compare_command"]
@@ -56,11 +55,9 @@ def compare_command(
     last one incomplete, with the reason), then exits 128 + the signal or 1.
     """
     from hvmem.policy.policies import POLICIES
-    from hvmem.scenario.loader import load_scenario
     from hvmem.scenario.work_estimate import check_run, host_memory_errors
-    from hvmem.scenarios import file_or_shipped
     from hvmem.ui.exits import StopSignals
-    from hvmem.ui.options import check_seed
+    from hvmem.ui.options import scenario_of_flags
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [p for p in names if p not in POLICIES]
@@ -69,12 +66,7 @@ def compare_command(
                          f"choose from {', '.join(POLICIES)}")
     if len(set(names)) != len(names):
         raise HvmemError(f"--policies: {policies!r} names a policy twice")
-    check_seed(seed)
-    file = file_or_shipped(scenario_file)
-    scenario = load_scenario(file)
-    if seed is not None:
-        scenario = dataclasses.replace(scenario, seed=seed)
-    scenario = with_fidelity(scenario, fidelity)
+    file, scenario = scenario_of_flags(scenario_file, seed, fidelity)
     check_run(scenario, str(file), force=force)
 
     with host_memory_errors(str(file), scenario), StopSignals() as signals:

@@ -37,6 +37,25 @@ def check_seed(seed: int | None, flag: str = "--seed") -> None:
         check_field(flag, seed, Scenario, "seed")
 
 
+def scenario_of_flags(scenario_file, seed: int | None, fidelity: str | None):
+    """The file and scenario ``run`` and ``compare`` run: ``--seed`` and ``--fidelity`` applied.
+
+    ``scenario_file`` is a file, or a shipped scenario's name when no such file exists.
+    """
+    import dataclasses
+
+    from hvmem.scenario.loader import load_scenario
+    from hvmem.scenarios import file_or_shipped
+    from hvmem.ui.aggregate_cli import with_fidelity
+
+    check_seed(seed)
+    file = file_or_shipped(scenario_file)
+    scenario = load_scenario(file)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    return file, with_fidelity(scenario, fidelity)
+
+
 def check_policy(policy: str | None, flag: str = "--policy") -> None:
     """A policy override that names a policy (an empty name too is an error)."""
     if policy is not None and policy not in POLICY_NAMES:
