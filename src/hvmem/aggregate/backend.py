@@ -59,7 +59,7 @@ class AggregateBackend:
         free = (b.m[h, :, k.FREE_ROW].sum(axis=1) * mib).tolist()
         vmv = b.vm[h]
         consumed = ((vmv[:, k.V_KERNEL] + vmv[:, k.V_CACHE_FRAMES]) * mib
-                    + by_state[:, k.PRIV]).tolist()
+                    + by_state[:, k.PRIV] + by_state[:, k.FILL]).tolist()
         balloon, swapped, zipped = (by_state[:, s].tolist() for s in (k.BALL, k.SWP, k.ZIP))
         for v in running:
             cfg = b.slots[h][v].config
@@ -119,8 +119,8 @@ class AggregateBackend:
             vm[k.V_BLOCKED] = float(plan.blocked)
             vm[k.V_PLANNED] = 1.0
             zipped, swapped = b.cnt[h, v, k.K_ZIP], b.cnt[h, v, k.K_SWAP_OUT]
-            took = k.swap_to_target(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, h, v, False,
-                                    b.lru)
+            took = k.swap_to_target(b.m, b.ck, b.vm, b.cnt, b.host, b.heat, b.rng, h, v,
+                                    False, b.lru)
             if took and self.on_event is not None:
                 done = {"compressed": int(b.cnt[h, v, k.K_ZIP] - zipped),
                         "swapped": int(b.cnt[h, v, k.K_SWAP_OUT] - swapped)}

@@ -97,8 +97,8 @@ class FleetPolicy:
             return 0  # most ticks: nobody due, nothing crossed; skip the call's dispatch
         inflate, deflate, swap = self.steps
         n, reacted = decide(now_ns, self.period_ns, self.gap_ns, self.next_due_ns,
-                            self.last_state, self.last_ns, b.m, b.vm, b.cnt, b.host, b.heat,
-                            b.rng, b.lru, s.on, s.stuck, s.shares, s.configured,
+                            self.last_state, self.last_ns, b.m, b.ck, b.vm, b.cnt, b.host,
+                            b.heat, b.rng, b.lru, s.on, s.stuck, s.shares, s.configured,
                             s.reservation, s.limit, s.consumed, s.active, s.balloon,
                             s.balloon_target, s.balloon_max, s.swapped, s.compressed, s.free,
                             s.minfree, s.state, self.acts, self.compression, self.k,
@@ -122,7 +122,7 @@ def _sample(m, vm, host, h, on, configured, consumed, active, balloon, balloon_t
             continue
         priv = bal = swp = zp = 0
         for c in range(n_c):
-            priv += m[h, v, c, k.PRIV]
+            priv += m[h, v, c, k.PRIV] + m[h, v, c, k.FILL]
             bal += m[h, v, c, k.BALL]
             swp += m[h, v, c, k.SWP]
             zp += m[h, v, c, k.ZIP]
@@ -143,7 +143,7 @@ def _sample(m, vm, host, h, on, configured, consumed, active, balloon, balloon_t
 
 
 @njit(cache=True)
-def _apply(m, vm, cnt, host, heat, rng, lru, h, on, target, balloon_target, swap_target,
+def _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, target, balloon_target, swap_target,
            compress, blocked):
     """``AggregateBackend.apply`` of host ``h``'s plans, then ``HostBatch.settle``."""
     host[h, k.H_SHARING] = k.SHARING_RUN
@@ -157,12 +157,12 @@ def _apply(m, vm, cnt, host, heat, rng, lru, h, on, target, balloon_target, swap
         vm[h, v, k.V_COMPRESS] = 1.0 if compress[h, v] else 0.0
         vm[h, v, k.V_BLOCKED] = 1.0 if blocked[h, v] else 0.0
         vm[h, v, k.V_PLANNED] = 1.0
-        k.swap_to_target(m, vm, cnt, host, heat, rng, h, v, False, lru)
+        k.swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, False, lru)
     k.settle(m, vm, host, h)
 
 
 @njit(cache=True)
-def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, vm, cnt, host,
+def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, vm, cnt, host,
            heat, rng, lru, on, stuck, shares, configured, reservation, limit, consumed, active,
            balloon, balloon_target, balloon_max, swapped, compressed, free, minfree, state,
            acts, compression, kk, free_target_frac, inflate_step, deflate_step, swap_step,
@@ -197,7 +197,7 @@ def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, vm, c
                 swap_step, o_target, o_balloon, o_swap, o_compress, o_blocked, o_available)
     for i in range(n):
         h = hosts[i]
-        _apply(m, vm, cnt, host, heat, rng, lru, h, on, o_target, o_balloon, o_swap,
+        _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, o_target, o_balloon, o_swap,
                o_compress, o_blocked)
         last_state[h] = state[h]
         last_ns[h] = now_ns

@@ -58,7 +58,7 @@ class RowStream:
             self.flush()
         r, mib = self.n, 1.0 / k.PAGES_PER_MIB
         vm, m, out = b.vm, b.m, self.vm[self.n]
-        out[..., 0] = (vm[..., k.V_KERNEL] + m[..., k.PRIV].sum(axis=2)
+        out[..., 0] = (vm[..., k.V_KERNEL] + (m[..., k.PRIV] + m[..., k.FILL]).sum(axis=2)
                        + vm[..., k.V_SHARED]) * mib
         out[..., 1] = vm[..., k.V_SLOW] * vm[..., k.V_PAGES] * mib
         out[..., 2] = m[:, :, k.BALLOON_ROW, k.BALL] * mib

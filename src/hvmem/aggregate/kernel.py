@@ -7,7 +7,9 @@ the pages in backing state ``s`` (below). Row 0 of the classes is the guest's
 free list, row 1 its balloon, rows 2.. the workload's heat classes
 (``aggregate/classes.py``); a workload page the guest never allocated is
 ``NEVER``, one the guest swapped out ``GSWP``: the guest state is the row and
-those two states, the host state the rest. One tick, per VM, in ``sim.py``'s
+those two states, the host state the rest. ``FILL`` is a private page that
+still holds the zeroes the guest filled it with when the workload first read
+it (demand-zero), until its first write. One tick, per VM, in ``sim.py``'s
 order:
 
 * touches: a random class's pages in each state are touched with the class's
@@ -16,8 +18,9 @@ order:
   ``NEVER`` and ``GSWP`` pages need guest pages: the guest takes them from its
   free list (backed ones first, as its LIFO list hands out the pages it freed
   last), reclaiming the coldest classes' pages to its swap below its low
-  watermark (to high, as Linux does). Every touched page the host does not
-  back (swapped, compressed, shared and written) is served: a frame, and the
+  watermark (to high, as Linux does), equally cold classes in proportion.
+  Every touched page the host does not back (swapped, compressed, shared
+  and written) is served: a frame, and the
   service's cost in the VM's stall; a frame the host lacks is made room for by
   swapping the largest consumer's private pages (``make_room``); a VM with a
   limit that now holds more swaps its own pages back to it (``hold_to_cap``).
@@ -25,10 +28,12 @@ order:
   the guest's free list (the guest reclaims to give it more); inflated pages
   free their frames.
 * in HARD and LOW, the swapper replaces the pages touched back in
-  (``SimulatedBackend.swap_to_target``), at most one per device operation.
+  (``SimulatedBackend.swap_to_target``), at most one per device operation;
+  zero victims join the zero page first (share-before-swap).
 * the sharing scanner: a share of each private page of zero or (shared
-  across VMs) image content, the scan rate over the VM's memory, becomes
-  shared; with host large pages, only once the host has left HIGH.
+  across VMs) image content, and of each ``FILL`` page, the scan rate over
+  the VM's memory, becomes shared; with host large pages, only the pages of
+  large pages broken once the host has left HIGH (``_share``).
 * active-memory sampling: each class's chance of a touch since the period
   began; at each period's end a binomial sample of 100 pages of the touched
   share folds into the fast and slow averages.
@@ -61,8 +66,14 @@ def _used_frames(m, vm, h, v):
     """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
     used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
     for c in range(_nc(vm, h, v)):
-        used += m[h, v, c, PRIV]
+        used += _private(m, h, v, c)
     return used
+
+
+@njit(cache=True, inline="always")
+def _private(m, h, v, c):
+    """Row ``c``'s pages the VM holds in frames of its own (written or zero-filled)."""
+    return m[h, v, c, PRIV] + m[h, v, c, FILL]
 
 
 @njit(cache=True)
@@ -76,7 +87,7 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     n_c = _nc(vm, h, v)
     total = 0
     for c in range(n_c):
-        total += m[h, v, c, PRIV]
+        total += _private(m, h, v, c)
     k = min(k, total)
     if k <= 0:
         return 0
@@ -86,14 +97,14 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
             c = FREE_ROW if j == 0 else heat[h, v, j - 1]
             if c < 0:
                 break
-            t = min(k - taken, m[h, v, c, PRIV])
+            t = min(k - taken, _private(m, h, v, c))
             taken += _evict_private(m, vm, cnt, rng, h, v, c, t, compress)
             if taken >= k:
                 break
     else:
         left, rest = k, total
         for c in range(n_c):
-            mc = m[h, v, c, PRIV]
+            mc = _private(m, h, v, c)
             if mc <= 0:
                 continue
             t = part(rng, h, left, mc, rest)
@@ -107,8 +118,11 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
 
 
 @njit(cache=True)
-def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
-    """``t`` private pages of row ``c`` to the compression cache or the swap file."""
+def _evict_private(m, vm, cnt, rng, h, v, c, t, compress, filled=-1):
+    """``t`` private pages of row ``c`` to the compression cache or the swap file.
+
+    ``filled`` of them zero-filled (-1: drawn, the victims being any of the row's).
+    """
     if t <= 0:
         return 0
     z = 0
@@ -116,13 +130,67 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
         room = (vm[h, v, V_CACHE_MAX] - vm[h, v, V_CACHE_FRAMES]) / vm[h, v, V_FRAME_FRAC]
         if room > 0:
             z = min(binomial(rng, h, t, vm[h, v, V_COMP_FRAC]), int(room))
-    m[h, v, c, PRIV] -= t
+    if filled < 0:
+        filled = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
+    m[h, v, c, FILL] -= filled
+    m[h, v, c, PRIV] -= t - filled
     m[h, v, c, ZIP] += z
     m[h, v, c, SWP] += t - z
     vm[h, v, V_CACHE_FRAMES] += z * vm[h, v, V_FRAME_FRAC]
     cnt[h, v, K_ZIP] += z
     cnt[h, v, K_SWAP_OUT] += t - z
     return t
+
+
+@njit(cache=True)
+def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress):
+    """``_swap_out`` with share-before-swap: zero victims join the zero page.
+
+    Page fidelity offers the pages it reclaims to the sharing table first
+    (``reclaimer.reclaim``) [OSDI02 §4.3]: a victim shares if the table holds
+    its content already. A zero page always finds it (every VM has zero pages,
+    and the first one hashed is a hint for the rest), whether the workload
+    wrote the zeroes or the guest filled the page at its first read
+    (``FILL``). Image victims would share where another VM holds the same
+    page shared or hashed; that is not modelled, they leave as private data
+    does. The same victims as ``_swap_out`` (by the host's selection); the
+    pages taken either way are returned.
+    """
+    n_c = _nc(vm, h, v)
+    total = 0
+    for c in range(n_c):
+        total += _private(m, h, v, c)
+    k = min(k, total)
+    if k <= 0:
+        return 0
+    taken = 0
+    left, rest = k, total
+    for j in range(n_c):
+        if lru:
+            c = FREE_ROW if j == 0 else heat[h, v, j - 1]
+            if c < 0:
+                break
+            t = min(k - taken, _private(m, h, v, c))
+        else:
+            c = j
+            mc = _private(m, h, v, c)
+            if mc <= 0:
+                continue
+            t = part(rng, h, left, mc, rest)
+            left -= t
+            rest -= mc
+        if t > 0:
+            # Zero-filled victims are zero pages: they always find the zero page.
+            z = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
+            m[h, v, c, FILL] -= z
+            s = t - z if ck[h, v, c] == 0 else 0  # written zeroes
+            m[h, v, c, PRIV] -= s
+            m[h, v, c, ZERO] += z + s
+            taken += z + s + _evict_private(m, vm, cnt, rng, h, v, c, t - z - s, compress, 0)
+        if taken >= k or (not lru and (left <= 0 or rest <= 0)):
+            break
+    host[h, H_FREE] += taken
+    return taken
 
 
 @njit(cache=True)
@@ -190,11 +258,14 @@ def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
 
 
 @njit(cache=True)
-def _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
 
-    A page the host had compressed or swapped is read back first (double
-    paging); the others keep their backing on the guest's free list.
+    Classes equally cold (the same touch probability, or the same block of a
+    sweep: a heat block's zero, image and private pages) give pages in
+    proportion to what they hold, as the guest's LRU lists know nothing of
+    contents. A page the host had compressed or swapped is read back first
+    (double paging); the others keep their backing on the guest's free list.
     """
     room = int(vm[h, v, V_GSWAP_CAP])
     used = 0
@@ -202,40 +273,67 @@ def _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
         used += m[h, v, c, GSWP]
     n = min(n, room - used)
     freed = 0
-    for j in range(_nc(vm, h, v)):
-        c = heat[h, v, j]
-        if c < 0 or freed >= n:
+    n_c = _nc(vm, h, v)
+    j = 0
+    while j < n_c and freed < n:
+        c0 = heat[h, v, j]
+        if c0 < 0:
             break
-        resident = (m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZERO] + m[h, v, c, ZIP]
-                    + m[h, v, c, SWP])
-        t = min(n - freed, resident)
-        if t <= 0:
-            continue
-        left, rest = t, resident
-        for s in (PRIV, SHR, ZERO, ZIP, SWP):
-            ms = m[h, v, c, s]
-            if ms <= 0 or left <= 0:
-                rest -= ms
-                continue
-            k = part(rng, h, left, ms, rest)
-            m[h, v, c, s] -= k
-            m[h, v, c, GSWP] += k
-            if s in (ZIP, SWP):  # double paging: the host brings it back to be written
-                m[h, v, FREE_ROW, PRIV] += k
-                _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
-                if s == ZIP:
-                    _unzip(m, vm, cnt, h, v, k)
-                    stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
-                else:
-                    cnt[h, v, K_SWAP_IN] += k
-                    stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
-            else:
-                m[h, v, FREE_ROW, s] += k
-            left -= k
-            rest -= ms
-        freed += t - left
+        # The run of equally cold classes that starts here.
+        z = j + 1
+        while (z < n_c and heat[h, v, z] >= 0 and tp[h, v, heat[h, v, z]] == tp[h, v, c0]
+               and slo[h, v, heat[h, v, z]] == slo[h, v, c0]):
+            z += 1
+        rest = 0
+        for i in range(j, z):
+            rest += _resident(m, h, v, heat[h, v, i])
+        left = min(n - freed, rest)
+        for i in range(j, z):
+            c = heat[h, v, i]
+            r = _resident(m, h, v, c)
+            t = part(rng, h, left, r, rest) if left > 0 else 0
+            left -= t
+            rest -= r
+            if t > 0:
+                freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+        j = z
     cnt[h, v, K_GSWAP_OUT] += freed
     return freed
+
+
+@njit(cache=True, inline="always")
+def _resident(m, h, v, c):
+    """Row ``c``'s pages in guest memory (backed by the host or not)."""
+    return (m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZERO] + m[h, v, c, ZIP]
+            + m[h, v, c, SWP] + m[h, v, c, FILL])
+
+
+@njit(cache=True)
+def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
+    """``t`` of row ``c``'s resident pages to the guest's swap; the number freed."""
+    left, rest = t, _resident(m, h, v, c)
+    for s in (PRIV, SHR, ZERO, ZIP, SWP, FILL):
+        ms = m[h, v, c, s]
+        if ms <= 0 or left <= 0:
+            rest -= ms
+            continue
+        k = part(rng, h, left, ms, rest)
+        m[h, v, c, s] -= k
+        m[h, v, c, GSWP] += k
+        if s in (ZIP, SWP):  # double paging: the host brings it back to be written
+            m[h, v, FREE_ROW, PRIV] += k
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s == ZIP:
+                _unzip(m, vm, cnt, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            else:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+        else:
+            m[h, v, FREE_ROW, s] += k
+        left -= k
+        rest -= ms
+    return t - left
 
 
 @njit(cache=True)
@@ -255,19 +353,19 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     each one's backing is released.
     """
     got = 0
-    for s in (PRIV, ZERO, SHR, ZIP, SWP, NEVER):
+    for s in (PRIV, FILL, ZERO, SHR, ZIP, SWP, NEVER):
         k = min(n - got, m[h, v, FREE_ROW, s])
         if k <= 0:
             continue
         m[h, v, FREE_ROW, s] -= k
         got += k
         if for_balloon:
-            if s == PRIV:
+            if s in (PRIV, FILL):
                 host[h, H_FREE] += k
             elif s == ZIP:
                 vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES]
                                                - k * vm[h, v, V_FRAME_FRAC])
-        elif s != PRIV:
+        elif s not in (PRIV, FILL):
             _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
             if s in (ZERO, SHR):
                 stall[h, v, S_COW] += k * costs[C_COW]
@@ -286,12 +384,13 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
 
 
 @njit(cache=True)
-def _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+def _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
     f = _free_pages(m, h, v)
     if f - n < vm[h, v, V_LOW]:
         want = int(n + vm[h, v, V_HIGH] - f)
-        g = _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, want, lru)
+        g = _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, want,
+                           lru)
         stall[h, v, S_GUEST] += 0.0 * g  # writes are asynchronous: they stall no one
 
 
@@ -332,7 +431,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             t[NEVER] = min(k, m[h, v, c, NEVER])
             left = k - t[NEVER]
             rest = mass - m[h, v, c, NEVER]
-            for s in (PRIV, SHR, ZERO, ZIP, SWP, GSWP):
+            for s in (PRIV, SHR, ZERO, ZIP, SWP, GSWP, FILL):
                 ms = m[h, v, c, s]
                 if left <= 0 or rest <= 0:
                     break
@@ -343,6 +442,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             w = wp[h, v, c]
             t[SHR] = binomial(rng, h, t[SHR], w)
             t[ZERO] = binomial(rng, h, t[ZERO], w)
+            t[FILL] = binomial(rng, h, t[FILL], w)
             t[PRIV] = 0
         else:
             p = tp[h, v, c]
@@ -354,6 +454,12 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             pw = p * wp[h, v, c]
             t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
             t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
+            t[FILL] = binomial(rng, h, m[h, v, c, FILL], pw)
+        # A zero-filled page written holds its data now: private, nothing to serve.
+        if t[FILL] > 0:
+            m[h, v, c, FILL] -= t[FILL]
+            m[h, v, c, PRIV] += t[FILL]
+            t[FILL] = 0
         # Most classes most ticks touch no page the host must serve: nothing below to do.
         if t[NEVER] + t[ZIP] + t[SWP] + t[GSWP] + t[SHR] + t[ZERO] == 0:
             continue
@@ -363,7 +469,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         need = t[NEVER] + t[GSWP]
         got = need
         if need > 0:
-            _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
+            _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
         # What the guest could not place stays where it was (the guest would OOM-kill).
         short = need - got
@@ -386,11 +492,15 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         stall[h, v, S_DECOMPRESS] += unzip_ns
         cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns
         stall[h, v, S_COW] += (t[SHR] + t[ZERO]) * costs[C_COW]
-        m[h, v, c, PRIV] += got + served
+        # A page faulted in from nothing holds the zeroes the guest filled it with
+        # (demand-zero) until its first write; one read back from swap, its data.
+        zeroes = t[NEVER] - binomial(rng, h, t[NEVER], wp[h, v, c]) if t[NEVER] > 0 else 0
+        m[h, v, c, FILL] += zeroes
+        m[h, v, c, PRIV] += got + served - zeroes
 
 
 @njit(cache=True)
-def _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
+def _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
     """One poll of the balloon driver: towards the target at vmw_balloon's rates."""
     if vm[h, v, V_BAL_ON] <= 0:
         return
@@ -399,7 +509,7 @@ def _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
     moved = 0
     if target > size:
         k = min(target - size, RATE_ALLOC_MAX_PAGES)
-        _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, k, lru)
+        _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, k, lru)
         got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, k, True, lru)
         m[h, v, BALLOON_ROW, BALL] += got
         moved = got
@@ -413,11 +523,13 @@ def _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
 
 
 @njit(cache=True)
-def swap_to_target(m, vm, cnt, host, heat, rng, h, v, refill, lru):
-    """Compress or swap VM ``v``'s pages up to its swap target; pages taken.
+def swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, refill, lru):
+    """Share, compress or swap VM ``v``'s pages up to its swap target; pages taken.
 
     ``refill``: between plans, only pages touched back in are replaced, at
     most ``host[H_REFILL]`` a tick (``SimulatedBackend.swap_to_target``).
+    Shared victims add nothing to what is held, so the next plan asks for
+    them again, as at page fidelity.
     """
     held = 0
     for c in range(_nc(vm, h, v)):
@@ -432,6 +544,8 @@ def swap_to_target(m, vm, cnt, host, heat, rng, h, v, refill, lru):
     state = int(host[h, H_STATE])
     compress = (vm[h, v, V_COMPRESS] > 0 and host[h, H_ZIP_OK + state] > 0
                 and host[h, H_ZIP_ON] > 0)
+    if host[h, H_SHARE_ON] > 0:
+        return _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, want, lru, compress)
     return _swap_out(m, vm, cnt, host, heat, rng, h, v, want, lru, compress)
 
 
@@ -443,7 +557,15 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     them), 1 lazy (it breaks the large pages it visits), 2 active (besides,
     ``H_LP_BREAK`` pages of large pages are broken and offered at once)
     [YB-STATES6][YB-LP6]. ``V_LARGE_FRAC`` is the share of the VM's pages
-    still in large pages.
+    still in large pages, ``V_LP_HASHED`` the share of those the scanner has
+    hashed while they were large (``lp_hashed`` at page fidelity).
+
+    Lazily, one visited page breaks its whole 2 MiB region: of the large
+    regions, ``1 - (1 - f)^512`` are visited when the scan covers ``f`` of
+    the VM, as many as the free frames have table pages for
+    (``break_covering(bounded=True)``). A broken region's hashed pages and
+    its visited ones are offered at once; the others wait for the scanner
+    to come round to them as small pages (``hypervisor/large_pages.py``).
     """
     pages = vm[h, v, V_PAGES]
     if pages <= 0:
@@ -451,14 +573,21 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     large = vm[h, v, V_LARGE_FRAC]
     f = min(1.0, vm[h, v, V_SHARE_RATE] / pages) if scan else 0.0
     offered = f * (1.0 - large)
+    hashed = vm[h, v, V_LP_HASHED]
+    seen = hashed + f * (1.0 - hashed)  # hashed before, or visited now
+    room = max(0.0, host[h, H_FREE] - LARGE_PAGE_SPLIT_RESERVE) * LARGE_PAGE_PAGES / pages
     broken = 0.0
-    if breaking >= 1:
-        broken += f * large
+    if breaking >= 1 and large > 0.0 and f > 0.0:
+        broken = min(room, large * (1.0 - (1.0 - f) ** LARGE_PAGE_PAGES))
+        offered += broken * seen
     if breaking == 2:
-        broken += min(large - broken, host[h, H_LP_BREAK] / pages)
+        active = max(0.0, min(large - broken, host[h, H_LP_BREAK] / pages, room - broken))
+        broken += active
+        offered += active
     broken = min(broken, large)
     vm[h, v, V_LARGE_FRAC] = large - broken
-    offered = min(1.0, offered + broken)
+    vm[h, v, V_LP_HASHED] = seen if large - broken > 0.0 else 0.0
+    offered = min(1.0, offered)
     if offered <= 0.0:
         return
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
@@ -468,6 +597,11 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
             m[h, v, c, PRIV] -= k
             m[h, v, c, ZERO if kind == 0 else SHR] += k
             host[h, H_FREE] += k
+        # Zero-filled pages are zero pages, whatever the workload writes there later.
+        k = binomial(rng, h, m[h, v, c, FILL], offered) if m[h, v, c, FILL] > 0 else 0
+        m[h, v, c, FILL] -= k
+        m[h, v, c, ZERO] += k
+        host[h, H_FREE] += k
 
 
 @njit(cache=True)
@@ -621,12 +755,12 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
         if poll:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
-                    _balloon(m, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
+                    _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
                     make_room(m, vm, cnt, host, heat, rng, h, lru)
         if host[h, H_SWAP_OK + state] > 0:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
-                    swap_to_target(m, vm, cnt, host, heat, rng, h, v, True, lru)
+                    swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, True, lru)
         for v in range(n_v):
             if vm[h, v, V_ON] > 0:
                 _sample(m, q, vm, host, rng, h, v)

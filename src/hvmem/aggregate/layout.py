@@ -10,9 +10,10 @@ them, and the fleet's policy (``fleet_policy.py``) writes its plans into them.
 
 from __future__ import annotations
 
-# Backing states of a mass.
-NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL = range(8)
-N_STATES = 8
+# Backing states of a mass. FILL: private, and zeroes since the guest faulted it in
+# by a read (demand-zero), until its first write.
+NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL, FILL = range(9)
+N_STATES = 9
 FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
 
 # Per-VM parameters and state (vm[h, v, k]).
@@ -21,8 +22,8 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP) = range(41)
-N_VM = 41
+ V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP, V_LP_HASHED) = range(42)
+N_VM = 42
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -57,5 +58,7 @@ PAGES_PER_MIB = 256.0
 RATE_ALLOC_MAX_PAGES = 2048  # VMW_BALLOON_RATE_ALLOC_MAX (guest/balloon_driver.py)
 RATE_FREE_MAX_PAGES = 16384  # VMW_BALLOON_RATE_FREE_MAX
 SAMPLE_PAGES = 100
+LARGE_PAGE_PAGES = 512  # 4 KiB pages in a 2 MiB large page
+LARGE_PAGE_SPLIT_RESERVE = 8  # free frames a split leaves (hypervisor/large_pages.py)
 
 __all__ = [name for name in dir() if name.isupper()]

@@ -4,7 +4,7 @@ Layout. Every array's first axes are (host, VM slot); a VM's classes follow
 (``aggregate/classes.py``: row 0 the guest's free list, row 1 its balloon,
 then the workload's classes), then the backing state (``kernel.py``)::
 
-    m      int64   [H, V, C, 8]   pages by class and state
+    m      int64   [H, V, C, 9]   pages by class and state
     tp wp  float64 [H, V, C]      touch and write probability per tick
     ck     int8    [H, V, C]      content kind (zero, image, private; -1 none)
     slo shi float64 [H, V, C]     a swept class's span in sweep coordinates

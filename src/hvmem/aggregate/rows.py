@@ -58,7 +58,7 @@ def fill_vm_rows(m, vm, cnt, last, stall, host, h, idx, tick_ns, out, at):
             stall_ns += stall[h, v, j]
         lost = 1.0 if stall_ns <= tick_ns else tick_ns / stall_ns
         row[0] = pages * mib
-        row[1] = (vm[h, v, k.V_KERNEL] + by[k.PRIV] + vm[h, v, k.V_SHARED]) * mib
+        row[1] = (vm[h, v, k.V_KERNEL] + by[k.PRIV] + by[k.FILL] + vm[h, v, k.V_SHARED]) * mib
         row[2] = vm[h, v, k.V_SZTGT]
         row[3] = _frac_mib(max(running, vm[h, v, k.V_LAST_FRAC]), pages)
         row[4] = _frac_mib(max(slow, fast, current, floor), pages)
