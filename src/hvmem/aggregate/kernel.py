@@ -125,7 +125,7 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _unzip(m, vm, cnt, h, v, n):
     """``n`` pages leave the compression cache (its frames shrink in proportion)."""
     if n <= 0:
@@ -134,7 +134,7 @@ def _unzip(m, vm, cnt, h, v, n):
     vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES] - n * vm[h, v, V_FRAME_FRAC])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
     """``n`` frames for VM ``v`` off the host's free list (``make_room`` settles a debt)."""
     if n > 0:
@@ -238,7 +238,7 @@ def _guest_reclaim(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     return freed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _free_pages(m, h, v):
     f = 0
     for s in range(N_STATES):
@@ -246,7 +246,7 @@ def _free_pages(m, h, v):
     return f
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, lru):
     """``n`` pages off the guest's free list, backed ones first; returns how many.
 
@@ -285,7 +285,7 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     return got
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ensure_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
     f = _free_pages(m, h, v)
