@@ -56,7 +56,7 @@ def _nc(vm, h, v):
     return int(vm[h, v, V_NCLASS])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _used_frames(m, vm, h, v):
     """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
     used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
@@ -65,7 +65,7 @@ def _used_frames(m, vm, h, v):
     return used
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     """Host reclaim of ``k`` of VM ``v``'s private pages: compressed or swapped; the number taken.
 
@@ -106,7 +106,7 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     return taken
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _evict_private(m, vm, cnt, rng, h, v, c, t, compress):
     """``t`` private pages of row ``c`` to the compression cache or the swap file."""
     if t <= 0:
