@@ -37,7 +37,7 @@ def binomial(rng, h, n, p):
     return _binomial(rng, h, n, p)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _binomial(rng, h, n, p):
     if p >= 1.0:
         return n
@@ -62,7 +62,7 @@ def _binomial(rng, h, n, p):
     return n - k if flip else k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def part(rng, h, left, ms, rest):
     """Of ``left`` pages drawn from ``rest``, how many come from a part of ``ms`` of them.
 
@@ -75,7 +75,7 @@ def part(rng, h, left, ms, rest):
     return max(k, left - (rest - ms))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def stochastic_round(rng, h, x):
     """``x`` as a whole number, rounded up with the chance of its fraction."""
     f = math.floor(x)

@@ -61,7 +61,7 @@ def _nc(vm, h, v):
     return int(vm[h, v, V_NCLASS])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _used_frames(m, vm, h, v):
     """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
     used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
@@ -76,7 +76,7 @@ def _private(m, h, v, c):
     return m[h, v, c, PRIV] + m[h, v, c, FILL]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     """Host reclaim of ``k`` of VM ``v``'s private pages: compressed or swapped; the number taken.
 
@@ -117,7 +117,7 @@ def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     return taken
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _evict_private(m, vm, cnt, rng, h, v, c, t, compress, filled=-1):
     """``t`` private pages of row ``c`` to the compression cache or the swap file.
 
@@ -193,7 +193,7 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress):
     return taken
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _unzip(m, vm, cnt, h, v, n):
     """``n`` pages leave the compression cache (its frames shrink in proportion)."""
     if n <= 0:
@@ -202,7 +202,7 @@ def _unzip(m, vm, cnt, h, v, n):
     vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES] - n * vm[h, v, V_FRAME_FRAC])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
     """``n`` frames for VM ``v`` off the host's free list (``make_room`` settles a debt)."""
     if n > 0:
@@ -336,7 +336,7 @@ def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
     return t - left
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _free_pages(m, h, v):
     f = 0
     for s in range(N_STATES):
@@ -344,7 +344,7 @@ def _free_pages(m, h, v):
     return f
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, lru):
     """``n`` pages off the guest's free list, backed ones first; returns how many.
 
@@ -383,7 +383,7 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     return got
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
     f = _free_pages(m, h, v)
