@@ -1,0 +1,366 @@
+"""Reclaim at aggregate fidelity: the host's (share, compress, swap) and the guest's own.
+
+The same steps as page fidelity's reclaim paths, over the masses of
+``kernel.py`` (``m[h, v, c, s]``: pages of VM ``v``'s row ``c`` in backing
+state ``s``), split out of the kernel's tick so each reads on its own:
+
+* host reclaim of a VM's private pages (``_reclaim``): victims by the host's
+  selection, random (each row in proportion, drawn without replacement by
+  ``part``) or LRU (the guest's free list, then the coldest classes); with
+  share-before-swap, zero victims join the zero page first; the rest go to
+  the compression cache while it has room (``Mem.MemZipMaxPct``), then to
+  the swap file (``_evict_private``). ``swap_to_target`` drives it towards a
+  VM's swap target (and, between plans, refills only what was touched back
+  in), ``make_room`` takes a tick's frames the host lacks from its largest
+  consumer, ``hold_to_cap`` a VM over its limit from itself.
+* the guest's side: its free list (``_take_free``, backed pages first, as
+  its LIFO list hands out the pages it freed last), Linux's watermarks
+  (``_ensure_free``: below low, reclaim to high) and guest reclaim of the
+  coldest classes to its swap, equally cold classes in proportion
+  (``_guest_reclaim``, ``_gswap_out``).
+"""
+
+# ruff: noqa: F405  (the layout's names come from layout.py's __all__)
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from hvmem.aggregate.draws import binomial, part
+from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
+
+
+@njit(cache=True, inline="always")
+def _nc(vm, h, v):
+    """Rows VM ``v`` uses (its classes; the rest of the axis is padding)."""
+    return int(vm[h, v, V_NCLASS])
+
+
+@njit(cache=True, inline="always")
+def _used_frames(m, vm, h, v):
+    """Frames VM ``v`` holds privately: its kernel, private pages and compression cache."""
+    used = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
+    for c in range(_nc(vm, h, v)):
+        used += _private(m, h, v, c)
+    return used
+
+
+@njit(cache=True, inline="always")
+def _private(m, h, v, c):
+    """Row ``c``'s pages the VM holds in frames of its own (written or zero-filled)."""
+    return m[h, v, c, PRIV] + m[h, v, c, FILL]
+
+
+@njit(cache=True, inline="always")
+def _swap_out(m, vm, cnt, host, heat, rng, h, v, k, lru, compress):
+    """Host reclaim of ``k`` of VM ``v``'s private pages, without sharing; the number taken."""
+    # Without sharing no victim's content is read: ``heat`` stands in for the kinds.
+    return _reclaim(m, heat, vm, cnt, host, heat, rng, h, v, k, lru, compress, False)
+
+
+@njit(cache=True, inline="always")
+def _evict_private(m, vm, cnt, rng, h, v, c, t, compress, filled=-1):
+    """``t`` private pages of row ``c`` to the compression cache or the swap file.
+
+    ``filled`` of them zero-filled (-1: drawn, the victims being any of the row's).
+    """
+    if t <= 0:
+        return 0
+    z = 0
+    if compress:  # the cache's frames are capped (Mem.MemZipMaxPct), not its pages
+        room = (vm[h, v, V_CACHE_MAX] - vm[h, v, V_CACHE_FRAMES]) / vm[h, v, V_FRAME_FRAC]
+        if room > 0:
+            z = min(binomial(rng, h, t, vm[h, v, V_COMP_FRAC]), int(room))
+    if filled < 0:
+        filled = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
+    m[h, v, c, FILL] -= filled
+    m[h, v, c, PRIV] -= t - filled
+    m[h, v, c, ZIP] += z
+    m[h, v, c, SWP] += t - z
+    vm[h, v, V_CACHE_FRAMES] += z * vm[h, v, V_FRAME_FRAC]
+    cnt[h, v, K_ZIP] += z
+    cnt[h, v, K_SWAP_OUT] += t - z
+    return t
+
+
+@njit(cache=True)
+def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
+    """Host reclaim of ``k`` of VM ``v``'s private pages: shared, compressed or swapped.
+
+    Victims by the host's selection: random (each row's private pages in
+    proportion, the guest's free list included) or LRU (the free list, then
+    the coldest classes first); the number taken is returned.
+
+    With ``share`` (share-before-swap), page fidelity offers the pages it reclaims to
+    the sharing table first (``reclaimer.reclaim``) [OSDI02 §4.3]: a victim shares if
+    the table holds its content already. A zero page always finds it (every VM has zero
+    pages, and the first one hashed is a hint for the rest), whether the workload wrote
+    the zeroes or the guest filled the page at its first read (``FILL``). Image victims
+    would share where another VM holds the same page shared or hashed; that is not
+    modelled, they leave as private data does.
+    """
+    n_c = _nc(vm, h, v)
+    total = 0
+    for c in range(n_c):
+        total += _private(m, h, v, c)
+    k = min(k, total)
+    if k <= 0:
+        return 0
+    taken = 0
+    left, rest = k, total
+    for j in range(n_c):
+        if lru:
+            c = FREE_ROW if j == 0 else heat[h, v, j - 1]
+            if c < 0:
+                break
+            t = min(k - taken, _private(m, h, v, c))
+        else:
+            c = j
+            mc = _private(m, h, v, c)
+            if mc <= 0:
+                continue
+            t = part(rng, h, left, mc, rest)
+            left -= t
+            rest -= mc
+        if t > 0 and not share:
+            taken += _evict_private(m, vm, cnt, rng, h, v, c, t, compress)
+        elif t > 0:
+            # Zero-filled victims are zero pages: they always find the zero page.
+            z = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
+            m[h, v, c, FILL] -= z
+            s = t - z if ck[h, v, c] == 0 else 0  # written zeroes
+            m[h, v, c, PRIV] -= s
+            m[h, v, c, ZERO] += z + s
+            taken += z + s + _evict_private(m, vm, cnt, rng, h, v, c, t - z - s, compress, 0)
+        if taken >= k or (not lru and (left <= 0 or rest <= 0)):
+            break
+    host[h, H_FREE] += taken
+    return taken
+
+
+@njit(cache=True, inline="always")
+def _unzip(m, vm, cnt, h, v, n):
+    """``n`` pages leave the compression cache (its frames shrink in proportion)."""
+    if n <= 0:
+        return
+    cnt[h, v, K_UNZIP] += n
+    vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES] - n * vm[h, v, V_FRAME_FRAC])
+
+
+@njit(cache=True, inline="always")
+def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
+    """``n`` frames for VM ``v`` off the host's free list (``make_room`` settles a debt)."""
+    if n > 0:
+        host[h, H_FREE] -= n
+
+
+@njit(cache=True)
+def make_room(m, vm, cnt, host, heat, rng, h, lru):
+    """Free frames short: swap the largest consumers' private pages until none is owed.
+
+    The synchronous swap behind ESX's LOW state (``Host.make_room``), run once a
+    VM's touches of the tick are served rather than at each frame.
+    """
+    n_v = m.shape[1]
+    for _ in range(n_v):
+        if host[h, H_FREE] >= 0:
+            break
+        need = int(math.ceil(-host[h, H_FREE]))
+        best, best_used = -1, 0.0
+        for u in range(n_v):
+            if vm[h, u, V_ON] > 0:
+                used = _used_frames(m, vm, h, u)
+                if used > best_used:
+                    best, best_used = u, used
+        if best < 0:
+            break
+        if _swap_out(m, vm, cnt, host, heat, rng, h, best, need, lru, False) == 0:
+            break
+
+
+@njit(cache=True)
+def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
+    """A VM with a limit (``V_CAP`` pages, 0: none) holding more swaps its own pages back to it.
+
+    What a VM holds is what the limit caps in page fidelity
+    (``reclaimer.held_pages``): its private and shared pages (the kernel's
+    among them) and its compression cache's frames. Victims by the host's
+    selection, swapped, never compressed (``reclaimer.hold_to_cap``): a VM
+    never holds more machine memory than its limit, whatever the host's
+    state [VS-ALLOC]. Run once the VM's touches of the tick are served, so
+    the pages it touched may be among them (page fidelity spares those).
+    """
+    cap = vm[h, v, V_CAP]
+    if cap <= 0:
+        return 0
+    held = _used_frames(m, vm, h, v)
+    for c in range(_nc(vm, h, v)):
+        held += m[h, v, c, SHR] + m[h, v, c, ZERO]
+    over = int(math.ceil(held - cap))
+    if over <= 0:
+        return 0
+    return _swap_out(m, vm, cnt, host, heat, rng, h, v, over, lru, False)
+
+
+@njit(cache=True)
+def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
+
+    Classes equally cold (the same touch probability, or the same block of a
+    sweep: a heat block's zero, image and private pages) give pages in
+    proportion to what they hold, as the guest's LRU lists know nothing of
+    contents. A page the host had compressed or swapped is read back first
+    (double paging); the others keep their backing on the guest's free list.
+    """
+    room = int(vm[h, v, V_GSWAP_CAP])
+    used = 0
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        used += m[h, v, c, GSWP]
+    n = min(n, room - used)
+    freed = 0
+    n_c = _nc(vm, h, v)
+    j = 0
+    while j < n_c and freed < n:
+        c0 = heat[h, v, j]
+        if c0 < 0:
+            break
+        # The run of equally cold classes that starts here.
+        z = j + 1
+        while (z < n_c and heat[h, v, z] >= 0 and tp[h, v, heat[h, v, z]] == tp[h, v, c0]
+               and slo[h, v, heat[h, v, z]] == slo[h, v, c0]):
+            z += 1
+        rest = 0
+        for i in range(j, z):
+            rest += _resident(m, h, v, heat[h, v, i])
+        left = min(n - freed, rest)
+        for i in range(j, z):
+            c = heat[h, v, i]
+            r = _resident(m, h, v, c)
+            t = part(rng, h, left, r, rest) if left > 0 else 0
+            left -= t
+            rest -= r
+            if t > 0:
+                freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+        j = z
+    cnt[h, v, K_GSWAP_OUT] += freed
+    return freed
+
+
+@njit(cache=True, inline="always")
+def _resident(m, h, v, c):
+    """Row ``c``'s pages in guest memory (backed by the host or not)."""
+    return (m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZERO] + m[h, v, c, ZIP]
+            + m[h, v, c, SWP] + m[h, v, c, FILL])
+
+
+@njit(cache=True)
+def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
+    """``t`` of row ``c``'s resident pages to the guest's swap; the number freed."""
+    left, rest = t, _resident(m, h, v, c)
+    for s in (PRIV, SHR, ZERO, ZIP, SWP, FILL):
+        ms = m[h, v, c, s]
+        if ms <= 0 or left <= 0:
+            rest -= ms
+            continue
+        k = part(rng, h, left, ms, rest)
+        m[h, v, c, s] -= k
+        m[h, v, c, GSWP] += k
+        if s in (ZIP, SWP):  # double paging: the host brings it back to be written
+            m[h, v, FREE_ROW, PRIV] += k
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s == ZIP:
+                _unzip(m, vm, cnt, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            else:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+        else:
+            m[h, v, FREE_ROW, s] += k
+        left -= k
+        rest -= ms
+    return t - left
+
+
+@njit(cache=True, inline="always")
+def _free_pages(m, h, v):
+    f = 0
+    for s in range(N_STATES):
+        f += m[h, v, FREE_ROW, s]
+    return f
+
+
+@njit(cache=True, inline="always")
+def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, lru):
+    """``n`` pages off the guest's free list, backed ones first; returns how many.
+
+    For the workload, each is written: a shared one is copied, a compressed or
+    swapped one brought back, an unbacked one given a frame. For the balloon,
+    each one's backing is released.
+    """
+    got = 0
+    for s in (PRIV, FILL, ZERO, SHR, ZIP, SWP, NEVER):
+        k = min(n - got, m[h, v, FREE_ROW, s])
+        if k <= 0:
+            continue
+        m[h, v, FREE_ROW, s] -= k
+        got += k
+        if for_balloon:
+            if s in (PRIV, FILL):
+                host[h, H_FREE] += k
+            elif s == ZIP:
+                vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES]
+                                               - k * vm[h, v, V_FRAME_FRAC])
+        elif s not in (PRIV, FILL):
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s in (ZERO, SHR):
+                stall[h, v, S_COW] += k * costs[C_COW]
+            elif s == ZIP:
+                _unzip(m, vm, cnt, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            elif s == SWP:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+            else:
+                stall[h, v, S_ZEROING] += k * costs[C_ZERO_PAGE]
+                stall[h, v, S_OTHER] += k * costs[C_HYP_FAULT]
+        if got >= n:
+            break
+    return got
+
+
+@njit(cache=True, inline="always")
+def _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
+    f = _free_pages(m, h, v)
+    if f - n < vm[h, v, V_LOW]:
+        want = int(n + vm[h, v, V_HIGH] - f)
+        g = _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, want,
+                           lru)
+        stall[h, v, S_GUEST] += 0.0 * g  # writes are asynchronous: they stall no one
+
+
+@njit(cache=True)
+def swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, refill, lru):
+    """Share, compress or swap VM ``v``'s pages up to its swap target; pages taken.
+
+    ``refill``: between plans, only pages touched back in are replaced, at
+    most ``host[H_REFILL]`` a tick (``SimulatedBackend.swap_to_target``).
+    Shared victims add nothing to what is held, so the next plan asks for
+    them again, as at page fidelity.
+    """
+    held = 0
+    for c in range(_nc(vm, h, v)):
+        held += m[h, v, c, SWP] + m[h, v, c, ZIP]
+    want = int(vm[h, v, V_SWAP_TARGET] * PAGES_PER_MIB) - held
+    returned = cnt[h, v, K_SWAP_IN] + cnt[h, v, K_UNZIP]
+    if refill:
+        want = min(want, int(returned - vm[h, v, V_RETURNED_SEEN]), int(host[h, H_REFILL]))
+    vm[h, v, V_RETURNED_SEEN] = returned
+    if want <= 0:
+        return 0
+    state = int(host[h, H_STATE])
+    compress = (vm[h, v, V_COMPRESS] > 0 and host[h, H_ZIP_OK + state] > 0
+                and host[h, H_ZIP_ON] > 0)
+    return _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, want, lru, compress,
+                    host[h, H_SHARE_ON] > 0)
