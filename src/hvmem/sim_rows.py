@@ -94,14 +94,16 @@ class SharingTally:
     up to the host's saving whether pages are shared within a VM or across VMs.
     Private and shared pages are the pmap's kept counts; the shared pages are
     found by a scan of the states eight at a time that skips every word holding
-    none and stops at the last shared page (their number is known), reading
-    each one's frame for its mappings and data. The credits go to a scratch
-    array kept from one VM to the next, not a temporary the size of each VM
-    every tick, and are summed in PPN order as before.
+    none and stops at the last shared page (their number is known), listing
+    them, then reading each one's frame for its mappings and data; neither
+    loop branches on a page's state, which mixes at random. The list and the
+    credits go to scratch arrays kept from one VM to the next, not temporaries
+    the size of each VM every tick, and the credits are summed in PPN order.
     """
 
     def __init__(self) -> None:
         self._inv_refs = np.empty(0, dtype=np.float64)
+        self._shared_ppns = np.empty(0, dtype=np.int64)
 
     def __call__(self, pmap: Pmap, frames: MachineMemory) -> tuple[int, float, int, int]:
         """(shared pages, pages saved, private pages, shared pages of zeroes) of one VM."""
@@ -111,9 +113,11 @@ class SharingTally:
             return 0, 0.0, n_private, 0
         if self._inv_refs.size < n_shared:
             self._inv_refs = np.empty(pmap.state.size, dtype=np.float64)
+            self._shared_ppns = np.empty(pmap.state.size + 8, dtype=np.int64)
         words = pmap.state.size // 8
         n_zero = _sharing_tally(pmap.state, pmap.state[: words * 8].view(np.uint64), n_shared,
-                                pmap.mpn, frames.refcount, frames.content, self._inv_refs)
+                                pmap.mpn, frames.refcount, frames.content, self._inv_refs,
+                                self._shared_ppns)
         saved = float(n_shared - np.sum(self._inv_refs[:n_shared]))
         return n_shared, saved, n_private, n_zero
 
@@ -124,38 +128,45 @@ _SHARED_BYTES = np.uint64(0x0101010101010101 * int(STATE_SHARED))
 
 
 @njit(cache=True, nogil=True)
-def _shared_in(state, base, end, mpn, refcount, content, inv_refs, k, n_zero):
-    """Credit the SHARED pages among ``state[base:end]``; returns (credits so far, zeroes)."""
+def _shared_in(state, base, end, shared_ppns, k):
+    """List the SHARED pages among ``state[base:end]`` after ``shared_ppns[:k]``; returns the count.
+
+    Without a branch on the state (shared and other pages mix at random in a
+    word): each page is written at the list's end, which moves on only past
+    a shared one; ``shared_ppns`` has room for a word beyond its pages.
+    """
     for i in range(base, end):
-        if state[i] == STATE_SHARED:
-            m = mpn[i]
-            inv_refs[k] = 1.0 / refcount[m]
-            n_zero += content[m] == 0
-            k += 1
-    return k, n_zero
+        shared_ppns[k] = i
+        k += state[i] == STATE_SHARED
+    return k
 
 
 @njit(cache=True, nogil=True)
-def _sharing_tally(state, words, n_shared, mpn, refcount, content, inv_refs):
+def _sharing_tally(state, words, n_shared, mpn, refcount, content, inv_refs, shared_ppns):
     """SHARED pages of zeroes of a pmap with ``n_shared`` SHARED pages.
 
     ``1 / refcount`` of each SHARED page's frame goes to ``inv_refs``, in PPN
     order. ``words`` is ``state``'s whole 8-page words as uint64: a word with
     no byte equal to SHARED (no zero byte in ``word ^ SHARED_BYTES``) is
-    skipped whole, and the scan ends at the ``n_shared``-th shared page.
+    skipped whole, and the scan ends at the word of the ``n_shared``-th shared
+    page. The shared pages are listed first (``shared_ppns``, scratch), then
+    their frames read in one loop without branches.
     """
     k = 0
-    n_zero = 0
     for w in range(words.size):
         x = words[w] ^ _SHARED_BYTES
         if ((x - _ONES) & ~x & _HIGHS) == 0:
             continue
-        k, n_zero = _shared_in(state, w * 8, w * 8 + 8, mpn, refcount, content, inv_refs,
-                               k, n_zero)
-        if k == n_shared:
-            return n_zero
-    k, n_zero = _shared_in(state, words.size * 8, state.size, mpn, refcount, content,
-                           inv_refs, k, n_zero)
+        k = _shared_in(state, w * 8, w * 8 + 8, shared_ppns, k)
+        if k >= n_shared:
+            break
+    if k < n_shared:
+        k = _shared_in(state, words.size * 8, state.size, shared_ppns, k)
+    n_zero = 0
+    for i in range(min(k, n_shared)):
+        m = mpn[shared_ppns[i]]
+        inv_refs[i] = 1.0 / refcount[m]
+        n_zero += content[m] == 0
     return n_zero
 
 

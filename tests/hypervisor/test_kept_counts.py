@@ -127,3 +127,25 @@ def test_pages_at_ranks_leaves_out_the_pages_to_skip():
     ranks = np.sort(rng.choice(every.size, 40, replace=False))
     got = pmap.pages_at_ranks(Backing.PRIVATE, ranks, skip)
     assert got.tolist() == every[ranks].tolist()
+
+
+def test_pages_at_ranks_counts_whole_words_as_the_scan_did():
+    """Every state mix, size (whole words and a tail), skip and rank list: flatnonzero's pages."""
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        n = int(rng.integers(1, 3000))
+        pmap = Pmap(n)
+        states = rng.integers(0, len(Backing), n).astype(np.uint8)
+        if trial % 3 == 0:  # long runs of one state: whole words passed over
+            states[rng.random(n) < 0.9] = Backing.UNBACKED
+        pmap.state[:] = states
+        for state in Backing:
+            skip = np.unique(rng.integers(0, n, int(rng.integers(0, 40))))
+            skip = skip[states[skip] == state]
+            every = np.flatnonzero(states == state)
+            every = every[~np.isin(every, skip)]
+            if every.size == 0:
+                continue
+            ranks = np.sort(rng.integers(0, every.size, int(rng.integers(1, 30))))
+            got = pmap.pages_at_ranks(state, ranks, skip)
+            assert got.tolist() == every[ranks].tolist()
