@@ -18,7 +18,7 @@ from hvmem.hardware.frames import FREE, HYPERVISOR
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim.sharing import KEY_TOMBSTONE, KIND_SHARED
+from hvmem.hypervisor.reclaim.sharing import KEY_TOMBSTONE, KIND_SHARED, KIND_SHIFT
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
 
 LP = LARGE_PAGE_PAGES
@@ -159,17 +159,17 @@ def break_free_list(host, a, b):
 
 def break_sharing_entry_lost(host, a, b):
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    slot = np.flatnonzero(live & ((table[:, 1] & KIND_SHARED) != 0))[0]
-    table[slot, 0] = KEY_TOMBSTONE  # the shared frame can no longer be found
+    live = table["key"] > KEY_TOMBSTONE
+    slot = np.flatnonzero(live & ((table["val"] & KIND_SHARED) != 0))[0]
+    table["key"][slot] = KEY_TOMBSTONE  # the shared frame can no longer be found
 
 
 def break_sharing_entry_names_private_frame(host, a, b):
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    slot = np.flatnonzero(live & ((table[:, 1] & KIND_SHARED) != 0))[0]
+    live = table["key"] > KEY_TOMBSTONE
+    slot = np.flatnonzero(live & ((table["val"] & KIND_SHARED) != 0))[0]
     # The next page with that content would be mapped onto a's private page 6.
-    table[slot, 1] = np.uint64(a.pmap.mpn[6]) | KIND_SHARED
+    table["val"][slot] = (np.uint64(a.pmap.mpn[6]) << KIND_SHIFT) | KIND_SHARED
 
 
 BREAKS = {
@@ -308,5 +308,5 @@ def test_the_sharing_table_entry_goes_with_the_last_sharer():
     b.break_cow(np.array([8]))
     host.check_invariants()
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    assert not np.any(live & ((table[:, 1] & KIND_SHARED) != 0))
+    live = table["key"] > KEY_TOMBSTONE
+    assert not np.any(live & ((table["val"] & KIND_SHARED) != 0))

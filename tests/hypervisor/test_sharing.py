@@ -174,6 +174,61 @@ def test_stale_hints_are_dropped_instead_of_growing_the_table():
     machine.host.check_invariants()
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_rehash_in_place_keeps_every_entry_findable(monkeypatch, seed):
+    """Resizing in place (growing, shrinking, the same size) loses no entry and no tombstone
+    survives: clusters that wrap past the array's end, displaced entries and tombstones."""
+    from hvmem.hypervisor.reclaim import sharing as s
+
+    monkeypatch.setattr(sharing, "INITIAL_SLOTS", 16)
+    rng = np.random.default_rng(seed)
+    table = SharingTable(1 << 12, n_frames=1 << 20)
+    entries = {}
+    sizes = [table.table.shape[0]]
+    # Keys crowded into a few homes (the top bits), some near the end so clusters wrap.
+    tops = rng.choice(np.array([0, 1, 2, 63, 64, 127], dtype=np.uint64), 150)
+    keys = (tops << np.uint64(57)) | rng.integers(2, 1 << 40, 150).astype(np.uint64)
+    for rounds in range(6):
+        table.reserve(keys.size)
+        for key in keys.tolist():
+            if key in entries:
+                continue
+            slot = s._find(table.table, np.uint64(key), table.shift)
+            assert slot < 0
+            frame = int(rng.integers(0, 1 << 20))
+            kind = s.KIND_SHARED if frame % 2 else s.KIND_HINT
+            table.table[-slot - 1] = key, s.entry_word(frame, kind)
+            table.t_used[0] += 1
+            entries[key] = int(s.entry_word(frame, kind))
+        for key in rng.choice(np.array(list(entries), dtype=np.uint64), 40).tolist():
+            if key in entries:  # a tombstone where it was
+                slot = s._find(table.table, np.uint64(key), table.shift)
+                table.table[slot]["key"] = s.KEY_TOMBSTONE
+                del entries[key]
+        table._rehash(len(entries) * (3 - rounds % 3))  # shrinks, grows, or stays
+        sizes.append(table.table.shape[0])
+        assert not np.any(table.table["key"] == s.KEY_TOMBSTONE)
+        assert int(s._count_live(table.table)) == len(entries)
+        for key, word in entries.items():
+            slot = s._find(table.table, np.uint64(key), table.shift)
+            assert slot >= 0 and int(table.table[slot]["val"]) == word
+        keys = (tops << np.uint64(57)) | rng.integers(2, 1 << 40, 150).astype(np.uint64)
+    steps = np.diff(sizes)
+    assert np.any(steps > 0) and np.any(steps < 0) and np.any(steps == 0)
+
+
+def test_slot_word_widens_for_a_host_of_2_30_frames():
+    from hvmem.hypervisor.reclaim import sharing as s
+
+    assert SharingTable(1 << 8).table.dtype.itemsize == 12
+    wide = SharingTable(1 << 8, n_frames=s.NARROW_SLOT_FRAMES)
+    assert wide.table.dtype.itemsize == 16
+    frame = (1 << 33) + 5
+    wide.table[3] = 7, s.entry_word(frame, s.KIND_SHARED)
+    assert s.entry_frame(wide.table[3]["val"]) == frame
+    assert wide.shared_frames().tolist() == [frame]
+
+
 def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, refcount,
                    entries):
     """The lookup protocol of the module docstring, one candidate at a time in ``ppns`` order.
@@ -241,7 +296,7 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
     key = s.table_key(np.uint64(7), salt)
     table.reserve(1)
     slot = -s._find(table.table, key, table.shift) - 1
-    table.table[slot] = key, np.uint64(false_frame) | s.KIND_SHARED
+    table.table[slot] = key, (np.uint64(false_frame) << s.KIND_SHIFT) | s.KIND_SHARED
     table.t_used[0] += 1
     entries[int(key)] = (s.SHARED, false_frame)
     ref = (owner.copy(), frame_ppn.copy(), refcount.copy())
@@ -279,10 +334,10 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         assert counts[: s.N_ACTIONS].tolist() == tally and counts[s.N_ACTIONS] == 0
         for got, want in zip((owner, frame_ppn, refcount), ref, strict=True):
             np.testing.assert_array_equal(got, want)
-        live = table.table[table.table[:, 0] > s.KEY_TOMBSTONE]
-        kinds = np.where(live[:, 1] & s.KIND_SHARED, s.SHARED, s.HINT)
-        assert {int(k): (int(kd), int(e & s.FRAME_MASK))
-                for k, kd, e in zip(live[:, 0], kinds, live[:, 1], strict=True)} == entries
+        live = table.table[table.table["key"] > s.KEY_TOMBSTONE]
+        kinds = np.where(live["val"] & s.KIND_SHARED, s.SHARED, s.HINT)
+        assert {int(k): (int(kd), int(e >> s.KIND_SHIFT))
+                for k, kd, e in zip(live["key"], kinds, live["val"], strict=True)} == entries
         # Some pages are written between scans: their hints go stale.
         written = rng.choice(n_pages, 100, replace=False)
         private = written[owner[written] >= 0]

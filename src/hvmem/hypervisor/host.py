@@ -124,7 +124,7 @@ class Host:
         self._emergency_rng = np.random.default_rng(0x5EED)
         self._cap_rng = np.random.default_rng(0xCA95)
         # Sized for a hint per frame at load 1/2.
-        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
+        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()), memory_pages)
         if salting not in SALTING_MODES:
             raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
                               f"found {salting!r}")

@@ -39,10 +39,13 @@ up to more than the cap, each VM's is scaled down by the same factor, so the
 scanner's time is divided among the VMs as their own rates would divide it
 (how ESX divides it is not published).
 
-Data layout: open addressing over one array of two-word slots (key; frame and
-kind), indexed by the key's high bits, so a probe costs one cache line; a Numba
-kernel takes a batch of candidates (in ascending PPN order the frame arrays
-are read sequentially);
+Data layout: open addressing over one array of packed 12-byte slots (the
+64-bit key; the frame shifted left by two, over the entry's kind), indexed by
+the key's high bits, so a probe mostly costs one cache line (a slot of 16
+bytes, the key and a 64-bit word for the frame, held 512 MiB on a 64 GiB host
+where 12 bytes hold 384 MiB; a host of 2**30 frames or more keeps the 64-bit
+word); a Numba kernel takes a batch of candidates (in ascending PPN order the
+frame arrays are read sequentially);
 frames carry a reverse map (``MachineMemory.ppn``), so a hint is just a frame
 number and is stale when that frame no longer backs the page it did.
 
@@ -58,7 +61,11 @@ committed when it is allocated (host setup, or a growth) and the per-scan work
 arrays are kept from scan to scan, so no scan pays the first touch of their
 pages; the table's array starts small and doubles as entries come, so a run
 commits the slots it fills rather than a hint per host frame (results do not
-depend on the array's size, :class:`SharingTable`); the kernel hands back this
+depend on the array's size, :class:`SharingTable`). The array is resized and
+rehashed in place: an entry is moved to its new place, and the one it finds
+there moves on in turn, so growing it takes no second copy of its entries (a
+copy of the live entries beside the grown array was bench-32vm's peak of
+memory: 192 MiB beside 512). The kernel hands back this
 VM's pages that joined a shared frame
 compacted, with their old frames, so nothing after it walks the whole batch
 again. The measurements behind these choices, and the alternatives that lost,
@@ -111,14 +118,19 @@ SHARE_SCAN_MIB_S_PER_GHZ = 4  # Mem.ShareScanGHz: MB/s per GHz of host CPU [VS4-
 
 SHARED_OWNER = -4  # frames.owner of a shared frame: it belongs to no single VM
 
-# A table slot is two words: the key (0 empty, 1 tombstone) and the frame with
-# the entry's kind in the top bits.
+# A table slot is a packed record: the key (0 empty, 1 tombstone) and a word
+# holding the frame shifted left by KIND_SHIFT over the entry's kind. The word
+# is 32 bits while every frame is below 2**30 (any host under 4 TiB): 12 bytes
+# a slot instead of 16.
 KEY_EMPTY = np.uint64(0)
 KEY_TOMBSTONE = np.uint64(1)
-KIND_HINT = np.uint64(1 << 62)
-KIND_SHARED = np.uint64(1 << 63)
-FRAME_MASK = np.uint64((1 << 62) - 1)
+KIND_HINT = np.uint64(1)
+KIND_SHARED = np.uint64(2)
+KIND_SHIFT = np.uint64(2)
 HINT, SHARED = 1, 2  # entry kinds, for n_entries
+NARROW_SLOT_FRAMES = 2**30  # frames below it fit a slot's 32-bit word
+SLOT_NARROW = np.dtype([("key", "<u8"), ("val", "<u4")], align=False)  # 12 bytes
+SLOT_WIDE = np.dtype([("key", "<u8"), ("val", "<u8")], align=False)  # 16 bytes
 
 # Outcome per candidate, from the kernel.
 A_HINT = 0  # inserted as a hint
@@ -151,6 +163,18 @@ def table_key(token, salt):
 
 
 @njit(cache=True, inline="always")
+def entry_word(frame, kind):
+    """A slot's word: ``frame`` over its ``kind`` (KIND_HINT or KIND_SHARED)."""
+    return (np.uint64(frame) << KIND_SHIFT) | kind
+
+
+@njit(cache=True, inline="always")
+def entry_frame(word):
+    """The frame a slot's word names."""
+    return np.int64(np.uint64(word) >> KIND_SHIFT)
+
+
+@njit(cache=True, inline="always")
 def _find(table, key, shift):
     """Slot holding ``key``, or -(first free slot) - 1 where it would go.
 
@@ -160,7 +184,7 @@ def _find(table, key, shift):
     i = np.int64(key >> np.uint64(shift))
     first_free = -1
     while True:
-        k = table[i, 0]
+        k = table[i].key
         if k == KEY_EMPTY:
             return -(i if first_free < 0 else first_free) - 1
         if k == KEY_TOMBSTONE:
@@ -216,25 +240,24 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
     # Prefetch the slot PREFETCH candidates ahead so its cache miss overlaps the
     # probes before it: a prefetch instruction, unlike a load, retires at once,
     # so a mispredicted branch on a probe's outcome does not wait for it.
-    flat = table.reshape(table.shape[0] * 2)  # the slots' words, for prefetching
     for i in range(n):
         ahead = i + PREFETCH
         if ahead < n and mpns[ahead] >= 0:
-            word = np.int64(keys[ahead] >> np.uint64(shift)) * 2
-            host_prefetch(flat, word)
+            home = np.int64(keys[ahead] >> np.uint64(shift))
+            host_prefetch(table, home)
             # A probe that runs past its home slot may cross into the next
-            # line: fetch the line of the third slot on as well (the same
-            # line, at no cost, when the home is the first slot of its line).
-            host_prefetch(flat, word + 6)
+            # line: fetch the line of the third slot on as well (often the
+            # same line, at no cost). Past the array's end a prefetch is harmless.
+            host_prefetch(table, home + 3)
         # Nearer, the slot is likely in cache: read its frame and prefetch that
         # frame's words, which a shared or hinted entry's check reads. Only
         # the home slot is looked at, and frame 0 stands in when it holds
         # another key, so no branch here depends on the load.
         ahead = i + PREFETCH_FRAME
         if ahead < n and mpns[ahead] >= 0:
-            home = np.int64(keys[ahead] >> np.uint64(shift)) * 2
-            f = np.int64(flat[home + 1] & FRAME_MASK)
-            f = f if flat[home] == keys[ahead] else 0
+            home = np.int64(keys[ahead] >> np.uint64(shift))
+            f = entry_frame(table[home].val)
+            f = f if table[home].key == keys[ahead] else 0
             host_prefetch(content, f)
             host_prefetch(owner, f)
             host_prefetch(frame_ppn, f)
@@ -250,13 +273,13 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         slot = _find(table, key, shift)
         if slot < 0:
             slot = -slot - 1
-            table[slot, 0] = key
-            table[slot, 1] = np.uint64(mpn) | KIND_HINT
+            table[slot].key = key
+            table[slot].val = entry_word(mpn, KIND_HINT)
             t_used[0] += 1
             action[i] = A_HINT
             continue
-        entry = table[slot, 1]
-        frame = np.int64(entry & FRAME_MASK)
+        entry = np.uint64(table[slot].val)
+        frame = entry_frame(entry)
         if entry & KIND_SHARED:
             if content[frame] != token:
                 action[i] = A_FALSE
@@ -272,7 +295,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         # A hint: still the same private page with the same content?
         if frame == mpn or not _hint_holds(frame, key, salt, content, owner, frame_ppn,
                                            refcount):
-            table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
+            table[slot].val = entry_word(mpn, KIND_HINT)  # replace the stale hint
             action[i] = A_STALE
             continue
         if content[frame] != token:
@@ -284,7 +307,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         owner[frame] = SHARED_OWNER
         frame_ppn[frame] = -1
         refcount[frame] = 2
-        table[slot, 1] = np.uint64(frame) | KIND_SHARED
+        table[slot].val = entry_word(frame, KIND_SHARED)
         action[i] = A_PROMOTE
         joined[n_joined] = ppns[i]
         old[n_joined] = mpn
@@ -306,16 +329,16 @@ def _drop_stale_hints(table, content, owner, frame_ppn, refcount, salts):
     """
     dropped = 0
     for i in range(table.shape[0]):
-        key = table[i, 0]
-        entry = table[i, 1]
+        key = table[i].key
+        entry = np.uint64(table[i].val)
         if key <= KEY_TOMBSTONE or not entry & KIND_HINT:
             continue
-        frame = np.int64(entry & FRAME_MASK)
+        frame = entry_frame(entry)
         vm = owner[frame]
         if 0 <= vm < salts.size and _hint_holds(frame, key, salts[vm], content, owner,
                                                 frame_ppn, refcount):
             continue
-        table[i, 0] = KEY_TOMBSTONE
+        table[i].key = KEY_TOMBSTONE
         dropped += 1
     return dropped
 
@@ -324,8 +347,8 @@ def _drop_stale_hints(table, content, owner, frame_ppn, refcount, salts):
 def forget_frame(table, shift, key, frame):
     """Remove the shared entry for ``frame`` (its last sharer left); returns 1 if found."""
     slot = _find(table, key, shift)
-    if slot >= 0 and np.int64(table[slot, 1] & FRAME_MASK) == frame:
-        table[slot, 0] = KEY_TOMBSTONE
+    if slot >= 0 and entry_frame(table[slot].val) == frame:
+        table[slot].key = KEY_TOMBSTONE
         return 1
     return 0
 
@@ -358,41 +381,50 @@ class SharingTable:
     slots starts at most ``INITIAL_SLOTS`` and doubles when 3/4 full, up to
     ``capacity``. A lookup finds a key wherever it sits, so what the scan finds
     does not depend on the array's size, only on ``capacity``: the host sizes
-    that for a hint per frame (512 MiB of slots on a 64 GiB host), most of
+    that for a hint per frame (384 MiB of slots on a 64 GiB host), most of
     which a run never fills.
 
     Args:
         capacity: slots (a power of two; grows to keep load below half).
+        n_frames: the host's frames: below NARROW_SLOT_FRAMES a slot is 12
+            bytes, else 16.
     """
 
-    def __init__(self, capacity: int = 1 << 16):
+    def __init__(self, capacity: int = 1 << 16, n_frames: int = NARROW_SLOT_FRAMES - 1):
         if capacity & (capacity - 1) or capacity < 2:
             raise ConfigError("sharing table capacity must be a power of two")
         self.capacity = capacity
+        self.slot_dtype = SLOT_NARROW if n_frames < NARROW_SLOT_FRAMES else SLOT_WIDE
         self.t_used = np.zeros(1, dtype=np.int64)  # slots taken since the last clean-up
-        self._alloc(min(capacity, INITIAL_SLOTS))
-        self.counters = SharingCounters()
-        self._scratch_size = -1
-        self._scratch: tuple[np.ndarray, ...] = ()
-
-    def _alloc(self, slots: int) -> None:
-        self.table = np.zeros((slots, 2), dtype=np.uint64)
+        slots = min(capacity, INITIAL_SLOTS)
+        self.table = np.zeros(slots, dtype=self.slot_dtype)
         # Commit the array's memory now: left to the scans, the first touch of
         # each of its pages is a page fault in the middle of a probe (about half
         # of a first scan's time over a large host, docs/design/sharing-scan.md).
         self.table.fill(0)
         self.shift = 64 - (slots.bit_length() - 1)  # slot = key >> shift
+        self.counters = SharingCounters()
+        self._scratch_size = -1
+        self._scratch: tuple[np.ndarray, ...] = ()
 
-    def _rehash(self, live: np.ndarray, need: int) -> None:
-        """Hold ``live`` in the smallest array that keeps ``need`` slots below half of it.
+    def _rehash(self, need: int) -> None:
+        """Hold the live entries in the smallest array that keeps ``need`` slots below half of it.
 
-        The array has at least INITIAL_SLOTS slots and at most ``capacity``.
+        The array has at least INITIAL_SLOTS slots and at most ``capacity``. It
+        is resized and rehashed in place (:func:`_rehash_in_place`): growing,
+        the new slots are zeroed, which commits them as ``__init__`` does;
+        shrinking, the entries move into the slots kept first.
         """
         slots = min(self.capacity, max(INITIAL_SLOTS, 1 << (2 * need - 1).bit_length()))
-        # The old array goes before the new one is committed (a view of it would keep it).
-        self.table = np.zeros((0, 2), dtype=np.uint64)
-        self._alloc(slots)
-        _reinsert(live, self.table, self.shift)
+        old = self.table.shape[0]
+        if slots > old:
+            # ndarray.resize reallocates in place where it can (a large array is
+            # remapped, not copied) and zeroes the new slots.
+            self.table.resize(slots, refcheck=False)
+        self.shift = 64 - (slots.bit_length() - 1)
+        _rehash_in_place(self.table, old, slots, self.shift)
+        if slots < old:
+            self.table.resize(slots, refcheck=False)
 
     def scratch(self, n: int) -> tuple[np.ndarray, ...]:
         """Work arrays for a scan of up to ``n`` candidates, kept from scan to scan.
@@ -427,11 +459,11 @@ class SharingTable:
                 self.counters.stale_hints_dropped += int(_drop_stale_hints(
                     self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
                     np.ascontiguousarray(salts(), dtype=np.int64)))
-            live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
-            while (live.shape[0] + extra) * 2 > self.capacity:
+            live = int(_count_live(self.table))
+            while (live + extra) * 2 > self.capacity:
                 self.capacity *= 2
-            self.t_used[0] = live.shape[0]
-            self._rehash(live, live.shape[0] + extra)
+            self.t_used[0] = live
+            self._rehash(live + extra)
         elif (self.t_used[0] + extra) * 4 > self.table.shape[0] * 3:
             # Within ``capacity``: a bigger array (load 1/2 again), the same
             # entries. The slots taken (tombstones included) stay counted, so
@@ -439,20 +471,19 @@ class SharingTable:
             # fills to 3/4 before it doubles: a probe past its home slot mostly
             # stays in its cache line, and bench-32vm's first 420 s end with
             # 11 Mi entries in 16 Mi slots rather than 32 Mi.
-            self._rehash(self.table[self.table[:, 0] > KEY_TOMBSTONE],
-                         int(self.t_used[0]) + extra)
+            self._rehash(int(self.t_used[0]) + extra)
 
     def n_entries(self, kind: int) -> int:
         """Live entries of ``kind`` (HINT or SHARED)."""
-        live = self.table[:, 0] > KEY_TOMBSTONE
+        live = self.table["key"] > KEY_TOMBSTONE
         bit = KIND_HINT if kind == HINT else KIND_SHARED
-        return int(np.count_nonzero(live & ((self.table[:, 1] & bit) != 0)))
+        return int(np.count_nonzero(live & ((self.table["val"] & bit) != 0)))
 
     def shared_frames(self) -> np.ndarray:
         """The frames of the live shared entries, sorted (for checks, not hot paths)."""
-        entries = self.table[(self.table[:, 0] > KEY_TOMBSTONE)
-                             & ((self.table[:, 1] & KIND_SHARED) != 0), 1]
-        return np.sort((entries & FRAME_MASK).astype(np.int64))
+        words = self.table["val"][(self.table["key"] > KEY_TOMBSTONE)
+                                  & ((self.table["val"] & KIND_SHARED) != 0)]
+        return np.sort((words >> KIND_SHIFT).astype(np.int64))
 
     def forget(self, token: int, salt: int, frame: int) -> int:
         """Drop the shared entry of ``frame`` (holding ``token``); returns 1 if it was there."""
@@ -461,11 +492,55 @@ class SharingTable:
 
 
 @njit(cache=True)
-def _reinsert(live, table, shift):
-    for i in range(live.shape[0]):
-        slot = -_find(table, live[i, 0], shift) - 1
-        table[slot, 0] = live[i, 0]
-        table[slot, 1] = live[i, 1]
+def _count_live(table):
+    """Slots holding an entry (neither empty nor a tombstone)."""
+    n = 0
+    for i in range(table.shape[0]):
+        if table[i].key > KEY_TOMBSTONE:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _rehash_in_place(table, n_old, n_slots, shift):
+    """Rehash the entries of ``table[:n_old]`` into ``table[:n_slots]`` (``shift``), in place.
+
+    Tombstones are cleared first. Each entry not yet placed is taken out of
+    its slot and put in the first slot from its new home that holds no placed
+    entry; if that slot held an entry not yet placed, that one is taken out in
+    turn, until a move lands in an empty slot. Placed entries never move again
+    and every slot between an entry's home and its place holds a placed entry,
+    so each is found by a probe from its home, as after inserting them all
+    into an empty array. ``table[n_old:n_slots]`` must be empty, and the live
+    entries at most ``n_slots - 1``.
+    """
+    for i in range(n_old):
+        if table[i].key == KEY_TOMBSTONE:
+            table[i].key = KEY_EMPTY
+    mask = n_slots - 1
+    placed = np.zeros((n_slots + 63) >> 6, dtype=np.uint64)  # a bit per slot
+    one = np.uint64(1)
+    for i in range(n_old):
+        if table[i].key == KEY_EMPTY:
+            continue
+        if i < n_slots and placed[i >> 6] & (one << np.uint64(i & 63)):
+            continue
+        key = table[i].key
+        word = table[i].val
+        table[i].key = KEY_EMPTY
+        while True:
+            j = np.int64(key >> np.uint64(shift))
+            while placed[j >> 6] & (one << np.uint64(j & 63)):
+                j = (j + 1) & mask
+            there_key = table[j].key
+            there_word = table[j].val
+            table[j].key = key
+            table[j].val = word
+            placed[j >> 6] |= one << np.uint64(j & 63)
+            if there_key == KEY_EMPTY:
+                break
+            key = there_key
+            word = there_word
 
 
 def profile_scan_rates(profile: str, per_vm_pages_per_s: float | None,
