@@ -121,15 +121,15 @@ def break_shared_frame_reverse_map(host, a, b):
 
 
 def break_swap_file(host, a, b):
-    a.swapfile.used[3] = True  # a private page also in the swap file
+    a.swapfile.store(np.array([3]), np.zeros(1, np.uint64))  # a private page also swapped
 
 
 def break_swap_file_lost(host, a, b):
-    a.swapfile.used[1] = False  # a swapped page whose slot is gone
+    a.swapfile.discard(np.array([1]))  # a swapped page whose slot is gone
 
 
 def break_zip_slot(host, a, b):
-    a.zip.slot_bytes[3] = 1024  # a private page also in the compression cache
+    a.zip.aside.put(np.array([3]), np.zeros(1, np.uint64), 1)  # private, also cached
 
 
 def break_zip_frames(host, a, b):
@@ -260,7 +260,7 @@ def break_large_frames_out_of_order(host, vm):
 def break_large_page_not_private(host, vm):
     ppn = LP + 5
     old = vm.pmap.unback(np.array([ppn]), Backing.SWAPPED)
-    vm.swapfile.used[ppn] = True
+    vm.swapfile.store(np.array([ppn]), np.zeros(1, np.uint64))
     host.frames.free(old)
 
 
