@@ -18,7 +18,7 @@ from hvmem.hardware.frames import FREE, HYPERVISOR
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim.sharing import KEY_TOMBSTONE, KIND_SHARED, KIND_SHIFT
+from hvmem.hypervisor.reclaim.sharing_table import KEY_TOMBSTONE, KIND_SHARED, KIND_SHIFT
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
 
 LP = LARGE_PAGE_PAGES
