@@ -80,6 +80,8 @@ class AsideStore:
         n = ppns.size
         if n == 0:
             return
+        if np.any(self.slot_of[ppns]):
+            raise InvariantViolation("a page put aside twice")
         reuse = min(n, self._n_free)
         fresh = n - reuse
         if self.n_slots + fresh > self.token.size:
@@ -89,8 +91,6 @@ class AsideStore:
         self._n_free -= reuse
         slots[reuse:] = np.arange(self.n_slots, self.n_slots + fresh)
         self.n_slots += fresh
-        if np.any(self.slot_of[ppns]):
-            raise InvariantViolation("a page put aside twice")
         self.slot_of[ppns] = slots + 1
         self.ppn_of[slots] = ppns
         self.token[slots] = tokens
