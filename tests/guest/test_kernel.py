@@ -260,6 +260,25 @@ def test_swap_entries_live_in_non_present_ptes():
     assert not np.any(ptes[swapped] & PTE_PRESENT)
 
 
+def test_reverse_map_widens_for_a_mapping_above_int32():
+    """VPNs are kept as int32 until a mapping reaches past 2**31 pages, then as int64."""
+    host, vm, kernel = make_guest(memory_pages=64, swap_pages=256)
+    kernel.access(batch(np.arange(0x100, 0x120), ops=[mmap(0x100, 32)]), 0)
+    assert kernel.vpn.dtype == np.int32
+    high = (1 << 36) - 200  # the top of the 48-bit address space
+    kernel.access(batch([], ops=[mmap(high, 150)]), 1)
+    assert kernel.vpn.dtype == np.int64
+    tokens = np.arange(150, dtype=np.uint64) + 1
+    kernel.access(batch(high + np.arange(150), np.ones(150, bool), tokens), 2)
+    assert kernel.counters.swap_outs > 0  # reclaim looked the high VPNs up by page
+    got = np.concatenate([read_virtual(kernel, vm, high + c)
+                          for c in np.array_split(np.arange(150), 10)])
+    assert np.array_equal(got, tokens)
+    assert np.all(read_virtual(kernel, vm, np.arange(0x100, 0x120)) == 0)
+    host.check_invariants()
+    kernel.check_invariants()
+
+
 # -- property: guest activity under host reclamation (see the module docstring) -------
 
 #: Written values: two compress to the cache, two do not (the low byte is the size).

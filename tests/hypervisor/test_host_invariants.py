@@ -18,7 +18,7 @@ from hvmem.hardware.frames import FREE, HYPERVISOR
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim.sharing import KEY_TOMBSTONE, KIND_SHARED
+from hvmem.hypervisor.reclaim.sharing_table import KEY_TOMBSTONE, KIND_SHARED, KIND_SHIFT
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
 
 LP = LARGE_PAGE_PAGES
@@ -121,15 +121,15 @@ def break_shared_frame_reverse_map(host, a, b):
 
 
 def break_swap_file(host, a, b):
-    a.swapfile.used[3] = True  # a private page also in the swap file
+    a.swapfile.store(np.array([3]), np.zeros(1, np.uint64))  # a private page also swapped
 
 
 def break_swap_file_lost(host, a, b):
-    a.swapfile.used[1] = False  # a swapped page whose slot is gone
+    a.swapfile.discard(np.array([1]))  # a swapped page whose slot is gone
 
 
 def break_zip_slot(host, a, b):
-    a.zip.slot_bytes[3] = 1024  # a private page also in the compression cache
+    a.zip.aside.put(np.array([3]), np.zeros(1, np.uint64), 1)  # private, also cached
 
 
 def break_zip_frames(host, a, b):
@@ -159,17 +159,17 @@ def break_free_list(host, a, b):
 
 def break_sharing_entry_lost(host, a, b):
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    slot = np.flatnonzero(live & ((table[:, 1] & KIND_SHARED) != 0))[0]
-    table[slot, 0] = KEY_TOMBSTONE  # the shared frame can no longer be found
+    live = table["key"] > KEY_TOMBSTONE
+    slot = np.flatnonzero(live & ((table["val"] & KIND_SHARED) != 0))[0]
+    table["key"][slot] = KEY_TOMBSTONE  # the shared frame can no longer be found
 
 
 def break_sharing_entry_names_private_frame(host, a, b):
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    slot = np.flatnonzero(live & ((table[:, 1] & KIND_SHARED) != 0))[0]
+    live = table["key"] > KEY_TOMBSTONE
+    slot = np.flatnonzero(live & ((table["val"] & KIND_SHARED) != 0))[0]
     # The next page with that content would be mapped onto a's private page 6.
-    table[slot, 1] = np.uint64(a.pmap.mpn[6]) | KIND_SHARED
+    table["val"][slot] = (np.uint64(a.pmap.mpn[6]) << KIND_SHIFT) | KIND_SHARED
 
 
 BREAKS = {
@@ -260,7 +260,7 @@ def break_large_frames_out_of_order(host, vm):
 def break_large_page_not_private(host, vm):
     ppn = LP + 5
     old = vm.pmap.unback(np.array([ppn]), Backing.SWAPPED)
-    vm.swapfile.used[ppn] = True
+    vm.swapfile.store(np.array([ppn]), np.zeros(1, np.uint64))
     host.frames.free(old)
 
 
@@ -308,5 +308,5 @@ def test_the_sharing_table_entry_goes_with_the_last_sharer():
     b.break_cow(np.array([8]))
     host.check_invariants()
     table = host.sharing.table
-    live = table[:, 0] > KEY_TOMBSTONE
-    assert not np.any(live & ((table[:, 1] & KIND_SHARED) != 0))
+    live = table["key"] > KEY_TOMBSTONE
+    assert not np.any(live & ((table["val"] & KIND_SHARED) != 0))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim import sharing
+from hvmem.hypervisor.reclaim import sharing_table as t
 from hvmem.hypervisor.reclaim.sharing import SHARED_OWNER, SharingTable
 from hvmem.machine import Machine, MachineConfig
 from hvmem.units import MIB
@@ -135,7 +135,7 @@ def test_table_grows_and_keeps_entries():
 def test_results_do_not_depend_on_the_arrays_size(monkeypatch, initial_slots):
     # The array starts at ``initial_slots`` and doubles as entries come; the
     # stale-hint clean-up still comes when the full 256 slots would pass load 1/2.
-    monkeypatch.setattr(sharing, "INITIAL_SLOTS", initial_slots)
+    monkeypatch.setattr(t, "INITIAL_SLOTS", initial_slots)
     table = SharingTable(capacity=256)
     assert table.table.shape[0] == initial_slots
     machine = machine_with({"a": list(range(1, 40))})
@@ -174,6 +174,59 @@ def test_stale_hints_are_dropped_instead_of_growing_the_table():
     machine.host.check_invariants()
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_rehash_in_place_keeps_every_entry_findable(monkeypatch, seed):
+    """Resizing in place (growing, shrinking, the same size) loses no entry and no tombstone
+    survives: clusters that wrap past the array's end, displaced entries and tombstones."""
+
+    monkeypatch.setattr(t, "INITIAL_SLOTS", 16)
+    rng = np.random.default_rng(seed)
+    table = SharingTable(1 << 12, n_frames=1 << 20)
+    entries = {}
+    sizes = [table.table.shape[0]]
+    # Keys crowded into a few homes (the top bits), some near the end so clusters wrap.
+    tops = rng.choice(np.array([0, 1, 2, 63, 64, 127], dtype=np.uint64), 150)
+    keys = (tops << np.uint64(57)) | rng.integers(2, 1 << 40, 150).astype(np.uint64)
+    for rounds in range(6):
+        table.reserve(keys.size)
+        for key in keys.tolist():
+            if key in entries:
+                continue
+            slot = t._find(table.table, np.uint64(key), table.shift)
+            assert slot < 0
+            frame = int(rng.integers(0, 1 << 20))
+            kind = t.KIND_SHARED if frame % 2 else t.KIND_HINT
+            table.table[-slot - 1] = key, t.entry_word(frame, kind)
+            table.t_used[0] += 1
+            entries[key] = int(t.entry_word(frame, kind))
+        for key in rng.choice(np.array(list(entries), dtype=np.uint64), 40).tolist():
+            if key in entries:  # a tombstone where it was
+                slot = t._find(table.table, np.uint64(key), table.shift)
+                table.table[slot]["key"] = t.KEY_TOMBSTONE
+                del entries[key]
+        table._rehash(len(entries) * (3 - rounds % 3))  # shrinks, grows, or stays
+        sizes.append(table.table.shape[0])
+        assert not np.any(table.table["key"] == t.KEY_TOMBSTONE)
+        assert int(t._count_live(table.table)) == len(entries)
+        for key, word in entries.items():
+            slot = t._find(table.table, np.uint64(key), table.shift)
+            assert slot >= 0 and int(table.table[slot]["val"]) == word
+        keys = (tops << np.uint64(57)) | rng.integers(2, 1 << 40, 150).astype(np.uint64)
+    steps = np.diff(sizes)
+    assert np.any(steps > 0) and np.any(steps < 0) and np.any(steps == 0)
+
+
+def test_slot_word_widens_for_a_host_of_2_30_frames():
+
+    assert SharingTable(1 << 8).table.dtype.itemsize == 12
+    wide = SharingTable(1 << 8, n_frames=t.NARROW_SLOT_FRAMES)
+    assert wide.table.dtype.itemsize == 16
+    frame = (1 << 33) + 5
+    wide.table[3] = 7, t.entry_word(frame, t.KIND_SHARED)
+    assert t.entry_frame(wide.table[3]["val"]) == frame
+    assert wide.shared_frames().tolist() == [frame]
+
+
 def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, refcount,
                    entries):
     """The lookup protocol of the module docstring, one candidate at a time in ``ppns`` order.
@@ -192,12 +245,12 @@ def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, 
         elif owner[m] == SHARED_OWNER:
             actions.append(s.A_ALREADY)
         else:
-            key = int(s.table_key(content[m], salt))
+            key = int(t.table_key(content[m], salt))
             kind, frame = entries.get(key, (None, -1))
             if kind is None:
-                entries[key] = (s.HINT, m)
+                entries[key] = (t.HINT, m)
                 actions.append(s.A_HINT)
-            elif kind == s.SHARED:
+            elif kind == t.SHARED:
                 if content[frame] != content[m]:
                     actions.append(s.A_FALSE)
                 else:
@@ -205,13 +258,13 @@ def reference_scan(ppns, state, mpn, is_table, salt, content, owner, frame_ppn, 
                     actions.append(s.A_SHARE)
                     targets[i] = frame
             elif not (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
-                      and frame != m and int(s.table_key(content[frame], salt)) == key):
-                entries[key] = (s.HINT, m)
+                      and frame != m and int(t.table_key(content[frame], salt)) == key):
+                entries[key] = (t.HINT, m)
                 actions.append(s.A_STALE)
             else:
                 promoted.append(int(frame_ppn[frame]))
                 owner[frame], frame_ppn[frame], refcount[frame] = SHARED_OWNER, -1, 2
-                entries[key] = (s.SHARED, frame)
+                entries[key] = (t.SHARED, frame)
                 actions.append(s.A_PROMOTE)
                 targets[i] = frame
     return actions, targets, promoted
@@ -238,12 +291,12 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
     # A shared frame whose key is token 7's but whose content is not: a false match.
     false_frame = n_pages
     content[false_frame], owner[false_frame], frame_ppn[false_frame] = 1 << 40, SHARED_OWNER, -1
-    key = s.table_key(np.uint64(7), salt)
+    key = t.table_key(np.uint64(7), salt)
     table.reserve(1)
-    slot = -s._find(table.table, key, table.shift) - 1
-    table.table[slot] = key, np.uint64(false_frame) | s.KIND_SHARED
+    slot = -t._find(table.table, key, table.shift) - 1
+    table.table[slot] = key, (np.uint64(false_frame) << t.KIND_SHIFT) | t.KIND_SHARED
     table.t_used[0] += 1
-    entries[int(key)] = (s.SHARED, false_frame)
+    entries[int(key)] = (t.SHARED, false_frame)
     ref = (owner.copy(), frame_ppn.copy(), refcount.copy())
     seen = set()
     for _ in range(5):
@@ -279,10 +332,10 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         assert counts[: s.N_ACTIONS].tolist() == tally and counts[s.N_ACTIONS] == 0
         for got, want in zip((owner, frame_ppn, refcount), ref, strict=True):
             np.testing.assert_array_equal(got, want)
-        live = table.table[table.table[:, 0] > s.KEY_TOMBSTONE]
-        kinds = np.where(live[:, 1] & s.KIND_SHARED, s.SHARED, s.HINT)
-        assert {int(k): (int(kd), int(e & s.FRAME_MASK))
-                for k, kd, e in zip(live[:, 0], kinds, live[:, 1], strict=True)} == entries
+        live = table.table[table.table["key"] > t.KEY_TOMBSTONE]
+        kinds = np.where(live["val"] & t.KIND_SHARED, t.SHARED, t.HINT)
+        assert {int(k): (int(kd), int(e >> t.KIND_SHIFT))
+                for k, kd, e in zip(live["key"], kinds, live["val"], strict=True)} == entries
         # Some pages are written between scans: their hints go stale.
         written = rng.choice(n_pages, 100, replace=False)
         private = written[owner[written] >= 0]

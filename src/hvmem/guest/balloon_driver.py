@@ -91,7 +91,9 @@ class BalloonDriver:
         self.kernel = kernel
         self.device = device
         self.enabled = enabled
-        self.pages = np.zeros(0, dtype=np.int64)  # pinned PPNs, most recent last
+        # Pinned PPNs, most recent last: int32, as guest page numbers are below 2**31
+        # (``Host.add_vm``); handed out as int64.
+        self.pages = np.zeros(0, dtype=np.int32)
         self.rate_alloc = RATE_ALLOC_MAX_PAGES
         self.rate_free = RATE_FREE_MAX_PAGES
         self.slow_left = 0
@@ -149,7 +151,7 @@ class BalloonDriver:
                 self.rate_alloc = min(RATE_ALLOC_MAX_PAGES, self.rate_alloc + RATE_ALLOC_INC_PAGES)
         if got:
             new = np.concatenate(got)
-            self.pages = np.concatenate([self.pages, new])
+            self.pages = np.concatenate([self.pages, new.astype(np.int32)])
             self.counters.inflated += int(new.size)
             self.device.push_inflated(new)
 
@@ -158,7 +160,7 @@ class BalloonDriver:
         self._release(n)
 
     def _release(self, n: int) -> np.ndarray:
-        ppns = self.pages[self.pages.size - n:]
+        ppns = self.pages[self.pages.size - n:].astype(np.int64)
         self.pages = self.pages[: self.pages.size - n]
         self.device.push_deflated(ppns)
         self.kernel.free_pages(ppns)

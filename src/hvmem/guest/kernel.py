@@ -54,6 +54,9 @@ from hvmem.replacement.names import RECLAIM_POLICIES
 from hvmem.replacement.policies import make_policy
 from hvmem.workloads.base import AccessBatch, MemoryOp
 
+#: VPNs below this fit the reverse map's int32 (``KernelState.vpn``).
+NARROW_VPN_PAGES = 2**31
+
 
 @dataclass(frozen=True, slots=True)
 class AccessResult:
@@ -95,7 +98,7 @@ class GuestKernel(KernelState):
         super().__init__(
             config=config, memory=memory, tables=tables, rng=rng, costs=costs, mmu=mmu,
             allocator=allocator, swap=swap, kind=np.zeros(n, dtype=np.uint8),
-            proc=np.zeros(n, dtype=np.int16), vpn=np.zeros(n, dtype=np.int64),
+            proc=np.zeros(n, dtype=np.int16), vpn=np.zeros(n, dtype=np.int32),
             dirty=np.zeros(n, dtype=np.bool_), replacement=replacement,
             min_pages=min_pages, low_pages=low_pages, high_pages=high_pages,
         )
@@ -140,6 +143,11 @@ class GuestKernel(KernelState):
     # -- address spaces ----------------------------------------------------------------
     def apply_op(self, op: MemoryOp) -> None:
         """Carry out one ``mmap``/``munmap``."""
+        if op.first_vpn + op.n_pages > NARROW_VPN_PAGES and self.vpn.dtype != np.int64:
+            # The reverse map holds VPNs as int32 while every mapping lies below
+            # 2**31 pages (8 TiB of address space), as all shipped workloads do; a
+            # mapping above widens it, once, before any of its pages can be faulted in.
+            self.vpn = self.vpn.astype(np.int64)
         process.apply_op(process.process_of(self.processes, op.process), op, self.swap,
                          self.mmu, self.free_pages)
 
@@ -222,7 +230,7 @@ class GuestKernel(KernelState):
         n_mapped = []
         for proc in self.processes:
             mapped = np.flatnonzero((self.proc == proc.index) & in_use)
-            ptes = proc.space.page_table.leaf_entries(self.vpn[mapped])
+            ptes = proc.space.page_table.leaf_entries(self.vpn[mapped].astype(np.int64))
             if np.any((ptes & PTE_PRESENT) == 0) or np.any(pte_frames(ptes) != mapped):
                 raise InvariantViolation(f"guest: process {proc.index} reverse map is stale")
             n_mapped.append(mapped.size)

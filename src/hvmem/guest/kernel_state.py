@@ -93,7 +93,7 @@ class KernelState:
     # The reverse map, meaningful while a page is ANON or FILE; zeroes elsewhere
     # (or whatever a freed page last held), so that pages never mapped cost nothing.
     proc: np.ndarray  # int16: up to 4094 processes
-    vpn: np.ndarray  # int64
+    vpn: np.ndarray  # int32, widened to int64 by a mapping above 2**31 pages (kernel.py)
     dirty: np.ndarray  # bool
     # The victim policy and its data by page: stamps (see now_ns) or reference
     # bits; zeroes are stamp 0, time 0, and cost nothing until written.

@@ -133,7 +133,7 @@ def reclaim(kernel: KernelState, n_pages: int) -> int:
     for index in np.unique(kernel.proc[victims]).tolist():
         sel = kernel.proc[victims] == index
         proc = kernel.processes[index]
-        vpns = kernel.vpn[victims[sel]]
+        vpns = kernel.vpn[victims[sel]].astype(np.int64)
         proc.space.page_table.set_leaf_entries(vpns, new_ptes[sel])
         proc.space.flush_tlb(vpns, kernel.mmu)
     free_pages(kernel, victims)

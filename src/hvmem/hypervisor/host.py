@@ -63,6 +63,7 @@ from hvmem.hypervisor.large_pages import LARGE_PAGE_BREAKING, break_actively
 from hvmem.hypervisor.paging.nested import NestedPaging
 from hvmem.hypervisor.paging.shadow import ShadowPaging
 from hvmem.hypervisor.pmap import Pmap
+from hvmem.hypervisor.reclaim.aside import AsideStore
 from hvmem.hypervisor.reclaim.compression import ZIP_MAX_FRAC, CompressionCache
 from hvmem.hypervisor.reclaim.reclaimer import hold_to_cap, make_room
 from hvmem.hypervisor.reclaim.sharing import (
@@ -124,7 +125,7 @@ class Host:
         self._emergency_rng = np.random.default_rng(0x5EED)
         self._cap_rng = np.random.default_rng(0xCA95)
         # Sized for a hint per frame at load 1/2.
-        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()))
+        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()), memory_pages)
         if salting not in SALTING_MODES:
             raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
                               f"found {salting!r}")
@@ -194,11 +195,11 @@ class Host:
         else:
             mode = ShadowPaging(vm_id, self.frames, self.tables, guest_tables, pmap, self.costs)
         # The data of pages put aside: a page is swapped or compressed, never both.
-        aside = np.zeros(n_ppns, dtype=np.uint64)
+        aside = AsideStore(n_ppns)
         vm = HostVm(vm_id, name, n_ppns, pmap, guest_tables, mode, self.frames, self.costs,
                     self.clock, self.services,
-                    HostSwapFile(n_ppns, self.swap_device, self.costs, content=aside),
-                    CompressionCache(n_ppns, self.compression_max_frac, content=aside))
+                    HostSwapFile(n_ppns, self.swap_device, self.costs, store=aside),
+                    CompressionCache(n_ppns, self.compression_max_frac, store=aside))
         self.vms.append(vm)
         return vm
 

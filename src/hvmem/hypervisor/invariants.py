@@ -52,6 +52,7 @@ def check_invariants(frames: MachineMemory, vms: Sequence[VmState],
     for vm in vms:
         np.add.at(sharers, vm.pmap.mpn[vm.pmap.state == Backing.SHARED], 1)
         vm.pmap.check_invariants()
+        vm.swapfile.aside.check_invariants()
         if not np.array_equal(vm.swapfile.used, vm.pmap.state == Backing.SWAPPED):
             raise InvariantViolation(f"{vm.name}: swap file and pmap disagree")
         if not np.array_equal(vm.zip.slot_bytes > 0, vm.pmap.state == Backing.COMPRESSED):

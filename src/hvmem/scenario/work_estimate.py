@@ -22,9 +22,14 @@ and 1 GiB VMs whose workload touches the whole VM, 5 ticks; then a 4 GiB host):
 ====================  ============  ============
 per                   page fidelity mmu fidelity
 ====================  ============  ============
-host frame            58 bytes      58 bytes
-guest page            115 bytes     73 bytes
+host frame            50 bytes      50 bytes
+guest page            103 bytes     73 bytes
 ====================  ============  ============
+
+(a host frame's bytes are 26 for the frame table and 24 for the sharing table
+at its full size, two 12-byte slots a frame, which a short run does not reach;
+page fidelity's guest page was 115 bytes before the reverse map's VPNs became
+int32 and the data of pages put aside moved into compact slots.)
 
 (a guest page's bytes include a guest swap of the VM's size and, at the peak,
 a tick's batch; mmu fidelity's page tables are committed lazily, a table page
@@ -66,9 +71,9 @@ __all__ = ["BASE_BYTES", "HOST_BYTES_PER_PAGE", "TICK_UNITS", "VM_BYTES_PER_PAGE
            "WORK_CEILING", "RunEstimate", "available_ram_bytes", "check_ram", "check_run",
            "estimate_run", "host_memory_errors", "refs_per_s"]
 
-#: Bytes of RAM per simulated host frame (measured 58; module essay).
+#: Bytes of RAM per simulated host frame (measured 50; module essay).
 HOST_BYTES_PER_PAGE = 64
-#: Bytes of RAM per simulated guest page, by fidelity (measured 115 in page fidelity).
+#: Bytes of RAM per simulated guest page, by fidelity (measured 103 in page fidelity).
 VM_BYTES_PER_PAGE = {"page": 128, "mmu": 96}
 #: RAM a run takes before its first page: the interpreter, NumPy, Numba's kernels.
 BASE_BYTES = 384 * MIB

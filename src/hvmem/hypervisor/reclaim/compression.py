@@ -21,7 +21,9 @@ The cache lives in machine frames owned by the VM: ``frames_needed`` frames
 hold ``used_bytes`` of slots, taken and given back as the cache grows and shrinks.
 
 Compressed sizes come from the page's content token
-(``workloads.content.compressed_size_bytes``).
+(``workloads.content.compressed_size_bytes``). What the model keeps of a
+cached page (its token, slot size and when it was stored) is in the VM's
+put-aside store (``aside.py``), which it shares with the swap file.
 
 Counters (pages): compressed (ZIP), decompressed (UNZIP), rejected (too large:
 sent to swap), evicted (to swap to make room). Decompression stalls the vCPU
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hvmem.hardware.frames import MachineMemory
+from hvmem.hypervisor.reclaim.aside import SWAP_FILE, AsideStore
 from hvmem.units import KIB, PAGE_SIZE_BYTES
 from hvmem.workloads.content import compressed_size_bytes
 
@@ -66,15 +69,13 @@ class CompressionCache:
     """
 
     def __init__(self, n_ppns: int, max_frac: float = ZIP_MAX_FRAC,
-                 content: np.ndarray | None = None):
+                 store: AsideStore | None = None):
         self.capacity_bytes = int(n_ppns * PAGE_SIZE_BYTES * max_frac)
-        # Tokens by PPN, read only where a page is cached; may be shared with the
-        # VM's swap file (a page is never in both), which halves that memory.
-        self.content = np.zeros(n_ppns, dtype=np.uint64) if content is None else content
-        self.slot_bytes = np.zeros(n_ppns, dtype=np.int16)  # 0: not cached; 1 or 2 KiB
-        # Insertion order, for eviction: int32 until the clock outgrows it.
-        self.stored_at = np.zeros(n_ppns, dtype=np.int32)
-        self._clock = 0
+        # Where cached pages' data is kept; may be shared with the VM's swap file
+        # (a page is never in both).
+        self.aside = AsideStore(n_ppns) if store is None else store
+        self.n_ppns = n_ppns
+        self._clock = 0  # stores so far: each cached page's place in the eviction order
         self.used_bytes = 0
         self.frames = np.zeros(0, dtype=np.int64)  # machine frames holding the slots
         self.counters = CompressionCounters()
@@ -86,8 +87,25 @@ class CompressionCache:
 
     @property
     def n_pages(self) -> int:
-        """Pages held compressed."""
-        return int(np.count_nonzero(self.slot_bytes))
+        """Pages held compressed (kept as they come and go)."""
+        return self.aside.n_compressed
+
+    @property
+    def slot_bytes(self) -> np.ndarray:
+        """Per PPN: its slot's bytes, 0 if not cached (a new array: for checks, not hot paths)."""
+        out = np.zeros(self.n_ppns, dtype=np.int16)
+        slots = self._cached_slots()
+        out[self.aside.ppn_of[slots]] = self.aside.kib[slots].astype(np.int16) * KIB
+        return out
+
+    def cached_ppns(self) -> np.ndarray:
+        """The pages held compressed, ascending."""
+        return self.aside.pages(swap_file=False)
+
+    def _cached_slots(self) -> np.ndarray:
+        aside = self.aside
+        n = aside.n_slots
+        return np.flatnonzero((aside.ppn_of[:n] >= 0) & (aside.kib[:n] != SWAP_FILE))
 
     @staticmethod
     def slot_for(tokens: np.ndarray) -> np.ndarray:
@@ -101,27 +119,30 @@ class CompressionCache:
         excess = self.used_bytes + need_bytes - self.capacity_bytes
         if excess <= 0:
             return np.zeros(0, dtype=np.int64)
-        cached = np.flatnonzero(self.slot_bytes)
-        order = cached[np.argsort(self.stored_at[cached], kind="stable")]
-        freed = np.cumsum(self.slot_bytes[order])
-        return order[: int(np.searchsorted(freed, excess)) + 1]
+        aside = self.aside
+        slots = self._cached_slots()
+        # Store times are distinct, so this is the order of the pages' times alone.
+        slots = slots[np.argsort(aside.stored_at[slots], kind="stable")]
+        freed = np.cumsum(aside.kib[slots].astype(np.int64) * KIB)
+        return aside.ppn_of[slots[: int(np.searchsorted(freed, excess)) + 1]].astype(np.int64)
 
     def store(self, ppns: np.ndarray, tokens: np.ndarray, slots: np.ndarray) -> None:
-        """Put pages in the cache (the caller made room)."""
-        self.content[ppns] = tokens
-        self.slot_bytes[ppns] = slots
-        if self._clock + ppns.size > np.iinfo(self.stored_at.dtype).max:
-            self.stored_at = self.stored_at.astype(np.int64)
-        self.stored_at[ppns] = self._clock + np.arange(ppns.size)
+        """Put the distinct ``ppns`` in the cache (the caller made room)."""
+        self.aside.put(ppns, tokens, (slots // KIB).astype(np.uint8),
+                       self._clock + np.arange(ppns.size))
         self._clock += ppns.size
         self.used_bytes += int(slots.sum())
         self.counters.compressed += int(ppns.size)
 
     def take(self, ppns: np.ndarray) -> np.ndarray:
-        """Take pages out (decompress, or evict); returns their contents."""
-        tokens = self.content[ppns].copy()
-        self.used_bytes -= int(self.slot_bytes[ppns].sum())
-        self.slot_bytes[ppns] = 0
+        """Take the distinct ``ppns`` out (decompress, or evict); returns their contents."""
+        aside = self.aside
+        slots = aside.slots(ppns)
+        held = slots >= 0
+        held[held] = aside.kib[slots[held]] != SWAP_FILE
+        tokens = np.where(held, aside.token[slots], np.uint64(0))
+        self.used_bytes -= int(aside.kib[slots[held]].astype(np.int64).sum()) * KIB
+        aside.release_slots(ppns[held], slots[held])
         return tokens
 
     def fit_frames(self, frames: MachineMemory, owner: int) -> None:

@@ -243,7 +243,7 @@ def make_room(vms: Sequence[VmState], frames: MachineMemory, rng: np.random.Gene
     for vm in vms:
         if frames.n_free >= want:
             return
-        cached = np.flatnonzero(vm.zip.slot_bytes)
+        cached = vm.zip.cached_ppns()
         if cached.size:
             zip_to_swap(vm, cached)
     if frames.n_free < n_frames + EMERGENCY_SLACK_FRAMES:

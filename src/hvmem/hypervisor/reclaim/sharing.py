@@ -39,10 +39,9 @@ up to more than the cap, each VM's is scaled down by the same factor, so the
 scanner's time is divided among the VMs as their own rates would divide it
 (how ESX divides it is not published).
 
-Data layout: open addressing over one array of two-word slots (key; frame and
-kind), indexed by the key's high bits, so a probe costs one cache line; a Numba
-kernel takes a batch of candidates (in ascending PPN order the frame arrays
-are read sequentially);
+Data layout: the table (``sharing_table.py``) is open addressing over packed
+12-byte slots, a probe mostly one cache line; a Numba kernel takes a batch of
+candidates (in ascending PPN order the frame arrays are read sequentially);
 frames carry a reverse map (``MachineMemory.ppn``), so a hint is just a frame
 number and is stale when that frame no longer backs the page it did.
 
@@ -56,9 +55,8 @@ branch on each probe's outcome mispredicts often, and a pending load would
 hold the pipeline while a prefetch retires at once. The table's memory is
 committed when it is allocated (host setup, or a growth) and the per-scan work
 arrays are kept from scan to scan, so no scan pays the first touch of their
-pages; the table's array starts small and doubles as entries come, so a run
-commits the slots it fills rather than a hint per host frame (results do not
-depend on the array's size, :class:`SharingTable`); the kernel hands back this
+pages; the table's array starts small and grows in place as entries come
+(``sharing_table.py``; results do not depend on its size). The kernel hands back this
 VM's pages that joined a shared frame
 compacted, with their old frames, so nothing after it walks the whole batch
 again. The measurements behind these choices, and the alternatives that lost,
@@ -88,17 +86,24 @@ keys in brackets resolve in ``docs/references.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-from hvmem.core.mix import GOLDEN_GAMMA, mix64
-from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hardware.prefetch import host_prefetch
 from hvmem.hypervisor.large_pages import break_covering, hashed_pages
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.sharing_table import (
+    KIND_HINT,
+    KIND_SHARED,
+    SharingTable,
+    _find,
+    _hint_holds,
+    entry_frame,
+    entry_word,
+    table_key,
+)
 from hvmem.hypervisor.vm_state import LARGE_PAGE_SHIFT, VmState
 from hvmem.units import ns_to_s
 
@@ -110,15 +115,6 @@ SHARE_SCAN_TOTAL_PAGES_PER_S = 200  # ESX 2.5 ShareScanTotal, per host [ESX25-p3
 SHARE_SCAN_MIB_S_PER_GHZ = 4  # Mem.ShareScanGHz: MB/s per GHz of host CPU [VS4-ATTR][LAMW]
 
 SHARED_OWNER = -4  # frames.owner of a shared frame: it belongs to no single VM
-
-# A table slot is two words: the key (0 empty, 1 tombstone) and the frame with
-# the entry's kind in the top bits.
-KEY_EMPTY = np.uint64(0)
-KEY_TOMBSTONE = np.uint64(1)
-KIND_HINT = np.uint64(1 << 62)
-KIND_SHARED = np.uint64(1 << 63)
-FRAME_MASK = np.uint64((1 << 62) - 1)
-HINT, SHARED = 1, 2  # entry kinds, for n_entries
 
 # Outcome per candidate, from the kernel.
 A_HINT = 0  # inserted as a hint
@@ -132,50 +128,7 @@ A_PAGE_TABLE = 7  # a guest page-table page: not a candidate
 N_ACTIONS = 8  # the kernel's counts array has one more slot (spare, always 0)
 PREFETCH = 16  # candidates ahead whose table slot is prefetched (see the module docstring)
 PREFETCH_FRAME = 8  # candidates ahead whose slot's frame is prefetched
-INITIAL_SLOTS = 1 << 16  # the slot array's first size (1 MiB), doubled when 3/4 full
 
-
-@njit(cache=True, inline="always")
-def content_hash(token):
-    """A 64-bit mix of a content token (splitmix64's finalizer)."""
-    return mix64(np.uint64(token) + GOLDEN_GAMMA)
-
-
-@njit(cache=True, inline="always")
-def table_key(token, salt):
-    """The table key of a page: its content hash mixed with its salt (never 0 or 1)."""
-    key = content_hash(token) ^ content_hash(np.uint64(salt) + np.uint64(0x5A17_5A17))
-    if key < np.uint64(2):
-        key += np.uint64(2)
-    return key
-
-
-@njit(cache=True, inline="always")
-def _find(table, key, shift):
-    """Slot holding ``key``, or -(first free slot) - 1 where it would go.
-
-    Slots are indexed by the key's high bits.
-    """
-    mask = table.shape[0] - 1
-    i = np.int64(key >> np.uint64(shift))
-    first_free = -1
-    while True:
-        k = table[i, 0]
-        if k == KEY_EMPTY:
-            return -(i if first_free < 0 else first_free) - 1
-        if k == KEY_TOMBSTONE:
-            if first_free < 0:
-                first_free = i
-        elif k == key:
-            return i
-        i = (i + 1) & mask
-
-
-@njit(cache=True, inline="always")
-def _hint_holds(frame, key, salt, content, owner, frame_ppn, refcount):
-    """Whether a hint's ``frame`` is still one VM's private page whose content gives ``key``."""
-    return (owner[frame] >= 0 and frame_ppn[frame] >= 0 and refcount[frame] == 1
-            and table_key(content[frame], salt) == key)
 
 
 @njit(cache=True)
@@ -216,25 +169,24 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
     # Prefetch the slot PREFETCH candidates ahead so its cache miss overlaps the
     # probes before it: a prefetch instruction, unlike a load, retires at once,
     # so a mispredicted branch on a probe's outcome does not wait for it.
-    flat = table.reshape(table.shape[0] * 2)  # the slots' words, for prefetching
     for i in range(n):
         ahead = i + PREFETCH
         if ahead < n and mpns[ahead] >= 0:
-            word = np.int64(keys[ahead] >> np.uint64(shift)) * 2
-            host_prefetch(flat, word)
+            home = np.int64(keys[ahead] >> np.uint64(shift))
+            host_prefetch(table, home)
             # A probe that runs past its home slot may cross into the next
-            # line: fetch the line of the third slot on as well (the same
-            # line, at no cost, when the home is the first slot of its line).
-            host_prefetch(flat, word + 6)
+            # line: fetch the line of the third slot on as well (often the
+            # same line, at no cost). Past the array's end a prefetch is harmless.
+            host_prefetch(table, home + 3)
         # Nearer, the slot is likely in cache: read its frame and prefetch that
         # frame's words, which a shared or hinted entry's check reads. Only
         # the home slot is looked at, and frame 0 stands in when it holds
         # another key, so no branch here depends on the load.
         ahead = i + PREFETCH_FRAME
         if ahead < n and mpns[ahead] >= 0:
-            home = np.int64(keys[ahead] >> np.uint64(shift)) * 2
-            f = np.int64(flat[home + 1] & FRAME_MASK)
-            f = f if flat[home] == keys[ahead] else 0
+            home = np.int64(keys[ahead] >> np.uint64(shift))
+            f = entry_frame(table[home].val)
+            f = f if table[home].key == keys[ahead] else 0
             host_prefetch(content, f)
             host_prefetch(owner, f)
             host_prefetch(frame_ppn, f)
@@ -250,13 +202,13 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         slot = _find(table, key, shift)
         if slot < 0:
             slot = -slot - 1
-            table[slot, 0] = key
-            table[slot, 1] = np.uint64(mpn) | KIND_HINT
+            table[slot].key = key
+            table[slot].val = entry_word(mpn, KIND_HINT)
             t_used[0] += 1
             action[i] = A_HINT
             continue
-        entry = table[slot, 1]
-        frame = np.int64(entry & FRAME_MASK)
+        entry = np.uint64(table[slot].val)
+        frame = entry_frame(entry)
         if entry & KIND_SHARED:
             if content[frame] != token:
                 action[i] = A_FALSE
@@ -272,7 +224,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         # A hint: still the same private page with the same content?
         if frame == mpn or not _hint_holds(frame, key, salt, content, owner, frame_ppn,
                                            refcount):
-            table[slot, 1] = np.uint64(mpn) | KIND_HINT  # replace the stale hint
+            table[slot].val = entry_word(mpn, KIND_HINT)  # replace the stale hint
             action[i] = A_STALE
             continue
         if content[frame] != token:
@@ -284,7 +236,7 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
         owner[frame] = SHARED_OWNER
         frame_ppn[frame] = -1
         refcount[frame] = 2
-        table[slot, 1] = np.uint64(frame) | KIND_SHARED
+        table[slot].val = entry_word(frame, KIND_SHARED)
         action[i] = A_PROMOTE
         joined[n_joined] = ppns[i]
         old[n_joined] = mpn
@@ -294,178 +246,6 @@ def scan_kernel(ppns, pmap_state, pmap_mpn, is_table, salt, content, owner, fram
     for i in range(n):
         counts[action[i]] += 1
     return n_promoted
-
-
-@njit(cache=True, nogil=True)
-def _drop_stale_hints(table, content, owner, frame_ppn, refcount, salts):
-    """Turn every hint that no longer describes its frame into a tombstone; returns how many.
-
-    A hint holds while its frame is still one VM's private page (refcount 1)
-    whose content, salted as its owner's, still gives the hint's key: the
-    scan's own check, with the owner's salt in place of the scanning VM's.
-    """
-    dropped = 0
-    for i in range(table.shape[0]):
-        key = table[i, 0]
-        entry = table[i, 1]
-        if key <= KEY_TOMBSTONE or not entry & KIND_HINT:
-            continue
-        frame = np.int64(entry & FRAME_MASK)
-        vm = owner[frame]
-        if 0 <= vm < salts.size and _hint_holds(frame, key, salts[vm], content, owner,
-                                                frame_ppn, refcount):
-            continue
-        table[i, 0] = KEY_TOMBSTONE
-        dropped += 1
-    return dropped
-
-
-@njit(cache=True)
-def forget_frame(table, shift, key, frame):
-    """Remove the shared entry for ``frame`` (its last sharer left); returns 1 if found."""
-    slot = _find(table, key, shift)
-    if slot >= 0 and np.int64(table[slot, 1] & FRAME_MASK) == frame:
-        table[slot, 0] = KEY_TOMBSTONE
-        return 1
-    return 0
-
-
-@dataclass(slots=True)
-class SharingCounters:
-    """Event tallies of the page-sharing scanner, in pages."""
-
-    scanned: int = 0  # candidate pages examined
-    shared: int = 0  # pages newly mapped to a shared frame (promotions count two)
-    hints_inserted: int = 0  # pages entered as hints
-    hint_promotions: int = 0  # hints whose frame became a shared frame
-    stale_hints: int = 0  # hints found changed and replaced
-    stale_hints_dropped: int = 0  # stale hints cleared when the table was about to grow
-    already_shared: int = 0  # candidates that were shared already
-    not_backed: int = 0  # candidates with no frame (swapped, ballooned, untouched)
-    page_tables: int = 0  # candidates holding guest page tables (not eligible)
-    false_matches: int = 0  # hash matched, content differed: not shared
-    cow_breaks: int = 0  # writes that broke sharing
-    frames_freed: int = 0  # frames given back by sharing
-    large_pages: int = 0  # candidates inside a host large page: hashed, not shared [KB1021095]
-
-
-class SharingTable:
-    """The host-wide table of shared frames and hints.
-
-    Two sizes: ``capacity`` is the table's size as the model has it, which
-    decides when stale hints are dropped (when the slots taken since the last
-    clean-up would pass half of it, :meth:`reserve`); the array holding the
-    slots starts at most ``INITIAL_SLOTS`` and doubles when 3/4 full, up to
-    ``capacity``. A lookup finds a key wherever it sits, so what the scan finds
-    does not depend on the array's size, only on ``capacity``: the host sizes
-    that for a hint per frame (512 MiB of slots on a 64 GiB host), most of
-    which a run never fills.
-
-    Args:
-        capacity: slots (a power of two; grows to keep load below half).
-    """
-
-    def __init__(self, capacity: int = 1 << 16):
-        if capacity & (capacity - 1) or capacity < 2:
-            raise ConfigError("sharing table capacity must be a power of two")
-        self.capacity = capacity
-        self.t_used = np.zeros(1, dtype=np.int64)  # slots taken since the last clean-up
-        self._alloc(min(capacity, INITIAL_SLOTS))
-        self.counters = SharingCounters()
-        self._scratch_size = -1
-        self._scratch: tuple[np.ndarray, ...] = ()
-
-    def _alloc(self, slots: int) -> None:
-        self.table = np.zeros((slots, 2), dtype=np.uint64)
-        # Commit the array's memory now: left to the scans, the first touch of
-        # each of its pages is a page fault in the middle of a probe (about half
-        # of a first scan's time over a large host, docs/design/sharing-scan.md).
-        self.table.fill(0)
-        self.shift = 64 - (slots.bit_length() - 1)  # slot = key >> shift
-
-    def _rehash(self, live: np.ndarray, need: int) -> None:
-        """Hold ``live`` in the smallest array that keeps ``need`` slots below half of it.
-
-        The array has at least INITIAL_SLOTS slots and at most ``capacity``.
-        """
-        slots = min(self.capacity, max(INITIAL_SLOTS, 1 << (2 * need - 1).bit_length()))
-        # The old array goes before the new one is committed (a view of it would keep it).
-        self.table = np.zeros((0, 2), dtype=np.uint64)
-        self._alloc(slots)
-        _reinsert(live, self.table, self.shift)
-
-    def scratch(self, n: int) -> tuple[np.ndarray, ...]:
-        """Work arrays for a scan of up to ``n`` candidates, kept from scan to scan.
-
-        Fresh arrays per batch would cost a page fault per 4 KiB on every scan.
-        Returns (keys, mpns, action, joined, old, promoted_vm, promoted_ppn)
-        as :func:`scan_kernel` takes them.
-        """
-        if n > self._scratch_size:
-            size = max(n, 1024)
-            self._scratch = (np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.int64),
-                             np.zeros(size, dtype=np.int8),
-                             *(np.zeros(size, dtype=np.int64) for _ in range(4)))
-            self._scratch_size = size
-        return self._scratch
-
-    def reserve(self, extra: int, frames: MachineMemory | None = None,
-                salts: Callable[[], np.ndarray] | None = None) -> None:
-        """Make room so ``extra`` more inserts keep the load below 1/2.
-
-        Tombstones are cleared by rehashing the live entries. Given the host's
-        ``frames`` and what gives each VM's salt (``salts()[vm_id]``, asked only
-        when room must be made), hints that went stale
-        are dropped first: a hint is looked at only when a page with its key
-        is scanned, so the hints of pages rewritten since they were hashed
-        would otherwise pile up for good (a write-heavy VM leaves one per
-        rewrite) and grow the table past any bound. The table grows (doubling)
-        only if the live entries need it.
-        """
-        if (self.t_used[0] + extra) * 2 > self.capacity:
-            if frames is not None and salts is not None:
-                self.counters.stale_hints_dropped += int(_drop_stale_hints(
-                    self.table, frames.content, frames.owner, frames.ppn, frames.refcount,
-                    np.ascontiguousarray(salts(), dtype=np.int64)))
-            live = self.table[self.table[:, 0] > KEY_TOMBSTONE]
-            while (live.shape[0] + extra) * 2 > self.capacity:
-                self.capacity *= 2
-            self.t_used[0] = live.shape[0]
-            self._rehash(live, live.shape[0] + extra)
-        elif (self.t_used[0] + extra) * 4 > self.table.shape[0] * 3:
-            # Within ``capacity``: a bigger array (load 1/2 again), the same
-            # entries. The slots taken (tombstones included) stay counted, so
-            # the clean-up above comes when it would at full size. The array
-            # fills to 3/4 before it doubles: a probe past its home slot mostly
-            # stays in its cache line, and bench-32vm's first 420 s end with
-            # 11 Mi entries in 16 Mi slots rather than 32 Mi.
-            self._rehash(self.table[self.table[:, 0] > KEY_TOMBSTONE],
-                         int(self.t_used[0]) + extra)
-
-    def n_entries(self, kind: int) -> int:
-        """Live entries of ``kind`` (HINT or SHARED)."""
-        live = self.table[:, 0] > KEY_TOMBSTONE
-        bit = KIND_HINT if kind == HINT else KIND_SHARED
-        return int(np.count_nonzero(live & ((self.table[:, 1] & bit) != 0)))
-
-    def shared_frames(self) -> np.ndarray:
-        """The frames of the live shared entries, sorted (for checks, not hot paths)."""
-        entries = self.table[(self.table[:, 0] > KEY_TOMBSTONE)
-                             & ((self.table[:, 1] & KIND_SHARED) != 0), 1]
-        return np.sort((entries & FRAME_MASK).astype(np.int64))
-
-    def forget(self, token: int, salt: int, frame: int) -> int:
-        """Drop the shared entry of ``frame`` (holding ``token``); returns 1 if it was there."""
-        key = np.uint64(table_key(np.uint64(token), salt))  # keep it unsigned across the call
-        return int(forget_frame(self.table, self.shift, key, frame))
-
-
-@njit(cache=True)
-def _reinsert(live, table, shift):
-    for i in range(live.shape[0]):
-        slot = -_find(table, live[i, 0], shift) - 1
-        table[slot, 0] = live[i, 0]
-        table[slot, 1] = live[i, 1]
 
 
 def profile_scan_rates(profile: str, per_vm_pages_per_s: float | None,

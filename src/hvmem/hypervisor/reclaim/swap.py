@@ -10,9 +10,10 @@ with the device's latency) into a fresh frame. Reclaiming is fast (no guest
 cooperation), running is costly: every touch of a swapped page stalls the vCPU
 for a disk read.
 
-The swap file has one slot per guest-physical page (ESX sizes ``.vswp`` as
+The swap file has room for every guest-physical page (ESX sizes ``.vswp`` as
 configured memory minus the reservation, so every unreserved page has a home);
-slot = PPN.
+what the model keeps of a swapped page, its content token, is in the VM's
+put-aside store (``aside.py``), which it shares with the compression cache.
 
 Page selection (:func:`swap_victims`): among the VM's private pages, by one of
 the replacement policies the host supports (``SWAP_SELECTIONS`` in
@@ -41,6 +42,7 @@ import numpy as np
 
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.pmap import Backing
+from hvmem.hypervisor.reclaim.aside import SWAP_FILE, AsideStore
 from hvmem.replacement.names import SWAP_SELECTIONS
 from hvmem.replacement.policies import make_policy
 
@@ -82,41 +84,49 @@ class HostSwapFile:
     """The swap file of one VM.
 
     Args:
-        n_ppns: the VM's configured memory (one slot per page).
+        n_ppns: the VM's configured memory (room for every page).
         device: "hdd", "ssd" or "nvme".
         costs: the cost table.
+        store: where the pages' data is kept; shared with the VM's compression
+            cache (a page is never in both). A store of its own if None.
     """
 
     def __init__(self, n_ppns: int, device: str = "ssd", costs: CostTable = DEFAULT_COSTS,
-                 content: np.ndarray | None = None):
+                 store: AsideStore | None = None):
         self.device = device
         self.op_ns = costs.swap_in_ns(device)
-        # Tokens by PPN, read only where a slot is used; may be shared with the
-        # VM's compression cache (a page is never in both).
-        self.content = np.zeros(n_ppns, dtype=np.uint64) if content is None else content
-        self.used = np.zeros(n_ppns, dtype=np.bool_)
+        self.aside = AsideStore(n_ppns) if store is None else store
+        self.n_ppns = n_ppns
         self.counters = HostSwapCounters()
 
     @property
     def n_used(self) -> int:
-        """Slots holding pages (SWCUR, in pages)."""
-        return int(np.count_nonzero(self.used))
+        """Pages in the swap file (SWCUR, in pages), kept as they come and go."""
+        return self.aside.n_swapped
+
+    @property
+    def used(self) -> np.ndarray:
+        """Per PPN: in the swap file (a new array: for checks, not hot paths)."""
+        used = np.zeros(self.n_ppns, dtype=np.bool_)
+        used[self.aside.pages(swap_file=True)] = True
+        return used
 
     def store(self, ppns: np.ndarray, tokens: np.ndarray) -> None:
-        """Write pages out (one slot per PPN)."""
-        self.content[ppns] = tokens
-        self.used[ppns] = True
+        """Write the distinct ``ppns`` out."""
+        self.aside.put(ppns, tokens, SWAP_FILE)
         self.counters.swap_outs += int(ppns.size)
         self.counters.time_ns += ppns.size * self.op_ns
 
     def load(self, ppns: np.ndarray) -> np.ndarray:
-        """Read pages back, freeing their slots; returns their contents."""
-        tokens = self.content[ppns].copy()
-        self.used[ppns] = False
+        """Read the distinct ``ppns`` back, freeing their slots; returns their contents."""
+        tokens = self.aside.take(ppns)
         self.counters.swap_ins += int(ppns.size)
         self.counters.time_ns += ppns.size * self.op_ns
         return tokens
 
     def discard(self, ppns: np.ndarray) -> None:
-        """Forget slots without reading them (the pages were released)."""
-        self.used[ppns] = False
+        """Forget the distinct ``ppns``' slots without reading them (the pages were released)."""
+        slots = self.aside.slots(ppns)
+        held = slots >= 0
+        held[held] = self.aside.kib[slots[held]] == SWAP_FILE
+        self.aside.release_slots(ppns[held], slots[held])
