@@ -10,6 +10,10 @@ them, and the fleet's policy (``fleet_policy.py``) writes its plans into them.
 
 from __future__ import annotations
 
+# A large page's 4 KiB pages, and the free frames a split leaves: page fidelity's own.
+from hvmem.hypervisor.large_pages import LARGE_PAGE_SPLIT_RESERVE  # noqa: F401 (in __all__)
+from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES  # noqa: F401 (in __all__)
+
 # Backing states of a mass. FILL: private, and zeroes since the guest faulted it in
 # by a read (demand-zero), until its first write.
 NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL, FILL = range(9)
@@ -58,7 +62,5 @@ PAGES_PER_MIB = 256.0
 RATE_ALLOC_MAX_PAGES = 2048  # VMW_BALLOON_RATE_ALLOC_MAX (guest/balloon_driver.py)
 RATE_FREE_MAX_PAGES = 16384  # VMW_BALLOON_RATE_FREE_MAX
 SAMPLE_PAGES = 100
-LARGE_PAGE_PAGES = 512  # 4 KiB pages in a 2 MiB large page
-LARGE_PAGE_SPLIT_RESERVE = 8  # free frames a split leaves (hypervisor/large_pages.py)
 
 __all__ = [name for name in dir() if name.isupper()]

@@ -39,8 +39,6 @@ from hvmem.policy.states import ExitRule, MemState, actions, get_profile
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.units import NS_PER_S, PAGE_SHIFT, pages_to_mib
 
-LARGE_PAGE_PAGES = 512  # 4 KiB pages in a 2 MiB large page
-
 
 class VmSlot:
     """Python's side of one VM slot: its configuration, classes and phase clock."""
@@ -147,7 +145,7 @@ class HostBatch:
             host[k.H_ZIP_OK + i] = float(act.compress)
             host[k.H_LP_ACTIVE + i] = float(act.break_large_pages)
         host[k.H_LP_LAZY] = float(get_profile(hc.profile).breaks_large_pages)
-        host[k.H_LP_BREAK] = LARGE_PAGE_BREAKS_PER_S * LARGE_PAGE_PAGES * sc.tick_ns / NS_PER_S
+        host[k.H_LP_BREAK] = LARGE_PAGE_BREAKS_PER_S * k.LARGE_PAGE_PAGES * sc.tick_ns / NS_PER_S
 
     def power_on(self, h: int, v: int, now_ns: int) -> None:
         """VM slot ``v`` of host ``h`` boots: its kernel's memory backed, the rest free."""
