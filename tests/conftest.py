@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 import numba_cache  # noqa: F401  (sets NUMBA_CACHE_DIR before hvmem imports numba)
 from hvmem.guest.config import GuestConfig
@@ -49,6 +49,11 @@ from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.vm import HostVm
 from hvmem.scenario.loader import parse_scenario
 
+# The health check of slow input generation measures wall time: on a shared 2-core
+# machine another process can stall a draw for a second, which says nothing of the test.
+# The profiles below inherit it from this one, loaded first.
+settings.register_profile("hvmem", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hvmem")
 settings.register_profile("ci", derandomize=True, print_blob=True)
 # Ten times the examples, freshly random: `pytest --hypothesis-profile=long` or
 # HYPOTHESIS_PROFILE=long (the property tests scale their counts by max_examples).
