@@ -35,6 +35,8 @@ SRC_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "hvmem"
 LAYERS: dict[str, int] = {
     "units": 0,
     "errors": 0,
+    # Where Numba's compiled kernels are kept, keyed by their sources; set before Numba loads.
+    "compile_cache": 0,
     # Field declarations (key, kind, unit, default, bounds, doc) for every config class.
     "params": 0,
     # Shipped scenario files: data and a lookup, needing only errors.

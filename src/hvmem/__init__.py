@@ -16,6 +16,10 @@ The names below are loaded on first use, so ``import hvmem`` stays light.
 
 __version__ = "0.1.0"
 
+from hvmem.compile_cache import key_numba_cache  # noqa: E402 (before any module imports Numba)
+
+key_numba_cache()
+
 __all__ = ["RunResult", "Simulation", "__version__", "load_scenario", "read_results",
            "write_results"]
 

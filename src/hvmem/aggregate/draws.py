@@ -8,10 +8,9 @@ and clipped to [0, n]: at a mean of 12 the approximation's error in each
 probability is under 2 %, far below the seed-to-seed spread it stands for.
 
 Every draw is compiled inline into its caller (``inline="always"``: a call
-would pass each array as a dozen scalars). Numba's on-disk cache keys a
-function by its own file only, so after an edit here the kernels of
-``kernel.py`` and ``reclaim.py`` still hold the old draws until their cache
-files (``__pycache__/*.nbi``, ``*.nbc``) are removed.
+would pass each array as a dozen scalars). The kernels of ``kernel.py`` and
+``reclaim.py`` so hold copies of them; ``hvmem/compile_cache.py`` keys the
+compiled cache by every Numba source, so an edit here compiles them again.
 """
 
 from __future__ import annotations
