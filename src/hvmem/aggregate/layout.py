@@ -29,6 +29,9 @@ from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES  # noqa: F401 (in __all__
 NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL, FILL = range(9)
 N_STATES = 9
 FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
+# The guest kernel's pages the host swapped: the balloon's row, in the SWP state (its
+# pages are BALL), as both are pinned guest pages the workload never touches.
+KERNEL_ROW = BALLOON_ROW
 
 # Per-VM parameters and state (vm[h, v, k]).
 (V_ON, V_PAGES, V_KERNEL, V_LOW, V_HIGH, V_GSWAP_CAP, V_GSWAP_NS, V_SCAN_RATE, V_SCAN_LEN,
