@@ -70,7 +70,7 @@ def test_masses_are_conserved_and_never_negative():
             assert region.setdefault(name, workload) == workload
             guest = (m[k.FREE_ROW].sum() + m[k.BALLOON_ROW, k.BALL]
                      + m[k.FIRST_CLASS:, k.PRIV:k.GSWP].sum() + m[k.FIRST_CLASS:, k.FILL].sum()
-                     + vm[k.V_KERNEL])
+                     + vm[k.V_KERNEL] + m[k.KERNEL_ROW, k.SWP])  # the kernel's, backed or not
             assert guest == vm[k.V_PAGES]
         assert b.host[0, k.H_FREE] <= b.host[0, k.H_TOTAL]
 

@@ -10,6 +10,16 @@ them, and the fleet's policy (``fleet_policy.py``) writes its plans into them.
 
 from __future__ import annotations
 
+# vmw_balloon's allocation rates and slow cycles: page fidelity's driver's own.
+from hvmem.guest.balloon_driver import (  # noqa: F401 (in __all__)
+    NOSLEEP_ALLOC_MAX_PAGES,
+    RATE_ALLOC_INC_PAGES,
+    RATE_ALLOC_MAX_PAGES,
+    RATE_ALLOC_MIN_PAGES,
+    RATE_FREE_MAX_PAGES,
+    SLOW_CYCLES,
+)
+
 # A large page's 4 KiB pages, and the free frames a split leaves: page fidelity's own.
 from hvmem.hypervisor.large_pages import LARGE_PAGE_SPLIT_RESERVE  # noqa: F401 (in __all__)
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES  # noqa: F401 (in __all__)
@@ -19,6 +29,9 @@ from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES  # noqa: F401 (in __all__
 NEVER, PRIV, SHR, ZERO, ZIP, SWP, GSWP, BALL, FILL = range(9)
 N_STATES = 9
 FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
+# The guest kernel's pages the host swapped: the balloon's row, in the SWP state (its
+# pages are BALL), as both are pinned guest pages the workload never touches.
+KERNEL_ROW = BALLOON_ROW
 
 # Per-VM parameters and state (vm[h, v, k]).
 (V_ON, V_PAGES, V_KERNEL, V_LOW, V_HIGH, V_GSWAP_CAP, V_GSWAP_NS, V_SCAN_RATE, V_SCAN_LEN,
@@ -26,8 +39,9 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_SHARE_IMAGE, V_COMP_FRAC, V_FRAME_FRAC, V_CACHE_MAX, V_CACHE_FRAMES, V_SHARE_RATE,
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
- V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP, V_LP_HASHED) = range(42)
-N_VM = 42
+ V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP, V_LP_HASHED, V_MIN, V_BAL_RATE,
+ V_BAL_SLOW_LEFT) = range(45)
+N_VM = 45
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
@@ -59,8 +73,6 @@ SHARING_RUN, SHARING_STOP, SHARING_UNMERGE = 0, 1, 2
 C_GUEST_FAULT, C_HYP_FAULT, C_ZERO_PAGE, C_COW, C_DECOMPRESS, C_BALLOON = range(6)
 
 PAGES_PER_MIB = 256.0
-RATE_ALLOC_MAX_PAGES = 2048  # VMW_BALLOON_RATE_ALLOC_MAX (guest/balloon_driver.py)
-RATE_FREE_MAX_PAGES = 16384  # VMW_BALLOON_RATE_FREE_MAX
 SAMPLE_PAGES = 100
 
 __all__ = [name for name in dir() if name.isupper()]

@@ -155,7 +155,7 @@ class HostBatch:
         n = cfg.memory_pages
         gc = cfg.guest_config()
         kernel_pages = (n * gc.kernel_bytes_per_page) >> PAGE_SHIFT
-        _, low, high = linux_watermarks_pages(n)
+        wmin, low, high = linux_watermarks_pages(n)
         vm = self.vm[h, v]
         vm[:] = 0.0
         self.cnt[h, v] = 0.0
@@ -165,6 +165,8 @@ class HostBatch:
         vm[k.V_PAGES] = n
         vm[k.V_KERNEL] = kernel_pages
         vm[k.V_LOW], vm[k.V_HIGH] = low, high
+        vm[k.V_MIN] = wmin
+        vm[k.V_BAL_RATE] = k.RATE_ALLOC_MAX_PAGES  # the driver starts at its fastest
         vm[k.V_GSWAP_CAP] = gc.swap_pages
         vm[k.V_GSWAP_NS] = sc.timing.swap_in_ns(gc.swap_device)
         vm[k.V_BAL_MAX] = cfg.balloon_max_pages

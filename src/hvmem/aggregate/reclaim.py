@@ -84,13 +84,31 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress, filled=-1):
     return t
 
 
+@njit(cache=True, inline="always")
+def _swap_kernel(m, vm, cnt, h, v, t):
+    """``t`` pages of the guest kernel's memory to the swap file; the number taken.
+
+    The kernel's memory (``V_KERNEL`` pages, its page-frame structures) is the
+    guest's own data, written at boot and never touched again by the
+    workload: incompressible, shared with nothing, a random victim like any
+    private page (page fidelity's ``choose_victims`` draws over all of them).
+    Swapped, it stays swapped: ``m[KERNEL_ROW, SWP]``, which every reading of
+    a VM's swapped pages sums with the rest.
+    """
+    vm[h, v, V_KERNEL] -= t
+    m[h, v, KERNEL_ROW, SWP] += t
+    cnt[h, v, K_SWAP_OUT] += t
+    return t
+
+
 @njit(cache=True)
 def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     """Host reclaim of ``k`` of VM ``v``'s private pages: shared, compressed or swapped.
 
     Victims by the host's selection: random (each row's private pages in
-    proportion, the guest's free list included) or LRU (the free list, then
-    the coldest classes first); the number taken is returned.
+    proportion, the guest's free list and its kernel's memory included) or
+    LRU (the kernel's memory, the free list, then the coldest classes
+    first); the number taken is returned.
 
     With ``share`` (share-before-swap), page fidelity offers the pages it reclaims to
     the sharing table first (``reclaimer.reclaim``) [OSDI02 §4.3]: a victim shares if
@@ -101,7 +119,8 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     modelled, they leave as private data does.
     """
     n_c = _nc(vm, h, v)
-    total = 0
+    kernel = int(vm[h, v, V_KERNEL])
+    total = kernel
     for c in range(n_c):
         total += _private(m, h, v, c)
     k = min(k, total)
@@ -110,20 +129,22 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     taken = 0
     left, rest = k, total
     for j in range(n_c):
-        if lru:
-            c = FREE_ROW if j == 0 else heat[h, v, j - 1]
+        if lru:  # the kernel's pages, touched at boot only, are the least recently used
+            c = KERNEL_ROW if j == 0 else FREE_ROW if j == 1 else heat[h, v, j - 2]
             if c < 0:
                 break
-            t = min(k - taken, _private(m, h, v, c))
+            t = min(k - taken, kernel if c == KERNEL_ROW else _private(m, h, v, c))
         else:
             c = j
-            mc = _private(m, h, v, c)
+            mc = kernel if c == KERNEL_ROW else _private(m, h, v, c)
             if mc <= 0:
                 continue
             t = part(rng, h, left, mc, rest)
             left -= t
             rest -= mc
-        if t > 0 and not share:
+        if t > 0 and c == KERNEL_ROW:
+            taken += _swap_kernel(m, vm, cnt, h, v, t)
+        elif t > 0 and not share:
             taken += _evict_private(m, vm, cnt, rng, h, v, c, t, compress)
         elif t > 0:
             # Zero-filled victims are zero pages: they always find the zero page.
