@@ -27,7 +27,12 @@ FREE_ROW, BALLOON_ROW, FIRST_CLASS = 0, 1, 2
  V_IMAGE_GROUP, V_PLANNED, V_SAMPLE_LEFT, V_SLOW, V_FAST, V_LAST_FRAC, V_RUNNING,
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
  V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP, V_LP_HASHED) = range(42)
-N_VM = 42
+# The guest's balloon beyond its rates (aggregate/balloon.py): the size at the last poll,
+# when it last made progress (ns) and whether the host holds it stuck; deflate-on-OOM
+# and free page reporting switched on; backed free pages not yet reported.
+(V_BAL_LAST, V_BAL_PROGRESS_NS, V_BAL_STUCK, V_DEFLATE_OOM, V_REPORTING,
+ V_REPORT_LEFT) = range(42, 48)
+N_VM = 48
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,
