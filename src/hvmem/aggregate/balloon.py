@@ -35,7 +35,6 @@ of them runs as before.
 # ruff: noqa: F405  (the layout's names come from layout.py's __all__)
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from hvmem.aggregate.draws import part
@@ -44,17 +43,21 @@ from hvmem.aggregate.reclaim import _take_free
 from hvmem.hypervisor.reclaim.balloon import STUCK_AFTER_NS
 
 
-def judge(m: np.ndarray, vm: np.ndarray, now_ns: int) -> None:
+@njit(cache=True)
+def judge(m, vm, now_ns):
     """Every running VM's balloon judged at a poll (``BalloonHost._judge``), over all hosts."""
-    on = vm[:, :, V_ON] > 0
-    actual = m[:, :, BALLOON_ROW, BALL].astype(np.float64)
-    target = np.minimum(vm[:, :, V_BAL_TARGET], vm[:, :, V_BAL_MAX])
-    progress = on & ((actual >= target) | (actual > vm[:, :, V_BAL_LAST]))
-    since = np.where(progress, float(now_ns), vm[:, :, V_BAL_PROGRESS_NS])
-    late = on & ~progress & (now_ns - since >= STUCK_AFTER_NS)
-    vm[:, :, V_BAL_PROGRESS_NS] = since
-    vm[:, :, V_BAL_STUCK] = np.where(progress, 0.0, np.where(late, 1.0, vm[:, :, V_BAL_STUCK]))
-    vm[:, :, V_BAL_LAST] = np.where(on, actual, vm[:, :, V_BAL_LAST])
+    for h in range(m.shape[0]):
+        for v in range(m.shape[1]):
+            if vm[h, v, V_ON] <= 0:
+                continue
+            actual = float(m[h, v, BALLOON_ROW, BALL])
+            target = min(vm[h, v, V_BAL_TARGET], vm[h, v, V_BAL_MAX])
+            if actual >= target or actual > vm[h, v, V_BAL_LAST]:
+                vm[h, v, V_BAL_PROGRESS_NS] = now_ns
+                vm[h, v, V_BAL_STUCK] = 0.0
+            elif now_ns - vm[h, v, V_BAL_PROGRESS_NS] >= STUCK_AFTER_NS:
+                vm[h, v, V_BAL_STUCK] = 1.0
+            vm[h, v, V_BAL_LAST] = actual
 
 
 @njit(cache=True)

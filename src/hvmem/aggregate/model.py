@@ -362,20 +362,20 @@ class HostBatch:
         """
         moved = set()
         if poll:
-            judge(self.m, self.vm, now_ns)
+            judge(self.m, self.vm, float(now_ns))
             if self._report.due(now_ns):
                 self._report.start(now_ns)
-                reporting = np.flatnonzero((self.vm[:, :, k.V_REPORTING]
-                                            * self.vm[:, :, k.V_ON]).any(axis=1))
-                for h in reporting.tolist():
-                    report_free(self.m, self.vm, self.host, self.rng, h)
+                if self.vm[:, :, k.V_REPORTING].any():
+                    for h in np.flatnonzero(self.vm[:, :, k.V_REPORTING].any(axis=1)).tolist():
+                        report_free(self.m, self.vm, self.host, self.rng, h)
+                        moved.add(h)
+        if (self.host[:, k.H_SHARING] == k.SHARING_UNMERGE).any():
+            unmerging = np.flatnonzero((self.host[:, k.H_SHARING] == k.SHARING_UNMERGE)
+                                       & (self.host[:, k.H_SHARE_ON] > 0))
+            for h in unmerging.tolist():
+                if unmerge(self.m, self.ck, self.vm, self.host, self.rng, h,
+                           self.minfree_pages[h]):
                     moved.add(h)
-        unmerging = np.flatnonzero((self.host[:, k.H_SHARING] == k.SHARING_UNMERGE)
-                                   & (self.host[:, k.H_SHARE_ON] > 0))
-        for h in unmerging.tolist():
-            if unmerge(self.m, self.ck, self.vm, self.host, self.rng, h,
-                       self.minfree_pages[h]):
-                moved.add(h)
         for h in sorted(moved):
             k.image_backed(self.m, self.ck, self.vm, h)
             k.settle(self.m, self.vm, self.host, h)
