@@ -10,7 +10,7 @@ then the workload's classes), then the backing state (``kernel.py``)::
     slo shi float64 [H, V, C]     a swept class's span in sweep coordinates
     q      float64 [H, V, C]      chance of a touch since the sampling period began
     heat   int64   [H, V, C]      the classes, coldest first (-1 pads)
-    vm     float64 [H, V, 48]     per-VM parameters and state (kernel.V_*)
+    vm     float64 [H, V, 49]     per-VM parameters and state (kernel.V_*)
     cnt    float64 [H, V, 8]      per-VM counters (kernel.K_*)
     host   float64 [H, 46]        per-host parameters and state (kernel.H_*)
 
@@ -191,6 +191,7 @@ class HostBatch:
         vm[k.V_BAL_ON] = float(cfg.guest.balloon_enabled)
         vm[k.V_DEFLATE_OOM] = float(cfg.guest.deflate_on_oom)
         vm[k.V_REPORTING] = float(cfg.guest.free_page_reporting)
+        vm[k.V_GUEST_RANDOM] = float(gc.reclaim_policy == "random")
         self.set_cap(h, v)
         vm[k.V_COMP_FRAC] = wc.compressible_frac
         vm[k.V_FRAME_FRAC] = wc.compressed_frame_frac

@@ -38,6 +38,7 @@ vm.reservation, shares, overhead   admission at power-on, the policy's samples
 vm.limit (and its events)          ``V_CAP``: ``hold_to_cap``
 vm.power_on, power_off, events     ``V_ON``; masses freed at power-off
 guest.swap, swap_device            ``V_GSWAP_CAP``, ``V_GSWAP_NS``
+guest.reclaim_policy lru, random   coldest classes first, or all in proportion
 guest.balloon, balloon_max         ``V_BAL_ON``, ``V_BAL_MAX``; stuck (``balloon.py``)
 guest.deflate_on_oom               ``V_DEFLATE_OOM`` (``balloon.py``)
 guest.free_page_reporting          ``V_REPORTING`` (``balloon.py``)
@@ -61,8 +62,8 @@ many pages are touched; the qemu backend's ``file_backed``,
 ``shared_bytes``, ``private_bytes``, ``touch_ns``.
 
 Refused (one line naming the field and value): trace replay, demand and
-churn workloads; ``backend.kind = "qemu"``; a guest ``reclaim_policy``
-other than ``lru``; a ``file_backed`` workload; ``dup_frac`` above 0;
+churn workloads; ``backend.kind = "qemu"``; guest ``reclaim_policy``
+``fifo`` and ``clock``; a ``file_backed`` workload; ``dup_frac`` above 0;
 ``private_compressibility`` other than the image's; explicit salts some
 equal and some not.
 """
@@ -111,9 +112,10 @@ def check_aggregate(scenario: Scenario) -> None:
         except ConfigError as err:
             raise ConfigError(f"vm[{i}] {err.args[0]}", path=("Scenario", "fidelity")) from None
         where = f"vm[{i}] {vm.name}"
-        if vm.guest.reclaim_policy != "lru":
+        if vm.guest.reclaim_policy not in ("lru", "random"):
             refuse(f"{where}: guest.reclaim_policy = {vm.guest.reclaim_policy!r}",
-                   "guest reclaim takes the coldest classes first, as LRU does")
+                   "guest reclaim takes the coldest classes first (lru) or any in "
+                   "proportion (random)")
         for g in _generators(vm.workload):
             if g.file_backed:
                 refuse(f"{where}: workload file_backed = true",
