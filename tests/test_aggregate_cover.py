@@ -421,3 +421,35 @@ def test_every_scenario_field_is_modelled_irrelevant_or_refused():
     for key in ("deflate_on_oom", "free_page_reporting", "reclaim_policy", "dup_frac",
                 "private_compressibility", "tlb_entries", "processes"):
         assert key in essay, key
+
+
+# -- the fleet's batched path -----------------------------------------------------------------
+def _fleet_without_drivers(batched: bool, seconds: int):
+    from hvmem.aggregate.fleet import fleet_scenarios, per_host_decider
+    from hvmem.aggregate.fleet_policy import FleetPolicy
+
+    scenarios = [replace(sc, vms=tuple(replace(c, guest=replace(c.guest, balloon_enabled=False))
+                                       if i % 4 == 0 else c for i, c in enumerate(sc.vms)))
+                 for sc in fleet_scenarios([1, 2], seconds)]
+    batch = HostBatch(scenarios)
+    for h, sc in enumerate(scenarios):
+        for v in range(len(sc.vms)):
+            batch.power_on(h, v, 0)
+    decide = (FleetPolicy(batch, scenarios[0].policy).tick if batched
+              else per_host_decider(batch, scenarios))
+    stuck = 0
+    for i in range(seconds):
+        batch.step(i * NS_PER_S, True)
+        decide(i * NS_PER_S)
+        stuck += int((batch.vm[:, :, k.V_BAL_STUCK] > 0).sum())
+    return batch, stuck
+
+
+def test_the_batched_fleet_policy_reads_stuck_balloons_as_the_per_host_path_does():
+    """A quarter of bench-32vm's guests without a driver: both policy paths, the same arrays."""
+    per_host, stuck = _fleet_without_drivers(False, 600)
+    batched, stuck_batched = _fleet_without_drivers(True, 600)
+    assert stuck > 0 and stuck == stuck_batched
+    for name in ("m", "vm", "cnt", "host"):
+        np.testing.assert_allclose(getattr(batched, name), getattr(per_host, name),
+                                   rtol=1e-12, atol=1e-9, err_msg=name)
