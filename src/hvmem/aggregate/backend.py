@@ -4,10 +4,12 @@ The same samples and plans as the page-level backend (``sim_backend.py``):
 consumed memory is the VM's private frames (kernel, private pages, its
 compression cache), a balloon's size is its mass, swapped and compressed
 memory are the masses in those states, SHRDSVD the kernel's share of the
-shared frames. Applying a plan sets the balloon target and takes what the VM
-must give up beyond it at once (compressed first where allowed, then
-swapped), as the page-level backend does; the plan's host part sets the
-sharing scanner's mode and rate.
+shared frames, a balloon stuck as the host judged it at the last poll
+(``aggregate/balloon.py``). Applying a plan sets the balloon target and
+takes what the VM must give up beyond it at once (compressed first where
+allowed, then swapped), as the page-level backend does; the plan's host part
+sets the sharing scanner's mode (run, stop, or unmerge: ``unmerge.py``) and
+rate.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class AggregateBackend:
                 limit_mib=None if cfg.limit_bytes is None else cfg.limit_bytes / MIB,
                 balloon_mib=balloon[v],
                 balloon_target_mib=int(vm[k.V_BAL_TARGET]) * mib,
-                balloon_stuck=False,
+                balloon_stuck=bool(vm[k.V_BAL_STUCK] > 0),
                 swapped_mib=swapped[v],
                 compressed_mib=zipped[v],
                 shared_saved_mib=float(vm[k.V_SAVED]) * mib,
@@ -126,6 +128,10 @@ class AggregateBackend:
                         "swapped": int(b.cnt[h, v, k.K_SWAP_OUT] - swapped)}
                 self.on_event("reclaim", name,
                               ", ".join(f"{key} {n}" for key, n in done.items() if n))
+
+    def sharing_changed(self) -> None:
+        """The host's sharing settings changed (a scheduled event): the scanner follows."""
+        self._sharing()
 
     def _sharing(self) -> None:
         b, h, plan = self.batch, self.h, self.host_plan

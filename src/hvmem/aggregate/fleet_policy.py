@@ -96,6 +96,7 @@ class FleetPolicy:
         if now_ns < self.next_due_ns.min() and not b.host[:, k.H_WORSENED].any():
             return 0  # most ticks: nobody due, nothing crossed; skip the call's dispatch
         inflate, deflate, swap = self.steps
+        s.stuck[:] = b.vm[:, :, k.V_BAL_STUCK] > 0  # as the host judged at the last poll
         n, reacted = decide(now_ns, self.period_ns, self.gap_ns, self.next_due_ns,
                             self.last_state, self.last_ns, b.m, b.ck, b.vm, b.cnt, b.host,
                             b.heat, b.rng, b.lru, s.on, s.stuck, s.shares, s.configured,

@@ -49,6 +49,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hvmem.aggregate.balloon import deflate_on_oom
 from hvmem.aggregate.draws import binomial, part, stochastic_round
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout; also read as k.NAME)
 from hvmem.aggregate.reclaim import (
@@ -142,7 +143,10 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         if need > 0:
             _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
-        # What the guest could not place stays where it was (the guest would OOM-kill).
+            got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
+                                  lru)
+        # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
+        # what it still could not place stays where it was (the guest would OOM-kill).
         short = need - got
         back_gswp = min(short, t[GSWP])
         back_never = short - back_gswp

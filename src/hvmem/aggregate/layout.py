@@ -41,7 +41,13 @@ KERNEL_ROW = BALLOON_ROW
  V_RETURNED_SEEN, V_SAMPLE_N, V_SAVED, V_SHARED, V_ZERO_SHARED, V_ZERO_DOMAIN, V_LARGE_FRAC,
  V_NCLASS, V_SZTGT, V_SWTGT, V_IMAGE_BACKED, V_CAP, V_LP_HASHED, V_MIN, V_BAL_RATE,
  V_BAL_SLOW_LEFT) = range(45)
-N_VM = 45
+# The guest's balloon beyond its rates (aggregate/balloon.py): the size at the last poll,
+# when it last made progress (ns) and whether the host holds it stuck; deflate-on-OOM
+# and free page reporting switched on; backed free pages not yet reported. Guest
+# reclaim by random victims instead of LRU's coldest first (reclaim.py).
+(V_BAL_LAST, V_BAL_PROGRESS_NS, V_BAL_STUCK, V_DEFLATE_OOM, V_REPORTING,
+ V_REPORT_LEFT, V_GUEST_RANDOM) = range(45, 52)
+N_VM = 52
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,

@@ -10,7 +10,7 @@ then the workload's classes), then the backing state (``kernel.py``)::
     slo shi float64 [H, V, C]     a swept class's span in sweep coordinates
     q      float64 [H, V, C]      chance of a touch since the sampling period began
     heat   int64   [H, V, C]      the classes, coldest first (-1 pads)
-    vm     float64 [H, V, 35]     per-VM parameters and state (kernel.V_*)
+    vm     float64 [H, V, 52]     per-VM parameters and state (kernel.V_*)
     cnt    float64 [H, V, 8]      per-VM counters (kernel.K_*)
     host   float64 [H, 46]        per-host parameters and state (kernel.H_*)
 
@@ -23,12 +23,17 @@ the policy decides (``aggregate/backend.py``), never per tick.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from hvmem.aggregate import kernel as k
+from hvmem.aggregate.balloon import judge, report_free
 from hvmem.aggregate.classes import WorkloadClasses, workload_classes
+from hvmem.aggregate.unmerge import unmerge
+from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
+from hvmem.guest.balloon_driver import REPORT_PERIOD_NS
 from hvmem.guest.reclaim import linux_watermarks_pages
 from hvmem.hypervisor.large_pages import LARGE_PAGE_BREAKS_PER_S
 from hvmem.hypervisor.reclaim.sharing import default_scan_rate_pages_per_s
@@ -36,8 +41,20 @@ from hvmem.hypervisor.sampling import PROFILE_SAMPLING
 from hvmem.policy.minfree import thresholds as make_thresholds
 from hvmem.policy.state_tracker import DEFAULT_EXIT_MARGIN_FRAC
 from hvmem.policy.states import ExitRule, MemState, actions, get_profile
-from hvmem.scenario.schema import Scenario, VmConfig
+from hvmem.scenario.schema import HostConfig, Scenario, VmConfig
 from hvmem.units import NS_PER_S, PAGE_SHIFT, pages_to_mib
+
+
+def salted_across(sc: Scenario) -> bool:
+    """Whether every VM's pages share with every other's: one salt for all of them.
+
+    ``across`` salting, or ``explicit`` salting where every VM has the same salt
+    (``check_aggregate`` refuses salts neither all equal nor all different).
+    """
+    sh = sc.host.sharing
+    if sh.salting == "explicit":
+        return len({vm.salt or 0 for vm in sc.vms}) == 1
+    return sh.salting == "across"
 
 
 class VmSlot:
@@ -101,6 +118,9 @@ class HostBatch:
         self._next_phase_ns = math.inf  # the soonest phase change of any running VM
         for h, sc in enumerate(scenarios):
             self._init_host(h, sc)
+        self.minfree_pages = np.array([t.minfree_mib * k.PAGES_PER_MIB
+                                       for t in self.thresholds])
+        self._report = Period(REPORT_PERIOD_NS)  # free page reporting, checked at polls
 
     # -- set-up ---------------------------------------------------------------------
     def _init_host(self, h: int, sc: Scenario) -> None:
@@ -110,7 +130,7 @@ class HostBatch:
         host[k.H_FREE] = hc.memory_pages
         host[k.H_STATE] = int(MemState.HIGH)
         host[k.H_LARGE_PAGES] = float(bool(hc.large_pages) and hc.paging == "nested")
-        host[k.H_SALT_ACROSS] = float(hc.sharing.salting == "across")
+        host[k.H_SALT_ACROSS] = float(salted_across(sc))
         host[k.H_SWAP_NS] = sc.timing.swap_in_ns(hc.swap_device)
         host[k.H_REFILL] = max(1, int(sc.tick_ns // max(1.0, host[k.H_SWAP_NS])))
         host[k.H_SHARE_ON] = float(hc.sharing.enabled)
@@ -171,6 +191,9 @@ class HostBatch:
         vm[k.V_GSWAP_NS] = sc.timing.swap_in_ns(gc.swap_device)
         vm[k.V_BAL_MAX] = cfg.balloon_max_pages
         vm[k.V_BAL_ON] = float(cfg.guest.balloon_enabled)
+        vm[k.V_DEFLATE_OOM] = float(cfg.guest.deflate_on_oom)
+        vm[k.V_REPORTING] = float(cfg.guest.free_page_reporting)
+        vm[k.V_GUEST_RANDOM] = float(gc.reclaim_policy == "random")
         self.set_cap(h, v)
         vm[k.V_COMP_FRAC] = wc.compressible_frac
         vm[k.V_FRAME_FRAC] = wc.compressed_frame_frac
@@ -195,6 +218,15 @@ class HostBatch:
         (0). Called at power-on and when a scheduled event changes the limit.
         """
         self.vm[h, v, k.V_CAP] = self.slots[h][v].config.cap_pages or 0
+
+    def set_host(self, h: int, host: HostConfig) -> None:
+        """Host ``h``'s settings as a scheduled event left them (its sharing scanner's)."""
+        self.scenarios[h] = replace(self.scenarios[h], host=host)
+        self.host[h, k.H_SHARE_ON] = float(host.sharing.enabled)
+
+    def start_phase(self, h: int, v: int, index: int, now_ns: int) -> None:
+        """VM ``v``'s phased workload runs phase ``index`` from now on (a scheduled event)."""
+        self._enter_phase(h, v, index, now_ns)
 
     def power_off(self, h: int, v: int) -> None:
         """The VM's frames go back to the host."""
@@ -221,7 +253,7 @@ class HostBatch:
         for v, rate in zip(on, rates, strict=True):
             self.vm[h, v, k.V_SHARE_RATE] = rate * scale * tick_s
             images.setdefault(self.slots[h][v].classes.image, []).append(v)
-        across = sh.salting == "across"
+        across = salted_across(sc)
         for g, members in enumerate(images.values()):
             for v in members:
                 ok = across and len(members) > 1
@@ -321,6 +353,35 @@ class HostBatch:
         k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
                self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
                float(self.tick_ns), poll, self.lru)
+        self._after_step(now_ns, poll)
+
+    def _after_step(self, now_ns: int, poll: bool) -> None:
+        """What a tick does besides ``kernel.step`` (``aggregate/balloon.py``, ``unmerge.py``).
+
+        At a poll the host judges each balloon, and every 2 s the guests that
+        report free pages report them; each tick a host whose policy unmerges
+        has its shared pages copied back. The host's free frames and state are
+        then counted afresh.
+        """
+        moved = set()
+        if poll:
+            judge(self.m, self.vm, float(now_ns))
+            if self._report.due(now_ns):
+                self._report.start(now_ns)
+                if self.vm[:, :, k.V_REPORTING].any():
+                    for h in np.flatnonzero(self.vm[:, :, k.V_REPORTING].any(axis=1)).tolist():
+                        report_free(self.m, self.vm, self.host, self.rng, h)
+                        moved.add(h)
+        if (self.host[:, k.H_SHARING] == k.SHARING_UNMERGE).any():
+            unmerging = np.flatnonzero((self.host[:, k.H_SHARING] == k.SHARING_UNMERGE)
+                                       & (self.host[:, k.H_SHARE_ON] > 0))
+            for h in unmerging.tolist():
+                if unmerge(self.m, self.ck, self.vm, self.host, self.rng, h,
+                           self.minfree_pages[h]):
+                    moved.add(h)
+        for h in sorted(moved):
+            k.image_backed(self.m, self.ck, self.vm, h)
+            k.settle(self.m, self.vm, self.host, h)
 
     def settle(self, h: int) -> None:
         """Host ``h``'s free frames and state after a plan was applied."""

@@ -17,7 +17,8 @@ state ``s``), split out of the kernel's tick so each reads on its own:
   its LIFO list hands out the pages it freed last), Linux's watermarks
   (``_ensure_free``: below low, reclaim to high) and guest reclaim of the
   coldest classes to its swap, equally cold classes in proportion
-  (``_guest_reclaim``, ``_gswap_out``).
+  (``_guest_reclaim``, ``_gswap_out``); with ``reclaim_policy = "random"``
+  every class gives in proportion to what it holds, whatever its heat.
 """
 
 # ruff: noqa: F405  (the layout's names come from layout.py's __all__)
@@ -246,10 +247,11 @@ def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, 
         c0 = heat[h, v, j]
         if c0 < 0:
             break
-        # The run of equally cold classes that starts here.
+        # The run of equally cold classes that starts here (random victims: all of them).
         z = j + 1
-        while (z < n_c and heat[h, v, z] >= 0 and tp[h, v, heat[h, v, z]] == tp[h, v, c0]
-               and slo[h, v, heat[h, v, z]] == slo[h, v, c0]):
+        while (z < n_c and heat[h, v, z] >= 0 and (vm[h, v, V_GUEST_RANDOM] > 0 or (
+                tp[h, v, heat[h, v, z]] == tp[h, v, c0]
+                and slo[h, v, heat[h, v, z]] == slo[h, v, c0]))):
             z += 1
         rest = 0
         for i in range(j, z):

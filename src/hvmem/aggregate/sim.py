@@ -11,6 +11,61 @@ state thresholds and the results are the page-level run's own.
 Rows carry the page-level run's columns: what masses cannot say is kept as
 page fidelity would report it at rest (LPAGE 0: no host large pages are kept
 apart; ``guest_swap_mib`` the pages the guest swapped out).
+
+Every scenario field at this fidelity
+-------------------------------------
+A user switches fidelity and nothing else changes: each field of the
+scenario (``scenario/schema.py``) is held by the masses, is irrelevant to
+them, or is refused by :func:`check_aggregate` in one line. Modelled:
+
+=================================  ==============================================
+field                              how the masses hold it
+=================================  ==============================================
+duration, tick, seed               the tick loop; a SplitMix64 stream per host
+host.memory                        ``H_TOTAL``, free frames counted by ``settle``
+host.profile, min_free_frac        the states' thresholds and actions (``H_*``)
+host.paging, large_pages           ``H_LARGE_PAGES``: large pages broken to share
+host.swap_device                   ``H_SWAP_NS``: swap-in stall, swapper's refill
+host.swap_selection                random victims in proportion, or LRU's coldest
+host.sharing.enabled, scan rates,  ``H_SHARE_ON``, each VM's ``V_SHARE_RATE``
+cpu_ghz                            (capped by the host's total); events change them
+host.sharing.salting, vm.salt      image groups and zero frames, one salt or each
+                                   VM its own (explicit: all equal or all apart)
+host.compression                   ``H_ZIP_ON``, ``V_CACHE_MAX``
+host.sampling                      sampled share, fast and slow averages, floor
+vm.memory, kernel_bytes_per_page   ``V_PAGES``, ``V_KERNEL``
+vm.reservation, shares, overhead   admission at power-on, the policy's samples
+vm.limit (and its events)          ``V_CAP``: ``hold_to_cap``
+vm.power_on, power_off, events     ``V_ON``; masses freed at power-off
+guest.swap, swap_device            ``V_GSWAP_CAP``, ``V_GSWAP_NS``
+guest.reclaim_policy lru, random   coldest classes first, or all in proportion
+guest.balloon, balloon_max         ``V_BAL_ON``, ``V_BAL_MAX``; stuck (``balloon.py``)
+guest.deflate_on_oom               ``V_DEFLATE_OOM`` (``balloon.py``)
+guest.free_page_reporting          ``V_REPORTING`` (``balloon.py``)
+workload (uniform, zipf, hotcold,  heat classes (``classes.py``); phase events
+scan, idle, phases)                enter the phase's classes
+content image, image_frac,         content kinds of the classes; compressible share
+zero_frac, compressibility
+policy (name, params, period)      the same policy core; UNMERGE: ``unmerge.py``
+timing: guest, hypervisor fault,   each served page's stall
+zero, COW, decompress, balloon,
+swap costs
+=================================  ==============================================
+
+Irrelevant to masses: ``description``, ``name``; ``host.tlb_entries``,
+``tlb_ways``, ``pwc_entries`` and the MMU's costs (``tlb_hit_ns``,
+``walk_ref_ns``, ``vmexit_ns``, ``hidden_fault_ns``, ``pte_trace_ns``,
+``cr3_switch_ns``, ``tlb_flush_exit_ns``): mmu fidelity's alone, which the
+aggregate fidelity refuses; ``guest.processes`` and a workload's
+``process``, ``first_vpn``: which address space and where in it, not how
+many pages are touched; the qemu backend's ``file_backed``,
+``shared_bytes``, ``private_bytes``, ``touch_ns``.
+
+Refused (one line naming the field and value): trace replay, demand and
+churn workloads; ``backend.kind = "qemu"``; guest ``reclaim_policy``
+``fifo`` and ``clock``; a ``file_backed`` workload; ``dup_frac`` above 0;
+``private_compressibility`` other than the image's; explicit salts some
+equal and some not.
 """
 
 from __future__ import annotations
@@ -35,19 +90,62 @@ from hvmem.scenario.events import EventConfig
 from hvmem.scenario.schema import Scenario
 from hvmem.sim_events import EventSchedule, describe
 from hvmem.units import MIB, NS_PER_S, ns_to_s
+from hvmem.workloads.synthetic import PhasesParams
 
 AGGREGATE = "aggregate"
 
 
 def check_aggregate(scenario: Scenario) -> None:
-    """Refuse, in one line, what masses cannot hold (trace replay, demand, churn workloads)."""
+    """Refuse, in one line, what masses cannot hold (the table in the module essay)."""
     from hvmem.aggregate.classes import workload_classes
 
+    def refuse(where: str, what: str) -> None:
+        raise ConfigError(f"{where}: {what}; the aggregate fidelity does not model it, run "
+                          "at page fidelity", path=("Scenario", "fidelity"))
+
+    if scenario.backend.kind != "simulated":
+        refuse(f"backend.kind = {scenario.backend.kind!r}",
+               "the VMs are real guests, not simulated at any fidelity")
     for i, vm in enumerate(scenario.vms):
         try:
             workload_classes(vm.workload, scenario.tick_ns, vm.name)
         except ConfigError as err:
             raise ConfigError(f"vm[{i}] {err.args[0]}", path=("Scenario", "fidelity")) from None
+        where = f"vm[{i}] {vm.name}"
+        if vm.guest.reclaim_policy not in ("lru", "random"):
+            refuse(f"{where}: guest.reclaim_policy = {vm.guest.reclaim_policy!r}",
+                   "guest reclaim takes the coldest classes first (lru) or any in "
+                   "proportion (random)")
+        for g in _generators(vm.workload):
+            if g.file_backed:
+                refuse(f"{where}: workload file_backed = true",
+                       "page-cache pages the guest drops instead of swapping")
+            content = g.content
+            if content.dup_frac > 0:
+                refuse(f"{where}: content.dup_frac = {content.dup_frac}",
+                       "pages a VM holds twice")
+            if content.private_compressibility != content.image.compressibility:
+                refuse(f"{where}: content.private_compressibility",
+                       "private pages compressing unlike the image's (one compressibility "
+                       "a VM)")
+    if _mixed_salts(scenario):
+        refuse("host.sharing.salting = \"explicit\" with VMs of different salts, some "
+               "equal", "sharing between some VMs and not others")
+
+
+def _generators(workload: object) -> list:
+    """A workload's generators: a phased one's phases', or itself."""
+    if isinstance(workload, PhasesParams):
+        return [g for _, g in workload.resolved()]
+    return [workload]
+
+
+def _mixed_salts(scenario: Scenario) -> bool:
+    """Explicit salting whose salts are neither all one (across) nor all apart (within)."""
+    if scenario.host.sharing.salting != "explicit":
+        return False
+    salts = [vm.salt or 0 for vm in scenario.vms]
+    return 1 < len(set(salts)) < len(salts)
 
 
 class AggregateSimulation:
@@ -153,6 +251,9 @@ class AggregateSimulation:
             part = schedule.set(path, value)
             if part == "policy" and hasattr(self.policy, "params"):
                 self.policy.params = schedule.policy.for_policy(self.policy.name).params
+            elif part == "host":  # the sharing scanner's settings, from this tick on
+                b.set_host(0, schedule.host)
+                self.backend.sharing_changed()
             elif path[3:path.rindex(".")] in self._running():
                 v = self._running()[path[3:path.rindex(".")]]
                 b.slots[0][v].config = schedule.vm(self.names[v])
@@ -166,6 +267,8 @@ class AggregateSimulation:
             if cfg.power_off_ns is not None and cfg.power_off_ns <= self.now_ns:
                 schedule.replace_vm(replace(cfg, power_off_ns=None))
             self._power_on(self.names.index(event.vm or ""))
+        if event.phase is not None and running is not None:
+            b.start_phase(0, running, event.phase, self.now_ns)
 
     def _tick(self, tick_ns: int) -> None:
         b, now = self.batch, self.now_ns
