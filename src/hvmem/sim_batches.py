@@ -24,8 +24,10 @@ from typing import Any
 
 from hvmem.workloads.base import AccessBatch, Workload
 
-#: Batches the worker thread draws ahead of the one the main thread serves.
-AHEAD = 2
+#: Batches the worker thread draws (and walks) ahead of the one the main thread
+#: serves: a few, so that a VM whose steps ahead take long (a busy one) does not
+#: hold up the serving of those before it.
+AHEAD = 4
 #: The thread that draws workload batches while the main thread serves them.
 _workload_thread: ThreadPoolExecutor | None = None
 

@@ -207,14 +207,12 @@ def serve_pages(kernel: KernelState, batch: AccessBatch, walked: WalkedChunk | N
 
     ``walked``: the first chunk as :func:`walk_ahead` left it, if it ran.
     """
-    dropped_mask = np.zeros(len(batch), dtype=np.bool_)
-    served_refs = 0
     procs = batch.process
     if _one_process(batch):  # one process: no selection
-        dropped_mask, served_refs = _serve_process(
-            kernel, process_of(kernel.processes, int(procs[0])), batch.vpn, batch.is_write,
-            batch.refs, batch.content, walked)
-        procs = procs[:0]
+        return _serve_process(kernel, process_of(kernel.processes, int(procs[0])), batch.vpn,
+                              batch.is_write, batch.refs, batch.content, walked)
+    dropped_mask = np.zeros(len(batch), dtype=np.bool_)
+    served_refs = 0
     for index in np.unique(procs).tolist():
         sel = np.flatnonzero(batch.process == index)
         d, r = _serve_process(kernel, process_of(kernel.processes, index), batch.vpn[sel],
