@@ -57,6 +57,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -279,8 +280,12 @@ class Simulation:
         stall: dict[str, float] = {}
         causes: dict[str, dict[str, float]] = {}
         running = list(self.vms.items())
-        batches = tick_batches([vm.workload for _, vm in running], now, tick_ns)
-        for (name, vm), batch in zip(running, batches, strict=True):
+        # Each served VM's guest-only first steps run on the workload thread too,
+        # while the VMs before it are served (sim_batches.py).
+        ahead = [None if self.mmu_fidelity or self._blocked(vm)
+                 else partial(vm.kernel.walk_ahead, now_ns=now) for _, vm in running]
+        batches = tick_batches([vm.workload for _, vm in running], now, tick_ns, ahead)
+        for (name, vm), (batch, walked) in zip(running, batches, strict=True):
             if self.mmu_fidelity and vm.kernel.mmu is None:  # the VM's vCPU, on its first tick
                 hc = sc.host
                 tlb = Tlb(hc.tlb_entries, hc.tlb_ways, f"{name} tlb")
@@ -290,7 +295,7 @@ class Simulation:
             # A VM the plan blocked waits only while the host is still in LOW:
             # ESX lets it allocate again as soon as the host is back in hard
             # [OSDI02 §6.3], without waiting for the next balance period.
-            if vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW:
+            if self._blocked(vm):
                 stall[name] = float(tick_ns)  # descheduled until the host recovers
                 causes[name] = blocked_causes(tick_ns)
                 continue
@@ -299,7 +304,7 @@ class Simulation:
                 if self.mmu_fidelity:
                     result = vm.kernel.access_mmu(batch, now, vm.host_vm)
                 else:
-                    result = vm.kernel.access(batch, now)
+                    result = vm.kernel.access(batch, now, walked)
             stall[name] = result.time_ns
             causes[name] = stall_causes(before, stall_snapshot(vm), result.time_ns)
         if self._balloon_poll.due(now):
@@ -354,6 +359,11 @@ class Simulation:
             for vm in self.vms.values():
                 vm.kernel.check_invariants()
         self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
+
+
+    def _blocked(self, vm: SimVm) -> bool:
+        """Whether the plan keeps ``vm`` from running this tick (decided before any runs)."""
+        return vm.plan is not None and vm.plan.blocked and self.state == MemState.LOW
 
 
 @contextmanager

@@ -18,9 +18,24 @@ Two ways to serve a tick's accesses, one per fidelity:
   the end, so reclaim sees the same recency as in page fidelity. The time
   charged is the faults' and the translation's beyond the TLB lookup each
   reference makes anyway (page fidelity charges nothing per reference).
+
+Walking ahead (page fidelity)
+-----------------------------
+A chunk's first steps read and write only the guest's own state: the walk of
+its page table, the reclaim policy's stamps of the pages found present and,
+when none is missing, their dirty bits and the split into written and read
+pages. Nothing else changes that state while other VMs are served (the host
+reaches a guest only through its memory bus, and each guest is served by the
+one thread that serves it), so :func:`walk_ahead` can do those steps for a
+VM's first chunk on another thread while the VMs before it are served, and
+:func:`serve_pages` starts from its result: the same values, computed earlier.
+Everything that reaches the host (the bus calls, faults, guest reclaim) still
+runs in VM order on the serving thread.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -133,16 +148,71 @@ def _mark_used(ptes, writes, stamp, use_stamp, use_bit, dirty):
 
 
 # -- page fidelity -----------------------------------------------------------------------
-def serve_pages(kernel: KernelState, batch: AccessBatch) -> tuple[np.ndarray, int]:
-    """Serve a tick's distinct pages, faults first; returns (dropped per entry, references)."""
+@dataclass(slots=True)
+class WalkedChunk:
+    """A batch's first chunk, walked and stamped ahead (:func:`walk_ahead`).
+
+    ``ptes`` are the chunk's leaf entries; the first ``idx.size`` indices of
+    those not present are in ``idx`` (``n_missing`` in all). With none missing
+    the pages are split too (``split``: written pages, their tokens, read
+    pages, and the references), the written ones marked dirty.
+    """
+
+    n_pages: int
+    ptes: np.ndarray
+    idx: np.ndarray
+    n_missing: int
+    split: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None
+
+
+def _chunk_pages(kernel: KernelState) -> int:
+    """Pages served per chunk: few enough that a chunk's faults fit in memory."""
+    return max(1, (kernel.config.memory_pages - kernel.high_pages) // 4)
+
+
+def _one_process(batch: AccessBatch) -> bool:
+    procs = batch.process
+    return bool(procs.size) and procs[0] == procs.min() == procs.max()
+
+
+def walk_ahead(kernel: KernelState, batch: AccessBatch, now_ns: int) -> WalkedChunk | None:
+    """The guest-only first steps of serving ``batch`` at ``now_ns`` (see the essay).
+
+    Only for a batch of one process without mappings to change (None
+    otherwise): the steps read and write the guest's own page table, stamps
+    and dirty bits, nothing the host or another guest holds, and must run
+    before the kernel serves anything else of this guest. The kernel then
+    serves ``batch`` at ``now_ns`` from the result (``GuestKernel.access``).
+    """
+    if batch.ops or not _one_process(batch):
+        return None
+    kernel.now_ns = now_ns  # the stamp this time gets; serving sets the same time again
+    proc = process_of(kernel.processes, int(batch.process[0]))
+    hi = _chunk_pages(kernel)
+    vpns = np.ascontiguousarray(batch.vpn[:hi], dtype=np.int64)
+    n = vpns.size
+    ptes = proc.space.page_table.leaf_entries(vpns)
+    idx = np.empty(n, dtype=np.int64)
+    rp = kernel.replacement
+    n_missing = _stamp_present(ptes, kernel.now_stamp, rp.use_stamp, rp.use_bit, idx)
+    split = None
+    if n_missing == 0:
+        split = _split(kernel, ptes, batch.is_write[:hi], batch.refs[:hi], batch.content[:hi])
+    return WalkedChunk(n, ptes, idx, n_missing, split)
+
+
+def serve_pages(kernel: KernelState, batch: AccessBatch, walked: WalkedChunk | None = None
+                ) -> tuple[np.ndarray, int]:
+    """Serve a tick's distinct pages, faults first; returns (dropped per entry, references).
+
+    ``walked``: the first chunk as :func:`walk_ahead` left it, if it ran.
+    """
+    procs = batch.process
+    if _one_process(batch):  # one process: no selection
+        return _serve_process(kernel, process_of(kernel.processes, int(procs[0])), batch.vpn,
+                              batch.is_write, batch.refs, batch.content, walked)
     dropped_mask = np.zeros(len(batch), dtype=np.bool_)
     served_refs = 0
-    procs = batch.process
-    if procs.size and procs[0] == procs.min() == procs.max():  # one process: no selection
-        dropped_mask, served_refs = _serve_process(
-            kernel, process_of(kernel.processes, int(procs[0])), batch.vpn, batch.is_write,
-            batch.refs, batch.content)
-        procs = procs[:0]
     for index in np.unique(procs).tolist():
         sel = np.flatnonzero(batch.process == index)
         d, r = _serve_process(kernel, process_of(kernel.processes, index), batch.vpn[sel],
@@ -153,33 +223,41 @@ def serve_pages(kernel: KernelState, batch: AccessBatch) -> tuple[np.ndarray, in
 
 
 def _serve_process(kernel: KernelState, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                   refs: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
+                   refs: np.ndarray, tokens: np.ndarray, walked: WalkedChunk | None = None
+                   ) -> tuple[np.ndarray, int]:
     # Accesses happen in order: in chunks small enough that a chunk's faults
     # fit in memory, so pages touched earlier in the tick may be reclaimed
     # for later ones (a tick touching more than memory holds thrashes).
-    chunk = max(1, (kernel.config.memory_pages - kernel.high_pages) // 4)
+    chunk = _chunk_pages(kernel)
     dropped = np.zeros(vpns.size, dtype=np.bool_)
     served = 0
     for lo in range(0, vpns.size, chunk):
         hi = lo + chunk
         dropped[lo:hi], r = _serve_chunk(kernel, proc, vpns[lo:hi], writes[lo:hi],
-                                         refs[lo:hi], tokens[lo:hi])
+                                         refs[lo:hi], tokens[lo:hi],
+                                         walked if lo == 0 else None)
         served += r
     return dropped, served
 
 
 def _serve_chunk(kernel: KernelState, proc: Process, vpns: np.ndarray, writes: np.ndarray,
-                 refs: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, int]:
+                 refs: np.ndarray, tokens: np.ndarray, walked: WalkedChunk | None = None
+                 ) -> tuple[np.ndarray, int]:
     table = proc.space.page_table
     stamp = kernel.now_stamp
     # Mark what is resident as used now, so reclaim for this chunk's faults
     # prefers pages it does not touch.
     n = vpns.size
     vpns = np.ascontiguousarray(vpns, dtype=np.int64)
-    ptes = table.leaf_entries(vpns)
-    idx = np.empty(n, dtype=np.int64)
     rp = kernel.replacement
-    n_missing = _stamp_present(ptes, stamp, rp.use_stamp, rp.use_bit, idx)
+    if walked is not None and walked.n_pages == n:  # done ahead (walk_ahead)
+        if walked.split is not None:
+            return _touch_split(kernel, n, walked.split)
+        ptes, idx, n_missing = walked.ptes, walked.idx, walked.n_missing
+    else:
+        ptes = table.leaf_entries(vpns)
+        idx = np.empty(n, dtype=np.int64)
+        n_missing = _stamp_present(ptes, stamp, rp.use_stamp, rp.use_bit, idx)
     if n_missing == 0:  # the common case: every page resident, no fault to take
         return _touch_resident(kernel, ptes, writes, refs, tokens)
     # ``idx``: the entries that may be missing. Without guest reclaim in between,
@@ -231,6 +309,12 @@ def _touch_resident(kernel: KernelState, ptes: np.ndarray, writes: np.ndarray,
     The written pages are marked dirty, then the writes and the reads go
     over the bus.
     """
+    return _touch_split(kernel, ptes.size, _split(kernel, ptes, writes, refs, tokens))
+
+
+def _split(kernel: KernelState, ptes: np.ndarray, writes: np.ndarray, refs: np.ndarray,
+           tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Mapped pages split into written (marked dirty, with tokens) and read; and references."""
     n = ptes.size
     w_ppns = np.empty(n, dtype=np.int64)
     w_tokens = np.empty(n, dtype=np.uint64)
@@ -239,11 +323,19 @@ def _touch_resident(kernel: KernelState, ptes: np.ndarray, writes: np.ndarray,
                                       np.ascontiguousarray(tokens, dtype=np.uint64),
                                       np.ascontiguousarray(refs, dtype=np.int64),
                                       kernel.dirty, w_ppns, w_tokens, r_ppns)
-    if n_w:
-        kernel.counters.time_ns += kernel.memory.write_pages(w_ppns[:n_w], w_tokens[:n_w])
-    if n_r:
-        kernel.counters.time_ns += kernel.memory.touch_pages(r_ppns[:n_r])
-    return np.zeros(n, dtype=np.bool_), int(served)
+    return w_ppns[:n_w], w_tokens[:n_w], r_ppns[:n_r], int(served)
+
+
+def _touch_split(kernel: KernelState, n: int,
+                 split: tuple[np.ndarray, np.ndarray, np.ndarray, int]
+                 ) -> tuple[np.ndarray, int]:
+    """The writes, then the reads of a split chunk of ``n`` pages, over the bus."""
+    w_ppns, w_tokens, r_ppns, served = split
+    if w_ppns.size:
+        kernel.counters.time_ns += kernel.memory.write_pages(w_ppns, w_tokens)
+    if r_ppns.size:
+        kernel.counters.time_ns += kernel.memory.touch_pages(r_ppns)
+    return np.zeros(n, dtype=np.bool_), served
 
 
 # -- mmu fidelity ------------------------------------------------------------------------

@@ -152,17 +152,26 @@ class GuestKernel(KernelState):
                          self.mmu, self.free_pages)
 
     # -- accesses ----------------------------------------------------------------------
-    def access(self, batch: AccessBatch, now_ns: int) -> AccessResult:
-        """Serve one tick's accesses (page fidelity): faults first, then the touches."""
+    def access(self, batch: AccessBatch, now_ns: int,
+               walked: access.WalkedChunk | None = None) -> AccessResult:
+        """Serve one tick's accesses (page fidelity): faults first, then the touches.
+
+        ``walked``: what :meth:`walk_ahead` returned for this batch and time, if
+        it ran (on another thread, before the kernel served anything else).
+        """
         self.now_ns = now_ns
         c = self.counters
         before = (c.minor_faults, c.major_faults, c.time_ns)
         for op in batch.ops:
             self.apply_op(op)
-        dropped_mask, served_refs = access.serve_pages(self, batch)
+        dropped_mask, served_refs = access.serve_pages(self, batch, walked)
         c.refs += served_refs
         return AccessResult(served_refs, c.time_ns - before[2], c.minor_faults - before[0],
                             c.major_faults - before[1], int(dropped_mask.sum()), dropped_mask)
+
+    def walk_ahead(self, batch: AccessBatch, now_ns: int) -> access.WalkedChunk | None:
+        """The guest-only first steps of :meth:`access` (``access.walk_ahead``)."""
+        return access.walk_ahead(self, batch, now_ns)
 
     def access_mmu(self, batch: AccessBatch, now_ns: int, path: TranslationPath
                    ) -> AccessResult:

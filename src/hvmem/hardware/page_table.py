@@ -383,6 +383,12 @@ class RadixPageTable:
         4 KiB leaves, 1 for the PD that holds 2 MiB leaves.
         """
         store = self.store
+        if leaf_level == 0 and vpns.size:
+            # Mostly every table is there already (a fault maps into tables made
+            # for it): one pass finds them all, and only a miss walks level by level.
+            frames = leaf_table_frames(store.entries, self.root_frame, vpns)
+            if frames.min() >= 0:
+                return frames
         parent = np.full(vpns.size, self.root_frame, dtype=np.int64)
         for level in range(LEVELS - 1, leaf_level, -1):
             idx = (vpns >> (INDEX_BITS * level)) & (ENTRIES_PER_TABLE - 1)

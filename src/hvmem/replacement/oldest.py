@@ -71,10 +71,12 @@ def least_pages(kinds, age, evictable, max_age, out):
         shift += 1
     hist = np.zeros((max_age >> shift) + 1, dtype=np.int64)
     total = 0
+    # Counted without a branch: candidates and others mix page by page (free,
+    # ballooned and table pages among a guest's own), which a branch mispredicts.
     for p in range(kinds.size):
-        if evictable[kinds[p]]:
-            hist[age[p] >> shift] += 1
-            total += 1
+        e = np.int64(evictable[kinds[p]])
+        hist[age[p] >> shift] += e
+        total += e
     n = min(k, total)
     if n == 0:
         return total
@@ -95,13 +97,15 @@ def least_pages(kinds, age, evictable, max_age, out):
     n_tie = 0
     taken = 0
     for p in range(kinds.size):
-        if not evictable[kinds[p]]:
-            continue
+        # The age first: most pages are younger than the threshold, so the
+        # branch predicts well and their kind is never looked up.
         b = age[p] >> shift
+        if b > t or not evictable[kinds[p]]:
+            continue
         if b < t:
             out[start[b]] = p
             start[b] += 1
-        elif b == t:
+        else:
             if shift:
                 tie[n_tie] = p
                 n_tie += 1
