@@ -29,17 +29,21 @@ def _fleet(seeds, duration_s, batched):
     for h, sc in enumerate(scenarios):
         for v in range(len(sc.vms)):
             batch.power_on(h, v, 0)
-    if batched:
-        policy = FleetPolicy(batch, scenarios[0].policy)
+    settled = None
+    if batched:  # stepped as run_batch steps it
+        settled = np.zeros(len(seeds), np.uint8)
+        policy = FleetPolicy(batch, scenarios[0].policy, settled)
         decide = policy.tick
     else:
         policy, decide = None, per_host_decider(batch, scenarios)
     worst = np.zeros(len(seeds), np.int64)
     decisions = 0
     for i in range(duration_s):
-        batch.step(i * NS_PER_S, True)
+        batch.step(i * NS_PER_S, True, lazy_running=batched, settled=settled)
         decisions += decide(i * NS_PER_S)
         worst = np.maximum(worst, batch.host[:, k.H_STATE].astype(np.int64))
+    for h in range(len(seeds)):
+        k.running_share(batch.m, batch.q, batch.vm, h)
     return batch, policy, decisions, worst
 
 

@@ -313,12 +313,21 @@ class HostBatch:
         self._next_phase_ns = min(self._next_phase_ns, slot.phase_end_ns)
 
     # -- the tick -------------------------------------------------------------------
-    def step(self, now_ns: int, poll: bool) -> None:
-        """One tick of every host."""
+    def step(self, now_ns: int, poll: bool, lazy_running: bool = False,
+             settled: np.ndarray | None = None) -> None:
+        """One tick of every host (``lazy_running``, ``settled``: see ``kernel.step``).
+
+        ``settled`` is the caller's to clear for a host whose arrays it changes
+        between steps; a phase starting clears it here.
+        """
+        if settled is None:
+            settled = np.zeros(self.m.shape[0], np.uint8)
+        elif now_ns >= self._next_phase_ns:
+            settled[:] = 0
         self.advance_phases(now_ns)
         k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
                self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
-               float(self.tick_ns), poll, self.lru)
+               float(self.tick_ns), poll, self.lru, lazy_running, settled)
 
     def settle(self, h: int) -> None:
         """Host ``h``'s free frames and state after a plan was applied."""
