@@ -29,17 +29,21 @@ def _fleet(seeds, duration_s, batched):
     for h, sc in enumerate(scenarios):
         for v in range(len(sc.vms)):
             batch.power_on(h, v, 0)
-    if batched:
-        policy = FleetPolicy(batch, scenarios[0].policy)
+    settled = None
+    if batched:  # stepped as run_batch steps it
+        settled = np.zeros(len(seeds), np.uint8)
+        policy = FleetPolicy(batch, scenarios[0].policy, settled)
         decide = policy.tick
     else:
         policy, decide = None, per_host_decider(batch, scenarios)
     worst = np.zeros(len(seeds), np.int64)
     decisions = 0
     for i in range(duration_s):
-        batch.step(i * NS_PER_S, True)
+        batch.step(i * NS_PER_S, True, lazy_running=batched, settled=settled)
         decisions += decide(i * NS_PER_S)
         worst = np.maximum(worst, batch.host[:, k.H_STATE].astype(np.int64))
+    for h in range(len(seeds)):
+        k.running_share(batch.m, batch.q, batch.vm, h)
     return batch, policy, decisions, worst
 
 
@@ -82,3 +86,35 @@ def test_an_unknown_fleet_policy_is_one_line():
     out = CliRunner().invoke(app, ["bench", "fleet", "--hosts", "2", "--policy", "esxx"])
     assert out.exit_code != 0
     assert "esxx" in out.output and "Traceback" not in out.output
+
+
+def test_settled_flags_and_the_lazy_running_share_change_nothing():
+    """A fleet's shortcuts (``kernel.step``'s ``settled`` and ``lazy_running``) against none.
+
+    Every array, each simulated minute, with the running share worked out where the
+    policy core would read it.
+    """
+    seeds, duration_s = [2, 5], 420
+    runs = []
+    for fast in (False, True):
+        scenarios = fleet_scenarios(seeds, duration_s)
+        batch = HostBatch(scenarios)
+        for h, sc in enumerate(scenarios):
+            for v in range(len(sc.vms)):
+                batch.power_on(h, v, 0)
+        settled = np.zeros(len(seeds), np.uint8) if fast else None
+        policy = FleetPolicy(batch, scenarios[0].policy, settled)
+        seen = []
+        for i in range(duration_s):
+            batch.step(i * NS_PER_S, True, lazy_running=fast, settled=settled)
+            policy.tick(i * NS_PER_S)
+            if i % 60 == 59:
+                for h in range(len(seeds)):
+                    k.running_share(batch.m, batch.q, batch.vm, h)
+                seen.append([getattr(batch, n).copy() for n in ("m", "vm", "cnt", "host", "q")])
+        runs.append((seen, policy.decisions))
+    (slow, n_slow), (fast, n_fast) = runs
+    assert n_slow == n_fast > 0
+    for a, b in zip(slow, fast, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)

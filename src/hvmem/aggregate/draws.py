@@ -6,6 +6,9 @@ run the same on any machine. Binomials of small mean (under 12) are drawn by
 inversion (O(mean) steps), larger ones by the normal approximation, rounded
 and clipped to [0, n]: at a mean of 12 the approximation's error in each
 probability is under 2 %, far below the seed-to-seed spread it stands for.
+The normal deviate is one uniform through the inverse normal distribution
+function [ACKLAM03]: 14 ns a draw, where Box-Muller's two uniforms,
+logarithm, root and cosine took 30.
 
 Every draw is compiled inline into its caller (``inline="always"``: a call
 would pass each array as a dozen scalars). The kernels of ``kernel.py`` and
@@ -59,12 +62,43 @@ def _binomial(rng, h, n, p):
             prob *= r * (n - k) / (k + 1)
             k += 1
     else:
-        u1 = max(_uniform(rng, h), 1e-300)
-        u2 = _uniform(rng, h)
-        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        z = _std_normal(rng, h)
         k = int(math.floor(mean + z * math.sqrt(mean * (1.0 - q)) + 0.5))
         k = min(max(k, 0), n)
     return n - k if flip else k
+
+
+# Acklam's rational approximations of the inverse normal distribution function
+# (relative error under 1.2e-9) [ACKLAM03]: the central region's numerator and
+# denominator, and the tails'.
+_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+      1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+      6.680131188771972e+01, -1.328068155288572e+01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+      -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+      3.754408661907416e+00)
+_P_LOW = 0.02425  # below it (and above 1 - it), the tails' approximation
+
+
+@njit(cache=True, inline="always")
+def _std_normal(rng, h):
+    """A standard normal draw: one uniform through the inverse distribution function.
+
+    Nineteen draws in twenty fall in the central region, a ratio of two
+    polynomials; the tails take a logarithm and a root.
+    """
+    u = max(_uniform(rng, h), 1e-300)
+    if _P_LOW <= u <= 1.0 - _P_LOW:
+        x = u - 0.5
+        r = x * x
+        return ((((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * x
+                / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0))
+    t = math.sqrt(-2.0 * math.log(min(u, 1.0 - u)))
+    z = ((((((_C[0] * t + _C[1]) * t + _C[2]) * t + _C[3]) * t + _C[4]) * t + _C[5])
+         / ((((_D[0] * t + _D[1]) * t + _D[2]) * t + _D[3]) * t + 1.0))
+    return z if u < 0.5 else -z
 
 
 @njit(cache=True, inline="always")

@@ -126,10 +126,17 @@ def run_batch(seeds: list[int], duration_s: int, policy: str | None = None,
         for v in range(len(sc.vms)):
             batch.power_on(h, v, 0)
     name = scenarios[0].policy.name
-    if policy_path(name) == "batched":
+    # The batched policy core works out the running active share of the hosts it
+    # decides (``kernel.running_share``); the per-host controllers read it as written.
+    # It also clears the ``settled`` flag of each host it changes, so that a host
+    # nothing changed since its last step is not counted again at the next one's start.
+    lazy = policy_path(name) == "batched"
+    settled = None
+    if lazy:
         from hvmem.aggregate.fleet_policy import FleetPolicy
 
-        decide = FleetPolicy(batch, scenarios[0].policy).tick
+        settled = np.zeros(len(scenarios), np.uint8)
+        decide = FleetPolicy(batch, scenarios[0].policy, settled).tick
     else:
         decide = per_host_decider(batch, scenarios)
     n_h, n_v = len(scenarios), batch.m.shape[1]
@@ -145,7 +152,7 @@ def run_batch(seeds: list[int], duration_s: int, policy: str | None = None,
         for i in range(n_ticks):
             now = i * tick_ns
             t0 = time.process_time()
-            batch.step(now, i % poll_every == 0)
+            batch.step(now, i % poll_every == 0, lazy, settled)
             t1 = time.process_time()
             decisions += decide(now)
             t2 = time.process_time()

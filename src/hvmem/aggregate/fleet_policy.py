@@ -59,13 +59,17 @@ class FleetPolicy:
     Args:
         batch: the hosts, powered on.
         config: the ``[policy]`` configuration, the same for every host (esx).
+        settled: the ``settled`` flags the batch is stepped with (``kernel.step``):
+            a host whose plans are applied is cleared.
     """
 
-    def __init__(self, batch: HostBatch, config: PolicyConfig) -> None:
+    def __init__(self, batch: HostBatch, config: PolicyConfig,
+                 settled: np.ndarray | None = None) -> None:
         if config.name not in BATCHED_POLICIES or not isinstance(config.params, EsxParams):
             raise ValueError(f"policy {config.name!r} is not planned over arrays")
         self.batch = batch
         n_h, n_v = batch.vm.shape[0], batch.vm.shape[1]
+        self.settled = np.zeros(n_h, np.uint8) if settled is None else settled
         s = self.samples = SampleArrays(n_h, n_v)
         self.plans = PlanArrays(n_h, n_v)
         for h, row in enumerate(batch.slots):
@@ -98,14 +102,14 @@ class FleetPolicy:
         inflate, deflate, swap = self.steps
         s.stuck[:] = b.vm[:, :, k.V_BAL_STUCK] > 0  # as the host judged at the last poll
         n, reacted = decide(now_ns, self.period_ns, self.gap_ns, self.next_due_ns,
-                            self.last_state, self.last_ns, b.m, b.ck, b.vm, b.cnt, b.host,
+                            self.last_state, self.last_ns, b.m, b.ck, b.q, b.vm, b.cnt, b.host,
                             b.heat, b.rng, b.lru, s.on, s.stuck, s.shares, s.configured,
                             s.reservation, s.limit, s.consumed, s.active, s.balloon,
                             s.balloon_target, s.balloon_max, s.swapped, s.compressed, s.free,
                             s.minfree, s.state, self.acts, self.compression, self.k,
                             self.free_target_frac, inflate, deflate, swap, p.target,
                             p.balloon_target, p.swap_target, p.compress, p.blocked,
-                            p.available)
+                            p.available, self.settled)
         self.decisions += n
         self.reactions += reacted
         return n
@@ -163,11 +167,11 @@ def _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, target, balloon_target, 
 
 
 @njit(cache=True)
-def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, vm, cnt, host,
-           heat, rng, lru, on, stuck, shares, configured, reservation, limit, consumed, active,
-           balloon, balloon_target, balloon_max, swapped, compressed, free, minfree, state,
+def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, q, vm, cnt,
+           host, heat, rng, lru, on, stuck, shares, configured, reservation, limit, consumed,
+           active, balloon, balloon_target, balloon_max, swapped, compressed, free, minfree, state,
            acts, compression, kk, free_target_frac, inflate_step, deflate_step, swap_step,
-           o_target, o_balloon, o_swap, o_compress, o_blocked, o_available):
+           o_target, o_balloon, o_swap, o_compress, o_blocked, o_available, settled):
     """One tick of every host's controller: which decide, their samples, plans and applying.
 
     Returns the number of hosts that decided and how many of those a crossing forced.
@@ -190,6 +194,7 @@ def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, v
     hosts = hosts[:n]
     for i in range(n):
         h = hosts[i]
+        k.running_share(m, q, vm, h)  # the step left it to be read here
         _sample(m, vm, host, h, on, configured, consumed, active, balloon, balloon_target,
                 swapped, compressed, free, state)
     plan_kernel(hosts, on, stuck, shares, configured, reservation, limit, consumed, active,
@@ -200,6 +205,7 @@ def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, v
         h = hosts[i]
         _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, o_target, o_balloon, o_swap,
                o_compress, o_blocked)
+        settled[h] = 0  # its pages moved: the next step counts its frames afresh
         last_state[h] = state[h]
         last_ns[h] = now_ns
         next_due_ns[h] = now_ns + period_ns  # a forced decision starts a new period too

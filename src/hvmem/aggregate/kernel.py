@@ -59,11 +59,19 @@ from hvmem.aggregate.reclaim import (
     _nc,
     _take_free,
     _unzip,
-    _used_frames,
     hold_to_cap,
     make_room,
     swap_to_target,
 )
+
+
+@njit(cache=True, inline="always")
+def _mass(m, h, v, c):
+    """Row ``c``'s pages in every state."""
+    mass = 0
+    for s in range(N_STATES):
+        mass += m[h, v, c, s]
+    return mass
 
 
 @njit(cache=True)
@@ -78,16 +86,15 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         length = vm[h, v, V_SCAN_LEN]
         vm[h, v, V_SCAN_POS] = b % length
     for c in range(FIRST_CLASS, n_c):
-        mass = 0
-        for s in range(N_STATES):
-            mass += m[h, v, c, s]
+        # A class nothing touches this tick is passed over before its pages are counted.
+        lo = slo[h, v, c]
+        if (rate <= 0) if lo >= 0.0 else (tp[h, v, c] <= 0.0):
+            continue
+        mass = _mass(m, h, v, c)
         if mass == 0:
             continue
         t[:] = 0
-        lo = slo[h, v, c]
         if lo >= 0.0:  # swept: the pages the cursor passes this tick
-            if rate <= 0:
-                continue
             hi = shi[h, v, c]
             length = vm[h, v, V_SCAN_LEN]
             cover = 0.0
@@ -118,8 +125,6 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             t[PRIV] = 0
         else:
             p = tp[h, v, c]
-            if p <= 0.0:
-                continue
             q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - p)
             for s in (NEVER, ZIP, SWP, GSWP):
                 t[s] = binomial(rng, h, m[h, v, c, s], p)
@@ -294,10 +299,17 @@ def image_backed(m, ck, vm, h):
     for v in range(m.shape[1]):
         n = 0
         if vm[h, v, V_ON] > 0:
-            for c in range(FIRST_CLASS, _nc(vm, h, v)):
-                if ck[h, v, c] == 1:
-                    n += m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZIP] + m[h, v, c, SWP]
+            n = _image_pages(m, ck, vm, h, v)
         vm[h, v, V_IMAGE_BACKED] = n
+
+
+@njit(cache=True, inline="always")
+def _image_pages(m, ck, vm, h, v):
+    n = 0
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        if ck[h, v, c] == 1:
+            n += m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZIP] + m[h, v, c, SWP]
+    return n
 
 
 @njit(cache=True)
@@ -316,20 +328,43 @@ def settle(m, vm, host, h):
     SHRDSVD is its shared pages less its share of those frames.
     """
     n_v = m.shape[1]
+    _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, np.empty((3, n_v + 1)))
+
+
+@njit(cache=True)
+def settle_tick(m, ck, vm, host, h, scratch):
+    """``image_backed`` then ``settle``, in one pass over each VM's classes (the tick's)."""
+    _settle(m, ck, vm, host, h, True, scratch)
+
+
+@njit(cache=True, inline="always")
+def _settle(m, ck, vm, host, h, image, scratch):
+    """``settle``; with ``image``, each VM's ``V_IMAGE_BACKED`` counted first, VM by VM.
+
+    ``scratch``: 3 x (VMs + 1) floats, overwritten.
+    """
+    n_v = m.shape[1]
     used = 0.0
     zero_any = 0
-    groups = np.zeros(n_v + 1, np.float64)
-    group_total = np.zeros(n_v + 1, np.float64)
-    universe = np.zeros(n_v + 1, np.float64)
+    groups, group_total, universe = scratch[0], scratch[1], scratch[2]
+    group_total[:] = 0.0
+    universe[:] = 0.0
     for v in range(n_v):
         if vm[h, v, V_ON] <= 0:
+            if image:
+                vm[h, v, V_IMAGE_BACKED] = 0
             continue
-        used += _used_frames(m, vm, h, v)
+        if image:
+            vm[h, v, V_IMAGE_BACKED] = _image_pages(m, ck, vm, h, v)
+        # _used_frames' sum, in its order, with the shared and zero pages beside it.
+        frames = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
         shr = 0
         zero = 0
         for c in range(_nc(vm, h, v)):
+            frames += m[h, v, c, PRIV] + m[h, v, c, FILL]
             shr += m[h, v, c, SHR]
             zero += m[h, v, c, ZERO]
+        used += frames
         vm[h, v, V_SHARED] = shr + zero
         vm[h, v, V_ZERO_SHARED] = zero
         g = int(vm[h, v, V_IMAGE_GROUP])
@@ -380,9 +415,9 @@ def settle(m, vm, host, h):
     host[h, H_STATE] = state
 
 
-@njit(cache=True)
-def _sample(m, q, vm, host, rng, h, v):
-    """Active-memory sampling: the running share touched, and a period's end folded in.
+@njit(cache=True, inline="always")
+def _running(m, q, vm, h, v):
+    """The share of VM ``v``'s pages touched since its sampling period began.
 
     The sampler looks at guest pages: a class's pages touched since the
     period began, but never more than the guest pages that hold the
@@ -393,12 +428,37 @@ def _sample(m, q, vm, host, rng, h, v):
     touched = 0.0
     resident = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
-        mass = 0
-        for s in range(N_STATES):
-            mass += m[h, v, c, s]
+        mass = _mass(m, h, v, c)
         touched += mass * q[h, v, c]
         resident += mass - m[h, v, c, NEVER] - m[h, v, c, GSWP]
-    frac = min(1.0, min(touched, resident) / pages)
+    return min(1.0, min(touched, resident) / pages)
+
+
+@njit(cache=True)
+def running_share(m, q, vm, h):
+    """``V_RUNNING`` of host ``h``'s VMs, for a tick stepped with ``lazy_running``.
+
+    From the end of the tick's sampling on, only the sharing scanner and host
+    reclaim move a VM's pages, and neither changes which of them are in guest
+    memory, so the share read any time until the next step is the one the
+    tick's sampling would have written.
+    """
+    for v in range(m.shape[1]):
+        if vm[h, v, V_ON] > 0:
+            vm[h, v, V_RUNNING] = _running(m, q, vm, h, v)
+
+
+@njit(cache=True)
+def _sample(m, q, vm, host, rng, h, v, lazy):
+    """Active-memory sampling: the running share touched, and a period's end folded in.
+
+    ``lazy``: the running share (``V_RUNNING``) is left to ``running_share``
+    when no period ends this tick.
+    """
+    if lazy and vm[h, v, V_SAMPLE_LEFT] > 1:
+        vm[h, v, V_SAMPLE_LEFT] -= 1
+        return
+    frac = _running(m, q, vm, h, v)
     vm[h, v, V_RUNNING] = frac
     vm[h, v, V_SAMPLE_LEFT] -= 1
     if vm[h, v, V_SAMPLE_LEFT] <= 0:
@@ -415,15 +475,26 @@ def _sample(m, q, vm, host, rng, h, v):
 
 @njit(cache=True, nogil=True)
 def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tick_ns,
-         poll, lru):
-    """One tick of every host in the batch (``poll``: the balloon drivers poll this tick)."""
+         poll, lru, lazy_running, settled):
+    """One tick of every host in the batch (``poll``: the balloon drivers poll this tick).
+
+    ``lazy_running``: the running share of a sampling period (``V_RUNNING``) is
+    written only at the period's end, and ``running_share`` works it out
+    where it is read (the fleet's policy core reads it for the hosts it decides).
+    ``settled[h]`` set: host ``h``'s arrays are as the end of its last step left
+    them, so its free frames and state need not be counted again first; set
+    for every host on return.
+
+    A step with nothing to do is not called: ``make_room`` while no frame is
+    owed, ``hold_to_cap`` for a VM without a limit, a balloon switched off.
+    """
     n_h, n_v = m.shape[0], m.shape[1]
     stall[:] = 0.0
     t = np.zeros(N_STATES, np.int64)
+    scratch = np.empty((3, n_v + 1))
     for h in range(n_h):
-        host[h, H_WORSENED] = 0.0
-        image_backed(m, ck, vm, h)
-        settle(m, vm, host, h)
+        if not settled[h]:
+            settle_tick(m, ck, vm, host, h, scratch)
         host[h, H_WORSENED] = 0.0
         state = int(host[h, H_STATE])
         for v in range(n_v):
@@ -434,20 +505,23 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
                 continue
             _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
                       lru, t)
-            hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
-            make_room(m, vm, cnt, host, heat, rng, h, lru)
+            if vm[h, v, V_CAP] > 0:
+                hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
+            if host[h, H_FREE] < 0:
+                make_room(m, vm, cnt, host, heat, rng, h, lru)
         if poll:
             for v in range(n_v):
-                if vm[h, v, V_ON] > 0:
+                if vm[h, v, V_ON] > 0 and vm[h, v, V_BAL_ON] > 0:
                     _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
-                    make_room(m, vm, cnt, host, heat, rng, h, lru)
+                    if host[h, H_FREE] < 0:
+                        make_room(m, vm, cnt, host, heat, rng, h, lru)
         if host[h, H_SWAP_OK + state] > 0:
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
                     swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, True, lru)
         for v in range(n_v):
             if vm[h, v, V_ON] > 0:
-                _sample(m, q, vm, host, rng, h, v)
+                _sample(m, q, vm, host, rng, h, v, lazy_running)
         scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
         breaking = 0
         if host[h, H_LP_ACTIVE + state] > 0:
@@ -458,5 +532,5 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
                     _share(m, ck, vm, host, rng, h, v, scan, breaking)
-        image_backed(m, ck, vm, h)
-        settle(m, vm, host, h)
+        settle_tick(m, ck, vm, host, h, scratch)
+        settled[h] = 1

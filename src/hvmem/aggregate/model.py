@@ -347,21 +347,30 @@ class HostBatch:
         self._next_phase_ns = min(self._next_phase_ns, slot.phase_end_ns)
 
     # -- the tick -------------------------------------------------------------------
-    def step(self, now_ns: int, poll: bool) -> None:
-        """One tick of every host."""
+    def step(self, now_ns: int, poll: bool, lazy_running: bool = False,
+             settled: np.ndarray | None = None) -> None:
+        """One tick of every host (``lazy_running``, ``settled``: see ``kernel.step``).
+
+        ``settled`` is the caller's to clear for a host whose arrays it changes
+        between steps; a phase starting clears it here.
+        """
+        if settled is None:
+            settled = np.zeros(self.m.shape[0], np.uint8)
+        elif now_ns >= self._next_phase_ns:
+            settled[:] = 0
         self.advance_phases(now_ns)
         k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
                self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
-               float(self.tick_ns), poll, self.lru)
-        self._after_step(now_ns, poll)
+               float(self.tick_ns), poll, self.lru, lazy_running, settled)
+        self._after_step(now_ns, poll, settled)
 
-    def _after_step(self, now_ns: int, poll: bool) -> None:
+    def _after_step(self, now_ns: int, poll: bool, settled: np.ndarray) -> None:
         """What a tick does besides ``kernel.step`` (``aggregate/balloon.py``, ``unmerge.py``).
 
         At a poll the host judges each balloon, and every 2 s the guests that
         report free pages report them; each tick a host whose policy unmerges
         has its shared pages copied back. The host's free frames and state are
-        then counted afresh.
+        then counted afresh, and counted again at the next step's start.
         """
         moved = set()
         if poll:
@@ -382,6 +391,7 @@ class HostBatch:
         for h in sorted(moved):
             k.image_backed(self.m, self.ck, self.vm, h)
             k.settle(self.m, self.vm, self.host, h)
+            settled[h] = 0
 
     def settle(self, h: int) -> None:
         """Host ``h``'s free frames and state after a plan was applied."""

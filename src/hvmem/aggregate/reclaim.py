@@ -372,14 +372,17 @@ def swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, refill, lru):
     Shared victims add nothing to what is held, so the next plan asks for
     them again, as at page fidelity.
     """
+    returned = cnt[h, v, K_SWAP_IN] + cnt[h, v, K_UNZIP]
+    refilled = min(int(returned - vm[h, v, V_RETURNED_SEEN]), int(host[h, H_REFILL]))
+    vm[h, v, V_RETURNED_SEEN] = returned
+    if refill and refilled <= 0:  # nothing touched back in: what is held need not be counted
+        return 0
     held = 0
     for c in range(_nc(vm, h, v)):
         held += m[h, v, c, SWP] + m[h, v, c, ZIP]
     want = int(vm[h, v, V_SWAP_TARGET] * PAGES_PER_MIB) - held
-    returned = cnt[h, v, K_SWAP_IN] + cnt[h, v, K_UNZIP]
     if refill:
-        want = min(want, int(returned - vm[h, v, V_RETURNED_SEEN]), int(host[h, H_REFILL]))
-    vm[h, v, V_RETURNED_SEEN] = returned
+        want = min(want, refilled)
     if want <= 0:
         return 0
     state = int(host[h, H_STATE])
