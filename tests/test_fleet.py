@@ -118,3 +118,26 @@ def test_settled_flags_and_the_lazy_running_share_change_nothing():
     for a, b in zip(slow, fast, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+def test_a_host_whose_plan_is_applied_is_counted_again_at_its_next_step():
+    """The policy core clears ``settled`` for each host it decides, and only for those.
+
+    Applying a plan moves pages (balloon targets, swap to target), so the next
+    step must count that host's frames and state afresh instead of trusting the
+    counts its last step left.
+    """
+    seeds = [2, 5]
+    scenarios = fleet_scenarios(seeds, 120)
+    batch = HostBatch(scenarios)
+    for h, sc in enumerate(scenarios):
+        for v in range(len(sc.vms)):
+            batch.power_on(h, v, 0)
+    settled = np.zeros(len(seeds), np.uint8)
+    policy = FleetPolicy(batch, scenarios[0].policy, settled)
+    batch.step(0, True, lazy_running=True, settled=settled)
+    assert settled.tolist() == [1, 1]
+    policy.next_due_ns[1] = 10**18  # only host 0 is due
+    batch.host[1, k.H_WORSENED] = 0.0
+    assert policy.tick(0) == 1
+    assert settled.tolist() == [0, 1]
