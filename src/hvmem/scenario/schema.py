@@ -4,7 +4,8 @@ What is modelled
 ----------------
 A :class:`Scenario` is everything one simulation run needs, and nothing it
 computes: the host (:class:`HostConfig`, with :class:`SharingConfig` and
-:class:`CompressionConfig`), the memory policy (:class:`PolicyConfig`), the VMs
+:class:`CompressionConfig`, declared in :mod:`hvmem.scenario.host_config` with
+:class:`BackendConfig`), the memory policy (:class:`PolicyConfig`), the VMs
 (:class:`VmConfig`, each with :class:`GuestSettings`, a workload and a page
 content mix) and the cost table (:class:`~hvmem.hardware.timing.CostTable`).
 ``scenario/loader.py`` builds one from TOML; code may build one directly.
@@ -29,9 +30,8 @@ Defaults resolved on construction (so a built object is always explicit):
   "typical overhead 32 MB per VM ..., more for VMs > 1 GB" [OSDI02 §6.2], and
   real overheads vary with vCPUs, devices and version [VS601-OVHD].
 * ``GuestSettings.swap_bytes`` None -> the VM's configured memory.
-* ``CompressionConfig.enabled`` None -> as the profile: yes for esxi5/esxi6,
-  no for esx4 (compression arrived in ESX 4.1 [VI-41]).
-* ``SamplerConfig.period_ns``, ``min_active_frac`` None -> as the profile.
+* The host's defaults (compression, sampling, scan rates, large pages) come
+  from its profile: :mod:`hvmem.scenario.host_config`.
 * ``GuestSettings.balloon_max_bytes`` stays None: the host's cap applies,
   ``Mem.CtlMaxPercent`` = 65 % of configured memory ([LAMW], as
   ``sched.mem.maxmemctl`` = -1 [NERDBLURT]).
@@ -60,17 +60,26 @@ from dataclasses import dataclass, replace
 from hvmem.errors import ConfigError
 from hvmem.guest.config import GuestConfig
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
-from hvmem.hypervisor.host import PAGING_MODES
 from hvmem.hypervisor.reclaim.balloon import CTL_MAX_FRAC
-from hvmem.hypervisor.reclaim.sharing import SALTING_MODES, profile_scan_rates
-from hvmem.hypervisor.sampling import SamplerConfig
-from hvmem.params import check, choice, fail, flag, frac, number, size, table, text, time, whole
+from hvmem.params import check, choice, fail, flag, size, table, text, time, whole
 from hvmem.policy.entitlement import DEFAULT_TAX_FRAC, MAX_TAX_FRAC
 from hvmem.policy.policies import POLICY_NAMES, PolicyConfig
 from hvmem.policy.samples import SHARES_PER_MIB
-from hvmem.policy.states import DEFAULT_PROFILE, PROFILES
-from hvmem.replacement.names import RECLAIM_POLICIES, SWAP_SELECTIONS
+from hvmem.replacement.names import RECLAIM_POLICIES
 from hvmem.scenario.events import EventConfig, check_events
+from hvmem.scenario.host_config import (
+    BACKEND_KINDS,
+    DEFAULT_COMPRESSION_MAX_FRAC,
+    MAX_HOST_BYTES,
+    MAX_TICK_NS,
+    SWAP_DEVICES,
+    BackendConfig,
+    CompressionConfig,
+    HostConfig,
+    SharingConfig,
+    bytes_field,
+    resolve,
+)
 from hvmem.units import (
     GIB,
     MIB,
@@ -132,8 +141,6 @@ OVERHEAD_BASE_BYTES = 32 * MIB
 #: Part of the default overhead that grows with memory. **Assumed** (no table in the
 #: reference; OSDI02 §6.2 says only "more for VMs > 1 GB").
 OVERHEAD_FRAC = 0.01
-#: Swap devices, with latencies in the cost table.
-SWAP_DEVICES = ("hdd", "ssd", "nvme")
 #: Simulation fidelities (docs/architecture.md, data layout and speed).
 FIDELITIES = tuple(str(f) for f in Fidelity)
 #: A scenario's fidelities: a workload's, and masses of pages instead of pages (aggregate/).
@@ -145,8 +152,6 @@ DEFAULT_BALANCE_PERIOD_NS = PolicyConfig().balance_period_ns
 #: ``Mem.IdleTax`` = 75 % and its largest value, 99 % (:mod:`hvmem.policy.entitlement`).
 DEFAULT_IDLE_TAX_FRAC = DEFAULT_TAX_FRAC
 MAX_IDLE_TAX_FRAC = MAX_TAX_FRAC
-#: ``Mem.MemZipMaxPct`` = 10 % of the VM's size [LAMW].
-DEFAULT_COMPRESSION_MAX_FRAC = 0.10
 #: ``Mem.CtlMaxPercent`` = 65 %: the host's balloon cap when a VM sets none [VS4-ATTR][LAMW].
 BALLOON_MAX_DEFAULT_FRAC = CTL_MAX_FRAC
 
@@ -162,14 +167,12 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _NAME_EXPECT = ("a name of letters, digits, '-', '_' and '.' (not starting with a punctuation "
                 "mark), at most 128 characters")
 _MAX_SALT = (1 << 63) - 1
-# Bounds a real host fits in (assumed: ESXi 8 takes 24 TB hosts and 24 TB VMs; the model
-# keeps frame numbers of a VM in int32, so a VM stays below 8 TiB).
-_MAX_HOST_BYTES = 64 * TIB
+# Bounds a real VM fits in (assumed: ESXi 8 takes 24 TB VMs; the model keeps frame
+# numbers of a VM in int32, so a VM stays below 8 TiB).
 _MAX_VM_BYTES = 6 * TIB
 _MAX_OVERHEAD_BYTES = 1 * TIB
 # A simulated run: ticks of 1 ms to 1 h, runs of up to 30 days; a VM's times alike.
 _MIN_TICK_NS = NS_PER_MS
-_MAX_TICK_NS = 3600 * NS_PER_S
 _MAX_RUN_NS = 30 * 86400 * NS_PER_S
 
 
@@ -229,153 +232,6 @@ def _mib(size_bytes: int | None) -> str:
     return f"{(size_bytes or 0) / MIB:.2f} MiB".replace(".00 MiB", " MiB")
 
 
-def _set(owner: object, name: str, value: object) -> None:
-    object.__setattr__(owner, name, value)  # resolving a default of a frozen dataclass
-
-
-def _bytes(default: int | None, doc: str, hi: int, **kw: object) -> int | None:
-    return size(default, doc, lo=0, hi=hi, **kw)
-
-
-# ------------------------------------------------------------------ host
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SharingConfig:
-    """Transparent page sharing [OSDI02 §4]."""
-
-    enabled: bool = flag(True, "run the page-sharing scanner at all")
-    salting: str = choice("within", SALTING_MODES, "\"across\" (one salt for all VMs, before "
-                          "2014), \"within\" (a salt per VM, ESXi's default since 2015: sharing "
-                          "within a VM only) or \"explicit\" (each VM's salt)",
-                          source="[KB2097593]")
-    scan_rate_pages_per_s: float | None = number(
-        None, "pages scanned per second per VM", lo=0.0, lo_open=True, hi=1e6, unit="1/s",
-        optional=True, none="as the profile: esx4 50/s (ShareScanVM); esxi5, esxi6 a whole VM "
-        "per 60 min (Mem.ShareScanTime), at most 1024/s", source="[ESX25-p343][LAMW]")
-    scan_total_pages_per_s: float | None = number(
-        None, "pages scanned per second by the whole host (Mem.ShareScanTotal)", lo=0.0,
-        lo_open=True, hi=1e8, unit="1/s", optional=True, none="as the profile: esx4 200/s; "
-        "esxi5, esxi6 Mem.ShareScanGHz 4 MB/s per GHz of cpu_ghz",
-        source="[ESX25-p343][VS4-ATTR][LAMW]")
-    cpu_ghz: float = number(20.0, "host CPU capacity Mem.ShareScanGHz scales the host's scan "
-                            "cap with (cores x clock)", lo=0.0, lo_open=True, hi=1e5,
-                            unit="GHz", source="assumed: 8 cores at 2.5 GHz")
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CompressionConfig:
-    """Memory compression on the way to the swap file [VI-41][VS41-ZIP]."""
-
-    enabled: bool | None = flag(None, "compress pages on their way to the swap file",
-                                optional=True, none="as the profile: on for esxi5 and esxi6, "
-                                "off for esx4", source="ESX 4.1 [VI-41]")
-    max_frac: float = frac(DEFAULT_COMPRESSION_MAX_FRAC, "compression cache cap per VM, share "
-                           "of its memory (Mem.MemZipMaxPct)", lo=0.0, lo_open=True,
-                           source="10 % [LAMW]")
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostConfig:
-    """The physical host: machine memory, memory-state profile, paging and devices."""
-
-    memory_bytes: int = size(4 * GIB, "machine memory the VMkernel manages", lo=0, lo_open=True,
-                             hi=_MAX_HOST_BYTES, required=True)
-    profile: str = choice(DEFAULT_PROFILE, tuple(PROFILES), "free-memory states and their "
-                          "thresholds (esx4, esxi5, esxi6)",
-                          source="[OSDI02 §6.3][FD-MINFREE][YB-STATES6]")
-    min_free_frac: float = frac(0.0, "Mem.MemMinFreePct / 100; 0: the sliding scale (esxi5, "
-                                "esxi6)", hi=0.5, source="0-50 % [LAMW]")
-    paging: str = choice("nested", PAGING_MODES, "\"nested\" (EPT/NPT) or \"shadow\" page "
-                         "tables")
-    swap_device: str = choice("ssd", SWAP_DEVICES, "device of the host swap files")
-    swap_selection: str = choice("random", SWAP_SELECTIONS, "host swap victims: \"random\" (as "
-                                 "ESX) or \"lru\" (a comparison point)", source="[OSDI02 §3.3]")
-    sharing: SharingConfig = table(SharingConfig, "page sharing", factory=SharingConfig)
-    compression: CompressionConfig = table(CompressionConfig, "memory compression",
-                                           factory=CompressionConfig)
-    sampling: SamplerConfig = table(SamplerConfig, "active-memory sampling",
-                                    factory=SamplerConfig)
-    tlb_entries: int = whole(64, "TLB entries per vCPU (mmu fidelity)", lo=1, hi=1 << 16,
-                             key="tlb.entries")
-    tlb_ways: int = whole(4, "TLB associativity (entries split into sets of this many)", lo=1,
-                          hi=1 << 16, key="tlb.ways")
-    pwc_entries: int = whole(0, "page-walk cache entries per vCPU; 0: none", lo=0, hi=1 << 12)
-    large_pages: bool | None = flag(None, "back guest memory with 2 MiB host pages "
-                                    "(Mem.AllocGuestLargePage)", optional=True,
-                                    none="as ESX: on with nested paging, off with shadow",
-                                    source="[KB1021095]")
-
-    def __post_init__(self) -> None:
-        check(self)
-        profile = PROFILES[self.profile]
-        if self.min_free_frac and not profile.sliding_scale:
-            raise fail(self, "min_free_frac", f"0 with profile {self.profile!r} (a fixed 6 % "
-                       "minFree; MemMinFreePct came with ESX 4.1)")
-        if self.compression.enabled is None:
-            _set(self, "compression", replace(self.compression, enabled=profile.compression))
-        elif self.compression.enabled and not profile.compression:
-            raise ConfigError(f"expected false with profile {self.profile!r} (memory compression "
-                              "arrived in ESX 4.1), found true",
-                              path=("HostConfig", "compression", "enabled"))
-        _set(self, "sampling", self.sampling.for_profile(self.profile))
-        sh = self.sharing
-        rates = profile_scan_rates(self.profile, sh.scan_rate_pages_per_s,
-                                   sh.scan_total_pages_per_s, sh.cpu_ghz)
-        _set(self, "sharing", replace(sh, scan_rate_pages_per_s=rates[0],
-                                      scan_total_pages_per_s=rates[1]))
-        if self.tlb_ways > self.tlb_entries or self.tlb_entries % self.tlb_ways:
-            raise fail(self, "tlb_ways", f"a divisor of the {self.tlb_entries} TLB entries")
-        if self.large_pages is None:
-            _set(self, "large_pages", self.paging == "nested")
-        elif self.large_pages and self.paging != "nested":
-            raise fail(self, "large_pages", "false with paging \"shadow\" (ESX uses 2 MiB "
-                       "host pages only with nested paging)")
-
-    @property
-    def memory_pages(self) -> int:
-        """Machine memory in 4 KiB frames."""
-        return self.memory_bytes >> PAGE_SHIFT
-
-
-# ------------------------------------------------------------------ backend
-
-#: Where a scenario's VMs run.
-BACKEND_KINDS = ("simulated", "qemu")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackendConfig:
-    """Where the VMs run: the page-level simulator, or real QEMU guests (``hvmem qemu``).
-
-    With ``kind = "qemu"`` each VM is a small real guest of its configured memory
-    under the same policy, the host's memory is the controller's host memory
-    budget, and the guests run the in-guest workload set here (the simulated
-    workloads do not run in a real guest; backends/qemu/guest_image.py).
-    """
-
-    kind: str = choice("simulated", BACKEND_KINDS, "\"simulated\", or \"qemu\": every VM a "
-                       "real QEMU guest")
-    file_backed: bool = flag(False, "qemu: guest RAM in a file on disk, QEMU in a memory cgroup "
-                             "(swappable)")
-    shared_bytes: int = _bytes(64 * MIB, "qemu: identical-page data each guest holds (KSM "
-                               "merges it)", hi=64 * GIB)
-    private_bytes: int = _bytes(32 * MIB, "qemu: random data each guest holds", hi=64 * GIB)
-    touch_ns: int = time(5 * NS_PER_S, "qemu: how often each guest re-reads and checks its "
-                         "data", lo=0, lo_open=True, hi=_MAX_TICK_NS)
-
-    def __post_init__(self) -> None:
-        check(self)
-        if self.touch_ns % NS_PER_S:
-            raise fail(self, "touch_ns", "whole seconds", format_time(self.touch_ns))
-
-
 # ------------------------------------------------------------------ VMs
 
 
@@ -383,7 +239,7 @@ class BackendConfig:
 class GuestSettings:
     """The guest OS inside a VM: its swap, page reclaim, processes and balloon driver."""
 
-    swap_bytes: int | None = _bytes(None, "guest swap", hi=_MAX_HOST_BYTES, optional=True,
+    swap_bytes: int | None = bytes_field(None, "guest swap", hi=MAX_HOST_BYTES, optional=True,
                                     none="as large as the VM's memory")
     swap_device: str = choice("ssd", SWAP_DEVICES, "the guest's swap device")
     reclaim_policy: str = choice("lru", RECLAIM_POLICIES, "guest page reclaim")
@@ -393,7 +249,7 @@ class GuestSettings:
                                  key="balloon")
     deflate_on_oom: bool = flag(True, "the guest may take pages back from the balloon on OOM")
     free_page_reporting: bool = flag(False, "the guest reports free pages (virtio-balloon)")
-    balloon_max_bytes: int | None = _bytes(
+    balloon_max_bytes: int | None = bytes_field(
         None, "the largest balloon (sched.mem.maxmemctl)", hi=_MAX_VM_BYTES, optional=True,
         none="the host's cap, Mem.CtlMaxPercent 65 % of memory", source="[VS4-ATTR][LAMW]")
     kernel_bytes_per_page: int = whole(64, "kernel memory per 4 KiB page of memory (page-frame "
@@ -412,7 +268,7 @@ class VmConfig:
                      required=True)
     memory_bytes: int = size(1 * GIB, "configured guest-physical memory", lo=0, lo_open=True,
                              hi=_MAX_VM_BYTES, required=True)
-    reservation_bytes: int = _bytes(0, "sched.mem.min: guaranteed machine memory",
+    reservation_bytes: int = bytes_field(0, "sched.mem.min: guaranteed machine memory",
                                     hi=_MAX_VM_BYTES, source="[OSDI02 §6.1][VS-ALLOC]")
     limit_bytes: int | None = size(None, "sched.mem.max: ceiling", lo=0, lo_open=True,
                                    hi=_MAX_VM_BYTES, optional=True, none="unlimited",
@@ -422,7 +278,7 @@ class VmConfig:
                                      levels=tuple(SHARES_PER_MIB), optional=True,
                                      none="normal, 10 per MiB of memory",
                                      source="[VS-SHARES][ESX25-p341]")
-    overhead_bytes: int | None = _bytes(None, "reserved at power-on beside the guest's memory",
+    overhead_bytes: int | None = bytes_field(None, "reserved at power-on beside the guest's memory",
                                         hi=_MAX_OVERHEAD_BYTES, optional=True,
                                         none="32 MiB + 1 % of memory (assumed)",
                                         source="[OSDI02 §6.2]; the 1 % is assumed")
@@ -450,14 +306,14 @@ class VmConfig:
                        f"({_exact(self.reservation_bytes)}) and more than 0",
                        _exact(self.limit_bytes))
         if self.shares is None or isinstance(self.shares, str):
-            _set(self, "shares", shares_for(self.shares or "normal", memory))
+            resolve(self, "shares", shares_for(self.shares or "normal", memory))
         if self.overhead_bytes is None:
-            _set(self, "overhead_bytes", default_overhead_bytes(memory))
+            resolve(self, "overhead_bytes", default_overhead_bytes(memory))
         if self.power_off_ns is not None and self.power_off_ns <= self.power_on_ns:
             raise fail(self, "power_off_ns", f"a time after power-on "
                        f"({format_time(self.power_on_ns)})", format_time(self.power_off_ns))
         if self.guest.swap_bytes is None:
-            _set(self, "guest", replace(self.guest, swap_bytes=memory))
+            resolve(self, "guest", replace(self.guest, swap_bytes=memory))
         balloon_max = self.guest.balloon_max_bytes
         if balloon_max is not None and balloon_max > memory:
             raise ConfigError(f"expected at most the VM's memory ({_exact(memory)}), found "
@@ -465,9 +321,9 @@ class VmConfig:
                               path=("VmConfig", "guest", "balloon_max_bytes"))
         if self.workload is None:
             region = min(memory, 64 * MIB) >> PAGE_SHIFT
-            _set(self, "workload", IdleParams(region_pages=region, content=self.content))
+            resolve(self, "workload", IdleParams(region_pages=region, content=self.content))
         if isinstance(self.workload, DemandParams) and self.workload.region_pages is None:
-            _set(self, "workload", replace(self.workload, region_pages=self.memory_pages))
+            resolve(self, "workload", replace(self.workload, region_pages=self.memory_pages))
         self._check_workload()
 
     def _check_workload(self) -> None:
@@ -537,7 +393,7 @@ class Scenario:
     duration_ns: int = time(10 * 60 * NS_PER_S, "simulated time to run, a whole number of "
                             "ticks", lo=_MIN_TICK_NS, hi=_MAX_RUN_NS, required=True)
     tick_ns: int = time(DEFAULT_TICK_NS, "workload step: each VM touches one batch per tick",
-                        lo=_MIN_TICK_NS, hi=_MAX_TICK_NS)
+                        lo=_MIN_TICK_NS, hi=MAX_TICK_NS)
     seed: int = whole(0, "the one seed every random stream derives from", lo=0,
                       hi=(1 << 63) - 1)
     fidelity: str = choice(Fidelity.PAGE, SCENARIO_FIDELITIES, "\"page\" (sampled pages per "
@@ -583,9 +439,9 @@ class Scenario:
             if vm.workload.fidelity != fidelity:  # type: ignore[union-attr]
                 vm = replace(vm, workload=with_fidelity(vm.workload, fidelity))
             vms.append(vm)
-        _set(self, "vms", tuple(vms))
+        resolve(self, "vms", tuple(vms))
         self._check_admission()
-        _set(self, "events", tuple(self.events))
+        resolve(self, "events", tuple(self.events))
         check_events(self)
 
     def _check_admission(self) -> None:
