@@ -14,7 +14,9 @@ order:
 
 * touches: a random class's pages in each state are touched with the class's
   probability (binomial draws, so seeds vary as page fidelity's do); a sweep
-  touches the pages its cursor passes, those never allocated first. Touched
+  touches the pages its cursor passes, those never allocated first (then,
+  for an LRU guest, those it swapped out: the oldest, just ahead of the
+  cursor), and a block's share touched in a sampling period adds up. Touched
   ``NEVER`` and ``GSWP`` pages need guest pages: the guest takes them from its
   free list (backed ones first, as its LIFO list hands out the pages it freed
   last), reclaiming the coldest classes' pages to its swap below its low
@@ -106,11 +108,22 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             if cover <= 0.0:
                 continue
             k = min(mass, stochastic_round(rng, h, cover * mass / (hi - lo)))
-            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - k / mass)
+            # The cursor passes pages it has not passed yet this period: the shares
+            # of a block it crosses add up, to all of it in a period with a whole sweep.
+            q[h, v, c] = min(1.0, q[h, v, c] + cover / (hi - lo))
             t[NEVER] = min(k, m[h, v, c, NEVER])
             left = k - t[NEVER]
             rest = mass - m[h, v, c, NEVER]
+            # An LRU guest swapped out the block's pages the cursor passed longest ago
+            # (reclaim.py, _reclaim_sweep): those just ahead of it, reached first.
+            lru_guest = vm[h, v, V_GUEST_RANDOM] <= 0
+            if lru_guest:
+                t[GSWP] = min(left, m[h, v, c, GSWP])
+                left -= t[GSWP]
+                rest -= m[h, v, c, GSWP]
             for s in (PRIV, SHR, ZERO, ZIP, SWP, GSWP, FILL):
+                if s == GSWP and lru_guest:
+                    continue
                 ms = m[h, v, c, s]
                 if left <= 0 or rest <= 0:
                     break

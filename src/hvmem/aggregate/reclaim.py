@@ -17,7 +17,8 @@ state ``s``), split out of the kernel's tick so each reads on its own:
   its LIFO list hands out the pages it freed last), Linux's watermarks
   (``_ensure_free``: below low, reclaim to high) and guest reclaim of the
   coldest classes to its swap, equally cold classes in proportion
-  (``_guest_reclaim``, ``_gswap_out``); with ``reclaim_policy = "random"``
+  (``_guest_reclaim``, ``_gswap_out``), a sweep's blocks in the order its
+  cursor passed them (``_reclaim_sweep``); with ``reclaim_policy = "random"``
   every class gives in proportion to what it holds, whatever its heat.
 """
 
@@ -247,6 +248,14 @@ def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, 
         c0 = heat[h, v, j]
         if c0 < 0:
             break
+        if slo[h, v, c0] >= 0.0 and vm[h, v, V_GUEST_RANDOM] <= 0:
+            z = j + 1  # a sweep's blocks, all as cold by pace, follow one another in heat
+            while z < n_c and heat[h, v, z] >= 0 and slo[h, v, heat[h, v, z]] >= 0.0:
+                z += 1
+            freed += _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
+                                    j, z, n - freed, lru)
+            j = z
+            continue
         # The run of equally cold classes that starts here (random victims: all of them).
         z = j + 1
         while (z < n_c and heat[h, v, z] >= 0 and (vm[h, v, V_GUEST_RANDOM] > 0 or (
@@ -268,6 +277,98 @@ def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, 
         j = z
     cnt[h, v, K_GSWAP_OUT] += freed
     return freed
+
+
+@njit(cache=True)
+def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
+    """An LRU guest's reclaim of ``n`` pages of a sweep's blocks (``heat[j:z]``); pages freed.
+
+    The least recently used pages of a sweep are those its cursor passed
+    longest ago: the ones just ahead of it, which it reaches next. So the
+    guest takes, in order, the pages of the cursor's block still ahead of it
+    (all but those it passed this sweep, which it has just touched), the
+    blocks that follow in the order the cursor reaches them, and last the
+    pages of its block behind it; a block's zero, image and private classes
+    in proportion. ``_touch_vm`` takes a block's swapped-out pages first, the
+    cursor reaching them first. A sweep larger than the guest's memory then
+    faults on every page it reaches, as LRU does under any cyclic sweep
+    larger than memory; taking the blocks in proportion would leave most of
+    it resident.
+
+    The blocks tile the sweep (``classes.py``), so a block ends where the next
+    begins; the cursor's block is the one whose span holds ``V_SCAN_POS``.
+    """
+    pos = vm[h, v, V_SCAN_POS]
+    length = vm[h, v, V_SCAN_LEN]
+    cur, end = -1.0, length
+    for i in range(j, z):
+        lo = slo[h, v, heat[h, v, i]]
+        if cur < lo <= pos:
+            cur = lo
+    for i in range(j, z):
+        lo = slo[h, v, heat[h, v, i]]
+        if cur < lo < end:
+            end = lo
+    passed = (pos - cur) / (end - cur) if cur >= 0.0 else 0.0
+    freed = 0
+    # The cursor's block ahead of it: what it holds beyond the pages passed this sweep.
+    rest = 0
+    for i in range(j, z):
+        c = heat[h, v, i]
+        if slo[h, v, c] == cur:
+            rest += max(0, _resident(m, h, v, c) - int(passed * _mass_of(m, h, v, c)))
+    left = min(n, rest)
+    for i in range(j, z):
+        c = heat[h, v, i]
+        if slo[h, v, c] != cur or left <= 0:
+            continue
+        r = max(0, _resident(m, h, v, c) - int(passed * _mass_of(m, h, v, c)))
+        t = part(rng, h, left, r, rest)
+        left -= t
+        rest -= r
+        if t > 0:
+            freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+    # Then block by block in the cursor's order, its own block's pages behind it last.
+    after = -1.0
+    for _ in range(z - j + 1):
+        if freed >= n:
+            break
+        lo, key = -1.0, 2.0 * length
+        for i in range(j, z):
+            s = slo[h, v, heat[h, v, i]]
+            d = (s - pos) % length if s != cur else length
+            if after < d < key:
+                lo, key = s, d
+        if lo < 0.0:
+            break
+        after = key
+        rest = 0
+        for i in range(j, z):
+            c = heat[h, v, i]
+            if slo[h, v, c] == lo:
+                rest += _resident(m, h, v, c)
+        left = min(n - freed, rest)
+        for i in range(j, z):
+            c = heat[h, v, i]
+            if slo[h, v, c] != lo or left <= 0:
+                continue
+            r = _resident(m, h, v, c)
+            t = part(rng, h, left, r, rest)
+            left -= t
+            rest -= r
+            if t > 0:
+                freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t,
+                                    lru)
+    return freed
+
+
+@njit(cache=True, inline="always")
+def _mass_of(m, h, v, c):
+    """Row ``c``'s pages in every state."""
+    mass = 0
+    for s in range(N_STATES):
+        mass += m[h, v, c, s]
+    return mass
 
 
 @njit(cache=True, inline="always")
