@@ -39,7 +39,7 @@ from numba import njit
 
 from hvmem.aggregate.draws import part
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
-from hvmem.aggregate.reclaim import _take_free
+from hvmem.aggregate.reclaim import _shrink_cache, _take_free
 from hvmem.hypervisor.reclaim.balloon import STUCK_AFTER_NS
 
 
@@ -98,6 +98,5 @@ def report_free(m, vm, host, rng, h):
             if s in (PRIV, FILL):
                 host[h, H_FREE] += k
             elif s == ZIP:
-                vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES]
-                                               - k * vm[h, v, V_FRAME_FRAC])
+                _shrink_cache(vm, host, h, v, k)
         vm[h, v, V_REPORT_LEFT] = backed - n

@@ -180,7 +180,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         cnt[h, v, K_SWAP_IN] += t[SWP]
         swap_ns = t[SWP] * host[h, H_SWAP_NS]
         stall[h, v, S_SWAP_IN] += swap_ns
-        _unzip(m, vm, cnt, h, v, t[ZIP])
+        _unzip(m, vm, cnt, host, h, v, t[ZIP])
         unzip_ns = t[ZIP] * costs[C_DECOMPRESS]
         stall[h, v, S_DECOMPRESS] += unzip_ns
         cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns

@@ -129,6 +129,7 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     if k <= 0:
         return 0
     taken = 0
+    cache = vm[h, v, V_CACHE_FRAMES]
     left, rest = k, total
     for j in range(n_c):
         if lru:  # the kernel's pages, touched at boot only, are the least recently used
@@ -158,17 +159,32 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
             taken += z + s + _evict_private(m, vm, cnt, rng, h, v, c, t - z - s, compress, 0)
         if taken >= k or (not lru and (left <= 0 or rest <= 0)):
             break
-    host[h, H_FREE] += taken
+    # A compressed victim's frame is free, less its share of the cache's frames.
+    host[h, H_FREE] += taken - (vm[h, v, V_CACHE_FRAMES] - cache)
     return taken
 
 
 @njit(cache=True, inline="always")
-def _unzip(m, vm, cnt, h, v, n):
+def _unzip(m, vm, cnt, host, h, v, n):
     """``n`` pages leave the compression cache (its frames shrink in proportion)."""
     if n <= 0:
         return
     cnt[h, v, K_UNZIP] += n
-    vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES] - n * vm[h, v, V_FRAME_FRAC])
+    _shrink_cache(vm, host, h, v, n)
+
+
+@njit(cache=True, inline="always")
+def _shrink_cache(vm, host, h, v, n):
+    """``n`` pages out of the compression cache: the frames it no longer needs are free.
+
+    The host's free count follows every frame the cache gives back at once, as
+    page fidelity's frame table does, so that ``make_room`` later in the tick
+    sees the frames there are (``settle`` counts the same at the tick's end).
+    """
+    before = vm[h, v, V_CACHE_FRAMES]
+    after = max(0.0, before - n * vm[h, v, V_FRAME_FRAC])
+    vm[h, v, V_CACHE_FRAMES] = after
+    host[h, H_FREE] += before - after
 
 
 @njit(cache=True, inline="always")
@@ -394,7 +410,7 @@ def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
             m[h, v, FREE_ROW, PRIV] += k
             _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
             if s == ZIP:
-                _unzip(m, vm, cnt, h, v, k)
+                _unzip(m, vm, cnt, host, h, v, k)
                 stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
             else:
                 cnt[h, v, K_SWAP_IN] += k
@@ -433,14 +449,13 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
             if s in (PRIV, FILL):
                 host[h, H_FREE] += k
             elif s == ZIP:
-                vm[h, v, V_CACHE_FRAMES] = max(0.0, vm[h, v, V_CACHE_FRAMES]
-                                               - k * vm[h, v, V_FRAME_FRAC])
+                _shrink_cache(vm, host, h, v, k)
         elif s not in (PRIV, FILL):
             _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
             if s in (ZERO, SHR):
                 stall[h, v, S_COW] += k * costs[C_COW]
             elif s == ZIP:
-                _unzip(m, vm, cnt, h, v, k)
+                _unzip(m, vm, cnt, host, h, v, k)
                 stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
             elif s == SWP:
                 cnt[h, v, K_SWAP_IN] += k
