@@ -47,7 +47,9 @@ split from the scenario seed; the same scenario and seed give the same rows.
 
 This module is the composition root: it builds the host, powers VMs on and off
 and runs the tick. Its parts live beside it: ``sim_vm.py`` (one VM's parts),
-``sim_batches.py`` (the workload batches, drawn ahead on a worker thread),
+``sim_batches.py`` (the workload batches, drawn ahead on a worker thread, the
+next tick's first ones at the end of a tick that no event or power change
+follows),
 ``sim_backend.py`` (the policy's view of the simulation, through a narrow view
 of it) and ``sim_rows.py`` (each tick's rows and the per-VM sharing tally).
 """
@@ -85,7 +87,7 @@ from hvmem.results import RunResult
 from hvmem.scenario.events import EventConfig
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend
-from hvmem.sim_batches import tick_batches
+from hvmem.sim_batches import NextTick, tick_batches
 from hvmem.sim_events import EventSchedule, describe
 from hvmem.sim_rows import (
     SharingTally,
@@ -151,6 +153,7 @@ class Simulation:
         # The balloon drivers poll, and report free pages, on the host's clock.
         self._balloon_poll = Period(POLL_PERIOD_NS)
         self._page_report = Period(REPORT_PERIOD_NS)
+        self._next_tick = NextTick()  # its first batches, drawn at the end of a tick
 
     # -- VMs ---------------------------------------------------------------------------
     def _power_on(self, cfg: VmConfig) -> None:
@@ -284,7 +287,8 @@ class Simulation:
         # while the VMs before it are served (sim_batches.py).
         ahead = [None if self.mmu_fidelity or self._blocked(vm)
                  else partial(vm.kernel.walk_ahead, now_ns=now) for _, vm in running]
-        batches = tick_batches([vm.workload for _, vm in running], now, tick_ns, ahead)
+        batches = tick_batches([vm.workload for _, vm in running], now, tick_ns, ahead,
+                               self._next_tick, self._same_next(now + tick_ns, tick_ns))
         for (name, vm), (batch, walked) in zip(running, batches, strict=True):
             if self.mmu_fidelity and vm.kernel.mmu is None:  # the VM's vCPU, on its first tick
                 hc = sc.host
@@ -360,6 +364,22 @@ class Simulation:
                 vm.kernel.check_invariants()
         self.rows.record(now, tick_ns, self.state, self.vms, stall, causes)
 
+
+    def _same_next(self, next_ns: int, tick_ns: int) -> bool:
+        """Whether the tick at ``next_ns`` runs the VMs running now, with no event first.
+
+        Then the workload thread may draw its first batches at the end of this
+        tick (``sim_batches.NextTick``): nothing in between changes a workload.
+        """
+        if next_ns >= self.scenario.n_ticks * tick_ns or self.schedule.quiet_until() <= next_ns:
+            return False
+        for cfg in map(self.schedule.vm, (c.name for c in self.scenario.vms)):
+            if cfg.name in self.vms:
+                if cfg.power_off_ns is not None and next_ns >= cfg.power_off_ns:
+                    return False
+            elif cfg.power_on_ns <= next_ns < cfg.power_on_ns + tick_ns:
+                return False
+        return True
 
     def _blocked(self, vm: SimVm) -> bool:
         """Whether the plan keeps ``vm`` from running this tick (decided before any runs)."""

@@ -98,9 +98,9 @@ class SimulatedBackend:
         """Observe the simulated host and its running VMs."""
         sim, frames = self.sim, self.frames
         vms = []
-        for vm in sim.vms.values():
-            hv, pmap, cfg = vm.host_vm, vm.host_vm.pmap, vm.config
-            _, saved, n_private, _ = self.tally(pmap, frames)
+        tallies = self.tally.many([vm.host_vm.pmap for vm in sim.vms.values()], frames)
+        for vm, (_, saved, n_private, _) in zip(sim.vms.values(), tallies, strict=True):
+            hv, cfg = vm.host_vm, vm.config
             vms.append(VmSample(
                 name=cfg.name, configured_mib=pages_to_mib(hv.n_ppns), shares=cfg.shares,
                 consumed_mib=pages_to_mib(n_private + hv.zip.frames.size),

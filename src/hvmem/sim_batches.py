@@ -9,6 +9,12 @@ VM's 100 000 pages, with their references, writes and tokens), and a tick's
 batches all drawn at once would hold them all (tens of VMs) in memory, where
 a few suffice to keep both cores busy.
 
+Once a tick's batches are drawn the worker has nothing to do until the next
+tick. It draws the next tick's first batches then (:class:`NextTick`), when
+the caller knows that tick runs the same workloads; and
+:func:`on_both_threads` lends it to the main thread for work that splits
+into independent items (each VM's sharing tally, ``sim_rows.py``).
+
 The worker may also take the first steps of serving each batch that touch
 nothing but its own VM's guest (``guest/access.py``, "Walking ahead"): the
 walk of its page table, its stamps and dirty bits. They depend on nothing
@@ -17,11 +23,13 @@ the VMs served before it change, so they too run while those are served.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
+from hvmem.errors import InvariantViolation
 from hvmem.workloads.base import AccessBatch, Workload
 
 #: Batches the worker thread draws (and walks) ahead of the one the main thread
@@ -34,35 +42,130 @@ _workload_thread: ThreadPoolExecutor | None = None
 
 #: What the worker does with a VM's batch once drawn (None: nothing).
 Then = Callable[[AccessBatch], Any] | None
+T = TypeVar("T")
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The workload thread, made on first use."""
+    global _workload_thread
+    if _workload_thread is None:
+        _workload_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvmem-workload")
+    return _workload_thread
+
+
+def on_both_threads(n: int, job: Callable[[int, int], T]) -> list[T]:
+    """``[job(i, lane) for i in range(n)]``, the items shared by this thread and the worker.
+
+    Each thread takes the next item not yet taken, so a few long items do not
+    leave one thread idle; ``lane`` is 0 on the calling thread and 1 on the
+    worker, for jobs that keep scratch space per thread. The items must not
+    depend on each other (they run in any order, two at a time), and the
+    worker must have nothing else queued, or the caller waits for it: call
+    this between ticks' batches, never inside :func:`tick_batches`'s loop.
+    """
+    out: list[Any] = [None] * n
+    if n < 2:
+        for i in range(n):
+            out[i] = job(i, 0)
+        return out
+    items = iter(range(n))
+    taking = threading.Lock()
+
+    def take(lane: int) -> None:
+        while True:
+            with taking:
+                i = next(items, None)
+            if i is None:
+                return
+            out[i] = job(i, lane)
+
+    helper = _worker().submit(take, 1)
+    try:
+        take(0)
+    finally:
+        # Still queued behind the worker's own work (the next tick's draws): it is
+        # not needed; else its items end first (and its error, if any, is raised).
+        if not helper.cancel():
+            helper.result()
+    return out
+
+
+class NextTick:
+    """The first batches of the next tick, drawn on the worker before that tick starts.
+
+    :func:`tick_batches` leaves them here when its caller knows the next tick
+    runs the same workloads (no event, no VM powered on or off, not the last
+    tick) and takes them back at that tick. A workload's batch depends only on
+    the workload and the time, so it is the same batch drawn a tick's tail
+    earlier; the worker would otherwise idle then, and the main thread wait for
+    the first batch at the start of every tick.
+    """
+
+    def __init__(self) -> None:
+        self._now_ns: int | None = None
+        self._workloads: tuple[Workload, ...] = ()
+        self._futures: list[Future] = []
+
+    def put(self, now_ns: int, workloads: Sequence[Workload], futures: list[Future]) -> None:
+        """The draws under way for the tick at ``now_ns`` of the first ``workloads``."""
+        self._now_ns, self._workloads, self._futures = now_ns, tuple(workloads), futures
+
+    def take(self, now_ns: int, workloads: Sequence[Workload]) -> list[Future]:
+        """The draws left for this tick (of ``workloads``' first few), or none.
+
+        Draws left for another tick or other workloads cannot be drawn again
+        (the workloads have moved on): that is an error of the caller's.
+        """
+        futures, self._futures = self._futures, []
+        if not futures:
+            return []
+        mine = tuple(workloads[:len(futures)])
+        if now_ns != self._now_ns or len(mine) != len(self._workloads) or any(
+                a is not b for a, b in zip(mine, self._workloads, strict=True)):
+            raise InvariantViolation("workload batches drawn ahead for a tick that did not "
+                                     "come (an event or a VM powered on or off in between)")
+        return futures
 
 
 def tick_batches(workloads: Sequence[Workload], now_ns: int, tick_ns: int,
-                 then: Sequence[Then] | None = None) -> Iterator[tuple[AccessBatch, Any]]:
+                 then: Sequence[Then] | None = None, next_tick: NextTick | None = None,
+                 same_next: bool = False) -> Iterator[tuple[AccessBatch, Any]]:
     """Each workload's batch for the tick, in order, drawn ahead on the worker thread.
 
     Yields (batch, ``then[i](batch)``, or None where ``then`` has no step);
     the step runs on the worker thread after the draw. Every batch of the tick
     has been drawn, and every step taken, when the iteration ends.
+
+    ``next_tick``: batches of this tick already drawn are taken from it; and
+    with ``same_next`` (the next tick runs the same workloads, no event between)
+    the next tick's first batches are drawn into it once this tick's are done.
     """
-    global _workload_thread
     steps = list(then) if then is not None else [None] * len(workloads)
     jobs = list(zip(workloads, steps, strict=True))
     if len(workloads) < 2:
         for job in jobs:
             yield _draw(job, now_ns, tick_ns)
         return
-    if _workload_thread is None:
-        _workload_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvmem-workload")
-    futures = deque(_workload_thread.submit(_draw, job, now_ns, tick_ns)
-                    for job in jobs[:AHEAD])
-    pending = iter(jobs[AHEAD:])
+    worker = _worker()
+    early = next_tick.take(now_ns, workloads) if next_tick is not None else []
+    # The steps of batches drawn early run after their draws: one worker, in order.
+    futures = deque(worker.submit(_step, drawn, step)
+                    for drawn, (_, step) in zip(early, jobs, strict=False))
+    futures.extend(worker.submit(_draw, job, now_ns, tick_ns)
+                   for job in jobs[len(early):max(AHEAD, len(early))])
+    pending = iter(jobs[len(futures):])
     try:
         while futures:
             drawn = futures.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                futures.append(_workload_thread.submit(_draw, nxt, now_ns, tick_ns))
+                futures.append(worker.submit(_draw, nxt, now_ns, tick_ns))
             yield drawn
+        if same_next and next_tick is not None:
+            ahead = workloads[:AHEAD]
+            later = now_ns + tick_ns
+            next_tick.put(later, ahead, [worker.submit(_draw_only, w, later, tick_ns)
+                                         for w in ahead])
     finally:
         for f in futures:
             f.cancel()
@@ -74,4 +177,13 @@ def tick_batches(workloads: Sequence[Workload], now_ns: int, tick_ns: int,
 def _draw(job: tuple[Workload, Then], now_ns: int, tick_ns: int) -> tuple[AccessBatch, Any]:
     workload, step = job
     batch = workload.next_batch(now_ns, tick_ns)
+    return batch, (step(batch) if step is not None else None)
+
+
+def _draw_only(workload: Workload, now_ns: int, tick_ns: int) -> AccessBatch:
+    return workload.next_batch(now_ns, tick_ns)
+
+
+def _step(drawn: Future, step: Then) -> tuple[AccessBatch, Any]:
+    batch = drawn.result()  # done: drawn before this step was queued, on the same thread
     return batch, (step(batch) if step is not None else None)

@@ -37,6 +37,12 @@ class EventSchedule:
             self._next += 1
         return self._pending[start:self._next]
 
+    def quiet_until(self) -> float:
+        """The time of the next event still to come (``inf`` if none is)."""
+        if self._next < len(self._pending):
+            return self._pending[self._next].at_ns
+        return float("inf")
+
     def set(self, path: str, value: Any) -> str:
         """Apply one change to the live configuration; returns the part it changed."""
         apply_set(None, self.parts, path, value)

@@ -46,7 +46,7 @@ page was swapped by the host too (double paging [OSDI02 §3.1]).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numba import njit
@@ -55,6 +55,7 @@ from hvmem.hardware.frames import MachineMemory
 from hvmem.hypervisor.pmap import STATE_SHARED, Backing, Pmap
 from hvmem.policy.states import MemState
 from hvmem.results import STALL_CAUSES, RunResult
+from hvmem.sim_batches import on_both_threads
 from hvmem.sim_vm import SimVm
 from hvmem.units import ns_to_s, pages_to_mib
 
@@ -99,27 +100,47 @@ class SharingTally:
     loop branches on a page's state, which mixes at random. The list and the
     credits go to scratch arrays kept from one VM to the next, not temporaries
     the size of each VM every tick, and the credits are summed in PPN order.
+    A tick's VMs are tallied on both threads (:meth:`many`), each with scratch
+    of its own.
     """
 
     def __init__(self) -> None:
-        self._inv_refs = np.empty(0, dtype=np.float64)
-        self._shared_ppns = np.empty(0, dtype=np.int64)
+        # Scratch of each thread that tallies (:meth:`many`): (credits, shared PPNs).
+        self._scratch = [(np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int64))
+                         for _ in range(2)]
 
-    def __call__(self, pmap: Pmap, frames: MachineMemory) -> tuple[int, float, int, int]:
-        """(shared pages, pages saved, private pages, shared pages of zeroes) of one VM."""
+    def __call__(self, pmap: Pmap, frames: MachineMemory, lane: int = 0
+                 ) -> tuple[int, float, int, int]:
+        """(shared pages, pages saved, private pages, shared pages of zeroes) of one VM.
+
+        ``lane``: whose scratch space to use (0, or 1 on the worker, :meth:`many`).
+        """
         n_private = pmap.count(Backing.PRIVATE)
         n_shared = pmap.count(Backing.SHARED)
         if n_shared == 0:
             return 0, 0.0, n_private, 0
-        if self._inv_refs.size < n_shared:
-            self._inv_refs = np.empty(pmap.state.size, dtype=np.float64)
-            self._shared_ppns = np.empty(pmap.state.size + 8, dtype=np.int64)
+        inv_refs, shared_ppns = self._scratch[lane]
+        if inv_refs.size < n_shared:
+            inv_refs = np.empty(pmap.state.size, dtype=np.float64)
+            shared_ppns = np.empty(pmap.state.size + 8, dtype=np.int64)
+            self._scratch[lane] = inv_refs, shared_ppns
         words = pmap.state.size // 8
         n_zero = _sharing_tally(pmap.state, pmap.state[: words * 8].view(np.uint64), n_shared,
-                                pmap.mpn, frames.refcount, frames.content, self._inv_refs,
-                                self._shared_ppns)
-        saved = float(n_shared - np.sum(self._inv_refs[:n_shared]))
+                                pmap.mpn, frames.refcount, frames.content, inv_refs,
+                                shared_ppns)
+        saved = float(n_shared - np.sum(inv_refs[:n_shared]))
         return n_shared, saved, n_private, n_zero
+
+    def many(self, pmaps: Sequence[Pmap], frames: MachineMemory
+             ) -> list[tuple[int, float, int, int]]:
+        """The tally of each of ``pmaps``, in order, on the main and the workload thread.
+
+        Between ticks' batches the workload thread idles (``sim_batches.py``);
+        each VM's tally only reads the host's state and writes its thread's
+        scratch, so splitting the VMs between the threads gives the same
+        figures as tallying them one by one.
+        """
+        return on_both_threads(len(pmaps), lambda i, lane: self(pmaps[i], frames, lane))
 
 
 _ONES = np.uint64(0x0101010101010101)
@@ -203,9 +224,10 @@ class TickRows:
             "free_mib": pages_to_mib(frames.n_free), "minfree_mib": self.minfree_mib,
             "state": MemState(state).label,
         })
-        for name, vm in vms.items():
-            hv, pmap = vm.host_vm, vm.host_vm.pmap
-            n_shared, saved, n_private, zero = self.tally(pmap, frames)
+        tallies = self.tally.many([vm.host_vm.pmap for vm in vms.values()], frames)
+        for (name, vm), tally in zip(vms.items(), tallies, strict=True):
+            hv = vm.host_vm
+            n_shared, saved, n_private, zero = tally
             sw, z = hv.swapfile.counters, hv.zip.counters
             stall = stall_ns.get(name, 0.0)
             throughput = max(0.0, 1.0 - stall / tick_ns)

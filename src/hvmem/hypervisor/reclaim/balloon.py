@@ -65,7 +65,10 @@ def release(vm: VmState, ppns: np.ndarray, state: Backing = Backing.UNBACKED) ->
     free pages the guest reported. The next touch backs them afresh (zeroed
     only if the frame comes from another VM, as any first touch).
     """
-    ppns = sorted_unique(np.asarray(ppns, dtype=np.int64))
+    ppns = np.asarray(ppns, dtype=np.int64)
+    if ppns.size == 0:  # most collections: nothing inflated or reported since the last
+        return 0
+    ppns = sorted_unique(ppns)
     if vm.large.any():
         release_large(vm, ppns)
     shared = ppns[vm.pmap.state[ppns] == Backing.SHARED]

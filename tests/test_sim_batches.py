@@ -1,0 +1,130 @@
+"""The workload thread's extra work: the next tick's batches drawn early, tallies shared.
+
+Each moves work to the second core and must change no result: a run with
+the next tick's batches drawn at the end of each tick leaves the same rows
+and events as one drawing every batch in its own tick, across power-ons,
+power-offs, phase changes and configuration events; batches taken for a tick
+they were not drawn for are refused; and work shared by both threads comes
+back in order, as done on one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from hvmem.core.rng import RngStreams
+from hvmem.errors import InvariantViolation
+from hvmem.hardware.frames import MachineMemory
+from hvmem.hypervisor.pmap import Backing, Pmap
+from hvmem.scenario.loader import parse_scenario
+from hvmem.sim import Simulation
+from hvmem.sim_batches import NextTick, on_both_threads, tick_batches
+from hvmem.sim_rows import SharingTally
+from hvmem.units import NS_PER_S
+from hvmem.workloads.factory import make_workload
+from hvmem.workloads.synthetic import ZipfParams
+
+EVENTFUL = {
+    "name": "eventful",
+    "duration": "24s",
+    "seed": 5,
+    "host": {"memory": "384MiB", "profile": "esxi6", "sharing": {"enabled": True}},
+    "policy": {"balance_period": "5s"},
+    "vm": [
+        {"name": "a", "memory": "160MiB",
+         "workload": {"kind": "zipf", "region": "128MiB", "refs_per_s": 60_000}},
+        {"name": "b", "memory": "160MiB", "power_on": "3s", "power_off": "17s",
+         "workload": {"kind": "uniform", "region": "128MiB", "refs_per_s": 60_000,
+                      "write_frac": 0.5}},
+        {"name": "c", "memory": "160MiB",
+         "workload": {"kind": "phases", "region": "128MiB", "loop": True,
+                      "base": {"kind": "zipf", "alpha": 0.8, "refs_per_s": 60_000},
+                      "phases": [{"duration": "4s", "working_set": "32MiB"},
+                                 {"duration": "4s", "working_set": "128MiB"}]}},
+        {"name": "d", "memory": "96MiB",
+         "workload": {"kind": "hotcold", "region": "80MiB", "refs_per_s": 40_000}},
+    ],
+    "event": [
+        {"at": "6s", "set": {"policy.idle_tax_frac": 0.5}},
+        {"at": "9s", "vm": "c", "phase": 1},
+        {"at": "11s", "vm": "d", "power": "off"},
+        {"at": "14s", "vm": "d", "power": "on"},
+        {"at": "19s", "set": {"vm.a.limit": "96MiB"}},
+    ],
+}
+
+
+def _rows(result) -> str:
+    return json.dumps([list(result.host_rows), list(result.vm_rows), result.events],
+                      sort_keys=True)
+
+
+def test_drawing_the_next_ticks_batches_early_changes_no_row(monkeypatch):
+    scenario = parse_scenario(EVENTFUL, "eventful.toml")
+    drawn_early = []
+    early = Simulation._same_next
+
+    def counted(self, next_ns, tick_ns):
+        same = early(self, next_ns, tick_ns)
+        drawn_early.append(same)
+        return same
+
+    monkeypatch.setattr(Simulation, "_same_next", counted)
+    with_early = Simulation(scenario).run()
+    # Some ticks draw early and some may not (an event, a power-on or -off next).
+    assert any(drawn_early) and not all(drawn_early)
+    monkeypatch.setattr(Simulation, "_same_next", lambda self, next_ns, tick_ns: False)
+    without = Simulation(scenario).run()
+    assert with_early.complete and without.complete
+    assert _rows(with_early) == _rows(without)
+
+
+def test_early_draws_are_taken_only_by_their_tick():
+    tick = NS_PER_S
+    streams = RngStreams(9)
+    config = ZipfParams(region_pages=4096, refs_per_s=20_000)
+    early = [make_workload(config, streams.stream(f"w/{i}"), name=f"w{i}") for i in range(6)]
+    plain = [make_workload(config, RngStreams(9).stream(f"w/{i}"), name=f"w{i}")
+             for i in range(6)]
+    ahead = NextTick()
+    for k in range(3):
+        got = [b for b, _ in tick_batches(early, k * tick, tick, next_tick=ahead,
+                                          same_next=True)]
+        want = [b for b, _ in tick_batches(plain, k * tick, tick)]
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(g.vpn, w.vpn) and np.array_equal(g.is_write, w.is_write)
+    with pytest.raises(InvariantViolation, match="did not come"):
+        list(tick_batches(early, 5 * tick, tick, next_tick=ahead))  # drawn for tick 3
+
+
+def test_work_on_both_threads_comes_back_in_order():
+    lanes = set()
+
+    def job(i, lane):
+        lanes.add((lane, threading.current_thread().name.startswith("hvmem-workload")))
+        return i * i
+
+    assert on_both_threads(200, job) == [i * i for i in range(200)]
+    assert lanes <= {(0, False), (1, True)}
+
+
+def test_tallies_on_both_threads_are_each_vms_own():
+    rng = np.random.default_rng(4)
+    frames = MachineMemory(256)
+    frames.refcount[:] = rng.integers(1, 5, 256)
+    frames.content[:] = rng.integers(0, 3, 256).astype(np.uint64)
+    pmaps = []
+    for n in rng.integers(1, 2000, 24):
+        pmap = Pmap(int(n), 256)
+        kind = rng.random(int(n))
+        shared = np.flatnonzero(kind < 0.4)
+        private = np.flatnonzero(kind > 0.7)
+        pmap.back(shared, rng.integers(0, 256, shared.size), Backing.SHARED)
+        pmap.back(private, rng.integers(0, 256, private.size), Backing.PRIVATE)
+        pmaps.append(pmap)
+    one = SharingTally()
+    assert SharingTally().many(pmaps, frames) == [one(p, frames) for p in pmaps]
