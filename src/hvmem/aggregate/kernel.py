@@ -93,6 +93,10 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         mass = _mass(m, h, v, c)
         if mass == 0:
             continue
+        if lo < 0.0 and mass == m[h, v, c, PRIV]:
+            # All backed and private: touches draw nothing to serve or move.
+            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - tp[h, v, c])
+            continue
         t[:] = 0
         if lo >= 0.0:  # swept: the pages the cursor passes this tick
             hi = shi[h, v, c]
@@ -148,8 +152,9 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         if need > 0:
             _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
-            got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
-                                  lru)
+            if got < need:  # a call passes each array as a dozen scalars: only when short
+                got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
+                                      need - got, lru)
         # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
         # what it still could not place stays where it was (the guest would OOM-kill).
         short = need - got
