@@ -90,6 +90,17 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         lo = slo[h, v, c]
         if (rate <= 0) if lo >= 0.0 else (tp[h, v, c] <= 0.0):
             continue
+        cover = 0.0
+        if lo >= 0.0:  # swept: the share of the class the cursor passes this tick
+            hi = shi[h, v, c]
+            length = vm[h, v, V_SCAN_LEN]
+            # The window [a, b) wraps around the sweep's length.
+            for off in (0.0, length):
+                x0, x1 = max(a, lo + off), min(b, hi + off)
+                if x1 > x0:
+                    cover += x1 - x0
+            if cover <= 0.0:  # most swept classes most ticks: before their pages are counted
+                continue
         mass = _mass(m, h, v, c)
         if mass == 0:
             continue
@@ -98,17 +109,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - tp[h, v, c])
             continue
         t[:] = 0
-        if lo >= 0.0:  # swept: the pages the cursor passes this tick
-            hi = shi[h, v, c]
-            length = vm[h, v, V_SCAN_LEN]
-            cover = 0.0
-            # The window [a, b) wraps around the sweep's length.
-            for off in (0.0, length):
-                x0, x1 = max(a, lo + off), min(b, hi + off)
-                if x1 > x0:
-                    cover += x1 - x0
-            if cover <= 0.0:
-                continue
+        if lo >= 0.0:  # swept: the pages the cursor passes
             k = min(mass, stochastic_round(rng, h, cover * mass / (hi - lo)))
             q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - k / mass)
             t[NEVER] = min(k, m[h, v, c, NEVER])
