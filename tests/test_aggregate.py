@@ -95,6 +95,27 @@ def test_binomial_draws_have_the_right_mean_and_spread():
         assert draws.std() == pytest.approx(np.sqrt(n * p * (1 - p)), rel=0.15)
 
 
+def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():
+    """Below the bound an inversion draws none without the power; above it, as before.
+
+    The bound must lie under ``(1 - q) ** n`` wherever the inversion is used (a
+    mean under 12), or a draw would change.
+    """
+    from hvmem.aggregate.draws import _none_bound
+
+    bound = _none_bound.py_func
+    for n in (1, 2, 3, 4, 7, 20, 100, 1000, 10**5, 10**7):
+        for mean in (1e-9, 1e-4, 0.01, 0.1, 0.5, 0.8, 1.0, 2.0, 5.0, 11.9):
+            for q in (min(0.5, mean / n), np.nextafter(min(0.5, mean / n), 1.0)):
+                assert bound(n, q) < (1.0 - q) ** n, (n, q)
+    gen = np.random.default_rng(7)
+    n = np.exp(gen.uniform(0.0, np.log(1e7), 20_000)).astype(np.int64) + 1
+    q = np.minimum(0.5, np.exp(gen.uniform(np.log(1e-12), np.log(12.0), 20_000)) / n)
+    below = [bound(int(a), float(b)) < (1.0 - b) ** int(a) for a, b in zip(n, q, strict=True)]
+    assert all(below)
+    assert bound(1, 0.3) == pytest.approx(0.7) and bound(2, 0.3) == pytest.approx(0.49)
+
+
 def test_trace_demand_and_churn_workloads_are_refused_in_one_line():
     sc = replace(load_scenario(builtin_scenario_path("trace-day")), fidelity="aggregate")
     with pytest.raises(ConfigError, match="needs page fidelity"):

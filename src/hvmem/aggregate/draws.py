@@ -6,6 +6,8 @@ run the same on any machine. Binomials of small mean (under 12) are drawn by
 inversion (O(mean) steps), larger ones by the normal approximation, rounded
 and clipped to [0, n]: at a mean of 12 the approximation's error in each
 probability is under 2 %, far below the seed-to-seed spread it stands for.
+An inversion that draws none, most of the small ones, is told so by a
+bound of the chance of none (``_none_bound``) before any power is taken.
 The normal deviate is one uniform through the inverse normal distribution
 function [ACKLAM03]: 14 ns a draw, where Box-Muller's two uniforms,
 logarithm, root and cosine took 30.
@@ -53,9 +55,11 @@ def _binomial(rng, h, n, p):
     q = 1.0 - p if flip else p
     mean = n * q
     if mean < 12.0:  # inversion: O(mean) steps
+        u = _uniform(rng, h)
+        if u < _none_bound(n, q):  # none drawn, known without the power
+            return n if flip else 0
         r = q / (1.0 - q)
         prob = (1.0 - q) ** n
-        u = _uniform(rng, h)
         k = 0
         while u > prob and k < n:
             u -= prob
@@ -66,6 +70,29 @@ def _binomial(rng, h, n, p):
         k = int(math.floor(mean + z * math.sqrt(mean * (1.0 - q)) + 0.5))
         k = min(max(k, 0), n)
     return n - k if flip else k
+
+
+@njit(cache=True, inline="always")
+def _none_bound(n, q):
+    """A lower bound of ``(1 - q) ** n``, the chance that none is drawn, without a power.
+
+    Bonferroni's inequality for ``n`` independent chances ``q``: P(none) is at
+    least ``1 - S1 + S2 - S3``, ``Sk = C(n, k) q^k``. An inversion whose uniform
+    falls below it draws none, as it would against the power itself, so the
+    draw is the same, and needs no power: at a mean of 0.8, 43 % of draws (of
+    the 45 % that draw none); at 0.1, 90 %. The
+    bound is lowered by 1e-12, far more than the few ulps of rounding in it and
+    in the power, so that a uniform between the two never decides. It is
+    taken of the chance the power sees, ``1 - (1 - q)`` (exact), not of ``q``:
+    the two differ by up to half an ulp of 1, which ``n`` times over (at
+    ``n = 10**7``, ``q = 1e-16``) is more than the margin.
+    """
+    q = 1.0 - (1.0 - q)
+    x = n * q
+    fn = float(n)
+    s2 = x * (fn - 1.0) * q * 0.5
+    s3 = s2 * (fn - 2.0) * q * (1.0 / 3.0)
+    return 1.0 - x + s2 - s3 - 1e-12
 
 
 # Acklam's rational approximations of the inverse normal distribution function

@@ -92,21 +92,26 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         lo = slo[h, v, c]
         if (rate <= 0) if lo >= 0.0 else (tp[h, v, c] <= 0.0):
             continue
-        mass = _mass(m, h, v, c)
-        if mass == 0:
-            continue
-        t[:] = 0
-        if lo >= 0.0:  # swept: the pages the cursor passes this tick
+        cover = 0.0
+        if lo >= 0.0:  # swept: the share of the class the cursor passes this tick
             hi = shi[h, v, c]
             length = vm[h, v, V_SCAN_LEN]
-            cover = 0.0
             # The window [a, b) wraps around the sweep's length.
             for off in (0.0, length):
                 x0, x1 = max(a, lo + off), min(b, hi + off)
                 if x1 > x0:
                     cover += x1 - x0
-            if cover <= 0.0:
+            if cover <= 0.0:  # most swept classes most ticks: before their pages are counted
                 continue
+        mass = _mass(m, h, v, c)
+        if mass == 0:
+            continue
+        if lo < 0.0 and mass == m[h, v, c, PRIV]:
+            # All backed and private: touches draw nothing to serve or move.
+            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - tp[h, v, c])
+            continue
+        t[:] = 0
+        if lo >= 0.0:  # swept: the pages the cursor passes
             k = min(mass, stochastic_round(rng, h, cover * mass / (hi - lo)))
             # The cursor passes pages it has not passed yet this period: the shares
             # of a block it crosses add up, to all of it in a period with a whole sweep.
@@ -161,8 +166,9 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
         if need > 0:
             _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
-            got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
-                                  lru)
+            if got < need:  # a call passes each array as a dozen scalars: only when short
+                got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
+                                      need - got, lru)
         # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
         # what it still could not place stays where it was (the guest would OOM-kill).
         short = need - got

@@ -394,7 +394,7 @@ def _resident(m, h, v, c):
             + m[h, v, c, SWP] + m[h, v, c, FILL])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
     """``t`` of row ``c``'s resident pages to the guest's swap; the number freed."""
     left, rest = t, _resident(m, h, v, c)
