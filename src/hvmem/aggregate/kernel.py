@@ -31,11 +31,13 @@ order:
   free their frames.
 * in HARD and LOW, the swapper replaces the pages touched back in
   (``SimulatedBackend.swap_to_target``), at most one per device operation;
-  zero victims join the zero page first (share-before-swap).
-* the sharing scanner: a share of each private page of zero or (shared
-  across VMs) image content, and of each ``FILL`` page, the scan rate over
-  the VM's memory, becomes shared; with host large pages, only the pages of
-  large pages broken once the host has left HIGH (``_share``).
+  zero victims join the zero page first, image victims with the chance
+  another VM's copy is shared or hashed (share-before-swap, ``image_share.py``).
+* the sharing scanner: a share of each private page of zero content, and of
+  each ``FILL`` page, the scan rate over the VM's memory, becomes shared, and
+  of its image pages (shared across VMs) those whose copy in another VM is
+  shared or hashed (``image_share.py``); with host large pages, only the
+  pages of large pages broken once the host has left HIGH (``_share``).
 * active-memory sampling: each class's chance of a touch since the period
   began; at each period's end a binomial sample of 100 pages of the touched
   share folds into the fast and slow averages.
@@ -53,6 +55,7 @@ from numba import njit
 
 from hvmem.aggregate.balloon import deflate_on_oom
 from hvmem.aggregate.draws import binomial, part, stochastic_round
+from hvmem.aggregate.image_share import image_match, promote_hints
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout; also read as k.NAME)
 from hvmem.aggregate.reclaim import (
     _ensure_free,
@@ -298,18 +301,26 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     offered = min(1.0, offered)
     if offered <= 0.0:
         return
+    # An image page shares only where another VM's copy is shared or is the
+    # table's hint; otherwise it becomes the hint itself (``V_SHARE_SEEN``).
+    p_shared, p_any = image_match(vm, h, v)
+    vm[h, v, V_SHARE_SEEN] += offered * (1.0 - vm[h, v, V_SHARE_SEEN])
+    joined = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
         kind = ck[h, v, c]
-        if kind == 0 or (kind == 1 and vm[h, v, V_SHARE_IMAGE] > 0):
-            k = binomial(rng, h, m[h, v, c, PRIV], offered)
+        if kind == 0 or (kind == 1 and p_any > 0.0):
+            k = binomial(rng, h, m[h, v, c, PRIV], offered if kind == 0 else offered * p_any)
             m[h, v, c, PRIV] -= k
             m[h, v, c, ZERO if kind == 0 else SHR] += k
             host[h, H_FREE] += k
+            if kind == 1:
+                joined += k
         # Zero-filled pages are zero pages, whatever the workload writes there later.
         k = binomial(rng, h, m[h, v, c, FILL], offered) if m[h, v, c, FILL] > 0 else 0
         m[h, v, c, FILL] -= k
         m[h, v, c, ZERO] += k
         host[h, H_FREE] += k
+    promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any)
 
 
 @njit(cache=True)

@@ -47,7 +47,10 @@ KERNEL_ROW = BALLOON_ROW
 # reclaim by random victims instead of LRU's coldest first (reclaim.py).
 (V_BAL_LAST, V_BAL_PROGRESS_NS, V_BAL_STUCK, V_DEFLATE_OOM, V_REPORTING,
  V_REPORT_LEFT, V_GUEST_RANDOM) = range(45, 52)
-N_VM = 52
+# The share of the VM's pages its sharing scanner has hashed (the table's hints for
+# its image pages that stay private; aggregate/reclaim.py's ``image_match``).
+V_SHARE_SEEN = 52
+N_VM = 53
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,

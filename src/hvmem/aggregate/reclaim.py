@@ -30,6 +30,7 @@ import math
 from numba import njit
 
 from hvmem.aggregate.draws import binomial, part
+from hvmem.aggregate.image_share import image_match, promote_hints
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 
 
@@ -116,9 +117,9 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     the sharing table first (``reclaimer.reclaim``) [OSDI02 §4.3]: a victim shares if
     the table holds its content already. A zero page always finds it (every VM has zero
     pages, and the first one hashed is a hint for the rest), whether the workload wrote
-    the zeroes or the guest filled the page at its first read (``FILL``). Image victims
-    would share where another VM holds the same page shared or hashed; that is not
-    modelled, they leave as private data does.
+    the zeroes or the guest filled the page at its first read (``FILL``). An image
+    victim shares where another VM holds the same page shared or hashed
+    (``image_share.py``).
     """
     n_c = _nc(vm, h, v)
     kernel = int(vm[h, v, V_KERNEL])
@@ -131,6 +132,8 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     taken = 0
     cache = vm[h, v, V_CACHE_FRAMES]
     left, rest = k, total
+    p_shared, p_any = image_match(vm, h, v) if share else (0.0, 0.0)
+    joined = 0
     for j in range(n_c):
         if lru:  # the kernel's pages, touched at boot only, are the least recently used
             c = KERNEL_ROW if j == 0 else FREE_ROW if j == 1 else heat[h, v, j - 2]
@@ -154,11 +157,20 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
             z = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
             m[h, v, c, FILL] -= z
             s = t - z if ck[h, v, c] == 0 else 0  # written zeroes
+            if ck[h, v, c] == 1 and p_any > 0.0:  # image pages another VM's copy matches
+                s = binomial(rng, h, min(t - z, m[h, v, c, PRIV]), p_any)
+                m[h, v, c, PRIV] -= s
+                m[h, v, c, SHR] += s
+                joined += s
+                taken += s
+                t -= s
+                s = 0
             m[h, v, c, PRIV] -= s
             m[h, v, c, ZERO] += z + s
             taken += z + s + _evict_private(m, vm, cnt, rng, h, v, c, t - z - s, compress, 0)
         if taken >= k or (not lru and (left <= 0 or rest <= 0)):
             break
+    promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any)
     # A compressed victim's frame is free, less its share of the cache's frames.
     host[h, H_FREE] += taken - (vm[h, v, V_CACHE_FRAMES] - cache)
     return taken

@@ -1,0 +1,100 @@
+"""The sharing table's rule for image pages, over the masses of ``kernel.py``.
+
+At page fidelity the scanner shares a page only through the host-wide table
+(``hypervisor/reclaim/sharing.py``) [OSDI02 §4.2]: its content must already
+be there, as a shared frame or as another page's hint. The first copy of an
+image page the scanner hashes only becomes the hint; the second copy, from
+another VM of the same image, promotes that hint, and both pages share. A
+victim offered to the table before it is swapped (share-before-swap,
+[OSDI02 §4.3]) follows the same rule. So an image page of VM ``v`` shares
+with the chance that another VM's copy of it is shared or hashed.
+
+The masses say how many, not which: the scanner visits each VM's pages in its
+own random order, so which of the image's ``U`` pages (the most any VM of the
+group holds) VM ``u`` has shared, or hashed and still holds private, is taken
+as independent of the others. VM ``u`` marks ``shr_u`` shared and
+``seen_u (backed_u - shr_u)`` hinted pages (``V_SHARE_SEEN``, the share of
+its pages its scanner has hashed); a page of ``v`` finds a shared frame with
+chance ``1 - prod(1 - shr_u / U)`` and a shared frame or a hint with chance
+``1 - prod(1 - (shr_u + hint_u) / U)`` over the other VMs ``u`` of the group
+(``image_match``). A page that met a hint promotes it: the hinting VM's page
+becomes shared as well (``promote_hints``), the hints handed out over the
+VMs by their hinted pages and over each one's image classes by their private
+pages. The counts are the previous tick's settle (``V_IMAGE_BACKED``,
+``V_SHARED``): the tick's own scans are not seen until the next one.
+"""
+
+# ruff: noqa: F405  (the layout's names come from layout.py's __all__)
+
+from __future__ import annotations
+
+from numba import njit
+
+from hvmem.aggregate.draws import binomial, stochastic_round
+from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
+
+
+@njit(cache=True, inline="always")
+def _hinted(vm, h, u):
+    """VM ``u``'s image pages hashed into the table and still private (its hints)."""
+    shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
+    return vm[h, u, V_SHARE_SEEN] * max(0.0, vm[h, u, V_IMAGE_BACKED] - shr)
+
+
+@njit(cache=True)
+def image_match(vm, h, v):
+    """(shared, shared or hinted): the chances another VM's copy of a ``v`` image page is."""
+    g = vm[h, v, V_IMAGE_GROUP]
+    if vm[h, v, V_SHARE_IMAGE] <= 0 or g < 0:
+        return 0.0, 0.0
+    universe = 0.0
+    for u in range(vm.shape[1]):
+        if vm[h, u, V_ON] > 0 and vm[h, u, V_IMAGE_GROUP] == g:
+            shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
+            universe = max(universe, vm[h, u, V_IMAGE_BACKED], shr)
+    if universe <= 0:
+        return 0.0, 0.0
+    none_shared = 1.0
+    none_marked = 1.0
+    for u in range(vm.shape[1]):
+        if u == v or vm[h, u, V_ON] <= 0 or vm[h, u, V_IMAGE_GROUP] != g:
+            continue
+        shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
+        none_shared *= 1.0 - min(1.0, shr / universe)
+        none_marked *= 1.0 - min(1.0, (shr + _hinted(vm, h, u)) / universe)
+    return 1.0 - none_shared, 1.0 - none_marked
+
+
+@njit(cache=True)
+def promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any):
+    """``joined`` of ``v``'s image pages shared: those that met a hint make its page shared too."""
+    if joined <= 0 or p_any <= p_shared:
+        return
+    n = stochastic_round(rng, h, joined * (p_any - p_shared) / p_any)
+    if n <= 0:
+        return
+    g = vm[h, v, V_IMAGE_GROUP]
+    hints = 0.0
+    for u in range(vm.shape[1]):
+        if u != v and vm[h, u, V_ON] > 0 and vm[h, u, V_IMAGE_GROUP] == g:
+            hints += _hinted(vm, h, u)
+    if hints <= 0:
+        return
+    for u in range(vm.shape[1]):
+        if u == v or vm[h, u, V_ON] <= 0 or vm[h, u, V_IMAGE_GROUP] != g:
+            continue
+        want = n * _hinted(vm, h, u) / hints
+        n_c = int(vm[h, u, V_NCLASS])
+        priv = 0
+        for c in range(FIRST_CLASS, n_c):
+            if ck[h, u, c] == 1:
+                priv += m[h, u, c, PRIV]
+        if priv <= 0 or want <= 0:
+            continue
+        frac = min(1.0, want / priv)
+        # The hinted page keeps its frame, now the shared one: no frame moves.
+        for c in range(FIRST_CLASS, n_c):
+            if ck[h, u, c] == 1 and m[h, u, c, PRIV] > 0:
+                k = binomial(rng, h, m[h, u, c, PRIV], frac)
+                m[h, u, c, PRIV] -= k
+                m[h, u, c, SHR] += k
