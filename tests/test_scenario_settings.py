@@ -524,6 +524,10 @@ def test_aggregate_fidelity_runs_the_same_scenario_over_masses_of_pages():
     assert agg.last("idle")["SZTGT"] < agg.last("busy")["SZTGT"]
     busy_grant = agg.last("busy")["GRANT"]
     assert abs(busy_grant - page.last("busy")["GRANT"]) < 0.25 * page.last("busy")["MEMSZ"]
+    # idle wrote 160 MiB in its first phase (0-8 s): the sampling period that saw it
+    # keeps it active after the phase changes, at both fidelities.
+    idle_actv = [at_time(r, "idle", 20.0)["ACTV"] for r in (page, agg)]
+    assert abs(idle_actv[1] - idle_actv[0]) < 0.25 * page.last("idle")["MEMSZ"], idle_actv
 
 # -- coverage -------------------------------------------------------------------------------
 #: Fields that name or describe a run and change nothing in it.

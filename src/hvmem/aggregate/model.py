@@ -288,6 +288,7 @@ class HostBatch:
         first, n = k.FIRST_CLASS, ph.pages.size
         m = self.m[h, v]
         old = slot.classes.phases[slot.phase] if slot.phase >= 0 else None
+        touched: dict[tuple[int, int], float] = {}  # pages this period's sampling saw touched
         if fresh or old is None:
             pools = {}
             for seg, kind, pages in zip(ph.segment.tolist(), ph.content.tolist(),
@@ -300,7 +301,13 @@ class HostBatch:
                                                 strict=True)):
                 pool = pools.setdefault((seg, kind), np.zeros(k.N_STATES, np.int64))
                 pool += m[first + i]
+                # The sampler's touched bits belong to pages, not to the phase: what
+                # this period saw touched stays touched when the pages change class.
+                key = (seg, kind)
+                touched[key] = touched.get(key, 0.0) + float(m[first + i].sum()) * float(
+                    self.q[h, v, first + i])
         m[first:] = 0
+        seen = np.zeros(n)
         targets: dict[tuple[int, int], list[int]] = {}
         for i, key in enumerate(zip(ph.segment.tolist(), ph.content.tolist(), strict=True)):
             targets.setdefault(key, []).append(i)
@@ -311,6 +318,7 @@ class HostBatch:
                 idx = [0]
             weights = ph.pages[idx].astype(np.float64)
             weights /= weights.sum()
+            seen[idx] += weights * touched.get((seg, kind), 0.0)
             for s in range(k.N_STATES):
                 total = int(pool[s])
                 if total:
@@ -330,7 +338,8 @@ class HostBatch:
         self.shi[h, v] = -1.0
         self.slo[h, v, sl] = ph.scan_lo
         self.shi[h, v, sl] = ph.scan_hi
-        self.q[h, v, sl] = 0.0
+        mass = m[first:first + n].sum(axis=1)
+        self.q[h, v, sl] = np.minimum(1.0, seen / np.maximum(mass, 1))
         heat = self.heat[h, v]
         heat[:] = -1
         # Coldest first: never-touched classes, then by touch probability (sweeps
