@@ -61,6 +61,7 @@ from hvmem.aggregate.reclaim import (
     _ensure_free,
     _frames,
     _free_pages,
+    _mass,
     _nc,
     _take_free,
     _unzip,
@@ -68,15 +69,6 @@ from hvmem.aggregate.reclaim import (
     make_room,
     swap_to_target,
 )
-
-
-@njit(cache=True, inline="always")
-def _mass(m, h, v, c):
-    """Row ``c``'s pages in every state."""
-    mass = 0
-    for s in range(N_STATES):
-        mass += m[h, v, c, s]
-    return mass
 
 
 @njit(cache=True)

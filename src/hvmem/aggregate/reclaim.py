@@ -344,13 +344,13 @@ def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n
     for i in range(j, z):
         c = heat[h, v, i]
         if slo[h, v, c] == cur:
-            rest += max(0, _resident(m, h, v, c) - int(passed * _mass_of(m, h, v, c)))
+            rest += max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
     left = min(n, rest)
     for i in range(j, z):
         c = heat[h, v, i]
         if slo[h, v, c] != cur or left <= 0:
             continue
-        r = max(0, _resident(m, h, v, c) - int(passed * _mass_of(m, h, v, c)))
+        r = max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
         t = part(rng, h, left, r, rest)
         left -= t
         rest -= r
@@ -391,7 +391,7 @@ def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n
 
 
 @njit(cache=True, inline="always")
-def _mass_of(m, h, v, c):
+def _mass(m, h, v, c):
     """Row ``c``'s pages in every state."""
     mass = 0
     for s in range(N_STATES):
