@@ -35,6 +35,12 @@ from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 
 
 @njit(cache=True, inline="always")
+def _peer(vm, h, v, u):
+    """Whether VM ``u`` is on and of ``v``'s image group, and not ``v``: a peer it shares with."""
+    return u != v and vm[h, u, V_ON] > 0 and vm[h, u, V_IMAGE_GROUP] == vm[h, v, V_IMAGE_GROUP]
+
+
+@njit(cache=True, inline="always")
 def _hinted(vm, h, u):
     """VM ``u``'s image pages hashed into the table and still private (its hints)."""
     shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
@@ -47,9 +53,11 @@ def image_match(vm, h, v):
     g = vm[h, v, V_IMAGE_GROUP]
     if vm[h, v, V_SHARE_IMAGE] <= 0 or g < 0:
         return 0.0, 0.0
-    universe = 0.0
+    # The image's pages: the most any VM of the group holds, ``v`` (on, as
+    # every VM whose pages are scanned or offered) among them.
+    universe = max(0.0, vm[h, v, V_IMAGE_BACKED], vm[h, v, V_SHARED] - vm[h, v, V_ZERO_SHARED])
     for u in range(vm.shape[1]):
-        if vm[h, u, V_ON] > 0 and vm[h, u, V_IMAGE_GROUP] == g:
+        if _peer(vm, h, v, u):
             shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
             universe = max(universe, vm[h, u, V_IMAGE_BACKED], shr)
     if universe <= 0:
@@ -57,7 +65,7 @@ def image_match(vm, h, v):
     none_shared = 1.0
     none_marked = 1.0
     for u in range(vm.shape[1]):
-        if u == v or vm[h, u, V_ON] <= 0 or vm[h, u, V_IMAGE_GROUP] != g:
+        if not _peer(vm, h, v, u):
             continue
         shr = vm[h, u, V_SHARED] - vm[h, u, V_ZERO_SHARED]
         none_shared *= 1.0 - min(1.0, shr / universe)
@@ -73,15 +81,14 @@ def promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any):
     n = stochastic_round(rng, h, joined * (p_any - p_shared) / p_any)
     if n <= 0:
         return
-    g = vm[h, v, V_IMAGE_GROUP]
     hints = 0.0
     for u in range(vm.shape[1]):
-        if u != v and vm[h, u, V_ON] > 0 and vm[h, u, V_IMAGE_GROUP] == g:
+        if _peer(vm, h, v, u):
             hints += _hinted(vm, h, u)
     if hints <= 0:
         return
     for u in range(vm.shape[1]):
-        if u == v or vm[h, u, V_ON] <= 0 or vm[h, u, V_IMAGE_GROUP] != g:
+        if not _peer(vm, h, v, u):
             continue
         want = n * _hinted(vm, h, u) / hints
         n_c = int(vm[h, u, V_NCLASS])
