@@ -13,7 +13,9 @@ it (demand-zero), until its first write. One tick, per VM, in ``sim.py``'s
 order:
 
 * touches: a random class's pages in each state are touched with the class's
-  probability (binomial draws, so seeds vary as page fidelity's do); a sweep
+  probability (binomial draws, so seeds vary as page fidelity's do), those
+  never touched with that of the class's sub-blocks' pages still never
+  touched (``_first_touch``, ``classes.py``); a sweep
   touches the pages its cursor passes, those never allocated first (then,
   for an LRU guest, those it swapped out: the oldest, just ahead of the
   cursor), and a block's share touched in a sampling period adds up. Touched
@@ -71,8 +73,52 @@ from hvmem.aggregate.reclaim import (
 )
 
 
+@njit(cache=True, inline="always")
+def _first_touch(ft, h, v, c, p):
+    """A never-touched page's chance of its first touch this tick; its sub-blocks age.
+
+    ``ft[h, v, c, :B]`` are the class's sub-blocks' touch chances, ``ft[h, v,
+    c, B:]`` their shares of its pages still never touched: the mean chance is
+    over those, and each share then keeps ``1 - p_j`` of itself (in
+    expectation, renormalised), so the hotter sub-blocks' pages run out first.
+    """
+    n_b = ft.shape[3] // 4
+    num = den = 0.0
+    for j in range(n_b):
+        num += ft[h, v, c, n_b + j] * ft[h, v, c, j]
+        den += ft[h, v, c, n_b + j]
+    if den <= 0.0:
+        return p
+    left = 0.0
+    for j in range(n_b):
+        ft[h, v, c, n_b + j] *= 1.0 - ft[h, v, c, j]
+        left += ft[h, v, c, n_b + j]
+    if left > 0.0:
+        for j in range(n_b):
+            ft[h, v, c, n_b + j] /= left
+    return num / den
+
+
+@njit(cache=True, inline="always")
+def _touched(ft, h, v, c):
+    """A random class's share touched since the sampling period began, after this tick.
+
+    Summed over its sub-blocks (``classes.py``), each ``1 - (1 - q_j)(1 - p_j)``:
+    a period's share touched of pages whose chances differ is below that of
+    their mean chance (70 MiB of web's 803 over 60 s in ``demo``).
+    """
+    n_b = ft.shape[3] // 4
+    share = 0.0
+    for j in range(n_b):
+        q_j = 1.0 - (1.0 - ft[h, v, c, 3 * n_b + j]) * (1.0 - ft[h, v, c, j])
+        ft[h, v, c, 3 * n_b + j] = q_j
+        share += ft[h, v, c, 2 * n_b + j] * q_j
+    return share
+
+
 @njit(cache=True)
-def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t):
+def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v, lru,
+              t):
     """One tick of VM ``v``'s workload over its classes."""
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
@@ -103,7 +149,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             continue
         if lo < 0.0 and mass == m[h, v, c, PRIV]:
             # All backed and private: touches draw nothing to serve or move.
-            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - tp[h, v, c])
+            q[h, v, c] = _touched(ft, h, v, c)
             continue
         t[:] = 0
         if lo >= 0.0:  # swept: the pages the cursor passes
@@ -138,9 +184,10 @@ def _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h,
             t[PRIV] = 0
         else:
             p = tp[h, v, c]
-            q[h, v, c] = 1.0 - (1.0 - q[h, v, c]) * (1.0 - p)
+            q[h, v, c] = _touched(ft, h, v, c)
             for s in (NEVER, ZIP, SWP, GSWP):
-                t[s] = binomial(rng, h, m[h, v, c, s], p)
+                t[s] = binomial(rng, h, m[h, v, c, s], p if s != NEVER or m[h, v, c, s] == 0
+                                else _first_touch(ft, h, v, c, p))
             pw = p * wp[h, v, c]
             t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
             t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
@@ -471,7 +518,7 @@ def running_share(m, q, vm, h):
 
 
 @njit(cache=True)
-def _sample(m, q, vm, host, rng, h, v, lazy):
+def _sample(m, q, ft, vm, host, rng, h, v, lazy):
     """Active-memory sampling: the running share touched, and a period's end folded in.
 
     ``lazy``: the running share (``V_RUNNING``) is left to ``running_share``
@@ -491,12 +538,14 @@ def _sample(m, q, vm, host, rng, h, v, lazy):
         vm[h, v, V_LAST_FRAC] = drawn
         vm[h, v, V_RUNNING] = 0.0
         vm[h, v, V_SAMPLE_LEFT] = host[h, H_SAMPLE_TICKS]
+        n_b = ft.shape[3] // 4
         for c in range(_nc(vm, h, v)):
             q[h, v, c] = 0.0
+            ft[h, v, c, 3 * n_b:] = 0.0
 
 
 @njit(cache=True, nogil=True)
-def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tick_ns,
+def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall, tick_ns,
          poll, lru, lazy_running, settled):
     """One tick of every host in the batch (``poll``: the balloon drivers poll this tick).
 
@@ -525,7 +574,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
             if vm[h, v, V_BLOCKED] > 0 and state == LOW_STATE:
                 stall[h, v, S_BLOCKED] = tick_ns
                 continue
-            _touch_vm(m, tp, wp, slo, shi, q, vm, cnt, host, heat, rng, costs, stall, h, v,
+            _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
                       lru, t)
             if vm[h, v, V_CAP] > 0:
                 hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
@@ -543,7 +592,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, vm, cnt, host, rng, costs, stall, tic
                     swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, True, lru)
         for v in range(n_v):
             if vm[h, v, V_ON] > 0:
-                _sample(m, q, vm, host, rng, h, v, lazy_running)
+                _sample(m, q, ft, vm, host, rng, h, v, lazy_running)
         scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
         breaking = 0
         if host[h, H_LP_ACTIVE + state] > 0:

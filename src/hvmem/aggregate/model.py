@@ -10,6 +10,9 @@ then the workload's classes), then the backing state (``kernel.py``)::
     slo shi float64 [H, V, C]     a swept class's span in sweep coordinates
     q      float64 [H, V, C]      chance of a touch since the sampling period began
     heat   int64   [H, V, C]      the classes, coldest first (-1 pads)
+    ft     float64 [H, V, C, 4B]  B sub-blocks of each class: touch chances, shares of
+                                  the never-touched pages, shares of all pages, chance
+                                  of a touch since the sampling period began
     vm     float64 [H, V, 52]     per-VM parameters and state (kernel.V_*)
     cnt    float64 [H, V, 8]      per-VM counters (kernel.K_*)
     host   float64 [H, 46]        per-host parameters and state (kernel.H_*)
@@ -29,7 +32,7 @@ import numpy as np
 
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.balloon import judge, report_free
-from hvmem.aggregate.classes import WorkloadClasses, workload_classes
+from hvmem.aggregate.classes import FIRST_TOUCH_BINS, WorkloadClasses, workload_classes
 from hvmem.aggregate.unmerge import unmerge
 from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
@@ -104,6 +107,7 @@ class HostBatch:
         self.shi = np.full(shape, -1.0)
         self.q = np.zeros(shape)
         self.heat = np.full(shape, -1, np.int64)
+        self.ft = np.zeros((*shape, 4 * FIRST_TOUCH_BINS))
         self.vm = np.zeros((n_h, n_v, k.N_VM))
         self.cnt = np.zeros((n_h, n_v, k.N_CNT))
         self.stall = np.zeros((n_h, n_v, k.N_STALL))
@@ -338,8 +342,15 @@ class HostBatch:
         self.shi[h, v] = -1.0
         self.slo[h, v, sl] = ph.scan_lo
         self.shi[h, v, sl] = ph.scan_hi
+        # A new phase's permutation puts any page in any sub-block.
+        b = FIRST_TOUCH_BINS
+        self.ft[h, v] = 0.0
+        self.ft[h, v, sl, :b] = ph.sub_prob
+        self.ft[h, v, sl, b:2 * b] = ph.sub_pages
+        self.ft[h, v, sl, 2 * b:3 * b] = ph.sub_pages
         mass = m[first:first + n].sum(axis=1)
         self.q[h, v, sl] = np.minimum(1.0, seen / np.maximum(mass, 1))
+        self.ft[h, v, sl, 3 * b:] = self.q[h, v, sl, None]
         heat = self.heat[h, v]
         heat[:] = -1
         # Coldest first: never-touched classes, then by touch probability (sweeps
@@ -369,7 +380,7 @@ class HostBatch:
             settled[:] = 0
         self.advance_phases(now_ns)
         k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
-               self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
+               self.ft, self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
                float(self.tick_ns), poll, self.lru, lazy_running, settled)
         self._after_step(now_ns, poll, settled)
 
