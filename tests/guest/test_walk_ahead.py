@@ -7,6 +7,14 @@ pages than the guest holds (faults, guest reclaim, swap-ins, several chunks a
 batch), with resident ticks between; after every tick the results, the
 guest's pages, stamps, dirty bits and counters, and the host's pmap and frame
 contents must be equal.
+
+The same comparison checks the walk after a chunk's faults: ``_serve_chunk``
+walks the whole chunk's page table again after a fault made the guest reclaim
+only when the reclaim may have evicted a page used at the current stamp
+(``KernelState.young_evictions``); every page of the chunk mapped so far is
+one, and other evictions change none of its entries. A guest for which every
+reclaim counts as such an eviction walks the whole chunk again after every
+reclaim, and must end in the same state.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import hvmem.guest.reclaim as guest_reclaim
 from hvmem.guest.kernel import GuestConfig, GuestKernel
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
@@ -105,3 +114,45 @@ def test_batches_with_mappings_to_change_are_not_walked():
     kernel, _ = make_guest("lru")
     ops = (MemoryOp(MemoryOpKind.MAP, 0, 0, 16, False),)
     assert kernel.walk_ahead(batch([1, 2], [True, False], ops=ops), 0) is None
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "clock", "random"])
+def test_walking_only_the_faulted_entries_changes_nothing(policy, monkeypatch):
+    short, short_host = make_guest(policy)
+    whole, whole_host = make_guest(policy)
+    reclaim = guest_reclaim.reclaim
+
+    def every_eviction_young(kernel, n_pages):
+        freed = reclaim(kernel, n_pages)
+        if kernel is whole:
+            kernel.young_evictions += 1
+        return freed
+
+    monkeypatch.setattr(guest_reclaim, "reclaim", every_eviction_young)
+    ops = tuple(MemoryOp(MemoryOpKind.MAP, p, 0, MAPPED_PAGES, False) for p in (0, 1))
+    rng = np.random.default_rng(11)
+    last = np.arange(40)
+    for tick in range(60):
+        now = tick * TICK_NS
+        if tick == 0:
+            b = batch([], [], ops=ops)
+        elif tick % 4 == 2:  # mostly resident: the last tick's pages again, and a few more
+            again = np.union1d(last[-60:], rng.choice(MAPPED_PAGES, 20, replace=False))
+            b = batch(rng.permutation(again), rng.random(again.size) < 0.4)
+        else:  # more pages than the guest holds, in several chunks
+            n = int(rng.integers(30, 320))
+            last = rng.choice(MAPPED_PAGES, n, replace=False)
+            b = batch(last, rng.random(n) < 0.4)
+        r1 = short.access(b, now, short.walk_ahead(b, now))
+        r2 = whole.access(b, now, whole.walk_ahead(b, now))
+        assert (r1.refs, r1.time_ns, r1.minor_faults, r1.major_faults, r1.dropped) == \
+            (r2.refs, r2.time_ns, r2.minor_faults, r2.major_faults, r2.dropped)
+        np.testing.assert_array_equal(r1.dropped_mask, r2.dropped_mask)
+        assert_same(state(short, short_host), state(whole, whole_host))
+    runs = short.counters.reclaim_runs
+    assert runs > 10 and whole.young_evictions > runs
+    if policy == "lru":  # both ways taken: only older pages evicted, and pages used now too
+        assert 0 < short.young_evictions < runs
+    else:  # no use stamps to tell by: every reclaim walks the whole chunk again
+        assert short.young_evictions == runs
+    short.check_invariants()

@@ -111,6 +111,10 @@ class KernelState:
     processes: list[Process] = field(default_factory=list)
     # Pages of each kind, kept by set_kind (counted from ``kind`` when built).
     kind_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Reclaims that may have evicted a page used at the current stamp (every
+    # reclaim, when the policy keeps no use stamps): while it stays the same,
+    # no page stamped as used now has left memory (``access.py``).
+    young_evictions: int = 0
 
     def __post_init__(self) -> None:
         self.kind_counts = counts_of(self.kind, len(PageKind))

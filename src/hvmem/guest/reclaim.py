@@ -136,6 +136,9 @@ def reclaim(kernel: KernelState, n_pages: int) -> int:
         vpns = kernel.vpn[victims[sel]].astype(np.int64)
         proc.space.page_table.set_leaf_entries(vpns, new_ptes[sel])
         proc.space.flush_tlb(vpns, kernel.mmu)
+    use_stamp = kernel.replacement.use_stamp
+    if not use_stamp.size or np.any(use_stamp[victims] >= kernel.now_stamp):
+        kernel.young_evictions += 1
     free_pages(kernel, victims)
     return int(victims.size)
 
