@@ -325,7 +325,17 @@ def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n
 
     The blocks tile the sweep (``classes.py``), so a block ends where the next
     begins; the cursor's block is the one whose span holds ``V_SCAN_POS``.
+    Heat lists a sweep's classes in block order (``model.py`` sorts them
+    stably by pace, all equal), and then ``_sweep_in_order`` takes the same
+    pages with the same draws in one pass over them; the search below, a pass
+    per block, serves any other order.
     """
+    for i in range(j + 1, z):
+        if slo[h, v, heat[h, v, i]] < slo[h, v, heat[h, v, i - 1]]:
+            break
+    else:
+        return _sweep_in_order(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z,
+                               n, lru)
     pos = vm[h, v, V_SCAN_POS]
     length = vm[h, v, V_SCAN_LEN]
     cur, end = -1.0, length
@@ -387,6 +397,76 @@ def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n
             if t > 0:
                 freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t,
                                     lru)
+    return freed
+
+
+@njit(cache=True)
+def _sweep_in_order(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
+    """``_reclaim_sweep`` over classes ``heat[j:z]`` listed in block order; pages freed.
+
+    A block is a run of equal starts. The cursor's block (the last starting
+    at or before ``V_SCAN_POS``) gives its pages ahead of the cursor first;
+    then the blocks after it, wrapping round to the first, and the cursor's
+    block last: the order of their distance ahead of the cursor that
+    ``_reclaim_sweep``'s search finds. Each block's classes in heat order, as
+    there, so the draws are the same.
+    """
+    pos = vm[h, v, V_SCAN_POS]
+    length = vm[h, v, V_SCAN_LEN]
+    # The cursor's block: heat[b0:b1] (b0 == b1: the cursor is before every block).
+    b0 = b1 = j
+    i = j
+    while i < z and slo[h, v, heat[h, v, i]] <= pos:
+        if slo[h, v, heat[h, v, i]] != slo[h, v, heat[h, v, b0]]:
+            b0 = i
+        i += 1
+    b1 = i
+    cur = slo[h, v, heat[h, v, b0]] if b1 > j else -1.0
+    if b1 == j:
+        b0 = j
+    end = slo[h, v, heat[h, v, b1]] if b1 < z else length
+    passed = (pos - cur) / (end - cur) if cur >= 0.0 else 0.0
+    freed = 0
+    rest = 0
+    for i in range(b0, b1):
+        c = heat[h, v, i]
+        rest += max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+    left = min(n, rest)
+    for i in range(b0, b1):
+        if left <= 0:
+            break
+        c = heat[h, v, i]
+        r = max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+        t = part(rng, h, left, r, rest)
+        left -= t
+        rest -= r
+        if t > 0:
+            freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+    # The blocks from the cursor's next one on, wrapping round, the cursor's own last.
+    i = b1
+    for lap in range(2):
+        stop = z if lap == 0 else b1
+        if lap == 1:
+            i = j
+        while i < stop and freed < n:
+            k0 = i
+            lo = slo[h, v, heat[h, v, i]]
+            rest = 0
+            while i < stop and slo[h, v, heat[h, v, i]] == lo:
+                rest += _resident(m, h, v, heat[h, v, i])
+                i += 1
+            left = min(n - freed, rest)
+            for x in range(k0, i):
+                if left <= 0:
+                    break
+                c = heat[h, v, x]
+                r = _resident(m, h, v, c)
+                t = part(rng, h, left, r, rest)
+                left -= t
+                rest -= r
+                if t > 0:
+                    freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t,
+                                        lru)
     return freed
 
 
