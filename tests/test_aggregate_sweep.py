@@ -1,6 +1,6 @@
 """A guest's reclaim of a sweep's blocks: the one-pass walk takes what the search takes.
 
-``reclaim._reclaim_sweep`` finds the blocks in the cursor's order by a search
+``guest_paging._reclaim_sweep`` finds the blocks in the cursor's order by a search
 over the sweep's classes, whatever their order in heat; when heat lists them
 in block order, as ``model.py`` does, ``_sweep_in_order`` walks them once.
 Both must take the same pages with the same draws: listed out of block order
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hvmem.aggregate import kernel as k
-from hvmem.aggregate.reclaim import _reclaim_sweep
+from hvmem.aggregate.guest_paging import _reclaim_sweep
 
 BLOCKS, KINDS = 16, 3
 BLOCK_PAGES = 1000.0

@@ -38,8 +38,9 @@ from __future__ import annotations
 from numba import njit
 
 from hvmem.aggregate.draws import part
+from hvmem.aggregate.guest_paging import _take_free
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
-from hvmem.aggregate.reclaim import _shrink_cache, _take_free
+from hvmem.aggregate.reclaim import _shrink_cache
 from hvmem.hypervisor.reclaim.balloon import STUCK_AFTER_NS
 
 

@@ -13,8 +13,8 @@ function [ACKLAM03]: 14 ns a draw, where Box-Muller's two uniforms,
 logarithm, root and cosine took 30.
 
 Every draw is compiled inline into its caller (``inline="always"``: a call
-would pass each array as a dozen scalars). The kernels of ``kernel.py`` and
-``reclaim.py`` so hold copies of them; ``hvmem/compile_cache.py`` keys the
+would pass each array as a dozen scalars). The kernels of ``kernel.py``,
+``reclaim.py`` and ``guest_paging.py`` so hold copies of them; ``hvmem/compile_cache.py`` keys the
 compiled cache by every Numba source, so an edit here compiles them again.
 """
 

@@ -57,15 +57,12 @@ from numba import njit
 
 from hvmem.aggregate.balloon import deflate_on_oom
 from hvmem.aggregate.draws import binomial, part, stochastic_round
+from hvmem.aggregate.guest_paging import _ensure_free, _free_pages, _mass, _take_free
 from hvmem.aggregate.image_share import image_match, promote_hints
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout; also read as k.NAME)
 from hvmem.aggregate.reclaim import (
-    _ensure_free,
     _frames,
-    _free_pages,
-    _mass,
     _nc,
-    _take_free,
     _unzip,
     hold_to_cap,
     make_room,
@@ -161,7 +158,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
             left = k - t[NEVER]
             rest = mass - m[h, v, c, NEVER]
             # An LRU guest swapped out the block's pages the cursor passed longest ago
-            # (reclaim.py, _reclaim_sweep): those just ahead of it, reached first.
+            # (guest_paging.py, _reclaim_sweep): those just ahead of it, reached first.
             lru_guest = vm[h, v, V_GUEST_RANDOM] <= 0
             if lru_guest:
                 t[GSWP] = min(left, m[h, v, c, GSWP])

@@ -44,11 +44,11 @@ KERNEL_ROW = BALLOON_ROW
 # The guest's balloon beyond its rates (aggregate/balloon.py): the size at the last poll,
 # when it last made progress (ns) and whether the host holds it stuck; deflate-on-OOM
 # and free page reporting switched on; backed free pages not yet reported. Guest
-# reclaim by random victims instead of LRU's coldest first (reclaim.py).
+# reclaim by random victims instead of LRU's coldest first (guest_paging.py).
 (V_BAL_LAST, V_BAL_PROGRESS_NS, V_BAL_STUCK, V_DEFLATE_OOM, V_REPORTING,
  V_REPORT_LEFT, V_GUEST_RANDOM) = range(45, 52)
 # The share of the VM's pages its sharing scanner has hashed (the table's hints for
-# its image pages that stay private; aggregate/reclaim.py's ``image_match``).
+# its image pages that stay private; aggregate/image_share.py's ``image_match``).
 V_SHARE_SEEN = 52
 N_VM = 53
 

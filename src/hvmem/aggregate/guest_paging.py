@@ -1,0 +1,340 @@
+"""The guest's own paging at aggregate fidelity: its free list and its swap.
+
+Over the masses of ``kernel.py`` (``m[h, v, c, s]``), as page fidelity's
+guest does it (``guest/``): its free list (``_take_free``, backed pages
+first, as its LIFO list hands out the pages it freed last), Linux's
+watermarks (``_ensure_free``: below low, reclaim to high) and guest reclaim
+of the coldest classes to its swap, equally cold classes in proportion
+(``_guest_reclaim``, ``_gswap_out``), a sweep's blocks in the order its
+cursor passed them (``_reclaim_sweep``, ``_sweep_in_order``); with
+``reclaim_policy = "random"`` every class gives in proportion to what it
+holds, whatever its heat. A page the host had compressed or swapped is
+brought back before the guest writes it out (double paging), which takes
+frames through the host's reclaim (``reclaim.py``).
+"""
+
+# ruff: noqa: F405  (the layout's names come from layout.py's __all__)
+from __future__ import annotations
+
+from numba import njit
+
+from hvmem.aggregate.draws import part
+from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
+from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
+
+
+@njit(cache=True)
+def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
+
+    Classes equally cold (the same touch probability, or the same block of a
+    sweep: a heat block's zero, image and private pages) give pages in
+    proportion to what they hold, as the guest's LRU lists know nothing of
+    contents. A page the host had compressed or swapped is read back first
+    (double paging); the others keep their backing on the guest's free list.
+    """
+    room = int(vm[h, v, V_GSWAP_CAP])
+    used = 0
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        used += m[h, v, c, GSWP]
+    n = min(n, room - used)
+    freed = 0
+    n_c = _nc(vm, h, v)
+    j = 0
+    while j < n_c and freed < n:
+        c0 = heat[h, v, j]
+        if c0 < 0:
+            break
+        if slo[h, v, c0] >= 0.0 and vm[h, v, V_GUEST_RANDOM] <= 0:
+            z = j + 1  # a sweep's blocks, all as cold by pace, follow one another in heat
+            while z < n_c and heat[h, v, z] >= 0 and slo[h, v, heat[h, v, z]] >= 0.0:
+                z += 1
+            freed += _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
+                                    j, z, n - freed, lru)
+            j = z
+            continue
+        # The run of equally cold classes that starts here (random victims: all of them).
+        z = j + 1
+        while (z < n_c and heat[h, v, z] >= 0 and (vm[h, v, V_GUEST_RANDOM] > 0 or (
+                tp[h, v, heat[h, v, z]] == tp[h, v, c0]
+                and slo[h, v, heat[h, v, z]] == slo[h, v, c0]))):
+            z += 1
+        rest = 0
+        for i in range(j, z):
+            rest += _resident(m, h, v, heat[h, v, i])
+        left = min(n - freed, rest)
+        for i in range(j, z):
+            c = heat[h, v, i]
+            r = _resident(m, h, v, c)
+            t = part(rng, h, left, r, rest) if left > 0 else 0
+            left -= t
+            rest -= r
+            if t > 0:
+                freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+        j = z
+    cnt[h, v, K_GSWAP_OUT] += freed
+    return freed
+
+
+@njit(cache=True)
+def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
+    """An LRU guest's reclaim of ``n`` pages of a sweep's blocks (``heat[j:z]``); pages freed.
+
+    The least recently used pages of a sweep are those its cursor passed
+    longest ago: the ones just ahead of it, which it reaches next. So the
+    guest takes, in order, the pages of the cursor's block still ahead of it
+    (all but those it passed this sweep, which it has just touched), the
+    blocks that follow in the order the cursor reaches them, and last the
+    pages of its block behind it; a block's zero, image and private classes
+    in proportion. ``_touch_vm`` takes a block's swapped-out pages first, the
+    cursor reaching them first. A sweep larger than the guest's memory then
+    faults on every page it reaches, as LRU does under any cyclic sweep
+    larger than memory; taking the blocks in proportion would leave most of
+    it resident.
+
+    The blocks tile the sweep (``classes.py``), so a block ends where the next
+    begins; the cursor's block is the one whose span holds ``V_SCAN_POS``.
+    Heat lists a sweep's classes in block order (``model.py`` sorts them
+    stably by pace, all equal), and then ``_sweep_in_order`` takes the same
+    pages with the same draws in one pass over them; the search below, a pass
+    per block, serves any other order.
+    """
+    for i in range(j + 1, z):
+        if slo[h, v, heat[h, v, i]] < slo[h, v, heat[h, v, i - 1]]:
+            break
+    else:
+        return _sweep_in_order(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z,
+                               n, lru)
+    pos = vm[h, v, V_SCAN_POS]
+    length = vm[h, v, V_SCAN_LEN]
+    cur, end = -1.0, length
+    for i in range(j, z):
+        lo = slo[h, v, heat[h, v, i]]
+        if cur < lo <= pos:
+            cur = lo
+    for i in range(j, z):
+        lo = slo[h, v, heat[h, v, i]]
+        if cur < lo < end:
+            end = lo
+    passed = (pos - cur) / (end - cur) if cur >= 0.0 else 0.0
+    freed = 0
+    # The cursor's block ahead of it: what it holds beyond the pages passed this sweep.
+    rest = 0
+    for i in range(j, z):
+        c = heat[h, v, i]
+        if slo[h, v, c] == cur:
+            rest += max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+    left = min(n, rest)
+    for i in range(j, z):
+        c = heat[h, v, i]
+        if slo[h, v, c] != cur or left <= 0:
+            continue
+        r = max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+        t = part(rng, h, left, r, rest)
+        left -= t
+        rest -= r
+        if t > 0:
+            freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+    # Then block by block in the cursor's order, its own block's pages behind it last.
+    after = -1.0
+    for _ in range(z - j + 1):
+        if freed >= n:
+            break
+        lo, key = -1.0, 2.0 * length
+        for i in range(j, z):
+            s = slo[h, v, heat[h, v, i]]
+            d = (s - pos) % length if s != cur else length
+            if after < d < key:
+                lo, key = s, d
+        if lo < 0.0:
+            break
+        after = key
+        rest = 0
+        for i in range(j, z):
+            c = heat[h, v, i]
+            if slo[h, v, c] == lo:
+                rest += _resident(m, h, v, c)
+        left = min(n - freed, rest)
+        for i in range(j, z):
+            c = heat[h, v, i]
+            if slo[h, v, c] != lo or left <= 0:
+                continue
+            r = _resident(m, h, v, c)
+            t = part(rng, h, left, r, rest)
+            left -= t
+            rest -= r
+            if t > 0:
+                freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t,
+                                    lru)
+    return freed
+
+
+@njit(cache=True)
+def _sweep_in_order(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
+    """``_reclaim_sweep`` over classes ``heat[j:z]`` listed in block order; pages freed.
+
+    A block is a run of equal starts. The cursor's block (the last starting
+    at or before ``V_SCAN_POS``) gives its pages ahead of the cursor first;
+    then the blocks after it, wrapping round to the first, and the cursor's
+    block last: the order of their distance ahead of the cursor that
+    ``_reclaim_sweep``'s search finds. Each block's classes in heat order, as
+    there, so the draws are the same.
+    """
+    pos = vm[h, v, V_SCAN_POS]
+    length = vm[h, v, V_SCAN_LEN]
+    # The cursor's block: heat[b0:b1] (b0 == b1: the cursor is before every block).
+    b0 = b1 = j
+    i = j
+    while i < z and slo[h, v, heat[h, v, i]] <= pos:
+        if slo[h, v, heat[h, v, i]] != slo[h, v, heat[h, v, b0]]:
+            b0 = i
+        i += 1
+    b1 = i
+    cur = slo[h, v, heat[h, v, b0]] if b1 > j else -1.0
+    if b1 == j:
+        b0 = j
+    end = slo[h, v, heat[h, v, b1]] if b1 < z else length
+    passed = (pos - cur) / (end - cur) if cur >= 0.0 else 0.0
+    freed = 0
+    rest = 0
+    for i in range(b0, b1):
+        c = heat[h, v, i]
+        rest += max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+    left = min(n, rest)
+    for i in range(b0, b1):
+        if left <= 0:
+            break
+        c = heat[h, v, i]
+        r = max(0, _resident(m, h, v, c) - int(passed * _mass(m, h, v, c)))
+        t = part(rng, h, left, r, rest)
+        left -= t
+        rest -= r
+        if t > 0:
+            freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru)
+    # The blocks from the cursor's next one on, wrapping round, the cursor's own last.
+    i = b1
+    for lap in range(2):
+        stop = z if lap == 0 else b1
+        if lap == 1:
+            i = j
+        while i < stop and freed < n:
+            k0 = i
+            lo = slo[h, v, heat[h, v, i]]
+            rest = 0
+            while i < stop and slo[h, v, heat[h, v, i]] == lo:
+                rest += _resident(m, h, v, heat[h, v, i])
+                i += 1
+            left = min(n - freed, rest)
+            for x in range(k0, i):
+                if left <= 0:
+                    break
+                c = heat[h, v, x]
+                r = _resident(m, h, v, c)
+                t = part(rng, h, left, r, rest)
+                left -= t
+                rest -= r
+                if t > 0:
+                    freed += _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t,
+                                        lru)
+    return freed
+
+
+@njit(cache=True, inline="always")
+def _mass(m, h, v, c):
+    """Row ``c``'s pages in every state."""
+    mass = 0
+    for s in range(N_STATES):
+        mass += m[h, v, c, s]
+    return mass
+
+
+@njit(cache=True, inline="always")
+def _resident(m, h, v, c):
+    """Row ``c``'s pages in guest memory (backed by the host or not)."""
+    return (m[h, v, c, PRIV] + m[h, v, c, SHR] + m[h, v, c, ZERO] + m[h, v, c, ZIP]
+            + m[h, v, c, SWP] + m[h, v, c, FILL])
+
+
+@njit(cache=True, inline="always")
+def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
+    """``t`` of row ``c``'s resident pages to the guest's swap; the number freed."""
+    left, rest = t, _resident(m, h, v, c)
+    for s in (PRIV, SHR, ZERO, ZIP, SWP, FILL):
+        ms = m[h, v, c, s]
+        if ms <= 0 or left <= 0:
+            rest -= ms
+            continue
+        k = part(rng, h, left, ms, rest)
+        m[h, v, c, s] -= k
+        m[h, v, c, GSWP] += k
+        if s in (ZIP, SWP):  # double paging: the host brings it back to be written
+            m[h, v, FREE_ROW, PRIV] += k
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s == ZIP:
+                _unzip(m, vm, cnt, host, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            else:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+        else:
+            m[h, v, FREE_ROW, s] += k
+        left -= k
+        rest -= ms
+    return t - left
+
+
+@njit(cache=True, inline="always")
+def _free_pages(m, h, v):
+    f = 0
+    for s in range(N_STATES):
+        f += m[h, v, FREE_ROW, s]
+    return f
+
+
+@njit(cache=True, inline="always")
+def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, lru):
+    """``n`` pages off the guest's free list, backed ones first; returns how many.
+
+    For the workload, each is written: a shared one is copied, a compressed or
+    swapped one brought back, an unbacked one given a frame. For the balloon,
+    each one's backing is released.
+    """
+    got = 0
+    for s in (PRIV, FILL, ZERO, SHR, ZIP, SWP, NEVER):
+        k = min(n - got, m[h, v, FREE_ROW, s])
+        if k <= 0:
+            continue
+        m[h, v, FREE_ROW, s] -= k
+        got += k
+        if for_balloon:
+            if s in (PRIV, FILL):
+                host[h, H_FREE] += k
+            elif s == ZIP:
+                _shrink_cache(vm, host, h, v, k)
+        elif s not in (PRIV, FILL):
+            _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)
+            if s in (ZERO, SHR):
+                stall[h, v, S_COW] += k * costs[C_COW]
+            elif s == ZIP:
+                _unzip(m, vm, cnt, host, h, v, k)
+                stall[h, v, S_DECOMPRESS] += k * costs[C_DECOMPRESS]
+            elif s == SWP:
+                cnt[h, v, K_SWAP_IN] += k
+                stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
+            else:
+                stall[h, v, S_ZEROING] += k * costs[C_ZERO_PAGE]
+                stall[h, v, S_OTHER] += k * costs[C_HYP_FAULT]
+        if got >= n:
+            break
+    return got
+
+
+@njit(cache=True, inline="always")
+def _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
+    """Linux's watermarks: below low after taking ``n``, reclaim up to high."""
+    f = _free_pages(m, h, v)
+    if f - n < vm[h, v, V_LOW]:
+        want = int(n + vm[h, v, V_HIGH] - f)
+        g = _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, want,
+                           lru)
+        stall[h, v, S_GUEST] += 0.0 * g  # writes are asynchronous: they stall no one
