@@ -61,12 +61,28 @@ def short_demo_experiment(tmp_path: Path, policies: list[str], seeds: int) -> Pa
     return exp
 
 
+@pytest.fixture
+def compiled(tmp_path: Path) -> None:
+    """The aggregate kernels compiled in this process before any worker starts.
+
+    A sweep's workers share this process's Numba cache (``tests/numba_cache.py``);
+    on a fresh checkout, without this, each worker compiled every kernel itself
+    (about a minute of CPU each, two at once), which is the worker start the
+    deadline must not count: the deadline is for runs that never end.
+    """
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    exp = short_demo_experiment(warm, ["esx", "proxmox"], seeds=1)
+    for spec in load_experiment(exp).runs:
+        Simulation(spec.scenario).run()
+
+
 def summary_mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns
             for p in out.glob("runs/*/*/summary.json")}
 
 
-def test_an_aggregate_sweep_in_the_process_pool_writes_its_rows_and_runs_once(tmp_path):
+def test_an_aggregate_sweep_in_the_process_pool_writes_its_rows_and_runs_once(tmp_path, compiled):
     exp = short_demo_experiment(tmp_path, ["esx", "proxmox"], seeds=2)
     out = tmp_path / "out"
     done = sweep(exp, "--out", out)  # the default runner: a pool of this machine's cores
@@ -98,7 +114,7 @@ def test_an_aggregate_sweep_in_the_process_pool_writes_its_rows_and_runs_once(tm
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_an_aggregate_sweep_on_a_one_worker_local_cluster(tmp_path):
+def test_an_aggregate_sweep_on_a_one_worker_local_cluster(tmp_path, compiled):
     exp = short_demo_experiment(tmp_path, ["proxmox"], seeds=2)
     out = tmp_path / "out"
     done = sweep(exp, "--out", out, "--dask", "local", "--workers", "1")
