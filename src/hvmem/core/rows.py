@@ -36,11 +36,15 @@ class RowLog(Sequence[dict]):
     def append(self, row: dict) -> None:
         """Add ``row`` at the end."""
         columns = self._columns
-        for key in row:
-            if key not in columns:
-                columns[key] = [None] * self._n if self._n else array("d")
-        for key, column in columns.items():
-            value = row.get(key)
+        if row.keys() == columns.keys():  # the usual row: every column and no other
+            items = row.items()
+        else:
+            for key in row:
+                if key not in columns:
+                    columns[key] = [None] * self._n if self._n else array("d")
+            items = [(key, row.get(key)) for key in columns]
+        for key, value in items:
+            column = columns[key]
             if type(column) is array:
                 if isinstance(value, float):
                     column.append(value)

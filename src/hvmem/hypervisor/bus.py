@@ -19,7 +19,10 @@ A read of a swapped page the guest is about to write to its own swap device
 Data layout and speed: most bus calls need no service, so the first pass
 (:func:`_bus_check`) only classifies the pages; a call that needs none goes
 straight to the one-pass touch kernel, without gathering frame numbers it
-does not use.
+does not use. A write's first pass also lists its shared pages, so
+copy-on-write starts from that list; the pages are looked at again only if
+some had no frame, or making room for the copies swapped out some of the
+VM's own.
 
 Invariants: after a bus call every touched page is backed (and private, after
 a write), and stamped with the host's current touch stamp.
@@ -67,12 +70,24 @@ def write_pages(vm: VmState, ppns: np.ndarray, tokens: np.ndarray) -> float:
     """Store contents into guest pages, backing unbacked ones first; returns the time."""
     ppns = np.asarray(ppns, dtype=np.int64)
     before = vm.counters.fault_time_ns
-    if not _bus_fast(vm, ppns, writes=True):
+    if vm.n_armed or ppns.size == 0:
         shared = np.empty(ppns.size, dtype=np.int64)
         n_shared = select_pages(ppns, vm.pmap.state, True, shared)
         if n_shared > 0:
             break_cow(vm, sorted_unique(shared[:n_shared]))
         back(vm, ppns)
+    else:
+        # One pass classifies the pages and lists the shared ones for copy-on-write.
+        shared = np.empty(ppns.size, dtype=np.int64)
+        n_shared, n_missing = _bus_check_writes(ppns, vm.pmap.state, shared)
+        if n_shared > 0:
+            swapped_before = vm.counters.emergency_swaps
+            break_cow(vm, sorted_unique(shared[:n_shared]))
+            # Making room for the copies may have swapped out written private pages.
+            if vm.counters.emergency_swaps != swapped_before:
+                n_missing = 1
+        if n_missing:  # also a page outside the VM (-1): back() says so
+            back(vm, ppns)
     _touch_backed(vm, ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
     return vm.counters.fault_time_ns - before
 
@@ -142,6 +157,25 @@ def _bus_check(ppns, state):
             return -1, -1
         s = state[p]
         if s == STATE_SHARED:
+            n_shared += 1
+        elif s != STATE_PRIVATE:
+            n_missing += 1
+    return n_shared, n_missing
+
+
+@njit(cache=True, nogil=True)
+def _bus_check_writes(ppns, state, shared):
+    """As :func:`_bus_check`, and the shared entries of ``ppns`` into ``shared``, in order."""
+    n = state.size
+    n_shared = 0
+    n_missing = 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        if p < 0 or p >= n:
+            return -1, -1
+        s = state[p]
+        if s == STATE_SHARED:
+            shared[n_shared] = p
             n_shared += 1
         elif s != STATE_PRIVATE:
             n_missing += 1

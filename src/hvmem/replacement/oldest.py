@@ -32,13 +32,16 @@ was later in (age, page) order than the last page kept; ages never go back (a
 page is stamped with the current stamp when it is loaded or used, and stamps
 only grow); and a page that becomes a candidate is loaded at that moment, so
 it is stamped then. As long as the last kept page's age is below the stamp
-current at selection, every page stamped afterwards comes after it. A page
+current at selection, every page stamped afterwards comes after it; so the
+selection keeps only its pages older than that stamp. A page
 that was evicted and loaded again has a new, larger age, so it no longer
 matches what was kept. A change of which kinds are candidates (the guest's
 anonymous pages become candidates once there is swap space again) is the one
 thing that can add older pages: the kept selection is dropped then. A user
 that cannot promise those rules (the host: pages become private without a
-touch) passes no stamp, and nothing is kept.
+touch) passes no stamp, and nothing is kept. A call checks the kept pages
+only until it has one more unchanged than it hands out; the rest wait for a
+later call, which is the same choice since a changed page never matches again.
 """
 
 from __future__ import annotations
@@ -128,16 +131,32 @@ def least_pages(kinds, age, evictable, max_age, out):
 
 
 @njit(cache=True, nogil=True)
-def _keep_unchanged(pages, ages, kinds, age, evictable):
-    """Compact ``pages``/``ages`` to the candidates still at the age kept; returns how many."""
-    n = 0
-    for i in range(pages.size):
+def _keep_unchanged(pages, ages, kinds, age, evictable, n_want):
+    """The first ``n_want`` kept pages still at the age kept, moved up against the rest.
+
+    Looks only as far as it must: the pages past the ``n_want``-th unchanged
+    one are checked on a later call (a page that has changed never matches
+    again, see the module notes). Returns the index the unchanged ones now
+    start at, pages before it dropped; -1 if fewer than ``n_want`` are left.
+    """
+    found = 0
+    i = 0
+    while i < pages.size and found < n_want:
         p = pages[i]
         if age[p] == ages[i] and evictable[kinds[p]]:
-            pages[n] = p
-            ages[n] = ages[i]
-            n += 1
-    return n
+            found += 1
+        i += 1
+    if found < n_want:
+        return -1
+    # Compacted from the back, so they end where the unchecked rest begins.
+    w = i
+    for j in range(i - 1, -1, -1):
+        p = pages[j]
+        if age[p] == ages[j] and evictable[kinds[p]]:
+            w -= 1
+            pages[w] = p
+            ages[w] = ages[j]
+    return w
 
 
 class OldestFirst:
@@ -169,9 +188,10 @@ class OldestFirst:
         """
         if self._evictable is not None and self._pages.size > n_pages \
                 and np.array_equal(self._evictable, evictable):
-            kept = _keep_unchanged(self._pages, self._ages, kinds, age, evictable)
-            self._pages, self._ages = self._pages[:kept], self._ages[:kept]
-            if kept > n_pages:  # more than asked: the candidates are more too
+            # More than asked still unchanged: the candidates are more too.
+            start = _keep_unchanged(self._pages, self._ages, kinds, age, evictable, n_pages + 1)
+            if start >= 0:
+                self._pages, self._ages = self._pages[start:], self._ages[start:]
                 self.reuses += 1
                 return self._hand_out(n_pages)
         self.builds += 1
@@ -179,21 +199,28 @@ class OldestFirst:
         if now_stamp is not None:
             want += max(KEEP_MIN_PAGES, KEEP_RECLAIMS * n_pages)
         out = np.empty(want, dtype=np.int64)
-        max_age = int(age.max()) if age.size else 0
+        # The current stamp bounds every age: no pass over the stamps to find the largest.
+        max_age = now_stamp if now_stamp is not None else int(age.max()) if age.size else 0
         total = least_pages(kinds, age, evictable, max_age, out)
         if total <= n_pages:
             self.forget()
             return None
         out = out[:min(total, want)]
         chosen = out[:n_pages].copy()
-        if now_stamp is None or age[out[-1]] >= now_stamp:
-            # Pages stamped later this same time could come before the last kept
-            # one (same age, lower page number): keep nothing beyond this call.
+        if now_stamp is None:
+            self.forget()
+            return chosen
+        # Pages stamped later this same time could come before a kept page of
+        # the current stamp (same age, lower page number): only older ones are
+        # kept. The ages are in order, so they are a prefix.
+        ages = age[out]
+        older = int(np.searchsorted(ages, now_stamp))
+        if older <= n_pages:
             self.forget()
             return chosen
         # Kept as int32 (page numbers of one guest fit), 8 bytes a page with the age.
-        self._pages = out[n_pages:].astype(np.int32)
-        self._ages = age[self._pages]
+        self._pages = out[n_pages:older].astype(np.int32)
+        self._ages = ages[n_pages:older]
         self._evictable = evictable.copy()
         return chosen
 
