@@ -102,11 +102,12 @@ def test_an_error_mid_tick_leaves_whole_ticks_to_its_caller():
 def test_truncate_cuts_every_column_even_after_a_torn_append():
     log = RowLog([{"t": 0.0, "vm": "a"}, {"t": 1.0, "vm": "b"}])
 
-    class Torn(dict):
-        def get(self, key, default=None):
-            if key == "vm":
-                raise KeyboardInterrupt
-            return super().get(key, default)
+    class Torn(dict):  # interrupted between its columns, as a signal may
+        def items(self):
+            for key, value in super().items():
+                if key == "vm":
+                    raise KeyboardInterrupt
+                yield key, value
 
     with pytest.raises(KeyboardInterrupt):
         log.append(Torn(t=2.0, vm="c"))  # "t" got its value, "vm" did not
