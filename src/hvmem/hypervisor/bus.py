@@ -148,24 +148,15 @@ def _bus_touch(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool) -
 @njit(cache=True, nogil=True)
 def _bus_check(ppns, state):
     """(shared, frameless) among ``ppns``; (-1, -1) if one lies outside the VM."""
-    n = state.size
-    n_shared = 0
-    n_missing = 0
-    for i in range(ppns.size):
-        p = ppns[i]
-        if p < 0 or p >= n:
-            return -1, -1
-        s = state[p]
-        if s == STATE_SHARED:
-            n_shared += 1
-        elif s != STATE_PRIVATE:
-            n_missing += 1
-    return n_shared, n_missing
+    return _bus_check_writes(ppns, state, np.empty(0, np.int64))
 
 
 @njit(cache=True, nogil=True)
 def _bus_check_writes(ppns, state, shared):
-    """As :func:`_bus_check`, and the shared entries of ``ppns`` into ``shared``, in order."""
+    """As :func:`_bus_check`, and the shared entries of ``ppns`` into ``shared``, in order.
+
+    ``shared`` holds as many as it has room for: none, for :func:`_bus_check`.
+    """
     n = state.size
     n_shared = 0
     n_missing = 0
@@ -175,7 +166,8 @@ def _bus_check_writes(ppns, state, shared):
             return -1, -1
         s = state[p]
         if s == STATE_SHARED:
-            shared[n_shared] = p
+            if n_shared < shared.size:
+                shared[n_shared] = p
             n_shared += 1
         elif s != STATE_PRIVATE:
             n_missing += 1
