@@ -16,7 +16,9 @@ memory. The metrics:
 
 ``python -m hvmem.aggregate.validate`` (``make validate``) runs both
 fidelities over 8 seeds and prints every metric, its bound and the
-aggregate value; ``--regenerate`` first rewrites the page-fidelity statistics
+aggregate value (``--first-seed N``: the aggregate runs at seeds N, N + 1, ...
+against the same statistics, to tell a change from the luck of seeds 1-8);
+``--regenerate`` first rewrites the page-fidelity statistics
 that ``tests/test_aggregate.py`` checks two aggregate seeds against
 (``tests/data/aggregate_validation.json``), with each scenario's fingerprint
 so a test knows the statistics are of the scenarios as they are now.
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--regenerate", action="store_true",
                     help="run page fidelity too and rewrite the statistics file")
+    ap.add_argument("--first-seed", type=int, default=1,
+                    help="the aggregate runs' first seed (the page statistics keep theirs)")
     ap.add_argument("--fixture", type=Path, default=FIXTURE)
     ap.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
     ap.add_argument("--cache", type=Path, default=None,
@@ -209,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, _ in SCENARIOS:
         if name not in stats or (args.scenario and name not in args.scenario):
             continue
-        for row in compare(stats, name, aggregate_runs(name, seeds)):
+        agg_seeds = [args.first_seed + i for i in range(args.seeds)]
+        for row in compare(stats, name, aggregate_runs(name, agg_seeds)):
             failed += not row["ok"]
             print(f"{row['scenario']:<11} {row['metric']:<40} {row['page_mean']:>10.1f} "
                   f"{row['bound']:>9.1f} {row['aggregate']:>10.2f}  "
