@@ -128,3 +128,58 @@ def test_tallies_on_both_threads_are_each_vms_own():
         pmaps.append(pmap)
     one = SharingTally()
     assert SharingTally().many(pmaps, frames) == [one(p, frames) for p in pmaps]
+
+
+class _SlowOnWorker:
+    """A workload whose draws take long on the workload thread: the caller draws too."""
+
+    def __init__(self, inner, drawn_on: list) -> None:
+        self.inner, self.name, self.drawn_on = inner, inner.name, drawn_on
+
+    def next_batch(self, now_ns, tick_ns):
+        on_worker = threading.current_thread().name.startswith("hvmem-workload")
+        self.drawn_on.append((self.name, now_ns, on_worker))
+        if on_worker:
+            threading.Event().wait(0.02)
+        return self.inner.next_batch(now_ns, tick_ns)
+
+
+def test_batches_drawn_by_either_thread_are_each_workloads_own_in_order():
+    tick = NS_PER_S
+    config = ZipfParams(region_pages=4096, refs_per_s=20_000)
+    drawn_on: list = []
+    slow = [_SlowOnWorker(make_workload(config, RngStreams(3).stream(f"w/{i}"), name=f"w{i}"),
+                          drawn_on) for i in range(12)]
+    plain = [make_workload(config, RngStreams(3).stream(f"w/{i}"), name=f"w{i}")
+             for i in range(12)]
+    ahead = NextTick()
+    for k in range(3):
+        steps = [lambda b, i=i: (i, len(b)) for i in range(12)]
+        got = list(tick_batches(slow, k * tick, tick, steps, next_tick=ahead, same_next=k < 2))
+        want = [b for b, _ in tick_batches(plain, k * tick, tick)]
+        for i, ((g, step), w) in enumerate(zip(got, want, strict=True)):
+            assert np.array_equal(g.vpn, w.vpn) and np.array_equal(g.is_write, w.is_write)
+            assert step == (i, len(g))  # each batch's step ran on that batch
+    # Both threads drew (the caller while the worker's draws were slow), each draw once.
+    assert {on for *_, on in drawn_on} == {True, False}
+    assert len(drawn_on) == len({(name, t) for name, t, _ in drawn_on}) == 36
+
+
+class _Failing:
+    name = "failing"
+
+    def next_batch(self, now_ns, tick_ns):
+        raise ValueError("no batch")
+
+
+def test_a_failed_draw_is_raised_at_its_batch_and_the_tick_stops():
+    config = ZipfParams(region_pages=4096, refs_per_s=20_000)
+    workloads = [make_workload(config, RngStreams(3).stream(f"w/{i}"), name=f"w{i}")
+                 for i in range(3)]
+    workloads.insert(2, _Failing())
+    batches = tick_batches(workloads, 0, NS_PER_S)
+    assert len(next(batches)[0]) and len(next(batches)[0])
+    with pytest.raises(ValueError, match="no batch"):
+        next(batches)
+    # The worker is free again: work lent to it after the failed tick is done.
+    assert on_both_threads(8, lambda i, lane: i) == list(range(8))

@@ -9,6 +9,11 @@ VM's 100 000 pages, with their references, writes and tokens), and a tick's
 batches all drawn at once would hold them all (tens of VMs) in memory, where
 a few suffice to keep both cores busy.
 
+Where the draws outweigh the serving (VMs whose pages are all resident), the
+main thread would wait for the worker; instead, when the batch it needs is
+still being drawn, it draws the next batch nobody has taken (:class:`_Jobs`),
+so both cores draw and neither idles.
+
 Once a tick's batches are drawn the worker has nothing to do until the next
 tick. It draws the next tick's first batches then (:class:`NextTick`), when
 the caller knows that tick runs the same workloads; and
@@ -24,7 +29,6 @@ the VMs served before it change, so they too run while those are served.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -133,8 +137,14 @@ def tick_batches(workloads: Sequence[Workload], now_ns: int, tick_ns: int,
     """Each workload's batch for the tick, in order, drawn ahead on the worker thread.
 
     Yields (batch, ``then[i](batch)``, or None where ``then`` has no step);
-    the step runs on the worker thread after the draw. Every batch of the tick
-    has been drawn, and every step taken, when the iteration ends.
+    the step runs after the draw, on the thread that drew. Every batch of the
+    tick has been drawn, and every step taken, when the iteration ends.
+
+    The worker takes each next batch's draw (and step) in VM order, at most
+    AHEAD beyond the one the caller waits for. When the caller would wait for
+    a batch the worker is still drawing, it takes the next batch nobody has
+    taken and draws that itself (:class:`_Jobs`): where the draws outweigh the
+    serving, both threads draw, and the serving waits less.
 
     ``next_tick``: batches of this tick already drawn are taken from it; and
     with ``same_next`` (the next tick runs the same workloads, no event between)
@@ -148,30 +158,117 @@ def tick_batches(workloads: Sequence[Workload], now_ns: int, tick_ns: int,
         return
     worker = _worker()
     early = next_tick.take(now_ns, workloads) if next_tick is not None else []
-    # The steps of batches drawn early run after their draws: one worker, in order.
-    futures = deque(worker.submit(_step, drawn, step)
-                    for drawn, (_, step) in zip(early, jobs, strict=False))
-    futures.extend(worker.submit(_draw, job, now_ns, tick_ns)
-                   for job in jobs[len(early):max(AHEAD, len(early))])
-    pending = iter(jobs[len(futures):])
+    tick = _Jobs(jobs, early, now_ns, tick_ns)
+    helper = worker.submit(tick.work)
     try:
-        while futures:
-            drawn = futures.popleft().result()
-            nxt = next(pending, None)
-            if nxt is not None:
-                futures.append(worker.submit(_draw, nxt, now_ns, tick_ns))
-            yield drawn
+        for i in range(len(jobs)):
+            yield tick.get(i)
         if same_next and next_tick is not None:
+            helper.result()  # done: every job was taken and has ended
             ahead = workloads[:AHEAD]
             later = now_ns + tick_ns
             next_tick.put(later, ahead, [worker.submit(_draw_only, w, later, tick_ns)
                                          for w in ahead])
     finally:
-        for f in futures:
-            f.cancel()
-        for f in futures:  # a step under way when a tick stopped early ends first
+        tick.stop()
+        # A job under way when a tick stopped early ends first; so do the early
+        # draws, which the worker ran before it started on this tick's jobs.
+        helper.exception()
+        for f in early:
             if not f.cancelled():
                 f.exception()
+
+
+class _Jobs:
+    """A tick's draws (each with its step), taken in VM order by the worker and the caller.
+
+    ``early`` holds the futures of the first draws, made at the end of the tick
+    before (:class:`NextTick`): their jobs only take the step. Each job is
+    taken once, by whichever thread comes first; its result waits in its slot
+    until the caller takes it (:meth:`get`). The worker (:meth:`work`) takes
+    the next job while it is at most AHEAD beyond the one the caller waits
+    for; the caller takes the job it waits for if nobody has, and otherwise,
+    while the worker draws it, the next untaken one. A workload's batch
+    depends on nothing but the workload and the time, and a step on nothing
+    but its own VM's guest, which nothing serves before the caller takes the
+    batch: whichever thread runs a job, its result is the same.
+    """
+
+    def __init__(self, jobs: list[tuple[Workload, Then]], early: list[Future], now_ns: int,
+                 tick_ns: int) -> None:
+        self.jobs, self.early, self.now_ns, self.tick_ns = jobs, early, now_ns, tick_ns
+        self.results: list[tuple[AccessBatch, Any] | None] = [None] * len(jobs)
+        self.errors: list[BaseException | None] = [None] * len(jobs)
+        self.done = [False] * len(jobs)
+        self.taken = 0  # jobs taken so far (by either thread), in order
+        self.waited_for = 0  # the job the caller waits for
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def _run(self, j: int) -> None:
+        """Run job ``j`` (taken by this thread) and leave its result in its slot."""
+        try:
+            if j < len(self.early):
+                result = _step(self.early[j], self.jobs[j][1])
+            else:
+                result = _draw(self.jobs[j], self.now_ns, self.tick_ns)
+        except BaseException as err:  # raised in the caller's thread, at its batch
+            with self.cond:
+                self.errors[j] = err
+                self.done[j] = True
+                self.cond.notify_all()
+            if not isinstance(err, Exception):
+                raise  # an interrupt stops the thread it lands on at once
+            return
+        with self.cond:
+            self.results[j] = result
+            self.done[j] = True
+            self.cond.notify_all()
+
+    def work(self) -> None:
+        """The worker's part: the next job, in order, while it is not too far ahead."""
+        cond, n = self.cond, len(self.jobs)
+        while True:
+            with cond:
+                while not self.stopped and self.taken < n \
+                        and self.taken > self.waited_for + AHEAD:
+                    cond.wait()
+                if self.stopped or self.taken >= n:
+                    return
+                j = self.taken
+                self.taken += 1
+            self._run(j)
+
+    def get(self, i: int) -> tuple[AccessBatch, Any]:
+        """Job ``i``'s result, once done; the caller draws while it waits (see the class)."""
+        cond, n = self.cond, len(self.jobs)
+        while True:
+            with cond:
+                if self.waited_for != i:
+                    self.waited_for = i
+                    cond.notify_all()  # the worker may go further ahead
+                if self.done[i]:
+                    break
+                if self.taken < n and self.taken <= i + AHEAD:
+                    j = self.taken  # i itself if nobody took it, else one the worker would
+                    self.taken += 1
+                else:
+                    cond.wait()
+                    continue
+            self._run(j)
+        err = self.errors[i]
+        if err is not None:
+            raise err
+        result = self.results[i]
+        self.results[i] = None  # the caller holds it now; keep no batch longer
+        assert result is not None
+        return result
+
+    def stop(self) -> None:
+        """Take no more jobs (the iteration ended, or stopped early)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 def _draw(job: tuple[Workload, Then], now_ns: int, tick_ns: int) -> tuple[AccessBatch, Any]:
@@ -185,5 +282,5 @@ def _draw_only(workload: Workload, now_ns: int, tick_ns: int) -> AccessBatch:
 
 
 def _step(drawn: Future, step: Then) -> tuple[AccessBatch, Any]:
-    batch = drawn.result()  # done: drawn before this step was queued, on the same thread
+    batch = drawn.result()  # drawn at the end of the tick before, on the worker
     return batch, (step(batch) if step is not None else None)
