@@ -420,16 +420,21 @@ def _settle(m, ck, vm, host, h, image, scratch):
             if image:
                 vm[h, v, V_IMAGE_BACKED] = 0
             continue
-        if image:
-            vm[h, v, V_IMAGE_BACKED] = _image_pages(m, ck, vm, h, v)
-        # _used_frames' sum, in its order, with the shared and zero pages beside it.
+        # _used_frames' sum, in its order, with the shared and zero pages beside it, and
+        # with ``image`` _image_pages' in the same pass (the masses are read once).
         frames = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
         shr = 0
         zero = 0
+        backed = 0
         for c in range(_nc(vm, h, v)):
-            frames += m[h, v, c, PRIV] + m[h, v, c, FILL]
-            shr += m[h, v, c, SHR]
+            priv, shared = m[h, v, c, PRIV], m[h, v, c, SHR]
+            frames += priv + m[h, v, c, FILL]
+            shr += shared
             zero += m[h, v, c, ZERO]
+            if image and c >= FIRST_CLASS and ck[h, v, c] == 1:
+                backed += priv + shared + m[h, v, c, ZIP] + m[h, v, c, SWP]
+        if image:
+            vm[h, v, V_IMAGE_BACKED] = backed
         used += frames
         vm[h, v, V_SHARED] = shr + zero
         vm[h, v, V_ZERO_SHARED] = zero
