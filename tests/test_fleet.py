@@ -141,3 +141,14 @@ def test_a_host_whose_plan_is_applied_is_counted_again_at_its_next_step():
     batch.host[1, k.H_WORSENED] = 0.0
     assert policy.tick(0) == 1
     assert settled.tolist() == [0, 1]
+
+
+def test_kernel_parts_step_as_the_kernel_does():
+    """The per-part profile steps the hosts part by part; the arrays end as ``step`` leaves them."""
+    from hvmem.aggregate import kernel_parts
+
+    by_parts = kernel_parts.run(2, 90, by_parts=True)
+    whole = kernel_parts.run(2, 90, by_parts=False)
+    assert by_parts["digest"] == whole["digest"]
+    assert set(by_parts["parts_us"]) == {*kernel_parts.PARTS, "after_step"}
+    assert by_parts["parts_us"]["touches"] > 0.0

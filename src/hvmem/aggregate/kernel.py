@@ -113,7 +113,7 @@ def _touched(ft, h, v, c):
     return share
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v, lru,
               t):
     """One tick of VM ``v``'s workload over its classes."""
@@ -237,7 +237,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         m[h, v, c, PRIV] += got + served - zeroes
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru):
     """One poll of the balloon driver: towards the target at vmw_balloon's rates."""
     if vm[h, v, V_BAL_ON] <= 0:
@@ -296,7 +296,7 @@ def _inflate(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, wanted, l
     return got
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     """The sharing scanner's pass over VM ``v`` this tick, and large pages broken for it.
 
@@ -420,16 +420,21 @@ def _settle(m, ck, vm, host, h, image, scratch):
             if image:
                 vm[h, v, V_IMAGE_BACKED] = 0
             continue
-        if image:
-            vm[h, v, V_IMAGE_BACKED] = _image_pages(m, ck, vm, h, v)
-        # _used_frames' sum, in its order, with the shared and zero pages beside it.
+        # _used_frames' sum, in its order, with the shared and zero pages beside it, and
+        # with ``image`` _image_pages' in the same pass (the masses are read once).
         frames = vm[h, v, V_KERNEL] + vm[h, v, V_CACHE_FRAMES]
         shr = 0
         zero = 0
+        backed = 0
         for c in range(_nc(vm, h, v)):
-            frames += m[h, v, c, PRIV] + m[h, v, c, FILL]
-            shr += m[h, v, c, SHR]
+            priv, shared = m[h, v, c, PRIV], m[h, v, c, SHR]
+            frames += priv + m[h, v, c, FILL]
+            shr += shared
             zero += m[h, v, c, ZERO]
+            if image and c >= FIRST_CLASS and ck[h, v, c] == 1:
+                backed += priv + shared + m[h, v, c, ZIP] + m[h, v, c, SWP]
+        if image:
+            vm[h, v, V_IMAGE_BACKED] = backed
         used += frames
         vm[h, v, V_SHARED] = shr + zero
         vm[h, v, V_ZERO_SHARED] = zero
@@ -514,7 +519,7 @@ def running_share(m, q, vm, h):
             vm[h, v, V_RUNNING] = _running(m, q, vm, h, v)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sample(m, q, ft, vm, host, rng, h, v, lazy):
     """Active-memory sampling: the running share touched, and a period's end folded in.
 
