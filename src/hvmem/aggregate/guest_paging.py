@@ -23,7 +23,7 @@ from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
 

@@ -68,7 +68,7 @@ def _hinted(vm, h, u):
     return vm[h, u, V_SHARE_SEEN] * max(0.0, vm[h, u, V_IMAGE_BACKED] - shr)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def image_match(vm, h, v):
     """(shared, shared or hinted): the chances another VM's copy of a ``v`` image page is."""
     g = vm[h, v, V_IMAGE_GROUP]
