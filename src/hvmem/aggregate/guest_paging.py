@@ -267,6 +267,8 @@ def _gswap_out(m, vm, cnt, host, heat, rng, costs, stall, h, v, c, t, lru):
         k = part(rng, h, left, ms, rest)
         m[h, v, c, s] -= k
         m[h, v, c, GSWP] += k
+        if s in (PRIV, FILL):  # its frame is reused: any hint it was goes (image_share.py)
+            vm[h, v, V_PRIV_LEFT] += k
         if s in (ZIP, SWP):  # double paging: the host brings it back to be written
             m[h, v, FREE_ROW, PRIV] += k
             _frames(m, vm, cnt, host, heat, rng, h, v, k, lru)

@@ -58,7 +58,13 @@ from numba import njit
 from hvmem.aggregate.balloon import deflate_on_oom
 from hvmem.aggregate.draws import binomial, part, stochastic_round
 from hvmem.aggregate.guest_paging import _ensure_free, _free_pages, _mass, _take_free
-from hvmem.aggregate.image_share import image_match, promote_hints
+from hvmem.aggregate.image_share import (
+    age_hints,
+    frames_settle,
+    hinted_frac,
+    image_match,
+    promote_hints,
+)
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout; also read as k.NAME)
 from hvmem.aggregate.reclaim import (
     _frames,
@@ -338,14 +344,19 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     if offered <= 0.0:
         return
     # An image page shares only where another VM's copy is shared or is the
-    # table's hint; otherwise it becomes the hint itself (``V_SHARE_SEEN``).
+    # table's hint; an unhashed one visited that finds neither becomes a hint
+    # itself, and a hinted one visited meets only its own hint (``V_HINTED``).
     p_shared, p_any = image_match(vm, h, v)
-    vm[h, v, V_SHARE_SEEN] += offered * (1.0 - vm[h, v, V_SHARE_SEEN])
+    hashed = hinted_frac(m, ck, vm, h, v)
+    fresh = offered * (1.0 - hashed)  # a private image page's chance: visited, unhashed
     joined = 0
+    priv_image = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
         kind = ck[h, v, c]
+        if kind == 1:
+            priv_image += m[h, v, c, PRIV]
         if kind == 0 or (kind == 1 and p_any > 0.0):
-            k = binomial(rng, h, m[h, v, c, PRIV], offered if kind == 0 else offered * p_any)
+            k = binomial(rng, h, m[h, v, c, PRIV], offered if kind == 0 else fresh * p_any)
             m[h, v, c, PRIV] -= k
             m[h, v, c, ZERO if kind == 0 else SHR] += k
             host[h, H_FREE] += k
@@ -356,6 +367,9 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
         m[h, v, c, FILL] -= k
         m[h, v, c, ZERO] += k
         host[h, H_FREE] += k
+    if vm[h, v, V_SHARE_IMAGE] > 0:
+        vm[h, v, V_HINTED] = min(priv_image - joined,
+                                 vm[h, v, V_HINTED] + fresh * (1.0 - p_any) * priv_image)
     promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any)
 
 
@@ -384,17 +398,14 @@ def settle(m, vm, host, h):
 
     Shared frames: one zero page per salt (each VM's own, or one for the host
     when salting is across). Image pages shared across VMs of one image: the
-    scanner visits each VM's pages in its own random order, so which of the
-    image's pages a VM has shared is independent of which the others have.
-    Of the ``U`` image pages the group's VMs hold (the most any of them
-    holds), a VM sharing ``x_v`` of them, a page has a shared frame unless no
-    VM shares it: ``U (1 - prod(1 - x_v / U))`` frames. (Aligned sets would
-    need only the largest ``x_v``, as many as half the frames page fidelity
-    counts once the scanner has been round each VM a few times.) Each VM's
-    SHRDSVD is its shared pages less its share of those frames.
+    group's frames by their sharers, moved by the flows since the last settle
+    (``image_share.frames_settle``: pages that met a hint pair up, pages that
+    joined move a frame up, sharers that left move one down); their sum is
+    the group's frames. Each VM's SHRDSVD is its shared pages less its share
+    of those frames.
     """
     n_v = m.shape[1]
-    _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, np.empty((3, n_v + 1)))
+    _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, np.empty((6, n_v + 1)))
 
 
 @njit(cache=True)
@@ -407,14 +418,14 @@ def settle_tick(m, ck, vm, host, h, scratch):
 def _settle(m, ck, vm, host, h, image, scratch):
     """``settle``; with ``image``, each VM's ``V_IMAGE_BACKED`` counted first, VM by VM.
 
-    ``scratch``: 3 x (VMs + 1) floats, overwritten.
+    ``scratch``: 6 x (VMs + 1) floats, overwritten.
     """
     n_v = m.shape[1]
     used = 0.0
     zero_any = 0
     groups, group_total, universe = scratch[0], scratch[1], scratch[2]
-    group_total[:] = 0.0
-    universe[:] = 0.0
+    members, pairs, ups = scratch[3], scratch[4], scratch[5]
+    scratch[1:] = 0.0
     for v in range(n_v):
         if vm[h, v, V_ON] <= 0:
             if image:
@@ -442,16 +453,18 @@ def _settle(m, ck, vm, host, h, image, scratch):
         if g >= 0:
             universe[g] = max(universe[g], vm[h, v, V_IMAGE_BACKED], float(shr))
             group_total[g] += shr
+            members[g] += 1
+            pairs[g] += vm[h, v, V_NEW_PAIRS]
+            ups[g] += vm[h, v, V_JOINED_UP]
+        vm[h, v, V_NEW_PAIRS] = 0.0
+        vm[h, v, V_JOINED_UP] = 0.0
         if zero > 0:
             zero_any += 1
     for g in range(n_v + 1):
-        groups[g] = 1.0
-    for v in range(n_v):
-        g = int(vm[h, v, V_IMAGE_GROUP])
-        if vm[h, v, V_ON] > 0 and g >= 0 and universe[g] > 0:
-            groups[g] *= 1.0 - (vm[h, v, V_SHARED] - vm[h, v, V_ZERO_SHARED]) / universe[g]
-    for g in range(n_v + 1):
-        groups[g] = universe[g] * (1.0 - groups[g]) if group_total[g] > 0 else 0.0
+        groups[g] = 0.0
+        if members[g] > 0:
+            groups[g] = frames_settle(vm, h, g, int(members[g]), group_total[g], pairs[g],
+                                      ups[g])
     across = host[h, H_SALT_ACROSS] > 0
     zero_frames = (1.0 if zero_any else 0.0) if across else float(zero_any)
     used += zero_frames + groups.sum()
@@ -564,7 +577,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     n_h, n_v = m.shape[0], m.shape[1]
     stall[:] = 0.0
     t = np.zeros(N_STATES, np.int64)
-    scratch = np.empty((3, n_v + 1))
+    scratch = np.empty((6, n_v + 1))
     for h in range(n_h):
         if not settled[h]:
             settle_tick(m, ck, vm, host, h, scratch)
@@ -602,6 +615,9 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
         elif host[h, H_LP_LAZY] > 0 and host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB]:
             breaking = 1
         if host[h, H_SHARE_ON] > 0:
+            for v in range(n_v):
+                if vm[h, v, V_ON] > 0:
+                    age_hints(m, vm, h, v)
             for v in range(n_v):
                 if vm[h, v, V_ON] > 0:
                     _share(m, ck, vm, host, rng, h, v, scan, breaking)

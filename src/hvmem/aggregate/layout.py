@@ -47,10 +47,21 @@ KERNEL_ROW = BALLOON_ROW
 # reclaim by random victims instead of LRU's coldest first (guest_paging.py).
 (V_BAL_LAST, V_BAL_PROGRESS_NS, V_BAL_STUCK, V_DEFLATE_OOM, V_REPORTING,
  V_REPORT_LEFT, V_GUEST_RANDOM) = range(45, 52)
-# The share of the VM's pages its sharing scanner has hashed (the table's hints for
-# its image pages that stay private; aggregate/image_share.py's ``image_match``).
-V_SHARE_SEEN = 52
-N_VM = 53
+# The VM's private image pages that are the sharing table's hints: hashed by its
+# scanner since their frame last changed, not yet met by another VM's copy
+# (aggregate/image_share.py); and its private pages that left private memory since
+# the scanner's last pass other than by sharing, which take hints with them.
+V_HINTED, V_PRIV_LEFT = 52, 53
+# The VM's image pages shared since the last settle by meeting a hint (each makes a
+# frame of two sharers with the hinting page) and by joining a shared frame
+# (aggregate/image_share.py); and, in the row of image group ``g``, its shared image
+# frames at that settle.
+V_NEW_PAIRS, V_JOINED_UP, V_GROUP_FRAMES = 54, 55, 56
+N_VM = 57
+# Image group ``g``'s shared image frames by their sharers at the last settle:
+# vm[h, g, V_FRAMES + s] frames shared by ``s`` VMs, ``s`` in 0..VMs (the model
+# allocates VMs + 1 columns after N_VM; 0 stays empty).
+V_FRAMES = N_VM
 
 # Counters, cumulative (cnt[h, v, k]).
 (K_SWAP_IN, K_SWAP_OUT, K_ZIP, K_UNZIP, K_GSWAP_IN, K_GSWAP_OUT, K_RECLAIM_STALL_NS,

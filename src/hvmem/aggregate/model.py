@@ -108,7 +108,7 @@ class HostBatch:
         self.q = np.zeros(shape)
         self.heat = np.full(shape, -1, np.int64)
         self.ft = np.zeros((*shape, 4 * FIRST_TOUCH_BINS))
-        self.vm = np.zeros((n_h, n_v, k.N_VM))
+        self.vm = np.zeros((n_h, n_v, k.N_VM + n_v + 1))
         self.cnt = np.zeros((n_h, n_v, k.N_CNT))
         self.stall = np.zeros((n_h, n_v, k.N_STALL))
         self.host = np.zeros((n_h, k.N_HOST))

@@ -23,7 +23,7 @@ import math
 from numba import njit
 
 from hvmem.aggregate.draws import binomial, part
-from hvmem.aggregate.image_share import image_match, promote_hints
+from hvmem.aggregate.image_share import hinted_frac, image_match, promote_hints
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 
 
@@ -72,6 +72,8 @@ def _evict_private(m, vm, cnt, rng, h, v, c, t, compress, filled=-1):
         filled = part(rng, h, t, m[h, v, c, FILL], _private(m, h, v, c))
     m[h, v, c, FILL] -= filled
     m[h, v, c, PRIV] -= t - filled
+    if c >= FIRST_CLASS:  # the hints its private pages held go with them (image_share.py)
+        vm[h, v, V_PRIV_LEFT] += t
     m[h, v, c, ZIP] += z
     m[h, v, c, SWP] += t - z
     vm[h, v, V_CACHE_FRAMES] += z * vm[h, v, V_FRAME_FRAC]
@@ -126,6 +128,8 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     cache = vm[h, v, V_CACHE_FRAMES]
     left, rest = k, total
     p_shared, p_any = image_match(vm, h, v) if share else (0.0, 0.0)
+    # A hinted victim meets its own hint: only unhashed ones can share.
+    p_join = p_any * (1.0 - hinted_frac(m, ck, vm, h, v)) if p_any > 0.0 else 0.0
     joined = 0
     for j in range(n_c):
         if lru:  # the kernel's pages, touched at boot only, are the least recently used
@@ -151,7 +155,7 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
             m[h, v, c, FILL] -= z
             s = t - z if ck[h, v, c] == 0 else 0  # written zeroes
             if ck[h, v, c] == 1 and p_any > 0.0:  # image pages another VM's copy matches
-                s = binomial(rng, h, min(t - z, m[h, v, c, PRIV]), p_any)
+                s = binomial(rng, h, min(t - z, m[h, v, c, PRIV]), p_join)
                 m[h, v, c, PRIV] -= s
                 m[h, v, c, SHR] += s
                 joined += s
