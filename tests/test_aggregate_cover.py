@@ -25,6 +25,7 @@ from hvmem.aggregate.sim import AggregateSimulation
 from hvmem.hypervisor.reclaim.balloon import STUCK_AFTER_NS
 from hvmem.policy.samples import SharingMode
 from hvmem.scenario.loader import load_scenario, parse_scenario
+from hvmem.scenarios import builtin_scenario_path
 from hvmem.sim import Simulation
 from hvmem.ui.cli import app
 from hvmem.units import NS_PER_S
@@ -456,3 +457,27 @@ def test_the_batched_fleet_policy_reads_stuck_balloons_as_the_per_host_path_does
     for name in ("m", "vm", "cnt", "host"):
         np.testing.assert_allclose(getattr(batched, name), getattr(per_host, name),
                                    rtol=1e-12, atol=1e-9, err_msg=name)
+
+
+# -- image groups -------------------------------------------------------------------------
+def test_an_image_group_keeps_its_number_while_other_vms_power_on_and_off():
+    """A group's shared frames are kept in its row: its number must not move with power events.
+
+    The first slot's VM, of another image, boots last and leaves first; the two VMs
+    sharing an image keep the group number they had before it came.
+    """
+    doc = tomllib.loads(builtin_scenario_path("demo").read_text())
+    doc["fidelity"] = "aggregate"
+    doc["host"].setdefault("sharing", {})["salting"] = "across"
+    batch_vm = next(vm for vm in doc["vm"] if vm["name"] == "batch")
+    doc["vm"] = [batch_vm] + [vm for vm in doc["vm"] if vm["name"] != "batch"]
+    batch = HostBatch([parse_scenario(doc)])
+    batch.power_on(0, 1, 0)
+    batch.power_on(0, 2, 0)
+    before = batch.vm[0, 1:, k.V_IMAGE_GROUP].tolist()
+    assert before[0] == before[1] >= 0
+    batch.power_on(0, 0, 0)  # alone of its image: no group
+    assert batch.vm[0, 0, k.V_IMAGE_GROUP] == -1
+    assert batch.vm[0, 1:, k.V_IMAGE_GROUP].tolist() == before
+    batch.power_off(0, 0)
+    assert batch.vm[0, 1:, k.V_IMAGE_GROUP].tolist() == before

@@ -258,7 +258,14 @@ class HostBatch:
             self.vm[h, v, k.V_SHARE_RATE] = rate * scale * tick_s
             images.setdefault(self.slots[h][v].classes.image, []).append(v)
         across = salted_across(sc)
-        for g, members in enumerate(images.values()):
+        # A group's number is its image's place among every slot's images, running or
+        # not, so a VM powering on or off never moves another group's frames
+        # (kept in the group's row, image_share.py).
+        number: dict[str, int] = {}
+        for slot in self.slots[h]:
+            number.setdefault(slot.classes.image, len(number))
+        for image, members in images.items():
+            g = number[image]
             for v in members:
                 ok = across and len(members) > 1
                 self.vm[h, v, k.V_SHARE_IMAGE] = float(ok)
