@@ -75,6 +75,10 @@ from hvmem.aggregate.reclaim import (
     swap_to_target,
 )
 
+#: Rows of ``_settle``'s scratch (each VMs + 1 floats): frames, shared pages, universe,
+#: members, new pairs and joins of each image group.
+SETTLE_SCRATCH_ROWS = 6
+
 
 @njit(cache=True, inline="always")
 def _first_touch(ft, h, v, c, p):
@@ -405,7 +409,8 @@ def settle(m, vm, host, h):
     of those frames.
     """
     n_v = m.shape[1]
-    _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, np.empty((6, n_v + 1)))
+    scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
+    _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, scratch)
 
 
 @njit(cache=True)
@@ -418,7 +423,7 @@ def settle_tick(m, ck, vm, host, h, scratch):
 def _settle(m, ck, vm, host, h, image, scratch):
     """``settle``; with ``image``, each VM's ``V_IMAGE_BACKED`` counted first, VM by VM.
 
-    ``scratch``: 6 x (VMs + 1) floats, overwritten.
+    ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1) floats, overwritten.
     """
     n_v = m.shape[1]
     used = 0.0
@@ -577,7 +582,7 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     n_h, n_v = m.shape[0], m.shape[1]
     stall[:] = 0.0
     t = np.zeros(N_STATES, np.int64)
-    scratch = np.empty((6, n_v + 1))
+    scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
     for h in range(n_h):
         if not settled[h]:
             settle_tick(m, ck, vm, host, h, scratch)

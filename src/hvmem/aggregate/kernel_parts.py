@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.aggregate import kernel as k
+from hvmem.aggregate.image_share import age_hints
 from hvmem.aggregate.kernel import _balloon, _sample, _share, _touch_vm, settle_tick
 from hvmem.aggregate.reclaim import hold_to_cap, make_room, swap_to_target
 
@@ -37,7 +38,7 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
     """Part ``part`` (an index of ``PARTS``) of ``kernel.step`` over every host."""
     n_h, n_v = m.shape[0], m.shape[1]
     t = np.zeros(k.N_STATES, np.int64)
-    scratch = np.empty((3, n_v + 1))
+    scratch = np.empty((k.SETTLE_SCRATCH_ROWS, n_v + 1))
     for h in range(n_h):
         state = int(host[h, k.H_STATE])
         if part == 0:
@@ -84,6 +85,9 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
                   and host[h, k.H_FREE] / k.PAGES_PER_MIB < host[h, k.H_HIGH_MIB]):
                 breaking = 1
             if host[h, k.H_SHARE_ON] > 0:
+                for v in range(n_v):
+                    if vm[h, v, k.V_ON] > 0:
+                        age_hints(m, vm, h, v)
                 for v in range(n_v):
                     if vm[h, v, k.V_ON] > 0:
                         _share(m, ck, vm, host, rng, h, v, scan, breaking)
