@@ -95,6 +95,37 @@ def test_binomial_draws_have_the_right_mean_and_spread():
         assert draws.std() == pytest.approx(np.sqrt(n * p * (1 - p)), rel=0.15)
 
 
+def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
+    """Che's approximation over a class's sub-blocks: the pages out are the colder ones.
+
+    ``T`` found apart by bisection; the chances out and kept average back to the
+    class's mean; a class of alike pages, or none out, keeps its mean.
+    """
+    from hvmem.aggregate.classes import _heat_blocks
+    from hvmem.aggregate.guest_paging import lru_split
+    from hvmem.workloads.synthetic import ZipfParams
+
+    g = ZipfParams(region_pages=229_376, refs_per_s=100_000, alpha=0.7, write_frac=0.02)
+    _, touch, _, sub_p, sub_n = _heat_blocks(g, NS_PER_S)
+    b = sub_p.shape[1]
+    ft = np.zeros((1, 1, 1, 4 * b))
+    ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = sub_p[-1], sub_n[-1]
+    p = float(touch[-1])
+    for out in (0.01, 0.2, 0.5, 0.95):
+        lo, hi = 0.0, 1e4
+        for _ in range(200):
+            age = (lo + hi) / 2
+            lo, hi = (age, hi) if (sub_n[-1] * (1 - sub_p[-1]) ** age).sum() > out else (lo, age)
+        x = sub_n[-1] * (1 - sub_p[-1]) ** age
+        p_out, p_in = lru_split(ft, 0, 0, 0, p, out)
+        assert p_out == pytest.approx((x * sub_p[-1]).sum() / x.sum(), rel=1e-6)
+        assert sub_p[-1].min() < p_out < p < p_in < sub_p[-1].max()
+        assert out * p_out + (1 - out) * p_in == pytest.approx(p, rel=1e-9)
+    assert lru_split(ft, 0, 0, 0, p, 0.0) == (p, p)
+    ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = 0.3, (1.0, 0.0, 0.0, 0.0)
+    assert lru_split(ft, 0, 0, 0, 0.3, 0.4) == (0.3, 0.3)
+
+
 def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():
     """Below the bound an inversion draws none without the power; above it, as before.
 

@@ -57,7 +57,13 @@ from numba import njit
 
 from hvmem.aggregate.balloon import deflate_on_oom
 from hvmem.aggregate.draws import binomial, part, stochastic_round
-from hvmem.aggregate.guest_paging import _ensure_free, _free_pages, _mass, _take_free
+from hvmem.aggregate.guest_paging import (
+    _ensure_free,
+    _free_pages,
+    _mass,
+    _take_free,
+    lru_split,
+)
 from hvmem.aggregate.image_share import (
     age_hints,
     frames_settle,
@@ -192,10 +198,16 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         else:
             p = tp[h, v, c]
             q[h, v, c] = _touched(ft, h, v, c)
+            # An LRU guest has out the class's colder pages (guest_paging.lru_split).
+            p_out = p_in = p
+            gswp = m[h, v, c, GSWP]
+            if gswp > 0 and vm[h, v, V_GUEST_RANDOM] <= 0:
+                p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]))
             for s in (NEVER, ZIP, SWP, GSWP):
-                t[s] = binomial(rng, h, m[h, v, c, s], p if s != NEVER or m[h, v, c, s] == 0
-                                else _first_touch(ft, h, v, c, p))
-            pw = p * wp[h, v, c]
+                ms = m[h, v, c, s]
+                t[s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
+                                else p if ms == 0 else _first_touch(ft, h, v, c, p))
+            pw = p_in * wp[h, v, c]
             t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
             t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
             t[FILL] = binomial(rng, h, m[h, v, c, FILL], pw)
