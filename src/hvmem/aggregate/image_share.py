@@ -46,8 +46,9 @@ VM at the same time, so the scanner finds them shared together, and every
 frame has two sharers or more. Kept by their sharers they are 354 MiB on
 seed 1 at 600 s (11, 119, 138 and 86 MiB of frames of one, two, three
 and four sharers; 123 MiB of one-sharer frames at 800 s, as the guests
-page), and the validation's ``sharing`` has 42 of 57 metrics within bound
-(41 counting independent sets with every hashed page a hint).
+page), and the validation's ``sharing`` had 42 of 57 metrics within bound
+(41 counting independent sets with every hashed page a hint; 53 once an LRU
+guest's swapped-out pages are its classes' colder ones, ``guest_paging.lru_split``).
 
 The chances. The masses say how many, not which. A page of ``v`` finds a
 shared frame with chance ``(F - x_v) / (U - x_v)``: of the ``U - x_v``
