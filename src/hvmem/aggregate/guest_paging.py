@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from hvmem.aggregate.draws import part
@@ -61,15 +62,20 @@ def lru_split(ft, h, v, c, p, out):
             hi = max(hi, ft[h, v, c, j])
     if hi <= lo or out <= 0.0 or out >= 1.0 or p >= 1.0:
         return p, p  # pages alike (or all of them out): heat does not tell them apart
+    # The sub-blocks' weights and log(1 - p_j), once: each Newton step needs only exp.
+    w, lq = np.zeros(n_b), np.zeros(n_b)
+    for j in range(n_b):
+        n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
+        if n_j > 0.0 and p_j < 1.0:
+            w[j], lq[j] = n_j, math.log1p(-p_j)
     age = math.log(out) / math.log1p(-p)
     for _ in range(20):
         f = df = 0.0
         for j in range(n_b):
-            n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
-            if n_j > 0.0 and p_j < 1.0:
-                x = n_j * math.exp(age * math.log1p(-p_j))
+            if w[j] > 0.0:
+                x = w[j] * math.exp(age * lq[j])
                 f += x
-                df += x * math.log1p(-p_j)
+                df += x * lq[j]
         if df >= 0.0:
             break
         step = (f - out) / df
@@ -78,10 +84,9 @@ def lru_split(ft, h, v, c, p, out):
             break
     num = den = 0.0
     for j in range(n_b):
-        n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
-        if n_j > 0.0 and p_j < 1.0:
-            x = n_j * math.exp(age * math.log1p(-p_j))
-            num += x * p_j
+        if w[j] > 0.0:
+            x = w[j] * math.exp(age * lq[j])
+            num += x * ft[h, v, c, j]
             den += x
     if den <= 0.0:
         return p, p
