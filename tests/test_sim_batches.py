@@ -11,18 +11,21 @@ back in order, as done on one.
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from hvmem import sim_batches
 from hvmem.core.rng import RngStreams
 from hvmem.errors import InvariantViolation
 from hvmem.hardware.frames import MachineMemory
 from hvmem.hypervisor.pmap import Backing, Pmap
 from hvmem.scenario.loader import parse_scenario
 from hvmem.sim import Simulation
-from hvmem.sim_batches import NextTick, on_both_threads, tick_batches
+from hvmem.sim_batches import SWITCH_INTERVAL_S, NextTick, on_both_threads, tick_batches
 from hvmem.sim_rows import SharingTally
 from hvmem.units import NS_PER_S
 from hvmem.workloads.factory import make_workload
@@ -81,6 +84,34 @@ def test_drawing_the_next_ticks_batches_early_changes_no_row(monkeypatch):
     without = Simulation(scenario).run()
     assert with_early.complete and without.complete
     assert _rows(with_early) == _rows(without)
+
+
+def test_how_far_the_worker_draws_ahead_changes_no_row(monkeypatch):
+    scenario = parse_scenario(EVENTFUL, "eventful.toml")
+    runs = []
+    for ahead in (1, sim_batches.AHEAD):
+        monkeypatch.setattr(sim_batches, "AHEAD", ahead)
+        runs.append(Simulation(scenario).run())
+    assert all(r.complete for r in runs)
+    assert _rows(runs[0]) == _rows(runs[1])
+
+
+def test_a_run_hands_the_interpreter_lock_over_quickly_and_restores_the_interval():
+    steady = {**EVENTFUL, "vm": [EVENTFUL["vm"][0], EVENTFUL["vm"][3]], "event": []}
+    scenario = replace(parse_scenario(steady, "steady.toml"), duration_ns=3 * NS_PER_S)
+    before = sys.getswitchinterval()
+    assert before != SWITCH_INTERVAL_S
+    seen = []
+    Simulation(scenario).run(on_tick=lambda sim: seen.append(sys.getswitchinterval()))
+    assert seen == [SWITCH_INTERVAL_S] * 3
+    assert sys.getswitchinterval() == before
+
+    def fail(sim):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        Simulation(scenario).run(on_tick=fail)
+    assert sys.getswitchinterval() == before
 
 
 def test_early_draws_are_taken_only_by_their_tick():

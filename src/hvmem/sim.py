@@ -87,7 +87,7 @@ from hvmem.results import RunResult
 from hvmem.scenario.events import EventConfig
 from hvmem.scenario.schema import Scenario, VmConfig
 from hvmem.sim_backend import SimulatedBackend
-from hvmem.sim_batches import NextTick, tick_batches
+from hvmem.sim_batches import NextTick, main_thread_turns, tick_batches
 from hvmem.sim_events import EventSchedule, describe
 from hvmem.sim_rows import (
     SharingTally,
@@ -246,13 +246,14 @@ class Simulation:
         rows = self.result.host_rows, self.result.vm_rows
         whole = (len(rows[0]), len(rows[1]))  # the rows of the ticks done
         try:
-            for k in range(sc.n_ticks):
-                self.now_ns = k * tick
-                self._tick(tick)
-                self.result.ticks_done = k + 1
-                whole = (len(rows[0]), len(rows[1]))
-                if on_tick is not None:
-                    on_tick(self)
+            with main_thread_turns():  # the main thread, serving, bounds the tick
+                for k in range(sc.n_ticks):
+                    self.now_ns = k * tick
+                    self._tick(tick)
+                    self.result.ticks_done = k + 1
+                    whole = (len(rows[0]), len(rows[1]))
+                    if on_tick is not None:
+                        on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
             # A signal can land while a tick's rows are appended: without the cut, a

@@ -24,22 +24,37 @@ The worker may also take the first steps of serving each batch that touch
 nothing but its own VM's guest (``guest/access.py``, "Walking ahead"): the
 walk of its page table, its stamps and dirty bits. They depend on nothing
 the VMs served before it change, so they too run while those are served.
+
+Both threads run Python between their kernels, and only one at a time holds
+the interpreter lock; the main thread, which bounds the tick, should not wait
+for it long. While a run goes on the switch interval is a tenth of Python's
+(:func:`main_thread_turns`), so a thread waiting for the lock gets it within
+half a millisecond.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from hvmem.errors import InvariantViolation
 from hvmem.workloads.base import AccessBatch, Workload
 
 #: Batches the worker thread draws (and walks) ahead of the one the main thread
-#: serves: a few, so that a VM whose steps ahead take long (a busy one) does not
-#: hold up the serving of those before it.
-AHEAD = 4
+#: serves. Enough that the worker banks the draws of the cheap VMs that follow
+#: a long serve (one faulting and reclaiming): at 4, over bench-32vm's simulated
+#: 1200-1320 s the worker spent 43 % of its time waiting at this bound while the
+#: main thread drew and walked 10 % of its own time; yet few, as each banked
+#: batch is megabytes (a busy VM's 100 000 pages, their references, writes and
+#: tokens, and its walk).
+AHEAD = 8
+#: The interpreter's thread switch interval while batches are drawn and served
+#: (:func:`main_thread_turns`), in seconds; Python's default is 5 ms.
+SWITCH_INTERVAL_S = 0.0005
 #: The thread that draws workload batches while the main thread serves them.
 _workload_thread: ThreadPoolExecutor | None = None
 
@@ -55,6 +70,28 @@ def _worker() -> ThreadPoolExecutor:
     if _workload_thread is None:
         _workload_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvmem-workload")
     return _workload_thread
+
+
+@contextmanager
+def main_thread_turns() -> Iterator[None]:
+    """Hand the interpreter lock over within SWITCH_INTERVAL_S while a run's ticks go on.
+
+    The main thread serves the VMs in order and so bounds the tick; the worker
+    runs Python between its GIL-free kernels (drawing, walking ahead). A thread
+    waiting for the lock gets it when the holder enters such a kernel, or once
+    the switch interval has passed: at Python's 5 ms, the main thread slept
+    2.1 s of its 9.5 s of CPU over bench-32vm's first 60 s waiting for the
+    lock, and 3.9 of 12.5 s over 60-200 s; at 0.5 ms, 0.8 and 1.3 s, for the
+    same CPU (both cores shared with other work, which preempts the holder
+    too). Which thread runs when changes no result (the module notes).
+    The previous interval comes back when the run ends.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def on_both_threads(n: int, job: Callable[[int, int], T]) -> list[T]:

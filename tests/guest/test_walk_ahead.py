@@ -24,6 +24,7 @@ import pytest
 
 import hvmem.guest.reclaim as guest_reclaim
 from hvmem.guest.kernel import GuestConfig, GuestKernel
+from hvmem.guest.pages import pte_frames
 from hvmem.hardware.page_table import TableStore
 from hvmem.hypervisor.host import Host
 from hvmem.workloads.base import AccessBatch, MemoryOp, MemoryOpKind
@@ -156,3 +157,28 @@ def test_walking_only_the_faulted_entries_changes_nothing(policy, monkeypatch):
     else:  # no use stamps to tell by: every reclaim walks the whole chunk again
         assert short.young_evictions == runs
     short.check_invariants()
+
+
+@pytest.mark.parametrize("write_frac", [0.0, 0.4, 1.0])
+def test_a_split_chunk_waits_with_its_lists_alone(write_frac):
+    kernel, _ = make_guest("lru")
+    ops = (MemoryOp(MemoryOpKind.MAP, 0, 0, 40, False),)
+    kernel.access(batch(np.arange(40), np.zeros(40, bool), ops=ops), 0)  # all resident now
+    rng = np.random.default_rng(5)
+    vpns = rng.permutation(40)  # one chunk: all walked ahead
+    writes = rng.random(40) < write_frac if 0 < write_frac < 1 else np.full(40, write_frac > 0)
+    b = batch(vpns, writes)
+    walked = kernel.walk_ahead(b, TICK_NS)
+    assert walked is not None and walked.split is not None
+    # The entries and the missing list are not kept; each list holds one slot beyond
+    # its pages (the split stores every page to both).
+    assert walked.ptes.size == 0 and walked.idx.size == 0 and walked.n_missing == 0
+    w_ppns, w_tokens, r_ppns, refs = walked.split
+    ppns = pte_frames(kernel.processes[0].space.page_table.leaf_entries(vpns))
+    np.testing.assert_array_equal(w_ppns, ppns[writes])
+    np.testing.assert_array_equal(w_tokens, b.content[writes])
+    np.testing.assert_array_equal(r_ppns, ppns[~writes])
+    assert refs == int(b.refs.sum())
+    for listed in (w_ppns, w_tokens, r_ppns):
+        assert listed.base is not None and listed.base.size == listed.size + 1
+    assert kernel.dirty[ppns[writes]].all()

@@ -111,6 +111,7 @@ def _stamp_present(ptes, stamp, use_stamp, use_bit, missing_idx):
 
 
 _NO_INDICES = np.zeros(0, dtype=np.int64)
+_NO_PTES = np.zeros(0, dtype=np.uint64)
 
 
 @njit(cache=True, nogil=True)
@@ -167,8 +168,9 @@ class WalkedChunk:
 
     ``ptes`` are the chunk's leaf entries; the first ``idx.size`` indices of
     those not present are in ``idx`` (``n_missing`` in all). With none missing
-    the pages are split too (``split``: written pages, their tokens, read
-    pages, and the references), the written ones marked dirty.
+    the pages are split instead (``split``: written pages, their tokens, read
+    pages, and the references), the written ones marked dirty, and ``ptes``
+    and ``idx`` are empty: the chunk is served from the split alone.
     """
 
     n_pages: int
@@ -208,10 +210,11 @@ def walk_ahead(kernel: KernelState, batch: AccessBatch, now_ns: int) -> WalkedCh
     idx = np.empty(n, dtype=np.int64)
     rp = kernel.replacement
     n_missing = _stamp_present(ptes, kernel.now_stamp, rp.use_stamp, rp.use_bit, idx)
-    split = None
-    if n_missing == 0:
-        split = _split(kernel, ptes, batch.is_write[:hi], batch.refs[:hi], batch.content[:hi])
-    return WalkedChunk(n, ptes, idx, n_missing, split)
+    if n_missing:
+        return WalkedChunk(n, ptes, idx, n_missing, None)
+    # Split, the chunk is served from its lists alone: it waits without its entries.
+    split = _split(kernel, ptes, batch.is_write[:hi], batch.refs[:hi], batch.content[:hi])
+    return WalkedChunk(n, _NO_PTES, _NO_INDICES, 0, split)
 
 
 def serve_pages(kernel: KernelState, batch: AccessBatch, walked: WalkedChunk | None = None
@@ -331,14 +334,18 @@ def _touch_resident(kernel: KernelState, ptes: np.ndarray, writes: np.ndarray,
 def _split(kernel: KernelState, ptes: np.ndarray, writes: np.ndarray, refs: np.ndarray,
            tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Mapped pages split into written (marked dirty, with tokens) and read; and references."""
-    n = ptes.size
-    w_ppns = np.empty(n, dtype=np.int64)
-    w_tokens = np.empty(n, dtype=np.uint64)
-    r_ppns = np.empty(n, dtype=np.int64)
-    n_w, n_r, served = _split_touches(ptes, np.ascontiguousarray(writes, dtype=np.bool_),
-                                      np.ascontiguousarray(tokens, dtype=np.uint64),
-                                      np.ascontiguousarray(refs, dtype=np.int64),
-                                      kernel.dirty, w_ppns, w_tokens, r_ppns)
+    writes = np.ascontiguousarray(writes, dtype=np.bool_)
+    # Each list sized to its pages, and one more: the split stores every page to
+    # both lists, at the end of each. A walked batch waits with its lists while
+    # the VMs before it are served, so they hold no room they do not use.
+    n_w = int(np.count_nonzero(writes))
+    n_r = ptes.size - n_w
+    w_ppns = np.empty(n_w + 1, dtype=np.int64)
+    w_tokens = np.empty(n_w + 1, dtype=np.uint64)
+    r_ppns = np.empty(n_r + 1, dtype=np.int64)
+    _, _, served = _split_touches(ptes, writes, np.ascontiguousarray(tokens, dtype=np.uint64),
+                                  np.ascontiguousarray(refs, dtype=np.int64), kernel.dirty,
+                                  w_ppns, w_tokens, r_ppns)
     return w_ppns[:n_w], w_tokens[:n_w], r_ppns[:n_r], int(served)
 
 
