@@ -48,17 +48,23 @@ from hvmem.hypervisor.reclaim.balloon import STUCK_AFTER_NS
 def judge(m, vm, now_ns):
     """Every running VM's balloon judged at a poll (``BalloonHost._judge``), over all hosts."""
     for h in range(m.shape[0]):
-        for v in range(m.shape[1]):
-            if vm[h, v, V_ON] <= 0:
-                continue
-            actual = float(m[h, v, BALLOON_ROW, BALL])
-            target = min(vm[h, v, V_BAL_TARGET], vm[h, v, V_BAL_MAX])
-            if actual >= target or actual > vm[h, v, V_BAL_LAST]:
-                vm[h, v, V_BAL_PROGRESS_NS] = now_ns
-                vm[h, v, V_BAL_STUCK] = 0.0
-            elif now_ns - vm[h, v, V_BAL_PROGRESS_NS] >= STUCK_AFTER_NS:
-                vm[h, v, V_BAL_STUCK] = 1.0
-            vm[h, v, V_BAL_LAST] = actual
+        judge_host(m, vm, h, now_ns)
+
+
+@njit(cache=True, inline="always")
+def judge_host(m, vm, h, now_ns):
+    """``judge`` of host ``h``'s VMs."""
+    for v in range(m.shape[1]):
+        if vm[h, v, V_ON] <= 0:
+            continue
+        actual = float(m[h, v, BALLOON_ROW, BALL])
+        target = min(vm[h, v, V_BAL_TARGET], vm[h, v, V_BAL_MAX])
+        if actual >= target or actual > vm[h, v, V_BAL_LAST]:
+            vm[h, v, V_BAL_PROGRESS_NS] = now_ns
+            vm[h, v, V_BAL_STUCK] = 0.0
+        elif now_ns - vm[h, v, V_BAL_PROGRESS_NS] >= STUCK_AFTER_NS:
+            vm[h, v, V_BAL_STUCK] = 1.0
+        vm[h, v, V_BAL_LAST] = actual
 
 
 @njit(cache=True)

@@ -8,13 +8,19 @@ SHRDSVD, throughput; free memory and state).
 
 How the work is laid out. Hosts are batched inside each task: a task is one
 :class:`~hvmem.aggregate.model.HostBatch`, and nothing in its loop is Python
-per host. Each tick is three calls over all its hosts: the kernel steps their
-masses (``kernel.step``); the policy core decides every host whose balance
-period has passed or whose free memory fell into a worse state, sampling,
-planning and applying over ``[hosts, VMs]`` arrays (``fleet_policy.py``, the
-esx planner of ``policy/batched.py``); and, each simulated minute, the rows
-of every host and VM are read off the masses into a buffer that is streamed
-to Parquet (``fleet_rows.py``), never kept whole. A policy other than esx
+per host. The task runs host by host (``fleet_loop.py``): one compiled call
+runs each host in turn for a stretch of ticks, up to the next minute's rows
+or a phase's end, each host-tick the kernel's step of that host
+(``kernel.step_host``), the balloon's judging, and the policy core's decision
+if its balance period has passed or its free memory fell into a worse state,
+sampling, planning and applying over ``[hosts, VMs]`` arrays
+(``fleet_policy.py``, the esx planner of ``policy/batched.py``); so a host's
+rows stay in cache from one tick to the next. Each simulated minute, the
+rows of every host and VM are read off the masses into a buffer that is
+streamed to Parquet (``fleet_rows.py``), never kept whole. Hosts share
+nothing, so this is bit for bit what stepping every host tick by tick gives
+(``host_outer=False``: ``HostBatch.step`` then ``FleetPolicy.tick``, each
+over all hosts). A policy other than esx
 runs its :class:`~hvmem.policy.controller.PolicyController` per host, as a
 single run does (``policy_path`` ``"per-host"`` in the JSON): correct, and
 about 2.7 ms of Python per decision.
@@ -107,13 +113,18 @@ def per_host_decider(batch, scenarios) -> Callable[[int], int]:
 
 
 def run_batch(seeds: list[int], duration_s: int, policy: str | None = None,
-              out: str | None = None) -> dict:
+              out: str | None = None, host_outer: bool = True) -> dict:
     """One task: the hosts of ``seeds`` stepped together for ``duration_s``.
 
     Rows go to ``out`` (a directory), or to a temporary directory removed at
     the end. Returns the rows written (and their mean GRANT, a check that they
     are real numbers), how many decisions the policy took, the CPU time in
     the kernel, the policy core and the rows, and the worker's peak RSS.
+
+    ``host_outer``: a batched policy's hosts run a stretch of ticks each
+    (``fleet_loop.py``); the kernel's CPU time then holds the policy's, and
+    ``loop`` says ``"host-outer"``. False, or a policy run per host: tick by
+    tick over every host (``"tick"``), the same results.
     """
     from hvmem.aggregate.fleet_rows import RowStream
     from hvmem.aggregate.model import HostBatch
@@ -131,12 +142,13 @@ def run_batch(seeds: list[int], duration_s: int, policy: str | None = None,
     # It also clears the ``settled`` flag of each host it changes, so that a host
     # nothing changed since its last step is not counted again at the next one's start.
     lazy = policy_path(name) == "batched"
-    settled = None
+    settled = fleet_policy = None
     if lazy:
         from hvmem.aggregate.fleet_policy import FleetPolicy
 
         settled = np.zeros(len(scenarios), np.uint8)
-        decide = FleetPolicy(batch, scenarios[0].policy, settled).tick
+        fleet_policy = FleetPolicy(batch, scenarios[0].policy, settled)
+        decide = fleet_policy.tick
     else:
         decide = per_host_decider(batch, scenarios)
     n_h, n_v = len(scenarios), batch.m.shape[1]
@@ -146,27 +158,47 @@ def run_batch(seeds: list[int], duration_s: int, policy: str | None = None,
     poll_every = max(1, POLL_PERIOD_NS // tick_ns)
     kernel_s = policy_s = rows_s = 0.0
     decisions = 0
+    loop = None
+    if fleet_policy is not None and host_outer:
+        from hvmem.aggregate.fleet_loop import FleetLoop
+
+        loop = FleetLoop(batch, fleet_policy, settled, poll_every)
     with tempfile.TemporaryDirectory(prefix="hvmem-fleet-") as scratch:
         rows = RowStream(Path(out or scratch), seeds, n_v)
         setup_s = time.process_time() - cpu0
-        for i in range(n_ticks):
-            now = i * tick_ns
-            t0 = time.process_time()
-            batch.step(now, i % poll_every == 0, lazy, settled)
-            t1 = time.process_time()
-            decisions += decide(now)
-            t2 = time.process_time()
-            kernel_s += t1 - t0
-            policy_s += t2 - t1
-            if i % row_every == 0:
-                rows.add(now // NS_PER_S, batch, float(tick_ns))
-                rows_s += time.process_time() - t2
+        if loop is not None:
+            i = 0
+            while i < n_ticks:
+                # A stretch ends at the next row's tick at the latest (the first is tick 0).
+                t0 = time.process_time()
+                end = loop.run(i, min(n_ticks - 1, -(-i // row_every) * row_every))
+                t1 = time.process_time()
+                kernel_s += t1 - t0
+                if end % row_every == 0:
+                    rows.add(end * tick_ns // NS_PER_S, batch, float(tick_ns))
+                    rows_s += time.process_time() - t1
+                i = end + 1
+            decisions = fleet_policy.decisions
+        else:
+            for i in range(n_ticks):
+                now = i * tick_ns
+                t0 = time.process_time()
+                batch.step(now, i % poll_every == 0, lazy, settled)
+                t1 = time.process_time()
+                decisions += decide(now)
+                t2 = time.process_time()
+                kernel_s += t1 - t0
+                policy_s += t2 - t1
+                if i % row_every == 0:
+                    rows.add(now // NS_PER_S, batch, float(tick_ns))
+                    rows_s += time.process_time() - t2
         t0 = time.process_time()
         rows.close()
         rows_s += time.process_time() - t0
     return {"hosts": n_h, "vm_rows": rows.vm_rows, "host_rows": rows.host_rows,
             "mean_grant_mib": rows.mean_grant_mib, "decisions": decisions,
             "setup_s": setup_s, "kernel_s": kernel_s, "policy_s": policy_s, "rows_s": rows_s,
+            "loop": "tick" if loop is None else "host-outer",
             "cpu_s": time.process_time() - cpu0,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -30,8 +30,11 @@ the time. :class:`FleetPolicy` is the same loop for every host of a
   plan's host part is ``TPS always`` with the scenario's scan rate, what the
   batch was set up with, so only the sharing mode is written.
 
-Hosts draw from their own random streams and share nothing, so deciding them
-together leaves each host's run as the per-host loop leaves it;
+One host's decision is ``decide_host`` (``decide`` runs it for every host due;
+``fleet_loop.py`` runs it inside a host's stretch of ticks). Hosts draw from
+their own random streams and share nothing, so deciding them together, or
+each within its own stretch, leaves each host's run as the per-host loop
+leaves it;
 ``tests/test_policy_batched.py`` runs both and compares the masses.
 """
 
@@ -96,23 +99,27 @@ class FleetPolicy:
 
     def tick(self, now_ns: int) -> int:
         """Decide every host whose decision is due at ``now_ns``; how many decided."""
-        b, s, p = self.batch, self.samples, self.plans
+        b = self.batch
         if now_ns < self.next_due_ns.min() and not b.host[:, k.H_WORSENED].any():
             return 0  # most ticks: nobody due, nothing crossed; skip the call's dispatch
-        inflate, deflate, swap = self.steps
-        s.stuck[:] = b.vm[:, :, k.V_BAL_STUCK] > 0  # as the host judged at the last poll
-        n, reacted = decide(now_ns, self.period_ns, self.gap_ns, self.next_due_ns,
-                            self.last_state, self.last_ns, b.m, b.ck, b.q, b.vm, b.cnt, b.host,
-                            b.heat, b.rng, b.lru, s.on, s.stuck, s.shares, s.configured,
-                            s.reservation, s.limit, s.consumed, s.active, s.balloon,
-                            s.balloon_target, s.balloon_max, s.swapped, s.compressed, s.free,
-                            s.minfree, s.state, self.acts, self.compression, self.k,
-                            self.free_target_frac, inflate, deflate, swap, p.target,
-                            p.balloon_target, p.swap_target, p.compress, p.blocked,
-                            p.available, self.settled)
+        n, reacted = decide(now_ns, b.m, b.ck, b.q, b.vm, b.cnt, b.host, b.heat, b.rng, b.lru,
+                            self.settled, *self.arrays())
         self.decisions += n
         self.reactions += reacted
         return n
+
+    def arrays(self) -> tuple:
+        """The controllers' clocks, samples, plans and parameters, as ``decide_host`` takes them."""
+        s, p = self.samples, self.plans
+        inflate, deflate, swap = self.steps
+        clock = (self.next_due_ns, self.last_state, self.last_ns)
+        samples = (s.on, s.stuck, s.shares, s.configured, s.reservation, s.limit, s.consumed,
+                   s.active, s.balloon, s.balloon_target, s.balloon_max, s.swapped,
+                   s.compressed, s.free, s.minfree, s.state)
+        plans = (p.target, p.balloon_target, p.swap_target, p.compress, p.blocked, p.available)
+        params = (self.period_ns, self.gap_ns, self.acts, self.compression, self.k,
+                  self.free_target_frac, inflate, deflate, swap)
+        return clock, samples, plans, params
 
 
 @njit(cache=True)
@@ -166,47 +173,67 @@ def _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, target, balloon_target, 
     k.settle(m, vm, host, h)
 
 
+@njit(cache=True, inline="always")
+def due(now_ns, host, h, clock, params):
+    """Whether host ``h`` decides at ``now_ns``: 0 no, 1 its period, 2 forced by a crossing."""
+    next_due_ns, last_state, last_ns = clock
+    gap_ns = params[1]
+    if now_ns >= next_due_ns[h]:  # Period.due
+        return 1
+    if (host[h, k.H_WORSENED] > 0 and last_state[h] >= 0  # PolicyController.react
+            and host[h, k.H_STATE] > last_state[h] and now_ns - last_ns[h] >= gap_ns):
+        return 2
+    return 0
+
+
 @njit(cache=True)
-def decide(now_ns, period_ns, gap_ns, next_due_ns, last_state, last_ns, m, ck, q, vm, cnt,
-           host, heat, rng, lru, on, stuck, shares, configured, reservation, limit, consumed,
-           active, balloon, balloon_target, balloon_max, swapped, compressed, free, minfree, state,
-           acts, compression, kk, free_target_frac, inflate_step, deflate_step, swap_step,
-           o_target, o_balloon, o_swap, o_compress, o_blocked, o_available, settled):
+def decide_host(now_ns, h, m, ck, q, vm, cnt, host, heat, rng, lru, settled, clock, samples,
+                plans, params):
+    """Host ``h``'s controller decides at ``now_ns``: its sample, plan and applying.
+
+    ``clock``, ``samples``, ``plans``, ``params``: ``FleetPolicy.arrays``. Reads
+    and writes only host ``h``'s rows, so hosts may decide in any order.
+    """
+    next_due_ns, last_state, last_ns = clock
+    (on, stuck, shares, configured, reservation, limit, consumed, active, balloon,
+     balloon_target, balloon_max, swapped, compressed, free, minfree, state) = samples
+    o_target, o_balloon, o_swap, o_compress, o_blocked, o_available = plans
+    (period_ns, _, acts, compression, kk, free_target_frac, inflate_step, deflate_step,
+     swap_step) = params
+    for v in range(vm.shape[1]):  # as the host judged at the last poll
+        stuck[h, v] = vm[h, v, k.V_BAL_STUCK] > 0
+    k.running_share(m, q, vm, h)  # the step left it to be read here
+    _sample(m, vm, host, h, on, configured, consumed, active, balloon, balloon_target,
+            swapped, compressed, free, state)
+    plan_kernel(np.full(1, h, np.int64), on, stuck, shares, configured, reservation, limit,
+                consumed, active, balloon, balloon_target, balloon_max, swapped, compressed,
+                free, minfree, state, acts, compression, kk, free_target_frac, inflate_step,
+                deflate_step, swap_step, o_target, o_balloon, o_swap, o_compress, o_blocked,
+                o_available)
+    _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, o_target, o_balloon, o_swap,
+           o_compress, o_blocked)
+    settled[h] = 0  # its pages moved: the next step counts its frames afresh
+    last_state[h] = state[h]
+    last_ns[h] = now_ns
+    next_due_ns[h] = now_ns + period_ns  # a forced decision starts a new period too
+
+
+@njit(cache=True)
+def decide(now_ns, m, ck, q, vm, cnt, host, heat, rng, lru, settled, clock, samples, plans,
+           params):
     """One tick of every host's controller: which decide, their samples, plans and applying.
 
     Returns the number of hosts that decided and how many of those a crossing forced.
     """
-    n_h = host.shape[0]
-    hosts = np.empty(n_h, np.int64)
     n = 0
     reacted = 0
-    for h in range(n_h):
-        if now_ns >= next_due_ns[h]:  # Period.due
-            hosts[n] = h
-            n += 1
-        elif (host[h, k.H_WORSENED] > 0 and last_state[h] >= 0  # PolicyController.react
-              and host[h, k.H_STATE] > last_state[h] and now_ns - last_ns[h] >= gap_ns):
-            hosts[n] = h
-            n += 1
+    for h in range(host.shape[0]):
+        why = due(now_ns, host, h, clock, params)
+        if why == 0:
+            continue
+        decide_host(now_ns, h, m, ck, q, vm, cnt, host, heat, rng, lru, settled, clock,
+                    samples, plans, params)
+        n += 1
+        if why == 2:
             reacted += 1
-    if n == 0:
-        return 0, 0
-    hosts = hosts[:n]
-    for i in range(n):
-        h = hosts[i]
-        k.running_share(m, q, vm, h)  # the step left it to be read here
-        _sample(m, vm, host, h, on, configured, consumed, active, balloon, balloon_target,
-                swapped, compressed, free, state)
-    plan_kernel(hosts, on, stuck, shares, configured, reservation, limit, consumed, active,
-                balloon, balloon_target, balloon_max, swapped, compressed, free, minfree,
-                state, acts, compression, kk, free_target_frac, inflate_step, deflate_step,
-                swap_step, o_target, o_balloon, o_swap, o_compress, o_blocked, o_available)
-    for i in range(n):
-        h = hosts[i]
-        _apply(m, ck, vm, cnt, host, heat, rng, lru, h, on, o_target, o_balloon, o_swap,
-               o_compress, o_blocked)
-        settled[h] = 0  # its pages moved: the next step counts its frames afresh
-        last_state[h] = state[h]
-        last_ns[h] = now_ns
-        next_due_ns[h] = now_ns + period_ns  # a forced decision starts a new period too
     return n, reacted

@@ -596,47 +596,62 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     t = np.zeros(N_STATES, np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
     for h in range(n_h):
-        if not settled[h]:
-            settle_tick(m, ck, vm, host, h, scratch)
-        host[h, H_WORSENED] = 0.0
-        state = int(host[h, H_STATE])
+        step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
+                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch)
+
+
+@njit(cache=True, nogil=True)
+def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall, tick_ns,
+              poll, lru, lazy_running, settled, h, t, scratch):
+    """``step`` of host ``h`` alone (its ``stall`` row as the last step left it, not zeroed).
+
+    ``t``: ``N_STATES`` int64 scratch; ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
+    floats. Hosts share nothing, so stepping them one by one in any order, or one
+    host for many ticks before the next (``fleet_loop.py``), leaves each as ``step``
+    does.
+    """
+    n_v = m.shape[1]
+    if not settled[h]:
+        settle_tick(m, ck, vm, host, h, scratch)
+    host[h, H_WORSENED] = 0.0
+    state = int(host[h, H_STATE])
+    for v in range(n_v):
+        if vm[h, v, V_ON] <= 0:
+            continue
+        if vm[h, v, V_BLOCKED] > 0 and state == LOW_STATE:
+            stall[h, v, S_BLOCKED] = tick_ns
+            continue
+        _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
+                  lru, t)
+        if vm[h, v, V_CAP] > 0:
+            hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
+        if host[h, H_FREE] < 0:
+            make_room(m, vm, cnt, host, heat, rng, h, lru)
+    if poll:
         for v in range(n_v):
-            if vm[h, v, V_ON] <= 0:
-                continue
-            if vm[h, v, V_BLOCKED] > 0 and state == LOW_STATE:
-                stall[h, v, S_BLOCKED] = tick_ns
-                continue
-            _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
-                      lru, t)
-            if vm[h, v, V_CAP] > 0:
-                hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
-            if host[h, H_FREE] < 0:
-                make_room(m, vm, cnt, host, heat, rng, h, lru)
-        if poll:
-            for v in range(n_v):
-                if vm[h, v, V_ON] > 0 and vm[h, v, V_BAL_ON] > 0:
-                    _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
-                    if host[h, H_FREE] < 0:
-                        make_room(m, vm, cnt, host, heat, rng, h, lru)
-        if host[h, H_SWAP_OK + state] > 0:
-            for v in range(n_v):
-                if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
-                    swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, True, lru)
+            if vm[h, v, V_ON] > 0 and vm[h, v, V_BAL_ON] > 0:
+                _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
+                if host[h, H_FREE] < 0:
+                    make_room(m, vm, cnt, host, heat, rng, h, lru)
+    if host[h, H_SWAP_OK + state] > 0:
+        for v in range(n_v):
+            if vm[h, v, V_ON] > 0 and vm[h, v, V_PLANNED] > 0:
+                swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, True, lru)
+    for v in range(n_v):
+        if vm[h, v, V_ON] > 0:
+            _sample(m, q, ft, vm, host, rng, h, v, lazy_running)
+    scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
+    breaking = 0
+    if host[h, H_LP_ACTIVE + state] > 0:
+        breaking = 2
+    elif host[h, H_LP_LAZY] > 0 and host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB]:
+        breaking = 1
+    if host[h, H_SHARE_ON] > 0:
         for v in range(n_v):
             if vm[h, v, V_ON] > 0:
-                _sample(m, q, ft, vm, host, rng, h, v, lazy_running)
-        scan = host[h, H_SHARE_ON] > 0 and host[h, H_SHARING] == SHARING_RUN
-        breaking = 0
-        if host[h, H_LP_ACTIVE + state] > 0:
-            breaking = 2
-        elif host[h, H_LP_LAZY] > 0 and host[h, H_FREE] / PAGES_PER_MIB < host[h, H_HIGH_MIB]:
-            breaking = 1
-        if host[h, H_SHARE_ON] > 0:
-            for v in range(n_v):
-                if vm[h, v, V_ON] > 0:
-                    age_hints(m, vm, h, v)
-            for v in range(n_v):
-                if vm[h, v, V_ON] > 0:
-                    _share(m, ck, vm, host, rng, h, v, scan, breaking)
-        settle_tick(m, ck, vm, host, h, scratch)
-        settled[h] = 1
+                age_hints(m, vm, h, v)
+        for v in range(n_v):
+            if vm[h, v, V_ON] > 0:
+                _share(m, ck, vm, host, rng, h, v, scan, breaking)
+    settle_tick(m, ck, vm, host, h, scratch)
+    settled[h] = 1

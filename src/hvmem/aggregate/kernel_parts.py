@@ -10,7 +10,9 @@ arrays end the same, byte for byte, as ``HostBatch.step`` leaves them.
 
 Run ``python -m hvmem.aggregate.kernel_parts --hosts 32 --duration 600``: it
 prints the µs of CPU a host-tick in each part, the fleet policy's and the
-total. Only for measuring: fleets step with ``kernel.step``.
+total. Only for measuring: fleets run host by host (``fleet_loop.py``,
+``kernel.step_host`` for a stretch of ticks each), which leaves each host as
+``kernel.step`` does.
 """
 
 from __future__ import annotations

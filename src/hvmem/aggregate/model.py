@@ -383,13 +383,32 @@ class HostBatch:
         """
         if settled is None:
             settled = np.zeros(self.m.shape[0], np.uint8)
-        elif now_ns >= self._next_phase_ns:
-            settled[:] = 0
-        self.advance_phases(now_ns)
+        self.begin_tick(now_ns, settled)
         k.step(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
                self.ft, self.vm, self.cnt, self.host, self.rng, self.costs, self.stall,
                float(self.tick_ns), poll, self.lru, lazy_running, settled)
         self._after_step(now_ns, poll, settled)
+
+    def begin_tick(self, now_ns: int, settled: np.ndarray) -> None:
+        """A tick's Python part before the kernel: the phases whose time has come start.
+
+        A phase starting clears ``settled`` (its pages change class).
+        """
+        if now_ns >= self._next_phase_ns:
+            settled[:] = 0
+        self.advance_phases(now_ns)
+
+    @property
+    def next_phase_ns(self) -> float:
+        """When the soonest running VM's phase ends (inf: none does)."""
+        return self._next_phase_ns
+
+    def report_due(self, now_ns: int) -> bool:
+        """Whether the guests that report free pages report at this poll (every 2 s)."""
+        if not self._report.due(now_ns):
+            return False
+        self._report.start(now_ns)
+        return True
 
     def _after_step(self, now_ns: int, poll: bool, settled: np.ndarray) -> None:
         """What a tick does besides ``kernel.step`` (``aggregate/balloon.py``, ``unmerge.py``).
@@ -402,12 +421,11 @@ class HostBatch:
         moved = set()
         if poll:
             judge(self.m, self.vm, float(now_ns))
-            if self._report.due(now_ns):
-                self._report.start(now_ns)
-                if self.vm[:, :, k.V_REPORTING].any():
-                    for h in np.flatnonzero(self.vm[:, :, k.V_REPORTING].any(axis=1)).tolist():
-                        report_free(self.m, self.vm, self.host, self.rng, h)
-                        moved.add(h)
+            # The period runs whether or not any guest reports (the report is its start).
+            if self.report_due(now_ns) and self.vm[:, :, k.V_REPORTING].any():
+                for h in np.flatnonzero(self.vm[:, :, k.V_REPORTING].any(axis=1)).tolist():
+                    report_free(self.m, self.vm, self.host, self.rng, h)
+                    moved.add(h)
         if (self.host[:, k.H_SHARING] == k.SHARING_UNMERGE).any():
             unmerging = np.flatnonzero((self.host[:, k.H_SHARING] == k.SHARING_UNMERGE)
                                        & (self.host[:, k.H_SHARE_ON] > 0))
