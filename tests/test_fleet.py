@@ -78,6 +78,7 @@ def test_a_policy_without_arrays_runs_per_host_and_says_so(tmp_path):
     assert out.exit_code == 0, out.output
     result = json.loads(out.output.strip().splitlines()[-1])
     assert result["policy"] == "static" and result["policy_path"] == "per-host"
+    assert result["loop"] == "tick"
     assert result["vm_rows"] == 2 * 32 and result["host_ticks_per_cpu_second"] > 0
     assert len(pd.read_parquet(tmp_path / "vm_rows")) == 2 * 32
 

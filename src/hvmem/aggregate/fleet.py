@@ -260,6 +260,7 @@ def run_fleet(hosts: int, duration_s: int, *, workers: int | None = None,
         "peak_rss_mib": max([own] + [p["peak_rss_mib"] for p in parts]),
         "policy": policy,
         "policy_path": policy_path(policy),
+        "loop": parts[0]["loop"],  # "host-outer" (fleet_loop.py) or "tick"
         "tasks": len(parts),
         "workers": workers,
         "vm_rows": sum(p["vm_rows"] for p in parts),
