@@ -46,9 +46,10 @@ from numba import njit
 
 from hvmem.aggregate.balloon import judge_host, report_free
 from hvmem.aggregate.fleet_policy import FleetPolicy, decide_host, due
-from hvmem.aggregate.kernel import SETTLE_SCRATCH_ROWS, image_backed, settle, step_host
+from hvmem.aggregate.kernel import step_host
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.model import HostBatch
+from hvmem.aggregate.settle import SETTLE_SCRATCH_ROWS, image_backed, settle
 from hvmem.aggregate.unmerge import unmerge
 
 #: A tick's flags: the balloon drivers poll; the guests that report free pages report.

@@ -26,7 +26,7 @@ the time. :class:`FleetPolicy` is the same loop for every host of a
 * applying it: ``AggregateBackend.apply``'s writes (balloon and swap targets,
   compression, blocking), each VM taken to its swap target at once in slot
   order (``kernel.swap_to_target``, whose draws are the host's own stream),
-  then the host's free frames and state settled (``kernel.settle``). The
+  then the host's free frames and state settled (``settle.settle``). The
   plan's host part is ``TPS always`` with the scenario's scan rate, what the
   batch was set up with, so only the sharing mode is written.
 

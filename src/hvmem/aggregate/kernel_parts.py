@@ -27,8 +27,9 @@ from numba import njit
 
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.image_share import age_hints
-from hvmem.aggregate.kernel import _balloon, _sample, _share, _touch_vm, settle_tick
+from hvmem.aggregate.kernel import _balloon, _sample, _share, _touch_vm
 from hvmem.aggregate.reclaim import hold_to_cap, make_room, swap_to_target
+from hvmem.aggregate.settle import settle_tick
 
 #: The parts, in the order a tick runs them.
 PARTS = ("settle_start", "touches", "balloon", "swapper", "sampling", "sharing", "settle_end")
