@@ -481,3 +481,32 @@ def test_an_image_group_keeps_its_number_while_other_vms_power_on_and_off():
     assert batch.vm[0, 1:, k.V_IMAGE_GROUP].tolist() == before
     batch.power_off(0, 0)
     assert batch.vm[0, 1:, k.V_IMAGE_GROUP].tolist() == before
+
+
+def test_a_vm_booting_in_the_row_of_a_group_leaves_the_groups_frames_alone():
+    """Group ``g``'s shared frames live in slot ``g``'s row; that slot booting must not wipe them.
+
+    ``sharing``'s VMs 2-4 share their image (group 0, kept in row 0) while the
+    first, of the same image, is off; when it boots, the group's frames by
+    sharers are what they were, and the host's free frames fall by the booted
+    VM's kernel and no more.
+    """
+    doc = tomllib.loads(builtin_scenario_path("sharing").read_text())
+    doc["fidelity"] = "aggregate"
+    batch = HostBatch([parse_scenario(doc)])
+    for v in (1, 2, 3):
+        batch.power_on(0, v, 0)
+    assert (batch.vm[0, 1:4, k.V_IMAGE_GROUP] == 0).all()
+    for i in range(120):
+        batch.step(i * NS_PER_S, True)
+    frames = batch.vm[0, 0, k.V_FRAMES:].copy()
+    group_frames = batch.vm[0, 0, k.V_GROUP_FRAMES]
+    assert group_frames > 0 and frames.sum() == pytest.approx(group_frames)
+    k.settle(batch.m, batch.vm, batch.host, 0)
+    free_before = batch.host[0, k.H_FREE]
+    batch.power_on(0, 0, 120 * NS_PER_S)
+    np.testing.assert_array_equal(batch.vm[0, 0, k.V_FRAMES:], frames)
+    assert batch.vm[0, 0, k.V_GROUP_FRAMES] == group_frames
+    k.settle(batch.m, batch.vm, batch.host, 0)
+    assert batch.host[0, k.H_FREE] == pytest.approx(free_before - batch.vm[0, 0, k.V_KERNEL])
+    np.testing.assert_allclose(batch.vm[0, 0, k.V_FRAMES:], frames, rtol=1e-12)

@@ -55,7 +55,8 @@ V_HINTED, V_PRIV_LEFT = 52, 53
 # The VM's image pages shared since the last settle by meeting a hint (each makes a
 # frame of two sharers with the hinting page) and by joining a shared frame
 # (aggregate/image_share.py); and, in the row of image group ``g``, its shared image
-# frames at that settle.
+# frames at that settle. V_GROUP_FRAMES and the histogram after it hold the group's
+# state, not the slot's: they stay the row's last columns, which power_on keeps.
 V_NEW_PAIRS, V_JOINED_UP, V_GROUP_FRAMES = 54, 55, 56
 N_VM = 57
 # Image group ``g``'s shared image frames by their sharers at the last settle:

@@ -181,7 +181,9 @@ class HostBatch:
         kernel_pages = (n * gc.kernel_bytes_per_page) >> PAGE_SHIFT
         wmin, low, high = linux_watermarks_pages(n)
         vm = self.vm[h, v]
-        vm[:] = 0.0
+        # The row also holds image group ``v``'s shared frames (``V_GROUP_FRAMES``, and
+        # by sharers from ``V_FRAMES``), which other VMs may be sharing: those stay.
+        vm[:k.V_GROUP_FRAMES] = 0.0
         self.cnt[h, v] = 0.0
         self.m[h, v] = 0
         self.q[h, v] = 0.0
