@@ -44,7 +44,7 @@ from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def lru_split(ft, h, v, c, p, out):
     """(out, kept): touch chances of class ``c``'s pages an LRU guest swapped out and kept.
 
