@@ -67,7 +67,7 @@ def judge_host(m, vm, h, now_ns):
         vm[h, v, V_BAL_LAST] = actual
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v, short, lru):
     """The guest short of ``short`` pages: the balloon gives them back; pages the guest got."""
     if short <= 0 or vm[h, v, V_DEFLATE_OOM] <= 0:

@@ -44,7 +44,9 @@ from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
 
-@njit(cache=True)
+# It allocates its two buffers, so it keeps Numba's reference counting when called
+# from the kernels compiled without it (kernel.step_host), which would pass that on.
+@njit(cache=True, _nrt=True)
 def lru_split(ft, h, v, c, p, out):
     """(out, kept): touch chances of class ``c``'s pages an LRU guest swapped out and kept.
 
@@ -94,7 +96,7 @@ def lru_split(ft, h, v, c, p, out):
     return p_out, min(1.0, max(0.0, (p - out * p_out) / (1.0 - out)))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, lru):
     """The guest swaps out ``n`` resident pages, coldest classes first; the number freed.
 
@@ -147,7 +149,7 @@ def _guest_reclaim(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, n, 
     return freed
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
     """An LRU guest's reclaim of ``n`` pages of a sweep's blocks (``heat[j:z]``); pages freed.
 
@@ -240,7 +242,7 @@ def _reclaim_sweep(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n
     return freed
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sweep_in_order(m, slo, vm, cnt, host, heat, rng, costs, stall, h, v, j, z, n, lru):
     """``_reclaim_sweep`` over classes ``heat[j:z]`` listed in block order; pages freed.
 

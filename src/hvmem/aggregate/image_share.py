@@ -95,7 +95,7 @@ def hinted_frac(m, ck, vm, h, v):
     return min(1.0, _hinted(vm, h, v) / priv) if priv > 0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def age_hints(m, vm, h, v):
     """VM ``v``'s hints that left with its private pages since the last pass are gone.
 
@@ -114,7 +114,7 @@ def age_hints(m, vm, h, v):
     vm[h, v, V_HINTED] *= priv / (priv + left)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def image_match(vm, h, v):
     """(shared, shared or hinted): the chances another VM's copy of a ``v`` image page is."""
     g = int(vm[h, v, V_IMAGE_GROUP])
@@ -143,7 +143,7 @@ def image_match(vm, h, v):
     return p_shared, p_shared + (1.0 - p_shared) * (1.0 - none_hinted)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def promote_hints(m, ck, vm, rng, h, v, joined, p_shared, p_any):
     """``joined`` of ``v``'s image pages shared: those that met a hint make its page shared too.
 
@@ -226,7 +226,7 @@ def _move(vm, h, g, n, members, pages, up):
     return pages - moved
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def frames_settle(vm, h, g, members, pages, pairs, ups):
     """Image group ``g``'s shared frames, its sharers now ``pages``; returns the frames.
 

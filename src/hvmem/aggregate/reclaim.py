@@ -99,7 +99,7 @@ def _swap_kernel(m, vm, cnt, h, v, t):
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     """Host reclaim of ``k`` of VM ``v``'s private pages: shared, compressed or swapped.
 
@@ -203,7 +203,7 @@ def _frames(m, vm, cnt, host, heat, rng, h, v, n, lru):
         host[h, H_FREE] -= n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def make_room(m, vm, cnt, host, heat, rng, h, lru):
     """Free frames short: swap the largest consumers' private pages until none is owed.
 
@@ -227,7 +227,7 @@ def make_room(m, vm, cnt, host, heat, rng, h, lru):
             break
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
     """A VM with a limit (``V_CAP`` pages, 0: none) holding more swaps its own pages back to it.
 
@@ -251,7 +251,7 @@ def hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru):
     return _swap_out(m, vm, cnt, host, heat, rng, h, v, over, lru, False)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def swap_to_target(m, ck, vm, cnt, host, heat, rng, h, v, refill, lru):
     """Share, compress or swap VM ``v``'s pages up to its swap target; pages taken.
 

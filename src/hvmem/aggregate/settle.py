@@ -62,7 +62,7 @@ def settle(m, vm, host, h):
     _settle(m, np.zeros((1, 1, 1), np.int8), vm, host, h, False, scratch)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def settle_tick(m, ck, vm, host, h, scratch):
     """``image_backed`` then ``settle``, in one pass over each VM's classes (the tick's)."""
     _settle(m, ck, vm, host, h, True, scratch)
