@@ -10,7 +10,11 @@ reclaim and ``draws.py``'s draws into itself, and after an edit of
 error.
 
 So the cache directory is named after a digest of every hvmem source file
-that uses Numba: when any of them changes, every kernel is compiled again
+that uses Numba, and of every hvmem module such a file imports, directly or
+through others: a kernel compiles the globals it reads as constants, so the
+aggregate kernels hold ``aggregate/layout.py``'s slot numbers, and an edit of
+that file alone (a slot added) would otherwise leave them indexing the old
+slots. When any of these files changes, every kernel is compiled again
 (about 10 s of CPU for ``demo``, about 35 s for the aggregate kernels), and
 identical sources, in any checkout, share one directory. The base is
 ``NUMBA_CACHE_DIR`` when it is set (the tests give each xdist worker its
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sys
 import time
@@ -40,17 +45,52 @@ PREFIX = "hvmem-numba-"
 STALE_AFTER_S = 7 * 86400
 # A source file uses Numba when it holds this text.
 _MARK = b"numba"
+# ``from PKG.a.b import x, y`` (the names may be a parenthesised list over lines) and
+# ``import PKG.a.b``: the package's name is put in front when the pattern is built.
+_IMPORT = (r"^[ \t]*(?:from[ \t]+({pkg}(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)"
+           r"|import[ \t]+({pkg}(?:\.\w+)*))")
+
+
+def _imported(text: str, modules: dict[str, Path], pattern: re.Pattern) -> list[Path]:
+    """The package's source files ``text`` imports: modules, and imported names that are modules."""
+    found = []
+    for match in pattern.finditer(text):
+        module, names, plain = match.groups()
+        dotted = [module or plain]
+        if names:
+            dotted += [f"{module}.{name}" for name in re.findall(r"(\w+)(?:[ \t]+as[ \t]+\w+)?",
+                                                                names.strip("()"))]
+        found += [modules[name] for name in dotted if name in modules]
+    return found
 
 
 def sources_digest(package_dir: Path) -> str:
-    """A digest of the path and content of every source file under the package using Numba."""
+    """A digest of every source file under the package that uses Numba or that one imports.
+
+    The imports are followed to the end: a module of constants that imports its
+    numbers from another is covered with it.
+    """
+    package = package_dir.name
+    modules, texts = {}, {}
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(package_dir).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join((package, *parts))] = path
+        texts[path] = path.read_bytes()
+    pattern = re.compile(_IMPORT.format(pkg=re.escape(package)), re.MULTILINE)
+    pending = [path for path, data in texts.items() if _MARK in data]
+    covered: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path not in covered:
+            covered.add(path)
+            pending += _imported(texts[path].decode("utf-8", "replace"), modules, pattern)
     digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(package_dir.rglob("*.py")):
-        data = path.read_bytes()
-        if _MARK in data:
-            digest.update(path.relative_to(package_dir).as_posix().encode())
-            digest.update(len(data).to_bytes(8, "little"))
-            digest.update(data)
+    for path in sorted(covered):
+        digest.update(path.relative_to(package_dir).as_posix().encode())
+        digest.update(len(texts[path]).to_bytes(8, "little"))
+        digest.update(texts[path])
     return digest.hexdigest()
 
 

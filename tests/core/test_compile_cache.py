@@ -70,14 +70,34 @@ def test_a_kernel_sees_an_edit_of_a_compiled_function_it_calls_from_another_file
         assert after == (10 if mode == "plain" else 20), mode
 
 
-def test_the_digest_follows_files_that_use_numba_only(tmp_path):
+def test_the_digest_follows_files_that_use_numba_and_what_they_import(tmp_path):
     pkg = _package(tmp_path, 1)
     (pkg / "plain.py").write_text("X = 1\n")
     before = sources_digest(pkg)
     (pkg / "plain.py").write_text("X = 2\n")
-    assert sources_digest(pkg) == before
+    assert sources_digest(pkg) == before            # nothing compiled imports it
     (pkg / "callee.py").write_text(_CALLEE.format(3))
     assert sources_digest(pkg) != before
+
+
+def test_the_digest_follows_constants_a_kernel_imports_through_other_modules(tmp_path):
+    # A kernel compiles a global it reads as a constant; Numba's cache keys the kernel by
+    # its own file only, so an edit of the constant's file alone must change the digest,
+    # however the constant reached the kernel's module.
+    pkg = _package(tmp_path, 1)
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "slots.py").write_text("from kpkg.sub.base import FIRST\nSLOT = FIRST + 1\n")
+    (pkg / "sub" / "base.py").write_text("FIRST = 0\n")
+    (pkg / "caller.py").write_text(_CALLER.replace(
+        "from kpkg.callee import value\n",
+        "from kpkg.callee import value\nfrom kpkg.sub import (\n    slots,  # the slots\n)\n"))
+    before = sources_digest(pkg)
+    (pkg / "sub" / "base.py").write_text("FIRST = 1\n")
+    after = sources_digest(pkg)
+    assert after != before
+    (pkg / "sub" / "slots.py").write_text("from kpkg.sub.base import FIRST\nSLOT = FIRST + 2\n")
+    assert sources_digest(pkg) not in (before, after)
 
 
 def test_the_directory_is_under_the_given_base_and_not_keyed_twice(tmp_path, monkeypatch):
