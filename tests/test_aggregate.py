@@ -95,6 +95,26 @@ def test_binomial_draws_have_the_right_mean_and_spread():
         assert draws.std() == pytest.approx(np.sqrt(n * p * (1 - p)), rel=0.15)
 
 
+def test_pages_touched_then_reclaimed_within_a_period_were_found_active():
+    """The sampler found a page touched before the guest swapped it out in the same period.
+
+    One class of 1,000 pages, all touched this period, now all in the guest's swap:
+    they count as active when they were resident at the period's start, and not when
+    they were out all period (the bound is the more of the resident pages then and now).
+    """
+    m = np.zeros((1, 1, k.FIRST_CLASS + 1, k.N_STATES))
+    q = np.zeros((1, 1, k.FIRST_CLASS + 1))
+    vm = np.zeros((1, 1, k.N_VM))
+    vm[0, 0, k.V_PAGES], vm[0, 0, k.V_NCLASS] = 2000, k.FIRST_CLASS + 1
+    m[0, 0, k.FIRST_CLASS, k.GSWP], q[0, 0, k.FIRST_CLASS] = 1000, 1.0
+    vm[0, 0, k.V_RESIDENT_START] = 1000
+    assert k._running(m, q, vm, 0, 0) == pytest.approx(0.5)
+    vm[0, 0, k.V_RESIDENT_START] = 0
+    assert k._running(m, q, vm, 0, 0) == 0.0
+    m[0, 0, k.FIRST_CLASS, k.GSWP], m[0, 0, k.FIRST_CLASS, k.PRIV] = 400, 600
+    assert k._running(m, q, vm, 0, 0) == pytest.approx(0.3)
+
+
 def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     """Che's approximation over a class's sub-blocks: the pages out are the colder ones.
 

@@ -395,18 +395,28 @@ def _running(m, q, vm, h, v):
     """The share of VM ``v``'s pages touched since its sampling period began.
 
     The sampler looks at guest pages: a class's pages touched since the
-    period began, but never more than the guest pages that hold the
-    workload's data now (those ballooned, free or in the guest's swap are
-    pages it cannot find touched, however often the workload asks for them).
+    period began, but never more than the guest pages that held the
+    workload's data in the period (those ballooned, free or in the guest's
+    swap all period are pages it cannot find touched, however often the
+    workload asks for them). A guest page touched and then ballooned or
+    swapped out within the period was found touched, so the bound is the
+    more of those at the period's start (``V_RESIDENT_START``) and now.
     """
     pages = vm[h, v, V_PAGES]
     touched = 0.0
+    resident = _resident_now(m, vm, h, v)
+    for c in range(FIRST_CLASS, _nc(vm, h, v)):
+        touched += _mass(m, h, v, c) * q[h, v, c]
+    return min(1.0, min(touched, max(resident, vm[h, v, V_RESIDENT_START])) / pages)
+
+
+@njit(cache=True, inline="always")
+def _resident_now(m, vm, h, v):
+    """VM ``v``'s guest pages that hold its workload's data (not never-touched, not swapped)."""
     resident = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
-        mass = _mass(m, h, v, c)
-        touched += mass * q[h, v, c]
-        resident += mass - m[h, v, c, NEVER] - m[h, v, c, GSWP]
-    return min(1.0, min(touched, resident) / pages)
+        resident += _mass(m, h, v, c) - m[h, v, c, NEVER] - m[h, v, c, GSWP]
+    return resident
 
 
 @njit(cache=True)
@@ -444,6 +454,7 @@ def _sample(m, q, ft, vm, host, rng, h, v, lazy):
         vm[h, v, V_LAST_FRAC] = drawn
         vm[h, v, V_RUNNING] = 0.0
         vm[h, v, V_SAMPLE_LEFT] = host[h, H_SAMPLE_TICKS]
+        vm[h, v, V_RESIDENT_START] = _resident_now(m, vm, h, v)
         n_b = ft.shape[3] // 4
         for c in range(_nc(vm, h, v)):
             q[h, v, c] = 0.0

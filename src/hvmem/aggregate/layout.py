@@ -57,8 +57,11 @@ V_HINTED, V_PRIV_LEFT = 52, 53
 # (aggregate/image_share.py); and, in the row of image group ``g``, its shared image
 # frames at that settle. V_GROUP_FRAMES and the histogram after it hold the group's
 # state, not the slot's: they stay the row's last columns, which power_on keeps.
-V_NEW_PAIRS, V_JOINED_UP, V_GROUP_FRAMES = 54, 55, 56
-N_VM = 57
+V_NEW_PAIRS, V_JOINED_UP = 54, 55
+# The guest pages that held the workload's data when the sampling period began.
+V_RESIDENT_START = 56
+V_GROUP_FRAMES = 57
+N_VM = 58
 # Image group ``g``'s shared image frames by their sharers at the last settle:
 # vm[h, g, V_FRAMES + s] frames shared by ``s`` VMs, ``s`` in 0..VMs (the model
 # allocates VMs + 1 columns after N_VM; 0 stays empty).
