@@ -420,18 +420,18 @@ class NestedPaging:
         """Disarm ``ppns`` and put their leaves back as the pmap says (nothing to flush)."""
         ppns = np.asarray(ppns, dtype=np.int64)
         self.trap[ppns] = False
-        self.on_backing_changed(ppns, np.zeros(ppns.size, dtype=np.bool_))
+        self.on_backing_changed(ppns, False)
 
     def table_frames(self) -> np.ndarray:
         """Machine frames holding this VM's nested table pages."""
         return self.ept.table_frames()
 
-    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
+    def on_backing_changed(self, ppns: np.ndarray, had_frames: bool) -> None:
         """Mirror pmap changes of ``ppns`` into the nested table.
 
         Args:
             ppns: pages whose pmap entry changed.
-            old_had_mpn: per page, whether it had a machine page before (so some
+            had_frames: whether the pages had machine pages before (so some
                 translation may be cached and must be flushed).
         """
         ppns = np.ascontiguousarray(ppns, dtype=np.int64)
@@ -449,7 +449,7 @@ class NestedPaging:
             shared = self.pmap.state[slow] == Backing.SHARED
             self.ept.map_many(slow[~shared], self.pmap.mpn[slow[~shared]], _NESTED_WRITE)
             self.ept.map_many(slow[shared], self.pmap.mpn[slow[shared]], _NESTED_READ)
-        if np.any(old_had_mpn):
+        if had_frames and ppns.size:
             self._invept()
 
     def _invept(self) -> None:
@@ -482,7 +482,7 @@ class NestedPaging:
         self.ept.unmap_large_many(regions << INDEX_BITS)
         self.large[regions] = False
         ppns = (regions[:, None] * ENTRIES_PER_TABLE + np.arange(ENTRIES_PER_TABLE)).ravel()
-        self.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+        self.on_backing_changed(ppns, True)
 
     def unmap_large(self, regions: np.ndarray) -> None:
         """Drop the PS leaves of 2 MiB ``regions`` (their pages are being released)."""
