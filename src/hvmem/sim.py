@@ -403,7 +403,7 @@ class _PoweredOff:
 
     name = "off"
 
-    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
+    def on_backing_changed(self, ppns: np.ndarray, had_frames: bool) -> None:
         """Nothing maps a powered-off VM's pages."""
 
     def table_frames(self) -> np.ndarray:

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from hvmem.errors import ConfigError
 from hvmem.hardware.frames import MachineMemory
+from hvmem.hardware.mmu import Mmu
 from hvmem.hardware.page_table import (
     PTE_FRAME_MASK,
     PTE_FRAME_SHIFT,
@@ -46,6 +47,7 @@ from hvmem.hardware.page_table import (
     PTE_WRITABLE,
     TableStore,
 )
+from hvmem.hardware.tlb import Tlb
 from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES
@@ -73,6 +75,7 @@ def write(vm, ppns, tokens):
 
 def ept_view(vm):
     """(mpn or -1, writable) per PPN, by software walks of the nested table."""
+    vm.paging.sync_leaves()  # no MMU attached: leaves are written when read
     ppns = np.arange(vm.n_ppns)
     ptes = vm.paging.ept.lookup_many(ppns)
     present = (ptes & PTE_PRESENT) != 0
@@ -547,3 +550,35 @@ def large_page_property(ops, n_frames):
 
 def test_large_pages_never_lose_leak_or_double_map():
     assert_reached(large_page_property, LARGE_REACH)
+
+
+# -- leaves on demand ----------------------------------------------------------------------
+
+
+def test_leaves_written_on_demand_end_as_leaves_kept_all_along():
+    """A VM with no MMU attached defers its nested leaves; the tables and, once
+    synced, every entry are those of a VM whose leaves follow each change."""
+    runs = []
+    for attached in (True, False):
+        host, (vm, other) = host_with(n_frames=8192, vm_pages=(3000, 3000))
+        if attached:
+            vm.paging.attach(Mmu(vm.vm_id, Tlb(64, 4)))
+        rng = np.random.default_rng(7)
+        for step in range(12):
+            ppns = np.unique(rng.integers(0, vm.n_ppns, 600))
+            write(vm, ppns, rng.integers(0, 40, ppns.size))  # repeats share below
+            write(other, ppns, rng.integers(0, 40, ppns.size))
+            vm.share_scan(ppns)
+            vm.reclaim(int(rng.integers(50, 300)), "random", rng)
+            vm.touch_pages(np.unique(rng.integers(0, vm.n_ppns, 400)))
+            if step % 4 == 3:
+                vm.release(np.unique(rng.integers(0, vm.n_ppns, 200)))
+        assert vm.paging.leaves_stale == (not attached)
+        frames = np.sort(vm.paging.table_frames())
+        check_ept(vm)  # syncs first
+        assert not vm.paging.leaves_stale
+        runs.append((frames, host.tables.entries[frames].copy(), vm.pmap.mpn.copy()))
+    (frames_a, entries_a, mpn_a), (frames_b, entries_b, mpn_b) = runs
+    assert np.array_equal(mpn_a, mpn_b)
+    assert np.array_equal(frames_a, frames_b)
+    assert np.array_equal(entries_a, entries_b)

@@ -246,6 +246,8 @@ def _serve_process(kernel: KernelState, proc: Process, vpns: np.ndarray, writes:
     # fit in memory, so pages touched earlier in the tick may be reclaimed
     # for later ones (a tick touching more than memory holds thrashes).
     chunk = _chunk_pages(kernel)
+    if 0 < vpns.size <= chunk:  # one chunk: its own mask is the answer, no copy of it
+        return _serve_chunk(kernel, proc, vpns, writes, refs, tokens, walked)
     dropped = np.zeros(vpns.size, dtype=np.bool_)
     served = 0
     for lo in range(0, vpns.size, chunk):

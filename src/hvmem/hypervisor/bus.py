@@ -19,10 +19,11 @@ A read of a swapped page the guest is about to write to its own swap device
 Data layout and speed: most bus calls need no service, so the first pass
 (:func:`_bus_check`) only classifies the pages; a call that needs none goes
 straight to the one-pass touch kernel, without gathering frame numbers it
-does not use. A write's first pass also lists its shared pages, so
-copy-on-write starts from that list; the pages are looked at again only if
-some had no frame, or making room for the copies swapped out some of the
-VM's own.
+does not use. The first pass also lists the pages without a frame, which the
+fault path serves from that list (``fault.back_missing``), and a write's its
+shared pages, so copy-on-write starts from that list; the pages are looked
+at again only if making room for the copies swapped out some of the VM's
+own.
 
 Invariants: after a bus call every touched page is backed (and private, after
 a write), and stamped with the host's current touch stamp.
@@ -34,12 +35,13 @@ import numpy as np
 from numba import njit
 
 from hvmem.core.sets import sorted_unique
-from hvmem.hypervisor.fault import back, break_cow, select_pages
+from hvmem.hypervisor.fault import back, back_missing, break_cow, select_pages
 from hvmem.hypervisor.pmap import STATE_PRIVATE, STATE_SHARED, Backing
 from hvmem.hypervisor.sampling import observe_touches
 from hvmem.hypervisor.vm_state import VmState
 
 _NO_TOKENS = np.zeros(0, dtype=np.uint64)
+_NO_PAGES = np.zeros(0, dtype=np.int64)
 _NO_SLOTS = np.zeros(0, dtype=np.int32)
 _NO_TOUCHED = np.zeros(0, dtype=np.bool_)
 _NO_STAMPS = np.zeros(0, dtype=np.int32)  # touch stamps not kept (no LRU swap selection)
@@ -77,17 +79,19 @@ def write_pages(vm: VmState, ppns: np.ndarray, tokens: np.ndarray) -> float:
             break_cow(vm, sorted_unique(shared[:n_shared]))
         back(vm, ppns)
     else:
-        # One pass classifies the pages and lists the shared ones for copy-on-write.
+        # One pass classifies the pages and lists the shared ones for copy-on-write
+        # and the frameless ones for the fault path.
         shared = np.empty(ppns.size, dtype=np.int64)
-        n_shared, n_missing = _bus_check_writes(ppns, vm.pmap.state, shared)
+        missing = np.empty(ppns.size, dtype=np.int64)
+        n_shared, n_missing = _bus_check_lists(ppns, vm.pmap.state, shared, missing)
         if n_shared > 0:
             swapped_before = vm.counters.emergency_swaps
             break_cow(vm, sorted_unique(shared[:n_shared]))
-            # Making room for the copies may have swapped out written private pages.
+            # Making room for the copies may have swapped out written private pages
+            # (compressed pages going to swap stay frameless: the list holds).
             if vm.counters.emergency_swaps != swapped_before:
-                n_missing = 1
-        if n_missing:  # also a page outside the VM (-1): back() says so
-            back(vm, ppns)
+                n_missing = -1
+        _back_listed(vm, ppns, missing, n_missing)
     _touch_backed(vm, ppns, np.ascontiguousarray(tokens, dtype=np.uint64), True)
     return vm.counters.fault_time_ns - before
 
@@ -100,10 +104,26 @@ def touch_pages(vm: VmState, ppns: np.ndarray) -> float:
     """
     ppns = np.asarray(ppns, dtype=np.int64)
     before = vm.counters.fault_time_ns
-    if not _bus_fast(vm, ppns, writes=False):
+    if vm.n_armed or ppns.size == 0:
         back(vm, ppns)
+    else:
+        missing = np.empty(ppns.size, dtype=np.int64)
+        _, n_missing = _bus_check_lists(ppns, vm.pmap.state, _NO_PAGES, missing)
+        _back_listed(vm, ppns, missing, n_missing)
     _touch_backed(vm, ppns, _NO_TOKENS, False)
     return vm.counters.fault_time_ns - before
+
+
+def _back_listed(vm: VmState, ppns: np.ndarray, missing: np.ndarray, n_missing: int) -> None:
+    """``back(vm, ppns)`` with the frameless pages listed: the first ``n_missing`` of ``missing``.
+
+    A negative count says to look again (or that a page lies outside the VM,
+    which ``back`` reports).
+    """
+    if n_missing > 0:
+        back_missing(vm, sorted_unique(missing[:n_missing]), busy_ppns=ppns)
+    elif n_missing < 0:
+        back(vm, ppns)
 
 
 def _touch_backed(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool) -> None:
@@ -114,19 +134,6 @@ def _touch_backed(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool
         observe_touches(vm, ppns)
     else:
         _bus_touch(vm, ppns, tokens, store)
-
-
-def _bus_fast(vm: VmState, ppns: np.ndarray, writes: bool) -> bool:
-    """Whether touching ``ppns`` needs no service.
-
-    That is: all in range and backed (private, if ``writes``), none armed.
-    """
-    if vm.n_armed or ppns.size == 0:
-        return False
-    n_shared, n_missing = _bus_check(ppns, vm.pmap.state)
-    if n_shared < 0 or n_missing:
-        return False
-    return n_shared == 0 or not writes
 
 
 def _bus_touch(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool) -> None:
@@ -146,16 +153,11 @@ def _bus_touch(vm: VmState, ppns: np.ndarray, tokens: np.ndarray, store: bool) -
 
 
 @njit(cache=True, nogil=True)
-def _bus_check(ppns, state):
-    """(shared, frameless) among ``ppns``; (-1, -1) if one lies outside the VM."""
-    return _bus_check_writes(ppns, state, np.empty(0, np.int64))
+def _bus_check_lists(ppns, state, shared, missing):
+    """(shared, frameless) among ``ppns``; (-1, -1) if one lies outside the VM.
 
-
-@njit(cache=True, nogil=True)
-def _bus_check_writes(ppns, state, shared):
-    """As :func:`_bus_check`, and the shared entries of ``ppns`` into ``shared``, in order.
-
-    ``shared`` holds as many as it has room for: none, for :func:`_bus_check`.
+    The shared entries of ``ppns`` go to ``shared`` and the frameless ones to
+    ``missing``, in order, each as many as it has room for (none, if empty).
     """
     n = state.size
     n_shared = 0
@@ -170,6 +172,8 @@ def _bus_check_writes(ppns, state, shared):
                 shared[n_shared] = p
             n_shared += 1
         elif s != STATE_PRIVATE:
+            if n_missing < missing.size:
+                missing[n_missing] = p
             n_missing += 1
     return n_shared, n_missing
 

@@ -104,7 +104,7 @@ def back_missing(vm: VmState, ppns: np.ndarray, busy_ppns: np.ndarray) -> None:
         zeroed = frames.counters.zeroings - zeroed_before
         frames.ppn[mpns] = todo
         vm.pmap.back(todo, mpns, Backing.PRIVATE)
-        vm.paging.on_backing_changed(todo, np.zeros(todo.size, dtype=bool))
+        vm.paging.on_backing_changed(todo, False)
         costs = vm.costs
         vm.counters.first_touch_faults += todo.size
         vm.counters.zeroed_frames += zeroed
@@ -125,7 +125,7 @@ def swap_in(vm: VmState, ppns: np.ndarray) -> None:
     frames.content[mpns] = vm.swapfile.load(ppns)
     frames.ppn[mpns] = ppns
     vm.pmap.back(ppns, mpns, Backing.PRIVATE)
-    vm.paging.on_backing_changed(ppns, np.zeros(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, False)
     vm.counters.swap_in_faults += int(ppns.size)
     device_ns = vm.swapfile.counters.time_ns - before
     swap_in_ns = device_ns + ppns.size * vm.costs.hypervisor_fault_ns
@@ -144,7 +144,7 @@ def decompress(vm: VmState, ppns: np.ndarray) -> None:
     frames.content[mpns] = tokens
     frames.ppn[mpns] = ppns
     vm.pmap.back(ppns, mpns, Backing.PRIVATE)
-    vm.paging.on_backing_changed(ppns, np.zeros(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, False)
     vm.zip.counters.decompressed += int(ppns.size)
     costs = vm.costs
     decompress_ns = ppns.size * (costs.decompress_ns + costs.hypervisor_fault_ns)
@@ -163,7 +163,7 @@ def break_cow(vm: VmState, ppns: np.ndarray) -> None:
     frames.ppn[new] = ppns
     vm.services.leave_shared(vm, shared_mpns, True)
     vm.pmap.back(ppns, new, Backing.PRIVATE)
-    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, True)
     costs = vm.costs
     cow_ns = ppns.size * (costs.hypervisor_fault_ns + costs.cow_copy_ns)
     vm.counters.fault_time_ns += cow_ns
@@ -188,6 +188,6 @@ def remap(vm: VmState, ppns: np.ndarray) -> np.ndarray:
     frames.content[new] = frames.content[old]
     frames.ppn[new] = ppns
     vm.pmap.back(ppns, new, Backing.PRIVATE)
-    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, True)
     frames.free(old)
     return new

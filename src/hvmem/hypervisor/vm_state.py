@@ -74,8 +74,13 @@ class PagingMode(Protocol):
         """Run ``mmu`` under this paging mode."""
         ...
 
-    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
-        """Make the hardware's view follow pmap changes of ``ppns``."""
+    def on_backing_changed(self, ppns: np.ndarray, had_frames: bool) -> None:
+        """Make the hardware's view follow pmap changes of ``ppns``.
+
+        ``had_frames``: whether the pages had machine pages before, so some
+        translation of them may be cached (never the case for pages backed
+        for the first time, or brought back from swap or compression).
+        """
         ...
 
     def table_frames(self) -> np.ndarray:

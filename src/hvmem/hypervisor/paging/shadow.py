@@ -246,9 +246,16 @@ class ShadowPaging:
         self.frames.free(frames)
 
     # -- pmap changes ------------------------------------------------------------------
-    def on_backing_changed(self, ppns: np.ndarray, old_had_mpn: np.ndarray) -> None:
-        """Drop shadow leaves that map ``ppns`` (they refill from the new pmap on use)."""
-        ppns = np.asarray(ppns, dtype=np.int64)[np.asarray(old_had_mpn, dtype=bool)]
+    def on_backing_changed(self, ppns: np.ndarray, had_frames: bool) -> None:
+        """Drop shadow leaves that map ``ppns`` (they refill from the new pmap on use).
+
+        Pages that had no machine page (``had_frames`` False) have no leaf to drop.
+        """
+        if had_frames:
+            self._drop_leaves(np.asarray(ppns, dtype=np.int64))
+
+    def _drop_leaves(self, ppns: np.ndarray) -> None:
+        """Drop the shadow leaves that map ``ppns``, pages that had machine pages."""
         if ppns.size == 0:
             return
         r = self.rmap[ppns]
@@ -268,7 +275,7 @@ class ShadowPaging:
         """Make the next access to each of ``ppns`` exit: zap the shadow leaves that map them."""
         ppns = np.asarray(ppns, dtype=np.int64)
         self.trap[ppns] = True
-        self.on_backing_changed(ppns, self.pmap.mpn[ppns] >= 0)
+        self._drop_leaves(ppns[self.pmap.mpn[ppns] >= 0])
 
     def clear_traps(self, ppns: np.ndarray) -> None:
         """Disarm ``ppns``: the next hidden fault on each fills its shadow leaf as usual."""

@@ -19,6 +19,11 @@ and given back when the page comes back; per guest page there is only the
 slot's number (``slot_of``, int32, 0 for none), so a page's data is found in
 two reads and the pages of each kind are counted as they come and go.
 
+Taking pages back (a swap-in, a decompression, a discard) is one pass over
+the pages (:func:`_take_kernel`): each page's slot is read, its token
+gathered, the slot freed and counted by kind, with no temporaries the size
+of the request; the slots go on the free stack in request order.
+
 Invariants: ``slot_of[ppn] = s + 1`` exactly where slot ``s`` holds ``ppn``
 (``ppn_of[s] == ppn``); a free slot holds PPN -1; ``n_swapped`` and
 ``n_compressed`` count the slots of each kind.
@@ -27,12 +32,53 @@ Invariants: ``slot_of[ppn] = s + 1`` exactly where slot ``s`` holds ``ppn``
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from hvmem.errors import InvariantViolation
 
 #: The size code of a page in the swap file (a compressed page's is its slot in KiB).
 SWAP_FILE = 0
 _FIRST_SLOTS = 1024
+#: Which put-aside pages a take frees (:meth:`AsideStore.take_kind`).
+TAKE_ANY, TAKE_SWAPPED, TAKE_COMPRESSED = 0, 1, 2
+_NO_TOKENS = np.zeros(0, dtype=np.uint64)
+
+
+@njit(cache=True, nogil=True)
+def _take_kernel(slot_of, token, ppn_of, kib, free, n_free, ppns, which, tokens_out):
+    """Free the slots of the distinct ``ppns`` put aside as ``which`` says, in order.
+
+    Each freed page's token goes to ``tokens_out[i]`` (if it has room; the
+    caller zeroed it) and its slot onto ``free`` above ``n_free``. Returns
+    (the new ``n_free``, swap-file pages freed, compressed pages freed, the
+    compressed pages' KiB).
+    """
+    store = tokens_out.size > 0
+    swapped = 0
+    compressed = 0
+    compressed_kib = 0
+    for i in range(ppns.size):
+        p = ppns[i]
+        s = np.int64(slot_of[p]) - 1
+        if s < 0:
+            continue
+        k = kib[s]
+        if k == SWAP_FILE:
+            if which == TAKE_COMPRESSED:
+                continue
+            swapped += 1
+        else:
+            if which == TAKE_SWAPPED:
+                continue
+            compressed += 1
+            compressed_kib += k
+        if store:
+            tokens_out[i] = token[s]
+        slot_of[p] = 0
+        ppn_of[s] = -1
+        free[n_free] = s
+        n_free += 1
+    return n_free, swapped, compressed, compressed_kib
 
 
 class AsideStore:
@@ -104,29 +150,26 @@ class AsideStore:
             self.n_swapped += swapped
             self.n_compressed += n - swapped
 
-    def slots(self, ppns: np.ndarray) -> np.ndarray:
-        """The slots of ``ppns`` (int64), -1 for a page not put aside."""
-        return self.slot_of[ppns].astype(np.int64) - 1
-
     def take(self, ppns: np.ndarray) -> np.ndarray:
         """Take the distinct ``ppns`` back; returns their tokens (0 for a page not put aside)."""
-        slots = self.slots(ppns)
-        held = slots >= 0
-        tokens = np.where(held, self.token[slots], np.uint64(0))
-        self.release_slots(ppns[held], slots[held])
-        return tokens
+        return self.take_kind(ppns, TAKE_ANY)[0]
 
-    def release_slots(self, ppns: np.ndarray, slots: np.ndarray) -> None:
-        """Free ``slots`` (of the distinct ``ppns``), their data forgotten."""
-        if slots.size == 0:
-            return
-        swapped = int(np.count_nonzero(self.kib[slots] == SWAP_FILE))
-        self.n_swapped -= swapped
-        self.n_compressed -= slots.size - swapped
-        self.slot_of[ppns] = 0
-        self.ppn_of[slots] = -1
-        self._free[self._n_free : self._n_free + slots.size] = slots
-        self._n_free += slots.size
+    def take_kind(self, ppns: np.ndarray, which: int, tokens: bool = True
+                  ) -> tuple[np.ndarray, int]:
+        """Take back those of the distinct ``ppns`` put aside as ``which`` says.
+
+        ``which``: TAKE_ANY, TAKE_SWAPPED (the swap file's) or TAKE_COMPRESSED.
+        Returns their tokens (0 for a page not taken; none if not ``tokens``)
+        and the KiB the compressed ones taken held.
+        """
+        ppns = np.ascontiguousarray(ppns, dtype=np.int64)
+        out = np.zeros(ppns.size, dtype=np.uint64) if tokens else _NO_TOKENS
+        self._n_free, swapped, compressed, compressed_kib = _take_kernel(
+            self.slot_of, self.token, self.ppn_of, self.kib, self._free, self._n_free,
+            ppns, which, out)
+        self.n_swapped -= int(swapped)
+        self.n_compressed -= int(compressed)
+        return out, int(compressed_kib)
 
     def pages(self, swap_file: bool) -> np.ndarray:
         """The PPNs in the swap file (``swap_file``) or the compression cache, ascending."""

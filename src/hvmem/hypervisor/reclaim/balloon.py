@@ -86,7 +86,7 @@ def release(vm: VmState, ppns: np.ndarray, state: Backing = Backing.UNBACKED) ->
     old = vm.pmap.unback(backed, state)
     vm.pmap.set_state(others, state)
     if backed.size:
-        vm.paging.on_backing_changed(backed, np.ones(backed.size, dtype=bool))
+        vm.paging.on_backing_changed(backed, True)
         vm.frames.free(old)
     return int(backed.size)
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hvmem.hardware.frames import MachineMemory
-from hvmem.hypervisor.reclaim.aside import SWAP_FILE, AsideStore
+from hvmem.hypervisor.reclaim.aside import SWAP_FILE, TAKE_COMPRESSED, AsideStore
 from hvmem.units import KIB, PAGE_SIZE_BYTES
 from hvmem.workloads.content import compressed_size_bytes
 
@@ -136,13 +136,8 @@ class CompressionCache:
 
     def take(self, ppns: np.ndarray) -> np.ndarray:
         """Take the distinct ``ppns`` out (decompress, or evict); returns their contents."""
-        aside = self.aside
-        slots = aside.slots(ppns)
-        held = slots >= 0
-        held[held] = aside.kib[slots[held]] != SWAP_FILE
-        tokens = np.where(held, aside.token[slots], np.uint64(0))
-        self.used_bytes -= int(aside.kib[slots[held]].astype(np.int64).sum()) * KIB
-        aside.release_slots(ppns[held], slots[held])
+        tokens, kib = self.aside.take_kind(ppns, TAKE_COMPRESSED)
+        self.used_bytes -= kib * KIB
         return tokens
 
     def fit_frames(self, frames: MachineMemory, owner: int) -> None:

@@ -105,7 +105,7 @@ def swap_pages(vm: VmState, ppns: np.ndarray) -> None:
     old = vm.pmap.mpn[ppns]
     vm.swapfile.store(ppns, frames.content[old])
     vm.pmap.unback(ppns, Backing.SWAPPED)
-    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, True)
     if np.any(shared):
         vm.services.leave_shared(vm, old[shared], False)
     frames.free(old[~shared])
@@ -154,7 +154,7 @@ def reclaim(vm: VmState, n_pages: int, selection: str, rng: np.random.Generator,
             old = vm.pmap.mpn[kept]
             zip_cache.store(kept, frames.content[old], slots[keep][fits])
             vm.pmap.unback(kept, Backing.COMPRESSED)
-            vm.paging.on_backing_changed(kept, np.ones(kept.size, dtype=bool))
+            vm.paging.on_backing_changed(kept, True)
             frames.free(old)
             before = zip_cache.frames.size
             zip_cache.fit_frames(frames, vm.vm_id)

@@ -356,7 +356,7 @@ def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
             # match: that large page is broken first, as its page now shares.
             break_covering(owner_vm, pages, "other")
             owner_vm.pmap.set_state(pages, Backing.SHARED)
-            owner_vm.paging.on_backing_changed(pages, np.ones(pages.size, dtype=bool))
+            owner_vm.paging.on_backing_changed(pages, True)
     # This VM's pages that now map a shared frame (the kernel remapped them
     # in the pmap) give their own frame back.
     n_joined = int(counts[A_SHARE] + counts[A_PROMOTE])
@@ -365,7 +365,7 @@ def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
     vm.pmap.moved(n_joined, Backing.PRIVATE, Backing.SHARED)  # the kernel's remapping
     # Used before any other scan can reuse the work arrays: no copies.
     sharers, old = joined[:n_joined], old[:n_joined]
-    vm.paging.on_backing_changed(sharers, np.ones(n_joined, dtype=bool))
+    vm.paging.on_backing_changed(sharers, True)
     frames.free(old)
     c.shared += n_joined + int(n_promoted)
     c.frames_freed += n_joined
@@ -375,7 +375,7 @@ def share_scan(vm: VmState, ppns: np.ndarray, table: SharingTable, salt: int,
 def unshare(vm: VmState, ppns: np.ndarray, state: Backing) -> None:
     """Drop shared mappings of ``ppns`` without copying (their data is not needed)."""
     shared_mpns = vm.pmap.unback(ppns, state)
-    vm.paging.on_backing_changed(ppns, np.ones(ppns.size, dtype=bool))
+    vm.paging.on_backing_changed(ppns, True)
     vm.services.leave_shared(vm, shared_mpns, False)
 
 

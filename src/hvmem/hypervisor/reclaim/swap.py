@@ -42,7 +42,7 @@ import numpy as np
 
 from hvmem.hardware.timing import DEFAULT_COSTS, CostTable
 from hvmem.hypervisor.pmap import Backing
-from hvmem.hypervisor.reclaim.aside import SWAP_FILE, AsideStore
+from hvmem.hypervisor.reclaim.aside import SWAP_FILE, TAKE_SWAPPED, AsideStore
 from hvmem.replacement.names import SWAP_SELECTIONS
 from hvmem.replacement.policies import make_policy
 
@@ -126,7 +126,4 @@ class HostSwapFile:
 
     def discard(self, ppns: np.ndarray) -> None:
         """Forget the distinct ``ppns``' slots without reading them (the pages were released)."""
-        slots = self.aside.slots(ppns)
-        held = slots >= 0
-        held[held] = self.aside.kib[slots[held]] == SWAP_FILE
-        self.aside.release_slots(ppns[held], slots[held])
+        self.aside.take_kind(ppns, TAKE_SWAPPED, tokens=False)
