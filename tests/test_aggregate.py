@@ -130,6 +130,7 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     b = sub_p.shape[1]
     ft = np.zeros((1, 1, 1, 4 * b))
     ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = sub_p[-1], sub_n[-1]
+    buf = np.empty(2 * b)
     p = float(touch[-1])
     for out in (0.01, 0.2, 0.5, 0.95):
         lo, hi = 0.0, 1e4
@@ -137,13 +138,13 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
             age = (lo + hi) / 2
             lo, hi = (age, hi) if (sub_n[-1] * (1 - sub_p[-1]) ** age).sum() > out else (lo, age)
         x = sub_n[-1] * (1 - sub_p[-1]) ** age
-        p_out, p_in = lru_split(ft, 0, 0, 0, p, out)
+        p_out, p_in = lru_split(ft, 0, 0, 0, p, out, buf)
         assert p_out == pytest.approx((x * sub_p[-1]).sum() / x.sum(), rel=1e-6)
         assert sub_p[-1].min() < p_out < p < p_in < sub_p[-1].max()
         assert out * p_out + (1 - out) * p_in == pytest.approx(p, rel=1e-9)
-    assert lru_split(ft, 0, 0, 0, p, 0.0) == (p, p)
+    assert lru_split(ft, 0, 0, 0, p, 0.0, buf) == (p, p)
     ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = 0.3, (1.0, 0.0, 0.0, 0.0)
-    assert lru_split(ft, 0, 0, 0, 0.3, 0.4) == (0.3, 0.3)
+    assert lru_split(ft, 0, 0, 0, 0.3, 0.4, buf) == (0.3, 0.3)
 
 
 def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit
 
 from hvmem.aggregate.draws import part
@@ -44,15 +43,16 @@ from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
 
-# It allocates its two buffers, so it keeps Numba's reference counting when called
-# from the kernels compiled without it (kernel.step_host), which would pass that on.
-@njit(cache=True, _nrt=True)
-def lru_split(ft, h, v, c, p, out):
+@njit(cache=True, _nrt=False)
+def lru_split(ft, h, v, c, p, out, buf):
     """(out, kept): touch chances of class ``c``'s pages an LRU guest swapped out and kept.
 
     ``p`` is the class's mean chance, ``out`` its touched pages' share in the
     guest's swap. ``ft[h, v, c, :B]`` are its sub-blocks' chances and
-    ``ft[h, v, c, 2B:3B]`` their page shares. ``T`` by Newton's method on
+    ``ft[h, v, c, 2B:3B]`` their page shares; ``buf``: ``2B`` floats of the
+    caller's, overwritten (it allocates nothing, so that it is compiled
+    without reference counting like ``kernel.step_host``, which calls it).
+    ``T`` by Newton's method on
     ``f(T) = sum_j n_j (1 - p_j)^T``, convex and falling: the first step
     lands at or below the root, and from there the steps climb to it.
     """
@@ -65,7 +65,9 @@ def lru_split(ft, h, v, c, p, out):
     if hi <= lo or out <= 0.0 or out >= 1.0 or p >= 1.0:
         return p, p  # pages alike (or all of them out): heat does not tell them apart
     # The sub-blocks' weights and log(1 - p_j), once: each Newton step needs only exp.
-    w, lq = np.zeros(n_b), np.zeros(n_b)
+    w, lq = buf[:n_b], buf[n_b:2 * n_b]
+    w[:] = 0.0
+    lq[:] = 0.0
     for j in range(n_b):
         n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
         if n_j > 0.0 and p_j < 1.0:

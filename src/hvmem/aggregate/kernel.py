@@ -132,8 +132,8 @@ def _touched(ft, h, v, c):
 
 @njit(cache=True, inline="always")
 def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v, lru,
-              t):
-    """One tick of VM ``v``'s workload over its classes."""
+              t, split_buf):
+    """One tick of VM ``v``'s workload over its classes (``split_buf``: ``lru_split``'s)."""
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
     a = b = 0.0
@@ -203,7 +203,8 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
             p_out = p_in = p
             gswp = m[h, v, c, GSWP]
             if gswp > 0 and vm[h, v, V_GUEST_RANDOM] <= 0:
-                p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]))
+                p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]),
+                                          split_buf)
             for s in (NEVER, ZIP, SWP, GSWP):
                 ms = m[h, v, c, s]
                 t[s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
@@ -480,23 +481,25 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     stall[:] = 0.0
     t = np.zeros(N_STATES, np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
+    split_buf = np.empty(ft.shape[3] // 2)
     for h in range(n_h):
         step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
-                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch)
+                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch, split_buf)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall, tick_ns,
-              poll, lru, lazy_running, settled, h, t, scratch):
+              poll, lru, lazy_running, settled, h, t, scratch, split_buf):
     """``step`` of host ``h`` alone (its ``stall`` row as the last step left it, not zeroed).
 
     ``t``: ``N_STATES`` int64 scratch; ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
-    floats. Hosts share nothing, so stepping them one by one in any order, or one
-    host for many ticks before the next (``fleet_loop.py``), leaves each as ``step``
-    does.
+    floats; ``split_buf``: half of ``ft``'s last axis in floats (``lru_split``'s).
+    Hosts share nothing, so stepping them one by one in any order, or one
+    host for many ticks before the next (``fleet_loop.py``), leaves each as
+    ``step`` does.
 
     Compiled without Numba's reference counting (``_nrt=False``), as are the
-    kernels it calls but ``lru_split``: with it, the entry of each call and
+    kernels it calls: with it, the entry of each call and
     each helper compiled inline took and dropped a reference on every array it
     binds (an atomic add each, ``NRT_incref``/``NRT_decref``, 19 % of a fleet
     host-tick's samples). Every array here is its caller's for the whole call,
@@ -517,7 +520,7 @@ def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, s
             stall[h, v, S_BLOCKED] = tick_ns
             continue
         _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
-                  lru, t)
+                  lru, t, split_buf)
         if vm[h, v, V_CAP] > 0:
             hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
         if host[h, H_FREE] < 0:
