@@ -119,7 +119,8 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     """Che's approximation over a class's sub-blocks: the pages out are the colder ones.
 
     ``T`` found apart by bisection; the chances out and kept average back to the
-    class's mean; a class of alike pages, or none out, keeps its mean.
+    class's mean; a class of alike pages, or none out, keeps its mean. Each
+    solve starts from the ``T`` the last one kept, and lands where a cold start does.
     """
     from hvmem.aggregate.classes import _heat_blocks
     from hvmem.aggregate.guest_paging import lru_split
@@ -128,7 +129,7 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     g = ZipfParams(region_pages=229_376, refs_per_s=100_000, alpha=0.7, write_frac=0.02)
     _, touch, _, sub_p, sub_n = _heat_blocks(g, NS_PER_S)
     b = sub_p.shape[1]
-    ft = np.zeros((1, 1, 1, 4 * b))
+    ft = np.zeros((1, 1, 1, 4 * b + 1))
     ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = sub_p[-1], sub_n[-1]
     buf = np.empty(2 * b)
     p = float(touch[-1])
@@ -142,6 +143,9 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
         assert p_out == pytest.approx((x * sub_p[-1]).sum() / x.sum(), rel=1e-6)
         assert sub_p[-1].min() < p_out < p < p_in < sub_p[-1].max()
         assert out * p_out + (1 - out) * p_in == pytest.approx(p, rel=1e-9)
+        assert ft[0, 0, 0, 4 * b] == pytest.approx(age, rel=1e-6)
+        ft[0, 0, 0, 4 * b] = 0.0  # cold
+        assert lru_split(ft, 0, 0, 0, p, out, buf)[0] == pytest.approx(p_out, rel=1e-12)
     assert lru_split(ft, 0, 0, 0, p, 0.0, buf) == (p, p)
     ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = 0.3, (1.0, 0.0, 0.0, 0.0)
     assert lru_split(ft, 0, 0, 0, 0.3, 0.4, buf) == (0.3, 0.3)

@@ -54,7 +54,12 @@ def lru_split(ft, h, v, c, p, out, buf):
     without reference counting like ``kernel.step_host``, which calls it).
     ``T`` by Newton's method on
     ``f(T) = sum_j n_j (1 - p_j)^T``, convex and falling: the first step
-    lands at or below the root, and from there the steps climb to it.
+    lands at or below the root, and from there the steps climb to it. It
+    starts from the class's ``T`` of its last solve, kept in ``ft[h, v, c,
+    4B]`` (0: none since the phase began, and it starts from the mean
+    chance's ``log(out) / log(1 - p)``): the share out moves little from one
+    tick to the next, so one or two steps reach the tolerance where a cold
+    start takes several.
     """
     n_b = ft.shape[3] // 4
     lo, hi = 1.0, 0.0
@@ -72,7 +77,9 @@ def lru_split(ft, h, v, c, p, out, buf):
         n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
         if n_j > 0.0 and p_j < 1.0:
             w[j], lq[j] = n_j, math.log1p(-p_j)
-    age = math.log(out) / math.log1p(-p)
+    age = ft[h, v, c, 4 * n_b]
+    if age <= 0.0:
+        age = math.log(out) / math.log1p(-p)
     for _ in range(20):
         f = df = 0.0
         for j in range(n_b):
@@ -86,6 +93,7 @@ def lru_split(ft, h, v, c, p, out, buf):
         age = max(0.0, age - step)
         if abs(step) <= 1e-9 * (1.0 + age):
             break
+    ft[h, v, c, 4 * n_b] = age
     num = den = 0.0
     for j in range(n_b):
         if w[j] > 0.0:

@@ -92,7 +92,7 @@ def _first_touch(ft, h, v, c, p):
     """A never-touched page's chance of its first touch this tick; its sub-blocks age.
 
     ``ft[h, v, c, :B]`` are the class's sub-blocks' touch chances, ``ft[h, v,
-    c, B:]`` their shares of its pages still never touched: the mean chance is
+    c, B:2B]`` their shares of its pages still never touched: the mean chance is
     over those, and each share then keeps ``1 - p_j`` of itself (in
     expectation, renormalised), so the hotter sub-blocks' pages run out first.
     """
@@ -459,7 +459,7 @@ def _sample(m, q, ft, vm, host, rng, h, v, lazy):
         n_b = ft.shape[3] // 4
         for c in range(_nc(vm, h, v)):
             q[h, v, c] = 0.0
-            ft[h, v, c, 3 * n_b:] = 0.0
+            ft[h, v, c, 3 * n_b:4 * n_b] = 0.0
 
 
 @njit(cache=True, nogil=True)

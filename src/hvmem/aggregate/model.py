@@ -107,7 +107,10 @@ class HostBatch:
         self.shi = np.full(shape, -1.0)
         self.q = np.zeros(shape)
         self.heat = np.full(shape, -1, np.int64)
-        self.ft = np.zeros((*shape, 4 * FIRST_TOUCH_BINS))
+        # A class's sub-blocks (B of them): touch chances, shares never touched,
+        # page shares, shares touched this sampling period; then the LRU age
+        # of its last swapped-out split (guest_paging.lru_split).
+        self.ft = np.zeros((*shape, 4 * FIRST_TOUCH_BINS + 1))
         self.vm = np.zeros((n_h, n_v, k.N_VM + n_v + 1))
         self.cnt = np.zeros((n_h, n_v, k.N_CNT))
         self.stall = np.zeros((n_h, n_v, k.N_STALL))
@@ -359,7 +362,7 @@ class HostBatch:
         self.ft[h, v, sl, 2 * b:3 * b] = ph.sub_pages
         mass = m[first:first + n].sum(axis=1)
         self.q[h, v, sl] = np.minimum(1.0, seen / np.maximum(mass, 1))
-        self.ft[h, v, sl, 3 * b:] = self.q[h, v, sl, None]
+        self.ft[h, v, sl, 3 * b:4 * b] = self.q[h, v, sl, None]
         heat = self.heat[h, v]
         heat[:] = -1
         # Coldest first: never-touched classes, then by touch probability (sweeps
