@@ -346,15 +346,18 @@ def nested_translate_recorded(
 
 
 @njit(cache=True, nogil=True)
-def _mirror_leaves(entries, root_frame, ppns, large, state, mpn, trap, slow):
+def _mirror_leaves(entries, root_frame, ppns, large, state, mpn, trap, slow, write):
     """Rewrite the nested leaves of ``ppns`` as the pmap says, where their tables exist.
 
     A PRIVATE page gets a writable leaf, a SHARED one a read-only leaf, any
     other (or an armed) page none; pages inside a large page keep their region's
     PS leaf. Pages that need a leaf but have no level-0 table go to ``slow``, in
-    order; returns how many.
+    order. Without ``write`` no leaf is written (see "Leaves on demand"), only
+    ``slow`` is listed. Returns (how many went to ``slow``, whether a page with a
+    level-0 table was left unwritten).
     """
     n_slow = 0
+    unwritten = False
     region = np.int64(-1)  # the 2 MiB region whose leaf table ``frame`` is: batches
     frame = np.int64(-1)  # come in PPN order, so most pages need no walk of their own
     for i in range(ppns.size):
@@ -372,38 +375,13 @@ def _mirror_leaves(entries, root_frame, ppns, large, state, mpn, trap, slow):
             region = ppn >> INDEX_BITS
             frame = leaf_table_frame(entries, root_frame, ppn)
         if frame >= 0:
-            entries[frame, ppn & (ENTRIES_PER_TABLE - 1)] = pte
+            if write:
+                entries[frame, ppn & (ENTRIES_PER_TABLE - 1)] = pte
+            else:
+                unwritten = True
         elif pte != 0:
             slow[n_slow] = ppn
             n_slow += 1
-    return n_slow
-
-
-@njit(cache=True, nogil=True)
-def _tableless(entries, root_frame, ppns, large, state, trap, slow):
-    """The pages of ``ppns`` :func:`_mirror_leaves` would send to ``slow``, into ``slow``.
-
-    Writes no leaf. Returns (how many, whether a page has a level-0 table:
-    its leaf was not written).
-    """
-    n_slow = 0
-    unwritten = False
-    region = np.int64(-1)
-    frame = np.int64(-1)
-    for i in range(ppns.size):
-        ppn = ppns[i]
-        if large[ppn >> INDEX_BITS]:
-            continue
-        if ppn >> INDEX_BITS != region:
-            region = ppn >> INDEX_BITS
-            frame = leaf_table_frame(entries, root_frame, ppn)
-        if frame >= 0:
-            unwritten = True
-        elif not trap[ppn]:
-            st = state[ppn]
-            if (st == STATE_PRIVATE) | (st == STATE_SHARED):
-                slow[n_slow] = ppn
-                n_slow += 1
     return n_slow, unwritten
 
 
@@ -489,27 +467,27 @@ class NestedPaging:
                 translation may be cached and must be flushed).
         """
         ppns = np.ascontiguousarray(ppns, dtype=np.int64)
-        if self.mmus:
-            self._mirror(ppns)
-        else:  # no walks: the tables only (see "Leaves on demand")
-            slow = np.empty(ppns.size, dtype=np.int64)
-            n_slow, unwritten = _tableless(self.ept.store.entries, self.ept.root_frame, ppns,
-                                           self.large, self.pmap.state, self.trap, slow)
-            self.leaves_stale |= unwritten
-            self._map_tableless(slow[:n_slow])
+        # No MMU attached, no walks: the tables only (see "Leaves on demand").
+        self.leaves_stale |= self._mirror(ppns, write=bool(self.mmus))
         if had_frames and ppns.size:
             self._invept()
 
-    def _mirror(self, ppns: np.ndarray) -> None:
-        """Rewrite the leaves of ``ppns`` from the pmap, making level-0 tables where needed."""
+    def _mirror(self, ppns: np.ndarray, write: bool = True) -> bool:
+        """Rewrite the leaves of ``ppns`` from the pmap, making level-0 tables where needed.
+
+        Without ``write`` only the tables are made; returns whether a leaf was
+        left unwritten.
+        """
         # One pass rewrites the leaves whose table pages exist (nothing traces
         # writes to the machine's table store, so they are written directly);
         # the pages that need a leaf where no level-0 table exists yet come
         # back in ``slow``.
         slow = np.empty(ppns.size, dtype=np.int64)
-        n_slow = _mirror_leaves(self.ept.store.entries, self.ept.root_frame, ppns, self.large,
-                                self.pmap.state, self.pmap.mpn, self.trap, slow)
+        n_slow, unwritten = _mirror_leaves(self.ept.store.entries, self.ept.root_frame, ppns,
+                                           self.large, self.pmap.state, self.pmap.mpn,
+                                           self.trap, slow, write)
         self._map_tableless(slow[:n_slow])
+        return unwritten
 
     def _map_tableless(self, slow: np.ndarray) -> None:
         """Map ``slow``, pages that need a leaf where no level-0 table exists.
