@@ -124,14 +124,14 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     """
     from hvmem.aggregate.classes import _heat_blocks
     from hvmem.aggregate.guest_paging import lru_split
+    from hvmem.aggregate.layout import FT_AGE, FT_LOG, FT_PAGES, FT_PROB, N_FT
     from hvmem.workloads.synthetic import ZipfParams
 
     g = ZipfParams(region_pages=229_376, refs_per_s=100_000, alpha=0.7, write_frac=0.02)
     _, touch, _, sub_p, sub_n = _heat_blocks(g, NS_PER_S)
     b = sub_p.shape[1]
-    ft = np.zeros((1, 1, 1, 4 * b + 1))
-    ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = sub_p[-1], sub_n[-1]
-    buf = np.empty(2 * b)
+    ft = np.zeros((1, 1, 1, N_FT))
+    ft[0, 0, 0, FT_PROB:FT_PROB + b], ft[0, 0, 0, FT_PAGES:FT_PAGES + b] = sub_p[-1], sub_n[-1]
     p = float(touch[-1])
     for out in (0.01, 0.2, 0.5, 0.95):
         lo, hi = 0.0, 1e4
@@ -139,16 +139,19 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
             age = (lo + hi) / 2
             lo, hi = (age, hi) if (sub_n[-1] * (1 - sub_p[-1]) ** age).sum() > out else (lo, age)
         x = sub_n[-1] * (1 - sub_p[-1]) ** age
-        p_out, p_in = lru_split(ft, 0, 0, 0, p, out, buf)
+        p_out, p_in = lru_split(ft, 0, 0, 0, p, out)
         assert p_out == pytest.approx((x * sub_p[-1]).sum() / x.sum(), rel=1e-6)
         assert sub_p[-1].min() < p_out < p < p_in < sub_p[-1].max()
         assert out * p_out + (1 - out) * p_in == pytest.approx(p, rel=1e-9)
-        assert ft[0, 0, 0, 4 * b] == pytest.approx(age, rel=1e-6)
-        ft[0, 0, 0, 4 * b] = 0.0  # cold
-        assert lru_split(ft, 0, 0, 0, p, out, buf)[0] == pytest.approx(p_out, rel=1e-12)
-    assert lru_split(ft, 0, 0, 0, p, 0.0, buf) == (p, p)
-    ft[0, 0, 0, :b], ft[0, 0, 0, 2 * b:3 * b] = 0.3, (1.0, 0.0, 0.0, 0.0)
-    assert lru_split(ft, 0, 0, 0, 0.3, 0.4, buf) == (0.3, 0.3)
+        assert ft[0, 0, 0, FT_AGE] == pytest.approx(age, rel=1e-6)
+        # The sub-blocks' log(1 - p_j), kept from the first solve.
+        assert ft[0, 0, 0, FT_LOG:FT_LOG + b] == pytest.approx(np.log1p(-sub_p[-1]), rel=1e-15)
+        ft[0, 0, 0, FT_AGE] = 0.0  # cold
+        assert lru_split(ft, 0, 0, 0, p, out)[0] == pytest.approx(p_out, rel=1e-12)
+    assert lru_split(ft, 0, 0, 0, p, 0.0) == (p, p)
+    ft[0, 0, 0, FT_PROB:FT_PROB + b] = 0.3
+    ft[0, 0, 0, FT_PAGES:FT_PAGES + b] = (1.0, 0.0, 0.0, 0.0)
+    assert lru_split(ft, 0, 0, 0, 0.3, 0.4) == (0.3, 0.3)
 
 
 def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():

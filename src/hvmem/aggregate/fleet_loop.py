@@ -70,7 +70,6 @@ def run_stretch(first_tick, flags, tick_ns, m, tp, wp, ck, slo, shi, q, heat, ft
     n_h, n_v = m.shape[0], m.shape[1]
     t = np.zeros(N_STATES, np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
-    split_buf = np.empty(ft.shape[3] // 2)
     tick_f = float(tick_ns)
     for h in range(n_h):
         reporting = False
@@ -81,7 +80,7 @@ def run_stretch(first_tick, flags, tick_ns, m, tp, wp, ck, slo, shi, q, heat, ft
             poll = (flags[j] & POLL) != 0
             stall[h] = 0.0
             step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
-                      tick_f, poll, lru, True, settled, h, t, scratch, split_buf)
+                      tick_f, poll, lru, True, settled, h, t, scratch)
             # HostBatch._after_step, of this host.
             moved = False
             if poll:

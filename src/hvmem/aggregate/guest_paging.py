@@ -44,61 +44,57 @@ from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
 
 @njit(cache=True, _nrt=False)
-def lru_split(ft, h, v, c, p, out, buf):
+def lru_split(ft, h, v, c, p, out):
     """(out, kept): touch chances of class ``c``'s pages an LRU guest swapped out and kept.
 
     ``p`` is the class's mean chance, ``out`` its touched pages' share in the
-    guest's swap. ``ft[h, v, c, :B]`` are its sub-blocks' chances and
-    ``ft[h, v, c, 2B:3B]`` their page shares; ``buf``: ``2B`` floats of the
-    caller's, overwritten (it allocates nothing, so that it is compiled
-    without reference counting like ``kernel.step_host``, which calls it).
-    ``T`` by Newton's method on
-    ``f(T) = sum_j n_j (1 - p_j)^T``, convex and falling: the first step
-    lands at or below the root, and from there the steps climb to it. It
-    starts from the class's ``T`` of its last solve, kept in ``ft[h, v, c,
-    4B]`` (0: none since the phase began, and it starts from the mean
-    chance's ``log(out) / log(1 - p)``): the share out moves little from one
-    tick to the next, so fewer steps reach the tolerance (3.3 a solve against
-    4.1 from a cold start, 32 hosts over 10 minutes).
+    guest's swap. ``ft[h, v, c, FT_PROB:]`` are its sub-blocks' chances and
+    ``ft[h, v, c, FT_PAGES:]`` their page shares (``layout.py``). ``T`` by
+    Newton's method on ``f(T) = sum_j n_j (1 - p_j)^T``, convex and falling:
+    the first step lands at or below the root, and from there the steps
+    climb to it. It starts from the class's ``T`` of its last solve, kept in
+    ``ft[h, v, c, FT_AGE]`` (0: none since the phase began, and it starts from
+    the mean chance's ``log(out) / log(1 - p)``): the share out moves little
+    from one tick to the next, so fewer steps reach the tolerance (3.3 a
+    solve against 4.1 from a cold start, 32 hosts over 10 minutes). Each
+    sub-block's ``log(1 - p_j)`` is worked out at the class's first solve of
+    a phase and kept in ``ft[h, v, c, FT_LOG:]``, so a step takes only
+    ``exp``.
     """
-    n_b = ft.shape[3] // 4
     lo, hi = 1.0, 0.0
-    for j in range(n_b):
-        if ft[h, v, c, 2 * n_b + j] > 0.0:
-            lo = min(lo, ft[h, v, c, j])
-            hi = max(hi, ft[h, v, c, j])
+    for j in range(FT_BINS):
+        if ft[h, v, c, FT_PAGES + j] > 0.0:
+            lo = min(lo, ft[h, v, c, FT_PROB + j])
+            hi = max(hi, ft[h, v, c, FT_PROB + j])
     if hi <= lo or out <= 0.0 or out >= 1.0 or p >= 1.0:
         return p, p  # pages alike (or all of them out): heat does not tell them apart
-    # The sub-blocks' weights and log(1 - p_j), once: each Newton step needs only exp.
-    w, lq = buf[:n_b], buf[n_b:2 * n_b]
-    w[:] = 0.0
-    lq[:] = 0.0
-    for j in range(n_b):
-        n_j, p_j = ft[h, v, c, 2 * n_b + j], ft[h, v, c, j]
-        if n_j > 0.0 and p_j < 1.0:
-            w[j], lq[j] = n_j, math.log1p(-p_j)
-    age = ft[h, v, c, 4 * n_b]
+    for j in range(FT_BINS):
+        p_j = ft[h, v, c, FT_PROB + j]
+        if ft[h, v, c, FT_LOG + j] == 0.0 and 0.0 < p_j < 1.0:
+            ft[h, v, c, FT_LOG + j] = math.log1p(-p_j)
+    age = ft[h, v, c, FT_AGE]
     if age <= 0.0:
         age = math.log(out) / math.log1p(-p)
     for _ in range(20):
         f = df = 0.0
-        for j in range(n_b):
-            if w[j] > 0.0:
-                x = w[j] * math.exp(age * lq[j])
+        for j in range(FT_BINS):
+            if ft[h, v, c, FT_PAGES + j] > 0.0 and ft[h, v, c, FT_PROB + j] < 1.0:
+                lq = ft[h, v, c, FT_LOG + j]
+                x = ft[h, v, c, FT_PAGES + j] * math.exp(age * lq)
                 f += x
-                df += x * lq[j]
+                df += x * lq
         if df >= 0.0:
             break
         step = (f - out) / df
         age = max(0.0, age - step)
         if abs(step) <= 1e-9 * (1.0 + age):
             break
-    ft[h, v, c, 4 * n_b] = age
+    ft[h, v, c, FT_AGE] = age
     num = den = 0.0
-    for j in range(n_b):
-        if w[j] > 0.0:
-            x = w[j] * math.exp(age * lq[j])
-            num += x * ft[h, v, c, j]
+    for j in range(FT_BINS):
+        if ft[h, v, c, FT_PAGES + j] > 0.0 and ft[h, v, c, FT_PROB + j] < 1.0:
+            x = ft[h, v, c, FT_PAGES + j] * math.exp(age * ft[h, v, c, FT_LOG + j])
+            num += x * ft[h, v, c, FT_PROB + j]
             den += x
     if den <= 0.0:
         return p, p

@@ -91,25 +91,25 @@ from hvmem.aggregate.settle import (  # noqa: F401  (also read as k.settle, ...)
 def _first_touch(ft, h, v, c, p):
     """A never-touched page's chance of its first touch this tick; its sub-blocks age.
 
-    ``ft[h, v, c, :B]`` are the class's sub-blocks' touch chances, ``ft[h, v,
-    c, B:2B]`` their shares of its pages still never touched: the mean chance is
-    over those, and each share then keeps ``1 - p_j`` of itself (in
-    expectation, renormalised), so the hotter sub-blocks' pages run out first.
+    ``ft[h, v, c, FT_PROB:]`` are the class's sub-blocks' touch chances,
+    ``ft[h, v, c, FT_NEVER:]`` their shares of its pages still never touched
+    (``FT_BINS`` each, ``layout.py``): the mean chance is over those, and each
+    share then keeps ``1 - p_j`` of itself (in expectation, renormalised), so
+    the hotter sub-blocks' pages run out first.
     """
-    n_b = ft.shape[3] // 4
     num = den = 0.0
-    for j in range(n_b):
-        num += ft[h, v, c, n_b + j] * ft[h, v, c, j]
-        den += ft[h, v, c, n_b + j]
+    for j in range(FT_BINS):
+        num += ft[h, v, c, FT_NEVER + j] * ft[h, v, c, FT_PROB + j]
+        den += ft[h, v, c, FT_NEVER + j]
     if den <= 0.0:
         return p
     left = 0.0
-    for j in range(n_b):
-        ft[h, v, c, n_b + j] *= 1.0 - ft[h, v, c, j]
-        left += ft[h, v, c, n_b + j]
+    for j in range(FT_BINS):
+        ft[h, v, c, FT_NEVER + j] *= 1.0 - ft[h, v, c, FT_PROB + j]
+        left += ft[h, v, c, FT_NEVER + j]
     if left > 0.0:
-        for j in range(n_b):
-            ft[h, v, c, n_b + j] /= left
+        for j in range(FT_BINS):
+            ft[h, v, c, FT_NEVER + j] /= left
     return num / den
 
 
@@ -121,19 +121,18 @@ def _touched(ft, h, v, c):
     a period's share touched of pages whose chances differ is below that of
     their mean chance (70 MiB of web's 803 over 60 s in ``demo``).
     """
-    n_b = ft.shape[3] // 4
     share = 0.0
-    for j in range(n_b):
-        q_j = 1.0 - (1.0 - ft[h, v, c, 3 * n_b + j]) * (1.0 - ft[h, v, c, j])
-        ft[h, v, c, 3 * n_b + j] = q_j
-        share += ft[h, v, c, 2 * n_b + j] * q_j
+    for j in range(FT_BINS):
+        q_j = 1.0 - (1.0 - ft[h, v, c, FT_SEEN + j]) * (1.0 - ft[h, v, c, FT_PROB + j])
+        ft[h, v, c, FT_SEEN + j] = q_j
+        share += ft[h, v, c, FT_PAGES + j] * q_j
     return share
 
 
 @njit(cache=True, inline="always")
 def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v, lru,
-              t, split_buf):
-    """One tick of VM ``v``'s workload over its classes (``split_buf``: ``lru_split``'s)."""
+              t):
+    """One tick of VM ``v``'s workload over its classes."""
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
     a = b = 0.0
@@ -203,8 +202,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
             p_out = p_in = p
             gswp = m[h, v, c, GSWP]
             if gswp > 0 and vm[h, v, V_GUEST_RANDOM] <= 0:
-                p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]),
-                                          split_buf)
+                p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]))
             for s in (NEVER, ZIP, SWP, GSWP):
                 ms = m[h, v, c, s]
                 t[s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
@@ -456,10 +454,9 @@ def _sample(m, q, ft, vm, host, rng, h, v, lazy):
         vm[h, v, V_RUNNING] = 0.0
         vm[h, v, V_SAMPLE_LEFT] = host[h, H_SAMPLE_TICKS]
         vm[h, v, V_RESIDENT_START] = _resident_now(m, vm, h, v)
-        n_b = ft.shape[3] // 4
         for c in range(_nc(vm, h, v)):
             q[h, v, c] = 0.0
-            ft[h, v, c, 3 * n_b:4 * n_b] = 0.0
+            ft[h, v, c, FT_SEEN:FT_SEEN + FT_BINS] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -481,19 +478,18 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     stall[:] = 0.0
     t = np.zeros(N_STATES, np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
-    split_buf = np.empty(ft.shape[3] // 2)
     for h in range(n_h):
         step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
-                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch, split_buf)
+                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall, tick_ns,
-              poll, lru, lazy_running, settled, h, t, scratch, split_buf):
+              poll, lru, lazy_running, settled, h, t, scratch):
     """``step`` of host ``h`` alone (its ``stall`` row as the last step left it, not zeroed).
 
     ``t``: ``N_STATES`` int64 scratch; ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
-    floats; ``split_buf``: half of ``ft``'s last axis in floats (``lru_split``'s).
+    floats.
     Hosts share nothing, so stepping them one by one in any order, or one
     host for many ticks before the next (``fleet_loop.py``), leaves each as
     ``step`` does.
@@ -520,7 +516,7 @@ def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, s
             stall[h, v, S_BLOCKED] = tick_ns
             continue
         _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
-                  lru, t, split_buf)
+                  lru, t)
         if vm[h, v, V_CAP] > 0:
             hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
         if host[h, H_FREE] < 0:

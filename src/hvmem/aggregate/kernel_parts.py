@@ -42,7 +42,6 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
     n_h, n_v = m.shape[0], m.shape[1]
     t = np.zeros(k.N_STATES, np.int64)
     scratch = np.empty((k.SETTLE_SCRATCH_ROWS, n_v + 1))
-    split_buf = np.empty(ft.shape[3] // 2)
     for h in range(n_h):
         state = int(host[h, k.H_STATE])
         if part == 0:
@@ -58,7 +57,7 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
                     stall[h, v, k.S_BLOCKED] = tick_ns
                     continue
                 _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h,
-                          v, lru, t, split_buf)
+                          v, lru, t)
                 if vm[h, v, k.V_CAP] > 0:
                     hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
                 if host[h, k.H_FREE] < 0:

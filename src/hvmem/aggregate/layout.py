@@ -10,6 +10,8 @@ them, and the fleet's policy (``fleet_policy.py``) writes its plans into them.
 
 from __future__ import annotations
 
+from hvmem.aggregate.classes import FIRST_TOUCH_BINS as FT_BINS
+
 # vmw_balloon's allocation rates and slow cycles: page fidelity's driver's own.
 from hvmem.guest.balloon_driver import (  # noqa: F401 (in __all__)
     NOSLEEP_ALLOC_MAX_PAGES,
@@ -23,6 +25,17 @@ from hvmem.guest.balloon_driver import (  # noqa: F401 (in __all__)
 # A large page's 4 KiB pages, and the free frames a split leaves: page fidelity's own.
 from hvmem.hypervisor.large_pages import LARGE_PAGE_SPLIT_RESERVE  # noqa: F401 (in __all__)
 from hvmem.hypervisor.vm_state import LARGE_PAGE_PAGES  # noqa: F401 (in __all__)
+
+# A class's sub-blocks (aggregate/classes.py), FT_BINS of them (ft[h, v, c, k]):
+# their touch chances, their shares of the pages still never touched, their page
+# shares and their shares touched this sampling period; then the LRU age of the
+# class's last swapped-out split and each sub-block's log(1 - chance), worked out
+# once a phase (0: not yet) (guest_paging.lru_split). A constant, so that the
+# kernels' loops over the sub-blocks have a trip count known when they compile.
+FT_PROB, FT_NEVER, FT_PAGES, FT_SEEN = 0, FT_BINS, 2 * FT_BINS, 3 * FT_BINS
+FT_AGE = 4 * FT_BINS
+FT_LOG = 4 * FT_BINS + 1
+N_FT = 5 * FT_BINS + 1
 
 # Backing states of a mass. FILL: private, and zeroes since the guest faulted it in
 # by a read (demand-zero), until its first write.

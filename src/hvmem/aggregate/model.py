@@ -107,10 +107,8 @@ class HostBatch:
         self.shi = np.full(shape, -1.0)
         self.q = np.zeros(shape)
         self.heat = np.full(shape, -1, np.int64)
-        # A class's sub-blocks (B of them): touch chances, shares never touched,
-        # page shares, shares touched this sampling period; then the LRU age
-        # of its last swapped-out split (guest_paging.lru_split).
-        self.ft = np.zeros((*shape, 4 * FIRST_TOUCH_BINS + 1))
+        # A class's sub-blocks and its LRU split's state (layout.py, FT_*).
+        self.ft = np.zeros((*shape, k.N_FT))
         self.vm = np.zeros((n_h, n_v, k.N_VM + n_v + 1))
         self.cnt = np.zeros((n_h, n_v, k.N_CNT))
         self.stall = np.zeros((n_h, n_v, k.N_STALL))
@@ -357,12 +355,12 @@ class HostBatch:
         # A new phase's permutation puts any page in any sub-block.
         b = FIRST_TOUCH_BINS
         self.ft[h, v] = 0.0
-        self.ft[h, v, sl, :b] = ph.sub_prob
-        self.ft[h, v, sl, b:2 * b] = ph.sub_pages
-        self.ft[h, v, sl, 2 * b:3 * b] = ph.sub_pages
+        self.ft[h, v, sl, k.FT_PROB:k.FT_PROB + b] = ph.sub_prob
+        self.ft[h, v, sl, k.FT_NEVER:k.FT_NEVER + b] = ph.sub_pages
+        self.ft[h, v, sl, k.FT_PAGES:k.FT_PAGES + b] = ph.sub_pages
         mass = m[first:first + n].sum(axis=1)
         self.q[h, v, sl] = np.minimum(1.0, seen / np.maximum(mass, 1))
-        self.ft[h, v, sl, 3 * b:4 * b] = self.q[h, v, sl, None]
+        self.ft[h, v, sl, k.FT_SEEN:k.FT_SEEN + b] = self.q[h, v, sl, None]
         heat = self.heat[h, v]
         heat[:] = -1
         # Coldest first: never-touched classes, then by touch probability (sweeps
