@@ -367,6 +367,9 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
     fresh = offered * (1.0 - hashed)  # a private image page's chance: visited, unhashed
     joined = 0
     priv_image = 0
+    # The frames freed, added to the host's once: a sum kept in a register, where a
+    # store to ``host`` each class made each class's pass wait for the last one's.
+    freed = 0
     for c in range(FIRST_CLASS, _nc(vm, h, v)):
         kind = ck[h, v, c]
         if kind == 1:
@@ -375,14 +378,16 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
             k = binomial(rng, h, m[h, v, c, PRIV], offered if kind == 0 else fresh * p_any)
             m[h, v, c, PRIV] -= k
             m[h, v, c, ZERO if kind == 0 else SHR] += k
-            host[h, H_FREE] += k
+            freed += k
             if kind == 1:
                 joined += k
         # Zero-filled pages are zero pages, whatever the workload writes there later.
-        k = binomial(rng, h, m[h, v, c, FILL], offered) if m[h, v, c, FILL] > 0 else 0
-        m[h, v, c, FILL] -= k
-        m[h, v, c, ZERO] += k
-        host[h, H_FREE] += k
+        if m[h, v, c, FILL] > 0:
+            k = binomial(rng, h, m[h, v, c, FILL], offered)
+            m[h, v, c, FILL] -= k
+            m[h, v, c, ZERO] += k
+            freed += k
+    host[h, H_FREE] += freed
     if vm[h, v, V_SHARE_IMAGE] > 0:
         vm[h, v, V_HINTED] = min(priv_image - joined,
                                  vm[h, v, V_HINTED] + fresh * (1.0 - p_any) * priv_image)
