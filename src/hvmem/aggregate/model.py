@@ -32,7 +32,8 @@ import numpy as np
 
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.balloon import judge, report_free
-from hvmem.aggregate.classes import FIRST_TOUCH_BINS, WorkloadClasses, workload_classes
+from hvmem.aggregate.classes import workload_classes
+from hvmem.aggregate.phases import FRESH, PhaseStarts, start_phase
 from hvmem.aggregate.unmerge import unmerge
 from hvmem.core.period import Period
 from hvmem.core.rng import RngStreams
@@ -61,11 +62,12 @@ def salted_across(sc: Scenario) -> bool:
 
 
 class VmSlot:
-    """Python's side of one VM slot: its configuration, classes and phase clock."""
+    """Python's side of one VM slot: its configuration, classes, phase starts and clock."""
 
-    def __init__(self, cfg: VmConfig, classes: WorkloadClasses) -> None:
+    def __init__(self, cfg: VmConfig, starts: PhaseStarts) -> None:
         self.config = cfg
-        self.classes = classes
+        self.classes = starts.classes
+        self.starts = starts
         self.phase = -1
         self.phase_end_ns = 0.0
         self.started_ns = 0
@@ -85,7 +87,7 @@ class HostBatch:
         self.tick_ns = sc0.tick_ns
         n_h = len(scenarios)
         n_v = max(len(s.vms) for s in scenarios)
-        cache: dict[tuple, WorkloadClasses] = {}
+        cache: dict[tuple, PhaseStarts] = {}
         self.slots: list[list[VmSlot]] = []
         n_c = 3
         for sc in scenarios:
@@ -93,10 +95,11 @@ class HostBatch:
             for cfg in sc.vms:
                 key = (repr(cfg.workload), sc.tick_ns)
                 if key not in cache:
-                    cache[key] = workload_classes(cfg.workload, sc.tick_ns, cfg.name)
-                wc = cache[key]
-                n_c = max(n_c, k.FIRST_CLASS + max(p.pages.size for p in wc.phases))
-                row.append(VmSlot(cfg, wc))
+                    cache[key] = PhaseStarts(workload_classes(cfg.workload, sc.tick_ns,
+                                                              cfg.name))
+                starts = cache[key]
+                n_c = max(n_c, k.FIRST_CLASS + max(p.pages.size for p in starts.classes.phases))
+                row.append(VmSlot(cfg, starts))
             self.slots.append(row)
         shape = (n_h, n_v, n_c)
         self.m = np.zeros((*shape, k.N_STATES), np.int64)
@@ -297,83 +300,17 @@ class HostBatch:
 
     def _enter_phase(self, h: int, v: int, index: int, now_ns: int, fresh: bool = False
                      ) -> None:
+        """VM ``v`` of host ``h`` runs phase ``index`` (``fresh``: at power-on).
+
+        Its masses are split over the phase's classes and its class rows become the
+        phase's (``aggregate/phases.py``).
+        """
         slot = self.slots[h][v]
-        ph = slot.classes.phases[index]
-        first, n = k.FIRST_CLASS, ph.pages.size
-        m = self.m[h, v]
-        old = slot.classes.phases[slot.phase] if slot.phase >= 0 else None
-        touched: dict[tuple[int, int], float] = {}  # pages this period's sampling saw touched
-        if fresh or old is None:
-            pools = {}
-            for seg, kind, pages in zip(ph.segment.tolist(), ph.content.tolist(),
-                                        ph.pages.tolist(), strict=True):
-                pool = pools.setdefault((seg, kind), np.zeros(k.N_STATES, np.int64))
-                pool[k.NEVER] += pages
-        else:
-            pools = {}
-            for i, (seg, kind) in enumerate(zip(old.segment.tolist(), old.content.tolist(),
-                                                strict=True)):
-                pool = pools.setdefault((seg, kind), np.zeros(k.N_STATES, np.int64))
-                pool += m[first + i]
-                # The sampler's touched bits belong to pages, not to the phase: what
-                # this period saw touched stays touched when the pages change class.
-                key = (seg, kind)
-                touched[key] = touched.get(key, 0.0) + float(m[first + i].sum()) * float(
-                    self.q[h, v, first + i])
-        m[first:] = 0
-        seen = np.zeros(n)
-        targets: dict[tuple[int, int], list[int]] = {}
-        for i, key in enumerate(zip(ph.segment.tolist(), ph.content.tolist(), strict=True)):
-            targets.setdefault(key, []).append(i)
-        for (seg, kind), pool in pools.items():
-            idx = targets.get((seg, kind)) or [i for (s2, _), ids in targets.items()
-                                               if s2 == seg for i in ids]
-            if not idx:  # a segment the phase does not describe keeps its pages cold
-                idx = [0]
-            weights = ph.pages[idx].astype(np.float64)
-            weights /= weights.sum()
-            seen[idx] += weights * touched.get((seg, kind), 0.0)
-            for s in range(k.N_STATES):
-                total = int(pool[s])
-                if total:
-                    share = np.floor(weights * total).astype(np.int64)
-                    rest = total - int(share.sum())
-                    order = np.argsort(-(weights * total - share), kind="stable")
-                    share[order[:rest]] += 1
-                    m[first + np.array(idx), s] += share
-        sl = slice(first, first + n)
-        self.tp[h, v] = 0.0
-        self.tp[h, v, sl] = ph.touch_prob
-        self.wp[h, v] = 0.0
-        self.wp[h, v, sl] = ph.write_prob
-        self.ck[h, v, 2:] = -1
-        self.ck[h, v, sl] = ph.content
-        self.slo[h, v] = -1.0
-        self.shi[h, v] = -1.0
-        self.slo[h, v, sl] = ph.scan_lo
-        self.shi[h, v, sl] = ph.scan_hi
-        # A new phase's permutation puts any page in any sub-block.
-        b = FIRST_TOUCH_BINS
-        self.ft[h, v] = 0.0
-        self.ft[h, v, sl, k.FT_PROB:k.FT_PROB + b] = ph.sub_prob
-        self.ft[h, v, sl, k.FT_NEVER:k.FT_NEVER + b] = ph.sub_pages
-        self.ft[h, v, sl, k.FT_PAGES:k.FT_PAGES + b] = ph.sub_pages
-        mass = m[first:first + n].sum(axis=1)
-        self.q[h, v, sl] = np.minimum(1.0, seen / np.maximum(mass, 1))
-        self.ft[h, v, sl, k.FT_SEEN:k.FT_SEEN + b] = self.q[h, v, sl, None]
-        heat = self.heat[h, v]
-        heat[:] = -1
-        # Coldest first: never-touched classes, then by touch probability (sweeps
-        # count as their pace over their length).
-        pace = np.where(ph.scan_lo >= 0, ph.scan_pages_per_tick / max(1.0, ph.scan_len),
-                        ph.touch_prob)
-        heat[:n] = first + np.argsort(pace, kind="stable")
-        vm = self.vm[h, v]
-        vm[k.V_SCAN_RATE] = ph.scan_pages_per_tick
-        vm[k.V_SCAN_LEN] = max(1.0, ph.scan_len)
-        vm[k.V_SCAN_POS] = ph.scan_start
+        old = FRESH if fresh or slot.phase < 0 else slot.phase
+        start_phase(self.m, self.tp, self.wp, self.ck, self.slo, self.shi, self.q, self.heat,
+                    self.ft, self.vm, h, v, *slot.starts.args(old, index))
         slot.phase = index
-        slot.phase_end_ns = now_ns + ph.duration_ns
+        slot.phase_end_ns = now_ns + slot.classes.phases[index].duration_ns
         self._next_phase_ns = min(self._next_phase_ns, slot.phase_end_ns)
 
     # -- the tick -------------------------------------------------------------------
