@@ -32,7 +32,7 @@ import numpy as np
 
 from hvmem.aggregate import kernel as k
 from hvmem.aggregate.balloon import judge, report_free
-from hvmem.aggregate.classes import workload_classes
+from hvmem.aggregate.classes import WorkloadClasses, workload_classes
 from hvmem.aggregate.phases import FRESH, PhaseStarts, start_phase
 from hvmem.aggregate.unmerge import unmerge
 from hvmem.core.period import Period
@@ -66,12 +66,16 @@ class VmSlot:
 
     def __init__(self, cfg: VmConfig, starts: PhaseStarts) -> None:
         self.config = cfg
-        self.classes = starts.classes
         self.starts = starts
         self.phase = -1
         self.phase_end_ns = 0.0
         self.started_ns = 0
         self.plan = None
+
+    @property
+    def classes(self) -> WorkloadClasses:
+        """The workload's classes (those its phase starts are worked out from)."""
+        return self.starts.classes
 
 
 class HostBatch:

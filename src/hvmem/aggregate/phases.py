@@ -44,14 +44,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hvmem.aggregate.classes import FIRST_TOUCH_BINS, PhaseClasses, WorkloadClasses
+from hvmem.aggregate.classes import PhaseClasses, WorkloadClasses
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 
 #: Columns of a phase's class rows (``PhaseStarts``): touch and write chance, content
 #: kind, sweep span, then the sub-blocks' touch chances and page shares.
 R_TOUCH, R_WRITE, R_CONTENT, R_SCAN_LO, R_SCAN_HI, R_SUB_PROB = range(6)
-R_SUB_PAGES = R_SUB_PROB + FIRST_TOUCH_BINS
-N_ROW = R_SUB_PAGES + FIRST_TOUCH_BINS
+R_SUB_PAGES = R_SUB_PROB + FT_BINS
+N_ROW = R_SUB_PAGES + FT_BINS
 #: The start that is a power-on: no old phase, the new phase's pages never touched.
 FRESH = -1
 
@@ -84,7 +84,7 @@ class PhaseStarts:
 
 def _phase_rows(ph: PhaseClasses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A phase's class rows (``R_*`` columns), heat order and sweep (pace, length, start)."""
-    b = FIRST_TOUCH_BINS
+    b = FT_BINS
     rows = np.empty((ph.pages.size, N_ROW))
     rows[:, R_TOUCH] = ph.touch_prob
     rows[:, R_WRITE] = ph.write_prob
@@ -149,7 +149,7 @@ def start_phase(m, tp, wp, ck, slo, shi, q, heat, ft, vm, h, v, rows, order, swe
     n = rows.shape[0]
     n_c = m.shape[2]
     n_pools = pool_pages.size
-    b = FIRST_TOUCH_BINS
+    b = FT_BINS
     # Pool the old classes' masses and the pages this sampling period saw touched.
     pool = np.zeros((n_pools, N_STATES), np.int64)
     touched = np.zeros(n_pools)
