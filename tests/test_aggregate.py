@@ -207,12 +207,33 @@ def test_fixture_was_made_from_the_scenarios_as_they_are():
 @pytest.mark.parametrize("name", [n for n, _ in validate.SCENARIOS])
 def test_two_aggregate_seeds_lie_within_the_page_fidelity_bounds(name):
     stats = _fixture()
-    rows = validate.compare(stats, name, validate.aggregate_runs(name, [1, 2]))
+    rows = validate.compare(stats, name, validate.checked_runs(name, [1, 2]))
     failed = {(name, r["metric"]) for r in rows if not r["ok"]}
     assert not failed - KNOWN_GAPS, sorted(failed - KNOWN_GAPS)
     known = {m for s, m in KNOWN_GAPS if s == name}
     closed = known - {m for _, m in failed}
     assert not closed, f"closed, drop from KNOWN_GAPS: {sorted(closed)}"
+
+
+def test_page_fidelity_checked_against_its_statistics_gives_back_its_own_runs(capsys):
+    """``--fidelity page``: the reference checked against itself.
+
+    Seed 1 is one of the runs the statistics were made from, so each of its
+    metrics comes back as stored, and the table marks and counts the same rows.
+    """
+    stats = _fixture()["demo"]
+    (result,) = validate.checked_runs("demo", [1], "page")
+    got = validate.metrics(result)
+    assert set(got) == set(stats["metrics"])
+    for key, values in stats["metrics"].items():
+        assert got[key] == values[0], key
+    code = validate.main(["--fidelity", "page", "--scenario", "demo", "--seeds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2] == "page"
+    rows = [line for line in lines[1:-1] if line.startswith("demo")]
+    assert len(rows) == len(stats["metrics"]) + len(stats["series"]) * len(validate.SERIES)
+    out = sum(line.endswith("NO") for line in rows)
+    assert lines[-1] == f"{out} metric(s) out of bounds" and code == (1 if out else 0)
 
 
 def test_a_limited_vm_holds_no_more_than_its_limit_as_at_page_fidelity():
