@@ -288,6 +288,28 @@ def test_pages_first_read_hold_zeroes_and_share_as_at_page_fidelity():
         assert abs(a["ZERO"] - p["ZERO"]) <= floor_mib, (p["time_s"], a["ZERO"], p["ZERO"])
 
 
+def test_pages_in_large_pages_are_reported_as_at_page_fidelity():
+    """LPAGE: the guest pages in live host large pages, as esxtop's column at page fidelity.
+
+    ``demo``'s first 4 minutes: every VM is backed by large pages while it fills
+    (web 1,130 MiB at 120 s), then the host falls below HIGH's threshold and
+    the scanner breaks them within a minute. The aggregate reports its share of
+    pages in large pages; every 10 s, each VM within the validation's floor.
+    """
+    sc = replace(load_scenario(builtin_scenario_path("demo")), duration_ns=240 * NS_PER_S)
+    lpage = {}
+    for fidelity in ("page", "aggregate"):
+        rows = Simulation(replace(sc, fidelity=fidelity)).run().vm_rows
+        lpage[fidelity] = {(r["vm"], r["time_s"]): r["LPAGE"] for r in rows
+                           if r["time_s"] % 10 == 0}
+    page, agg = lpage["page"], lpage["aggregate"]
+    assert page[("web", 120.0)] > 1000.0 and page[("web", 200.0)] < 50.0
+    floor_mib = 0.05 * 2048
+    assert page.keys() == agg.keys()
+    for key, mib in page.items():
+        assert abs(agg[key] - mib) <= floor_mib, (key, agg[key], mib)
+
+
 def test_zero_victims_share_before_they_swap_as_at_page_fidelity():
     """Share-before-swap: the host offers its victims to sharing first.
 

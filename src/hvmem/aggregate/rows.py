@@ -79,7 +79,11 @@ def fill_vm_rows(m, vm, cnt, last, stall, host, h, idx, tick_ns, out, at):
         row[19] = vm[h, v, k.V_SHARED] * mib
         row[20] = vm[h, v, k.V_ZERO_SHARED] * mib
         row[21] = vm[h, v, k.V_SAVED] * mib
-        row[22] = 0.0
+        # Guest pages in live host large pages: the VM's large-page share of its
+        # private pages (a large page is never shared), in whole 2 MiB pages.
+        private = vm[h, v, k.V_KERNEL] + by[k.PRIV] + by[k.FILL]
+        row[22] = (np.floor(vm[h, v, k.V_LARGE_FRAC] * private / k.LARGE_PAGE_PAGES)
+                   * k.LARGE_PAGE_PAGES * mib)
         row[23] = free * mib
         row[24] = by[k.GSWP] * mib
         row[25] = (cnt[h, v, k.K_GSWAP_IN] - last[v, k.K_GSWAP_IN]) * mib / tick_s

@@ -9,8 +9,9 @@ sharing, the host state, the policy controller, the rows) with one host of a
 state thresholds and the results are the page-level run's own.
 
 Rows carry the page-level run's columns: what masses cannot say is kept as
-page fidelity would report it at rest (LPAGE 0: no host large pages are kept
-apart; ``guest_swap_mib`` the pages the guest swapped out).
+page fidelity would report it at rest (LPAGE the VM's share of pages in large
+pages, ``V_LARGE_FRAC``, of its private pages, in whole 2 MiB pages;
+``guest_swap_mib`` the pages the guest swapped out).
 
 Every scenario field at this fidelity
 -------------------------------------
