@@ -157,7 +157,11 @@ def bound(key: str, values: list[float], vm_mib: float, duration_s: float) -> fl
 
 
 def compare(stats: dict, name: str, results: list[RunResult]) -> list[dict]:
-    """Every metric of ``results`` (aggregate runs) against ``stats[name]``: table rows."""
+    """Every metric of ``results`` (the checked runs) against ``stats[name]``: table rows.
+
+    A row's ``aggregate`` and ``worst`` are the checked runs' mean and farthest
+    value, whichever fidelity ran them (``--fidelity``).
+    """
     st = stats[name]
     per = [metrics(r) for r in results]
     rows = []
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regenerate", action="store_true",
                     help="run page fidelity too and rewrite the statistics file")
     ap.add_argument("--first-seed", type=int, default=1,
-                    help="the aggregate runs' first seed (the page statistics keep theirs)")
+                    help="the checked runs' first seed (the page statistics keep theirs)")
     ap.add_argument("--fidelity", choices=("aggregate", "page"), default="aggregate",
                     help="the fidelity checked against the statistics (page: the reference "
                          "against itself; give it other seeds with --first-seed)")
