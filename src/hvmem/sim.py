@@ -244,29 +244,36 @@ class Simulation:
         sc = self.scenario
         tick = sc.tick_ns
         rows = self.result.host_rows, self.result.vm_rows
-        whole = (len(rows[0]), len(rows[1]))  # the rows of the ticks done
+        # The ticks done and their host and VM rows, in one tuple stored at once: a
+        # signal lands between two statements, and a count kept apart from the rows'
+        # could name a tick whose rows the cut then drops (or the other way round).
+        done = (self.result.ticks_done, len(rows[0]), len(rows[1]))
         try:
             with main_thread_turns():  # the main thread, serving, bounds the tick
                 for k in range(sc.n_ticks):
                     self.now_ns = k * tick
                     self._tick(tick)
+                    done = (k + 1, len(rows[0]), len(rows[1]))
                     self.result.ticks_done = k + 1
-                    whole = (len(rows[0]), len(rows[1]))
                     if on_tick is not None:
                         on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
             # A signal can land while a tick's rows are appended: without the cut, a
             # host row and some of the VMs' rows of a tick not counted in ticks_done.
-            rows[0].truncate(whole[0])
-            rows[1].truncate(whole[1])
+            self._cut_rows(done)
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         except BaseException:  # an error mid-tick: its caller keeps the whole ticks
-            rows[0].truncate(whole[0])
-            rows[1].truncate(whole[1])
+            self._cut_rows(done)
             raise
         return self.result
+
+    def _cut_rows(self, done: tuple[int, int, int]) -> None:
+        """Keep the ticks ``done`` counts (ticks, host rows, VM rows) and only their rows."""
+        self.result.ticks_done = done[0]
+        self.result.host_rows.truncate(done[1])
+        self.result.vm_rows.truncate(done[2])
 
     def _tick(self, tick_ns: int) -> None:
         sc, host, now = self.scenario, self.host, self.now_ns

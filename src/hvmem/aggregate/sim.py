@@ -197,37 +197,40 @@ class AggregateSimulation:
         """Run to the scenario's end (or until interrupted); returns the result."""
         sc = self.scenario
         host_rows, vm_rows, buf = self.result.host_rows, self.result.vm_rows, self._buffer
-        whole = (len(host_rows), len(vm_rows) + buf.n)  # the rows of the ticks done
+        # The ticks done and their host and VM rows, in one tuple stored at once, so a
+        # signal between two statements never pairs a count with another tick's rows.
+        done = (self.result.ticks_done, len(host_rows), len(vm_rows) + buf.n)
         try:
             for i in range(sc.n_ticks):
                 self.now_ns = i * sc.tick_ns
                 self._tick(sc.tick_ns)
+                done = (i + 1, len(host_rows), len(vm_rows) + buf.n)
                 self.result.ticks_done = i + 1
-                whole = (len(host_rows), len(vm_rows) + buf.n)
                 if on_tick is not None:
                     buf.flush(vm_rows)  # a watcher reads the rows now
                     on_tick(self)
             self.result.complete = True
         except KeyboardInterrupt as stop:
             # A signal can land while a tick's rows are appended: keep whole ticks only.
-            self._cut_rows(whole)
+            self._cut_rows(done)
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         except BaseException:  # an error mid-tick: its caller keeps the whole ticks
-            self._cut_rows(whole)
+            self._cut_rows(done)
             raise
         finally:
             self._buffer.flush(self.result.vm_rows)
         return self.result
 
-    def _cut_rows(self, whole: tuple[int, int]) -> None:
-        """Drop the rows of a tick cut short: ``whole`` counts host and VM rows of whole ticks."""
+    def _cut_rows(self, done: tuple[int, int, int]) -> None:
+        """Keep the ticks ``done`` counts (ticks, host rows, VM rows) and only their rows."""
         host_rows, vm_rows, buf = self.result.host_rows, self.result.vm_rows, self._buffer
-        buf.n = keep = max(0, min(whole[1] - len(vm_rows), buf.n))
+        self.result.ticks_done = done[0]
+        buf.n = keep = max(0, min(done[2] - len(vm_rows), buf.n))
         del buf.times[keep:], buf.tick_s[keep:], buf.names[keep:]
         buf.flush(vm_rows)
-        host_rows.truncate(whole[0])
-        vm_rows.truncate(whole[1])
+        host_rows.truncate(done[1])
+        vm_rows.truncate(done[2])
 
     def _power_on(self, v: int) -> None:
         b = self.batch
