@@ -58,7 +58,8 @@ def fill_vm_rows(m, vm, cnt, last, stall, host, h, idx, tick_ns, out, at):
             stall_ns += stall[h, v, j]
         lost = 1.0 if stall_ns <= tick_ns else tick_ns / stall_ns
         row[0] = pages * mib
-        row[1] = (vm[h, v, k.V_KERNEL] + by[k.PRIV] + by[k.FILL] + vm[h, v, k.V_SHARED]) * mib
+        private = vm[h, v, k.V_KERNEL] + by[k.PRIV] + by[k.FILL]
+        row[1] = (private + vm[h, v, k.V_SHARED]) * mib
         row[2] = vm[h, v, k.V_SZTGT]
         row[3] = _frac_mib(max(running, vm[h, v, k.V_LAST_FRAC]), pages)
         row[4] = _frac_mib(max(slow, fast, current, floor), pages)
@@ -81,7 +82,6 @@ def fill_vm_rows(m, vm, cnt, last, stall, host, h, idx, tick_ns, out, at):
         row[21] = vm[h, v, k.V_SAVED] * mib
         # Guest pages in live host large pages: the VM's large-page share of its
         # private pages (a large page is never shared), in whole 2 MiB pages.
-        private = vm[h, v, k.V_KERNEL] + by[k.PRIV] + by[k.FILL]
         row[22] = (np.floor(vm[h, v, k.V_LARGE_FRAC] * private / k.LARGE_PAGE_PAGES)
                    * k.LARGE_PAGE_PAGES * mib)
         row[23] = free * mib
