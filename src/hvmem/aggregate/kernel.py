@@ -341,7 +341,9 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
         return
     large = vm[h, v, V_LARGE_FRAC]
     f = min(1.0, vm[h, v, V_SHARE_RATE] / pages) if scan else 0.0
-    offered = f * (1.0 - large)
+    # Hashed pages of large pages host reclaim broke since the last pass (reclaim.py).
+    offered = f * (1.0 - large) + vm[h, v, V_LP_OFFER]
+    vm[h, v, V_LP_OFFER] = 0.0
     hashed = vm[h, v, V_LP_HASHED]
     seen = hashed + f * (1.0 - hashed)  # hashed before, or visited now
     room = max(0.0, host[h, H_FREE] - LARGE_PAGE_SPLIT_RESERVE) * LARGE_PAGE_PAGES / pages

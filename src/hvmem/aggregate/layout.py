@@ -73,8 +73,11 @@ V_HINTED, V_PRIV_LEFT = 52, 53
 V_NEW_PAIRS, V_JOINED_UP = 54, 55
 # The guest pages that held the workload's data when the sampling period began.
 V_RESIDENT_START = 56
-V_GROUP_FRAMES = 57
-N_VM = 58
+# The share of the VM's pages offered to the sharing scanner's next pass for large
+# pages host reclaim broke: those the scanner had hashed (reclaim.py's _break_for).
+V_LP_OFFER = 57
+V_GROUP_FRAMES = 58
+N_VM = 59
 # Image group ``g``'s shared image frames by their sharers at the last settle:
 # vm[h, g, V_FRAMES + s] frames shared by ``s`` VMs, ``s`` in 0..VMs (the model
 # allocates VMs + 1 columns after N_VM; 0 stays empty).
