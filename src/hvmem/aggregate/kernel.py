@@ -239,7 +239,8 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         m[h, v, c, NEVER] += back_never
         t[GSWP] -= back_gswp
         t[NEVER] -= back_never
-        stall[h, v, S_OTHER] += t[NEVER] * costs[C_GUEST_FAULT]
+        # The guest's fault, major (read back from its swap) or minor (guest/fault.py).
+        stall[h, v, S_OTHER] += (t[NEVER] + t[GSWP]) * costs[C_GUEST_FAULT]
         stall[h, v, S_GUEST] += t[GSWP] * vm[h, v, V_GSWAP_NS]
         cnt[h, v, K_GSWAP_IN] += t[GSWP]
         served = t[SWP] + t[ZIP] + t[SHR] + t[ZERO]
