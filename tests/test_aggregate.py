@@ -310,6 +310,42 @@ def test_pages_in_large_pages_are_reported_as_at_page_fidelity():
         assert abs(agg[key] - mib) <= floor_mib, (key, agg[key], mib)
 
 
+def test_host_reclaim_breaks_the_large_pages_its_victims_sit_in():
+    """A victim inside a host large page splits it first, as at page fidelity.
+
+    ``idle-tax``'s first 140 s: at 60 s the host swaps and compresses about
+    a sixth of the idle VM, which breaks every one of its large pages at
+    once, and only the sub-pages the scanner had hashed are offered to
+    sharing. Each 5 s from 65 s, the idle VM's LPAGE lies within the
+    validation's floor of page fidelity's; its zero pages shared by the end
+    agree within 20 MiB, and LOW keeps it blocked as long, within half a
+    balance period. Before, the aggregate left its large pages whole until
+    active breaking split them, 64 a second
+    (736 MiB still at 65 s against 0), and offered all their pages at once:
+    it shared 126 MiB of zero pages against 99, its consumed memory fell
+    below its target early, and it ran 15 s before page fidelity's did.
+    """
+    sc = replace(load_scenario(builtin_scenario_path("idle-tax")), duration_ns=140 * NS_PER_S)
+    rows, blocked_s = {}, {}
+    for fidelity in ("page", "aggregate"):
+        vm_rows = [r for r in Simulation(replace(sc, fidelity=fidelity)).run().vm_rows
+                   if r["vm"] == "idle"]
+        rows[fidelity] = {r["time_s"]: r for r in vm_rows if r["time_s"] % 5 == 0}
+        blocked_s[fidelity] = sum(r["stall_blocked_s"] for r in vm_rows)
+    page, agg = rows["page"], rows["aggregate"]
+    floor_mib = 0.05 * 3072
+    assert page[55.0]["LPAGE"] > 2000.0 and page[65.0]["LPAGE"] == 0.0
+    assert page.keys() == agg.keys()
+    for t in (t for t in page if t >= 65.0):  # from the reclaim on
+        assert abs(agg[t]["LPAGE"] - page[t]["LPAGE"]) <= floor_mib, (t, agg[t], page[t])
+    # Zero pages shared by the end: 91 against 99 MiB (27 MiB above, before).
+    end = max(page)
+    assert abs(agg[end]["ZERO"] - page[end]["ZERO"]) <= 20.0
+    # Blocked 48 s at both fidelities; before, 15 s (a balance period) less.
+    assert blocked_s["page"] > 30.0
+    assert abs(blocked_s["aggregate"] - blocked_s["page"]) <= 7.5, blocked_s
+
+
 def test_zero_victims_share_before_they_swap_as_at_page_fidelity():
     """Share-before-swap: the host offers its victims to sharing first.
 

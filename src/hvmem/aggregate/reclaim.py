@@ -125,7 +125,7 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
     if k <= 0:
         return 0
     if vm[h, v, V_LARGE_FRAC] > 0.0:
-        _break_for(vm, host, h, v, k)
+        _break_for(vm, host, h, v, k, share)
     taken = 0
     cache = vm[h, v, V_CACHE_FRAMES]
     left, rest = k, total
@@ -176,20 +176,20 @@ def _reclaim(m, ck, vm, cnt, host, heat, rng, h, v, k, lru, compress, share):
 
 
 @njit(cache=True, inline="always")
-def _break_for(vm, host, h, v, k):
+def _break_for(vm, host, h, v, k, share):
     """The host large pages that ``k`` victims of VM ``v`` break (``reclaimer.reclaim``).
 
     A large page is never swapped or compressed whole: a victim in one splits
     it first, as many as the free frames have table pages for
-    (``break_covering(bounded=True)``), and its sub-pages the scanner had
-    hashed are offered to sharing with the victims [KB1021095] (at its next
-    pass, ``V_LP_OFFER``); the others wait for the scanner to come round to
-    them as small pages. Victims spread over the VM's memory (random
-    selection, and LRU's coldest classes lie anywhere in it): of ``P`` pages,
-    a region holds none of ``k`` with chance ``(1 - k/P)^512``, so a reclaim
-    of a sixth of a VM breaks all its large pages at once (``idle-tax``'s idle
-    VM at 65 s, at page fidelity), where active breaking from CLEAR down
-    takes 64 a second.
+    (``break_covering(bounded=True)``), and with ``share`` (share-before-swap)
+    its sub-pages the scanner had hashed are offered to sharing with the
+    victims [KB1021095] (at the scanner's next pass, ``V_LP_OFFER``); the
+    others wait for the scanner to come round to them as small pages. Victims
+    spread over the VM's memory (random selection, and LRU's coldest classes
+    lie anywhere in it): of ``P`` pages, a region holds none of ``k`` with
+    chance ``(1 - k/P)^512``, so a reclaim of a sixth of a VM breaks all its
+    large pages at once (``idle-tax``'s idle VM at 65 s, at page fidelity),
+    where active breaking from CLEAR down takes 64 a second.
     """
     pages = vm[h, v, V_PAGES]
     if pages <= 0:
@@ -201,7 +201,8 @@ def _break_for(vm, host, h, v, k):
     if broken <= 0.0:
         return
     vm[h, v, V_LARGE_FRAC] = large - broken
-    vm[h, v, V_LP_OFFER] += broken * vm[h, v, V_LP_HASHED]
+    if share:
+        vm[h, v, V_LP_OFFER] += broken * vm[h, v, V_LP_HASHED]
     if large - broken <= 0.0:
         vm[h, v, V_LP_HASHED] = 0.0
 
