@@ -320,10 +320,10 @@ def test_host_reclaim_breaks_the_large_pages_its_victims_sit_in():
     validation's floor of page fidelity's; its zero pages shared by the end
     agree within 20 MiB, and LOW keeps it blocked as long, within half a
     balance period. Before, the aggregate left its large pages whole until
-    active breaking split them, 64 a second
-    (736 MiB still at 65 s against 0), and offered all their pages at once:
-    it shared 126 MiB of zero pages against 99, its consumed memory fell
-    below its target early, and it ran 15 s before page fidelity's did.
+    active breaking split them, 64 a second (736 MiB still at 65 s against
+    0), and offered all their pages at once: it shared 126 MiB of zero pages
+    against 99, its consumed memory fell below its target early, and it ran
+    15 s before page fidelity's did.
     """
     sc = replace(load_scenario(builtin_scenario_path("idle-tax")), duration_ns=140 * NS_PER_S)
     rows, blocked_s = {}, {}
@@ -337,7 +337,8 @@ def test_host_reclaim_breaks_the_large_pages_its_victims_sit_in():
     assert page[55.0]["LPAGE"] > 2000.0 and page[65.0]["LPAGE"] == 0.0
     assert page.keys() == agg.keys()
     for t in (t for t in page if t >= 65.0):  # from the reclaim on
-        assert abs(agg[t]["LPAGE"] - page[t]["LPAGE"]) <= floor_mib, (t, agg[t], page[t])
+        assert abs(agg[t]["LPAGE"] - page[t]["LPAGE"]) <= floor_mib, (
+            t, agg[t]["LPAGE"], page[t]["LPAGE"])
     # Zero pages shared by the end: 91 against 99 MiB (27 MiB above, before).
     end = max(page)
     assert abs(agg[end]["ZERO"] - page[end]["ZERO"]) <= 20.0
