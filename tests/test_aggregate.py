@@ -271,6 +271,13 @@ def _both(toml: str, vm: str):
     return out
 
 
+def _shipped_both(name: str, seconds: int) -> dict:
+    """A shipped scenario's first ``seconds`` at both fidelities: ``{fidelity: vm_rows}``."""
+    sc = replace(load_scenario(builtin_scenario_path(name)), duration_ns=seconds * NS_PER_S)
+    return {fidelity: Simulation(replace(sc, fidelity=fidelity)).run().vm_rows
+            for fidelity in ("page", "aggregate")}
+
+
 def test_pages_first_read_hold_zeroes_and_share_as_at_page_fidelity():
     """Demand-zero: a page the workload first reads holds zeroes until written (``FILL``).
 
@@ -296,12 +303,9 @@ def test_pages_in_large_pages_are_reported_as_at_page_fidelity():
     the scanner breaks them within a minute. The aggregate reports its share of
     pages in large pages; every 10 s, each VM within the validation's floor.
     """
-    sc = replace(load_scenario(builtin_scenario_path("demo")), duration_ns=240 * NS_PER_S)
-    lpage = {}
-    for fidelity in ("page", "aggregate"):
-        rows = Simulation(replace(sc, fidelity=fidelity)).run().vm_rows
-        lpage[fidelity] = {(r["vm"], r["time_s"]): r["LPAGE"] for r in rows
-                           if r["time_s"] % 10 == 0}
+    lpage = {fidelity: {(r["vm"], r["time_s"]): r["LPAGE"] for r in rows
+                        if r["time_s"] % 10 == 0}
+             for fidelity, rows in _shipped_both("demo", 240).items()}
     page, agg = lpage["page"], lpage["aggregate"]
     assert page[("web", 120.0)] > 1000.0 and page[("web", 200.0)] < 50.0
     floor_mib = 0.05 * 2048
@@ -325,11 +329,9 @@ def test_host_reclaim_breaks_the_large_pages_its_victims_sit_in():
     against 99, its consumed memory fell below its target early, and it ran
     15 s before page fidelity's did.
     """
-    sc = replace(load_scenario(builtin_scenario_path("idle-tax")), duration_ns=140 * NS_PER_S)
     rows, blocked_s = {}, {}
-    for fidelity in ("page", "aggregate"):
-        vm_rows = [r for r in Simulation(replace(sc, fidelity=fidelity)).run().vm_rows
-                   if r["vm"] == "idle"]
+    for fidelity, all_rows in _shipped_both("idle-tax", 140).items():
+        vm_rows = [r for r in all_rows if r["vm"] == "idle"]
         rows[fidelity] = {r["time_s"]: r for r in vm_rows if r["time_s"] % 5 == 0}
         blocked_s[fidelity] = sum(r["stall_blocked_s"] for r in vm_rows)
     page, agg = rows["page"], rows["aggregate"]

@@ -58,6 +58,16 @@ class RunResult:
     # Why a run that did not finish stopped ("stopped by SIGTERM", an error's line).
     stop_reason: str = ""
 
+    def keep_ticks(self, done: tuple[int, int, int]) -> None:
+        """Keep the ticks ``done`` counts (ticks, host rows, VM rows) and only their rows.
+
+        A run loop stores ``done`` as one tuple after each whole tick, so a signal
+        between two statements never pairs a count with another tick's rows.
+        """
+        self.ticks_done = done[0]
+        self.host_rows.truncate(done[1])
+        self.vm_rows.truncate(done[2])
+
     def summary(self) -> dict:
         """What reclaimed how much, and what it cost each VM: JSON-ready totals.
 

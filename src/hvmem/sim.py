@@ -261,19 +261,13 @@ class Simulation:
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as the CLI raises them
             # A signal can land while a tick's rows are appended: without the cut, a
             # host row and some of the VMs' rows of a tick not counted in ticks_done.
-            self._cut_rows(done)
+            self.result.keep_ticks(done)
             self.result.stop_reason = str(stop) or "interrupted"
             self.event("interrupted", "", f"{self.result.stop_reason}; results are partial")
         except BaseException:  # an error mid-tick: its caller keeps the whole ticks
-            self._cut_rows(done)
+            self.result.keep_ticks(done)
             raise
         return self.result
-
-    def _cut_rows(self, done: tuple[int, int, int]) -> None:
-        """Keep the ticks ``done`` counts (ticks, host rows, VM rows) and only their rows."""
-        self.result.ticks_done = done[0]
-        self.result.host_rows.truncate(done[1])
-        self.result.vm_rows.truncate(done[2])
 
     def _tick(self, tick_ns: int) -> None:
         sc, host, now = self.scenario, self.host, self.now_ns

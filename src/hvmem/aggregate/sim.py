@@ -223,14 +223,12 @@ class AggregateSimulation:
         return self.result
 
     def _cut_rows(self, done: tuple[int, int, int]) -> None:
-        """Keep the ticks ``done`` counts (ticks, host rows, VM rows) and only their rows."""
-        host_rows, vm_rows, buf = self.result.host_rows, self.result.vm_rows, self._buffer
-        self.result.ticks_done = done[0]
+        """``RunResult.keep_ticks``, once the buffered VM rows of the ticks kept are in."""
+        vm_rows, buf = self.result.vm_rows, self._buffer
         buf.n = keep = max(0, min(done[2] - len(vm_rows), buf.n))
         del buf.times[keep:], buf.tick_s[keep:], buf.names[keep:]
         buf.flush(vm_rows)
-        host_rows.truncate(done[1])
-        vm_rows.truncate(done[2])
+        self.result.keep_ticks(done)
 
     def _power_on(self, v: int) -> None:
         b = self.batch
