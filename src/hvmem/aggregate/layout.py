@@ -109,7 +109,8 @@ N_HOST = 53
 LOW_STATE = 4
 SHARING_RUN, SHARING_STOP, SHARING_UNMERGE = 0, 1, 2
 
-# Costs (costs[k], ns).
+# Costs (costs[k], ns), each event's as page fidelity charges it (hypervisor/fault.py):
+# C_COW and C_DECOMPRESS include the exit that serves the fault (``H_SWAP_NS`` too).
 C_GUEST_FAULT, C_HYP_FAULT, C_ZERO_PAGE, C_COW, C_DECOMPRESS, C_BALLOON = range(6)
 
 PAGES_PER_MIB = 256.0
