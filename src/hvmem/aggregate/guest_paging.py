@@ -404,7 +404,10 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
                 stall[h, v, S_SWAP_IN] += k * host[h, H_SWAP_NS]
             else:
                 stall[h, v, S_ZEROING] += k * costs[C_ZERO_PAGE]
-                stall[h, v, S_OTHER] += k * costs[C_HYP_FAULT]
+                # One exit backs a whole large page (hypervisor/large_pages.py's
+                # back_large): a 512th of one for each page first touched in them.
+                exits = 1.0 - vm[h, v, V_LARGE_FRAC] * (1.0 - 1.0 / LARGE_PAGE_PAGES)
+                stall[h, v, S_OTHER] += k * exits * costs[C_HYP_FAULT]
         if got >= n:
             break
     return got

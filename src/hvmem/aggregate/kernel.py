@@ -533,6 +533,8 @@ def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, s
         for v in range(n_v):
             if vm[h, v, V_ON] > 0 and vm[h, v, V_BAL_ON] > 0:
                 _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru)
+                if vm[h, v, V_CAP] > 0:  # pages double paging brought back (guest_paging.py)
+                    hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
                 if host[h, H_FREE] < 0:
                     make_room(m, vm, cnt, host, heat, rng, h, lru)
     if host[h, H_SWAP_OK + state] > 0:

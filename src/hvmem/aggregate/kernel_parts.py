@@ -68,6 +68,8 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
                     if vm[h, v, k.V_ON] > 0 and vm[h, v, k.V_BAL_ON] > 0:
                         _balloon(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
                                  lru)
+                        if vm[h, v, k.V_CAP] > 0:
+                            hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
                         if host[h, k.H_FREE] < 0:
                             make_room(m, vm, cnt, host, heat, rng, h, lru)
         elif part == 3:

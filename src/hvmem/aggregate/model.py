@@ -222,7 +222,9 @@ class HostBatch:
         vm[k.V_SAMPLE_LEFT] = self.host[h, k.H_SAMPLE_TICKS]
         vm[k.V_SZTGT] = pages_to_mib(n)  # no plan yet: the VM's configured memory
         vm[k.V_NCLASS] = k.FIRST_CLASS + max(p.pages.size for p in wc.phases)
-        vm[k.V_LARGE_FRAC] = self.host[h, k.H_LARGE_PAGES]  # backed by large pages at first
+        # Backed by large pages at first, unless held to a limit: a 2 MiB page could
+        # pass the limit at once (hypervisor/fault.py's fault_in backs those with 4 KiB).
+        vm[k.V_LARGE_FRAC] = self.host[h, k.H_LARGE_PAGES] if vm[k.V_CAP] <= 0 else 0.0
         self.m[h, v, k.FREE_ROW, k.NEVER] = n - kernel_pages
         self.host[h, k.H_FREE] -= kernel_pages
         slot.phase = -1
