@@ -123,8 +123,7 @@ class HostBatch:
         self.rng = np.array([RngStreams(s.seed).seed_for("aggregate") for s in scenarios],
                             dtype=np.uint64)
         t = sc0.timing
-        # Each as page fidelity charges the event (hypervisor/fault.py): a copy-on-write
-        # break and a decompression each take an exit besides their own work.
+        # Per event, exits included (layout.py's costs).
         self.costs = np.array([t.guest_fault_ns, t.hypervisor_fault_ns, t.zero_page_ns,
                                t.cow_copy_ns + t.hypervisor_fault_ns,
                                t.decompress_ns + t.hypervisor_fault_ns, t.balloon_page_ns])
