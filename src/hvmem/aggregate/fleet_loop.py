@@ -68,7 +68,8 @@ def run_stretch(first_tick, flags, tick_ns, m, tp, wp, ck, slo, shi, q, heat, ft
     those a crossing forced to ``counts[0]`` and ``counts[1]``.
     """
     n_h, n_v = m.shape[0], m.shape[1]
-    t = np.zeros(N_STATES, np.int64)
+    t = np.zeros((m.shape[2], N_STATES), np.int64)
+    busy = np.zeros(m.shape[2], np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
     tick_f = float(tick_ns)
     for h in range(n_h):
@@ -80,7 +81,7 @@ def run_stretch(first_tick, flags, tick_ns, m, tp, wp, ck, slo, shi, q, heat, ft
             poll = (flags[j] & POLL) != 0
             stall[h] = 0.0
             step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
-                      tick_f, poll, lru, True, settled, h, t, scratch)
+                      tick_f, poll, lru, True, settled, h, t, busy, scratch)
             # HostBatch._after_step, of this host.
             moved = False
             if poll:

@@ -22,7 +22,8 @@ order:
   ``NEVER`` and ``GSWP`` pages need guest pages: the guest takes them from its
   free list (backed ones first, as its LIFO list hands out the pages it freed
   last), reclaiming the coldest classes' pages to its swap below its low
-  watermark (to high, as Linux does), equally cold classes in proportion.
+  watermark (to high, as Linux does), equally cold classes in proportion,
+  once for all of the VM's touches of the tick, drawn first (``_touch_vm``).
   Every touched page the host does not back (swapped, compressed, shared
   and written) is served: a frame, and the
   service's cost in the VM's stall; a frame the host lacks is made room for by
@@ -131,8 +132,17 @@ def _touched(ft, h, v, c):
 
 @njit(cache=True, inline="always")
 def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v, lru,
-              t):
-    """One tick of VM ``v``'s workload over its classes."""
+              t, busy):
+    """One tick of VM ``v``'s workload over its classes.
+
+    First each class's touches are drawn (``t[c, s]``, the class's pages in
+    state ``s`` touched) and those the guest or the host must serve are held
+    aside; the classes with some are listed in ``busy``. Then the guest finds
+    room for all of the tick's faults at once, as its kswapd does, woken below
+    the low watermark and reclaiming to high while the tick's faults go on: the
+    pages touched this tick are its most recently used and none of them is a
+    victim. Then each listed class is served, in class order.
+    """
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
     a = b = 0.0
@@ -141,6 +151,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         b = a + rate
         length = vm[h, v, V_SCAN_LEN]
         vm[h, v, V_SCAN_POS] = b % length
+    n_busy = need_all = 0
     for c in range(FIRST_CLASS, n_c):
         # A class nothing touches this tick is passed over before its pages are counted.
         lo = slo[h, v, c]
@@ -164,21 +175,21 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
             # All backed and private: touches draw nothing to serve or move.
             q[h, v, c] = _touched(ft, h, v, c)
             continue
-        t[:] = 0
+        t[c, :] = 0
         if lo >= 0.0:  # swept: the pages the cursor passes
             k = min(mass, stochastic_round(rng, h, cover * mass / (hi - lo)))
             # The cursor passes pages it has not passed yet this period: the shares
             # of a block it crosses add up, to all of it in a period with a whole sweep.
             q[h, v, c] = min(1.0, q[h, v, c] + cover / (hi - lo))
-            t[NEVER] = min(k, m[h, v, c, NEVER])
-            left = k - t[NEVER]
+            t[c, NEVER] = min(k, m[h, v, c, NEVER])
+            left = k - t[c, NEVER]
             rest = mass - m[h, v, c, NEVER]
             # An LRU guest swapped out the block's pages the cursor passed longest ago
             # (guest_paging.py, _reclaim_sweep): those just ahead of it, reached first.
             lru_guest = vm[h, v, V_GUEST_RANDOM] <= 0
             if lru_guest:
-                t[GSWP] = min(left, m[h, v, c, GSWP])
-                left -= t[GSWP]
+                t[c, GSWP] = min(left, m[h, v, c, GSWP])
+                left -= t[c, GSWP]
                 rest -= m[h, v, c, GSWP]
             for s in (PRIV, SHR, ZERO, ZIP, SWP, GSWP, FILL):
                 if s == GSWP and lru_guest:
@@ -187,14 +198,14 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
                 if left <= 0 or rest <= 0:
                     break
                 d = part(rng, h, left, ms, rest)
-                t[s] = d
+                t[c, s] = d
                 left -= d
                 rest -= ms
             w = wp[h, v, c]
-            t[SHR] = binomial(rng, h, t[SHR], w)
-            t[ZERO] = binomial(rng, h, t[ZERO], w)
-            t[FILL] = binomial(rng, h, t[FILL], w)
-            t[PRIV] = 0
+            t[c, SHR] = binomial(rng, h, t[c, SHR], w)
+            t[c, ZERO] = binomial(rng, h, t[c, ZERO], w)
+            t[c, FILL] = binomial(rng, h, t[c, FILL], w)
+            t[c, PRIV] = 0
         else:
             p = tp[h, v, c]
             q[h, v, c] = _touched(ft, h, v, c)
@@ -205,27 +216,33 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
                 p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]))
             for s in (NEVER, ZIP, SWP, GSWP):
                 ms = m[h, v, c, s]
-                t[s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
+                t[c, s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
                                 else p if ms == 0 else _first_touch(ft, h, v, c, p))
             pw = p_in * wp[h, v, c]
-            t[SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
-            t[ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
-            t[FILL] = binomial(rng, h, m[h, v, c, FILL], pw)
+            t[c, SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
+            t[c, ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
+            t[c, FILL] = binomial(rng, h, m[h, v, c, FILL], pw)
         # A zero-filled page written holds its data now: private, nothing to serve.
-        if t[FILL] > 0:
-            m[h, v, c, FILL] -= t[FILL]
-            m[h, v, c, PRIV] += t[FILL]
-            t[FILL] = 0
+        if t[c, FILL] > 0:
+            m[h, v, c, FILL] -= t[c, FILL]
+            m[h, v, c, PRIV] += t[c, FILL]
+            t[c, FILL] = 0
         # Most classes most ticks touch no page the host must serve: nothing below to do.
-        if t[NEVER] + t[ZIP] + t[SWP] + t[GSWP] + t[SHR] + t[ZERO] == 0:
+        if t[c, NEVER] + t[c, ZIP] + t[c, SWP] + t[c, GSWP] + t[c, SHR] + t[c, ZERO] == 0:
             continue
         # Held aside while the guest finds room, so reclaim cannot take them.
         for s in (NEVER, SHR, ZERO, ZIP, SWP, GSWP):
-            m[h, v, c, s] -= t[s]
-        need = t[NEVER] + t[GSWP]
+            m[h, v, c, s] -= t[c, s]
+        busy[n_busy] = c
+        n_busy += 1
+        need_all += t[c, NEVER] + t[c, GSWP]
+    if need_all > 0:
+        _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need_all, lru)
+    for i in range(n_busy):
+        c = busy[i]
+        need = t[c, NEVER] + t[c, GSWP]
         got = need
         if need > 0:
-            _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
             if got < need:  # a call passes each array as a dozen scalars: only when short
                 got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
@@ -233,29 +250,29 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
         # what it still could not place stays where it was (the guest would OOM-kill).
         short = need - got
-        back_gswp = min(short, t[GSWP])
+        back_gswp = min(short, t[c, GSWP])
         back_never = short - back_gswp
         m[h, v, c, GSWP] += back_gswp
         m[h, v, c, NEVER] += back_never
-        t[GSWP] -= back_gswp
-        t[NEVER] -= back_never
+        t[c, GSWP] -= back_gswp
+        t[c, NEVER] -= back_never
         # The guest's fault, major (read back from its swap) or minor (guest/fault.py).
-        stall[h, v, S_OTHER] += (t[NEVER] + t[GSWP]) * costs[C_GUEST_FAULT]
-        stall[h, v, S_GUEST] += t[GSWP] * vm[h, v, V_GSWAP_NS]
-        cnt[h, v, K_GSWAP_IN] += t[GSWP]
-        served = t[SWP] + t[ZIP] + t[SHR] + t[ZERO]
+        stall[h, v, S_OTHER] += (t[c, NEVER] + t[c, GSWP]) * costs[C_GUEST_FAULT]
+        stall[h, v, S_GUEST] += t[c, GSWP] * vm[h, v, V_GSWAP_NS]
+        cnt[h, v, K_GSWAP_IN] += t[c, GSWP]
+        served = t[c, SWP] + t[c, ZIP] + t[c, SHR] + t[c, ZERO]
         _frames(m, vm, cnt, host, heat, rng, h, v, served, lru)
-        cnt[h, v, K_SWAP_IN] += t[SWP]
-        swap_ns = t[SWP] * host[h, H_SWAP_NS]
+        cnt[h, v, K_SWAP_IN] += t[c, SWP]
+        swap_ns = t[c, SWP] * host[h, H_SWAP_NS]
         stall[h, v, S_SWAP_IN] += swap_ns
-        _unzip(m, vm, cnt, host, h, v, t[ZIP])
-        unzip_ns = t[ZIP] * costs[C_DECOMPRESS]
+        _unzip(m, vm, cnt, host, h, v, t[c, ZIP])
+        unzip_ns = t[c, ZIP] * costs[C_DECOMPRESS]
         stall[h, v, S_DECOMPRESS] += unzip_ns
         cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns
-        stall[h, v, S_COW] += (t[SHR] + t[ZERO]) * costs[C_COW]
+        stall[h, v, S_COW] += (t[c, SHR] + t[c, ZERO]) * costs[C_COW]
         # A page faulted in from nothing holds the zeroes the guest filled it with
         # (demand-zero) until its first write; one read back from swap, its data.
-        zeroes = t[NEVER] - binomial(rng, h, t[NEVER], wp[h, v, c]) if t[NEVER] > 0 else 0
+        zeroes = t[c, NEVER] - binomial(rng, h, t[c, NEVER], wp[h, v, c]) if t[c, NEVER] > 0 else 0
         m[h, v, c, FILL] += zeroes
         m[h, v, c, PRIV] += got + served - zeroes
 
@@ -484,19 +501,21 @@ def step(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
     """
     n_h, n_v = m.shape[0], m.shape[1]
     stall[:] = 0.0
-    t = np.zeros(N_STATES, np.int64)
+    t = np.zeros((m.shape[2], N_STATES), np.int64)
+    busy = np.zeros(m.shape[2], np.int64)
     scratch = np.empty((SETTLE_SCRATCH_ROWS, n_v + 1))
     for h in range(n_h):
         step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall,
-                  tick_ns, poll, lru, lazy_running, settled, h, t, scratch)
+                  tick_ns, poll, lru, lazy_running, settled, h, t, busy, scratch)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, stall, tick_ns,
-              poll, lru, lazy_running, settled, h, t, scratch):
+              poll, lru, lazy_running, settled, h, t, busy, scratch):
     """``step`` of host ``h`` alone (its ``stall`` row as the last step left it, not zeroed).
 
-    ``t``: ``N_STATES`` int64 scratch; ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
+    ``t``: classes x ``N_STATES`` int64 scratch, ``busy`` one int64 a class (``_touch_vm``);
+    ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
     floats.
     Hosts share nothing, so stepping them one by one in any order, or one
     host for many ticks before the next (``fleet_loop.py``), leaves each as
@@ -524,7 +543,7 @@ def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, s
             stall[h, v, S_BLOCKED] = tick_ns
             continue
         _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h, v,
-                  lru, t)
+                  lru, t, busy)
         if vm[h, v, V_CAP] > 0:
             hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
         if host[h, H_FREE] < 0:

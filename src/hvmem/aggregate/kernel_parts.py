@@ -40,7 +40,8 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
           tick_ns, poll, lru, lazy_running, settled):
     """Part ``part`` (an index of ``PARTS``) of ``kernel.step`` over every host."""
     n_h, n_v = m.shape[0], m.shape[1]
-    t = np.zeros(k.N_STATES, np.int64)
+    t = np.zeros((m.shape[2], k.N_STATES), np.int64)
+    busy = np.zeros(m.shape[2], np.int64)
     scratch = np.empty((k.SETTLE_SCRATCH_ROWS, n_v + 1))
     for h in range(n_h):
         state = int(host[h, k.H_STATE])
@@ -57,7 +58,7 @@ def _part(part, m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs,
                     stall[h, v, k.S_BLOCKED] = tick_ns
                     continue
                 _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall, h,
-                          v, lru, t)
+                          v, lru, t, busy)
                 if vm[h, v, k.V_CAP] > 0:
                     hold_to_cap(m, vm, cnt, host, heat, rng, h, v, lru)
                 if host[h, k.H_FREE] < 0:
