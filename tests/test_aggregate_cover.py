@@ -180,6 +180,55 @@ def test_free_page_reporting_agrees_with_page_fidelity():
             ("swapped_peak_mib", "balloon_peak_mib"), ("GRANT",))
 
 
+# -- a tick that touches more than the guest holds -------------------------------------------
+_THRASH = """
+name = "thrash"
+duration = "10s"
+fidelity = "aggregate"
+[host]
+memory = "1GiB"
+[[vm]]
+name = "pager"
+memory = "128MiB"
+[vm.workload]
+kind = "hotcold"
+region = "192MiB"
+hot_pages_frac = 0.5
+hot_refs_frac = 0.5
+refs_per_s = 50_000_000
+"""
+
+
+def test_a_tick_that_touches_more_than_the_guest_holds_reclaims_again():
+    """The guest reclaims once for the tick's faults, and again when a class finds too few.
+
+    Every page of the workload is touched this tick. All the guest's pages are in its
+    two private classes (hot, then cold), host-swapped; the cold one also has 2,000
+    pages in the guest's swap, and the free list is empty. The pages faulted in are
+    held aside, so the tick's one reclaim finds no victim; the hot class is served, and
+    the cold one makes the guest reclaim again, among the pages just served, so all
+    2,000 come back in, as a thrashing guest's do.
+    """
+    batch = HostBatch([parse_scenario(tomllib.loads(_THRASH))])
+    batch.power_on(0, 0, 0)
+    m = batch.m[0, 0]
+    n_c = int(batch.vm[0, 0, k.V_NCLASS])
+    hot, cold = (c for c in range(k.FIRST_CLASS, n_c) if batch.ck[0, 0, c] == 2)
+    assert (batch.tp[0, 0, k.FIRST_CLASS:n_c] > 0.999).all()
+    free = int(m[k.FREE_ROW, k.NEVER])
+    in_hot = int(m[hot, k.NEVER])
+    assert m[cold, k.NEVER] >= free - in_hot + 2000
+    m[k.FREE_ROW, k.NEVER] = 0
+    m[hot, k.SWP], m[hot, k.NEVER] = in_hot, 0
+    m[cold, k.SWP] = free - in_hot
+    m[cold, k.GSWP] = 2000
+    m[cold, k.NEVER] -= free - in_hot + 2000
+    batch.step(0, False)
+    assert batch.cnt[0, 0, k.K_GSWAP_IN] == 2000
+    assert batch.cnt[0, 0, k.K_SWAP_IN] == free
+    assert (batch.m >= 0).all()
+
+
 # -- random guest reclaim -----------------------------------------------------------------
 def _guest_swap_in_mib(result, vm: str) -> float:
     return sum(r["guest_swap_in_mib_s"] * r["tick_s"] for r in result.vm_rows if r["vm"] == vm)

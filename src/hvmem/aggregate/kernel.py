@@ -140,8 +140,11 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
     aside; the classes with some are listed in ``busy``. Then the guest finds
     room for all of the tick's faults at once, as its kswapd does, woken below
     the low watermark and reclaiming to high while the tick's faults go on: the
-    pages touched this tick are its most recently used and none of them is a
-    victim. Then each listed class is served, in class order.
+    pages being faulted in are none of its victims, and a page it reclaims is
+    not faulted back within the tick it left in. Then each listed class is
+    served, in class order; a class the free list cannot serve (the tick
+    touched more than the guest holds) makes the guest reclaim again, from the
+    pages served before it.
     """
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
@@ -244,6 +247,14 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         got = need
         if need > 0:
             got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
+            if got < need:
+                # The tick touched more than the guest holds beside its free list (a
+                # working set larger than its memory): it reclaims again, now among the
+                # pages the classes served before this one touched, and thrashes.
+                _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
+                             need - got, lru)
+                got += _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
+                                  False, lru)
             if got < need:  # a call passes each array as a dozen scalars: only when short
                 got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
                                       need - got, lru)
