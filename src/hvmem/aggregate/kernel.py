@@ -220,7 +220,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
             for s in (NEVER, ZIP, SWP, GSWP):
                 ms = m[h, v, c, s]
                 t[c, s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
-                                else p if ms == 0 else _first_touch(ft, h, v, c, p))
+                                   else p if ms == 0 else _first_touch(ft, h, v, c, p))
             pw = p_in * wp[h, v, c]
             t[c, SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
             t[c, ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
@@ -526,8 +526,7 @@ def step_host(m, tp, wp, ck, slo, shi, q, heat, ft, vm, cnt, host, rng, costs, s
     """``step`` of host ``h`` alone (its ``stall`` row as the last step left it, not zeroed).
 
     ``t``: classes x ``N_STATES`` int64 scratch, ``busy`` one int64 a class (``_touch_vm``);
-    ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1)
-    floats.
+    ``scratch``: ``SETTLE_SCRATCH_ROWS`` x (VMs + 1) floats.
     Hosts share nothing, so stepping them one by one in any order, or one
     host for many ticks before the next (``fleet_loop.py``), leaves each as
     ``step`` does.
