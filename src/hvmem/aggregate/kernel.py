@@ -23,7 +23,8 @@ order:
   free list (backed ones first, as its LIFO list hands out the pages it freed
   last), reclaiming the coldest classes' pages to its swap below its low
   watermark (to high, as Linux does), equally cold classes in proportion,
-  once for all of the VM's touches of the tick, drawn first (``_touch_vm``).
+  once for all of the VM's touches of the tick, drawn first (``_touch_vm``;
+  a guest with random victims class by class).
   Every touched page the host does not back (swapped, compressed, shared
   and written) is served: a frame, and the
   service's cost in the VM's stall; a frame the host lacks is made room for by
@@ -140,11 +141,13 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
     aside; the classes with some are listed in ``busy``. Then the guest finds
     room for all of the tick's faults at once, as its kswapd does, woken below
     the low watermark and reclaiming to high while the tick's faults go on: the
-    pages being faulted in are none of its victims, and a page it reclaims is
-    not faulted back within the tick it left in. Then each listed class is
-    served, in class order; a class the free list cannot serve (the tick
-    touched more than the guest holds) makes the guest reclaim again, from the
-    pages served before it.
+    pages being faulted in are none of its victims, and an LRU guest's victims,
+    its coldest pages, are not faulted back within the tick they left in (a
+    guest with random victims makes room class by class instead, as the
+    draws go, so that a later class may touch back what it took). Then each
+    listed class is served, in class order; a class the free list cannot serve
+    (the tick touched more than the guest holds) makes the guest reclaim
+    again, from the pages served before it.
     """
     n_c = _nc(vm, h, v)
     rate = vm[h, v, V_SCAN_RATE]
@@ -155,6 +158,7 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         length = vm[h, v, V_SCAN_LEN]
         vm[h, v, V_SCAN_POS] = b % length
     n_busy = need_all = 0
+    random_guest = vm[h, v, V_GUEST_RANDOM] > 0
     for c in range(FIRST_CLASS, n_c):
         # A class nothing touches this tick is passed over before its pages are counted.
         lo = slo[h, v, c]
@@ -236,56 +240,72 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         # Held aside while the guest finds room, so reclaim cannot take them.
         for s in (NEVER, SHR, ZERO, ZIP, SWP, GSWP):
             m[h, v, c, s] -= t[c, s]
+        if random_guest:
+            # Random victims: the guest's reclaim picks pages a later class then touches
+            # back within the tick, as page fidelity's does, so each class is served
+            # before the next class's touches are drawn.
+            need = t[c, NEVER] + t[c, GSWP]
+            if need > 0:
+                _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need,
+                             lru)
+            _serve(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t, c)
+            continue
         busy[n_busy] = c
         n_busy += 1
         need_all += t[c, NEVER] + t[c, GSWP]
     if need_all > 0:
         _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need_all, lru)
     for i in range(n_busy):
-        c = busy[i]
-        need = t[c, NEVER] + t[c, GSWP]
-        got = need
-        if need > 0:
-            got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
-            if got < need:
-                # The tick touched more than the guest holds beside its free list (a
-                # working set larger than its memory): it reclaims again, now among the
-                # pages the classes served before this one touched, and thrashes.
-                _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
-                             need - got, lru)
-                got += _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
-                                  False, lru)
-            if got < need:  # a call passes each array as a dozen scalars: only when short
-                got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
-                                      need - got, lru)
-        # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
-        # what it still could not place stays where it was (the guest would OOM-kill).
-        short = need - got
-        back_gswp = min(short, t[c, GSWP])
-        back_never = short - back_gswp
-        m[h, v, c, GSWP] += back_gswp
-        m[h, v, c, NEVER] += back_never
-        t[c, GSWP] -= back_gswp
-        t[c, NEVER] -= back_never
-        # The guest's fault, major (read back from its swap) or minor (guest/fault.py).
-        stall[h, v, S_OTHER] += (t[c, NEVER] + t[c, GSWP]) * costs[C_GUEST_FAULT]
-        stall[h, v, S_GUEST] += t[c, GSWP] * vm[h, v, V_GSWAP_NS]
-        cnt[h, v, K_GSWAP_IN] += t[c, GSWP]
-        served = t[c, SWP] + t[c, ZIP] + t[c, SHR] + t[c, ZERO]
-        _frames(m, vm, cnt, host, heat, rng, h, v, served, lru)
-        cnt[h, v, K_SWAP_IN] += t[c, SWP]
-        swap_ns = t[c, SWP] * host[h, H_SWAP_NS]
-        stall[h, v, S_SWAP_IN] += swap_ns
-        _unzip(m, vm, cnt, host, h, v, t[c, ZIP])
-        unzip_ns = t[c, ZIP] * costs[C_DECOMPRESS]
-        stall[h, v, S_DECOMPRESS] += unzip_ns
-        cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns
-        stall[h, v, S_COW] += (t[c, SHR] + t[c, ZERO]) * costs[C_COW]
-        # A page faulted in from nothing holds the zeroes the guest filled it with
-        # (demand-zero) until its first write; one read back from swap, its data.
-        zeroes = t[c, NEVER] - binomial(rng, h, t[c, NEVER], wp[h, v, c]) if t[c, NEVER] > 0 else 0
-        m[h, v, c, FILL] += zeroes
-        m[h, v, c, PRIV] += got + served - zeroes
+        _serve(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t,
+               busy[i])
+
+
+@njit(cache=True, inline="always")
+def _serve(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t, c):
+    """Class ``c``'s touches drawn into ``t[c]`` and held aside, served (``_touch_vm``)."""
+    need = t[c, NEVER] + t[c, GSWP]
+    got = need
+    if need > 0:
+        got = _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need, False, lru)
+        if got < need:
+            # The tick touched more than the guest holds beside its free list (a
+            # working set larger than its memory): it reclaims again, now among the
+            # pages the classes served before this one touched, and thrashes.
+            _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v,
+                         need - got, lru)
+            got += _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, need - got,
+                              False, lru)
+        if got < need:  # a call passes each array as a dozen scalars: only when short
+            got += deflate_on_oom(m, vm, cnt, host, heat, rng, costs, stall, h, v,
+                                  need - got, lru)
+    # With deflate-on-OOM the balloon gives back what the guest lacks (balloon.py);
+    # what it still could not place stays where it was (the guest would OOM-kill).
+    short = need - got
+    back_gswp = min(short, t[c, GSWP])
+    back_never = short - back_gswp
+    m[h, v, c, GSWP] += back_gswp
+    m[h, v, c, NEVER] += back_never
+    t[c, GSWP] -= back_gswp
+    t[c, NEVER] -= back_never
+    # The guest's fault, major (read back from its swap) or minor (guest/fault.py).
+    stall[h, v, S_OTHER] += (t[c, NEVER] + t[c, GSWP]) * costs[C_GUEST_FAULT]
+    stall[h, v, S_GUEST] += t[c, GSWP] * vm[h, v, V_GSWAP_NS]
+    cnt[h, v, K_GSWAP_IN] += t[c, GSWP]
+    served = t[c, SWP] + t[c, ZIP] + t[c, SHR] + t[c, ZERO]
+    _frames(m, vm, cnt, host, heat, rng, h, v, served, lru)
+    cnt[h, v, K_SWAP_IN] += t[c, SWP]
+    swap_ns = t[c, SWP] * host[h, H_SWAP_NS]
+    stall[h, v, S_SWAP_IN] += swap_ns
+    _unzip(m, vm, cnt, host, h, v, t[c, ZIP])
+    unzip_ns = t[c, ZIP] * costs[C_DECOMPRESS]
+    stall[h, v, S_DECOMPRESS] += unzip_ns
+    cnt[h, v, K_RECLAIM_STALL_NS] += swap_ns + unzip_ns
+    stall[h, v, S_COW] += (t[c, SHR] + t[c, ZERO]) * costs[C_COW]
+    # A page faulted in from nothing holds the zeroes the guest filled it with
+    # (demand-zero) until its first write; one read back from swap, its data.
+    zeroes = t[c, NEVER] - binomial(rng, h, t[c, NEVER], wp[h, v, c]) if t[c, NEVER] > 0 else 0
+    m[h, v, c, FILL] += zeroes
+    m[h, v, c, PRIV] += got + served - zeroes
 
 
 @njit(cache=True, inline="always")
