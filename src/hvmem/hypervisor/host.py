@@ -124,8 +124,10 @@ class Host:
         self.clock = StampClock("host", first_stamp=1)
         self._emergency_rng = np.random.default_rng(0x5EED)
         self._cap_rng = np.random.default_rng(0xCA95)
-        # Sized for a hint per frame at load 1/2.
-        self.sharing = SharingTable(max(1 << 16, 1 << memory_pages.bit_length()), memory_pages)
+        # A slot per frame, as ESX's table has a record per frame [OSDI02 §4.3]: the
+        # stale hints are cleared when half the slots are taken (SharingTable.reserve).
+        self.sharing = SharingTable(max(1 << 16, 1 << (memory_pages - 1).bit_length()),
+                                    memory_pages)
         if salting not in SALTING_MODES:
             raise ConfigError(f"sharing salting: expected {', '.join(SALTING_MODES)}, "
                               f"found {salting!r}")

@@ -174,9 +174,9 @@ class SharingTable:
     clean-up would pass half of it, :meth:`reserve`); the array holding the
     slots starts at most ``INITIAL_SLOTS`` and doubles when 3/4 full, up to
     ``capacity``. A lookup finds a key wherever it sits, so what the scan finds
-    does not depend on the array's size, only on ``capacity``: the host sizes
-    that for a hint per frame (384 MiB of slots on a 64 GiB host), most of
-    which a run never fills.
+    does not depend on the array's size, only on ``capacity``: the host gives
+    it a slot per frame (192 MiB of slots on a 64 GiB host), most of which a
+    run never fills.
 
     Args:
         capacity: slots (a power of two; grows to keep load below half).
