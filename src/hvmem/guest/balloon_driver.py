@@ -98,7 +98,9 @@ class BalloonDriver:
         self.rate_free = RATE_FREE_MAX_PAGES
         self.slow_left = 0
         self.counters = BalloonDriverCounters()
-        self._free_at_last_report = np.zeros(kernel.config.memory_pages, dtype=np.bool_)
+        # Which pages were free at the last report: made at the first report, so a
+        # guest without free page reporting holds no byte per page for it.
+        self._free_at_last_report: np.ndarray | None = None
         if device.deflate_on_oom:
             kernel.oom_notifier = self.deflate_on_oom
 
@@ -186,6 +188,8 @@ class BalloonDriver:
             return 0
         allocator = self.kernel.allocator
         free_now = ~allocator.allocated
+        if self._free_at_last_report is None:  # the first report: none has stayed free yet
+            self._free_at_last_report = np.zeros_like(free_now)
         stayed = np.flatnonzero(free_now & self._free_at_last_report & ~allocator.reported)
         self._free_at_last_report = free_now
         allocator.reported[stayed] = True
