@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from hvmem.hypervisor.host import Host
 from hvmem.hypervisor.pmap import Backing
 from hvmem.hypervisor.reclaim import sharing_table as t
 from hvmem.hypervisor.reclaim.sharing import SHARED_OWNER, SharingTable
@@ -341,3 +342,11 @@ def test_scan_kernel_matches_the_one_page_at_a_time_protocol(seed):
         private = written[owner[written] >= 0]
         content[private] = rng.integers(0, 1000, private.size)
     assert seen == set(range(s.N_ACTIONS))  # every outcome was exercised
+
+
+@pytest.mark.parametrize("frames, slots", [(1 << 17, 1 << 17), ((1 << 17) + 1, 1 << 18),
+                                           (3 << 16, 1 << 18), (1000, 1 << 16)])
+def test_the_host_gives_its_table_a_slot_per_frame(frames, slots):
+    # The smallest power of two holding a slot per frame (at least INITIAL_SLOTS): a
+    # host of exactly a power of two frames is not given twice the slots.
+    assert Host(frames, "nested").sharing.capacity == slots
