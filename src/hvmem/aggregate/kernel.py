@@ -240,21 +240,26 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
         # Held aside while the guest finds room, so reclaim cannot take them.
         for s in (NEVER, SHR, ZERO, ZIP, SWP, GSWP):
             m[h, v, c, s] -= t[c, s]
+        busy[n_busy] = c
+        n_busy += 1
+        need_all += t[c, NEVER] + t[c, GSWP]
         if random_guest:
             # Random victims: the guest's reclaim picks pages a later class then touches
             # back within the tick, as page fidelity's does, so each class is served
             # before the next class's touches are drawn.
-            need = t[c, NEVER] + t[c, GSWP]
-            if need > 0:
-                _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need,
-                             lru)
-            _serve(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t, c)
-            continue
-        busy[n_busy] = c
-        n_busy += 1
-        need_all += t[c, NEVER] + t[c, GSWP]
-    if need_all > 0:
-        _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need_all, lru)
+            _fault_in(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t,
+                      busy, n_busy, need_all)
+            n_busy = need_all = 0
+    _fault_in(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t, busy,
+              n_busy, need_all)
+
+
+@njit(cache=True, inline="always")
+def _fault_in(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t, busy,
+              n_busy, need):
+    """The guest makes room for ``need`` pages at once, then the listed classes are served."""
+    if need > 0:
+        _ensure_free(m, tp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, need, lru)
     for i in range(n_busy):
         _serve(m, tp, wp, slo, vm, cnt, host, heat, rng, costs, stall, h, v, lru, t,
                busy[i])
