@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit
 
 from hvmem.aggregate.balloon import deflate_on_oom
-from hvmem.aggregate.draws import binomial, part, stochastic_round
+from hvmem.aggregate.draws import binomial, binomial_inline, part, stochastic_round
 from hvmem.aggregate.guest_paging import (
     _ensure_free,
     _free_pages,
@@ -209,9 +209,9 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
                 left -= d
                 rest -= ms
             w = wp[h, v, c]
-            t[c, SHR] = binomial(rng, h, t[c, SHR], w)
-            t[c, ZERO] = binomial(rng, h, t[c, ZERO], w)
-            t[c, FILL] = binomial(rng, h, t[c, FILL], w)
+            t[c, SHR] = binomial_inline(rng, h, t[c, SHR], w)
+            t[c, ZERO] = binomial_inline(rng, h, t[c, ZERO], w)
+            t[c, FILL] = binomial_inline(rng, h, t[c, FILL], w)
             t[c, PRIV] = 0
         else:
             p = tp[h, v, c]
@@ -223,12 +223,13 @@ def _touch_vm(m, tp, wp, slo, shi, q, ft, vm, cnt, host, heat, rng, costs, stall
                 p_out, p_in = lru_split(ft, h, v, c, p, gswp / (mass - m[h, v, c, NEVER]))
             for s in (NEVER, ZIP, SWP, GSWP):
                 ms = m[h, v, c, s]
-                t[c, s] = binomial(rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
-                                   else p if ms == 0 else _first_touch(ft, h, v, c, p))
+                t[c, s] = binomial_inline(
+                    rng, h, ms, p_out if s == GSWP else p_in if s != NEVER
+                    else p if ms == 0 else _first_touch(ft, h, v, c, p))
             pw = p_in * wp[h, v, c]
-            t[c, SHR] = binomial(rng, h, m[h, v, c, SHR], pw)
-            t[c, ZERO] = binomial(rng, h, m[h, v, c, ZERO], pw)
-            t[c, FILL] = binomial(rng, h, m[h, v, c, FILL], pw)
+            t[c, SHR] = binomial_inline(rng, h, m[h, v, c, SHR], pw)
+            t[c, ZERO] = binomial_inline(rng, h, m[h, v, c, ZERO], pw)
+            t[c, FILL] = binomial_inline(rng, h, m[h, v, c, FILL], pw)
         # A zero-filled page written holds its data now: private, nothing to serve.
         if t[c, FILL] > 0:
             m[h, v, c, FILL] -= t[c, FILL]
@@ -431,7 +432,7 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
         if kind == 1:
             priv_image += m[h, v, c, PRIV]
         if kind == 0 or (kind == 1 and p_any > 0.0):
-            k = binomial(rng, h, m[h, v, c, PRIV], offered if kind == 0 else fresh * p_any)
+            k = binomial_inline(rng, h, m[h, v, c, PRIV], offered if kind == 0 else fresh * p_any)
             m[h, v, c, PRIV] -= k
             m[h, v, c, ZERO if kind == 0 else SHR] += k
             freed += k
@@ -439,7 +440,7 @@ def _share(m, ck, vm, host, rng, h, v, scan, breaking):
                 joined += k
         # Zero-filled pages are zero pages, whatever the workload writes there later.
         if m[h, v, c, FILL] > 0:
-            k = binomial(rng, h, m[h, v, c, FILL], offered)
+            k = binomial_inline(rng, h, m[h, v, c, FILL], offered)
             m[h, v, c, FILL] -= k
             m[h, v, c, ZERO] += k
             freed += k
