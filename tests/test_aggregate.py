@@ -156,6 +156,52 @@ def test_an_lru_guest_has_out_the_colder_pages_of_a_class():
     assert lru_split(ft, 0, 0, 0, 0.3, 0.4) == (0.3, 0.3)
 
 
+def test_the_free_list_hands_out_what_reclaim_freed_last_in_proportion():
+    """Backed free pages come off in proportion to their states, never-used ones after.
+
+    The guest's LIFO list hands out the pages its reclaim freed last, private
+    and shared mixed as reclaim took them: of 3,000 private and 1,000 shared
+    free pages, 400 taken are a quarter shared on average, each shared one
+    copied into a frame of the host's; the never-used pages wait until the
+    backed ones are gone. For the balloon, only the private ones free a frame.
+    """
+    from hvmem.aggregate.guest_paging import _take_free
+
+    sim = AggregateSimulation(_aggregate("demo", 1))
+    sim.run()
+    b = sim.batch
+    v = 0
+    free = np.zeros(k.N_STATES, dtype=b.m.dtype)
+    free[k.PRIV], free[k.SHR], free[k.NEVER] = 3000, 1000, 5000
+    shared, trials = [], 300
+    for _ in range(trials):
+        b.m[0, v, k.FREE_ROW] = free
+        b.host[0, k.H_FREE] = 1_000_000
+        assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
+                          400, False, b.lru) == 400
+        taken = free - b.m[0, v, k.FREE_ROW]
+        assert taken[k.PRIV] + taken[k.SHR] == 400 and taken[k.NEVER] == 0
+        # Each shared page written takes a frame: the host's free frames fall by as many.
+        assert b.host[0, k.H_FREE] == 1_000_000 - taken[k.SHR]
+        shared.append(taken[k.SHR])
+    # The private share drawn first, Binomial(400, 3/4), the rest shared: mean 100 and
+    # sd 8.7 a draw, so the mean of 300 draws within 4 of its sd of 100.
+    sd = np.sqrt(400 * 0.75 * 0.25)
+    assert abs(np.mean(shared) - 100) < 4 * sd / np.sqrt(trials)
+    assert 0.8 * sd < np.std(shared) < 1.2 * sd
+    # More than the backed pages: all of them, then never-used ones.
+    b.m[0, v, k.FREE_ROW] = free
+    assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
+                      4500, False, b.lru) == 4500
+    assert list(b.m[0, v, k.FREE_ROW, [k.PRIV, k.SHR, k.NEVER]]) == [0, 0, 4500]
+    # The balloon: a private page's frame goes back to the host, a shared one's does not.
+    b.m[0, v, k.FREE_ROW] = free
+    b.host[0, k.H_FREE] = 0
+    assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
+                      400, True, b.lru) == 400
+    assert b.host[0, k.H_FREE] == 3000 - b.m[0, v, k.FREE_ROW, k.PRIV]
+
+
 def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():
     """Below the bound an inversion draws none without the power; above it, as before.
 

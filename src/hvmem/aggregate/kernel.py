@@ -21,8 +21,9 @@ order:
   cursor), and a block's share touched in a sampling period adds up. Touched
   ``NEVER`` and ``GSWP`` pages need guest pages: the guest takes them from its
   free list (backed ones first, as its LIFO list hands out the pages it freed
-  last), reclaiming the coldest classes' pages to its swap below its low
-  watermark (to high, as Linux does), equally cold classes in proportion,
+  last, their backing states in proportion), reclaiming the coldest classes'
+  pages to its swap below its low watermark (to high, as Linux does),
+  equally cold classes in proportion,
   once for all of the VM's touches of the tick, drawn first (``_touch_vm``;
   a guest with random victims class by class).
   Every touched page the host does not back (swapped, compressed, shared
