@@ -15,7 +15,7 @@ through others: a kernel compiles the globals it reads as constants, so the
 aggregate kernels hold ``aggregate/layout.py``'s slot numbers, and an edit of
 that file alone (a slot added) would otherwise leave them indexing the old
 slots. When any of these files changes, every kernel is compiled again
-(about 10 s of CPU for ``demo``, about 35 s for the aggregate kernels), and
+(about 10 s of CPU for ``demo``, about 80 s for the aggregate kernels), and
 identical sources, in any checkout, share one directory. The base is
 ``NUMBA_CACHE_DIR`` when it is set (the tests give each xdist worker its
 own), else ``$XDG_CACHE_HOME/hvmem`` (``~/.cache/hvmem``). Directories of
