@@ -160,10 +160,11 @@ def test_the_free_list_hands_out_what_reclaim_freed_last_in_proportion():
     """Backed free pages come off in proportion to their states, never-used ones after.
 
     The guest's LIFO list hands out the pages its reclaim freed last, private
-    and shared mixed as reclaim took them: of 3,000 private and 1,000 shared
-    free pages, 400 taken are a quarter shared on average, each shared one
-    copied into a frame of the host's; the never-used pages wait until the
-    backed ones are gone. For the balloon, only the private ones free a frame.
+    and shared mixed as reclaim took them: of 3,001 private and 1,000 shared
+    free pages, 400 taken are 300.025 private on average (each draw 300 or
+    301), each shared one copied into a frame of the host's; the never-used
+    pages wait until the backed ones are gone. For the balloon, only the
+    private ones free a frame.
     """
     from hvmem.aggregate.guest_paging import _take_free
 
@@ -172,34 +173,34 @@ def test_the_free_list_hands_out_what_reclaim_freed_last_in_proportion():
     b = sim.batch
     v = 0
     free = np.zeros(k.N_STATES, dtype=b.m.dtype)
-    free[k.PRIV], free[k.SHR], free[k.NEVER] = 3000, 1000, 5000
-    shared, trials = [], 300
+    free[k.PRIV], free[k.SHR], free[k.NEVER] = 3001, 1000, 5000
+    private, trials = [], 2000
     for _ in range(trials):
         b.m[0, v, k.FREE_ROW] = free
         b.host[0, k.H_FREE] = 1_000_000
         assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
                           400, False, b.lru) == 400
         taken = free - b.m[0, v, k.FREE_ROW]
-        assert taken[k.PRIV] + taken[k.SHR] == 400 and taken[k.NEVER] == 0
+        assert taken[k.PRIV] in (300, 301) and taken[k.SHR] == 400 - taken[k.PRIV]
+        assert taken[k.NEVER] == 0
         # Each shared page written takes a frame: the host's free frames fall by as many.
         assert b.host[0, k.H_FREE] == 1_000_000 - taken[k.SHR]
-        shared.append(taken[k.SHR])
-    # The private share drawn first, Binomial(400, 3/4), the rest shared: mean 100 and
-    # sd 8.7 a draw, so the mean of 300 draws within 4 of its sd of 100.
-    sd = np.sqrt(400 * 0.75 * 0.25)
-    assert abs(np.mean(shared) - 100) < 4 * sd / np.sqrt(trials)
-    assert 0.8 * sd < np.std(shared) < 1.2 * sd
+        private.append(taken[k.PRIV])
+    # Rounded up with the chance of the fraction: not always down, not always up.
+    expected = 400 * 3001 / 4001
+    f = expected - 300
+    assert abs(np.mean(private) - expected) < 4 * np.sqrt(f * (1 - f) / trials)
     # More than the backed pages: all of them, then never-used ones.
     b.m[0, v, k.FREE_ROW] = free
     assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
-                      4500, False, b.lru) == 4500
+                      4501, False, b.lru) == 4501
     assert list(b.m[0, v, k.FREE_ROW, [k.PRIV, k.SHR, k.NEVER]]) == [0, 0, 4500]
     # The balloon: a private page's frame goes back to the host, a shared one's does not.
     b.m[0, v, k.FREE_ROW] = free
     b.host[0, k.H_FREE] = 0
     assert _take_free(b.m, b.vm, b.cnt, b.host, b.heat, b.rng, b.costs, b.stall, 0, v,
                       400, True, b.lru) == 400
-    assert b.host[0, k.H_FREE] == 3000 - b.m[0, v, k.FREE_ROW, k.PRIV]
+    assert b.host[0, k.H_FREE] == 3001 - b.m[0, v, k.FREE_ROW, k.PRIV]
 
 
 def test_the_none_drawn_bound_never_exceeds_the_chance_of_none():
@@ -464,6 +465,15 @@ def test_zero_victims_share_before_they_swap_as_at_page_fidelity():
 
 # -- fleets -----------------------------------------------------------------------------------
 def test_a_tiny_fleet_runs_on_a_local_dask_cluster():
+    """Four hosts on two LocalCluster workers write their rows and report the figures.
+
+    The fleet's kernels are compiled here first: the workers share this
+    process's Numba cache (``tests/numba_cache.py``), and on a fresh checkout
+    each of them compiled every kernel itself, about a minute of CPU each.
+    """
+    from hvmem.aggregate.fleet import run_batch
+
+    run_batch([1], 120)  # what a worker runs: the 2 minutes, rows, plans
     runner = CliRunner()
     out = runner.invoke(app, ["bench", "fleet", "--hosts", "4", "--duration", "2min",
                               "--workers", "2", "--json"])

@@ -38,7 +38,7 @@ import math
 
 from numba import njit
 
-from hvmem.aggregate.draws import part
+from hvmem.aggregate.draws import part, stochastic_round
 from hvmem.aggregate.layout import *  # noqa: F403  (the array layout)
 from hvmem.aggregate.reclaim import _frames, _nc, _shrink_cache, _unzip
 
@@ -379,13 +379,16 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     The list is a stack (``guest/allocator.py``): what it hands out next is
     what the guest freed last, its reclaim's victims, private, zero-filled,
     zero-shared and shared pages mixed as reclaim took them. So those four
-    come off in proportion to what the list holds of each (a multivariate
-    hypergeometric draw), not one state before another. Taking the private
-    ones first gave the workload the pages that need no frame and the
-    balloon those that free one; on ``sharing`` the seeds then split
-    between two outcomes (6 to 17 s in HARD, 53 to 142 MiB swapped in a VM,
-    where page fidelity's seeds all give 15 to 18 s and 100 to 123 MiB),
-    and in proportion they give 9 to 10 s and 70 to 77 MiB. Below them lie
+    come off in proportion to what the list holds of each, not one state
+    before another: each state's share of the pages taken, rounded up or
+    down at random by its fraction (one uniform, where a binomial draw cost
+    5 % of the fleet's kernel for the same 16-seed validation). Taking the
+    private ones first gave the workload the pages that need no frame and
+    the balloon those that free one; on ``sharing``'s seeds 1 to 8 the
+    seeds then split between two outcomes (6 to 17 s in HARD, 53 to 142 MiB
+    swapped in a VM, where page fidelity's seeds all give 15 to 18 s and
+    100 to 123 MiB), and in proportion they give 9 to 10 s and 70 to 77
+    MiB. Below them lie
     the pages the host compressed or swapped while they sat free, and at the
     bottom those never used since boot.
 
@@ -394,7 +397,8 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     each one's backing is released.
     """
     got = 0
-    # The pages freed last, as many as there are of them and as asked for, by state.
+    # The pages freed last, as many as there are of them and as asked for, by state: each
+    # state's share, within what it holds and what the states after it can still give.
     backed = (m[h, v, FREE_ROW, PRIV] + m[h, v, FREE_ROW, FILL] + m[h, v, FREE_ROW, ZERO]
               + m[h, v, FREE_ROW, SHR])
     mix = min(n, backed)
@@ -402,7 +406,11 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     for s in (PRIV, FILL, ZERO, SHR, ZIP, SWP, NEVER):
         if s in (PRIV, FILL, ZERO, SHR):
             ms = m[h, v, FREE_ROW, s]
-            k = part(rng, h, mix, ms, rest) if ms > 0 and mix > 0 else 0
+            k = 0
+            if ms >= rest:
+                k = min(mix, ms)
+            elif ms > 0 and mix > 0:
+                k = max(min(ms, stochastic_round(rng, h, mix * ms / rest)), mix - (rest - ms))
             mix -= k
             rest -= ms
         else:
