@@ -388,9 +388,8 @@ def _take_free(m, vm, cnt, host, heat, rng, costs, stall, h, v, n, for_balloon, 
     seeds then split between two outcomes (6 to 17 s in HARD, 53 to 142 MiB
     swapped in a VM, where page fidelity's seeds all give 15 to 18 s and
     100 to 123 MiB), and in proportion they give 9 to 10 s and 70 to 77
-    MiB. Below them lie
-    the pages the host compressed or swapped while they sat free, and at the
-    bottom those never used since boot.
+    MiB. Below them lie the pages the host compressed or swapped while they
+    sat free, and at the bottom those never used since boot.
 
     For the workload, each is written: a shared one is copied, a compressed or
     swapped one brought back, an unbacked one given a frame. For the balloon,
